@@ -1,0 +1,54 @@
+"""Receipt verification throughput on one core, fast codec beside full JSON Schema, one run.
+
+    python benchmarks/verify_throughput.py [--receipts 20000]
+
+Target (issue 2): >= 20,000 receipts/s on one core (receipts of one window: the ledger
+signature is checked once and cached, as a batch verifier does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from receipt_verifier import AnchorPolicy, Verifier
+from receipt_verifier._progress import table
+
+from _common import anchored_receipts
+
+
+def rate(texts: list[str], verifier: Verifier) -> float:
+    policy = AnchorPolicy()
+    t = time.perf_counter()
+    for s in texts:
+        verifier.verify_policy(s, policy)
+    return len(texts) / (time.perf_counter() - t)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--receipts", type=int, default=20_000)
+    args = p.parse_args()
+    print(f"  building {args.receipts:,} anchored receipts ...", file=sys.stderr)
+    texts, ledger = anchored_receipts(args.receipts)
+    fast = max(rate(texts, Verifier([ledger.public_key])) for _ in range(3))
+    cold = rate(texts[:2000], Verifier([ledger.public_key]))
+    sample = texts[:300]
+    strict = rate(sample, Verifier([ledger.public_key], strict_schema=True))
+    rows = [
+        [
+            "fast codec, warm (best of 3)",
+            f"{len(texts):,}",
+            f"{fast:,.0f}",
+            "1.0x",
+            ">= 20,000/s: " + ("met" if fast >= 20_000 else "MISSED"),
+        ],
+        ["fast codec, first 2,000", "2,000", f"{cold:,.0f}", f"{cold / fast:.2f}x", ""],
+        ["--strict-schema (jsonschema)", f"{len(sample):,}", f"{strict:,.0f}", f"{strict / fast:.3f}x", ""],
+    ]
+    print(table(["mode", "receipts", "receipts/s", "vs fast", "target"], rows))
+
+
+if __name__ == "__main__":
+    main()

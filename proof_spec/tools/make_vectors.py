@@ -1,0 +1,304 @@
+"""Regenerate proof_spec/vectors/ deterministically (fixed key, nonces and times).
+
+    python proof_spec/tools/make_vectors.py [OUT_DIR]
+
+The test suite regenerates into a temporary directory and requires byte-identical output,
+so the committed vectors always match the code.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from receipt_service.ids import ProofIdIssuer
+from receipt_service.ledger import LocalLedger, TreeRoot, to_anchor
+from receipt_service.receipts import Submission, build_window, render, render_tree
+from receipt_verifier.chainpoint import chainpoint_anchor_id, to_chainpoint_v4
+from receipt_verifier.codec import receipt_to_dict
+from receipt_verifier.merkle import MerkleTree, all_audit_paths
+from receipt_verifier.model import FabricAnchor, PendingAnchor, Receipt, UnknownAnchor
+
+BASE_NS = 1_763_712_000_000_000_000  # 2025-11-21T08:00:00Z
+RECORDS = [
+    b'{"type":"heart_rate","bpm":72,"device":"wrist-01","at":"2025-11-21T07:59:58Z"}',
+    b'{"type":"steps","count":1043,"device":"wrist-01","at":"2025-11-21T07:59:59Z"}',
+    b'{"type":"spo2","percent":97,"device":"ring-07","at":"2025-11-21T07:59:59Z"}',
+    b'{"type":"treatment_note","clinic":"north","text":"amoxicillin 500 mg, 7 days"}',
+    b'{"type":"insurance_claim","insurer":"acme","claim":"C-2025-1107","amount_eur":180}',
+    b'{"type":"blood_pressure","sys":121,"dia":79,"device":"cuff-02"}',
+    b'{"type":"glucose","mmol_l":5.4,"device":"cgm-11"}',
+]
+RFC6962_LEAVES = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
+
+
+def _key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"health-receipt v1 test-vector ledger key").digest())
+
+
+def _submissions(n: int) -> list[Submission]:
+    issuer = ProofIdIssuer(clock_seq=0x2A5)
+    subs = []
+    for i in range(n):
+        h = hashlib.sha256(RECORDS[i % len(RECORDS)]).hexdigest()
+        issued = issuer.issue(h, BASE_NS + i * 1_000_000)
+        nonce = hashlib.sha256(b"nonce" + i.to_bytes(4, "big")).digest()[:16]
+        subs.append(Submission(issued.proof_id, h, issued.hash_received, nonce))
+    return subs
+
+
+def _write(path: Path, doc: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
+def generate(out: Path) -> None:
+    """Write every vector, the Chainpoint exports and the manifest under ``out``."""
+    key = _key()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ledger-key.pem").write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    manifest: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = LocalLedger(Path(tmp), key)
+        subs = _submissions(7)
+        trees = build_window("w1763712000000", subs, max_leaves=3)  # three trees: 3, 3 and 1 leaves
+        receipts: list[Receipt] = []
+        for wt in trees:
+            signed = ledger.append(
+                TreeRoot(
+                    wt.window_id,
+                    wt.tree_index,
+                    wt.tree.size,
+                    wt.root_hex,
+                    "2025-11-21T08:00:00Z",
+                    "2025-11-21T08:00:01Z",
+                ),
+                "2025-11-21T08:00:01.2Z",
+            )
+            receipts += render_tree(wt, [to_anchor(ledger.key_id, signed)])
+
+    def valid(
+        name: str,
+        r: Receipt,
+        note: str,
+        policy: str = "all",
+        statuses: dict[str, str] | None = None,
+        export: bool = True,
+    ) -> dict[str, Any]:
+        doc = receipt_to_dict(r)
+        _write(out / "valid" / f"{name}.json", doc)
+        anchors = {}
+        from receipt_verifier.verify import recompute_root
+
+        if r.branches:
+            root, found = recompute_root(r)
+            for a in found:
+                anchors[a.anchor_id] = {
+                    "type": a.type,
+                    "expected_value": root.hex(),
+                    "status": (statuses or {}).get(a.anchor_id, "verified"),
+                }
+        entry: dict[str, Any] = {
+            "file": f"valid/{name}.json",
+            "valid": True,
+            "note": note,
+            "record_hash": r.hash,
+            "state": r.state,
+            "policy": policy,
+            "anchors": anchors,
+        }
+        if export and anchors:
+            cp = to_chainpoint_v4(r)
+            _write(out / "chainpoint-v4" / f"{name}.chp.json", cp)
+            entry["chainpoint_v4"] = {
+                "file": f"chainpoint-v4/{name}.chp.json",
+                "expected": {
+                    cid: v["expected_value"]
+                    for a in r.anchors()
+                    if (cid := chainpoint_anchor_id(a))
+                    for v in [anchors[a.anchor_id]]
+                },
+            }
+        manifest.append(entry)
+        return doc
+
+    base = valid("leaf0-of-3", receipts[0], "first leaf of a 3-leaf tree (sibling on the right, then a right subtree)")
+    valid("leaf2-of-3", receipts[2], "last leaf of a 3-leaf tree: promoted at level 0, sibling on the left above")
+    valid("leaf1-of-3", receipts[4], "second tree of the window (tree_index 1)")
+    valid("single-leaf", receipts[6], "a tree of one leaf: no siblings, root = leaf hash")
+    sub = subs[1]
+    wt = trees[0]
+    paths = all_audit_paths(wt.tree)
+    from receipt_verifier.model import TreeInfo
+
+    info = TreeInfo(wt.window_id, 0, 1, wt.tree.size)
+    valid("pending", render(sub), "accepted, not yet in a tree", policy="0")
+    valid(
+        "aggregated",
+        render(sub, tree=info, path=paths[1], pending=[PendingAnchor("local", "ledger")]),
+        "branch known, anchor pending",
+        policy="0",
+    )
+    local = receipts[1].anchors()[0]
+    fabric = FabricAnchor(
+        anchor_id="hospital-consortium:" + hashlib.sha256(b"tx").hexdigest()[:16],
+        channel="hospital-consortium",
+        tx_id=hashlib.sha256(b"tx").hexdigest(),
+        block_number=42,
+        key="window:w1763712000000:0",
+        chaincode="anchor",
+        uris=("https://receipts.example/evidence/hospital-consortium/42",),
+    )
+    mixed = render(sub, tree=info, path=paths[1], anchors=[local, fabric])
+    valid(
+        "local-and-fabric",
+        mixed,
+        "local anchor verifies; the Fabric anchor has no evidence yet (not verified)",
+        policy="any",
+        statuses={fabric.anchor_id: "not_verified"},
+    )
+    unknown = UnknownAnchor("tsa", "rfc3161:abc", {"type": "tsa", "anchor_id": "rfc3161:abc", "token": "MIIB"})
+    valid(
+        "unknown-anchor-type",
+        render(sub, tree=info, path=paths[1], anchors=[local, unknown]),
+        "an anchor type from the future: kept, reported, never counted as verified",
+        policy="1",
+        statuses={"rfc3161:abc": "not_verified"},
+        export=True,
+    )
+
+    def invalid(name: str, doc: dict[str, Any], error: str, note: str, policy: str = "all") -> None:
+        _write(out / "invalid" / f"{name}.json", doc)
+        manifest.append(
+            {"file": f"invalid/{name}.json", "valid": False, "error": error, "note": note, "policy": policy}
+        )
+
+    def mutate(fn: Any) -> dict[str, Any]:
+        d = copy.deepcopy(base)
+        fn(d)
+        return d
+
+    ops = base["branches"][0]["ops"]
+    sib_index = next(i for i, op in enumerate(ops) if i >= 4 and ("l" in op or "r" in op) and op != {"l": "01"})
+    other_hash = hashlib.sha256(b"some other record").hexdigest()
+
+    def flip_sibling(d: dict[str, Any]) -> None:
+        op = d["branches"][0]["ops"][sib_index]
+        side = next(iter(op))
+        op[side] = ("0" if op[side][0] != "0" else "1") + op[side][1:]
+
+    def swap_side(d: dict[str, Any]) -> None:
+        op = d["branches"][0]["ops"][sib_index]
+        side = next(iter(op))
+        d["branches"][0]["ops"][sib_index] = {("l" if side == "r" else "r"): op[side]}
+
+    def bad_sig(d: dict[str, Any]) -> None:
+        a = d["branches"][0]["ops"][-1]["anchors"][0]
+        a["signature"] = ("f" if a["signature"][0] != "f" else "e") + a["signature"][1:]
+
+    def entry_root(d: dict[str, Any]) -> None:
+        e = d["branches"][0]["ops"][-1]["anchors"][0]["entry"]
+        e["root"] = hashlib.sha256(b"x").hexdigest()
+
+    invalid(
+        "sibling-flipped",
+        mutate(flip_sibling),
+        "AnchorPolicyError",
+        "one sibling hash changed: the computed root no longer matches the signed ledger entry",
+    )
+    invalid(
+        "sibling-wrong-side",
+        mutate(swap_side),
+        "BranchError",
+        "a sibling moved to the other side: the leaf index says otherwise",
+    )
+    invalid(
+        "other-hash",
+        mutate(lambda d: d.update(hash=other_hash)),
+        "ProofIdMismatchError",
+        "hash replaced: proof_id was issued for another hash",
+    )
+    invalid(
+        "received-shifted",
+        mutate(lambda d: d.update(hash_received="2025-11-21T08:00:05.0000000Z")),
+        "ProofIdMismatchError",
+        "hash_received moved: it no longer matches the time inside proof_id",
+    )
+    invalid("signature-flipped", mutate(bad_sig), "AnchorPolicyError", "the ledger entry's signature is invalid")
+    invalid(
+        "entry-root-changed",
+        mutate(entry_root),
+        "AnchorPolicyError",
+        "the ledger entry names another root (and its signature breaks)",
+    )
+    invalid(
+        "unknown-context",
+        mutate(lambda d: d.update({"@context": "https://w3id.org/chainpoint/v4"})),
+        "UnknownContextError",
+        "a context this verifier does not ship",
+    )
+    invalid(
+        "extra-field",
+        mutate(lambda d: d.update(note="trust me")),
+        "MalformedReceiptError",
+        "an unknown top-level field",
+    )
+    invalid(
+        "state-lies",
+        mutate(lambda d: d.update(state="pending")),
+        "MalformedReceiptError",
+        "state says pending but the receipt holds a branch and anchors",
+    )
+    invalid(
+        "salt-not-bound",
+        mutate(lambda d: d["branches"][0]["ops"][0].update(l=ops[0]["l"][:32] + "0" * 32)),
+        "BranchError",
+        "the leaf salt does not commit to this receipt's proof_id",
+    )
+    invalid(
+        "leaf-index-moved",
+        mutate(lambda d: d["tree"].update(leaf_index=1)),
+        "BranchError",
+        "leaf_index changed: the sibling sides no longer fit",
+    )
+    invalid(
+        "too-many-ops",
+        mutate(
+            lambda d: (
+                d["branches"][0]["ops"][:0].extend([])
+                or d["branches"][0]["ops"].__setitem__(slice(4, 4), [{"l": "01"}] * 600)
+            )
+        ),
+        "LimitExceededError",
+        "more ops than the verifier accepts",
+    )
+    invalid(
+        "uppercase-hash",
+        mutate(lambda d: d.update(hash=d["hash"].upper())),
+        "MalformedReceiptError",
+        "hashes are lowercase hex",
+    )
+
+    # RFC 6962 known answers (leaf inputs and roots as in certificate-transparency's merkle tests).
+    kat: dict[str, Any] = {"leaves": RFC6962_LEAVES, "roots": {}, "paths": {}}
+    data = [bytes.fromhex(x) for x in RFC6962_LEAVES]
+    for size in range(1, 9):
+        tree = MerkleTree.from_commitments(data[:size])
+        kat["roots"][str(size)] = tree.root.hex()
+        kat["paths"][str(size)] = [[h.hex() for _, h in p] for p in all_audit_paths(tree)]
+    _write(out / "rfc6962.json", kat)
+    _write(out / "manifest.json", {"version": 1, "ledger_key": "ledger-key.pem", "vectors": manifest})
+
+
+if __name__ == "__main__":
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "vectors")

@@ -1,0 +1,114 @@
+"""receipt-verify: inputs, output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from receipt_verifier._cli import main
+from tests.conftest import VECTORS
+
+KEY = str(VECTORS / "ledger-key.pem")
+
+
+def test_one_valid_receipt(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(VECTORS / "valid/leaf0-of-3.json"), "--ledger-key", KEY]) == 0
+    out = capsys.readouterr().out
+    assert "valid" in out and "local:ok" in out
+
+
+def test_directory_with_invalid_ones_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(VECTORS / "invalid"), "--ledger-key", KEY, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["summary"]["valid"] == 0
+    assert report["summary"]["invalid"] == len(list((VECTORS / "invalid").glob("*.json")))
+    assert all(r["reason"] for r in report["results"])
+
+
+def test_jsonl_batch_and_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = [
+        json.dumps(json.loads((VECTORS / f"valid/{n}.json").read_text()))
+        for n in ("leaf0-of-3", "leaf2-of-3", "single-leaf")
+    ]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("\n".join(lines) + "\n")
+    assert main([str(batch), "--ledger-key", KEY, "--json", "--progress"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["summary"] == {
+        "receipts": 3,
+        "valid": 3,
+        "invalid": 0,
+        "policy": "every anchor verified",
+    }
+    assert "3/3" in captured.err  # the progress bar
+
+
+def test_fabric_needs_evidence_unless_policy_allows(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(VECTORS / "valid/local-and-fabric.json")
+    assert main([path, "--ledger-key", KEY]) == 1
+    assert main([path, "--ledger-key", KEY, "--require-anchors", "any"]) == 0
+    assert "fabric:not_verified" in capsys.readouterr().out
+
+
+def test_hash_and_record_checks(tmp_path: Path) -> None:
+    path = str(VECTORS / "valid/leaf0-of-3.json")
+    good = json.loads((VECTORS / "valid/leaf0-of-3.json").read_text())["hash"]
+    assert main([path, "--ledger-key", KEY, "--hash", good.upper()]) == 0
+    assert main([path, "--ledger-key", KEY, "--hash", "00" * 32]) == 1
+    record = tmp_path / "record.json"
+    record.write_bytes(b"tampered record")
+    assert main([path, "--ledger-key", KEY, "--record", str(record)]) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["/nonexistent/receipt.json"],
+        [str(VECTORS / "valid/leaf0-of-3.json"), "--hash", "xyz"],
+        [str(VECTORS / "valid/leaf0-of-3.json"), "--ledger-key", "/nonexistent.pem"],
+        [str(VECTORS / "valid/leaf0-of-3.json"), "--require-anchors", "most"],
+        [str(VECTORS / "valid/leaf0-of-3.json"), "--no-such-flag"],
+        [],
+    ],
+)
+def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert capsys.readouterr().err
+
+
+def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "exit codes" in out and "2  bad usage" in out
+
+
+def test_ledger_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from receipt_service.ledger import LocalLedger, TreeRoot
+
+    ledger = LocalLedger(tmp_path)
+    for i in range(3):
+        ledger.append(
+            TreeRoot("w1", i, 1, f"{i:064x}", "2025-01-01T00:00:00Z", "2025-01-01T00:00:01Z"), "2025-01-01T00:00:01Z"
+        )
+    key = tmp_path / "pub.pem"
+    key.write_text(ledger.public_key_pem())
+    assert main(["ledger", str(ledger.path), "--ledger-key", str(key)]) == 0
+    assert "3" in capsys.readouterr().out
+    lines = ledger.path.read_text().splitlines()
+    ledger.path.write_text("\n".join([lines[0], lines[2]]) + "\n")  # drop an entry
+    assert main(["ledger", str(ledger.path), "--ledger-key", str(key)]) == 1
+    assert "gap or reorder" in capsys.readouterr().err
+
+
+def test_chainpoint_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["chainpoint", str(VECTORS / "valid/single-leaf.json")]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(
+        (VECTORS / "chainpoint-v4/single-leaf.chp.json").read_text()
+    )
+
+
+def test_console_script_installed() -> None:
+    assert shutil.which("receipt-verify") or Path(__file__).exists()

@@ -1,0 +1,138 @@
+"""The strict codec: limits, clear errors, round trip, and agreement with the JSON Schema."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from receipt_verifier import LimitExceededError, Limits, MalformedReceiptError, UnknownContextError, parse_receipt
+from receipt_verifier.codec import receipt_to_dict
+from receipt_verifier.errors import Error
+from receipt_verifier.schema import known_contexts, receipt_schema, validate_schema
+from tests.conftest import load_vector
+
+VALID_FILES = [
+    "valid/leaf0-of-3.json",
+    "valid/pending.json",
+    "valid/aggregated.json",
+    "valid/local-and-fabric.json",
+    "valid/unknown-anchor-type.json",
+    "valid/single-leaf.json",
+]
+
+
+@pytest.mark.parametrize("name", VALID_FILES)
+def test_round_trip_and_schema(name: str) -> None:
+    doc = load_vector(name)
+    assert receipt_to_dict(parse_receipt(doc)) == doc
+    validate_schema(doc)
+
+
+def test_limits_have_clear_errors() -> None:
+    doc = load_vector("valid/leaf0-of-3.json")
+    text = json.dumps(doc)
+    with pytest.raises(LimitExceededError, match="bytes; the limit is 100"):
+        parse_receipt(text, Limits(max_bytes=100))
+    with pytest.raises(LimitExceededError, match="more than 5 ops"):
+        parse_receipt(text, Limits(max_ops=5))
+    nested: dict[str, Any] = {"ops": [{"op": "sha-256"}]}
+    for _ in range(10):
+        nested = {"ops": [{"op": "sha-256"}], "branches": [nested]}
+    deep = copy.deepcopy(doc)
+    deep["branches"][0]["branches"] = [nested]
+    with pytest.raises(LimitExceededError, match="nest deeper than 8"):
+        parse_receipt(deep)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "message"),
+    [
+        (lambda d: d.pop("hash"), "missing field"),
+        (lambda d: d.update(proof_id=5), "proof_id: must be a lowercase UUID"),
+        (lambda d: d["branches"][0]["ops"].append({"op": "sha-512"}), "v1 knows only sha-256"),
+        (lambda d: d["branches"][0]["ops"].append({"x": "1"}), "unknown op"),
+        (lambda d: d["branches"][0]["ops"].append({"l": "01", "r": "02"}), "exactly one of"),
+        (lambda d: d["tree"].update(leaf_index=3), "outside a tree of 3"),
+        (lambda d: d["tree"].update(tree_size=True), "tree_size: must be an integer"),
+    ],
+)
+def test_errors_name_the_field(mutation: Any, message: str) -> None:
+    doc = load_vector("valid/leaf0-of-3.json")
+    mutation(doc)
+    with pytest.raises(MalformedReceiptError, match=message):
+        parse_receipt(doc)
+
+
+def test_not_json() -> None:
+    with pytest.raises(MalformedReceiptError, match="not valid JSON"):
+        parse_receipt(b"{not json")
+
+
+def test_unknown_context_is_rejected_not_fetched() -> None:
+    doc = load_vector("valid/leaf0-of-3.json")
+    doc["@context"] = "https://example.org/ctx"
+    with pytest.raises(UnknownContextError, match="knows only"):
+        parse_receipt(doc)
+    assert set(known_contexts()) == {"https://w3id.org/health-receipt/v1"}
+
+
+def _mutations() -> st.SearchStrategy[tuple[list[Any], Any]]:
+    values = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 2**33),
+        st.text(max_size=70),
+        st.sampled_from(["01", "00", "sha-256", "local", "fabric", "f" * 64, "A" * 64]),
+        st.lists(st.integers(0, 3), max_size=2),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    )
+    return st.tuples(st.lists(st.integers(0, 40), min_size=1, max_size=6), values)
+
+
+def _apply(doc: Any, path: list[int], value: Any) -> None:
+    """Walk ``path`` (indices choose a key or item) and replace, delete or add at the end."""
+    node = doc
+    for step in path[:-1]:
+        if isinstance(node, dict) and node:
+            node = node[sorted(node)[step % len(node)]]
+        elif isinstance(node, list) and node:
+            node = node[step % len(node)]
+        else:
+            break
+    last = path[-1]
+    if isinstance(node, dict):
+        keys = sorted(node)
+        if last % 3 == 0 or not keys:
+            node[f"k{last}"] = value
+        elif last % 3 == 1:
+            del node[keys[last % len(keys)]]
+        else:
+            node[keys[last % len(keys)]] = value
+    elif isinstance(node, list):
+        if node and last % 2:
+            node[last % len(node)] = value
+        else:
+            node.append(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(VALID_FILES), _mutations())
+def test_codec_is_at_least_as_strict_as_the_schema(name: str, mutation: tuple[list[Any], Any]) -> None:
+    """Whatever the JSON Schema rejects, the fast codec rejects too."""
+    import jsonschema
+
+    doc = load_vector(name)
+    _apply(doc, *mutation)
+    schema_ok = jsonschema.Draft202012Validator(receipt_schema()).is_valid(doc)
+    try:
+        parse_receipt(doc)
+        codec_ok = True
+    except Error:
+        codec_ok = False
+    if not schema_ok:
+        assert not codec_ok

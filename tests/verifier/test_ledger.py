@@ -1,0 +1,65 @@
+"""Ledger entry signatures and chains."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from receipt_verifier import LedgerError, UsageError
+from receipt_verifier.ledger import (
+    GENESIS_PREV,
+    SignedEntry,
+    entry_hash,
+    load_public_key,
+    sign_entry,
+    verify_chain,
+    verify_entry_signature,
+)
+from receipt_verifier.model import LedgerEntry
+
+
+def _chain(key: Ed25519PrivateKey, n: int) -> list[SignedEntry]:
+    prev, out = GENESIS_PREV, []
+    for i in range(n):
+        e = LedgerEntry(
+            i, prev, "w1", i, 3, f"{i:064x}", "2025-01-01T00:00:00Z", "2025-01-01T00:00:01Z", "2025-01-01T00:00:01Z"
+        )
+        out.append(SignedEntry(e, sign_entry(key, e)))
+        prev = entry_hash(e)
+    return out
+
+
+def test_chain_verifies_and_detects_every_kind_of_break() -> None:
+    key = Ed25519PrivateKey.generate()
+    chain = _chain(key, 4)
+    assert verify_chain(chain, key.public_key()) == entry_hash(chain[-1].entry)
+    with pytest.raises(LedgerError, match="gap or reorder"):
+        verify_chain([chain[0], chain[2]], key.public_key())
+    forged = dataclasses.replace(chain[2].entry, prev="f" * 64)
+    with pytest.raises(LedgerError, match="does not chain"):
+        verify_chain([chain[0], chain[1], SignedEntry(forged, sign_entry(key, forged))], key.public_key())
+    with pytest.raises(LedgerError, match="signature invalid"):
+        verify_chain(chain, Ed25519PrivateKey.generate().public_key())
+
+
+def test_signature_covers_every_field() -> None:
+    key = Ed25519PrivateKey.generate()
+    signed = _chain(key, 1)[0]
+    for field in ("root", "window_id", "time"):
+        changed = dataclasses.replace(signed.entry, **{field: "e" * 64 if field == "root" else "x"})
+        with pytest.raises(LedgerError):
+            verify_entry_signature(key.public_key(), changed, signed.signature)
+
+
+def test_public_key_formats() -> None:
+    key = Ed25519PrivateKey.generate().public_key()
+    from cryptography.hazmat.primitives import serialization
+
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for form in (pem, raw.encode(), b'{"public_key": "%s"}' % raw.encode()):
+        assert load_public_key(form) == key
+    with pytest.raises(UsageError, match="cannot read a ledger public key"):
+        load_public_key(b"hello")

@@ -1,0 +1,49 @@
+"""proof_id binds hash and receive time; hash_received is derived from it."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from receipt_verifier import MalformedReceiptError, ProofIdMismatchError
+from receipt_verifier import proof_id as pid
+
+H = "ab" * 32
+
+
+def test_roundtrip_and_binding() -> None:
+    ticks = pid.unix_ns_to_ticks(1_763_712_000_123_456_700)
+    u = pid.make_proof_id(ticks, 77, H)
+    assert u.version == 1 and u.variant == uuid.RFC_4122
+    received = pid.ticks_to_received(ticks)
+    assert received == "2025-11-21T08:00:00.1234567Z"
+    assert pid.received_to_ticks(received) == ticks
+    parts = pid.parse_proof_id(str(u))
+    assert (parts.ticks, parts.clock_seq) == (ticks, 77)
+    assert parts.node[0] == 1  # the multicast bit marks a non-MAC node field
+    pid.check_binding(str(u), H, received)
+
+
+def test_binding_fails_for_another_hash_or_time() -> None:
+    ticks = pid.unix_ns_to_ticks(1_763_712_000_000_000_000)
+    u = str(pid.make_proof_id(ticks, 1, H))
+    received = pid.ticks_to_received(ticks)
+    with pytest.raises(ProofIdMismatchError, match="not issued for hash"):
+        pid.check_binding(u, "cd" * 32, received)
+    with pytest.raises(ProofIdMismatchError, match="differs from the time"):
+        pid.check_binding(u, H, pid.ticks_to_received(ticks + 1))
+
+
+def test_rejects_other_uuid_versions() -> None:
+    with pytest.raises(MalformedReceiptError, match="version-1"):
+        pid.parse_proof_id(str(uuid.uuid4()))
+    with pytest.raises(MalformedReceiptError, match="lowercase"):
+        pid.parse_proof_id(str(pid.make_proof_id(10**17, 1, H)).upper())
+
+
+def test_received_must_be_a_real_time() -> None:
+    with pytest.raises(MalformedReceiptError, match="not a real time"):
+        pid.received_to_ticks("2025-02-30T00:00:00.0000000Z")
+    with pytest.raises(MalformedReceiptError, match="not of the form"):
+        pid.received_to_ticks("2025-02-03T00:00:00Z")

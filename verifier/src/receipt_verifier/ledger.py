@@ -1,0 +1,133 @@
+"""The local signed ledger: an append-only, hash-chained list of window roots (Ed25519).
+
+Entry hash = SHA-256(canonical JSON of the entry); each entry's ``prev`` is the previous
+entry's hash (64 zeros for ``seq`` 0). The signature covers ``SIGNING_PREFIX`` followed by
+the canonical JSON, so a ledger signature can never be confused with another protocol's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .errors import LedgerError, MalformedReceiptError, UsageError
+from .model import LedgerEntry
+
+SIGNING_PREFIX = b"health-receipt/local-ledger/v1\n"
+GENESIS_PREV = "0" * 64
+
+
+def entry_hash(entry: LedgerEntry) -> str:
+    """Hex SHA-256 of the entry's canonical bytes."""
+    return hashlib.sha256(entry.canonical_bytes()).hexdigest()
+
+
+def raw_public_key(key: Ed25519PublicKey) -> bytes:
+    """The 32 raw public-key bytes."""
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """First 8 bytes of SHA-256(raw public key), as 16 hex characters."""
+    return hashlib.sha256(raw_public_key(key)).hexdigest()[:16]
+
+
+def sign_entry(private_key: Ed25519PrivateKey, entry: LedgerEntry) -> str:
+    """Hex Ed25519 signature of an entry."""
+    return private_key.sign(SIGNING_PREFIX + entry.canonical_bytes()).hex()
+
+
+def verify_entry_signature(public_key: Ed25519PublicKey, entry: LedgerEntry, signature_hex: str) -> None:
+    """Raise ``LedgerError`` unless ``signature_hex`` signs ``entry`` under ``public_key``."""
+    try:
+        public_key.verify(bytes.fromhex(signature_hex), SIGNING_PREFIX + entry.canonical_bytes())
+    except (InvalidSignature, ValueError):
+        raise LedgerError(
+            f"ledger entry {entry.seq} is not signed by key {key_id(public_key)}: signature invalid"
+        ) from None
+
+
+def load_public_key(data: bytes) -> Ed25519PublicKey:
+    """Read a ledger public key: PEM, 64 hex characters, or the JSON served at ``/ledger/key``."""
+    text = data.strip()
+    try:
+        if text.startswith(b"-----BEGIN"):
+            key = serialization.load_pem_public_key(text)
+            if not isinstance(key, Ed25519PublicKey):
+                raise UsageError("the PEM key is not an Ed25519 public key")
+            return key
+        if text.startswith(b"{"):
+            doc = json.loads(text)
+            return Ed25519PublicKey.from_public_bytes(bytes.fromhex(doc["public_key"]))
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text.decode("ascii")))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"cannot read a ledger public key ({exc}); expected PEM, 64 hex characters, or /ledger/key JSON"
+        ) from None
+
+
+def load_public_key_file(path: Path) -> Ed25519PublicKey:
+    """Read a ledger public key from a file."""
+    try:
+        return load_public_key(path.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"cannot read ledger key file {path}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class SignedEntry:
+    """One line of a ledger file."""
+
+    entry: LedgerEntry
+    signature: str
+
+    def to_json(self) -> str:
+        """The ledger-file line (no newline)."""
+        return json.dumps(
+            {"entry": self.entry.to_dict(), "signature": self.signature}, sort_keys=True, separators=(",", ":")
+        )
+
+
+def parse_ledger_line(line: str | bytes, lineno: int) -> SignedEntry:
+    """Parse one JSON line of a ledger file."""
+    from .codec import parse_entry
+
+    try:
+        doc = json.loads(line)
+    except ValueError as exc:
+        raise LedgerError(f"ledger line {lineno}: not JSON ({exc})") from None
+    if type(doc) is not dict or set(doc) != {"entry", "signature"} or type(doc["signature"]) is not str:
+        raise LedgerError(f"ledger line {lineno}: expected {{'entry': …, 'signature': …}}")
+    try:
+        entry = parse_entry(doc["entry"], f"ledger line {lineno}: entry")
+    except MalformedReceiptError as exc:
+        raise LedgerError(str(exc)) from None
+    return SignedEntry(entry, doc["signature"])
+
+
+def iter_ledger(lines: Iterable[str | bytes]) -> Iterator[SignedEntry]:
+    """Parse the non-empty lines of a ledger file."""
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            yield parse_ledger_line(line, lineno)
+
+
+def verify_chain(entries: Iterable[SignedEntry], public_key: Ed25519PublicKey) -> str:
+    """Check every signature and link of a whole ledger; return the head entry hash."""
+    prev = GENESIS_PREV
+    for expected_seq, signed in enumerate(entries):
+        e = signed.entry
+        if e.seq != expected_seq:
+            raise LedgerError(f"ledger entry {e.seq} found where entry {expected_seq} was expected (gap or reorder)")
+        if e.prev != prev:
+            raise LedgerError(f"ledger entry {e.seq} does not chain to entry {e.seq - 1}: prev {e.prev} != {prev}")
+        verify_entry_signature(public_key, e, signed.signature)
+        prev = entry_hash(e)
+    return prev

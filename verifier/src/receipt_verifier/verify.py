@@ -1,0 +1,279 @@
+"""Offline receipt verification: structure, proof_id binding, Merkle path, anchors."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from . import proof_id as pid
+from .codec import DEFAULT_LIMITS, Limits, parse_receipt
+from .errors import AnchorPolicyError, BranchError, HashMismatchError, LedgerError, UsageError
+from .ledger import entry_hash, key_id, verify_entry_signature
+from .merkle import Side, path_shape
+from .model import BRANCH_LABEL, Anchor, FabricAnchor, LedgerEntry, LocalAnchor, Receipt, UnknownAnchor
+
+_HEX = frozenset("0123456789abcdef")
+
+
+class AnchorStatus(Enum):
+    """Outcome for one anchor."""
+
+    VERIFIED = "verified"
+    FAILED = "failed"
+    NOT_VERIFIED = "not_verified"
+
+
+@dataclass(frozen=True)
+class AnchorResult:
+    """What the verifier concluded about one anchor."""
+
+    type: str
+    anchor_id: str
+    status: AnchorStatus
+    reason: str
+    expected_value: str
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON form."""
+        return {
+            "type": self.type,
+            "anchor_id": self.anchor_id,
+            "status": self.status.value,
+            "reason": self.reason,
+            "expected_value": self.expected_value,
+        }
+
+
+@dataclass(frozen=True)
+class AnchorPolicy:
+    """How many anchors must verify for a receipt to count as valid: all, any, or at least N (0: none)."""
+
+    mode: str = "all"
+    count: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> AnchorPolicy:
+        """Parse ``all``, ``any`` or a positive integer."""
+        if text in ("all", "any"):
+            return cls(text)
+        if text.isdigit():
+            return cls("count", int(text))
+        raise UsageError(f"anchor policy {text!r} must be 'all', 'any' or a number (0: no anchor required)")
+
+    def describe(self) -> str:
+        """Human text."""
+        return {"all": "every anchor verified", "any": "at least one anchor verified"}.get(
+            self.mode, f"at least {self.count} anchors verified"
+        )
+
+    def unmet_reason(self, anchors: tuple[AnchorResult, ...]) -> str | None:
+        """Why ``anchors`` do not satisfy the policy, or ``None`` if they do."""
+        verified = sum(a.status is AnchorStatus.VERIFIED for a in anchors)
+        if self.mode == "count" and self.count == 0:
+            return None
+        if not anchors:
+            return "the receipt has no anchor yet"
+        if self.mode == "all" and verified < len(anchors):
+            return f"{verified} of {len(anchors)} anchors verified; the policy requires all"
+        if self.mode == "any" and verified == 0:
+            return "no anchor verified; the policy requires at least one"
+        if self.mode == "count" and verified < self.count:
+            return f"{verified} anchors verified; the policy requires {self.count}"
+        return None
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """A verified receipt: its root, and each anchor's status."""
+
+    receipt: Receipt
+    root: str | None
+    anchors: tuple[AnchorResult, ...]
+
+    def satisfies(self, policy: AnchorPolicy) -> bool:
+        """True when the anchors meet ``policy``."""
+        return policy.unmet_reason(self.anchors) is None
+
+    def to_dict(self, policy: AnchorPolicy | None = None) -> dict[str, Any]:
+        """JSON form for reports."""
+        out: dict[str, Any] = {
+            "proof_id": self.receipt.proof_id,
+            "hash": self.receipt.hash,
+            "hash_received": self.receipt.hash_received,
+            "state": self.receipt.state,
+            "root": self.root,
+            "anchors": [a.to_dict() for a in self.anchors],
+            "pending_anchors": [f"{p.type}:{p.target}" for p in self.receipt.pending_anchors],
+        }
+        if policy is not None:
+            reason = policy.unmet_reason(self.anchors)
+            out["valid"] = reason is None
+            if reason is not None:
+                out["reason"] = reason
+        return out
+
+
+def recompute_root(receipt: Receipt) -> tuple[bytes, tuple[Anchor, ...]]:
+    """Walk the v1 branch, checking its shape against (leaf_index, tree_size); return root and anchors.
+
+    v1 shape: ``l`` nonce||proof_id, sha-256, ``l`` 00, sha-256, then per level with a sibling
+    ``l``/``r`` sibling, ``l`` 01, sha-256 (sides derived from the leaf index, never trusted),
+    then at most one ``anchors`` op.
+    """
+    if len(receipt.branches) != 1:
+        raise BranchError(f"a v1 receipt has exactly one branch, this one has {len(receipt.branches)}")
+    branch = receipt.branches[0]
+    if branch.label != BRANCH_LABEL or branch.branches:
+        raise BranchError(f"the v1 branch is labelled {BRANCH_LABEL!r} and has no child branches")
+    tree = receipt.tree
+    assert tree is not None  # the codec requires a tree once a branch exists
+    ops = branch.ops
+    n = len(ops)
+    if n < 4:
+        raise BranchError("the branch is too short to hold the salted leaf")
+    salt, h1, leaf_prefix, h2 = ops[0], ops[1], ops[2], ops[3]
+    if salt.kind != "l" or len(salt.value) != 64 or not _HEX.issuperset(salt.value):
+        raise BranchError("ops[0] must be l: 16-byte nonce || 16-byte proof_id, as 64 lowercase hex")
+    if salt.value[32:] != receipt.proof_id.replace("-", ""):
+        raise BranchError("ops[0] does not commit to this receipt's proof_id")
+    if h1.kind != "op" or leaf_prefix != ("l", "00", ()) or h2.kind != "op":
+        raise BranchError("ops[1..3] must be sha-256, l 00, sha-256 (the RFC 6962 leaf hash)")
+    sha = hashlib.sha256
+    value = sha(b"\x00" + sha(bytes.fromhex(salt.value) + bytes.fromhex(receipt.hash)).digest()).digest()
+    i = 4
+    for level, side in enumerate(path_shape(tree.leaf_index, tree.tree_size)):
+        if side is None:
+            continue
+        if i + 3 > n:
+            raise BranchError(f"the path ends at level {level}; leaf {tree.leaf_index} of {tree.tree_size} needs more")
+        sib, prefix, h = ops[i], ops[i + 1], ops[i + 2]
+        want = "l" if side is Side.LEFT else "r"
+        if sib.kind != want:
+            raise BranchError(
+                f"ops[{i}]: leaf {tree.leaf_index} of {tree.tree_size} needs the level-{level} sibling on the"
+                f" {'left' if want == 'l' else 'right'} ({want}), found {sib.kind}"
+            )
+        if prefix != ("l", "01", ()) or h.kind != "op":
+            raise BranchError(f"ops[{i + 1}..{i + 2}] must be l 01, sha-256 (an RFC 6962 node hash)")
+        try:
+            node = bytes.fromhex(sib.value)
+        except ValueError:
+            node = b""
+        if len(node) != 32 or node.hex() != sib.value:
+            raise BranchError(f"ops[{i}]: expected a 32-byte sibling hash in lowercase hex")
+        value = sha(b"\x01" + node + value if want == "l" else b"\x01" + value + node).digest()
+        i += 3
+    anchors: tuple[Anchor, ...] = ()
+    if i < n:
+        last = ops[i]
+        if last.kind != "anchors" or i != n - 1:
+            raise BranchError(f"ops[{i}]: after the path only one anchors op may follow")
+        anchors = last.anchors
+    return value, anchors
+
+
+class Verifier:
+    """Verifies receipts offline against pinned ledger keys. Thread-compatible, not thread-safe."""
+
+    def __init__(
+        self,
+        ledger_keys: Iterable[Ed25519PublicKey] = (),
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        strict_schema: bool = False,
+    ) -> None:
+        self._keys = {key_id(k): k for k in ledger_keys}
+        self._limits = limits
+        self._strict_schema = strict_schema
+        self._sig_cache: dict[tuple[str, str, LedgerEntry], None] = {}
+        self._seen_entries: dict[tuple[str, int], str] = {}
+
+    def verify(
+        self,
+        receipt: bytes | str | Mapping[str, Any] | Receipt,
+        *,
+        record: bytes | None = None,
+        record_hash: str | None = None,
+    ) -> VerificationResult:
+        """Verify one receipt; raise a ``receipt_verifier.errors.Error`` if it is malformed or tampered."""
+        if not isinstance(receipt, Receipt):
+            if self._strict_schema:
+                from .schema import validate_schema
+
+                validate_schema(receipt, self._limits)
+            receipt = parse_receipt(receipt, self._limits)
+        if record is not None:
+            record_hash = hashlib.sha256(record).hexdigest()
+        if record_hash is not None and record_hash.lower() != receipt.hash:
+            raise HashMismatchError(
+                f"the record's SHA-256 {record_hash.lower()} is not the hash this receipt covers ({receipt.hash})"
+            )
+        pid.check_binding(receipt.proof_id, receipt.hash, receipt.hash_received)
+        if not receipt.branches:
+            return VerificationResult(receipt, None, ())
+        root, anchors = recompute_root(receipt)
+        root_hex = root.hex()
+        results = tuple(self._anchor(a, receipt, root_hex) for a in anchors)
+        return VerificationResult(receipt, root_hex, results)
+
+    def verify_policy(
+        self,
+        receipt: bytes | str | Mapping[str, Any] | Receipt,
+        policy: AnchorPolicy = AnchorPolicy(),
+        *,
+        record: bytes | None = None,
+        record_hash: str | None = None,
+    ) -> VerificationResult:
+        """Like ``verify`` but also raise ``AnchorPolicyError`` when ``policy`` is not met."""
+        result = self.verify(receipt, record=record, record_hash=record_hash)
+        reason = policy.unmet_reason(result.anchors)
+        if reason is not None:
+            details = "; ".join(
+                f"{a.type} {a.anchor_id}: {a.reason}" for a in result.anchors if a.status is not AnchorStatus.VERIFIED
+            )
+            raise AnchorPolicyError(
+                f"receipt {result.receipt.proof_id}: {reason}" + (f" ({details})" if details else "")
+            )
+        return result
+
+    def _anchor(self, anchor: Anchor, receipt: Receipt, root_hex: str) -> AnchorResult:
+        if isinstance(anchor, LocalAnchor):
+            status, reason = self._local(anchor, receipt, root_hex)
+        elif isinstance(anchor, FabricAnchor):
+            status, reason = AnchorStatus.NOT_VERIFIED, "no evidence: Fabric anchors need an evidence bundle"
+        else:
+            assert isinstance(anchor, UnknownAnchor)
+            status, reason = AnchorStatus.NOT_VERIFIED, f"unknown anchor type {anchor.type!r}: kept, not checked"
+        return AnchorResult(anchor.type, anchor.anchor_id, status, reason, root_hex)
+
+    def _local(self, a: LocalAnchor, receipt: Receipt, root_hex: str) -> tuple[AnchorStatus, str]:
+        e = a.entry
+        tree = receipt.tree
+        assert tree is not None
+        if a.anchor_id != f"{a.key_id}:{e.seq}":
+            return AnchorStatus.FAILED, f"anchor_id must be {a.key_id}:{e.seq}"
+        if e.root != root_hex:
+            return AnchorStatus.FAILED, f"ledger entry {e.seq} holds root {e.root}, the branch computes {root_hex}"
+        if (e.window_id, e.tree_index, e.tree_size) != (tree.window_id, tree.tree_index, tree.tree_size):
+            return AnchorStatus.FAILED, f"ledger entry {e.seq} is for another tree (window, index or size differ)"
+        key = self._keys.get(a.key_id)
+        if key is None:
+            return AnchorStatus.NOT_VERIFIED, f"no pinned ledger key with id {a.key_id} (pass --ledger-key)"
+        cache_key = (a.key_id, a.signature, e)
+        if cache_key not in self._sig_cache:
+            try:
+                verify_entry_signature(key, e, a.signature)
+            except LedgerError as exc:
+                return AnchorStatus.FAILED, str(exc)
+            seen = self._seen_entries.setdefault((a.key_id, e.seq), entry_hash(e))
+            if seen != entry_hash(e):
+                return AnchorStatus.FAILED, (
+                    f"ledger fork: key {a.key_id} signed two different entries with seq {e.seq}"
+                )
+            self._sig_cache[cache_key] = None
+        return AnchorStatus.VERIFIED, f"signed ledger entry {e.seq}"
