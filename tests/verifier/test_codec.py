@@ -136,3 +136,14 @@ def test_codec_is_at_least_as_strict_as_the_schema(name: str, mutation: tuple[li
         codec_ok = False
     if not schema_ok:
         assert not codec_ok
+
+
+@pytest.mark.parametrize("value", [True, 1.0])
+def test_cached_ledger_entry_still_rejects_non_integers(value: Any) -> None:
+    doc = load_vector("valid/leaf1-of-3.json")
+    parse_receipt(doc)  # warms the parse cache for this entry
+    entry = doc["branches"][0]["ops"][-1]["anchors"][0]["entry"]
+    entry["seq"] = value if entry["seq"] == 1 else entry["seq"]
+    entry["tree_index"] = value if entry["tree_index"] == 1 else entry["tree_index"]
+    with pytest.raises(MalformedReceiptError, match="must be an integer"):
+        parse_receipt(doc)

@@ -6,6 +6,7 @@ size, op-count and depth limits, and is ~100x faster than a generic schema valid
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping
@@ -126,17 +127,47 @@ def parse_entry(value: Any, where: str) -> LedgerEntry:
     )
 
 
+_LOCAL_CACHE: dict[str, tuple[dict[str, Any], LocalAnchor]] = {}
+
+
 def _anchor(value: Any, where: str) -> Anchor:
     obj = _obj(value, where)
     kind = obj.get("type")
     if kind == "local":
-        _keys(obj, where, _LOCAL_KEYS, _LOCAL_KEYS)
-        return LocalAnchor(
-            anchor_id=_str(obj["anchor_id"], f"{where}.anchor_id", _ID_RE, "an anchor id"),
-            key_id=_str(obj["key_id"], f"{where}.key_id", _KEY_ID_RE, "16 lowercase hex characters"),
-            entry=parse_entry(obj["entry"], f"{where}.entry"),
-            signature=_str(obj["signature"], f"{where}.signature", _SIG_RE, "128 lowercase hex characters"),
-        )
+        # Receipts of one tree share one ledger entry: reuse its parse when the raw object is
+        # exactly equal (a C-level dict compare), keyed by the signature it carries.
+        sig = obj.get("signature")
+        if type(sig) is str:
+            hit = _LOCAL_CACHE.get(sig)
+            if hit is not None and hit[0] == obj and _same_types(obj):
+                return hit[1]
+        anchor = _local_anchor(obj, where)
+        if len(_LOCAL_CACHE) >= 4096:
+            _LOCAL_CACHE.clear()
+        _LOCAL_CACHE[anchor.signature] = (copy.deepcopy(obj), anchor)
+        return anchor
+    return _other_anchor(obj, kind, where)
+
+
+def _local_anchor(obj: dict[str, Any], where: str) -> LocalAnchor:
+    _keys(obj, where, _LOCAL_KEYS, _LOCAL_KEYS)
+    return LocalAnchor(
+        anchor_id=_str(obj["anchor_id"], f"{where}.anchor_id", _ID_RE, "an anchor id"),
+        key_id=_str(obj["key_id"], f"{where}.key_id", _KEY_ID_RE, "16 lowercase hex characters"),
+        entry=parse_entry(obj["entry"], f"{where}.entry"),
+        signature=_str(obj["signature"], f"{where}.signature", _SIG_RE, "128 lowercase hex characters"),
+    )
+
+
+def _same_types(obj: dict[str, Any]) -> bool:
+    """Dict equality treats 1, 1.0 and True alike: a cache hit also needs exact int types."""
+    e = obj["entry"]
+    return (
+        type(e["v"]) is int and type(e["seq"]) is int and type(e["tree_index"]) is int and (type(e["tree_size"]) is int)
+    )
+
+
+def _other_anchor(obj: dict[str, Any], kind: Any, where: str) -> Anchor:
     if kind == "fabric":
         _keys(obj, where, _FABRIC_REQUIRED, _FABRIC_ALLOWED)
         uris = obj.get("uris", [])
