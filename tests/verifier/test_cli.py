@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,4 +113,9 @@ def test_chainpoint_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_console_script_installed() -> None:
-    assert shutil.which("receipt-verify") or Path(__file__).exists()
+    script = Path(sys.executable).parent / "receipt-verify"
+    assert script.is_file() or shutil.which("receipt-verify"), "the receipt-verify console script is installed"
+    out = subprocess.run(
+        [str(script) if script.is_file() else "receipt-verify", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "exit codes" in out
