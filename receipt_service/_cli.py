@@ -1,23 +1,30 @@
-"""``receipt-service``: the service's command line."""
+"""``receipt-service``: serve, manage API keys, run the demo."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
+import logging
 import os
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from receipt_verifier import AnchorPolicy, Verifier, dumps
+import aiohttp
+
+from receipt_verifier import AnchorPolicy, Verifier, dumps, parse_receipt
 from receipt_verifier._progress import table
 from receipt_verifier.errors import Error
+from receipt_verifier.ledger import load_public_key
 
-from .ids import ProofIdIssuer
-from .ledger import LocalLedger, TreeRoot, to_anchor
-from .receipts import Submission, build_window, render_tree
+from .auth import make_key, parse_scopes
+from .config import ENV_PREFIX, load_settings
+from .server import DEFAULT_KEY_FILE, serve
+from .sqlite_store import SQLiteStore
 
 SAMPLE_RECORDS: list[tuple[str, bytes]] = [
     ("wearable: heart rate", b'{"type":"heart_rate","bpm":72,"device":"wrist-01"}'),
@@ -30,60 +37,176 @@ SAMPLE_RECORDS: list[tuple[str, bytes]] = [
 ]
 
 
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+# ---------------------------------------------------------------------- demo
 
 
-def demo(data_dir: Path) -> int:
-    """Hash sample records, aggregate, anchor to the local ledger, verify every receipt offline."""
-    ledger = LocalLedger(data_dir)
-    issuer = ProofIdIssuer(int.from_bytes(os.urandom(2), "big") & 0x3FFF)
-    start = time.time_ns()
-    subs = []
-    for _, record in SAMPLE_RECORDS:
-        h = hashlib.sha256(record).hexdigest()
-        issued = issuer.issue(h, time.time_ns())
-        subs.append(Submission(issued.proof_id, h, issued.hash_received, os.urandom(16)))
-    window_id = f"w{start // 1_000_000}"
-    receipts = []
-    for wt in build_window(window_id, subs):
-        signed = ledger.append(
-            TreeRoot(window_id, wt.tree_index, wt.tree.size, wt.root_hex, _iso(start), _iso(time.time_ns())),
-            _iso(time.time_ns()),
+async def _demo(data_dir: Path) -> int:
+    settings = load_settings(overrides={"data_dir": data_dir, "port": 0, "host": "127.0.0.1"})
+    stop = asyncio.Event()
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(serve(settings, ready=port.set_result, stop=stop))
+    try:
+        base = f"http://127.0.0.1:{await asyncio.wait_for(asyncio.shield(port), 30)}"
+        token = (data_dir / DEFAULT_KEY_FILE).read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        print(f"service up at {base} (data dir {data_dir}); posting {len(SAMPLE_RECORDS)} record hashes")
+        async with aiohttp.ClientSession(base, headers=headers) as http:
+            hashes = [hashlib.sha256(record).hexdigest() for _, record in SAMPLE_RECORDS]
+            t0 = time.perf_counter()
+            async with http.post("/hashes", json={"hashes": hashes}) as resp:
+                ack = await _ok(resp)
+            acked = time.perf_counter() - t0
+
+            async def fetch(proof_id: str) -> bytes:
+                async with http.get(f"/proofs/{proof_id}", params={"wait": "anchored", "timeout": "30"}) as resp:
+                    await _ok(resp, parse=False)
+                    return await resp.read()
+
+            bodies = await asyncio.gather(*(fetch(item["proof_id"]) for item in ack["hashes"]))
+            anchored = time.perf_counter() - t0
+            async with http.get("/ledger/key") as resp:
+                key_doc = await resp.read()
+        verifier = Verifier([load_public_key(key_doc)])
+        out = data_dir / "receipts"
+        out.mkdir(exist_ok=True)
+        rows = []
+        for (label, record), body in zip(SAMPLE_RECORDS, bodies, strict=True):
+            receipt = parse_receipt(body)
+            (out / f"{receipt.proof_id}.json").write_text(dumps(receipt))
+            result = verifier.verify_policy(body, AnchorPolicy(), record=record)
+            status = ", ".join(f"{a.type} {a.status.value}" for a in result.anchors)
+            rows.append([label, receipt.proof_id, receipt.hash[:16] + "…", receipt.state, status])
+        print(table(["record", "proof_id", "hash", "state", "anchor (checked offline)"], rows))
+        pinned = data_dir / "ledger-key.pub.json"
+        pinned.write_bytes(key_doc)
+        print(f"\nacknowledged in {acked * 1000:.0f} ms; all {len(rows)} receipts anchored after {anchored:.2f} s")
+        print(f"check them again offline: receipt-verify {out} --ledger-key {pinned}")
+        return 0
+    finally:
+        stop.set()
+        await server
+
+
+async def _ok(resp: aiohttp.ClientResponse, parse: bool = True) -> Any:
+    if resp.status >= 300:
+        raise DemoError(f"{resp.method} {resp.url.path} answered {resp.status}: {await resp.text()}")
+    return await resp.json() if parse else None
+
+
+class DemoError(Error):
+    """The demo's service call failed."""
+
+
+# ---------------------------------------------------------------------- keys
+
+
+def _keys(args: argparse.Namespace, data_dir: Path) -> int:
+    store = SQLiteStore(data_dir)
+    try:
+        if args.keys_command == "create":
+            key = make_key(args.tenant, parse_scopes(args.scope))
+            store.create_api_key(key.record)
+            print(key.token)
+            print(
+                f"key {key.record.key_id} for tenant {args.tenant} (scopes {','.join(sorted(key.record.scopes))});"
+                " the secret is shown only now",
+                file=sys.stderr,
+            )
+            return 0
+        if args.keys_command == "revoke":
+            when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if not store.revoke_api_key(args.key_id, when):
+                print(f"receipt-service: error: no active key {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id} (the service stops accepting it within seconds)")
+            return 0
+        rows = [
+            [k.key_id, k.tenant, ",".join(sorted(k.scopes)), k.created, k.revoked or "active"]
+            for k in store.list_api_keys()
+        ]
+        print(table(["key id", "tenant", "scopes", "created", "state"], rows) if rows else "no keys")
+        return 0
+    finally:
+        store.close_sync()
+
+
+# ---------------------------------------------------------------------- main
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="receipt-service",
+        description="Anchoring and proof-receipt service for health-record hashes.",
+        epilog=f"Settings come from defaults, then --config FILE (TOML), then {ENV_PREFIX}* variables, then flags.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="TOML file with a [service] table")
+        p.add_argument(
+            "--data-dir", type=Path, help="where the database, ledger and keys live (default ./receipt-data)"
         )
-        receipts += render_tree(wt, [to_anchor(ledger.key_id, signed)])
-    out = data_dir / "receipts"
-    out.mkdir(exist_ok=True)
-    verifier = Verifier([ledger.public_key])
-    rows = []
-    for (label, record), receipt in zip(SAMPLE_RECORDS, receipts, strict=True):
-        path = out / f"{receipt.proof_id}.json"
-        path.write_text(dumps(receipt))
-        result = verifier.verify_policy(path.read_bytes(), AnchorPolicy(), record=record)
-        anchor = result.anchors[0]
-        rows.append([label, receipt.proof_id, receipt.hash[:16] + "…", f"{anchor.type} {anchor.status.value}"])
-    print(table(["record", "proof_id", "hash", "anchor"], rows))
-    print(f"\n{len(receipts)} receipts in {out}; ledger {ledger.path} (key id {ledger.key_id})")
-    return 0
+
+    s = sub.add_parser("serve", help="run the HTTP service")
+    common(s)
+    s.add_argument("--host", help="listen address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="listen port (default 8080; 0 picks a free one)")
+    s.add_argument("--window-seconds", type=float, help="aggregation window (default 1.0)")
+    s.add_argument("--max-leaves", type=int, help="leaves per tree before a window splits (default 25000)")
+    s.add_argument("--retention-days", type=float, help="drop anchored receipts after this many days (default: keep)")
+    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    k = sub.add_parser("keys", help="manage tenant API keys")
+    common(k)
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="create a key and print it once")
+    kc.add_argument("--tenant", required=True, help="the tenant that will own what this key submits")
+    kc.add_argument("--scope", default="submit,read", help="comma-separated: submit, read (default both)")
+    kr = ksub.add_parser("revoke", help="revoke a key by its id")
+    kr.add_argument("key_id")
+    ksub.add_parser("list", help="list keys (never their secrets)")
+
+    d = sub.add_parser("demo", help="start the service, anchor sample health records, verify every receipt")
+    d.add_argument("--data-dir", type=Path, help="keep the data here (default: a temporary directory)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="receipt-service", description="Health-record anchoring service.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="anchor and verify sample health records end to end")
-    d.add_argument("--data-dir", type=Path, help="keep the data here (default: a temporary directory)")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
+            logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
             if args.data_dir is not None:
-                return demo(args.data_dir)
+                return asyncio.run(_demo(args.data_dir))
             with tempfile.TemporaryDirectory(prefix="receipt-demo-") as tmp:
-                return demo(Path(tmp))
+                return asyncio.run(_demo(Path(tmp)))
+        config = args.config or (
+            Path(os.environ[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in os.environ else None
+        )
+        overrides: dict[str, Any] = {"data_dir": args.data_dir}
+        if args.command == "keys":
+            return _keys(args, load_settings(config, overrides=overrides).data_dir)
+        overrides.update(
+            host=args.host,
+            port=args.port,
+            window_seconds=args.window_seconds,
+            max_leaves=args.max_leaves,
+            retention_days=args.retention_days,
+        )
+        settings = load_settings(config, overrides=overrides)
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        asyncio.run(serve(settings))
+        return 0
     except Error as exc:
         print(f"receipt-service: error: {exc.diagnostics()}", file=sys.stderr)
         return 1
-    return 2
+    except aiohttp.ClientError as exc:
+        print(f"receipt-service: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"receipt-service: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The service's exception hierarchy, grouped by whose fault it is (maps onto HTTP statuses)."""
+"""The service's exception hierarchy; each class carries the HTTP status and title it maps to."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ class ServiceError(Error):
     title = "Internal error"
 
 
+class ConfigError(ServiceError):
+    """A setting, flag or config file is wrong; the message names it."""
+
+    title = "Invalid configuration"
+
+
 class ClientError(ServiceError):
     """The request is wrong; the message says how."""
 
@@ -19,22 +25,76 @@ class ClientError(ServiceError):
     title = "Bad request"
 
 
+class UnauthorizedError(ClientError):
+    """No API key, an unknown one, or a revoked one."""
+
+    status = 401
+    title = "Unauthorized"
+
+
+class ForbiddenError(ClientError):
+    """The key is valid but lacks the scope this call needs."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class NotFoundError(ClientError):
+    """No such resource for this tenant."""
+
+    status = 404
+    title = "Not found"
+
+
+class PayloadTooLargeError(ClientError):
+    """The body exceeds the configured limit."""
+
+    status = 413
+    title = "Payload too large"
+
+
+class UnsupportedMediaTypeError(ClientError):
+    """The body's content type is not one the endpoint takes."""
+
+    status = 415
+    title = "Unsupported media type"
+
+
+class UnprocessableError(ClientError):
+    """The body parsed but an item in it is invalid; the message names the item."""
+
+    status = 422
+    title = "Unprocessable content"
+
+
 class ConflictError(ServiceError):
-    """An anchor already holds a different value for the same key."""
+    """The resource is not in a state that allows this (or an anchor holds a different value)."""
 
     status = 409
     title = "Conflict"
 
 
-class StoreError(ServiceError):
-    """The store failed or holds a corrupted record."""
+class UnavailableError(ServiceError):
+    """The service is shutting down or a dependency is down; retry later."""
 
     status = 503
+    title = "Service unavailable"
+
+
+class StoreError(UnavailableError):
+    """The store failed or holds a corrupted record."""
+
     title = "Store unavailable"
 
 
-class AnchorBackendError(ServiceError):
+class CorruptRecordError(StoreError):
+    """A stored record failed its integrity check; it is reported, never served."""
+
+    status = 500
+    title = "Corrupted record"
+
+
+class AnchorBackendError(UnavailableError):
     """An anchor backend could not take a root (retried later)."""
 
-    status = 503
     title = "Anchor backend unavailable"

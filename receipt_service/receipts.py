@@ -36,8 +36,12 @@ class Submission:
 
     def commitment(self) -> bytes:
         """The salted leaf value H(nonce || proof_id || hash)."""
-        pid = bytes.fromhex(self.proof_id.replace("-", ""))
-        return hashlib.sha256(self.nonce + pid + bytes.fromhex(self.hash)).digest()
+        return commitment(self.nonce, bytes.fromhex(self.proof_id.replace("-", "")), bytes.fromhex(self.hash))
+
+
+def commitment(nonce: bytes, proof_id: bytes, record_hash: bytes) -> bytes:
+    """H(nonce || proof_id || hash): the leaf value that hides the record hash (spec section 1)."""
+    return hashlib.sha256(nonce + proof_id + record_hash).digest()
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ def render(
 ) -> Receipt:
     """A receipt in whatever state the submission has reached."""
     if tree is None:
-        return Receipt(sub.hash, sub.proof_id, sub.hash_received, "pending")
+        return Receipt(sub.hash, sub.proof_id, sub.hash_received, "pending", pending_anchors=tuple(pending))
     ops = path_ops(sub, path)
     if anchors:
         ops.append(Op("anchors", "", tuple(anchors)))

@@ -149,6 +149,11 @@ def _anchor(value: Any, where: str) -> Anchor:
     return _other_anchor(obj, kind, where)
 
 
+def parse_anchor(value: Any, where: str = "anchor") -> Anchor:
+    """Parse one anchor object (as found in an ``anchors`` op); raise on anything off-spec."""
+    return _anchor(value, where)
+
+
 def _local_anchor(obj: dict[str, Any], where: str) -> LocalAnchor:
     _keys(obj, where, _LOCAL_KEYS, _LOCAL_KEYS)
     return LocalAnchor(

@@ -1,0 +1,418 @@
+"""The HTTP API (aiohttp): submit hashes, fetch receipts, health, metrics, the ledger key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from receipt_verifier.chainpoint import to_chainpoint_v4
+from receipt_verifier.codec import receipt_to_dict
+from receipt_verifier.errors import UsageError
+from receipt_verifier.ledger import raw_public_key
+
+from .anchoring import AnchorBackend, LocalLedgerBackend, iso_now
+from .auth import Authenticator, Principal
+from .config import Settings
+from .errors import (
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceError,
+    UnavailableError,
+    UnprocessableError,
+    UnsupportedMediaTypeError,
+)
+from .ids import ProofIdIssuer
+from .metrics import CONTENT_TYPE, Metrics
+from .proofs import Located, ProofReader, WaitFor, parse_ids
+from .store import NewSubmission, Store
+from .windows import Aggregator
+
+log = logging.getLogger("receipt_service.app")
+
+PROBLEM = "application/problem+json"
+PROBLEM_BASE = "https://w3id.org/health-receipt/problems/"
+
+
+@dataclass
+class Service:
+    """One running instance: settings, store, aggregator and the rest, shared by handlers."""
+
+    settings: Settings
+    store: Store
+    backends: Sequence[AnchorBackend]
+    metrics: Metrics = field(default_factory=Metrics)
+    draining: bool = False
+    inflight_submits: int = 0
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.aggregator = Aggregator(
+            self.store,
+            self.backends,
+            self.metrics,
+            window_seconds=s.window_seconds,
+            max_leaves=s.max_leaves,
+            retry_max_seconds=s.anchor_retry_max_seconds,
+            retention_seconds=None if s.retention_days is None else s.retention_days * 86400,
+        )
+        self.reader = ProofReader(self.aggregator)
+        self.auth = Authenticator(self.store, s.key_cache_seconds)
+        self.issuer = ProofIdIssuer(self.store.clock_seq, self.store.last_ticks())
+
+    def ledger(self) -> LocalLedgerBackend | None:
+        """The local ledger backend, if configured."""
+        return next((b for b in self.backends if isinstance(b, LocalLedgerBackend)), None)
+
+
+SERVICE = web.AppKey("service", Service)
+
+
+def problem(status: int, title: str, detail: str, kind: str | None = None, **extra: Any) -> web.Response:
+    """An RFC 9457 problem document."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + (kind or title.lower().replace(" ", "-")),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    body.update(extra)
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(data, separators=(",", ":")), content_type="application/json")
+
+
+@web.middleware
+async def problems_and_metrics(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error becomes problem+json; every answer is counted by route and status."""
+    svc = request.app[SERVICE]
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        response = await handler(request)
+    except ServiceError as exc:
+        response = problem(exc.status, exc.title, str(exc))
+    except web.HTTPRequestEntityTooLarge as exc:
+        response = problem(413, "Payload too large", f"the body exceeds {exc.text or 'the size limit'}")
+    except web.HTTPMethodNotAllowed as exc:
+        response = problem(
+            405,
+            "Method not allowed",
+            f"{request.method} is not allowed here; use {', '.join(sorted(exc.allowed_methods))}",
+        )
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+    except web.HTTPNotFound:
+        response = problem(404, "Not found", f"no such endpoint: {request.path}; see /openapi.json")
+    except web.HTTPException as exc:
+        response = problem(exc.status, exc.reason, exc.text or exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = problem(500, "Internal error", "the server failed; the request may be retried")
+    svc.metrics.requests.labels(route, str(response.status)).inc()
+    return response
+
+
+# ---------------------------------------------------------------------- submit
+
+
+def _parse_json_hashes(body: bytes, limit: int) -> list[bytes]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        raise UnprocessableError('the body is not valid JSON; send {"hashes": ["<64 hex>", ...]}') from None
+    if not isinstance(doc, dict):
+        raise UnprocessableError('the body must be a JSON object: {"hashes": [...]}')
+    extra = sorted(set(doc) - {"hashes"})
+    if extra:
+        raise UnprocessableError(f"unknown field(s) {', '.join(map(repr, extra))}; the only field is 'hashes'")
+    items = doc.get("hashes")
+    if not isinstance(items, list):
+        raise UnprocessableError("'hashes' is required and must be a list of hex SHA-256 hashes")
+    _check_count(len(items), limit)
+    out = []
+    for i, h in enumerate(items):
+        if type(h) is not str:
+            raise UnprocessableError(f"hashes[{i}] must be a string, got {type(h).__name__}")
+        if len(h) != 64:
+            raise UnprocessableError(f"hashes[{i}] has {len(h)} characters; a SHA-256 hash is 64 hex characters")
+        try:
+            b = bytes.fromhex(h)
+        except ValueError:
+            b = b""
+        if len(b) != 32:
+            raise UnprocessableError(f"hashes[{i}] is not hexadecimal: {h[:64]!r}")
+        out.append(b)
+    return out
+
+
+def _check_count(n: int, limit: int) -> None:
+    if n == 0:
+        raise UnprocessableError(f"no hashes: send between 1 and {limit}")
+    if n > limit:
+        raise UnprocessableError(f"{n} hashes in one request; the limit is {limit} (split the batch)")
+
+
+async def submit(request: web.Request) -> web.Response:
+    """POST /hashes: store 1..N hashes durably, then answer with their proof ids."""
+    svc = request.app[SERVICE]
+    who = await _principal(request, "submit")
+    if svc.draining:
+        raise UnavailableError("the service is shutting down and takes no new hashes; retry on another instance")
+    s = svc.settings
+    if request.content_length is not None and request.content_length > s.max_body_bytes:
+        raise PayloadTooLargeError(f"the body is {request.content_length} bytes; the limit is {s.max_body_bytes}")
+    ctype = request.content_type
+    if ctype not in ("application/json", "application/octet-stream"):
+        raise UnsupportedMediaTypeError(
+            f"content type {ctype!r} is not accepted; use application/json or application/octet-stream"
+        )
+    body = await request.read()
+    if len(body) > s.max_body_bytes:
+        raise PayloadTooLargeError(f"the body is {len(body)} bytes; the limit is {s.max_body_bytes}")
+    if ctype == "application/json":
+        hashes = _parse_json_hashes(body, s.max_hashes_per_request)
+    else:
+        if len(body) % 32:
+            raise UnprocessableError(
+                f"an octet-stream body is a concatenation of 32-byte hashes; {len(body)} bytes is not a multiple of 32"
+            )
+        _check_count(len(body) // 32, s.max_hashes_per_request)
+        hashes = [body[i : i + 32] for i in range(0, len(body), 32)]
+    issued = svc.issuer.issue_batch(hashes, time.time_ns())
+    salt = os.urandom(16 * len(hashes))
+    items = [
+        NewSubmission(i.ticks, i.proof_id_bytes, h, salt[16 * k : 16 * k + 16])
+        for k, (i, h) in enumerate(zip(issued, hashes, strict=True))
+    ]
+    svc.inflight_submits += 1
+    try:
+        await svc.store.add_submissions(who.tenant, items)
+    finally:
+        svc.inflight_submits -= 1
+    svc.metrics.hashes_accepted.labels(who.tenant).inc(len(items))
+    ready = time.time() + svc.settings.window_seconds + 0.2
+    return _json(
+        {
+            "hashes": [
+                {"proof_id": i.proof_id, "hash": h.hex(), "hash_received": i.hash_received}
+                for i, h in zip(issued, hashes, strict=True)
+            ],
+            "receipts_ready_at": iso_now(int(ready * 1e9)),
+            "window_seconds": svc.settings.window_seconds,
+        },
+        status=202,
+    )
+
+
+# ---------------------------------------------------------------------- read
+
+_SINGLE_PARAMS = frozenset({"format", "wait", "timeout"})
+_BATCH_PARAMS = frozenset({"ids", "format"})
+
+
+def _format(request: web.Request) -> str:
+    fmt = request.query.get("format", "receipt")
+    if fmt not in ("receipt", "chainpoint-v4"):
+        raise UnprocessableError(f"format {fmt[:40]!r} is unknown; use 'receipt' (default) or 'chainpoint-v4'")
+    return fmt
+
+
+def _check_params(request: web.Request, allowed: frozenset[str]) -> None:
+    extra = sorted(set(request.query) - allowed)
+    if extra:
+        raise UnprocessableError(
+            f"unknown query parameter(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _render(found: Located, fmt: str) -> dict[str, Any]:
+    if fmt == "chainpoint-v4":
+        try:
+            return to_chainpoint_v4(found.receipt)
+        except UsageError as exc:
+            raise ConflictError(f"{exc}; fetch it again once anchored (or use ?wait=anchored)") from None
+    return receipt_to_dict(found.receipt)
+
+
+async def get_proof(request: web.Request) -> web.Response:
+    """GET /proofs/{proof_id}: one receipt, optionally waiting until it is aggregated or anchored."""
+    svc = request.app[SERVICE]
+    who = await _principal(request, "read")
+    _check_params(request, _SINGLE_PARAMS)
+    fmt = _format(request)
+    ((text, ticks),) = parse_ids([request.match_info["proof_id"]])
+    wait = request.query.get("wait")
+    if wait is None:
+        found = (await svc.reader.find(who.tenant, [(text, ticks)])).get(text)
+    else:
+        if wait not in ("aggregated", "anchored"):
+            raise UnprocessableError(f"wait={wait[:40]!r} is unknown; use wait=aggregated or wait=anchored")
+        timeout = _timeout(request.query.get("timeout", "30"), svc.settings.max_wait_seconds)
+        until: WaitFor = "anchored" if wait == "anchored" else "aggregated"
+        found = await svc.reader.wait(who.tenant, text, ticks, until, timeout)
+    if found is None:
+        raise NotFoundError(f"no proof {text} for this API key's tenant")
+    return _json(_render(found, fmt))
+
+
+def _timeout(text: str, limit: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= limit:
+        raise UnprocessableError(f"timeout={text[:40]!r} must be a number of seconds between 0 and {limit:g}")
+    return value
+
+
+async def get_proofs(request: web.Request) -> web.Response:
+    """GET /proofs?ids=a,b,...: up to N receipts; ids not found are listed, not errors."""
+    svc = request.app[SERVICE]
+    who = await _principal(request, "read")
+    _check_params(request, _BATCH_PARAMS)
+    fmt = _format(request)
+    raw = [p for v in request.query.getall("ids", []) for p in v.split(",") if p]
+    if not raw:
+        raise UnprocessableError("ids is required: /proofs?ids=<proof_id>,<proof_id>,...")
+    limit = svc.settings.max_ids_per_request
+    if len(raw) > limit:
+        raise UnprocessableError(f"{len(raw)} ids in one request; the limit is {limit}")
+    ids = list(dict.fromkeys(parse_ids(raw)))
+    found = await svc.reader.find(who.tenant, ids)
+    receipts = []
+    for text, _ in ids:
+        if text in found:
+            if fmt == "chainpoint-v4" and found[text].receipt.state != "anchored":
+                continue
+            receipts.append(_render(found[text], fmt))
+    rendered = {r["proof_id"] for r in receipts}
+    return _json(
+        {
+            "receipts": receipts,
+            "not_found": [t for t, _ in ids if t not in found],
+            "not_anchored": [t for t, _ in ids if t in found and t not in rendered],
+        }
+    )
+
+
+# ---------------------------------------------------------------------- operations
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: the process answers."""
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """GET /readyz: the store and every anchor backend answer."""
+    svc = request.app[SERVICE]
+    checks: dict[str, str] = {}
+    failed = []
+    try:
+        await svc.store.ping()
+        checks["store"] = "ok"
+    except ServiceError as exc:
+        checks["store"] = str(exc)
+        failed.append("store")
+    for b in svc.backends:
+        try:
+            await b.ready()
+            checks[b.target] = "ok"
+        except ServiceError as exc:
+            checks[b.target] = str(exc)
+            failed.append(b.target)
+    if svc.draining:
+        return problem(503, "Service unavailable", "the service is shutting down", "draining", checks=checks)
+    if failed:
+        return problem(503, "Service unavailable", f"not ready: {', '.join(failed)}", "not-ready", checks=checks)
+    return _json({"status": "ready", "checks": checks})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    svc = request.app[SERVICE]
+    stats = await svc.store.stats()
+    svc.metrics.backlog.set(stats.backlog)
+    svc.metrics.open_anchors.set(stats.pending_anchors)
+    svc.metrics.stored.set(stats.submissions)
+    return web.Response(body=svc.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def ledger_key(request: web.Request) -> web.Response:
+    """GET /ledger/key: the local ledger's public key, for auditors to pin."""
+    ledger = request.app[SERVICE].ledger()
+    if ledger is None:
+        raise NotFoundError("this instance has no local ledger configured")
+    return _json(
+        {
+            "algorithm": "Ed25519",
+            "key_id": ledger.ledger.key_id,
+            "public_key": raw_public_key(ledger.ledger.public_key).hex(),
+            "public_key_pem": ledger.ledger.public_key_pem(),
+        }
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json: the API description shipped with the package."""
+    text = resources.files("receipt_service").joinpath("openapi.json").read_text()
+    return web.Response(text=text, content_type="application/json")
+
+
+async def _principal(request: web.Request, scope: str) -> Principal:
+    header = request.headers.get("Authorization") or request.headers.get("X-API-Key")
+    return await request.app[SERVICE].auth.authenticate(header, scope)
+
+
+# ---------------------------------------------------------------------- app
+
+
+def init_app(service: Service) -> web.Application:
+    """The aiohttp application for a service (its aggregator starts and drains with the app)."""
+    app = web.Application(middlewares=[problems_and_metrics], client_max_size=service.settings.max_body_bytes + 1024)
+    app[SERVICE] = service
+    app.router.add_post("/hashes", submit)
+    app.router.add_get("/proofs/{proof_id}", get_proof)
+    app.router.add_get("/proofs", get_proofs)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/ledger/key", ledger_key)
+    app.router.add_get("/openapi.json", openapi)
+    app.on_startup.append(_start)
+    app.on_shutdown.append(_drain)
+    app.on_cleanup.append(_close)
+    return app
+
+
+async def _start(app: web.Application) -> None:
+    await app[SERVICE].aggregator.start()
+
+
+async def _drain(app: web.Application) -> None:
+    svc = app[SERVICE]
+    svc.draining = True
+    deadline = time.monotonic() + svc.settings.shutdown_grace_seconds
+    while svc.inflight_submits and time.monotonic() < deadline:  # let accepted writes land in this window
+        await asyncio.sleep(0.005)
+    ok = await svc.aggregator.drain(max(0.0, deadline - time.monotonic()))
+    if ok:
+        log.info("drained: every accepted hash is in an anchored window")
+    else:
+        log.warning("shutdown grace ran out; open work is resumed at the next start")
+
+
+async def _close(app: web.Application) -> None:
+    await app[SERVICE].store.close()

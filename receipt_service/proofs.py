@@ -1,0 +1,173 @@
+"""Reading receipts back: stored rows -> checked tree and anchors -> a v1 receipt in its current state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from receipt_verifier import proof_id as pid
+from receipt_verifier.codec import parse_anchor
+from receipt_verifier.errors import MalformedReceiptError
+from receipt_verifier.merkle import MerkleTree
+from receipt_verifier.model import Anchor, FabricAnchor, LocalAnchor, PendingAnchor, Receipt, TreeInfo
+
+from .errors import CorruptRecordError, UnprocessableError
+from .receipts import commitment, render
+from .store import SubmissionRecord, TreeRecord
+from .windows import Aggregator
+
+WaitFor = Literal["aggregated", "anchored"]
+
+
+@dataclass(frozen=True)
+class Located:
+    """A submission found for its tenant, with its seq (for waiting on it)."""
+
+    seq: int
+    receipt: Receipt
+
+
+def parse_ids(ids: Sequence[str]) -> list[tuple[str, int]]:
+    """Proof ids -> (id, receive ticks); a malformed id is a 422 naming it."""
+    out = []
+    for i, text in enumerate(ids):
+        try:
+            out.append((text, pid.parse_proof_id(text).ticks))
+        except MalformedReceiptError:
+            raise UnprocessableError(
+                f"ids[{i}]: {text[:80]!r} is not a proof id (a lowercase version-1 UUID)"
+            ) from None
+    return out
+
+
+class ProofReader:
+    """Builds receipts from the store, checking every record on the way."""
+
+    def __init__(self, aggregator: Aggregator) -> None:
+        self.agg = aggregator
+        self.store = aggregator.store
+
+    async def find(self, tenant: str, ids: Sequence[tuple[str, int]]) -> dict[str, Located]:
+        """Receipts for the ids this tenant owns; others' ids and unknown ids are simply absent."""
+        rows = await self.store.get_submissions([t for _, t in ids])
+        out: dict[str, Located] = {}
+        trees: dict[tuple[str, int], tuple[TreeRecord, MerkleTree, list[Anchor], list[PendingAnchor]]] = {}
+        for text, ticks in ids:
+            row = rows.get(ticks)
+            if row is None or row.tenant != tenant or row.proof_id.hex() != text.replace("-", ""):
+                continue
+            out[text] = Located(row.seq, await self._receipt(row, trees))
+        return out
+
+    async def _receipt(
+        self,
+        row: SubmissionRecord,
+        trees: dict[tuple[str, int], tuple[TreeRecord, MerkleTree, list[Anchor], list[PendingAnchor]]],
+    ) -> Receipt:
+        sub = row.to_submission()
+        record = await self.store.tree_for_seq(row.seq)
+        if record is None:
+            return render(sub, pending=self._all_pending())
+        key = (record.window_id, record.tree_index)
+        if key not in trees:
+            tree = await self._tree(record)
+            anchors, pending = await self._anchors(record)
+            trees[key] = (record, tree, anchors, pending)
+        record, tree, anchors, pending = trees[key]
+        leaf = row.seq - record.first_seq
+        expected = tree.levels[0][leaf]
+        if _leaf_hash(commitment(row.nonce, row.proof_id, row.hash)) != expected:
+            raise CorruptRecordError(f"submission #{row.seq} does not match leaf {leaf} of its tree; it is not served")
+        info = TreeInfo(record.window_id, record.tree_index, leaf, record.size)
+        return render(sub, tree=info, path=tree.audit_path(leaf), anchors=anchors, pending=pending)
+
+    async def _tree(self, record: TreeRecord) -> MerkleTree:
+        key = (record.window_id, record.tree_index)
+        tree = self.agg.trees.get(key)
+        if tree is None:
+            leaves = await self.store.tree_leaves(record)
+            tree = await asyncio.to_thread(
+                MerkleTree.from_commitments, [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
+            )
+            if tree.root != record.root:
+                raise CorruptRecordError(f"tree {key[0]}/{key[1]}: its leaves do not give its stored root")
+            self.agg.trees.put(key, tree)
+        return tree
+
+    async def _anchors(self, record: TreeRecord) -> tuple[list[Anchor], list[PendingAnchor]]:
+        anchors: list[Anchor] = []
+        pending: list[PendingAnchor] = []
+        for job in await self.store.anchors_for(record):
+            if job.anchor_json is None:
+                pending.append(self._pending_for(job.target))
+                continue
+            try:
+                anchor = parse_anchor(json.loads(job.anchor_json))
+            except (ValueError, MalformedReceiptError):
+                raise CorruptRecordError(
+                    f"tree {record.window_id}/{record.tree_index}: the stored {job.target} anchor is damaged"
+                ) from None
+            _check_anchor(anchor, record)
+            anchors.append(anchor)
+        return anchors, pending
+
+    def _pending_for(self, target: str) -> PendingAnchor:
+        backend = self.agg.backends.get(target)
+        return backend.pending() if backend is not None else PendingAnchor(target.split("-", 1)[0], target)
+
+    def _all_pending(self) -> list[PendingAnchor]:
+        return [b.pending() for b in self.agg.backends.values()]
+
+    async def wait(self, tenant: str, text: str, ticks: int, until: WaitFor, timeout: float) -> Located | None:
+        """The receipt once it reaches ``until`` (or as it stands when ``timeout`` runs out)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = (await self.find(tenant, [(text, ticks)])).get(text)
+            if found is None or _reached(found.receipt, until):
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return found
+            fut = self.agg.waiters.register(found.seq)
+            # The state may have changed between the read and the registration: read once more.
+            again = (await self.find(tenant, [(text, ticks)])).get(text)
+            if again is None or _reached(again.receipt, until):
+                self.agg.waiters.discard(found.seq, fut)
+                return again
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                self.agg.waiters.discard(found.seq, fut)
+
+
+def _reached(r: Receipt, until: WaitFor) -> bool:
+    return r.state == "anchored" if until == "anchored" else r.state != "pending"
+
+
+def _leaf_hash(c: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(b"\x00" + c).digest()
+
+
+def _check_anchor(anchor: Anchor, record: TreeRecord) -> None:
+    """A stored anchor must be for this very tree and root."""
+    ok = True
+    if isinstance(anchor, LocalAnchor):
+        e = anchor.entry
+        ok = (e.root, e.window_id, e.tree_index, e.tree_size) == (
+            record.root.hex(),
+            record.window_id,
+            record.tree_index,
+            record.size,
+        )
+    elif isinstance(anchor, FabricAnchor):
+        ok = bool(anchor.tx_id)
+    if not ok:
+        raise CorruptRecordError(
+            f"tree {record.window_id}/{record.tree_index}: the stored {anchor.type} anchor is for another root"
+        )

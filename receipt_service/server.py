@@ -1,0 +1,80 @@
+"""Running the service as a process: open the data directory, serve, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from .anchoring import LocalLedgerBackend
+from .app import Service, init_app
+from .auth import make_key
+from .config import Settings
+from .sqlite_store import SQLiteStore
+
+log = logging.getLogger("receipt_service")
+
+DEFAULT_KEY_FILE = "default-api-key"
+
+
+def open_service(settings: Settings) -> Service:
+    """The store and anchor backends of a data directory, wired into a service."""
+    data_dir = settings.data_dir
+    store = SQLiteStore(data_dir)
+    backends = [LocalLedgerBackend(data_dir)]
+    ensure_default_key(store, data_dir)
+    return Service(settings, store, backends)
+
+
+def ensure_default_key(store: SQLiteStore, data_dir: Path) -> Path | None:
+    """On first start (no keys at all), make a key for tenant ``default`` and keep it in a 0600 file."""
+    if store.list_api_keys():
+        return None
+    key = make_key("default", frozenset({"submit", "read"}))
+    path = data_dir / DEFAULT_KEY_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.token + "\n")
+    store.create_api_key(key.record)
+    log.info("no API keys yet: created one for tenant 'default' in %s", path)
+    return path
+
+
+async def serve(
+    settings: Settings, ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Serve until SIGTERM, SIGINT (or ``stop``), then stop accepting, close and anchor the open window."""
+    service = open_service(settings)
+    runner = web.AppRunner(init_app(service), handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else settings.port
+    ledger = service.ledger()
+    log.info(
+        "serving on http://%s:%d (data %s, window %.3gs, ledger key id %s)",
+        settings.host,
+        port,
+        settings.data_dir,
+        settings.window_seconds,
+        ledger.ledger.key_id if ledger else "-",
+    )
+    if ready is not None:
+        ready(port)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("stopping: no new hashes; closing and anchoring the open window")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+    log.info("stopped")

@@ -1,0 +1,539 @@
+"""The embedded store: one SQLite file in WAL mode with full sync and group commit.
+
+One writer thread owns the write connection. Requests queue their writes; the thread takes
+everything queued, runs it in one transaction and commits once, so concurrent requests share
+one fsync. A caller's future resolves only after that commit returned. Small reads run on
+the caller's thread over a separate read connection (WAL readers never block the writer);
+bulk reads (a window's backlog, a tree's leaves) run in a worker thread.
+
+Submissions get consecutive ``seq`` numbers from the writer; a window is a ``seq`` range,
+so closing one writes a few tree rows and moves a watermark, never touching submission rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import CorruptRecordError, StoreError
+from .store import (
+    AnchorRecord,
+    ApiKeyRecord,
+    NewSubmission,
+    StoreStats,
+    SubmissionRecord,
+    TreeRecord,
+    row_checksum,
+)
+
+DB_FILE = "receipts.sqlite3"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS submissions (
+  seq INTEGER PRIMARY KEY,
+  ticks INTEGER NOT NULL,
+  tenant TEXT NOT NULL,
+  proof_id BLOB NOT NULL,
+  hash BLOB NOT NULL,
+  nonce BLOB NOT NULL,
+  checksum BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS submissions_ticks ON submissions(ticks);
+CREATE TABLE IF NOT EXISTS trees (
+  window_id TEXT NOT NULL,
+  tree_index INTEGER NOT NULL,
+  first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL,
+  root BLOB NOT NULL,
+  leaves BLOB NOT NULL,
+  window_start TEXT NOT NULL,
+  window_end TEXT NOT NULL,
+  closed_ns INTEGER NOT NULL,
+  checksum BLOB NOT NULL,
+  PRIMARY KEY (window_id, tree_index)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS trees_first_seq ON trees(first_seq);
+CREATE TABLE IF NOT EXISTS anchors (
+  window_id TEXT NOT NULL,
+  tree_index INTEGER NOT NULL,
+  target TEXT NOT NULL,
+  anchor TEXT,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  created_ns INTEGER NOT NULL,
+  done_ns INTEGER,
+  PRIMARY KEY (window_id, tree_index, target)
+);
+CREATE INDEX IF NOT EXISTS anchors_open ON anchors(window_id, tree_index) WHERE anchor IS NULL;
+CREATE TABLE IF NOT EXISTS api_keys (
+  key_id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  secret_hash BLOB NOT NULL,
+  scopes TEXT NOT NULL,
+  created TEXT NOT NULL,
+  revoked TEXT
+);
+"""
+
+_TREE_COLS = "window_id, tree_index, first_seq, last_seq, root, window_start, window_end, checksum"
+_SUB_COLS = "seq, tenant, ticks, proof_id, hash, nonce, checksum"
+
+T = TypeVar("T")
+log = logging.getLogger("receipt_service.store")
+
+
+def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def tree_checksum(t: TreeRecord) -> bytes:
+    """8-byte BLAKE2b over a tree row's fields (the leaves are checked against the root)."""
+    text = f"{t.window_id}:{t.tree_index}:{t.first_seq}:{t.last_seq}:{t.window_start}:{t.window_end}:".encode()
+    return hashlib.blake2b(text + t.root, digest_size=8).digest()
+
+
+def _submission(row: tuple[Any, ...]) -> SubmissionRecord:
+    seq, tenant, ticks, proof_id, hash_, nonce, checksum = row
+    if (
+        not isinstance(proof_id, bytes)
+        or not isinstance(hash_, bytes)
+        or not isinstance(nonce, bytes)
+        or not isinstance(tenant, str)
+        or not isinstance(ticks, int)
+        or checksum != row_checksum(seq, tenant, ticks, proof_id, hash_, nonce)
+    ):
+        raise CorruptRecordError(f"submission #{seq} failed its integrity check; it is not served")
+    return SubmissionRecord(seq, tenant, ticks, proof_id, hash_, nonce)
+
+
+def _tree(row: tuple[Any, ...]) -> TreeRecord:
+    window_id, tree_index, first_seq, last_seq, root, start, end, checksum = row
+    tree = TreeRecord(window_id, tree_index, first_seq, last_seq, root, start, end)
+    if not isinstance(root, bytes) or len(root) != 32 or checksum != tree_checksum(tree):
+        raise CorruptRecordError(f"tree {window_id}/{tree_index} failed its integrity check; it is not served")
+    return tree
+
+
+class _Job:
+    __slots__ = ("error", "fn", "future", "result")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class SQLiteStore:
+    """``Store`` over one SQLite database file in the data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / DB_FILE
+        try:
+            self._w = _connect(self.path)
+            self._w.executescript(_SCHEMA)
+            self.clock_seq = int(self._meta_init("clock_seq", str(secrets.randbelow(1 << 14))))
+            self.instance_id = self._meta_init("instance_id", secrets.token_hex(4))
+            self._meta_init("schema_version", SCHEMA_VERSION)
+            self._meta_init("watermark", "0")
+            self._next_seq = self._max_seq() + 1
+            self._r = _connect(self.path, readonly=True)
+            self._bulk = _connect(self.path, readonly=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+        self._bulk_lock = threading.Lock()
+        self._queue: list[_Job] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
+        self._thread.start()
+        self.commits = 0
+        self.jobs = 0
+
+    # ------------------------------------------------------------------ writer
+
+    def _meta_init(self, key: str, value: str) -> str:
+        self._w.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
+        row = self._w.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0])
+
+    def _max_seq(self) -> int:
+        row = self._w.execute("SELECT max(seq) FROM submissions").fetchone()
+        return int(row[0] or 0)
+
+    def _writer(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                jobs, self._queue = self._queue, []
+                if not jobs and self._closing:
+                    return
+            self._run_batch(jobs)
+
+    def _run_batch(self, jobs: list[_Job]) -> None:
+        try:
+            self._transaction(jobs)
+        except Exception:
+            log.debug("a batch of %d writes failed", len(jobs), exc_info=True)
+            # One bad job must not fail the others: run each alone to find out which.
+            if len(jobs) > 1:
+                for job in jobs:
+                    self._run_batch([job])
+                return
+            jobs[0].error = jobs[0].error or StoreError("the database write failed")
+        self._resolve(jobs)
+
+    def _transaction(self, jobs: list[_Job]) -> None:
+        conn = self._w
+        start_seq = self._next_seq
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                job.result = job.fn(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._next_seq = start_seq
+            if len(jobs) == 1:
+                jobs[0].error = exc if not isinstance(exc, sqlite3.Error) else StoreError(f"database write: {exc}")
+            raise
+        self.commits += 1
+        self.jobs += len(jobs)
+
+    @staticmethod
+    def _resolve(jobs: list[_Job]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        for job in jobs:
+            by_loop.setdefault(job.future.get_loop(), []).append(job)
+        for loop, group in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed while the write ran: nobody waits
+                loop.call_soon_threadsafe(_settle, group)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        with self._cond:
+            if self._closing:
+                raise StoreError("the store is closed")
+            self._queue.append(_Job(fn, future))
+            self._cond.notify()
+        return await future
+
+    # ------------------------------------------------------------------ submissions
+
+    async def add_submissions(self, tenant: str, items: Sequence[NewSubmission]) -> int:
+        """Store the items durably; returns the first ``seq`` given to them."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            first = self._next_seq
+            rows = [
+                (seq, i.ticks, tenant, i.proof_id, i.hash, i.nonce, row_checksum(seq, tenant, i.ticks, *_fields(i)))
+                for seq, i in enumerate(items, first)
+            ]
+            conn.executemany(
+                "INSERT INTO submissions(seq, ticks, tenant, proof_id, hash, nonce, checksum) VALUES (?,?,?,?,?,?,?)",
+                rows,
+            )
+            self._next_seq = first + len(rows)
+            return first
+
+        return await self._write(write)
+
+    def last_ticks(self) -> int:
+        """The newest receive time stored (0 when empty): the id issuer resumes after it."""
+        row = self._r.execute("SELECT max(ticks) FROM submissions").fetchone()
+        return int(row[0] or 0)
+
+    async def get_submissions(self, ticks: Sequence[int]) -> dict[int, SubmissionRecord]:
+        """Submissions by receive time (each proof id encodes a unique one)."""
+        if not ticks:
+            return {}
+        marks = ",".join("?" * len(ticks))
+        rows = self._read(f"SELECT {_SUB_COLS} FROM submissions WHERE ticks IN ({marks})", ticks)  # noqa: S608
+        return {r.ticks: r for r in map(_submission, rows)}
+
+    async def backlog(self, limit: int) -> list[SubmissionRecord]:
+        """Up to ``limit`` submissions after the aggregation watermark, in ``seq`` order."""
+
+        def read() -> list[SubmissionRecord]:
+            with self._bulk_lock:
+                self._bulk.execute("BEGIN")
+                try:
+                    mark = int(self._bulk.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()[0])
+                    rows = self._bulk.execute(
+                        f"SELECT {_SUB_COLS} FROM submissions WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
+                        (mark, limit),
+                    ).fetchall()
+                finally:
+                    self._bulk.execute("COMMIT")
+            out = [_submission(r) for r in rows]
+            if out and (out[0].seq != mark + 1 or out[-1].seq - out[0].seq + 1 != len(out)):
+                raise CorruptRecordError(f"submissions after #{mark} are not consecutive; the store is damaged")
+            return out
+
+        return await self._bulk_read(read)
+
+    async def commit_window(self, trees: Sequence[tuple[TreeRecord, bytes]], targets: Sequence[str]) -> None:
+        """Record a window's trees (with their leaves), one open anchor job per target, and move the watermark."""
+        if not trees:
+            return
+        now = time.time_ns()
+        first, last = trees[0][0].first_seq, trees[-1][0].last_seq
+
+        def write(conn: sqlite3.Connection) -> None:
+            mark = int(conn.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()[0])
+            if first != mark + 1:
+                raise StoreError(f"window starts at #{first} but the watermark is #{mark}; another aggregator ran")
+            conn.executemany(
+                "INSERT INTO trees(window_id, tree_index, first_seq, last_seq, root, leaves, window_start,"
+                " window_end, closed_ns, checksum) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        t.window_id,
+                        t.tree_index,
+                        t.first_seq,
+                        t.last_seq,
+                        t.root,
+                        leaves,
+                        t.window_start,
+                        t.window_end,
+                        now,
+                        tree_checksum(t),
+                    )
+                    for t, leaves in trees
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO anchors(window_id, tree_index, target, created_ns) VALUES (?,?,?,?)",
+                [(t.window_id, t.tree_index, target, now) for t, _ in trees for target in targets],
+            )
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'watermark'", (str(last),))
+
+        await self._write(write)
+
+    async def tree_for_seq(self, seq: int) -> TreeRecord | None:
+        """The tree holding submission ``seq``, or None while it is still pending."""
+        rows = self._read(
+            f"SELECT {_TREE_COLS} FROM trees WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1",  # noqa: S608
+            (seq,),
+        )
+        if not rows:
+            return None
+        tree = _tree(rows[0])
+        return tree if tree.last_seq >= seq else None
+
+    async def tree_leaves(self, tree: TreeRecord) -> bytes:
+        """The tree's leaf commitments, 32 bytes each, in leaf order."""
+
+        def read() -> bytes:
+            with self._bulk_lock:
+                row = self._bulk.execute(
+                    "SELECT leaves FROM trees WHERE window_id = ? AND tree_index = ?", (tree.window_id, tree.tree_index)
+                ).fetchone()
+            if row is None or not isinstance(row[0], bytes) or len(row[0]) != 32 * tree.size:
+                raise CorruptRecordError(f"tree {tree.window_id}/{tree.tree_index} has damaged leaves")
+            return row[0]
+
+        return await self._bulk_read(read)
+
+    async def anchors_for(self, tree: TreeRecord) -> list[AnchorRecord]:
+        """Every anchor job of a tree, done or open."""
+        rows = self._read(
+            "SELECT window_id, tree_index, target, anchor, attempts, last_error, created_ns, done_ns FROM anchors"
+            " WHERE window_id = ? AND tree_index = ? ORDER BY target",
+            (tree.window_id, tree.tree_index),
+        )
+        return [AnchorRecord(*r) for r in rows]
+
+    async def open_anchor_jobs(self) -> list[tuple[TreeRecord, str]]:
+        """(tree, target) pairs not anchored yet, oldest first: work left over from a crash."""
+        rows = self._read(
+            f"SELECT {', '.join('t.' + c.strip() for c in _TREE_COLS.split(','))}, a.target FROM anchors a"  # noqa: S608
+            " JOIN trees t USING (window_id, tree_index) WHERE a.anchor IS NULL ORDER BY t.first_seq",
+            (),
+        )
+        return [(_tree(r[:-1]), r[-1]) for r in rows]
+
+    async def record_anchor(self, tree: TreeRecord, target: str, anchor_json: str, done_ns: int) -> None:
+        """Store a finished anchor."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE anchors SET anchor = ?, done_ns = ?, attempts = attempts + 1, last_error = NULL"
+                " WHERE window_id = ? AND tree_index = ? AND target = ?",
+                (anchor_json, done_ns, tree.window_id, tree.tree_index, target),
+            )
+
+        await self._write(write)
+
+    async def record_anchor_failure(self, tree: TreeRecord, target: str, error: str) -> None:
+        """Count a failed attempt (the job stays open and is retried)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE anchors SET attempts = attempts + 1, last_error = ?"
+                " WHERE window_id = ? AND tree_index = ? AND target = ?",
+                (error[:1000], tree.window_id, tree.tree_index, target),
+            )
+
+        await self._write(write)
+
+    async def purge(self, before_ns: int) -> int:
+        """Drop fully anchored trees closed before ``before_ns`` with their submissions; returns rows removed."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            trees = conn.execute(
+                "SELECT window_id, tree_index, first_seq, last_seq FROM trees t WHERE closed_ns < ? AND NOT EXISTS"
+                " (SELECT 1 FROM anchors a WHERE a.window_id = t.window_id AND a.tree_index = t.tree_index"
+                " AND a.anchor IS NULL)",
+                (before_ns,),
+            ).fetchall()
+            removed = 0
+            for window_id, tree_index, first, last in trees:
+                removed += conn.execute("DELETE FROM submissions WHERE seq BETWEEN ? AND ?", (first, last)).rowcount
+                conn.execute("DELETE FROM anchors WHERE window_id = ? AND tree_index = ?", (window_id, tree_index))
+                conn.execute("DELETE FROM trees WHERE window_id = ? AND tree_index = ?", (window_id, tree_index))
+            return removed
+
+        return await self._write(write)
+
+    # ------------------------------------------------------------------ API keys
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """The key with this id, revoked or not."""
+        rows = self._read(
+            "SELECT key_id, tenant, secret_hash, scopes, created, revoked FROM api_keys WHERE key_id = ?", (key_id,)
+        )
+        return _key(rows[0]) if rows else None
+
+    def create_api_key(self, key: ApiKeyRecord) -> None:
+        """Insert a key (administrative: synchronous, from the CLI or at first start)."""
+        with self._admin() as conn:
+            conn.execute(
+                "INSERT INTO api_keys(key_id, tenant, secret_hash, scopes, created) VALUES (?,?,?,?,?)",
+                (key.key_id, key.tenant, key.secret_hash, ",".join(sorted(key.scopes)), key.created),
+            )
+
+    def revoke_api_key(self, key_id: str, when: str) -> bool:
+        """Mark a key revoked; False when there is no such active key."""
+        with self._admin() as conn:
+            cur = conn.execute("UPDATE api_keys SET revoked = ? WHERE key_id = ? AND revoked IS NULL", (when, key_id))
+            return cur.rowcount == 1
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key, oldest first."""
+        rows = self._read_all(
+            "SELECT key_id, tenant, secret_hash, scopes, created, revoked FROM api_keys ORDER BY created, key_id"
+        )
+        return [_key(r) for r in rows]
+
+    def _admin(self) -> _AdminTx:
+        return _AdminTx(self)
+
+    def _read_all(self, sql: str) -> list[tuple[Any, ...]]:
+        try:
+            return self._r.execute(sql).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read: {exc}") from None
+
+    # ------------------------------------------------------------------ health
+
+    async def stats(self) -> StoreStats:
+        """Row counts for metrics."""
+        (total,) = self._read("SELECT count(*) FROM submissions", ())[0]
+        (mark,) = self._read("SELECT value FROM meta WHERE key = 'watermark'", ())[0]
+        (trees,) = self._read("SELECT count(*) FROM trees", ())[0]
+        (open_,) = self._read("SELECT count(*) FROM anchors WHERE anchor IS NULL", ())[0]
+        return StoreStats(int(total), max(0, self._next_seq - 1 - int(mark)), int(trees), int(open_))
+
+    async def ping(self) -> None:
+        """Raise ``StoreError`` unless the database answers and the writer runs."""
+        if not self._thread.is_alive():
+            raise StoreError("the database writer thread has stopped")
+        self._read("SELECT 1", ())
+        await self._write(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        """Finish queued writes, then close every connection."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        await asyncio.to_thread(self._thread.join)
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        """Close without an event loop (CLI use); queued writes are finished first."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        for conn in (self._r, self._bulk, self._w):
+            conn.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _read(self, sql: str, params: Iterable[Any]) -> list[tuple[Any, ...]]:
+        try:
+            return self._r.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read: {exc}") from None
+
+    async def _bulk_read(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read: {exc}") from None
+
+
+class _AdminTx:
+    """A short synchronous write transaction on its own connection (keys are rare writes)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._conn = _connect(store.path)
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self._conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._conn.close()
+
+
+def _key(row: tuple[Any, ...]) -> ApiKeyRecord:
+    key_id, tenant, secret_hash, scopes, created, revoked = row
+    return ApiKeyRecord(key_id, tenant, secret_hash, frozenset(s for s in scopes.split(",") if s), created, revoked)
+
+
+def _fields(i: NewSubmission) -> tuple[bytes, bytes, bytes]:
+    return i.proof_id, i.hash, i.nonce
+
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.done():
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.result)

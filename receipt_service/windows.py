@@ -1,0 +1,275 @@
+"""Time windows: close a window every ``window_seconds``, build its trees, anchor every root.
+
+Crash safety comes from the store's order of writes: submissions are durable before they are
+acknowledged; a window's trees, its open anchor jobs and the new watermark are committed in
+one transaction; an anchor is recorded only after its backend took it. After a crash the
+backlog past the watermark is simply the next window (a window that was being built is rebuilt)
+and every open anchor job is sent again (backends are idempotent per tree).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from receipt_verifier.merkle import MerkleTree
+
+from .anchoring import AnchorBackend, anchor_json, iso_now
+from .errors import ServiceError
+from .ledger import TreeRoot
+from .metrics import Metrics
+from .receipts import commitment
+from .store import Store, SubmissionRecord, TreeRecord
+
+log = logging.getLogger("receipt_service.windows")
+
+MAX_TREES_PER_WINDOW = 40
+
+
+@dataclass(frozen=True)
+class BuiltTree:
+    """A tree record with its leaves and the built tree (kept in memory for receipts)."""
+
+    record: TreeRecord
+    tree: MerkleTree
+
+
+def build_trees(
+    window_id: str, rows: Sequence[SubmissionRecord], max_leaves: int, start: str, end: str
+) -> list[tuple[BuiltTree, bytes]]:
+    """Pure: a window's submissions (consecutive seqs) -> trees of at most ``max_leaves``."""
+    out = []
+    for index, lo in enumerate(range(0, len(rows), max_leaves)):
+        chunk = rows[lo : lo + max_leaves]
+        leaves = [commitment(r.nonce, r.proof_id, r.hash) for r in chunk]
+        tree = MerkleTree.from_commitments(leaves)
+        record = TreeRecord(window_id, index, chunk[0].seq, chunk[-1].seq, tree.root, start, end)
+        out.append((BuiltTree(record, tree), b"".join(leaves)))
+    return out
+
+
+class Waiters:
+    """Futures keyed by submission ``seq``, woken when that submission's tree changes state."""
+
+    def __init__(self) -> None:
+        self._by_seq: dict[int, list[asyncio.Future[None]]] = {}
+
+    def register(self, seq: int) -> asyncio.Future[None]:
+        """A future set on the next change to ``seq``'s tree."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._by_seq.setdefault(seq, []).append(fut)
+        return fut
+
+    def discard(self, seq: int, fut: asyncio.Future[None]) -> None:
+        """Forget a future (after a timeout)."""
+        futs = self._by_seq.get(seq)
+        if futs is not None:
+            with contextlib.suppress(ValueError):
+                futs.remove(fut)
+            if not futs:
+                del self._by_seq[seq]
+
+    def wake_range(self, first: int, last: int) -> None:
+        """Wake every waiter for seqs in ``first..last``."""
+        if not self._by_seq:
+            return
+        if last - first + 1 > len(self._by_seq):
+            seqs = [s for s in self._by_seq if first <= s <= last]
+        else:
+            seqs = [s for s in range(first, last + 1) if s in self._by_seq]
+        for s in seqs:
+            for fut in self._by_seq.pop(s):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_seq.values())
+
+
+class TreeCache:
+    """Recently built or loaded trees, so receipts do not rebuild them."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, int], MerkleTree] = OrderedDict()
+
+    def get(self, key: tuple[str, int]) -> MerkleTree | None:
+        """A cached tree (marked recently used)."""
+        tree = self._items.get(key)
+        if tree is not None:
+            self._items.move_to_end(key)
+        return tree
+
+    def put(self, key: tuple[str, int], tree: MerkleTree) -> None:
+        """Cache a tree, evicting the least recently used."""
+        self._items[key] = tree
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+class Aggregator:
+    """Owns the window clock and the anchor workers of one service instance."""
+
+    def __init__(
+        self,
+        store: Store,
+        backends: Sequence[AnchorBackend],
+        metrics: Metrics,
+        *,
+        window_seconds: float = 1.0,
+        max_leaves: int = 25_000,
+        retry_max_seconds: float = 30.0,
+        retention_seconds: float | None = None,
+    ) -> None:
+        self.store = store
+        self.backends = {b.target: b for b in backends}
+        self.metrics = metrics
+        self.window_seconds = window_seconds
+        self.max_leaves = max_leaves
+        self.retry_max_seconds = retry_max_seconds
+        self.retention_seconds = retention_seconds
+        self.waiters = Waiters()
+        self.trees = TreeCache()
+        self._queues: dict[str, asyncio.Queue[TreeRecord]] = {t: asyncio.Queue() for t in self.backends}
+        self._inflight: dict[str, int] = dict.fromkeys(self.backends, 0)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._close_lock = asyncio.Lock()
+        self._window_start_ns = time.time_ns()
+        self._stopping = asyncio.Event()
+        self.windows_closed = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Resume open anchor jobs left by a previous run, then start the clock and the workers."""
+        for tree, target in await self.store.open_anchor_jobs():
+            if target in self._queues:
+                self._queues[target].put_nowait(tree)
+            else:
+                log.warning("tree %s/%s waits for target %s, which is not configured", *_key(tree), target)
+        for target in self._queues:
+            self._tasks.append(asyncio.create_task(self._anchor_worker(target), name=f"anchor-{target}"))
+        self._tasks.append(asyncio.create_task(self._clock(), name="window-clock"))
+        if self.retention_seconds is not None:
+            self._tasks.append(asyncio.create_task(self._retention(), name="retention"))
+
+    async def drain(self, timeout: float) -> bool:
+        """Close the open window and anchor everything; True when nothing was left open."""
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        try:
+            await asyncio.wait_for(self.close_window(), timeout)
+            while any(q.qsize() or self._inflight[t] for t, q in self._queues.items()):
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.01)
+        except (TimeoutError, ServiceError) as exc:
+            log.error("drain stopped early: %s", exc)
+            return False
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        return True
+
+    async def _clock(self) -> None:
+        next_at = time.monotonic() + self.window_seconds
+        while not self._stopping.is_set():
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += self.window_seconds
+            if next_at < time.monotonic():  # a slow window: skip ticks rather than pile them up
+                next_at = time.monotonic() + self.window_seconds
+            try:
+                await self.close_window()
+            except Exception:
+                log.exception("window not closed (its hashes stay in the backlog for the next one)")
+
+    # ------------------------------------------------------------------ windows
+
+    async def close_window(self) -> int:
+        """Close the current window: build and commit its trees, queue their anchors; returns leaves."""
+        async with self._close_lock:
+            total = 0
+            while True:
+                t0 = time.perf_counter()
+                rows = await self.store.backlog(self.max_leaves * MAX_TREES_PER_WINDOW)
+                if not rows:
+                    self._window_start_ns = time.time_ns()
+                    return total
+                start, end = iso_now(self._window_start_ns), iso_now()
+                window_id = f"{self.store.instance_id}-{rows[0].seq}"
+                built = await asyncio.to_thread(build_trees, window_id, rows, self.max_leaves, start, end)
+                await self.store.commit_window([(b.record, leaves) for b, leaves in built], list(self.backends))
+                self._window_start_ns = time.time_ns()
+                for b, _ in built:
+                    self.trees.put(_key(b.record), b.tree)
+                    self.waiters.wake_range(b.record.first_seq, b.record.last_seq)
+                    for q in self._queues.values():
+                        q.put_nowait(b.record)
+                self.windows_closed += 1
+                total += len(rows)
+                self.metrics.window_leaves.observe(len(rows))
+                self.metrics.window_build_seconds.observe(time.perf_counter() - t0)
+                if len(rows) < self.max_leaves * MAX_TREES_PER_WINDOW:
+                    return total
+
+    # ------------------------------------------------------------------ anchoring
+
+    async def _anchor_worker(self, target: str) -> None:
+        backend = self.backends[target]
+        queue = self._queues[target]
+        while True:
+            tree = await queue.get()
+            self._inflight[target] += 1
+            try:
+                await self._anchor_until_done(backend, tree)
+            finally:
+                self._inflight[target] -= 1
+
+    async def _anchor_until_done(self, backend: AnchorBackend, tree: TreeRecord) -> None:
+        delay = 0.05
+        root = TreeRoot(tree.window_id, tree.tree_index, tree.size, tree.root.hex(), tree.window_start, tree.window_end)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                anchor = await backend.anchor(root)
+                await self.store.record_anchor(tree, backend.target, anchor_json(anchor), time.time_ns())
+            except ServiceError as exc:
+                await self._anchor_failed(backend.target, tree, delay, str(exc))
+            except Exception as exc:  # a backend bug: log it fully, keep the job open, retry
+                log.exception("anchor backend %s raised", backend.target)
+                await self._anchor_failed(backend.target, tree, delay, f"{type(exc).__name__}: {exc}")
+            else:
+                self.metrics.anchor_seconds.labels(backend.target).observe(time.perf_counter() - t0)
+                self.waiters.wake_range(tree.first_seq, tree.last_seq)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_max_seconds)
+
+    async def _anchor_failed(self, target: str, tree: TreeRecord, delay: float, error: str) -> None:
+        self.metrics.anchor_failures.labels(target).inc()
+        log.warning("anchoring %s/%s to %s failed, retrying in %.2fs: %s", *_key(tree), target, delay, error)
+        with contextlib.suppress(ServiceError):
+            await self.store.record_anchor_failure(tree, target, error)
+
+    # ------------------------------------------------------------------ retention
+
+    async def _retention(self) -> None:
+        assert self.retention_seconds is not None
+        period = min(3600.0, max(1.0, self.retention_seconds / 10))
+        while True:
+            with contextlib.suppress(ServiceError):
+                removed = await self.store.purge(time.time_ns() - int(self.retention_seconds * 1e9))
+                if removed:
+                    log.info("retention: removed %d receipts", removed)
+            await asyncio.sleep(period)
+
+
+def _key(tree: TreeRecord) -> tuple[str, int]:
+    return tree.window_id, tree.tree_index

@@ -1,0 +1,83 @@
+"""A real service (SQLite store, local ledger) behind aiohttp's test client, plus OpenAPI checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from jsonschema import Draft202012Validator
+
+from receipt_service.anchoring import LocalLedgerBackend
+from receipt_service.app import Service, init_app
+from receipt_service.auth import make_key
+from receipt_service.config import Settings
+from receipt_service.sqlite_store import SQLiteStore
+
+OPENAPI: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[2] / "receipt_service" / "openapi.json").read_text()
+)
+
+KEYS = {
+    "clinic": ("clinic-a", "submit,read"),
+    "insurer": ("insurer-b", "submit,read"),
+    "reader": ("clinic-a", "read"),
+    "writer": ("clinic-a", "submit"),
+}
+
+
+def openapi_validate(instance: Any, schema_name: str) -> None:
+    """Validate a response body against a schema of the shipped OpenAPI document."""
+    schema = dict(OPENAPI)
+    schema["$ref"] = f"#/components/schemas/{schema_name}"
+    Draft202012Validator(schema).validate(instance)
+
+
+@dataclass
+class Env:
+    client: TestClient[web.Request, web.Application]
+    service: Service
+    tokens: dict[str, str]
+    data_dir: Path
+
+    def auth(self, who: str = "clinic") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    async def submit(self, hashes: list[str], who: str = "clinic") -> list[dict[str, str]]:
+        resp = await self.client.post("/hashes", json={"hashes": hashes}, headers=self.auth(who))
+        assert resp.status == 202, await resp.text()
+        body = await resp.json()
+        items: list[dict[str, str]] = body["hashes"]
+        return items
+
+
+Factory = Callable[..., Awaitable[Env]]
+
+
+@pytest.fixture
+async def make_env(
+    tmp_path: Path, aiohttp_client: Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+) -> Factory:
+    async def make(**overrides: Any) -> Env:
+        settings = replace(Settings(data_dir=tmp_path, window_seconds=0.05), **overrides).check()
+        store = SQLiteStore(tmp_path)
+        tokens = {}
+        for name, (tenant, scopes) in KEYS.items():
+            key = make_key(tenant, frozenset(scopes.split(",")))
+            store.create_api_key(key.record)
+            tokens[name] = key.token
+        service = Service(settings, store, [LocalLedgerBackend(tmp_path)])
+        client = await aiohttp_client(init_app(service))
+        return Env(client, service, tokens, tmp_path)
+
+    return make
+
+
+@pytest.fixture
+async def env(make_env: Factory) -> Env:
+    return await make_env()
