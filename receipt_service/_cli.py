@@ -40,7 +40,7 @@ SAMPLE_RECORDS: list[tuple[str, bytes]] = [
 # ---------------------------------------------------------------------- demo
 
 
-async def _demo(data_dir: Path) -> int:
+async def _demo(data_dir: Path, keep: bool) -> int:
     settings = load_settings(overrides={"data_dir": data_dir, "port": 0, "host": "127.0.0.1"})
     stop = asyncio.Event()
     port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -80,7 +80,8 @@ async def _demo(data_dir: Path) -> int:
         pinned = data_dir / "ledger-key.pub.json"
         pinned.write_bytes(key_doc)
         print(f"\nacknowledged in {acked * 1000:.0f} ms; all {len(rows)} receipts anchored after {anchored:.2f} s")
-        print(f"check them again offline: receipt-verify {out} --ledger-key {pinned}")
+        if keep:
+            print(f"check them again offline: receipt-verify {out} --ledger-key {pinned}")
         return 0
     finally:
         stop.set()
@@ -140,15 +141,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"Settings come from defaults, then --config FILE (TOML), then {ENV_PREFIX}* variables, then flags.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML file with a [service] table")
+    common.add_argument("--data-dir", type=Path, help="database, ledger and keys live here (default ./receipt-data)")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, help="TOML file with a [service] table")
-        p.add_argument(
-            "--data-dir", type=Path, help="where the database, ledger and keys live (default ./receipt-data)"
-        )
-
-    s = sub.add_parser("serve", help="run the HTTP service")
-    common(s)
+    s = sub.add_parser("serve", parents=[common], help="run the HTTP service")
     s.add_argument("--host", help="listen address (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="listen port (default 8080; 0 picks a free one)")
     s.add_argument("--window-seconds", type=float, help="aggregation window (default 1.0)")
@@ -157,14 +154,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     k = sub.add_parser("keys", help="manage tenant API keys")
-    common(k)
     ksub = k.add_subparsers(dest="keys_command", required=True)
-    kc = ksub.add_parser("create", help="create a key and print it once")
+    kc = ksub.add_parser("create", parents=[common], help="create a key and print it once")
     kc.add_argument("--tenant", required=True, help="the tenant that will own what this key submits")
     kc.add_argument("--scope", default="submit,read", help="comma-separated: submit, read (default both)")
-    kr = ksub.add_parser("revoke", help="revoke a key by its id")
+    kr = ksub.add_parser("revoke", parents=[common], help="revoke a key by its id")
     kr.add_argument("key_id")
-    ksub.add_parser("list", help="list keys (never their secrets)")
+    ksub.add_parser("list", parents=[common], help="list keys (never their secrets)")
 
     d = sub.add_parser("demo", help="start the service, anchor sample health records, verify every receipt")
     d.add_argument("--data-dir", type=Path, help="keep the data here (default: a temporary directory)")
@@ -178,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
             if args.data_dir is not None:
-                return asyncio.run(_demo(args.data_dir))
+                return asyncio.run(_demo(args.data_dir, keep=True))
             with tempfile.TemporaryDirectory(prefix="receipt-demo-") as tmp:
-                return asyncio.run(_demo(Path(tmp)))
+                return asyncio.run(_demo(Path(tmp), keep=False))
         config = args.config or (
             Path(os.environ[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in os.environ else None
         )

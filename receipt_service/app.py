@@ -76,6 +76,9 @@ class Service:
 
 SERVICE = web.AppKey("service", Service)
 
+# 250 proof ids in a query string are ~9.3 kB: above aiohttp's default 8190-byte request line.
+MAX_LINE = 16384
+
 
 def problem(status: int, title: str, detail: str, kind: str | None = None, **extra: Any) -> web.Response:
     """An RFC 9457 problem document."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .anchoring import LocalLedgerBackend
-from .app import Service, init_app
+from .app import MAX_LINE, Service, init_app
 from .auth import make_key
 from .config import Settings
 from .sqlite_store import SQLiteStore
@@ -50,7 +50,9 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM, SIGINT (or ``stop``), then stop accepting, close and anchor the open window."""
     service = open_service(settings)
-    runner = web.AppRunner(init_app(service), handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        init_app(service), handle_signals=False, access_log=None, max_line_size=MAX_LINE, max_field_size=MAX_LINE
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
     await site.start()

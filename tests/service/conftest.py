@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
 from receipt_service.anchoring import LocalLedgerBackend
-from receipt_service.app import Service, init_app
+from receipt_service.app import MAX_LINE, Service, init_app
 from receipt_service.auth import make_key
 from receipt_service.config import Settings
 from receipt_service.sqlite_store import SQLiteStore
@@ -61,7 +61,7 @@ Factory = Callable[..., Awaitable[Env]]
 
 @pytest.fixture
 async def make_env(
-    tmp_path: Path, aiohttp_client: Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 ) -> Factory:
     async def make(**overrides: Any) -> Env:
         settings = replace(Settings(data_dir=tmp_path, window_seconds=0.05), **overrides).check()
@@ -72,7 +72,11 @@ async def make_env(
             store.create_api_key(key.record)
             tokens[name] = key.token
         service = Service(settings, store, [LocalLedgerBackend(tmp_path)])
-        client = await aiohttp_client(init_app(service))
+        server = TestServer(init_app(service))
+        await server.start_server(
+            max_line_size=MAX_LINE, max_field_size=MAX_LINE
+        )  # the production limits (TestServer drops init kwargs)
+        client = await aiohttp_client(server)
         return Env(client, service, tokens, tmp_path)
 
     return make

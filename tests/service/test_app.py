@@ -293,3 +293,20 @@ async def test_every_route_is_documented(env: Env) -> None:
     served = {r.resource.canonical for r in env.client.app.router.routes() if r.resource is not None}
     documented = set(OPENAPI["paths"])
     assert served == documented
+
+
+async def test_a_full_batch_of_250_ids_fits_in_one_request_line(env: Env) -> None:
+    items = await env.submit(_hashes(250))
+    ids = ",".join(i["proof_id"] for i in items)
+    r = await env.client.get("/proofs", params={"ids": ids}, headers=env.auth())
+    assert r.status == 200, await r.text()
+    assert len((await r.json())["receipts"]) == 250
+
+
+async def test_draining_refuses_new_hashes_but_serves_reads(env: Env) -> None:
+    (item,) = await env.submit(_hashes(1))
+    env.service.draining = True
+    body = await _problem(await env.client.post("/hashes", json={"hashes": _hashes(1)}, headers=env.auth()), 503)
+    assert "shutting down" in body["detail"]
+    await _problem(await env.client.get("/readyz"), 503)
+    assert (await env.client.get(f"/proofs/{item['proof_id']}", headers=env.auth())).status == 200

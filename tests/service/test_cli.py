@@ -1,0 +1,72 @@
+"""``receipt-service``: keys, demo and serve's error handling, run through the real entry point."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from receipt_service._cli import SAMPLE_RECORDS, main
+from receipt_verifier import AnchorPolicy, Verifier
+from receipt_verifier.ledger import load_public_key_file
+
+
+def test_keys_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "create", "--tenant", "clinic-a", "--scope", "read", "--data-dir", str(tmp_path)]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("hrk_")
+    key_id = token.split("_")[1]
+    assert main(["keys", "list", "--data-dir", str(tmp_path)]) == 0
+    listed = capsys.readouterr().out
+    assert key_id in listed and "clinic-a" in listed and "active" in listed
+    assert token.split("_")[2] not in listed  # the secret is never shown again
+    assert main(["keys", "revoke", key_id, "--data-dir", str(tmp_path)]) == 0
+    assert main(["keys", "revoke", key_id, "--data-dir", str(tmp_path)]) == 1
+    assert "no active key" in capsys.readouterr().err
+    main(["keys", "list", "--data-dir", str(tmp_path)])
+    row = next(line for line in capsys.readouterr().out.splitlines() if key_id in line)
+    assert "active" not in row and row.split()[-1].endswith("Z")  # the revocation time
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["keys", "create", "--tenant", "bad name!"], "tenant name"),
+        (["keys", "create", "--tenant", "a", "--scope", "admin"], "scopes must be"),
+    ],
+)
+def test_keys_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], words: str) -> None:
+    assert main([*args, "--data-dir", str(tmp_path)]) == 1
+    assert words in capsys.readouterr().err
+
+
+def test_serve_refuses_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--data-dir", str(tmp_path), "--window-seconds", "0"]) == 1
+    assert "window_seconds" in capsys.readouterr().err
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[service]\nwindow = 1\n")
+    assert main(["serve", "--config", str(cfg)]) == 1
+    assert "unknown setting(s) window" in capsys.readouterr().err
+
+
+def test_demo_runs_the_real_service_and_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("local verified") == len(SAMPLE_RECORDS)
+    receipts = sorted((tmp_path / "receipts").glob("*.json"))
+    assert len(receipts) == len(SAMPLE_RECORDS)
+    verifier = Verifier([load_public_key_file(tmp_path / "ledger-key.pub.json")])
+    for path in receipts:
+        assert verifier.verify_policy(path.read_bytes(), AnchorPolicy()).satisfies(AnchorPolicy())
+    assert json.loads((tmp_path / "ledger-key.pub.json").read_text())["algorithm"] == "Ed25519"
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("receipt-service", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "serve" in out and "keys" in out and "demo" in out

@@ -1,0 +1,58 @@
+"""Settings: defaults < TOML < environment < flags, with errors that name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from receipt_service.config import Settings, load_settings
+from receipt_service.errors import ConfigError
+
+
+def test_defaults_work_out_of_the_box() -> None:
+    s = load_settings(environ={})
+    assert s == Settings()
+    assert (s.window_seconds, s.max_leaves, s.retention_days) == (1.0, 25_000, None)
+
+
+def test_precedence(tmp_path: Path) -> None:
+    cfg = tmp_path / "service.toml"
+    cfg.write_text('[service]\nport = 9000\nwindow_seconds = 2.5\ndata_dir = "/srv/receipts"\nmax_leaves = 100\n')
+    env = {"RECEIPT_SERVICE_PORT": "9100", "RECEIPT_SERVICE_RETENTION_DAYS": "30", "OTHER": "x"}
+    s = load_settings(cfg, env, {"port": 9200, "host": None})
+    assert (s.port, s.window_seconds, s.data_dir, s.retention_days, s.max_leaves) == (
+        9200,
+        2.5,
+        Path("/srv/receipts"),
+        30.0,
+        100,
+    )
+    assert load_settings(cfg, env).port == 9100
+    assert load_settings(cfg, {}).port == 9000
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "words"),
+    [
+        ("prot = 1\n", {}, "unknown setting(s) prot"),
+        ("port = 'eighty'\n", {}, "port = 'eighty' is not a valid int"),
+        ("window_seconds = 0\n", {}, "window_seconds 0.0 must be between"),
+        ("max_leaves = 0\n", {}, "max_leaves 0"),
+        ("retention_days = -1\n", {}, "retention_days must be positive"),
+        ("port = [\n", {}, "not valid TOML"),
+        ("", {"RECEIPT_SERVICE_WINDOW_SECONDS": "soon"}, "environment: window_seconds = 'soon'"),
+        ("max_hashes_per_request = 10000\n", {}, "max_body_bytes must hold"),
+    ],
+)
+def test_bad_settings_name_the_problem(tmp_path: Path, toml: str, env: dict[str, str], words: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, env)
+    assert words in str(info.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "absent.toml", {})
