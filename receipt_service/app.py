@@ -34,7 +34,7 @@ from .errors import (
 from .ids import ProofIdIssuer
 from .metrics import CONTENT_TYPE, Metrics
 from .proofs import Located, ProofReader, WaitFor, parse_ids
-from .store import NewSubmission, Store
+from .store import Batch, Store
 from .windows import Aggregator
 
 log = logging.getLogger("receipt_service.app")
@@ -194,29 +194,28 @@ async def submit(request: web.Request) -> web.Response:
         _check_count(len(body) // 32, s.max_hashes_per_request)
         hashes = [body[i : i + 32] for i in range(0, len(body), 32)]
     issued = svc.issuer.issue_batch(hashes, time.time_ns())
-    salt = os.urandom(16 * len(hashes))
-    items = [
-        NewSubmission(i.ticks, i.proof_id_bytes, h, salt[16 * k : 16 * k + 16])
-        for k, (i, h) in enumerate(zip(issued, hashes, strict=True))
-    ]
+    batch = Batch(
+        who.tenant,
+        issued.first_ticks,
+        issued.proof_id_bytes,
+        b"".join(hashes),
+        os.urandom(16 * len(hashes)),  # a fresh salt per hash (spec section 1)
+    )
     svc.inflight_submits += 1
     try:
-        await svc.store.add_submissions(who.tenant, items)
+        await svc.store.add_batch(batch)
     finally:
         svc.inflight_submits -= 1
-    svc.metrics.hashes_accepted.labels(who.tenant).inc(len(items))
-    ready = time.time() + svc.settings.window_seconds + 0.2
-    return _json(
-        {
-            "hashes": [
-                {"proof_id": i.proof_id, "hash": h.hex(), "hash_received": i.hash_received}
-                for i, h in zip(issued, hashes, strict=True)
-            ],
-            "receipts_ready_at": iso_now(int(ready * 1e9)),
-            "window_seconds": svc.settings.window_seconds,
-        },
-        status=202,
+    svc.metrics.hashes_accepted.labels(who.tenant).inc(batch.count)
+    ready = iso_now(time.time_ns() + int((svc.settings.window_seconds + 0.2) * 1e9))
+    # Every value is a UUID, hex or a timestamp (nothing to escape): joining strings is ~3x faster
+    # than json.dumps on 1000 small objects, and this is the hot path.
+    items = ",".join(
+        f'{{"proof_id":"{p}","hash":"{h}","hash_received":"{r}"}}'
+        for p, h, r in zip(issued.proof_ids, issued.hashes_hex, issued.hash_received, strict=True)
     )
+    text = f'{{"hashes":[{items}],"receipts_ready_at":"{ready}","window_seconds":{svc.settings.window_seconds!r}}}'
+    return web.Response(status=202, text=text, content_type="application/json")
 
 
 # ---------------------------------------------------------------------- read

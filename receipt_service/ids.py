@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,39 +41,58 @@ class ProofIdIssuer:
         u = pid.make_proof_id(ticks, self.clock_seq, hash_hex)
         return IssuedId(str(u), u.bytes, pid.ticks_to_received(ticks), ticks)
 
-    def issue_batch(self, hashes: Sequence[bytes], unix_ns: int) -> list[IssuedId]:
-        """Ids for a request's hashes, on consecutive ticks (same result as ``issue`` one by one)."""
+    def issue_batch(self, hashes: Sequence[bytes], unix_ns: int) -> IssuedBatch:
+        """Ids for a request's hashes on consecutive ticks (the same ids ``issue`` gives one by one)."""
         first = max(pid.unix_ns_to_ticks(unix_ns), self._last + 1)
         self._last = first + len(hashes) - 1
         cs = self.clock_seq
-        clock = ((0x80 | (cs >> 8)) << 8 | (cs & 0xFF)) << 48
-        blake = hashlib.blake2s
-        person = pid.PERSONALISATION
-        out = []
+        clock = bytes([0x80 | (cs >> 8), cs & 0xFF, 0x01])  # variant + clock_seq, then the node's 0x01
+        base = hashlib.blake2s(digest_size=5, person=pid.PERSONALISATION)
+        pack = _TIME_FIELDS.pack
+        ids: list[str] = []
+        raw: list[bytes] = []
+        received: list[str] = []
+        hexes: list[str] = []
         second = -1
         prefix = ""
         for ticks, h in enumerate(hashes, first):
             hx = h.hex()
-            node = blake(f"{ticks}:{cs}:{hx}".encode(), digest_size=5, person=person).digest()
-            n = (
-                (ticks & 0xFFFFFFFF) << 96
-                | ((ticks >> 32) & 0xFFFF) << 80
-                | (((ticks >> 48) & 0x0FFF) | 0x1000) << 64
-                | clock
-                | 0x01 << 40
-                | int.from_bytes(node, "big")
+            node = base.copy()
+            node.update(f"{ticks}:{cs}:{hx}".encode())
+            b = (
+                pack(ticks & 0xFFFFFFFF, (ticks >> 32) & 0xFFFF, ((ticks >> 48) & 0x0FFF) | 0x1000)
+                + clock
+                + node.digest()
             )
-            s = f"{n:032x}"
+            s = b.hex()
+            ids.append(f"{s[:8]}-{s[8:12]}-{s[12:16]}-{s[16:20]}-{s[20:]}")
+            raw.append(b)
+            hexes.append(hx)
             sec, frac = divmod(ticks - pid.UUID_EPOCH_OFFSET, 10_000_000)
             if sec != second:
                 second = sec
                 prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-            out.append(
-                IssuedId(
-                    f"{s[:8]}-{s[8:12]}-{s[12:16]}-{s[16:20]}-{s[20:]}",
-                    n.to_bytes(16, "big"),
-                    f"{prefix}.{frac:07d}Z",
-                    ticks,
-                )
-            )
-        return out
+            received.append(f"{prefix}.{frac:07d}Z")
+        return IssuedBatch(first, ids, b"".join(raw), received, hexes)
+
+
+_TIME_FIELDS = struct.Struct(">IHH")
+
+
+@dataclass(frozen=True)
+class IssuedBatch:
+    """Ids for one request, column-wise: item i was received at ``first_ticks + i``."""
+
+    first_ticks: int
+    proof_ids: list[str]
+    proof_id_bytes: bytes
+    hash_received: list[str]
+    hashes_hex: list[str]
+
+    def __len__(self) -> int:
+        return len(self.proof_ids)
+
+    def __getitem__(self, i: int) -> IssuedId:
+        return IssuedId(
+            self.proof_ids[i], self.proof_id_bytes[16 * i : 16 * i + 16], self.hash_received[i], self.first_ticks + i
+        )

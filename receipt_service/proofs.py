@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -12,12 +13,12 @@ from typing import Literal
 from receipt_verifier import proof_id as pid
 from receipt_verifier.codec import parse_anchor
 from receipt_verifier.errors import MalformedReceiptError
-from receipt_verifier.merkle import MerkleTree
 from receipt_verifier.model import Anchor, FabricAnchor, LocalAnchor, PendingAnchor, Receipt, TreeInfo
 
 from .errors import CorruptRecordError, UnprocessableError
 from .receipts import commitment, render
 from .store import SubmissionRecord, TreeRecord
+from .trees import PackedTree
 from .windows import Aggregator
 
 WaitFor = Literal["aggregated", "anchored"]
@@ -55,7 +56,7 @@ class ProofReader:
         """Receipts for the ids this tenant owns; others' ids and unknown ids are simply absent."""
         rows = await self.store.get_submissions([t for _, t in ids])
         out: dict[str, Located] = {}
-        trees: dict[tuple[str, int], tuple[TreeRecord, MerkleTree, list[Anchor], list[PendingAnchor]]] = {}
+        trees: dict[tuple[str, int], tuple[TreeRecord, PackedTree, list[Anchor], list[PendingAnchor]]] = {}
         for text, ticks in ids:
             row = rows.get(ticks)
             if row is None or row.tenant != tenant or row.proof_id.hex() != text.replace("-", ""):
@@ -66,7 +67,7 @@ class ProofReader:
     async def _receipt(
         self,
         row: SubmissionRecord,
-        trees: dict[tuple[str, int], tuple[TreeRecord, MerkleTree, list[Anchor], list[PendingAnchor]]],
+        trees: dict[tuple[str, int], tuple[TreeRecord, PackedTree, list[Anchor], list[PendingAnchor]]],
     ) -> Receipt:
         sub = row.to_submission()
         record = await self.store.tree_for_seq(row.seq)
@@ -79,22 +80,19 @@ class ProofReader:
             trees[key] = (record, tree, anchors, pending)
         record, tree, anchors, pending = trees[key]
         leaf = row.seq - record.first_seq
-        expected = tree.levels[0][leaf]
-        if _leaf_hash(commitment(row.nonce, row.proof_id, row.hash)) != expected:
+        if _leaf_hash(commitment(row.nonce, row.proof_id, row.hash)) != tree.leaf(leaf):
             raise CorruptRecordError(f"submission #{row.seq} does not match leaf {leaf} of its tree; it is not served")
         info = TreeInfo(record.window_id, record.tree_index, leaf, record.size)
         return render(sub, tree=info, path=tree.audit_path(leaf), anchors=anchors, pending=pending)
 
-    async def _tree(self, record: TreeRecord) -> MerkleTree:
+    async def _tree(self, record: TreeRecord) -> PackedTree:
         key = (record.window_id, record.tree_index)
         tree = self.agg.trees.get(key)
         if tree is None:
-            leaves = await self.store.tree_leaves(record)
-            tree = await asyncio.to_thread(
-                MerkleTree.from_commitments, [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
-            )
+            spans = await self.store.tree_batches(record)
+            (tree,) = await self.agg.builder.build([s.columns() for s in spans], record.size)
             if tree.root != record.root:
-                raise CorruptRecordError(f"tree {key[0]}/{key[1]}: its leaves do not give its stored root")
+                raise CorruptRecordError(f"tree {key[0]}/{key[1]}: its submissions do not give its stored root")
             self.agg.trees.put(key, tree)
         return tree
 
@@ -149,8 +147,6 @@ def _reached(r: Receipt, until: WaitFor) -> bool:
 
 
 def _leaf_hash(c: bytes) -> bytes:
-    import hashlib
-
     return hashlib.sha256(b"\x00" + c).digest()
 
 

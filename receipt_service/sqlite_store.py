@@ -4,7 +4,7 @@ One writer thread owns the write connection. Requests queue their writes; the th
 everything queued, runs it in one transaction and commits once, so concurrent requests share
 one fsync. A caller's future resolves only after that commit returned. Small reads run on
 the caller's thread over a separate read connection (WAL readers never block the writer);
-bulk reads (a window's backlog, a tree's leaves) run in a worker thread.
+bulk reads (a window's backlog, the submissions of a tree) run in a worker thread.
 
 Submissions get consecutive ``seq`` numbers from the writer; a window is a ``seq`` range,
 so closing one writes a few tree rows and moves a watermark, never touching submission rows.
@@ -28,11 +28,12 @@ from .errors import CorruptRecordError, StoreError
 from .store import (
     AnchorRecord,
     ApiKeyRecord,
-    NewSubmission,
+    Batch,
+    StoredBatch,
     StoreStats,
     SubmissionRecord,
     TreeRecord,
-    row_checksum,
+    batch_checksum,
 )
 
 DB_FILE = "receipts.sqlite3"
@@ -40,23 +41,23 @@ SCHEMA_VERSION = "1"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS submissions (
-  seq INTEGER PRIMARY KEY,
-  ticks INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS batches (
+  first_seq INTEGER PRIMARY KEY,
+  count INTEGER NOT NULL,
+  first_ticks INTEGER NOT NULL,
   tenant TEXT NOT NULL,
-  proof_id BLOB NOT NULL,
-  hash BLOB NOT NULL,
-  nonce BLOB NOT NULL,
+  proof_ids BLOB NOT NULL,
+  hashes BLOB NOT NULL,
+  nonces BLOB NOT NULL,
   checksum BLOB NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS submissions_ticks ON submissions(ticks);
+CREATE UNIQUE INDEX IF NOT EXISTS batches_ticks ON batches(first_ticks);
 CREATE TABLE IF NOT EXISTS trees (
   window_id TEXT NOT NULL,
   tree_index INTEGER NOT NULL,
   first_seq INTEGER NOT NULL,
   last_seq INTEGER NOT NULL,
   root BLOB NOT NULL,
-  leaves BLOB NOT NULL,
   window_start TEXT NOT NULL,
   window_end TEXT NOT NULL,
   closed_ns INTEGER NOT NULL,
@@ -87,7 +88,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 _TREE_COLS = "window_id, tree_index, first_seq, last_seq, root, window_start, window_end, checksum"
-_SUB_COLS = "seq, tenant, ticks, proof_id, hash, nonce, checksum"
+_BATCH_COLS = "first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum"
 
 T = TypeVar("T")
 log = logging.getLogger("receipt_service.store")
@@ -103,23 +104,21 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 def tree_checksum(t: TreeRecord) -> bytes:
-    """8-byte BLAKE2b over a tree row's fields (the leaves are checked against the root)."""
+    """8-byte BLAKE2b over a tree row's fields (its root is checked by rebuilding the tree)."""
     text = f"{t.window_id}:{t.tree_index}:{t.first_seq}:{t.last_seq}:{t.window_start}:{t.window_end}:".encode()
     return hashlib.blake2b(text + t.root, digest_size=8).digest()
 
 
-def _submission(row: tuple[Any, ...]) -> SubmissionRecord:
-    seq, tenant, ticks, proof_id, hash_, nonce, checksum = row
-    if (
-        not isinstance(proof_id, bytes)
-        or not isinstance(hash_, bytes)
-        or not isinstance(nonce, bytes)
-        or not isinstance(tenant, str)
-        or not isinstance(ticks, int)
-        or checksum != row_checksum(seq, tenant, ticks, proof_id, hash_, nonce)
-    ):
-        raise CorruptRecordError(f"submission #{seq} failed its integrity check; it is not served")
-    return SubmissionRecord(seq, tenant, ticks, proof_id, hash_, nonce)
+def _batch(row: tuple[Any, ...]) -> StoredBatch:
+    first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum = row
+    try:
+        stored = StoredBatch(first_seq, Batch(tenant, first_ticks, proof_ids, hashes, nonces))
+        ok = stored.batch.count == count and checksum == batch_checksum(first_seq, stored.batch)
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise CorruptRecordError(f"submissions #{first_seq}.. failed their integrity check; they are not served")
+    return stored
 
 
 def _tree(row: tuple[Any, ...]) -> TreeRecord:
@@ -149,10 +148,13 @@ class SQLiteStore:
         try:
             self._w = _connect(self.path)
             self._w.executescript(_SCHEMA)
+            # Checkpoints run in their own thread (PASSIVE: they never block the writer's commits).
+            self._w.execute("PRAGMA wal_autocheckpoint = 0")
             self.clock_seq = int(self._meta_init("clock_seq", str(secrets.randbelow(1 << 14))))
             self.instance_id = self._meta_init("instance_id", secrets.token_hex(4))
             self._meta_init("schema_version", SCHEMA_VERSION)
             self._meta_init("watermark", "0")
+            self._meta_init("purged_upto", "0")
             self._next_seq = self._max_seq() + 1
             self._r = _connect(self.path, readonly=True)
             self._bulk = _connect(self.path, readonly=True)
@@ -164,6 +166,9 @@ class SQLiteStore:
         self._closing = False
         self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
         self._thread.start()
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
         self.commits = 0
         self.jobs = 0
 
@@ -175,8 +180,19 @@ class SQLiteStore:
         return str(row[0])
 
     def _max_seq(self) -> int:
-        row = self._w.execute("SELECT max(seq) FROM submissions").fetchone()
-        return int(row[0] or 0)
+        row = self._w.execute("SELECT first_seq + count - 1 FROM batches ORDER BY first_seq DESC LIMIT 1").fetchone()
+        return int(row[0]) if row else int(self._meta_init("purged_upto", "0"))
+
+    def _checkpoints(self, period: float = 0.5) -> None:
+        conn = _connect(self.path, readonly=True)
+        try:
+            while not self._stop_checkpoints.wait(period):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("WAL checkpoint failed (retried): %s", exc)
+        finally:
+            conn.close()
 
     def _writer(self) -> None:
         while True:
@@ -239,72 +255,97 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ submissions
 
-    async def add_submissions(self, tenant: str, items: Sequence[NewSubmission]) -> int:
-        """Store the items durably; returns the first ``seq`` given to them."""
+    async def add_batch(self, batch: Batch) -> int:
+        """Store a request's hashes durably (one row); returns the seq of its first item."""
 
         def write(conn: sqlite3.Connection) -> int:
             first = self._next_seq
-            rows = [
-                (seq, i.ticks, tenant, i.proof_id, i.hash, i.nonce, row_checksum(seq, tenant, i.ticks, *_fields(i)))
-                for seq, i in enumerate(items, first)
-            ]
-            conn.executemany(
-                "INSERT INTO submissions(seq, ticks, tenant, proof_id, hash, nonce, checksum) VALUES (?,?,?,?,?,?,?)",
-                rows,
+            b = batch
+            conn.execute(
+                f"INSERT INTO batches({_BATCH_COLS}) VALUES (?,?,?,?,?,?,?,?)",  # noqa: S608
+                (first, b.count, b.first_ticks, b.tenant, b.proof_ids, b.hashes, b.nonces, batch_checksum(first, b)),
             )
-            self._next_seq = first + len(rows)
+            self._next_seq = first + b.count
             return first
 
         return await self._write(write)
 
     def last_ticks(self) -> int:
         """The newest receive time stored (0 when empty): the id issuer resumes after it."""
-        row = self._r.execute("SELECT max(ticks) FROM submissions").fetchone()
-        return int(row[0] or 0)
+        row = self._r.execute(
+            "SELECT first_ticks + count - 1 FROM batches ORDER BY first_ticks DESC LIMIT 1"
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     async def get_submissions(self, ticks: Sequence[int]) -> dict[int, SubmissionRecord]:
-        """Submissions by receive time (each proof id encodes a unique one)."""
-        if not ticks:
-            return {}
-        marks = ",".join("?" * len(ticks))
-        rows = self._read(f"SELECT {_SUB_COLS} FROM submissions WHERE ticks IN ({marks})", ticks)  # noqa: S608
-        return {r.ticks: r for r in map(_submission, rows)}
+        """Submissions by receive time (each proof id encodes a unique one); purged ones are absent."""
+        purged = int(self._read("SELECT value FROM meta WHERE key = 'purged_upto'", ())[0][0])
+        out: dict[int, SubmissionRecord] = {}
+        seen: dict[int, StoredBatch] = {}
+        for t in ticks:
+            rows = self._read(
+                f"SELECT {_BATCH_COLS} FROM batches WHERE first_ticks <= ? ORDER BY first_ticks DESC LIMIT 1",  # noqa: S608
+                (t,),
+            )
+            if not rows:
+                continue
+            first_seq = rows[0][0]
+            stored = seen.get(first_seq) or _batch(rows[0])
+            seen[first_seq] = stored
+            i = t - stored.batch.first_ticks
+            if i < stored.batch.count and stored.first_seq + i > purged:
+                out[t] = stored.record(i)
+        return out
 
-    async def backlog(self, limit: int) -> list[SubmissionRecord]:
-        """Up to ``limit`` submissions after the aggregation watermark, in ``seq`` order."""
+    async def backlog(self, limit: int) -> list[StoredBatch]:
+        """Up to about ``limit`` submissions after the aggregation watermark, as consecutive batches."""
 
-        def read() -> list[SubmissionRecord]:
+        def read() -> list[StoredBatch]:
+            out: list[StoredBatch] = []
             with self._bulk_lock:
                 self._bulk.execute("BEGIN")
                 try:
                     mark = int(self._bulk.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()[0])
-                    rows = self._bulk.execute(
-                        f"SELECT {_SUB_COLS} FROM submissions WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
-                        (mark, limit),
-                    ).fetchall()
+                    cur = self._bulk.execute(
+                        f"SELECT {_BATCH_COLS} FROM batches WHERE first_seq >= (SELECT coalesce(max(first_seq), 0)"  # noqa: S608
+                        " FROM batches WHERE first_seq <= ?) ORDER BY first_seq",
+                        (mark + 1,),
+                    )
+                    taken = 0
+                    for row in cur:
+                        stored = _batch(row)
+                        if stored.last_seq <= mark:
+                            continue
+                        stored = stored.between(mark + 1, stored.last_seq)
+                        expected = out[-1].last_seq + 1 if out else mark + 1
+                        if stored.first_seq != expected:
+                            raise CorruptRecordError(
+                                f"submissions after #{expected - 1} are not consecutive; the store is damaged"
+                            )
+                        out.append(stored)
+                        taken += stored.batch.count
+                        if taken >= limit:
+                            break
                 finally:
                     self._bulk.execute("COMMIT")
-            out = [_submission(r) for r in rows]
-            if out and (out[0].seq != mark + 1 or out[-1].seq - out[0].seq + 1 != len(out)):
-                raise CorruptRecordError(f"submissions after #{mark} are not consecutive; the store is damaged")
             return out
 
         return await self._bulk_read(read)
 
-    async def commit_window(self, trees: Sequence[tuple[TreeRecord, bytes]], targets: Sequence[str]) -> None:
-        """Record a window's trees (with their leaves), one open anchor job per target, and move the watermark."""
+    async def commit_window(self, trees: Sequence[TreeRecord], targets: Sequence[str]) -> None:
+        """Record a window's trees, one open anchor job per tree and target, and move the watermark."""
         if not trees:
             return
         now = time.time_ns()
-        first, last = trees[0][0].first_seq, trees[-1][0].last_seq
+        first, last = trees[0].first_seq, trees[-1].last_seq
 
         def write(conn: sqlite3.Connection) -> None:
             mark = int(conn.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()[0])
             if first != mark + 1:
                 raise StoreError(f"window starts at #{first} but the watermark is #{mark}; another aggregator ran")
             conn.executemany(
-                "INSERT INTO trees(window_id, tree_index, first_seq, last_seq, root, leaves, window_start,"
-                " window_end, closed_ns, checksum) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO trees(window_id, tree_index, first_seq, last_seq, root, window_start,"
+                " window_end, closed_ns, checksum) VALUES (?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         t.window_id,
@@ -312,18 +353,17 @@ class SQLiteStore:
                         t.first_seq,
                         t.last_seq,
                         t.root,
-                        leaves,
                         t.window_start,
                         t.window_end,
                         now,
                         tree_checksum(t),
                     )
-                    for t, leaves in trees
+                    for t in trees
                 ],
             )
             conn.executemany(
                 "INSERT INTO anchors(window_id, tree_index, target, created_ns) VALUES (?,?,?,?)",
-                [(t.window_id, t.tree_index, target, now) for t, _ in trees for target in targets],
+                [(t.window_id, t.tree_index, target, now) for t in trees for target in targets],
             )
             conn.execute("UPDATE meta SET value = ? WHERE key = 'watermark'", (str(last),))
 
@@ -340,17 +380,20 @@ class SQLiteStore:
         tree = _tree(rows[0])
         return tree if tree.last_seq >= seq else None
 
-    async def tree_leaves(self, tree: TreeRecord) -> bytes:
-        """The tree's leaf commitments, 32 bytes each, in leaf order."""
+    async def tree_batches(self, tree: TreeRecord) -> list[StoredBatch]:
+        """The submissions of a tree, as consecutive batches clipped to its seq range."""
 
-        def read() -> bytes:
+        def read() -> list[StoredBatch]:
             with self._bulk_lock:
-                row = self._bulk.execute(
-                    "SELECT leaves FROM trees WHERE window_id = ? AND tree_index = ?", (tree.window_id, tree.tree_index)
-                ).fetchone()
-            if row is None or not isinstance(row[0], bytes) or len(row[0]) != 32 * tree.size:
-                raise CorruptRecordError(f"tree {tree.window_id}/{tree.tree_index} has damaged leaves")
-            return row[0]
+                rows = self._bulk.execute(
+                    f"SELECT {_BATCH_COLS} FROM batches WHERE first_seq >= (SELECT coalesce(max(first_seq), 0)"  # noqa: S608
+                    " FROM batches WHERE first_seq <= ?) AND first_seq <= ? ORDER BY first_seq",
+                    (tree.first_seq, tree.last_seq),
+                ).fetchall()
+            spans = [_batch(r).between(tree.first_seq, tree.last_seq) for r in rows]
+            if not spans or spans[0].first_seq != tree.first_seq or sum(s.batch.count for s in spans) != tree.size:
+                raise CorruptRecordError(f"tree {tree.window_id}/{tree.tree_index}: its submissions are missing")
+            return spans
 
         return await self._bulk_read(read)
 
@@ -397,21 +440,29 @@ class SQLiteStore:
         await self._write(write)
 
     async def purge(self, before_ns: int) -> int:
-        """Drop fully anchored trees closed before ``before_ns`` with their submissions; returns rows removed."""
+        """Drop the oldest trees while they closed before ``before_ns`` and are fully anchored, with
+        their submissions; returns how many submissions went (they answer 404 from then on)."""
 
         def write(conn: sqlite3.Connection) -> int:
-            trees = conn.execute(
-                "SELECT window_id, tree_index, first_seq, last_seq FROM trees t WHERE closed_ns < ? AND NOT EXISTS"
-                " (SELECT 1 FROM anchors a WHERE a.window_id = t.window_id AND a.tree_index = t.tree_index"
-                " AND a.anchor IS NULL)",
-                (before_ns,),
-            ).fetchall()
-            removed = 0
-            for window_id, tree_index, first, last in trees:
-                removed += conn.execute("DELETE FROM submissions WHERE seq BETWEEN ? AND ?", (first, last)).rowcount
-                conn.execute("DELETE FROM anchors WHERE window_id = ? AND tree_index = ?", (window_id, tree_index))
-                conn.execute("DELETE FROM trees WHERE window_id = ? AND tree_index = ?", (window_id, tree_index))
-            return removed
+            purged = int(conn.execute("SELECT value FROM meta WHERE key = 'purged_upto'").fetchone()[0])
+            upto = purged
+            rows = conn.execute(
+                "SELECT window_id, tree_index, last_seq, closed_ns, EXISTS (SELECT 1 FROM anchors a WHERE"
+                " a.window_id = t.window_id AND a.tree_index = t.tree_index AND a.anchor IS NULL)"
+                " FROM trees t ORDER BY first_seq"
+            )
+            gone = []
+            for window_id, tree_index, last_seq, closed_ns, open_jobs in rows:
+                if closed_ns >= before_ns or open_jobs:
+                    break
+                gone.append((window_id, tree_index))
+                upto = last_seq
+            for key in gone:
+                conn.execute("DELETE FROM anchors WHERE window_id = ? AND tree_index = ?", key)
+                conn.execute("DELETE FROM trees WHERE window_id = ? AND tree_index = ?", key)
+            conn.execute("DELETE FROM batches WHERE first_seq + count - 1 <= ?", (upto,))
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'purged_upto'", (str(upto),))
+            return upto - purged
 
         return await self._write(write)
 
@@ -458,8 +509,9 @@ class SQLiteStore:
 
     async def stats(self) -> StoreStats:
         """Row counts for metrics."""
-        (total,) = self._read("SELECT count(*) FROM submissions", ())[0]
         (mark,) = self._read("SELECT value FROM meta WHERE key = 'watermark'", ())[0]
+        (purged,) = self._read("SELECT value FROM meta WHERE key = 'purged_upto'", ())[0]
+        total = self._next_seq - 1 - int(purged)
         (trees,) = self._read("SELECT count(*) FROM trees", ())[0]
         (open_,) = self._read("SELECT count(*) FROM anchors WHERE anchor IS NULL", ())[0]
         return StoreStats(int(total), max(0, self._next_seq - 1 - int(mark)), int(trees), int(open_))
@@ -485,6 +537,8 @@ class SQLiteStore:
             self._closing = True
             self._cond.notify()
         self._thread.join()
+        self._stop_checkpoints.set()
+        self._checkpointer.join()
         for conn in (self._r, self._bulk, self._w):
             conn.close()
 
@@ -523,10 +577,6 @@ class _AdminTx:
 def _key(row: tuple[Any, ...]) -> ApiKeyRecord:
     key_id, tenant, secret_hash, scopes, created, revoked = row
     return ApiKeyRecord(key_id, tenant, secret_hash, frozenset(s for s in scopes.split(",") if s), created, revoked)
-
-
-def _fields(i: NewSubmission) -> tuple[bytes, bytes, bytes]:
-    return i.proof_id, i.hash, i.nonce
 
 
 def _settle(jobs: list[_Job]) -> None:

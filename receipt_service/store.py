@@ -13,18 +13,85 @@ from .receipts import Submission
 
 
 @dataclass(frozen=True, slots=True)
-class NewSubmission:
-    """A hash about to be stored: its id, receive time (UUID ticks), salt and tenant."""
+class Batch:
+    """The hashes of one request, packed column-wise: item i received at ``first_ticks + i``."""
 
-    ticks: int
-    proof_id: bytes
-    hash: bytes
-    nonce: bytes
+    tenant: str
+    first_ticks: int
+    proof_ids: bytes
+    hashes: bytes
+    nonces: bytes
+
+    def __post_init__(self) -> None:
+        n = len(self.hashes) // 32
+        if n < 1 or len(self.hashes) != 32 * n or len(self.proof_ids) != 16 * n or len(self.nonces) != 16 * n:
+            raise ValueError("a batch holds n >= 1 items: 16-byte proof ids, 32-byte hashes, 16-byte nonces")
+
+    @property
+    def count(self) -> int:
+        """Number of hashes."""
+        return len(self.hashes) // 32
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """A batch as stored: its items hold ``seq`` numbers ``first_seq .. first_seq + count - 1``."""
+
+    first_seq: int
+    batch: Batch
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last item."""
+        return self.first_seq + self.batch.count - 1
+
+    def record(self, i: int) -> SubmissionRecord:
+        """Item ``i`` (0-based) as a submission record."""
+        b = self.batch
+        return SubmissionRecord(
+            self.first_seq + i,
+            b.tenant,
+            b.first_ticks + i,
+            b.proof_ids[16 * i : 16 * i + 16],
+            b.hashes[32 * i : 32 * i + 32],
+            b.nonces[16 * i : 16 * i + 16],
+        )
+
+    def between(self, first: int, last: int) -> StoredBatch:
+        """The items with seq in ``first..last`` (the range must overlap this batch)."""
+        lo, hi = max(first, self.first_seq) - self.first_seq, min(last, self.last_seq) - self.first_seq + 1
+        if lo == 0 and hi == self.batch.count:
+            return self
+        b = self.batch
+        return StoredBatch(
+            self.first_seq + lo,
+            Batch(
+                b.tenant,
+                b.first_ticks + lo,
+                b.proof_ids[16 * lo : 16 * hi],
+                b.hashes[32 * lo : 32 * hi],
+                b.nonces[16 * lo : 16 * hi],
+            ),
+        )
+
+    def columns(self) -> tuple[bytes, bytes, bytes]:
+        """(proof ids, hashes, nonces), packed."""
+        b = self.batch
+        return b.proof_ids, b.hashes, b.nonces
+
+
+def batch_checksum(first_seq: int, b: Batch) -> bytes:
+    """16-byte BLAKE2b over every field of a stored batch (checked on each read)."""
+    h = hashlib.blake2b(f"{first_seq}:{b.first_ticks}:{b.count}:{b.tenant}:".encode(), digest_size=16)
+    h.update(b.proof_ids)
+    h.update(b.hashes)
+    h.update(b.nonces)
+    return h.digest()
 
 
 @dataclass(frozen=True, slots=True)
 class SubmissionRecord:
-    """A stored submission; ``seq`` orders all submissions, windows are ranges of it."""
+    """One stored submission; ``seq`` orders all submissions, windows are ranges of it."""
 
     seq: int
     tenant: str
@@ -34,19 +101,13 @@ class SubmissionRecord:
     nonce: bytes
 
     def to_submission(self) -> Submission:
-        """The core's view of this row."""
+        """The core's view of this item."""
         return Submission(_uuid_text(self.proof_id), self.hash.hex(), pid.ticks_to_received(self.ticks), self.nonce)
 
 
 def _uuid_text(b: bytes) -> str:
     h = b.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def row_checksum(seq: int, tenant: str, ticks: int, proof_id: bytes, hash_: bytes, nonce: bytes) -> bytes:
-    """8-byte BLAKE2b over every field of a submission row (checked on each read)."""
-    head = f"{seq}:{ticks}:{tenant}:".encode()
-    return hashlib.blake2b(head + proof_id + hash_ + nonce, digest_size=8).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,26 +167,26 @@ class StoreStats:
 class Store(Protocol):
     """Durable storage for submissions, window trees, anchors and API keys.
 
-    ``add_submissions`` returns only once the rows are durable; every read checks the
+    ``add_batch`` returns only once the batch is durable; every read checks the
     record's integrity and raises ``CorruptRecordError`` instead of returning bad data.
     """
 
     clock_seq: int
     instance_id: str
 
-    async def add_submissions(self, tenant: str, items: Sequence[NewSubmission]) -> int: ...
+    async def add_batch(self, batch: Batch) -> int: ...
 
     def last_ticks(self) -> int: ...
 
     async def get_submissions(self, ticks: Sequence[int]) -> dict[int, SubmissionRecord]: ...
 
-    async def backlog(self, limit: int) -> list[SubmissionRecord]: ...
+    async def backlog(self, limit: int) -> list[StoredBatch]: ...
 
-    async def commit_window(self, trees: Sequence[tuple[TreeRecord, bytes]], targets: Sequence[str]) -> None: ...
+    async def commit_window(self, trees: Sequence[TreeRecord], targets: Sequence[str]) -> None: ...
 
     async def tree_for_seq(self, seq: int) -> TreeRecord | None: ...
 
-    async def tree_leaves(self, tree: TreeRecord) -> bytes: ...
+    async def tree_batches(self, tree: TreeRecord) -> list[StoredBatch]: ...
 
     async def anchors_for(self, tree: TreeRecord) -> list[AnchorRecord]: ...
 

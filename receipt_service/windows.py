@@ -15,41 +15,25 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-from receipt_verifier.merkle import MerkleTree
 
 from .anchoring import AnchorBackend, anchor_json, iso_now
 from .errors import ServiceError
 from .ledger import TreeRoot
 from .metrics import Metrics
-from .receipts import commitment
-from .store import Store, SubmissionRecord, TreeRecord
+from .store import Store, TreeRecord
+from .trees import PackedTree, TreeBuilder
 
 log = logging.getLogger("receipt_service.windows")
 
 MAX_TREES_PER_WINDOW = 40
 
 
-@dataclass(frozen=True)
-class BuiltTree:
-    """A tree record with its leaves and the built tree (kept in memory for receipts)."""
-
-    record: TreeRecord
-    tree: MerkleTree
-
-
-def build_trees(
-    window_id: str, rows: Sequence[SubmissionRecord], max_leaves: int, start: str, end: str
-) -> list[tuple[BuiltTree, bytes]]:
-    """Pure: a window's submissions (consecutive seqs) -> trees of at most ``max_leaves``."""
+def tree_records(window_id: str, first_seq: int, trees: Sequence[PackedTree], start: str, end: str) -> list[TreeRecord]:
+    """Pure: the records of a window's consecutive trees, starting at ``first_seq``."""
     out = []
-    for index, lo in enumerate(range(0, len(rows), max_leaves)):
-        chunk = rows[lo : lo + max_leaves]
-        leaves = [commitment(r.nonce, r.proof_id, r.hash) for r in chunk]
-        tree = MerkleTree.from_commitments(leaves)
-        record = TreeRecord(window_id, index, chunk[0].seq, chunk[-1].seq, tree.root, start, end)
-        out.append((BuiltTree(record, tree), b"".join(leaves)))
+    for index, tree in enumerate(trees):
+        out.append(TreeRecord(window_id, index, first_seq, first_seq + tree.size - 1, tree.root, start, end))
+        first_seq += tree.size
     return out
 
 
@@ -96,16 +80,16 @@ class TreeCache:
 
     def __init__(self, size: int = 16) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[str, int], MerkleTree] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int], PackedTree] = OrderedDict()
 
-    def get(self, key: tuple[str, int]) -> MerkleTree | None:
+    def get(self, key: tuple[str, int]) -> PackedTree | None:
         """A cached tree (marked recently used)."""
         tree = self._items.get(key)
         if tree is not None:
             self._items.move_to_end(key)
         return tree
 
-    def put(self, key: tuple[str, int], tree: MerkleTree) -> None:
+    def put(self, key: tuple[str, int], tree: PackedTree) -> None:
         """Cache a tree, evicting the least recently used."""
         self._items[key] = tree
         self._items.move_to_end(key)
@@ -136,6 +120,7 @@ class Aggregator:
         self.retention_seconds = retention_seconds
         self.waiters = Waiters()
         self.trees = TreeCache()
+        self.builder = TreeBuilder()
         self._queues: dict[str, asyncio.Queue[TreeRecord]] = {t: asyncio.Queue() for t in self.backends}
         self._inflight: dict[str, int] = dict.fromkeys(self.backends, 0)
         self._tasks: list[asyncio.Task[None]] = []
@@ -176,6 +161,7 @@ class Aggregator:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.to_thread(self.builder.close)
         return True
 
     async def _clock(self) -> None:
@@ -198,25 +184,27 @@ class Aggregator:
             total = 0
             while True:
                 t0 = time.perf_counter()
-                rows = await self.store.backlog(self.max_leaves * MAX_TREES_PER_WINDOW)
-                if not rows:
+                spans = await self.store.backlog(self.max_leaves * MAX_TREES_PER_WINDOW)
+                if not spans:
                     self._window_start_ns = time.time_ns()
                     return total
                 start, end = iso_now(self._window_start_ns), iso_now()
-                window_id = f"{self.store.instance_id}-{rows[0].seq}"
-                built = await asyncio.to_thread(build_trees, window_id, rows, self.max_leaves, start, end)
-                await self.store.commit_window([(b.record, leaves) for b, leaves in built], list(self.backends))
+                window_id = f"{self.store.instance_id}-{spans[0].first_seq}"
+                trees = await self.builder.build([s.columns() for s in spans], self.max_leaves)
+                records = tree_records(window_id, spans[0].first_seq, trees, start, end)
+                leaves = sum(s.batch.count for s in spans)
+                await self.store.commit_window(records, list(self.backends))
                 self._window_start_ns = time.time_ns()
-                for b, _ in built:
-                    self.trees.put(_key(b.record), b.tree)
-                    self.waiters.wake_range(b.record.first_seq, b.record.last_seq)
+                for record, tree in zip(records, trees, strict=True):
+                    self.trees.put(_key(record), tree)
+                    self.waiters.wake_range(record.first_seq, record.last_seq)
                     for q in self._queues.values():
-                        q.put_nowait(b.record)
+                        q.put_nowait(record)
                 self.windows_closed += 1
-                total += len(rows)
-                self.metrics.window_leaves.observe(len(rows))
+                total += leaves
                 self.metrics.window_build_seconds.observe(time.perf_counter() - t0)
-                if len(rows) < self.max_leaves * MAX_TREES_PER_WINDOW:
+                self.metrics.window_leaves.observe(leaves)
+                if leaves < self.max_leaves * MAX_TREES_PER_WINDOW:
                     return total
 
     # ------------------------------------------------------------------ anchoring

@@ -260,7 +260,7 @@ async def test_corrupted_row_is_reported_not_served(env: Env) -> None:
     (item,) = await env.submit(_hashes(1))
     conn = sqlite3.connect(env.data_dir / DB_FILE)
     with conn:
-        conn.execute("UPDATE submissions SET nonce = zeroblob(16)")
+        conn.execute("UPDATE batches SET nonces = zeroblob(16)")
     conn.close()
     body = await _problem(await env.client.get(f"/proofs/{item['proof_id']}", headers=env.auth()), 500)
     assert "integrity check" in body["detail"]

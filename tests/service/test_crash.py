@@ -10,10 +10,12 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 from cryptography.hazmat.primitives import serialization
@@ -45,6 +47,7 @@ def _server(data_dir: Path, window: float) -> Iterator[tuple[subprocess.Popen[st
         stderr=subprocess.PIPE,
         text=True,
     )
+    drain: threading.Thread | None = None
     try:
         assert proc.stderr is not None
         deadline = time.monotonic() + 60
@@ -56,13 +59,24 @@ def _server(data_dir: Path, window: float) -> Iterator[tuple[subprocess.Popen[st
             m = _SERVING.search(line)
             port = m.group(1) if m else None
         assert port is not None, "server did not report its port"
+        drain = threading.Thread(target=_drain, args=(proc.stderr,), daemon=True)  # never block on a full pipe
+        drain.start()
         yield proc, f"http://127.0.0.1:{port}"
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
-        if proc.stderr is not None:
+        if drain is not None:
+            drain.join(timeout=30)  # EOF once the server and its tree-building worker are gone
+            assert not drain.is_alive(), "a process of the server outlived it (it holds the server's stderr)"
+        elif proc.stderr is not None:
             proc.stderr.close()
+
+
+def _drain(stream: IO[str]) -> None:
+    for _ in stream:
+        pass
+    stream.close()
 
 
 async def _load(base: str, token: str, acked: dict[str, str], stop_after: float) -> int:

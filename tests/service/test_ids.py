@@ -19,7 +19,8 @@ from receipt_verifier import proof_id as pid
 def test_batch_matches_single(clock_seq: int, unix_ns: int, hashes: list[bytes], last: int) -> None:
     a, b = ProofIdIssuer(clock_seq, last), ProofIdIssuer(clock_seq, last)
     batch = a.issue_batch(hashes, unix_ns)
-    assert batch == [b.issue(h.hex(), unix_ns) for h in hashes]
-    for issued, h in zip(batch, hashes, strict=True):
-        pid.check_binding(issued.proof_id, h.hex(), issued.hash_received)
-    assert a.issue_batch(hashes[:1], unix_ns)[0].ticks == batch[-1].ticks + 1
+    assert [batch[i] for i in range(len(batch))] == [b.issue(h.hex(), unix_ns) for h in hashes]
+    assert batch.hashes_hex == [h.hex() for h in hashes]
+    for proof_id, h, received in zip(batch.proof_ids, hashes, batch.hash_received, strict=True):
+        pid.check_binding(proof_id, h.hex(), received)
+    assert a.issue_batch(hashes[:1], unix_ns).first_ticks == batch.first_ticks + len(hashes)

@@ -1,0 +1,133 @@
+"""Window trees in packed form, built off the event loop's interpreter for large windows.
+
+Building a 100k-leaf tree means ~300k small SHA-256 calls, which hold the GIL: in a thread
+they would stall request handling for a large part of a second. Large windows are therefore
+built in a worker process, which returns each level as one ``bytes`` object (cheap to send
+and to keep). Small windows are built in a thread, where a process hop would cost more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from receipt_verifier.merkle import Side
+
+#: Windows with at least this many leaves are built in the worker process.
+PROCESS_THRESHOLD = 8192
+
+Columns = tuple[bytes, bytes, bytes]  # proof ids (16 B each), hashes (32 B), nonces (16 B)
+
+
+@dataclass(frozen=True)
+class PackedTree:
+    """An RFC 6962 tree: ``levels[0]`` holds the leaf hashes, 32 bytes each, ``levels[-1]`` the root."""
+
+    levels: tuple[bytes, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        return len(self.levels[0]) // 32
+
+    @property
+    def root(self) -> bytes:
+        """The tree head."""
+        return self.levels[-1]
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf hash H(0x00 || commitment) at ``index``."""
+        return self.levels[0][32 * index : 32 * index + 32]
+
+    def audit_path(self, index: int) -> list[tuple[Side, bytes]]:
+        """Siblings from leaf to root with their sides (promoted levels have none)."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"leaf index {index} outside a tree of {self.size} leaves")
+        path: list[tuple[Side, bytes]] = []
+        for level in self.levels[:-1]:
+            n = len(level) // 32
+            if index & 1:
+                path.append((Side.LEFT, level[32 * (index - 1) : 32 * index]))
+            elif index + 1 < n:
+                path.append((Side.RIGHT, level[32 * (index + 1) : 32 * (index + 2)]))
+            index >>= 1
+        return path
+
+
+def commitments(columns: Columns) -> list[bytes]:
+    """H(nonce || proof_id || hash) for every item of one packed batch."""
+    pids, hashes, nonces = columns
+    sha = hashlib.sha256
+    return [
+        sha(nonces[16 * i : 16 * i + 16] + pids[16 * i : 16 * i + 16] + hashes[32 * i : 32 * i + 32]).digest()
+        for i in range(len(hashes) // 32)
+    ]
+
+
+def pack_tree(leaf_values: Sequence[bytes]) -> PackedTree:
+    """Build every level from leaf values x (leaf hash = H(0x00 || x), node = H(0x01 || l || r))."""
+    if not leaf_values:
+        raise ValueError("a Merkle tree needs at least one leaf")
+    sha = hashlib.sha256
+    level = [sha(b"\x00" + x).digest() for x in leaf_values]
+    levels = [b"".join(level)]
+    while len(level) > 1:
+        it = iter(level)
+        nxt = [sha(b"\x01" + left + right).digest() for left, right in zip(it, it, strict=False)]
+        if len(level) & 1:
+            nxt.append(level[-1])
+        level = nxt
+        levels.append(b"".join(level))
+    return PackedTree(tuple(levels))
+
+
+def build_packed(batches: Sequence[Columns], max_leaves: int) -> list[PackedTree]:
+    """Pure: consecutive batches -> trees of at most ``max_leaves`` leaves (runs in the worker process)."""
+    values = [c for cols in batches for c in commitments(cols)]
+    return [pack_tree(values[lo : lo + max_leaves]) for lo in range(0, len(values), max_leaves)]
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: leave when the service dies (even by kill -9) instead of lingering."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+class TreeBuilder:
+    """Builds window trees in a thread (small) or a single worker process (large)."""
+
+    def __init__(self, threshold: int = PROCESS_THRESHOLD) -> None:
+        self.threshold = threshold
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def build(self, batches: Sequence[Columns], max_leaves: int) -> list[PackedTree]:
+        """Trees for these batches, in order."""
+        total = sum(len(h) // 32 for _, h, _ in batches)
+        if total < self.threshold:
+            return await asyncio.to_thread(build_packed, batches, max_leaves)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._pool, build_packed, list(batches), max_leaves)
+
+    def close(self) -> None:
+        """Stop the worker process, if one was started."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,47 @@
+"""Packed window trees equal the verifier's reference tree; large windows go through the worker process."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from receipt_service.receipts import commitment
+from receipt_service.trees import PackedTree, TreeBuilder, build_packed, pack_tree
+from receipt_verifier.merkle import MerkleTree
+
+
+def _columns(n: int) -> tuple[bytes, bytes, bytes]:
+    return os.urandom(16 * n), os.urandom(32 * n), os.urandom(16 * n)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 64, 100, 257])
+def test_packed_tree_matches_reference(size: int) -> None:
+    values = [os.urandom(32) for _ in range(size)]
+    packed, ref = pack_tree(values), MerkleTree.from_commitments(values)
+    assert packed.root == ref.root and packed.size == size
+    for i in range(size):
+        assert packed.audit_path(i) == ref.audit_path(i)
+        assert packed.leaf(i) == ref.levels[0][i]
+    with pytest.raises(IndexError):
+        packed.audit_path(size)
+
+
+def test_commitments_follow_the_spec() -> None:
+    pids, hashes, nonces = _columns(3)
+    trees = build_packed([(pids, hashes, nonces)], 2)
+    assert [t.size for t in trees] == [2, 1]
+    c2 = commitment(nonces[32:48], pids[32:48], hashes[64:96])
+    assert trees[1].root == MerkleTree.from_commitments([c2]).root
+
+
+async def test_builder_uses_a_process_for_large_windows_with_the_same_result() -> None:
+    cols = [_columns(300), _columns(200)]
+    builder = TreeBuilder(threshold=100)
+    try:
+        in_process: list[PackedTree] = await builder.build(cols, 128)
+        assert builder._pool is not None  # the worker process did it
+    finally:
+        builder.close()
+    assert in_process == build_packed(cols, 128)
+    assert [t.size for t in in_process] == [128, 128, 128, 116]
