@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,11 +188,11 @@ async def run_anchored(url: str, key: str, seconds: float, concurrency: int) -> 
     return res
 
 
-async def _run_workers(url: str, worker: object, concurrency: int) -> None:
+async def _run_workers(url: str, worker: Callable[[aiohttp.ClientSession], Awaitable[None]], concurrency: int) -> None:
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as http:
-        await asyncio.gather(*(worker(http) for _ in range(concurrency)))  # type: ignore[operator]
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
 
 
 def table(results: list[PhaseResult]) -> str:

@@ -1,0 +1,111 @@
+"""Realistic users of the receipt service, for locust.
+
+    RECEIPT_API_KEY=hrk_... locust -f loadtest/locustfile.py --host http://127.0.0.1:8080
+    python loadtest/run_locust.py        # starts a service, runs headless, writes CSV + HTML to loadtest/out/
+
+Users:
+- WearableSync: a phone app syncing a wearable, posting batches of 50-500 reading hashes.
+- ClinicSystem: a clinic's record system posting one hash per saved note, now and then fetching it.
+- Auditor: an insurer's auditor fetching receipts in batches (and a Chainpoint export, and the ledger key).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import deque
+from typing import Any
+
+from locust import HttpUser, between, task
+
+KEY = os.environ.get("RECEIPT_API_KEY", "")
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+
+# proof ids seen by any user of this locust process (auditors read from it)
+SEEN: deque[str] = deque(maxlen=50_000)
+
+
+def _hashes(n: int) -> list[str]:
+    return [os.urandom(32).hex() for _ in range(n)]
+
+
+def _remember(response: Any) -> None:
+    doc = response.json()
+    SEEN.extend(item["proof_id"] for item in doc["hashes"])
+
+
+class WearableSync(HttpUser):
+    """Posts a batch of readings every few seconds."""
+
+    weight = 3
+    wait_time = between(1, 5)
+
+    @task
+    def sync(self) -> None:
+        with self.client.post(
+            "/hashes",
+            json={"hashes": _hashes(random.randint(50, 500))},
+            headers=HEADERS,
+            name="POST /hashes (batch)",
+            catch_response=True,
+        ) as resp:
+            if resp.status_code == 202:
+                _remember(resp)
+                resp.success()
+            else:
+                resp.failure(f"{resp.status_code}: {resp.text[:200]}")
+
+
+class ClinicSystem(HttpUser):
+    """One hash per saved record; sometimes waits for the receipt."""
+
+    weight = 5
+    wait_time = between(0.2, 1)
+
+    @task(5)
+    def save_note(self) -> None:
+        with self.client.post(
+            "/hashes", json={"hashes": _hashes(1)}, headers=HEADERS, name="POST /hashes (single)", catch_response=True
+        ) as resp:
+            if resp.status_code == 202:
+                _remember(resp)
+                resp.success()
+            else:
+                resp.failure(f"{resp.status_code}: {resp.text[:200]}")
+
+    @task(1)
+    def fetch_receipt(self) -> None:
+        if SEEN:
+            self.client.get(
+                f"/proofs/{random.choice(SEEN)}",
+                params={"wait": "anchored", "timeout": "5"},
+                headers=HEADERS,
+                name="GET /proofs/{id}?wait=anchored",
+            )
+
+
+class Auditor(HttpUser):
+    """Checks receipts in bulk."""
+
+    weight = 1
+    wait_time = between(1, 3)
+
+    @task(5)
+    def fetch_batch(self) -> None:
+        if len(SEEN) >= 10:
+            ids = random.sample(list(SEEN)[-5000:], min(250, len(SEEN)))
+            self.client.get("/proofs", params={"ids": ",".join(ids)}, headers=HEADERS, name="GET /proofs?ids=(batch)")
+
+    @task(1)
+    def chainpoint(self) -> None:
+        if SEEN:
+            self.client.get(
+                f"/proofs/{SEEN[0]}",
+                params={"format": "chainpoint-v4"},
+                headers=HEADERS,
+                name="GET /proofs/{id} chainpoint",
+            )
+
+    @task(1)
+    def ledger_key(self) -> None:
+        self.client.get("/ledger/key", name="GET /ledger/key")

@@ -1,0 +1,69 @@
+"""The load tools run end to end against a real service (a smoke run: figures are not asserted)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_load_client_runs_every_phase(tmp_path: Path) -> None:
+    out = tmp_path / "load.csv"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "loadtest" / "loadclient.py"),
+            "--seconds",
+            "1",
+            "--window",
+            "0.2",
+            "--anchored-concurrency",
+            "5",
+            "--csv",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "single-hash requests" in proc.stdout and "submit to anchored" in proc.stdout
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [r["phase"].split(",")[0] for r in rows] == [
+        "single-hash requests",
+        "1000-hash batches",
+        "submit to anchored",
+    ]
+    for r in rows:
+        assert int(r["requests"]) > 0 and int(r["errors"]) == 0
+
+
+def test_locust_users_run_headless(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "loadtest" / "run_locust.py"),
+            "--users",
+            "12",
+            "--spawn-rate",
+            "12",
+            "--run-time",
+            "4s",
+            "--window",
+            "0.2",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    stats = {r["Name"]: r for r in csv.DictReader((tmp_path / "locust_stats.csv").read_text().splitlines())}
+    assert int(stats["Aggregated"]["Request Count"]) > 0
+    assert int(stats["Aggregated"]["Failure Count"]) == 0
+    assert int(stats["POST /hashes (single)"]["Request Count"]) > 0
+    assert (tmp_path / "locust_report.html").stat().st_size > 1000
