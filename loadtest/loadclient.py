@@ -2,7 +2,8 @@
 
 Starts a server on a temporary data directory (or targets --url with --key), then runs:
   single    1-hash requests from many connections: requests/s, ack latency p50/p99
-  batch     1000-hash octet-stream requests: hashes/s, ack latency p50/p99
+  batch     1000-hash octet-stream requests, closed loop: peak hashes/s, ack latency p50/p99
+  paced     1000-hash requests at a fixed rate (100/s = 100,000 hashes/s): ack latency at that load
   anchored  single submissions each followed by GET ?wait=anchored: submit-to-anchored p50/p99
 and prints a table (and writes CSV with --csv).
 
@@ -228,10 +229,12 @@ async def main_async(args: argparse.Namespace, url: str, key: str) -> list[Phase
             results.append(
                 await run_batch(url, key, args.seconds, args.batch_concurrency, args.batch_size, args.batch_rate)
             )
+        elif phase == "paced":
+            results.append(await run_paced(url, key, args.seconds, args.batch_size, args.paced_rate))
         elif phase == "anchored":
             results.append(await run_anchored(url, key, args.seconds, args.anchored_concurrency))
         else:
-            raise SystemExit(f"unknown phase {phase!r}: use single, batch, anchored")
+            raise SystemExit(f"unknown phase {phase!r}: use single, batch, paced, anchored")
         r = results[-1]
         print(f"   {r.requests:,} requests, {r.hashes:,} hashes, {r.errors} errors", file=sys.stderr, flush=True)
     return results
@@ -241,12 +244,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", help="target an already running service (needs --key)")
     p.add_argument("--key", help="API key with the submit and read scopes")
-    p.add_argument("--phases", default="single,batch,anchored")
+    p.add_argument("--phases", default="single,batch,paced,anchored")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=32, help="connections for single-hash requests")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--batch-concurrency", type=int, default=8, help="closed-loop batch senders")
-    p.add_argument("--batch-rate", type=float, default=0, help="open loop: batch requests per second (0: closed loop)")
+    p.add_argument("--batch-rate", type=float, default=0, help="batch phase open loop at this rate (0: closed loop)")
+    p.add_argument("--paced-rate", type=float, default=100, help="paced phase: batch requests per second")
     p.add_argument("--anchored-concurrency", type=int, default=50)
     p.add_argument("--window", type=float, default=1.0, help="window of the server this script starts")
     p.add_argument("--csv", type=Path, help="also write the table as CSV")

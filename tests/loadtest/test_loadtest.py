@@ -22,6 +22,8 @@ def test_load_client_runs_every_phase(tmp_path: Path) -> None:
             "0.2",
             "--anchored-concurrency",
             "5",
+            "--paced-rate",
+            "5",
             "--csv",
             str(out),
         ],
@@ -32,9 +34,10 @@ def test_load_client_runs_every_phase(tmp_path: Path) -> None:
     )
     assert "single-hash requests" in proc.stdout and "submit to anchored" in proc.stdout
     rows = list(csv.DictReader(out.read_text().splitlines()))
-    assert [r["phase"].split(",")[0] for r in rows] == [
+    assert [r["phase"] for r in rows] == [
         "single-hash requests",
-        "1000-hash batches",
+        "1000-hash batches, closed loop x8",
+        "1000-hash batches at 5/s",
         "submit to anchored",
     ]
     for r in rows:
