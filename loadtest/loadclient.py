@@ -86,48 +86,42 @@ def _wait_for_port(proc: subprocess.Popen[str]) -> str:
     raise SystemExit(f"server exited with {proc.wait()}")
 
 
-async def run_single(url: str, key: str, seconds: float, concurrency: int) -> PhaseResult:
-    res = PhaseResult("single-hash requests", seconds)
+async def _post(http: aiohttp.ClientSession, res: PhaseResult, body: bytes, headers: dict[str, str]) -> None:
+    """One raw-hash request, timed and counted."""
+    t0 = time.perf_counter()
+    async with http.post("/hashes", data=body, headers=headers) as resp:
+        await resp.read()
+        ok = resp.status == 202
+    res.latencies.append(time.perf_counter() - t0)
+    res.requests += ok
+    res.hashes += len(body) // 32 * ok
+    res.errors += not ok
+
+
+async def run_closed_loop(name: str, url: str, key: str, seconds: float, concurrency: int, size: int) -> PhaseResult:
+    """``concurrency`` senders, each posting ``size`` hashes again as soon as the last answer came."""
+    res = PhaseResult(name, seconds)
     deadline = time.perf_counter() + seconds
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"}
 
     async def worker(http: aiohttp.ClientSession) -> None:
         while time.perf_counter() < deadline:
-            body = os.urandom(32)
-            t0 = time.perf_counter()
-            async with http.post("/hashes", data=body, headers=headers) as resp:
-                await resp.read()
-                ok = resp.status == 202
-            res.latencies.append(time.perf_counter() - t0)
-            res.requests += ok
-            res.hashes += ok
-            res.errors += not ok
+            await _post(http, res, os.urandom(32 * size), headers)
 
     await _run_workers(url, worker, concurrency)
     return res
+
+
+async def run_single(url: str, key: str, seconds: float, concurrency: int) -> PhaseResult:
+    return await run_closed_loop("single-hash requests", url, key, seconds, concurrency, 1)
 
 
 async def run_batch(url: str, key: str, seconds: float, concurrency: int, size: int, rate: float) -> PhaseResult:
     if rate:
         return await run_paced(url, key, seconds, size, rate)
-    res = PhaseResult(f"{size}-hash batches, closed loop x{concurrency}", seconds)
-    deadline = time.perf_counter() + seconds
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"}
-
-    async def worker(http: aiohttp.ClientSession) -> None:
-        while time.perf_counter() < deadline:
-            body = os.urandom(32 * size)
-            t0 = time.perf_counter()
-            async with http.post("/hashes", data=body, headers=headers) as resp:
-                await resp.read()
-                ok = resp.status == 202
-            res.latencies.append(time.perf_counter() - t0)
-            res.requests += ok
-            res.hashes += size * ok
-            res.errors += not ok
-
-    await _run_workers(url, worker, concurrency)
-    return res
+    return await run_closed_loop(
+        f"{size}-hash batches, closed loop x{concurrency}", url, key, seconds, concurrency, size
+    )
 
 
 async def run_paced(url: str, key: str, seconds: float, size: int, rate: float) -> PhaseResult:
@@ -135,16 +129,6 @@ async def run_paced(url: str, key: str, seconds: float, size: int, rate: float) 
     res = PhaseResult(f"{size}-hash batches at {rate:g}/s", seconds)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"}
     bodies = [os.urandom(32 * size) for _ in range(64)]
-
-    async def one(http: aiohttp.ClientSession, body: bytes) -> None:
-        t0 = time.perf_counter()
-        async with http.post("/hashes", data=body, headers=headers) as resp:
-            await resp.read()
-            ok = resp.status == 202
-        res.latencies.append(time.perf_counter() - t0)
-        res.requests += ok
-        res.hashes += size * ok
-        res.errors += not ok
 
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
@@ -157,7 +141,7 @@ async def run_paced(url: str, key: str, seconds: float, size: int, rate: float) 
                 await asyncio.sleep(delay)
             # a fresh salt-free body each time would cost the client more than the server; vary the first bytes
             body = os.urandom(16) + bodies[k % len(bodies)][16:]
-            tasks.append(asyncio.create_task(one(http, body)))
+            tasks.append(asyncio.create_task(_post(http, res, body, headers)))
         await asyncio.gather(*tasks)
         res.seconds = time.perf_counter() - start
     return res

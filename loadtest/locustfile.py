@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import random
 from collections import deque
-from typing import Any
 
 from locust import HttpUser, between, task
 
@@ -29,9 +28,16 @@ def _hashes(n: int) -> list[str]:
     return [os.urandom(32).hex() for _ in range(n)]
 
 
-def _remember(response: Any) -> None:
-    doc = response.json()
-    SEEN.extend(item["proof_id"] for item in doc["hashes"])
+def _submit(user: HttpUser, n: int, name: str) -> None:
+    """POST n fresh hashes; remember their proof ids for the auditors."""
+    with user.client.post(
+        "/hashes", json={"hashes": _hashes(n)}, headers=HEADERS, name=name, catch_response=True
+    ) as resp:
+        if resp.status_code == 202:
+            SEEN.extend(item["proof_id"] for item in resp.json()["hashes"])
+            resp.success()
+        else:
+            resp.failure(f"{resp.status_code}: {resp.text[:200]}")
 
 
 class WearableSync(HttpUser):
@@ -42,18 +48,7 @@ class WearableSync(HttpUser):
 
     @task
     def sync(self) -> None:
-        with self.client.post(
-            "/hashes",
-            json={"hashes": _hashes(random.randint(50, 500))},
-            headers=HEADERS,
-            name="POST /hashes (batch)",
-            catch_response=True,
-        ) as resp:
-            if resp.status_code == 202:
-                _remember(resp)
-                resp.success()
-            else:
-                resp.failure(f"{resp.status_code}: {resp.text[:200]}")
+        _submit(self, random.randint(50, 500), "POST /hashes (batch)")
 
 
 class ClinicSystem(HttpUser):
@@ -64,14 +59,7 @@ class ClinicSystem(HttpUser):
 
     @task(5)
     def save_note(self) -> None:
-        with self.client.post(
-            "/hashes", json={"hashes": _hashes(1)}, headers=HEADERS, name="POST /hashes (single)", catch_response=True
-        ) as resp:
-            if resp.status_code == 202:
-                _remember(resp)
-                resp.success()
-            else:
-                resp.failure(f"{resp.status_code}: {resp.text[:200]}")
+        _submit(self, 1, "POST /hashes (single)")
 
     @task(1)
     def fetch_receipt(self) -> None:
