@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -15,7 +16,7 @@ from .codec import DEFAULT_LIMITS, Limits, parse_receipt
 from .errors import AnchorPolicyError, BranchError, HashMismatchError, LedgerError, UsageError
 from .ledger import entry_hash, key_id, verify_entry_signature
 from .merkle import Side, path_shape
-from .model import BRANCH_LABEL, Anchor, FabricAnchor, LedgerEntry, LocalAnchor, Receipt, UnknownAnchor
+from .model import BRANCH_LABEL, Anchor, FabricAnchor, LedgerEntry, LocalAnchor, Op, Receipt, UnknownAnchor
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -145,6 +146,10 @@ def recompute_root(receipt: Receipt) -> tuple[bytes, tuple[Anchor, ...]]:
         raise BranchError("ops[1..3] must be sha-256, l 00, sha-256 (the RFC 6962 leaf hash)")
     sha = hashlib.sha256
     value = sha(b"\x00" + sha(bytes.fromhex(salt.value) + bytes.fromhex(receipt.hash)).digest()).digest()
+    fast = _walk_v1_path(ops, tree.leaf_index, tree.tree_size, value)
+    if fast is not None:
+        return fast
+    # Not the exact v1 shape: walk op by op to say precisely what is wrong.
     i = 4
     for level, side in enumerate(path_shape(tree.leaf_index, tree.tree_size)):
         if side is None:
@@ -175,6 +180,49 @@ def recompute_root(receipt: Receipt) -> tuple[bytes, tuple[Anchor, ...]]:
             raise BranchError(f"ops[{i}]: after the path only one anchors op may follow")
         anchors = last.anchors
     return value, anchors
+
+
+_NODE = Op("l", "01")
+_SHA = Op("op", "sha-256")
+_HEX_RE = re.compile(r"[0-9a-f]*")
+
+
+def _walk_v1_path(ops: tuple[Op, ...], index: int, size: int, value: bytes) -> tuple[bytes, tuple[Anchor, ...]] | None:
+    """Root and anchors when ``ops[4:]`` is exactly the v1 path for (index, size), else None.
+
+    The checks are a few C-level comparisons and one hex decode; when this returns None the
+    caller walks op by op to say precisely what is wrong.
+    """
+    kinds = []
+    while size > 1:  # RFC 9162 sibling sides, as merkle.path_shape, without the enum
+        if index & 1:
+            kinds.append("l")
+        elif index + 1 < size:
+            kinds.append("r")
+        index >>= 1
+        size = (size + 1) >> 1
+    k = len(kinds)
+    end = 4 + 3 * k
+    n = len(ops)
+    if n != end and (n != end + 1 or ops[end].kind != "anchors"):
+        return None
+    sibs = ops[4:end:3]
+    if [op.kind for op in sibs] != kinds or ops[5:end:3].count(_NODE) != k or ops[6:end:3].count(_SHA) != k:
+        return None
+    values = [op.value for op in sibs]
+    if [len(v) for v in values].count(64) != k:  # each sibling on its own: no re-split concatenations
+        return None
+    joined = "".join(values)
+    if _HEX_RE.fullmatch(joined) is None:
+        return None
+    raw = bytes.fromhex(joined)
+    sha = hashlib.sha256
+    j = 0
+    for kind in kinds:
+        node = raw[j : j + 32]
+        value = sha(b"\x01" + node + value if kind == "l" else b"\x01" + value + node).digest()
+        j += 32
+    return value, (ops[end].anchors if n > end else ())
 
 
 class Verifier:
