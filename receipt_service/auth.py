@@ -46,7 +46,7 @@ def parse_scopes(text: str) -> frozenset[str]:
 
 def make_key(tenant: str, scopes: frozenset[str]) -> NewKey:
     """A new random key for ``tenant`` (256-bit secret, so a plain SHA-256 is a safe stored form)."""
-    if not _TENANT_RE.match(tenant):
+    if not _TENANT_RE.fullmatch(tenant):
         raise ClientError(f"tenant name {tenant!r} must be 1-64 characters of A-Z a-z 0-9 . _ -")
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
@@ -68,7 +68,7 @@ class Authenticator:
         if not header:
             raise UnauthorizedError("missing API key: send 'Authorization: Bearer hrk_...' or 'X-API-Key: hrk_...'")
         token = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
-        m = _KEY_RE.match(token)
+        m = _KEY_RE.fullmatch(token)
         if m is None:
             raise UnauthorizedError("malformed API key: expected hrk_<16 hex>_<43 characters>")
         key_id, secret = m.groups()

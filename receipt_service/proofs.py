@@ -13,10 +13,11 @@ from typing import Literal
 from receipt_verifier import proof_id as pid
 from receipt_verifier.codec import parse_anchor
 from receipt_verifier.errors import MalformedReceiptError
+from receipt_verifier.hashing import salted_commitment
 from receipt_verifier.model import Anchor, FabricAnchor, LocalAnchor, PendingAnchor, Receipt, TreeInfo
 
 from .errors import CorruptRecordError, UnprocessableError
-from .receipts import commitment, render
+from .receipts import render
 from .store import SubmissionRecord, TreeRecord
 from .trees import PackedTree
 from .windows import Aggregator
@@ -80,7 +81,7 @@ class ProofReader:
             trees[key] = (record, tree, anchors, pending)
         record, tree, anchors, pending = trees[key]
         leaf = row.seq - record.first_seq
-        if _leaf_hash(commitment(row.nonce, row.proof_id, row.hash)) != tree.leaf(leaf):
+        if _leaf_hash(salted_commitment(row.nonce, row.proof_id, row.hash)) != tree.leaf(leaf):
             raise CorruptRecordError(f"submission #{row.seq} does not match leaf {leaf} of its tree; it is not served")
         info = TreeInfo(record.window_id, record.tree_index, leaf, record.size)
         return render(sub, tree=info, path=tree.audit_path(leaf), anchors=anchors, pending=pending)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from receipt_verifier.hashing import salted_commitment
 from receipt_verifier.merkle import MerkleTree, Side, all_audit_paths
 from receipt_verifier.model import (
     BRANCH_LABEL,
@@ -36,12 +36,7 @@ class Submission:
 
     def commitment(self) -> bytes:
         """The salted leaf value H(nonce || proof_id || hash)."""
-        return commitment(self.nonce, bytes.fromhex(self.proof_id.replace("-", "")), bytes.fromhex(self.hash))
-
-
-def commitment(nonce: bytes, proof_id: bytes, record_hash: bytes) -> bytes:
-    """H(nonce || proof_id || hash): the leaf value that hides the record hash (spec section 1)."""
-    return hashlib.sha256(nonce + proof_id + record_hash).digest()
+        return salted_commitment(self.nonce, bytes.fromhex(self.proof_id.replace("-", "")), bytes.fromhex(self.hash))
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from receipt_service.receipts import commitment
 from receipt_service.trees import PackedTree, TreeBuilder, build_packed, pack_tree
+from receipt_verifier.hashing import salted_commitment
 from receipt_verifier.merkle import MerkleTree
 
 
@@ -31,7 +31,7 @@ def test_commitments_follow_the_spec() -> None:
     pids, hashes, nonces = _columns(3)
     trees = build_packed([(pids, hashes, nonces)], 2)
     assert [t.size for t in trees] == [2, 1]
-    c2 = commitment(nonces[32:48], pids[32:48], hashes[64:96])
+    c2 = salted_commitment(nonces[32:48], pids[32:48], hashes[64:96])
     assert trees[1].root == MerkleTree.from_commitments([c2]).root
 
 

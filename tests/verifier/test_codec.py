@@ -59,6 +59,15 @@ def test_limits_have_clear_errors() -> None:
         (lambda d: d["branches"][0]["ops"].append({"l": "01", "r": "02"}), "exactly one of"),
         (lambda d: d["tree"].update(leaf_index=3), "outside a tree of 3"),
         (lambda d: d["tree"].update(tree_size=True), "tree_size: must be an integer"),
+        # a trailing newline passes Python's "$": every pattern must match the whole value
+        (lambda d: d.update(hash=d["hash"] + "\n"), "hash: must be a SHA-256 hash"),
+        (lambda d: d["tree"].update(window_id=d["tree"]["window_id"] + "\n"), "tree.window_id: must be an id"),
+        (
+            lambda d: d["branches"][0]["ops"][-1]["anchors"][0].update(
+                signature=d["branches"][0]["ops"][-1]["anchors"][0]["signature"] + "\n"
+            ),
+            "signature: must be 128 lowercase hex",
+        ),
     ],
 )
 def test_errors_name_the_field(mutation: Any, message: str) -> None:
@@ -66,6 +75,13 @@ def test_errors_name_the_field(mutation: Any, message: str) -> None:
     mutation(doc)
     with pytest.raises(MalformedReceiptError, match=message):
         parse_receipt(doc)
+
+
+def test_op_values_with_a_trailing_newline_are_text_not_hex() -> None:
+    from receipt_verifier.hashing import op_value_bytes
+
+    assert op_value_bytes("abc\n") == b"abc\n"
+    assert op_value_bytes("abcd") == b"\xab\xcd"
 
 
 def test_not_json() -> None:

@@ -97,7 +97,7 @@ def _keys(obj: Mapping[str, Any], where: str, required: frozenset[str], allowed:
 
 
 def _str(value: Any, where: str, pattern: re.Pattern[str], what: str) -> str:
-    if type(value) is not str or pattern.match(value) is None:
+    if type(value) is not str or pattern.fullmatch(value) is None:
         raise _fail(where, f"must be {what}, got {value!r:.80}")
     return value
 

@@ -38,6 +38,6 @@ def op_value_bytes(value: str) -> bytes:
 
     Even-length hex (at least 2 characters) is bytes, anything else is UTF-8.
     """
-    if len(value) % 2 == 0 and _HEX_RE.match(value):
+    if len(value) % 2 == 0 and _HEX_RE.fullmatch(value):
         return bytes.fromhex(value)
     return value.encode("utf-8")

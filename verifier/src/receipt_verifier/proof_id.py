@@ -66,7 +66,7 @@ def ticks_to_received(ticks: int) -> str:
 
 def received_to_ticks(received: str) -> int:
     """Parse ``hash_received`` back to UUID ticks."""
-    m = _RECEIVED_RE.match(received)
+    m = _RECEIVED_RE.fullmatch(received)
     if m is None:
         raise MalformedReceiptError(f"hash_received {received!r} is not of the form YYYY-MM-DDTHH:MM:SS.fffffffZ")
     y, mo, d, h, mi, s, frac = m.groups()
@@ -89,7 +89,7 @@ class ProofIdParts:
 
 def parse_proof_id(text: str) -> ProofIdParts:
     """Parse and check the UUID version and variant of a proof id."""
-    if _UUID_RE.match(text) is None:
+    if _UUID_RE.fullmatch(text) is None:
         raise MalformedReceiptError(f"proof_id {text!r} must be a lowercase hyphenated UUID")
     n = int(text.replace("-", ""), 16)
     time_hi_version = (n >> 64) & 0xFFFF
