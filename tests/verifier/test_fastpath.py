@@ -1,0 +1,133 @@
+"""The one-pass path for plain anchored receipts agrees with the general parser and branch walk."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from receipt_service.ids import ProofIdIssuer
+from receipt_service.ledger import LocalLedger, TreeRoot, to_anchor
+from receipt_service.receipts import Submission, build_window, render_tree
+from receipt_verifier import Verifier, parse_receipt, receipt_to_dict
+from receipt_verifier.codec import DEFAULT_LIMITS
+from receipt_verifier.errors import Error
+from receipt_verifier.fastpath import parse_and_walk
+from receipt_verifier.verify import recompute_root
+from tests.conftest import VECTORS, load_vector
+
+
+def _service_receipts(tmp: Any, n: int) -> list[dict[str, Any]]:
+    issuer = ProofIdIssuer(5)
+    subs = []
+    for _ in range(n):
+        h = os.urandom(32).hex()
+        x = issuer.issue(h, 1_763_712_000_000_000_000)
+        subs.append(Submission(x.proof_id, h, x.hash_received, os.urandom(16)))
+    ledger = LocalLedger(tmp)
+    out = []
+    for wt in build_window("w-9", subs, max_leaves=max(1, n // 2)):
+        signed = ledger.append(
+            TreeRoot("w-9", wt.tree_index, wt.tree.size, wt.root_hex, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),
+            "2026-01-01T00:00:01Z",
+        )
+        out += [json.loads(json.dumps(receipt_to_dict(r))) for r in render_tree(wt, [to_anchor(ledger.key_id, signed)])]
+    return out
+
+
+def _general(doc: Any) -> tuple[Any, bytes, Any] | None:
+    try:
+        r = parse_receipt(doc)
+        root, anchors = recompute_root(r)
+    except Error:
+        return None
+    return r, root, anchors
+
+
+def _agree(doc: Any) -> None:
+    fast = parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS)
+    if fast is not None:
+        assert _general(doc) == fast, "the fast path accepted or computed something the general path does not"
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 17])
+def test_service_receipts_take_the_fast_path_with_identical_results(tmp_path: Any, n: int) -> None:
+    for doc in _service_receipts(tmp_path, n):
+        fast = parse_and_walk(doc, DEFAULT_LIMITS)
+        assert fast is not None
+        assert fast == _general(doc)
+
+
+def test_valid_vectors_agree() -> None:
+    manifest = json.loads((VECTORS / "manifest.json").read_text())
+    for entry in manifest["vectors"]:
+        _agree(load_vector(entry["file"]))
+
+
+def _paths(node: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [here]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*here, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*here, i))
+    return out
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 2**33),
+    st.floats(allow_nan=False),
+    st.text(max_size=70),
+    st.text("0123456789abcdefABCDEF-\n ", min_size=0, max_size=130),
+    st.sampled_from(["l", "r", "op", "anchors", "sha-256", "00", "01", "window_tree", "anchored", "aggregated"]),
+    st.builds(dict),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(
+        st.sampled_from(["l", "r", "op", "x"]), st.sampled_from(["01", "00", "sha-256", "ab" * 32]), max_size=2
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_receipts_never_take_the_fast_path_wrongly(tmp_path_factory: Any, data: st.DataObject) -> None:
+    base = _service_receipts(tmp_path_factory.mktemp("fp"), 6)
+    doc = copy.deepcopy(data.draw(st.sampled_from(base)))
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(_paths(doc)[1:]))
+        parent = doc
+        for step in path[:-1]:
+            parent = parent[step]
+        key = path[-1]
+        action = data.draw(st.sampled_from(["replace", "delete", "add", "flip"]))
+        if action == "replace":
+            parent[key] = data.draw(_values)
+        elif action == "delete":
+            del parent[key]
+        elif action == "add":
+            if isinstance(parent, dict):
+                parent[data.draw(st.sampled_from(["extra", "l", "r", "label", "branches", "pending_anchors"]))] = (
+                    data.draw(_values)
+                )
+            else:
+                parent.insert(key, data.draw(_values))
+        elif isinstance(parent[key], dict) and len(parent[key]) == 1:
+            ((k, v),) = parent[key].items()
+            parent[key] = {{"l": "r", "r": "l"}.get(k, "l"): v}
+    _agree(doc)
+
+
+def test_verifier_reports_the_same_through_either_path(tmp_path: Any) -> None:
+    doc = _service_receipts(tmp_path, 3)[1]
+    ledger = LocalLedger(tmp_path)
+    fast = Verifier([ledger.public_key]).verify(json.dumps(doc))
+    general = Verifier([ledger.public_key]).verify(parse_receipt(doc))
+    assert fast == general
