@@ -9,7 +9,6 @@ and to keep). Small windows are built in a thread, where a process hop would cos
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import multiprocessing
 import os
 import threading
@@ -18,7 +17,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from receipt_verifier.merkle import Side
+from receipt_verifier.hashing import salted_commitment
+from receipt_verifier.merkle import MerkleTree, Side
 
 #: Windows with at least this many leaves are built in the worker process.
 PROCESS_THRESHOLD = 8192
@@ -64,28 +64,15 @@ class PackedTree:
 def commitments(columns: Columns) -> list[bytes]:
     """H(nonce || proof_id || hash) for every item of one packed batch."""
     pids, hashes, nonces = columns
-    sha = hashlib.sha256
     return [
-        sha(nonces[16 * i : 16 * i + 16] + pids[16 * i : 16 * i + 16] + hashes[32 * i : 32 * i + 32]).digest()
+        salted_commitment(nonces[16 * i : 16 * i + 16], pids[16 * i : 16 * i + 16], hashes[32 * i : 32 * i + 32])
         for i in range(len(hashes) // 32)
     ]
 
 
 def pack_tree(leaf_values: Sequence[bytes]) -> PackedTree:
-    """Build every level from leaf values x (leaf hash = H(0x00 || x), node = H(0x01 || l || r))."""
-    if not leaf_values:
-        raise ValueError("a Merkle tree needs at least one leaf")
-    sha = hashlib.sha256
-    level = [sha(b"\x00" + x).digest() for x in leaf_values]
-    levels = [b"".join(level)]
-    while len(level) > 1:
-        it = iter(level)
-        nxt = [sha(b"\x01" + left + right).digest() for left, right in zip(it, it, strict=False)]
-        if len(level) & 1:
-            nxt.append(level[-1])
-        level = nxt
-        levels.append(b"".join(level))
-    return PackedTree(tuple(levels))
+    """The verifier's RFC 6962 tree over these leaf values, each level packed into one ``bytes``."""
+    return PackedTree(tuple(b"".join(level) for level in MerkleTree.from_commitments(leaf_values).levels))
 
 
 def build_packed(batches: Sequence[Columns], max_leaves: int) -> list[PackedTree]:
