@@ -293,20 +293,16 @@ async def get_proofs(request: web.Request) -> web.Response:
         raise UnprocessableError(f"{len(raw)} ids in one request; the limit is {limit}")
     ids = list(dict.fromkeys(parse_ids(raw)))
     found = await svc.reader.find(who.tenant, ids)
-    receipts = []
+    receipts, not_found, not_anchored = [], [], []
     for text, _ in ids:
-        if text in found:
-            if fmt == "chainpoint-v4" and found[text].receipt.state != "anchored":
-                continue
+        if text not in found:
+            not_found.append(text)
+            continue
+        try:
             receipts.append(_render(found[text], fmt))
-    rendered = {r["proof_id"] for r in receipts}
-    return _json(
-        {
-            "receipts": receipts,
-            "not_found": [t for t, _ in ids if t not in found],
-            "not_anchored": [t for t, _ in ids if t in found and t not in rendered],
-        }
-    )
+        except ConflictError:  # a Chainpoint export asked for before any anchor exists
+            not_anchored.append(text)
+    return _json({"receipts": receipts, "not_found": not_found, "not_anchored": not_anchored})
 
 
 # ---------------------------------------------------------------------- operations

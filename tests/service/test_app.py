@@ -324,3 +324,22 @@ async def test_retention_drops_anchored_receipts_after_it_expires(make_env: Fact
             break
     await _problem(await env.client.get(url, headers=env.auth()), 404)
     assert (await env.service.store.stats()).submissions == 0
+
+
+async def test_batch_chainpoint_export_lists_receipts_not_anchored_yet(make_env: Factory) -> None:
+    env = await make_env(window_seconds=3600)
+    items = await env.submit(_hashes(2))
+    ids = ",".join(i["proof_id"] for i in items)
+    r = await env.client.get("/proofs", params={"ids": ids, "format": "chainpoint-v4"}, headers=env.auth())
+    body = await r.json()
+    openapi_validate(body, "ReceiptBatch")
+    assert body == {"receipts": [], "not_found": [], "not_anchored": [i["proof_id"] for i in items]}
+    await env.service.aggregator.close_window()
+    for i in items:
+        await env.client.get(
+            f"/proofs/{i['proof_id']}", params={"wait": "anchored", "timeout": "10"}, headers=env.auth()
+        )
+    body = await (
+        await env.client.get("/proofs", params={"ids": ids, "format": "chainpoint-v4"}, headers=env.auth())
+    ).json()
+    assert [d["proof_id"] for d in body["receipts"]] == [i["proof_id"] for i in items] and body["not_anchored"] == []
