@@ -87,8 +87,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 """
 
-_TREE_COLS = "window_id, tree_index, first_seq, last_seq, root, window_start, window_end, checksum"
-_BATCH_COLS = "first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum"
+# Column lists are spelled out in each statement: every SQL string here is a literal.
+_BATCHES_FROM = (  # the batches from the one holding seq ?1 on, up to seq ?2
+    "SELECT first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum FROM batches"
+    " WHERE first_seq >= (SELECT coalesce(max(first_seq), 0) FROM batches WHERE first_seq <= ?1)"
+    " AND first_seq <= ?2 ORDER BY first_seq"
+)
+_MAX_SEQ = 2**63 - 1
 
 T = TypeVar("T")
 log = logging.getLogger("receipt_service.store")
@@ -262,7 +267,8 @@ class SQLiteStore:
             first = self._next_seq
             b = batch
             conn.execute(
-                f"INSERT INTO batches({_BATCH_COLS}) VALUES (?,?,?,?,?,?,?,?)",  # noqa: S608
+                "INSERT INTO batches(first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum)"
+                " VALUES (?,?,?,?,?,?,?,?)",
                 (first, b.count, b.first_ticks, b.tenant, b.proof_ids, b.hashes, b.nonces, batch_checksum(first, b)),
             )
             self._next_seq = first + b.count
@@ -284,7 +290,8 @@ class SQLiteStore:
         seen: dict[int, StoredBatch] = {}
         for t in ticks:
             rows = self._read(
-                f"SELECT {_BATCH_COLS} FROM batches WHERE first_ticks <= ? ORDER BY first_ticks DESC LIMIT 1",  # noqa: S608
+                "SELECT first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum FROM batches"
+                " WHERE first_ticks <= ? ORDER BY first_ticks DESC LIMIT 1",
                 (t,),
             )
             if not rows:
@@ -306,11 +313,7 @@ class SQLiteStore:
                 self._bulk.execute("BEGIN")
                 try:
                     mark = int(self._bulk.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()[0])
-                    cur = self._bulk.execute(
-                        f"SELECT {_BATCH_COLS} FROM batches WHERE first_seq >= (SELECT coalesce(max(first_seq), 0)"  # noqa: S608
-                        " FROM batches WHERE first_seq <= ?) ORDER BY first_seq",
-                        (mark + 1,),
-                    )
+                    cur = self._bulk.execute(_BATCHES_FROM, (mark + 1, _MAX_SEQ))
                     taken = 0
                     for row in cur:
                         stored = _batch(row)
@@ -372,7 +375,8 @@ class SQLiteStore:
     async def tree_for_seq(self, seq: int) -> TreeRecord | None:
         """The tree holding submission ``seq``, or None while it is still pending."""
         rows = self._read(
-            f"SELECT {_TREE_COLS} FROM trees WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1",  # noqa: S608
+            "SELECT window_id, tree_index, first_seq, last_seq, root, window_start, window_end, checksum FROM trees"
+            " WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1",
             (seq,),
         )
         if not rows:
@@ -385,11 +389,7 @@ class SQLiteStore:
 
         def read() -> list[StoredBatch]:
             with self._bulk_lock:
-                rows = self._bulk.execute(
-                    f"SELECT {_BATCH_COLS} FROM batches WHERE first_seq >= (SELECT coalesce(max(first_seq), 0)"  # noqa: S608
-                    " FROM batches WHERE first_seq <= ?) AND first_seq <= ? ORDER BY first_seq",
-                    (tree.first_seq, tree.last_seq),
-                ).fetchall()
+                rows = self._bulk.execute(_BATCHES_FROM, (tree.first_seq, tree.last_seq)).fetchall()
             spans = [_batch(r).between(tree.first_seq, tree.last_seq) for r in rows]
             if not spans or spans[0].first_seq != tree.first_seq or sum(s.batch.count for s in spans) != tree.size:
                 raise CorruptRecordError(f"tree {tree.window_id}/{tree.tree_index}: its submissions are missing")
@@ -409,7 +409,8 @@ class SQLiteStore:
     async def open_anchor_jobs(self) -> list[tuple[TreeRecord, str]]:
         """(tree, target) pairs not anchored yet, oldest first: work left over from a crash."""
         rows = self._read(
-            f"SELECT {', '.join('t.' + c.strip() for c in _TREE_COLS.split(','))}, a.target FROM anchors a"  # noqa: S608
+            "SELECT t.window_id, t.tree_index, t.first_seq, t.last_seq, t.root, t.window_start, t.window_end,"
+            " t.checksum, a.target FROM anchors a"
             " JOIN trees t USING (window_id, tree_index) WHERE a.anchor IS NULL ORDER BY t.first_seq",
             (),
         )

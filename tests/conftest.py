@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +35,25 @@ def ledger_key() -> Ed25519PublicKey:
 def load_vector(name: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads((VECTORS / name).read_text())
     return doc
+
+
+def service_receipts(ledger_dir: Path, n: int, max_leaves: int | None = None) -> list[dict[str, Any]]:
+    """Anchored receipts (as JSON objects) for n fresh hashes: the service core, a local ledger in ledger_dir."""
+    from receipt_service.ids import ProofIdIssuer
+    from receipt_service.ledger import LocalLedger, TreeRoot, to_anchor
+    from receipt_service.receipts import Submission, build_window, render_tree
+    from receipt_verifier import receipt_to_dict
+
+    issuer = ProofIdIssuer(5)
+    subs = []
+    for _ in range(n):
+        h = os.urandom(32).hex()
+        x = issuer.issue(h, 1_763_712_000_000_000_000)
+        subs.append(Submission(x.proof_id, h, x.hash_received, os.urandom(16)))
+    ledger = LocalLedger(ledger_dir)
+    out: list[dict[str, Any]] = []
+    for wt in build_window("w-9", subs, max_leaves=max_leaves or n):
+        root = TreeRoot("w-9", wt.tree_index, wt.tree.size, wt.root_hex, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z")
+        signed = ledger.append(root, "2026-01-01T00:00:01Z")
+        out += [json.loads(json.dumps(receipt_to_dict(r))) for r in render_tree(wt, [to_anchor(ledger.key_id, signed)])]
+    return out

@@ -4,40 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from receipt_service.ids import ProofIdIssuer
-from receipt_service.ledger import LocalLedger, TreeRoot, to_anchor
-from receipt_service.receipts import Submission, build_window, render_tree
-from receipt_verifier import Verifier, parse_receipt, receipt_to_dict
+from receipt_service.ledger import LocalLedger
+from receipt_verifier import Verifier, parse_receipt
 from receipt_verifier.codec import DEFAULT_LIMITS
 from receipt_verifier.errors import Error
 from receipt_verifier.fastpath import parse_and_walk
 from receipt_verifier.verify import recompute_root
-from tests.conftest import VECTORS, load_vector
-
-
-def _service_receipts(tmp: Any, n: int) -> list[dict[str, Any]]:
-    issuer = ProofIdIssuer(5)
-    subs = []
-    for _ in range(n):
-        h = os.urandom(32).hex()
-        x = issuer.issue(h, 1_763_712_000_000_000_000)
-        subs.append(Submission(x.proof_id, h, x.hash_received, os.urandom(16)))
-    ledger = LocalLedger(tmp)
-    out = []
-    for wt in build_window("w-9", subs, max_leaves=max(1, n // 2)):
-        signed = ledger.append(
-            TreeRoot("w-9", wt.tree_index, wt.tree.size, wt.root_hex, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),
-            "2026-01-01T00:00:01Z",
-        )
-        out += [json.loads(json.dumps(receipt_to_dict(r))) for r in render_tree(wt, [to_anchor(ledger.key_id, signed)])]
-    return out
+from tests.conftest import VECTORS, load_vector, service_receipts
 
 
 def _general(doc: Any) -> tuple[Any, bytes, Any] | None:
@@ -57,7 +36,7 @@ def _agree(doc: Any) -> None:
 
 @pytest.mark.parametrize("n", [1, 2, 5, 17])
 def test_service_receipts_take_the_fast_path_with_identical_results(tmp_path: Any, n: int) -> None:
-    for doc in _service_receipts(tmp_path, n):
+    for doc in service_receipts(tmp_path, n, max(1, n // 2)):
         fast = parse_and_walk(doc, DEFAULT_LIMITS)
         assert fast is not None
         assert fast == _general(doc)
@@ -99,7 +78,7 @@ _values = st.one_of(
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_receipts_never_take_the_fast_path_wrongly(tmp_path_factory: Any, data: st.DataObject) -> None:
-    base = _service_receipts(tmp_path_factory.mktemp("fp"), 6)
+    base = service_receipts(tmp_path_factory.mktemp("fp"), 6, 3)
     doc = copy.deepcopy(data.draw(st.sampled_from(base)))
     for _ in range(data.draw(st.integers(1, 3))):
         path = data.draw(st.sampled_from(_paths(doc)[1:]))
@@ -126,7 +105,7 @@ def test_mutated_receipts_never_take_the_fast_path_wrongly(tmp_path_factory: Any
 
 
 def test_verifier_reports_the_same_through_either_path(tmp_path: Any) -> None:
-    doc = _service_receipts(tmp_path, 3)[1]
+    doc = service_receipts(tmp_path, 3)[1]
     ledger = LocalLedger(tmp_path)
     fast = Verifier([ledger.public_key]).verify(json.dumps(doc))
     general = Verifier([ledger.public_key]).verify(parse_receipt(doc))

@@ -94,3 +94,11 @@ def test_path_shape_promotes_the_odd_node() -> None:
 def test_empty_tree_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one leaf"):
         MerkleTree.from_leaf_hashes([])
+
+
+def test_sibling_kinds_is_path_shape_without_promoted_levels() -> None:
+    from receipt_verifier.merkle import path_shape, sibling_kinds
+
+    for size in range(1, 130):
+        for index in range(size):
+            assert sibling_kinds(index, size) == [s.value for s in path_shape(index, size) if s is not None]

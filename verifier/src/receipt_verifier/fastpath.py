@@ -26,6 +26,7 @@ from .codec import (
     parse_anchor,
 )
 from .errors import MalformedReceiptError
+from .merkle import sibling_kinds
 from .model import BRANCH_LABEL, CONTEXT_V1, RECEIPT_TYPE, Anchor, Branch, Op, Receipt, TreeInfo
 
 _KEYS = frozenset({"@context", "type", "hash", "proof_id", "hash_received", "state", "tree", "branches"})
@@ -88,14 +89,7 @@ def parse_and_walk(doc: Any, limits: Limits) -> tuple[Receipt, bytes, tuple[Anch
     ):
         return None
     tree = _build(TreeInfo, window_id=window_id, tree_index=tree_index, leaf_index=index, tree_size=size)
-    kinds = []
-    while size > 1:  # RFC 9162 sibling sides (merkle.path_shape without the enum)
-        if index & 1:
-            kinds.append("l")
-        elif index + 1 < size:
-            kinds.append("r")
-        index >>= 1
-        size = (size + 1) >> 1
+    kinds = sibling_kinds(index, size)
     k = len(kinds)
     end = 4 + 3 * k
     if type(raw) is not list or len(raw) != end + 1 or end + 1 > limits.max_ops:

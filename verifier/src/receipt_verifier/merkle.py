@@ -42,6 +42,19 @@ def path_shape(index: int, size: int) -> list[Side | None]:
     return shape
 
 
+def sibling_kinds(index: int, size: int) -> list[str]:
+    """``path_shape`` as v1 op kinds: ``"l"``/``"r"`` per level that has a sibling (hot path: no enum)."""
+    kinds = []
+    while size > 1:
+        if index & 1:
+            kinds.append("l")
+        elif index + 1 < size:
+            kinds.append("r")
+        index >>= 1
+        size = (size + 1) >> 1
+    return kinds
+
+
 @dataclass(frozen=True)
 class MerkleTree:
     """A built tree: ``levels[0]`` are leaf hashes, ``levels[-1] == [root]``."""

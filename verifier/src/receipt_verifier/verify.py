@@ -16,7 +16,7 @@ from .codec import DEFAULT_LIMITS, Limits, load_json, parse_receipt
 from .errors import AnchorPolicyError, BranchError, HashMismatchError, LedgerError, UsageError
 from .fastpath import parse_and_walk
 from .ledger import entry_hash, key_id, verify_entry_signature
-from .merkle import Side, path_shape
+from .merkle import Side, path_shape, sibling_kinds
 from .model import BRANCH_LABEL, Anchor, FabricAnchor, LedgerEntry, LocalAnchor, Op, Receipt, UnknownAnchor
 
 _HEX = frozenset("0123456789abcdef")
@@ -194,14 +194,7 @@ def _walk_v1_path(ops: tuple[Op, ...], index: int, size: int, value: bytes) -> t
     The checks are a few C-level comparisons and one hex decode; when this returns None the
     caller walks op by op to say precisely what is wrong.
     """
-    kinds = []
-    while size > 1:  # RFC 9162 sibling sides, as merkle.path_shape, without the enum
-        if index & 1:
-            kinds.append("l")
-        elif index + 1 < size:
-            kinds.append("r")
-        index >>= 1
-        size = (size + 1) >> 1
+    kinds = sibling_kinds(index, size)
     k = len(kinds)
     end = 4 + 3 * k
     n = len(ops)
