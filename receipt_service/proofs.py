@@ -14,7 +14,7 @@ from receipt_verifier import proof_id as pid
 from receipt_verifier.codec import parse_anchor
 from receipt_verifier.errors import MalformedReceiptError
 from receipt_verifier.hashing import salted_commitment
-from receipt_verifier.model import Anchor, FabricAnchor, LocalAnchor, PendingAnchor, Receipt, TreeInfo
+from receipt_verifier.model import Anchor, LocalAnchor, PendingAnchor, Receipt, TreeInfo
 
 from .errors import CorruptRecordError, UnprocessableError
 from .receipts import render
@@ -152,19 +152,16 @@ def _leaf_hash(c: bytes) -> bytes:
 
 
 def _check_anchor(anchor: Anchor, record: TreeRecord) -> None:
-    """A stored anchor must be for this very tree and root."""
-    ok = True
-    if isinstance(anchor, LocalAnchor):
-        e = anchor.entry
-        ok = (e.root, e.window_id, e.tree_index, e.tree_size) == (
-            record.root.hex(),
-            record.window_id,
-            record.tree_index,
-            record.size,
-        )
-    elif isinstance(anchor, FabricAnchor):
-        ok = bool(anchor.tx_id)
-    if not ok:
+    """A stored local anchor must be for this very tree and root (other types carry no tree fields)."""
+    if not isinstance(anchor, LocalAnchor):
+        return
+    e = anchor.entry
+    if (e.root, e.window_id, e.tree_index, e.tree_size) != (
+        record.root.hex(),
+        record.window_id,
+        record.tree_index,
+        record.size,
+    ):
         raise CorruptRecordError(
             f"tree {record.window_id}/{record.tree_index}: the stored {anchor.type} anchor is for another root"
         )

@@ -343,3 +343,26 @@ async def test_batch_chainpoint_export_lists_receipts_not_anchored_yet(make_env:
         await env.client.get("/proofs", params={"ids": ids, "format": "chainpoint-v4"}, headers=env.auth())
     ).json()
     assert [d["proof_id"] for d in body["receipts"]] == [i["proof_id"] for i in items] and body["not_anchored"] == []
+
+
+@pytest.mark.parametrize(
+    ("tamper", "words"),
+    [
+        (lambda a: "{not json", "anchor is damaged"),
+        (
+            lambda a: json.dumps({**json.loads(a), "entry": {**json.loads(a)["entry"], "root": "0" * 64}}),
+            "another root",
+        ),
+    ],
+)
+async def test_a_damaged_stored_anchor_is_reported_not_served(env: Env, tamper: Any, words: str) -> None:
+    (item,) = await env.submit(_hashes(1))
+    url = f"/proofs/{item['proof_id']}"
+    await env.client.get(url, params={"wait": "anchored", "timeout": "10"}, headers=env.auth())
+    conn = sqlite3.connect(env.data_dir / DB_FILE)
+    with conn:
+        (stored,) = conn.execute("SELECT anchor FROM anchors").fetchone()
+        conn.execute("UPDATE anchors SET anchor = ?", (tamper(stored),))
+    conn.close()
+    body = await _problem(await env.client.get(url, headers=env.auth()), 500)
+    assert words in body["detail"]
