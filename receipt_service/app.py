@@ -324,6 +324,11 @@ async def readyz(request: web.Request) -> web.Response:
     except ServiceError as exc:
         checks["store"] = str(exc)
         failed.append("store")
+    if svc.aggregator.last_error is None:
+        checks["windows"] = "ok"
+    else:
+        checks["windows"] = f"the last window could not be closed: {svc.aggregator.last_error}"
+        failed.append("windows")
     for b in svc.backends:
         try:
             await b.ready()

@@ -128,6 +128,7 @@ class Aggregator:
         self._window_start_ns = time.time_ns()
         self._stopping = asyncio.Event()
         self.windows_closed = 0
+        self.last_error: str | None = None  # why the last window could not be closed (shown by /readyz)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -180,6 +181,15 @@ class Aggregator:
 
     async def close_window(self) -> int:
         """Close the current window: build and commit its trees, queue their anchors; returns leaves."""
+        try:
+            total = await self._close_window()
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+        self.last_error = None
+        return total
+
+    async def _close_window(self) -> int:
         async with self._close_lock:
             total = 0
             while True:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 
+from receipt_service.errors import CorruptRecordError
 from receipt_service.sqlite_store import DB_FILE, SQLiteStore
 from receipt_verifier import AnchorPolicy, Verifier, parse_receipt
 from receipt_verifier.ledger import load_public_key
@@ -366,3 +367,17 @@ async def test_a_damaged_stored_anchor_is_reported_not_served(env: Env, tamper: 
     conn.close()
     body = await _problem(await env.client.get(url, headers=env.auth()), 500)
     assert words in body["detail"]
+
+
+async def test_a_window_that_cannot_close_makes_readyz_fail(make_env: Factory) -> None:
+    env = await make_env(window_seconds=3600)
+    await env.submit(_hashes(1))
+    conn = sqlite3.connect(env.data_dir / DB_FILE)
+    with conn:
+        conn.execute("UPDATE batches SET nonces = zeroblob(16)")
+    conn.close()
+    with pytest.raises(CorruptRecordError):
+        await env.service.aggregator.close_window()
+    body = await _problem(await env.client.get("/readyz"), 503)
+    assert "integrity check" in body["checks"]["windows"]
+    assert (await env.service.store.stats()).backlog == 1  # still waiting, not dropped
