@@ -16,6 +16,7 @@ from .app import MAX_LINE, Service, init_app
 from .auth import make_key
 from .config import Settings
 from .sqlite_store import SQLiteStore
+from .store import Store
 
 log = logging.getLogger("receipt_service")
 
@@ -31,7 +32,7 @@ def open_service(settings: Settings) -> Service:
     return Service(settings, store, backends)
 
 
-def ensure_default_key(store: SQLiteStore, data_dir: Path) -> Path | None:
+def ensure_default_key(store: Store, data_dir: Path) -> Path | None:
     """On first start (no keys at all), make a key for tenant ``default`` and keep it in a 0600 file."""
     if store.list_api_keys():
         return None

@@ -110,3 +110,15 @@ def test_verifier_reports_the_same_through_either_path(tmp_path: Any) -> None:
     fast = Verifier([ledger.public_key]).verify(json.dumps(doc))
     general = Verifier([ledger.public_key]).verify(parse_receipt(doc))
     assert fast == general
+
+
+def test_verifier_caches_are_bounded_and_forks_still_caught(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import receipt_verifier.verify as verify_module
+
+    monkeypatch.setattr(verify_module, "_CACHE_MAX", 2)
+    docs = service_receipts(tmp_path, 5, 1)  # five trees, five ledger entries
+    v = Verifier([LocalLedger(tmp_path).public_key])
+    for doc in docs * 2:
+        assert v.verify(json.dumps(doc)).anchors[0].status.value == "verified"
+        assert len(v._checked_anchors) <= 2 and len(v._sig_cache) <= 2
+    assert len(v._seen_entries) == 5  # fork detection forgets nothing

@@ -183,6 +183,7 @@ def recompute_root(receipt: Receipt) -> tuple[bytes, tuple[Anchor, ...]]:
     return value, anchors
 
 
+_CACHE_MAX = 65_536  # checked signatures / anchor objects kept (fork detection keeps every entry hash)
 _NODE = Op("l", "01")
 _SHA = Op("op", "sha-256")
 _HEX_RE = re.compile(r"[0-9a-f]*")
@@ -329,7 +330,11 @@ class Verifier:
                 return AnchorStatus.FAILED, (
                     f"ledger fork: key {a.key_id} signed two different entries with seq {e.seq}"
                 )
+            if len(self._sig_cache) >= _CACHE_MAX:
+                self._sig_cache.clear()
             self._sig_cache[cache_key] = None
         reason = f"signed ledger entry {e.seq}"
+        if len(self._checked_anchors) >= _CACHE_MAX:
+            self._checked_anchors.clear()
         self._checked_anchors[id(a)] = (a, reason)  # holding it keeps its id from being reused
         return AnchorStatus.VERIFIED, reason
