@@ -16,7 +16,6 @@ from itertools import repeat
 from typing import Any, TypeVar
 
 from .codec import (
-    _HASH_RE,
     _ID_RE,
     _RECEIVED_RE,
     _TREE_KEYS,
@@ -36,7 +35,6 @@ _LEAF_HEAD = [{"op": "sha-256"}, {"l": "00"}, {"op": "sha-256"}]
 _SHA = Op("op", "sha-256")
 _NODE = Op("l", "01")
 _LEAF = Op("l", "00")
-_SALT_RE = re.compile(r"[0-9a-f]{64}")
 _HEX_RE = re.compile(r"[0-9a-f]*")
 _new = tuple.__new__
 _MAKE_OP = partial(tuple.__new__, Op)
@@ -62,7 +60,7 @@ def parse_and_walk(doc: Any, limits: Limits) -> tuple[Receipt, bytes, tuple[Anch
         type(h) is not str
         or type(proof_id) is not str
         or type(received) is not str
-        or _HASH_RE.fullmatch(h) is None
+        or len(h) != 64
         or _UUID_RE.fullmatch(proof_id) is None
         or _RECEIVED_RE.fullmatch(received) is None
     ):
@@ -100,7 +98,7 @@ def parse_and_walk(doc: Any, limits: Limits) -> tuple[Receipt, bytes, tuple[Anch
     if type(salt_op) is not dict or salt_op.keys() != {"l"} or type(anchors_op) is not dict:
         return None
     salt = salt_op["l"]
-    if type(salt) is not str or _SALT_RE.fullmatch(salt) is None or salt[32:] != proof_id.replace("-", ""):
+    if type(salt) is not str or len(salt) != 64 or salt[32:] != proof_id.replace("-", ""):
         return None
     # The siblings, checked with map() passes rather than a Python loop per op.
     sibs = raw[4:end:3]
@@ -110,7 +108,8 @@ def parse_and_walk(doc: Any, limits: Limits) -> tuple[Receipt, bytes, tuple[Anch
     if k and (set(map(type, values)) != {str} or set(map(len, values)) != {64}):
         return None
     joined = "".join(values)
-    if _HEX_RE.fullmatch(joined) is None or anchors_op.keys() != {"anchors"}:
+    # one pattern for the record hash, the salt and every sibling (each of checked length)
+    if _HEX_RE.fullmatch(h + salt + joined) is None or anchors_op.keys() != {"anchors"}:
         return None
     listed = anchors_op["anchors"]
     if type(listed) is not list or not 1 <= len(listed) <= limits.max_anchors:
@@ -131,7 +130,7 @@ def parse_and_walk(doc: Any, limits: Limits) -> tuple[Receipt, bytes, tuple[Anch
     ops[2] = _LEAF
     ops[4:end:3] = map(_MAKE_OP, zip(kinds, values, repeat(())))
     ops[5:end:3] = [_NODE] * k
-    ops[end] = Op("anchors", "", anchors)
+    ops[end] = _new(Op, ("anchors", "", anchors))
     receipt = _build(
         Receipt,
         hash=h,
