@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,8 +52,6 @@ class ProofIdIssuer:
         raw: list[bytes] = []
         received: list[str] = []
         hexes: list[str] = []
-        second = -1
-        prefix = ""
         for ticks, h in enumerate(hashes, first):
             hx = h.hex()
             node = base.copy()
@@ -68,11 +65,7 @@ class ProofIdIssuer:
             ids.append(f"{s[:8]}-{s[8:12]}-{s[12:16]}-{s[16:20]}-{s[20:]}")
             raw.append(b)
             hexes.append(hx)
-            sec, frac = divmod(ticks - pid.UUID_EPOCH_OFFSET, 10_000_000)
-            if sec != second:
-                second = sec
-                prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-            received.append(f"{prefix}.{frac:07d}Z")
+            received.append(pid.ticks_to_received(ticks))
         return IssuedBatch(first, ids, b"".join(raw), received, hexes)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from typing import Literal
 from receipt_verifier import proof_id as pid
 from receipt_verifier.codec import parse_anchor
 from receipt_verifier.errors import MalformedReceiptError
-from receipt_verifier.hashing import salted_commitment
+from receipt_verifier.hashing import leaf_hash, salted_commitment
 from receipt_verifier.model import Anchor, LocalAnchor, PendingAnchor, Receipt, TreeInfo
 
 from .errors import CorruptRecordError, UnprocessableError
@@ -81,7 +80,7 @@ class ProofReader:
             trees[key] = (record, tree, anchors, pending)
         record, tree, anchors, pending = trees[key]
         leaf = row.seq - record.first_seq
-        if _leaf_hash(salted_commitment(row.nonce, row.proof_id, row.hash)) != tree.leaf(leaf):
+        if leaf_hash(salted_commitment(row.nonce, row.proof_id, row.hash)) != tree.leaf(leaf):
             raise CorruptRecordError(f"submission #{row.seq} does not match leaf {leaf} of its tree; it is not served")
         info = TreeInfo(record.window_id, record.tree_index, leaf, record.size)
         return render(sub, tree=info, path=tree.audit_path(leaf), anchors=anchors, pending=pending)
@@ -124,31 +123,26 @@ class ProofReader:
     async def wait(self, tenant: str, text: str, ticks: int, until: WaitFor, timeout: float) -> Located | None:
         """The receipt once it reaches ``until`` (or as it stands when ``timeout`` runs out)."""
         deadline = time.monotonic() + timeout
-        while True:
+        found = (await self.find(tenant, [(text, ticks)])).get(text)
+        if found is None or _reached(found.receipt, until):
+            return found
+        seq = found.seq
+        while (remaining := deadline - time.monotonic()) > 0:
+            fut = self.agg.waiters.register(seq)
+            # Read after registering, so a change between the two cannot be missed.
             found = (await self.find(tenant, [(text, ticks)])).get(text)
             if found is None or _reached(found.receipt, until):
+                self.agg.waiters.discard(seq, fut)
                 return found
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return found
-            fut = self.agg.waiters.register(found.seq)
-            # The state may have changed between the read and the registration: read once more.
-            again = (await self.find(tenant, [(text, ticks)])).get(text)
-            if again is None or _reached(again.receipt, until):
-                self.agg.waiters.discard(found.seq, fut)
-                return again
             try:
                 await asyncio.wait_for(fut, remaining)
             except TimeoutError:
-                self.agg.waiters.discard(found.seq, fut)
+                self.agg.waiters.discard(seq, fut)
+        return found
 
 
 def _reached(r: Receipt, until: WaitFor) -> bool:
     return r.state == "anchored" if until == "anchored" else r.state != "pending"
-
-
-def _leaf_hash(c: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + c).digest()
 
 
 def _check_anchor(anchor: Anchor, record: TreeRecord) -> None:
