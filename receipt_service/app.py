@@ -186,6 +186,7 @@ async def submit(request: web.Request) -> web.Response:
         raise PayloadTooLargeError(f"the body is {len(body)} bytes; the limit is {s.max_body_bytes}")
     if ctype == "application/json":
         hashes = _parse_json_hashes(body, s.max_hashes_per_request)
+        packed = b"".join(hashes)
     else:
         if len(body) % 32:
             raise UnprocessableError(
@@ -193,12 +194,13 @@ async def submit(request: web.Request) -> web.Response:
             )
         _check_count(len(body) // 32, s.max_hashes_per_request)
         hashes = [body[i : i + 32] for i in range(0, len(body), 32)]
+        packed = body  # already the hashes back to back
     issued = svc.issuer.issue_batch(hashes, time.time_ns())
     batch = Batch(
         who.tenant,
         issued.first_ticks,
         issued.proof_id_bytes,
-        b"".join(hashes),
+        packed,
         os.urandom(16 * len(hashes)),  # a fresh salt per hash (spec section 1)
     )
     svc.inflight_submits += 1

@@ -186,7 +186,9 @@ class SQLiteStore:
 
     def _max_seq(self) -> int:
         row = self._w.execute("SELECT first_seq + count - 1 FROM batches ORDER BY first_seq DESC LIMIT 1").fetchone()
-        return int(row[0]) if row else int(self._meta_init("purged_upto", "0"))
+        if row:
+            return int(row[0])
+        return int(self._w.execute("SELECT value FROM meta WHERE key = 'purged_upto'").fetchone()[0])
 
     def _checkpoints(self, period: float = 0.5) -> None:
         conn = _connect(self.path, readonly=True)

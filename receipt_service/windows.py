@@ -127,7 +127,6 @@ class Aggregator:
         self._close_lock = asyncio.Lock()
         self._window_start_ns = time.time_ns()
         self._stopping = asyncio.Event()
-        self.windows_closed = 0
         self.last_error: str | None = None  # why the last window could not be closed (shown by /readyz)
 
     # ------------------------------------------------------------------ lifecycle
@@ -210,7 +209,6 @@ class Aggregator:
                     self.waiters.wake_range(record.first_seq, record.last_seq)
                     for q in self._queues.values():
                         q.put_nowait(record)
-                self.windows_closed += 1
                 total += leaves
                 self.metrics.window_build_seconds.observe(time.perf_counter() - t0)
                 self.metrics.window_leaves.observe(leaves)
