@@ -131,6 +131,40 @@ def _keys(args: argparse.Namespace, data_dir: Path) -> int:
         store.close_sync()
 
 
+# ---------------------------------------------------------------------- fabric
+
+
+def _fabric(args: argparse.Namespace) -> int:
+    from .fabric.network import Network, iter_env_lines
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    if args.fabric_command == "up":
+        net = Network(args.dir, args.base_port)
+        print(net.up(progress))
+        return 0
+    net = Network(args.dir)
+    if args.fabric_command == "down":
+        stopped = net.down(wipe=args.wipe)
+        print(f"stopped {len(stopped)} process(es): {', '.join(stopped) or 'none running'}", file=sys.stderr)
+        return 0
+    if args.fabric_command == "env":
+        print("\n".join(iter_env_lines(net.env(args.org))))
+        return 0
+    st = net.status()
+    rows = [
+        [n.node.name, n.node.kind, str(n.pid or "-"), str(n.node.port), "ok" if n.healthy else "DOWN", n.detail]
+        for n in st.nodes
+    ]
+    print(table(["process", "kind", "pid", "port", "health", "detail"], rows))
+    heights = [[peer, *(str(h) for h in per.values())] for peer, per in st.heights.items()]
+    channels = next(iter(st.heights.values()), {})
+    print(table(["peer", *(f"{ch} height" for ch in channels)], heights))
+    print("healthy" if st.healthy else "NOT healthy", file=sys.stderr)
+    return 0 if st.healthy else 1
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -162,6 +196,18 @@ def _parser() -> argparse.ArgumentParser:
     kr.add_argument("key_id")
     ksub.add_parser("list", parents=[common], help="list keys (never their secrets)")
 
+    f = sub.add_parser("fabric", help="a Fabric network of plain processes on 127.0.0.1 (development, tests)")
+    fsub = f.add_subparsers(dest="fabric_command", required=True)
+    fdir = argparse.ArgumentParser(add_help=False)
+    fdir.add_argument("--dir", type=Path, default=Path("fabric-net"), help="network directory (default ./fabric-net)")
+    fu = fsub.add_parser("up", parents=[fdir], help="bring the network up, or check it when it runs")
+    fu.add_argument("--base-port", type=int, help="first of 31 consecutive ports (default 7050)")
+    fsub.add_parser("status", parents=[fdir], help="every process and channel height; exit 0 only when healthy")
+    fe = fsub.add_parser("env", parents=[fdir], help="shell exports for Fabric's peer CLI as an org's admin")
+    fe.add_argument("--org", required=True, choices=["Hospitals", "Insurers"])
+    fd = fsub.add_parser("down", parents=[fdir], help="stop every process 'up' started")
+    fd.add_argument("--wipe", action="store_true", help="also delete the network directory")
+
     d = sub.add_parser("demo", help="start the service, anchor sample health records, verify every receipt")
     d.add_argument("--data-dir", type=Path, help="keep the data here (default: a temporary directory)")
     return parser
@@ -177,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                 return asyncio.run(_demo(args.data_dir, keep=True))
             with tempfile.TemporaryDirectory(prefix="receipt-demo-") as tmp:
                 return asyncio.run(_demo(Path(tmp), keep=False))
+        if args.command == "fabric":
+            return _fabric(args)
         config = args.config or (
             Path(os.environ[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in os.environ else None
         )

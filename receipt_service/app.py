@@ -19,7 +19,7 @@ from receipt_verifier.codec import receipt_to_dict
 from receipt_verifier.errors import UsageError
 from receipt_verifier.ledger import raw_public_key
 
-from .anchoring import AnchorBackend, LocalLedgerBackend, iso_now
+from .anchors import AnchorBackend, LocalLedgerBackend, iso_now
 from .auth import Authenticator, Principal
 from .config import Settings
 from .errors import (
@@ -53,6 +53,7 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     draining: bool = False
     inflight_submits: int = 0
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run at shutdown
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -420,4 +421,9 @@ async def _drain(app: web.Application) -> None:
 
 
 async def _close(app: web.Application) -> None:
-    await app[SERVICE].store.close()
+    svc = app[SERVICE]
+    for backend in svc.backends:
+        await backend.close()
+    for close in svc.closers:
+        await close()
+    await svc.store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -12,6 +13,31 @@ from typing import Any
 from .errors import ConfigError
 
 ENV_PREFIX = "RECEIPT_SERVICE_"
+
+
+CHANNEL_NAME = re.compile(r"[a-z][a-z0-9.-]{0,248}")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """One Fabric gateway peer."""
+
+    endpoint: str
+    tls_root_cert: Path
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class FabricSettings:
+    """The ``[fabric]`` table: who signs, which gateway peers, which channels (``fabric up`` writes one)."""
+
+    msp_id: str
+    cert: Path
+    key: Path
+    channels: tuple[str, ...]
+    gateways: tuple[GatewaySettings, ...]
+    chaincode: str = "anchor"
+    concurrency: int = 32
 
 
 @dataclass(frozen=True)
@@ -31,6 +57,7 @@ class Settings:
     anchor_retry_max_seconds: float = 30.0
     shutdown_grace_seconds: float = 30.0
     key_cache_seconds: float = 2.0
+    fabric: FabricSettings | None = None  # only from a TOML file's [fabric] table
 
     def check(self) -> Settings:
         """Reject values the service cannot run with, naming the setting."""
@@ -56,7 +83,56 @@ class Settings:
         return self
 
 
-_FIELDS = {f.name: f for f in fields(Settings)}
+_FIELDS = {f.name: f for f in fields(Settings) if f.name != "fabric"}
+
+
+def parse_fabric(table: Any, source: str) -> FabricSettings:
+    """The ``[fabric]`` table, every problem named."""
+    where = f"{source} [fabric]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    known = {"msp_id", "cert", "key", "channels", "gateways", "chaincode", "concurrency"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    missing = sorted({"msp_id", "cert", "key", "channels", "gateways"} - set(table))
+    if missing:
+        raise ConfigError(f"{where}: missing {', '.join(missing)}")
+    channels = table["channels"]
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+        raise ConfigError(f"{where}: channels must be a non-empty list of channel names")
+    bad = [c for c in channels if not CHANNEL_NAME.fullmatch(c)]
+    if bad or len(set(channels)) != len(channels):
+        raise ConfigError(f"{where}: channel names must be distinct and match [a-z][a-z0-9.-]*: {bad or channels}")
+    gateways = table["gateways"]
+    if not isinstance(gateways, list) or not gateways:
+        raise ConfigError(f"{where}: gateways must be a non-empty array of tables ([[fabric.gateways]])")
+    parsed = []
+    for i, g in enumerate(gateways):
+        if (
+            not isinstance(g, dict)
+            or not {"endpoint", "tls_root_cert"} <= set(g)
+            or set(g)
+            - {
+                "endpoint",
+                "tls_root_cert",
+                "server_name",
+            }
+        ):
+            raise ConfigError(f"{where}: gateways[{i}] needs endpoint and tls_root_cert (and optionally server_name)")
+        parsed.append(GatewaySettings(str(g["endpoint"]), Path(str(g["tls_root_cert"])), g.get("server_name")))
+    concurrency = table.get("concurrency", 32)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1024:
+        raise ConfigError(f"{where}: concurrency must be an integer from 1 to 1024")
+    return FabricSettings(
+        msp_id=str(table["msp_id"]),
+        cert=Path(str(table["cert"])),
+        key=Path(str(table["key"])),
+        channels=tuple(channels),
+        gateways=tuple(parsed),
+        chaincode=str(table.get("chaincode", "anchor")),
+        concurrency=concurrency,
+    )
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -101,10 +177,12 @@ def load_settings(
             raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
-        table = doc.get("service", doc)
+        table = doc.get("service", {k: v for k, v in doc.items() if k != "fabric"})
         if not isinstance(table, dict):
             raise ConfigError(f"config file {config_file}: [service] must be a table")
         settings = _apply(settings, table, str(config_file))
+        if "fabric" in doc:
+            settings = replace(settings, fabric=parse_fabric(doc["fabric"], str(config_file)))
     env = os.environ if environ is None else environ
     from_env = {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
     from_env.pop("config", None)

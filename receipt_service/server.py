@@ -6,15 +6,18 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from .anchoring import LocalLedgerBackend
+from .anchors import AnchorBackend, LocalLedgerBackend
+from .anchors.fabric import FabricChannelBackend
 from .app import MAX_LINE, Service, init_app
 from .auth import make_key
-from .config import Settings
+from .config import FabricSettings, Settings
+from .fabric.gateway import Endpoint, GatewayClient
+from .fabric.identity import Identity
 from .sqlite_store import SQLiteStore
 from .store import Store
 
@@ -27,9 +30,24 @@ def open_service(settings: Settings) -> Service:
     """The store and anchor backends of a data directory, wired into a service."""
     data_dir = settings.data_dir
     store = SQLiteStore(data_dir)
-    backends = [LocalLedgerBackend(data_dir)]
+    backends: list[AnchorBackend] = [LocalLedgerBackend(data_dir)]
+    closers: list[Callable[[], Awaitable[None]]] = []
+    if settings.fabric is not None:
+        client = fabric_client(settings.fabric)
+        closers.append(client.close)
+        backends += [
+            FabricChannelBackend(client, ch, settings.fabric.chaincode, settings.fabric.concurrency)
+            for ch in settings.fabric.channels
+        ]
     ensure_default_key(store, data_dir)
-    return Service(settings, store, backends)
+    return Service(settings, store, backends, closers=closers)
+
+
+def fabric_client(fabric: FabricSettings) -> GatewayClient:
+    """A Gateway client for the ``[fabric]`` settings (identity and TLS roots are read and checked now)."""
+    identity = Identity.from_files(fabric.msp_id, fabric.cert, fabric.key)
+    endpoints = [Endpoint.from_files(g.endpoint, g.tls_root_cert, g.server_name) for g in fabric.gateways]
+    return GatewayClient(identity, endpoints)
 
 
 def ensure_default_key(store: Store, data_dir: Path) -> Path | None:

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from .anchoring import AnchorBackend, anchor_json, iso_now
+from .anchors import AnchorBackend, anchor_json, iso_now
 from .errors import ServiceError
 from .ledger import TreeRoot
 from .metrics import Metrics
@@ -138,8 +138,9 @@ class Aggregator:
                 self._queues[target].put_nowait(tree)
             else:
                 log.warning("tree %s/%s waits for target %s, which is not configured", *_key(tree), target)
-        for target in self._queues:
-            self._tasks.append(asyncio.create_task(self._anchor_worker(target), name=f"anchor-{target}"))
+        for target, backend in self.backends.items():
+            for i in range(max(1, backend.concurrency)):  # workers share the target's queue
+                self._tasks.append(asyncio.create_task(self._anchor_worker(target), name=f"anchor-{target}-{i}"))
         self._tasks.append(asyncio.create_task(self._clock(), name="window-clock"))
         if self.retention_seconds is not None:
             self._tasks.append(asyncio.create_task(self._retention(), name="retention"))

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
-from receipt_service.anchoring import LocalLedgerBackend
+from receipt_service.anchors import LocalLedgerBackend
 from receipt_service.app import MAX_LINE, Service, init_app
 from receipt_service.auth import make_key
 from receipt_service.config import Settings

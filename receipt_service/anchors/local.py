@@ -1,46 +1,23 @@
-"""The anchor-backend seam: where window roots go (the local ledger now, Fabric channels later)."""
+"""The embedded anchor target: the signed local ledger in the data directory."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
-from receipt_verifier.codec import anchor_to_dict
 from receipt_verifier.model import Anchor, PendingAnchor
 
-from .errors import AnchorBackendError
-from .ledger import LocalLedger, TreeRoot, to_anchor
-
-
-class AnchorBackend(Protocol):
-    """One anchor target. ``anchor`` must be idempotent: the same root for the same tree may be
-    sent again after a crash or a timeout, and must yield the same anchor, never a second one."""
-
-    type: str
-    target: str
-
-    async def anchor(self, root: TreeRoot) -> Anchor: ...
-
-    async def ready(self) -> None: ...
-
-    def pending(self) -> PendingAnchor: ...
-
-
-def iso_now(ns: int | None = None) -> str:
-    """RFC 3339 UTC with microseconds."""
-    ns = time.time_ns() if ns is None else ns
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+from ..errors import AnchorBackendError
+from ..ledger import LocalLedger, TreeRoot, to_anchor
+from .base import iso_now
 
 
 class LocalLedgerBackend:
     """The embedded anchor: appends each root to the signed local ledger in the data directory."""
 
     type = "local"
+    concurrency = 1  # appends are serialised by the ledger anyway
 
     def __init__(self, data_dir: Path) -> None:
         self.ledger = LocalLedger(data_dir)
@@ -66,7 +43,5 @@ class LocalLedgerBackend:
         """How a receipt names this target until it is done."""
         return PendingAnchor(self.type, self.target)
 
-
-def anchor_json(anchor: Anchor) -> str:
-    """Compact JSON of an anchor, as stored."""
-    return json.dumps(anchor_to_dict(anchor), separators=(",", ":"), sort_keys=True)
+    async def close(self) -> None:
+        """Nothing to release: every append is already on disk."""

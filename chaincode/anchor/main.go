@@ -1,0 +1,71 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log"
+	"os"
+
+	"github.com/hyperledger/fabric-chaincode-go/v2/shim"
+	"github.com/hyperledger/fabric-protos-go-apiv2/peer"
+)
+
+// Registry dispatches invocations to the anchor functions.
+type Registry struct{}
+
+// Init does nothing: the registry needs no initialisation.
+func (Registry) Init(shim.ChaincodeStubInterface) *peer.Response { return shim.Success(nil) }
+
+// Invoke runs one function and answers its result as JSON, or an error naming the problem.
+func (Registry) Invoke(stub shim.ChaincodeStubInterface) *peer.Response {
+	fn, args := stub.GetFunctionAndParameters()
+	return Dispatch(stub, fn, args)
+}
+
+// Dispatch calls fn with args; errors become error responses (status 500 with the message).
+func Dispatch(l Ledger, fn string, args []string) *peer.Response {
+	var (
+		a   *Anchor
+		err error
+	)
+	want := map[string]int{"AnchorRoot": 5, "GetAnchor": 1, "GetAnchorByRoot": 1}
+	n, known := want[fn]
+	switch {
+	case !known:
+		return shim.Error(fmt.Sprintf("unknown function %q; known: AnchorRoot, GetAnchor, GetAnchorByRoot", fn))
+	case len(args) != n:
+		return shim.Error(fmt.Sprintf("%s takes %d argument(s), got %d", fn, n, len(args)))
+	case fn == "AnchorRoot":
+		a, err = AnchorRoot(l, args[0], args[1], args[2], args[3], args[4])
+	case fn == "GetAnchor":
+		a, err = GetAnchor(l, args[0])
+		if err == nil && a == nil {
+			err = fmt.Errorf("key %s is not anchored", args[0])
+		}
+	default:
+		a, err = GetAnchorByRoot(l, args[0])
+		if err == nil && a == nil {
+			err = fmt.Errorf("root %s is not anchored", args[0])
+		}
+	}
+	if err != nil {
+		return shim.Error(err.Error())
+	}
+	doc, err := json.Marshal(a)
+	if err != nil {
+		return shim.Error(err.Error())
+	}
+	return shim.Success(doc)
+}
+
+func main() {
+	id, addr := os.Getenv("CHAINCODE_ID"), os.Getenv("CHAINCODE_SERVER_ADDRESS")
+	if id == "" || addr == "" {
+		log.Fatal("set CHAINCODE_ID (the installed package id) and CHAINCODE_SERVER_ADDRESS (host:port)")
+	}
+	server := &shim.ChaincodeServer{CCID: id, Address: addr, CC: Registry{}, TLSProps: shim.TLSProperties{Disabled: true}}
+	log.Printf("anchor chaincode %s listening on %s", id, addr)
+	if err := server.Start(); err != nil {
+		log.Fatalf("chaincode server: %v", err)
+	}
+}

@@ -1,0 +1,41 @@
+"""The anchor-backend seam: what every target a window root goes to must do."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+from receipt_verifier.codec import anchor_to_dict
+from receipt_verifier.model import Anchor, PendingAnchor
+
+from ..ledger import TreeRoot
+
+
+class AnchorBackend(Protocol):
+    """One anchor target. ``anchor`` must be idempotent: the same root for the same tree may be
+    sent again after a crash or a timeout, and must yield the same anchor, never a second one."""
+
+    type: str
+    target: str
+    concurrency: int  # how many roots may be in flight to this target at once
+
+    async def anchor(self, root: TreeRoot) -> Anchor: ...
+
+    async def ready(self) -> None: ...
+
+    def pending(self) -> PendingAnchor: ...
+
+    async def close(self) -> None: ...
+
+
+def iso_now(ns: int | None = None) -> str:
+    """RFC 3339 UTC with microseconds."""
+    ns = time.time_ns() if ns is None else ns
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def anchor_json(anchor: Anchor) -> str:
+    """Compact JSON of an anchor, as stored."""
+    return json.dumps(anchor_to_dict(anchor), separators=(",", ":"), sort_keys=True)

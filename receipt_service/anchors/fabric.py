@@ -1,0 +1,98 @@
+"""Fabric anchor targets: one per channel, each root written by the ``anchor`` chaincode through the Gateway."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from receipt_verifier.model import FabricAnchor, PendingAnchor
+
+from ..errors import AnchorBackendError, ConflictError
+from ..fabric.gateway import GatewayClient, GatewayError
+from ..ledger import TreeRoot
+
+READY_CACHE_SECONDS = 2.0
+
+
+def anchor_key(root: TreeRoot) -> str:
+    """The chaincode key of a tree: ``<window_id>/<tree_index>`` (write-once on every channel)."""
+    return f"{root.window_id}/{root.tree_index}"
+
+
+class FabricChannelBackend:
+    """Anchors roots on one channel. Idempotent: the chaincode answers a repeated (key, root) with the
+    record first written, so a retry after a crash or timeout yields the original transaction."""
+
+    type = "fabric"
+
+    def __init__(self, client: GatewayClient, channel: str, chaincode: str = "anchor", concurrency: int = 32) -> None:
+        self.client = client
+        self.channel = channel
+        self.chaincode = chaincode
+        self.concurrency = concurrency
+        self.target = f"fabric:{channel}"
+        self.last_error: str | None = None
+        self._ready_at = 0.0
+
+    async def anchor(self, root: TreeRoot) -> FabricAnchor:
+        """Submit ``AnchorRoot`` and wait for its commit; the anchor names the transaction that wrote the key."""
+        key = anchor_key(root)
+        args = [key, root.root, str(root.tree_size), root.window_start, root.window_end]
+        try:
+            committed = await self.client.submit(self.channel, self.chaincode, "AnchorRoot", args)
+            record = _record(committed.result, key, root, self.channel)
+            tx_id = record["tx_id"]
+            block = committed.block_number
+            if tx_id != committed.tx_id:  # written before (a retry): find the block of the original write
+                code, block = await self.client.commit_status(self.channel, tx_id)
+                if code != 0:
+                    raise AnchorBackendError(f"{self.target}: the recorded tx {tx_id} is not valid (code {code})")
+        except GatewayError as exc:
+            self.last_error = str(exc)
+            if "already anchored with root" in str(exc):
+                raise ConflictError(f"{self.target}: {exc}") from None
+            raise AnchorBackendError(f"{self.target}: {exc}") from None
+        except AnchorBackendError as exc:
+            self.last_error = str(exc)
+            raise
+        self.last_error = None
+        return FabricAnchor(
+            anchor_id=f"{self.channel}:{tx_id[:16]}",
+            channel=self.channel,
+            tx_id=tx_id,
+            block_number=block,
+            key=key,
+            chaincode=self.chaincode,
+        )
+
+    async def ready(self) -> None:
+        """The channel answers a query through the Gateway, and the last anchor attempt did not fail."""
+        if self.last_error is not None:
+            raise AnchorBackendError(f"anchoring on {self.channel} is failing: {self.last_error}")
+        if time.monotonic() - self._ready_at < READY_CACHE_SECONDS:
+            return
+        try:
+            await self.client.evaluate(self.channel, "qscc", "GetChainInfo", [self.channel])
+        except GatewayError as exc:
+            raise AnchorBackendError(f"channel {self.channel} does not answer: {exc}") from None
+        self._ready_at = time.monotonic()
+
+    def pending(self) -> PendingAnchor:
+        """How a receipt names this target until it is done."""
+        return PendingAnchor(self.type, self.target)
+
+    async def close(self) -> None:
+        """The shared Gateway client is closed by whoever opened it."""
+
+
+def _record(payload: bytes, key: str, root: TreeRoot, channel: str) -> dict[str, str]:
+    """The chaincode's stored record, checked against what was asked."""
+    try:
+        record = json.loads(payload)
+        ok = record["key"] == key and record["root"] == root.root and record["tree_size"] == root.tree_size
+        tx_id = record["tx_id"]
+    except (ValueError, KeyError, TypeError):
+        raise AnchorBackendError(f"fabric:{channel}: the chaincode answered {payload[:200]!r}") from None
+    if not ok or not isinstance(tx_id, str) or len(tx_id) != 64:
+        raise AnchorBackendError(f"fabric:{channel}: the chaincode stored {record} for key {key}, not root {root.root}")
+    return {"tx_id": tx_id}

@@ -1,0 +1,69 @@
+"""One real Fabric network for the session (3 Raft orderers, 2 peers, 3 channels, the anchor chaincode).
+
+Fabric's programs are built from ../shared/fabric (or the cache) by ``fabric up`` itself; nothing
+here is skipped: without Go or the source, the fixture fails with the reason.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from receipt_service.config import load_settings
+from receipt_service.fabric.gateway import GatewayClient
+from receipt_service.fabric.network import Network
+from receipt_service.server import fabric_client
+
+
+def _free_base(start: int = 27050) -> int:
+    """A base port whose 31 ports are all free (the network takes base .. base+30)."""
+    for base in range(start, start + 2000, 100):
+        if not any(_in_use(p) for p in range(base, base + 31)):
+            return base
+    raise AssertionError("no free range of 31 ports found for the test network")
+
+
+def _in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def fabric_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    net = Network(tmp_path_factory.mktemp("fabric") / "net", _free_base())
+    try:
+        net.up(progress=print)
+        yield net
+    finally:
+        net.down()
+
+
+@pytest.fixture
+def net(fabric_net: Network) -> Iterator[Network]:
+    """The session network, healthy before the test and brought back up after it (tests stop nodes)."""
+    if any(fabric_net.pid(n) is None for n in fabric_net.layout.nodes):
+        fabric_net.up()
+    yield fabric_net
+    if any(fabric_net.pid(n) is None for n in fabric_net.layout.nodes):
+        fabric_net.up()
+
+
+def service_config(net: Network, tmp_path: Path, **service: object) -> Path:
+    """The TOML ``fabric up`` wrote, with extra service settings in front."""
+    head = "".join(f"{k} = {v!r}\n" for k, v in service.items())
+    path = tmp_path / "service.toml"
+    path.write_text(head + (net.layout.root / "receipt-service.toml").read_text())
+    return path
+
+
+@pytest.fixture
+async def gateway(net: Network) -> AsyncIterator[GatewayClient]:
+    settings = load_settings(net.layout.root / "receipt-service.toml", environ={})
+    assert settings.fabric is not None
+    client = fabric_client(settings.fabric)
+    yield client
+    await client.close()
