@@ -1,0 +1,203 @@
+"""The service anchoring to three channels of the real network, through failures of every part."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from receipt_service.fabric.gateway import GatewayClient
+from receipt_service.fabric.network import CHANNELS, Network
+from receipt_service.sqlite_store import SQLiteStore
+from receipt_verifier import AnchorPolicy, Verifier
+from receipt_verifier.ledger import iter_ledger
+
+from ..procs import collect, create_key, load, server
+from .conftest import service_config
+
+WINDOW = 0.2
+TARGETS = {f"fabric:{ch}" for ch in CHANNELS}
+
+
+def _serve(net: Network, data_dir: Path) -> Any:
+    cfg = service_config(net, data_dir.parent, anchor_retry_max_seconds=1.0)
+    return server(data_dir, WINDOW, "--config", str(cfg))
+
+
+async def _get(base: str, token: str, path: str) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {token}"}) as http,
+        http.get(path) as resp,
+    ):
+        return resp.status, await (resp.json() if "json" in resp.content_type else resp.text())
+
+
+async def _wait_aggregated(base: str, token: str, ids: list[str], timeout: float = 30) -> list[dict[str, Any]]:
+    """Receipts once every one has its tree (Fabric targets may still be pending)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = []
+        for i in range(0, len(ids), 250):
+            status, body = await _get(base, token, "/proofs?ids=" + ",".join(ids[i : i + 250]))
+            assert status == 200, body
+            docs += body["receipts"]
+        if all(d["state"] != "pending" for d in docs) or time.monotonic() > deadline:
+            assert all(d["state"] != "pending" for d in docs), "windows did not close"
+            return docs
+
+
+async def _check_on_chain(gateway: GatewayClient, acked: dict[str, str], receipts: dict[str, Any]) -> None:
+    """Every receipt anchored on all three channels; each anchor read back equals the Merkle recomputation."""
+    verifier_anchors: dict[tuple[str, str], set[tuple[str, int, str]]] = defaultdict(set)
+    for proof_id, hash_hex in acked.items():
+        doc = receipts[proof_id]
+        result = Verifier([]).verify_policy(json.dumps(doc), AnchorPolicy.parse("0"), record_hash=hash_hex)
+        fabric = [a for a in _anchors(doc) if a["type"] == "fabric"]
+        assert sorted(a["channel"] for a in fabric) == sorted(CHANNELS), proof_id
+        assert any(a["type"] == "local" for a in _anchors(doc))
+        assert result.root is not None
+        for a in fabric:
+            verifier_anchors[(a["channel"], a["key"])].add((a["tx_id"], a["block_number"], result.root))
+    for (channel, key), seen in verifier_anchors.items():
+        assert len(seen) == 1, f"receipts of one tree disagree on {channel}/{key}: {seen}"
+        tx_id, block, root = seen.pop()
+        record = json.loads(await gateway.evaluate(channel, "anchor", "GetAnchor", [key]))
+        assert record["root"] == root and record["tx_id"] == tx_id, (channel, key, record)
+        assert await gateway.commit_status(channel, tx_id) == (0, block)
+
+
+def _anchors(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    def walk(branch: dict[str, Any]) -> Iterable[dict[str, Any]]:
+        for op in branch.get("ops", []):
+            yield from op.get("anchors", [])
+        for child in branch.get("branches", []):
+            yield from walk(child)
+
+    for b in doc["branches"]:
+        yield from walk(b)
+
+
+async def test_hashes_posted_over_http_are_anchored_on_all_three_channels(
+    net: Network, gateway: GatewayClient, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    token = create_key(data)
+    acked: dict[str, str] = {}
+    with _serve(net, data) as (proc, base):
+        assert await load(base, token, acked, stop_after=1.5, workers=2, max_batch=10) > 0
+        receipts = await collect(base, token, list(acked), timeout=60)
+        status, ready = await _get(base, token, "/readyz")
+        assert status == 200 and all(ready["checks"][t] == "ok" for t in TARGETS), ready
+        status, metrics = await _get(base, token, "/metrics")
+        for t in TARGETS:
+            assert f'receipt_anchor_seconds_count{{target="{t}"}}' in metrics, t
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    await _check_on_chain(gateway, acked, receipts)
+
+
+async def test_one_orderer_down_anchoring_goes_on(net: Network, gateway: GatewayClient, tmp_path: Path) -> None:
+    assert net.stop("orderer0")
+    data = tmp_path / "data"
+    token = create_key(data)
+    acked: dict[str, str] = {}
+    with _serve(net, data) as (_, base):
+        await load(base, token, acked, stop_after=1.5, workers=2, max_batch=10)
+        receipts = await collect(base, token, list(acked), timeout=60)
+    await _check_on_chain(gateway, acked, receipts)
+
+
+async def _outage(net: Network, gateway: GatewayClient, tmp_path: Path, stop: list[str], sig: int) -> None:
+    """Stop nodes; ingest goes on and Fabric anchors stay pending; restart; every anchor completes."""
+    for name in stop:
+        assert net.stop(name, sig)
+    data = tmp_path / "data"
+    token = create_key(data)
+    acked: dict[str, str] = {}
+    with _serve(net, data) as (_, base):
+        assert await load(base, token, acked, stop_after=1.0, workers=2, max_batch=10) > 0, "ingest must go on"
+        docs = await _wait_aggregated(base, token, list(acked))
+        await asyncio.sleep(1.0)
+        docs = await _wait_aggregated(base, token, list(acked))
+        for doc in docs:
+            assert doc["state"] == "aggregated"
+            assert {p["target"] for p in doc["pending_anchors"]} == TARGETS
+            assert [a["type"] for a in _anchors(doc)] == ["local"]
+        status, ready = await _get(base, token, "/readyz")
+        assert status == 503
+        assert all(ready["checks"][t] != "ok" for t in TARGETS), ready
+        await asyncio.to_thread(net.up)
+        receipts = await collect(base, token, list(acked), timeout=90)
+        status, ready = await _get(base, token, "/readyz")
+        assert status == 200, ready
+    await _check_on_chain(gateway, acked, receipts)
+
+
+async def test_all_orderers_down_anchors_pending_then_complete(
+    net: Network, gateway: GatewayClient, tmp_path: Path
+) -> None:
+    await _outage(net, gateway, tmp_path, [o.name for o in net.layout.orderers], signal.SIGTERM)
+
+
+async def test_chaincode_server_killed_anchors_pending_then_complete(
+    net: Network, gateway: GatewayClient, tmp_path: Path
+) -> None:
+    await _outage(net, gateway, tmp_path, ["chaincode"], signal.SIGKILL)
+
+
+async def test_kill_9_of_the_service_with_anchors_in_flight(
+    net: Network, gateway: GatewayClient, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    token = create_key(data)
+    acked: dict[str, str] = {}
+    rng = random.Random(os.urandom(8))
+
+    # 1: the orderers are down, so every Fabric anchor job is open when the service dies
+    for o in net.layout.orderers:
+        net.stop(o.name)
+    with _serve(net, data) as (proc, base):
+        await load(base, token, acked, stop_after=0.8, workers=2, max_batch=50)
+        await _wait_aggregated(base, token, list(acked))
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    await asyncio.to_thread(net.up)
+
+    # 2: kills at random moments under load, while roots are being endorsed, ordered and committed
+    for _ in range(3):
+        with _serve(net, data) as (proc, base):
+            task = asyncio.create_task(load(base, token, acked, stop_after=30, workers=2, max_batch=50))
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            proc.send_signal(signal.SIGKILL)
+            await task
+            assert proc.wait(timeout=30) == -signal.SIGKILL
+
+    with _serve(net, data) as (proc, base):
+        receipts = await collect(base, token, list(acked), timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    await _check_on_chain(gateway, acked, receipts)
+
+    entries = list(iter_ledger((data / "ledger.jsonl").read_bytes().splitlines()))
+    trees = {(e.entry.window_id, e.entry.tree_index): e.entry.tree_size for e in entries}
+    assert len(trees) == len(entries), "a tree was anchored twice on the local ledger"
+    store = SQLiteStore(data)
+    try:
+        stats = await store.stats()
+    finally:
+        store.close_sync()
+    assert sum(trees.values()) == stats.submissions >= len(acked)
+    assert stats.pending_anchors == 0 and stats.backlog == 0
+    for (window_id, index), size in trees.items():  # every tree, even one of unacknowledged hashes, on every channel
+        for channel in CHANNELS:
+            record = json.loads(await gateway.evaluate(channel, "anchor", "GetAnchor", [f"{window_id}/{index}"]))
+            assert record["tree_size"] == size
