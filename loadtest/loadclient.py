@@ -52,7 +52,7 @@ class PhaseResult:
 
 
 @contextmanager
-def local_server(window: float) -> Iterator[tuple[str, str]]:
+def local_server(window: float, *extra: str) -> Iterator[tuple[str, str]]:
     """A real ``receipt-service serve`` on a temporary data directory; yields (url, key)."""
     with tempfile.TemporaryDirectory(prefix="receipt-load-") as tmp:
         key = subprocess.run(
@@ -62,7 +62,19 @@ def local_server(window: float) -> Iterator[tuple[str, str]]:
             check=True,
         ).stdout.strip()
         proc = subprocess.Popen(
-            [*CLI, "serve", "--data-dir", tmp, "--port", "0", "--window-seconds", str(window), "--log-level", "INFO"],
+            [
+                *CLI,
+                "serve",
+                "--data-dir",
+                tmp,
+                "--port",
+                "0",
+                "--window-seconds",
+                str(window),
+                "--log-level",
+                "INFO",
+                *extra,
+            ],
             stderr=subprocess.PIPE,
             text=True,
         )

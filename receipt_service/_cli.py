@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -149,6 +150,15 @@ def _fabric(args: argparse.Namespace) -> int:
         stopped = net.down(wipe=args.wipe)
         print(f"stopped {len(stopped)} process(es): {', '.join(stopped) or 'none running'}", file=sys.stderr)
         return 0
+    if args.fabric_command == "trust":
+        from receipt_verifier.fabric.trust import make_trust
+
+        doc = make_trust(net.config_blocks().values())
+        args.output.write_text(json.dumps(doc, indent=2) + "\n")
+        for name, ch in doc["channels"].items():
+            print(f"{name}: config block {ch['config_block_number']} header hash {ch['config_block_hash']}")
+        print(f"wrote {args.output}: publish it; auditors check the header hashes out of band", file=sys.stderr)
+        return 0
     if args.fabric_command == "env":
         print("\n".join(iter_env_lines(net.env(args.org))))
         return 0
@@ -205,6 +215,8 @@ def _parser() -> argparse.ArgumentParser:
     fsub.add_parser("status", parents=[fdir], help="every process and channel height; exit 0 only when healthy")
     fe = fsub.add_parser("env", parents=[fdir], help="shell exports for Fabric's peer CLI as an org's admin")
     fe.add_argument("--org", required=True, choices=["Hospitals", "Insurers"])
+    ft = fsub.add_parser("trust", parents=[fdir], help="write the trust file auditors pin (every channel's config)")
+    ft.add_argument("-o", "--output", type=Path, required=True, help="where to write trust.json")
     fd = fsub.add_parser("down", parents=[fdir], help="stop every process 'up' started")
     fd.add_argument("--wipe", action="store_true", help="also delete the network directory")
 

@@ -17,7 +17,9 @@ from aiohttp import web
 from receipt_verifier.chainpoint import to_chainpoint_v4
 from receipt_verifier.codec import receipt_to_dict
 from receipt_verifier.errors import UsageError
+from receipt_verifier.evidence import make_bundle
 from receipt_verifier.ledger import raw_public_key
+from receipt_verifier.model import FabricAnchor
 
 from .anchors import AnchorBackend, LocalLedgerBackend, iso_now
 from .auth import Authenticator, Principal
@@ -31,6 +33,7 @@ from .errors import (
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
+from .fabric.evidence import BlockCache
 from .ids import ProofIdIssuer
 from .metrics import CONTENT_TYPE, Metrics
 from .proofs import Located, ProofReader, WaitFor, parse_ids
@@ -54,6 +57,7 @@ class Service:
     draining: bool = False
     inflight_submits: int = 0
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run at shutdown
+    evidence: BlockCache | None = None  # Fabric blocks, when Fabric is configured
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -223,7 +227,7 @@ async def submit(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------------- read
 
-_SINGLE_PARAMS = frozenset({"format", "wait", "timeout"})
+_SINGLE_PARAMS = frozenset({"format", "wait", "timeout", "evidence"})
 _BATCH_PARAMS = frozenset({"ids", "format"})
 
 
@@ -269,7 +273,28 @@ async def get_proof(request: web.Request) -> web.Response:
         found = await svc.reader.wait(who.tenant, text, ticks, until, timeout)
     if found is None:
         raise NotFoundError(f"no proof {text} for this API key's tenant")
-    return _json(_render(found, fmt))
+    evidence = request.query.get("evidence")
+    if evidence is None:
+        return _json(_render(found, fmt))
+    if evidence != "embed" or fmt != "receipt":
+        raise UnprocessableError("evidence=embed is the only evidence option, and only with the receipt format")
+    fabric = [a for a in found.receipt.anchors() if isinstance(a, FabricAnchor)]
+    blocks = await svc.evidence.evidence(fabric) if svc.evidence is not None and fabric else []
+    return _json(make_bundle(receipt_to_dict(found.receipt), blocks))
+
+
+async def fabric_block(request: web.Request) -> web.Response:
+    """GET /fabric/{channel}/blocks/{number}: a block exactly as the peers store it (evidence)."""
+    svc = request.app[SERVICE]
+    await _principal(request, "read")
+    _check_params(request, frozenset())
+    text = request.match_info["number"]
+    if not text.isdigit() or len(text) > 19:
+        raise UnprocessableError(f"block number {text[:40]!r} must be a non-negative integer")
+    if svc.evidence is None:
+        raise NotFoundError("this service does not anchor to Fabric")
+    data = await svc.evidence.block(request.match_info["channel"], int(text))
+    return web.Response(body=data, content_type="application/octet-stream")
 
 
 def _timeout(text: str, limit: float) -> float:
@@ -396,6 +421,7 @@ def init_app(service: Service) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ledger/key", ledger_key)
+    app.router.add_get("/fabric/{channel}/blocks/{number}", fabric_block)
     app.router.add_get("/openapi.json", openapi)
     app.on_startup.append(_start)
     app.on_shutdown.append(_drain)

@@ -16,6 +16,7 @@ from .anchors.fabric import FabricChannelBackend
 from .app import MAX_LINE, Service, init_app
 from .auth import make_key
 from .config import FabricSettings, Settings
+from .fabric.evidence import BlockCache
 from .fabric.gateway import Endpoint, GatewayClient
 from .fabric.identity import Identity
 from .sqlite_store import SQLiteStore
@@ -32,15 +33,17 @@ def open_service(settings: Settings) -> Service:
     store = SQLiteStore(data_dir)
     backends: list[AnchorBackend] = [LocalLedgerBackend(data_dir)]
     closers: list[Callable[[], Awaitable[None]]] = []
+    evidence = None
     if settings.fabric is not None:
         client = fabric_client(settings.fabric)
         closers.append(client.close)
+        evidence = BlockCache(store, client, settings.fabric.channels)
         backends += [
-            FabricChannelBackend(client, ch, settings.fabric.chaincode, settings.fabric.concurrency)
+            FabricChannelBackend(client, ch, settings.fabric.chaincode, settings.fabric.concurrency, evidence)
             for ch in settings.fabric.channels
         ]
     ensure_default_key(store, data_dir)
-    return Service(settings, store, backends, closers=closers)
+    return Service(settings, store, backends, closers=closers, evidence=evidence)
 
 
 def fabric_client(fabric: FabricSettings) -> GatewayClient:

@@ -77,6 +77,13 @@ CREATE TABLE IF NOT EXISTS anchors (
   PRIMARY KEY (window_id, tree_index, target)
 );
 CREATE INDEX IF NOT EXISTS anchors_open ON anchors(window_id, tree_index) WHERE anchor IS NULL;
+CREATE TABLE IF NOT EXISTS fabric_blocks (
+  channel TEXT NOT NULL,
+  number INTEGER NOT NULL,
+  block BLOB NOT NULL,
+  checksum BLOB NOT NULL,
+  PRIMARY KEY (channel, number)
+);
 CREATE TABLE IF NOT EXISTS api_keys (
   key_id TEXT PRIMARY KEY,
   tenant TEXT NOT NULL,
@@ -441,6 +448,30 @@ class SQLiteStore:
             )
 
         await self._write(write)
+
+    async def put_fabric_block(self, channel: str, number: int, block: bytes) -> None:
+        """Keep a Fabric block (evidence for anchors); a block already kept stays as it is."""
+        checksum = hashlib.blake2b(block, digest_size=16, person=b"fabric-block").digest()
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO fabric_blocks (channel, number, block, checksum) VALUES (?, ?, ?, ?)",
+                (channel, number, block, checksum),
+            )
+
+        await self._write(write)
+
+    async def get_fabric_block(self, channel: str, number: int) -> bytes | None:
+        """A kept Fabric block, checked against its checksum, or None."""
+        rows = self._read(
+            "SELECT block, checksum FROM fabric_blocks WHERE channel = ? AND number = ?", (channel, number)
+        )
+        if not rows:
+            return None
+        block, checksum = rows[0]
+        if hashlib.blake2b(block, digest_size=16, person=b"fabric-block").digest() != checksum:
+            raise CorruptRecordError(f"stored Fabric block {number} of {channel} fails its checksum")
+        return bytes(block)
 
     async def purge(self, before_ns: int) -> int:
         """Drop the oldest trees while they closed before ``before_ns`` and are fully anchored, with

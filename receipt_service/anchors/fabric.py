@@ -8,6 +8,7 @@ import time
 from receipt_verifier.model import FabricAnchor, PendingAnchor
 
 from ..errors import AnchorBackendError, ConflictError
+from ..fabric.evidence import BlockCache
 from ..fabric.gateway import GatewayClient, GatewayError
 from ..ledger import TreeRoot
 
@@ -25,8 +26,16 @@ class FabricChannelBackend:
 
     type = "fabric"
 
-    def __init__(self, client: GatewayClient, channel: str, chaincode: str = "anchor", concurrency: int = 32) -> None:
+    def __init__(
+        self,
+        client: GatewayClient,
+        channel: str,
+        chaincode: str = "anchor",
+        concurrency: int = 32,
+        evidence: BlockCache | None = None,
+    ) -> None:
         self.client = client
+        self.evidence = evidence
         self.channel = channel
         self.chaincode = chaincode
         self.concurrency = concurrency
@@ -56,7 +65,7 @@ class FabricChannelBackend:
             self.last_error = str(exc)
             raise
         self.last_error = None
-        return FabricAnchor(
+        anchor = FabricAnchor(
             anchor_id=f"{self.channel}:{tx_id[:16]}",
             channel=self.channel,
             tx_id=tx_id,
@@ -64,6 +73,9 @@ class FabricChannelBackend:
             key=key,
             chaincode=self.chaincode,
         )
+        if self.evidence is not None:
+            await self.evidence.prefetch(anchor)
+        return anchor
 
     async def ready(self) -> None:
         """The channel answers a query through the Gateway, and the last anchor attempt did not fail."""

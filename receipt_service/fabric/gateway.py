@@ -1,4 +1,5 @@
-"""A client for the Fabric peer Gateway (gRPC ``gateway.Gateway``): Evaluate, Endorse, Submit, CommitStatus.
+"""A client for the Fabric peer Gateway (gRPC ``gateway.Gateway``): Evaluate, Endorse, Submit, CommitStatus;
+and the peer's Deliver service for blocks.
 
 It builds and signs proposals, transaction envelopes and commit-status requests exactly as
 Fabric's own Gateway clients do (transaction id = SHA-256(nonce || creator), ECDSA P-256 with
@@ -18,7 +19,8 @@ from pathlib import Path
 import grpc
 from fabric_protos.common import common_pb2
 from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
-from fabric_protos.peer import chaincode_pb2, proposal_pb2, proposal_response_pb2, transaction_pb2
+from fabric_protos.orderer import ab_pb2
+from fabric_protos.peer import chaincode_pb2, events_pb2_grpc, proposal_pb2, proposal_response_pb2, transaction_pb2
 from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 
@@ -97,6 +99,9 @@ class GatewayClient:
         self._preferred = 0
 
     def _stub(self, endpoint: Endpoint) -> gateway_pb2_grpc.GatewayStub:
+        return gateway_pb2_grpc.GatewayStub(self._channel(endpoint))
+
+    def _channel(self, endpoint: Endpoint) -> grpc.aio.Channel:
         channel = self._channels.get(endpoint.address)
         if channel is None:
             options: list[tuple[str, object]] = [
@@ -108,7 +113,7 @@ class GatewayClient:
             creds = grpc.ssl_channel_credentials(root_certificates=endpoint.tls_root_cert)
             channel = grpc.aio.secure_channel(endpoint.address, creds, options=options)
             self._channels[endpoint.address] = channel
-        return gateway_pb2_grpc.GatewayStub(channel)
+        return channel
 
     async def _call(self, method: str, request: object) -> object:
         """Call ``method`` on the preferred peer, failing over to the others on connection errors."""
@@ -218,6 +223,47 @@ class GatewayClient:
         response = await self._call("CommitStatus", signed)
         assert isinstance(response, gateway_pb2.CommitStatusResponse)
         return int(response.result), int(response.block_number)
+
+    async def fetch_block(self, channel: str, number: int) -> bytes:
+        """Block ``number`` of ``channel`` as the peer stores it (every envelope, all metadata), via Deliver."""
+        ident = self.identity
+        nonce = os.urandom(24)
+        now = time.time_ns()
+        channel_header = common_pb2.ChannelHeader(
+            type=common_pb2.HeaderType.DELIVER_SEEK_INFO,
+            timestamp=timestamp_pb2.Timestamp(seconds=now // 10**9, nanos=now % 10**9),
+            channel_id=channel,
+            tx_id=ident.tx_id(nonce),
+        )
+        position = ab_pb2.SeekPosition(specified=ab_pb2.SeekSpecified(number=number))
+        seek = ab_pb2.SeekInfo(start=position, stop=position, behavior=ab_pb2.SeekInfo.SeekBehavior.FAIL_IF_NOT_READY)
+        payload = common_pb2.Payload(
+            header=common_pb2.Header(
+                channel_header=channel_header.SerializeToString(),
+                signature_header=common_pb2.SignatureHeader(creator=ident.creator, nonce=nonce).SerializeToString(),
+            ),
+            data=seek.SerializeToString(),
+        ).SerializeToString()
+        envelope = common_pb2.Envelope(payload=payload, signature=ident.sign(payload))
+        failures = []
+        for endpoint in [*self.endpoints[self._preferred :], *self.endpoints[: self._preferred]]:
+            stub = events_pb2_grpc.DeliverStub(self._channel(endpoint))
+            block = None
+            try:
+                async for response in stub.Deliver(iter([envelope]), timeout=self.timeouts["Evaluate"]):
+                    if response.HasField("block"):
+                        block = response.block.SerializeToString()
+                    elif response.HasField("status"):
+                        if response.status != common_pb2.Status.SUCCESS or block is None:
+                            name = common_pb2.Status.Name(response.status)
+                            raise GatewayError(
+                                f"Deliver of block {number} on {channel} from {endpoint.address}: {name}"
+                            )
+                        return bytes(block)
+            except grpc.aio.AioRpcError as exc:
+                failures.append((endpoint.address, exc))
+                continue
+        raise _error("Deliver", failures)
 
     async def close(self) -> None:
         """Close every gRPC channel."""

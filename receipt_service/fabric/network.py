@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -39,7 +40,10 @@ from .identity import Identity
 CHANNELS = ("personal-health", "medical-history", "insurance")
 CHAINCODE = "anchor"
 CHAINCODE_VERSION = "1.0"
+# The channel's /Channel/Application/Endorsement policy; the anchor chaincode's definition refers to it,
+# so a channel config block alone tells an auditor which endorsements an anchor needs.
 ENDORSEMENT_POLICY = "AND('HospitalsMSP.peer','InsurersMSP.peer')"
+ENDORSEMENT_POLICY_REF = "/Channel/Application/Endorsement"
 BATCH_TIMEOUT = "250ms"
 DEFAULT_BASE_PORT = 7050
 DOMAIN = "receipts.test"
@@ -272,6 +276,7 @@ def configtx(layout: Layout) -> str:
     )
     any_r, any_w, maj_a = meta("ANY Readers"), meta("ANY Writers"), meta("MAJORITY Admins")
     maj_e = meta("MAJORITY Endorsement")
+    anchor_policy = sig(ENDORSEMENT_POLICY)  # the anchor chaincode refers to it, so config blocks carry it
     return f"""Organizations:
 {chr(10).join(orgs)}
 Profiles:
@@ -304,7 +309,7 @@ Profiles:
         Writers: {any_w}
         Admins: {maj_a}
         LifecycleEndorsement: {maj_e}
-        Endorsement: {maj_e}
+        Endorsement: {anchor_policy}
       Capabilities: {{V2_5: true}}
 """
 
@@ -427,14 +432,15 @@ class Network:
         try:
             pid = int(self._pid_file(node).read_text().split()[0])
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
         except (OSError, ValueError, IndexError):
             return None
-        program = {"orderer": b"orderer", "peer": b"peer", "chaincode": b"anchorcc"}[node.kind]
-        if not cmdline.endswith(program):
+        if state == "Z":
+            _reap(pid)
             return None
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-                return None
+        program = {"orderer": b"orderer", "peer": b"peer", "chaincode": b"anchorcc"}[node.kind]
+        if cmdline and not cmdline.endswith(program):  # empty while the new process is still in exec
+            return None
         return pid
 
     def log_tail(self, node: Node, lines: int = 25) -> str:
@@ -744,8 +750,8 @@ class Network:
             CHAINCODE_VERSION,
             "--sequence",
             "1",
-            "--signature-policy",
-            ENDORSEMENT_POLICY,
+            "--channel-config-policy",
+            ENDORSEMENT_POLICY_REF,
         ]
 
     def _commit_chaincode(self, step: Progress) -> None:
@@ -865,6 +871,16 @@ class Network:
         with ThreadPoolExecutor(1) as pool:  # its own event loop, whether or not the caller runs one
             waited = pool.submit(asyncio.run, probe_all()).result()
         step(f"gateways: both orgs endorse on every channel (waited {max(waited):.1f} s for discovery)")
+
+    def config_blocks(self) -> dict[str, bytes]:
+        """Each channel's newest config block, fetched from the Hospitals peer (what auditors pin)."""
+        out = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for ch in CHANNELS:
+                path = Path(tmp) / f"{ch}.block"
+                self.peer_cli("Hospitals", ["channel", "fetch", "config", str(path), "-c", ch])
+                out[ch] = path.read_bytes()
+        return out
 
     # ------------------------------------------------------------------ status, env, down
 

@@ -17,6 +17,7 @@ from ._progress import Progress, table
 from .chainpoint import to_chainpoint_v4
 from .codec import DEFAULT_LIMITS, Limits, parse_receipt
 from .errors import Error, UsageError
+from .fabric.trust import ChannelTrust, load_trust, make_trust
 from .ledger import iter_ledger, key_id, load_public_key_file, verify_chain
 from .verify import AnchorPolicy, AnchorStatus, VerificationResult, Verifier
 
@@ -34,6 +35,8 @@ exit codes:
 other commands:
   receipt-verify ledger LEDGER.jsonl --ledger-key KEY   check a whole local ledger's chain
   receipt-verify chainpoint RECEIPT.json                print the Chainpoint v4 export
+  receipt-verify trust init --config-block F... -o T    pin Fabric channels (config blocks)
+  receipt-verify trust show T                           check a trust file, print what it pins
 """
 
 
@@ -98,6 +101,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="pinned public key of a local ledger (PEM, hex, or /ledger/key JSON); repeatable",
     )
     p.add_argument(
+        "--trust",
+        type=Path,
+        metavar="FILE",
+        help="pinned Fabric trust file (receipt-verify trust init); Fabric anchors need it and evidence",
+    )
+    p.add_argument(
         "--require-anchors",
         default="all",
         metavar="all|any|N",
@@ -115,7 +124,8 @@ def _verify_main(argv: list[str]) -> int:
     policy = AnchorPolicy.parse(args.require_anchors)
     keys = [load_public_key_file(k) for k in args.ledger_key]
     limits = Limits(max_bytes=args.max_bytes)
-    verifier = Verifier(keys, limits=limits, strict_schema=args.strict_schema)
+    trust = _load_trust(args.trust) if args.trust is not None else None
+    verifier = Verifier(keys, limits=limits, strict_schema=args.strict_schema, fabric_trust=trust)
     record = None
     if args.record is not None:
         try:
@@ -182,6 +192,52 @@ def _print_table(reports: list[dict[str, Any]], summary: dict[str, Any]) -> None
     )
 
 
+def _load_trust(path: Path) -> dict[str, ChannelTrust]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the trust file ({exc.strerror})") from None
+    return load_trust(data)
+
+
+def _trust_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="receipt-verify trust",
+        description="Make the Fabric trust file from each channel's genesis or config block (fetched out of band).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="write a trust file from config blocks")
+    init.add_argument("--config-block", type=Path, action="append", required=True, metavar="FILE")
+    init.add_argument("-o", "--output", type=Path, required=True)
+    show = sub.add_parser("show", help="check a trust file and print what it pins")
+    show.add_argument("trust", type=Path)
+    args = p.parse_args(argv)
+    if args.command == "show":
+        channels = _load_trust(args.trust)
+    else:
+        blocks = []
+        for f in args.config_block:
+            try:
+                blocks.append(f.read_bytes())
+            except OSError as exc:
+                raise UsageError(f"{f}: cannot read ({exc.strerror})") from None
+        doc = make_trust(blocks)
+        args.output.write_text(json.dumps(doc, indent=2) + "\n")
+        channels = load_trust(doc)
+    rows = [
+        [
+            name,
+            str(t.config_block_number),
+            t.config_block_hash,
+            ", ".join(t.application_orgs),
+            t.summary()["endorsement_policy"],
+        ]
+        for name, t in sorted(channels.items())
+    ]
+    print(table(["channel", "config block", "header hash (compare out of band)", "orgs", "endorsement"], rows))
+    return EXIT_VALID
+
+
 def _ledger_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="receipt-verify ledger", description="Check a whole local ledger file.")
     p.add_argument("ledger", type=Path)
@@ -214,7 +270,7 @@ def _chainpoint_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"ledger": _ledger_main, "chainpoint": _chainpoint_main}
+    commands = {"ledger": _ledger_main, "chainpoint": _chainpoint_main, "trust": _trust_main}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])

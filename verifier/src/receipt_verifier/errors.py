@@ -52,3 +52,47 @@ class LedgerError(VerificationError):
 
 class AnchorPolicyError(VerificationError):
     """Too few anchors verified for the policy the caller chose."""
+
+
+class TrustFileError(UsageError):
+    """The Fabric trust file (or a config block given to build one) is unreadable or inconsistent."""
+
+
+class FabricEvidenceError(VerificationError):
+    """Fabric evidence does not prove the anchor; the subclass says which check failed."""
+
+
+class BlockFormatError(FabricEvidenceError):
+    """The evidence is not a well-formed Fabric block, or not the block the anchor names."""
+
+
+class DataHashError(FabricEvidenceError):
+    """The block header's data hash does not cover the block's envelopes."""
+
+
+class OrdererSignatureError(FabricEvidenceError):
+    """The block's orderer signatures do not satisfy the pinned block validation policy."""
+
+
+class ConfigMismatchError(FabricEvidenceError):
+    """The block was made under another channel configuration than the pinned one."""
+
+
+class ChannelMismatchError(FabricEvidenceError):
+    """The block or transaction belongs to another channel."""
+
+
+class CreatorSignatureError(FabricEvidenceError):
+    """The anchor transaction's creator, its signature or its transaction id is invalid."""
+
+
+class EndorsementError(FabricEvidenceError):
+    """The endorsements are invalid or do not satisfy the pinned endorsement policy."""
+
+
+class WriteSetError(FabricEvidenceError):
+    """The transaction does not write the receipt's root under the anchor's key."""
+
+
+class IdentityError(FabricEvidenceError):
+    """A certificate does not chain to the pinned roots of its organisation, or has no such role."""

@@ -13,13 +13,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import proof_id as pid
 from .codec import DEFAULT_LIMITS, Limits, load_json, parse_receipt
-from .errors import AnchorPolicyError, BranchError, HashMismatchError, LedgerError, UsageError
+from .errors import AnchorPolicyError, BranchError, FabricEvidenceError, HashMismatchError, LedgerError, UsageError
+from .evidence import Blocks, is_bundle, load_document, split_bundle
+from .fabric.evidence import FabricChecker
+from .fabric.trust import ChannelTrust
 from .fastpath import parse_and_walk
 from .ledger import entry_hash, key_id, verify_entry_signature
 from .merkle import Side, path_shape, sibling_kinds
 from .model import BRANCH_LABEL, Anchor, FabricAnchor, LedgerEntry, LocalAnchor, Op, Receipt, UnknownAnchor
 
 _HEX = frozenset("0123456789abcdef")
+_EVIDENCE_MARK = "/health-receipt/evidence/v1"  # a bundle's @context: bundles are parsed without receipt limits
 
 
 class AnchorStatus(Enum):
@@ -229,8 +233,10 @@ class Verifier:
         *,
         limits: Limits = DEFAULT_LIMITS,
         strict_schema: bool = False,
+        fabric_trust: Mapping[str, ChannelTrust] | None = None,
     ) -> None:
         self._keys = {key_id(k): k for k in ledger_keys}
+        self._fabric = FabricChecker(dict(fabric_trust)) if fabric_trust else None
         self._limits = limits
         self._strict_schema = strict_schema
         self._sig_cache: dict[tuple[str, str, LedgerEntry], None] = {}
@@ -243,9 +249,18 @@ class Verifier:
         *,
         record: bytes | None = None,
         record_hash: str | None = None,
+        blocks: Blocks | None = None,
     ) -> VerificationResult:
-        """Verify one receipt; raise a ``receipt_verifier.errors.Error`` if it is malformed or tampered."""
+        """Verify one receipt (or evidence bundle); raise a ``receipt_verifier.errors.Error`` if it is malformed
+        or tampered. ``blocks`` are Fabric blocks keyed by (channel, number), as an evidence bundle holds them."""
         walked: tuple[bytes, tuple[Anchor, ...]] | None = None
+        if isinstance(receipt, bytes | str) and _EVIDENCE_MARK in (
+            receipt[:300] if isinstance(receipt, str) else receipt[:300].decode("ascii", "replace")
+        ):
+            receipt = load_document(receipt)
+        if isinstance(receipt, Mapping) and is_bundle(receipt):
+            receipt, bundled = split_bundle(receipt)
+            blocks = {**bundled, **(blocks or {})}
         if not isinstance(receipt, Receipt):
             if self._strict_schema:
                 from .schema import validate_schema
@@ -268,7 +283,7 @@ class Verifier:
             return VerificationResult(receipt, None, ())
         root, anchors = walked or recompute_root(receipt)
         root_hex = root.hex()
-        results = tuple([self._anchor(a, receipt, root_hex) for a in anchors])
+        results = tuple([self._anchor(a, receipt, root_hex, blocks) for a in anchors])
         return VerificationResult(receipt, root_hex, results)
 
     def verify_policy(
@@ -278,9 +293,10 @@ class Verifier:
         *,
         record: bytes | None = None,
         record_hash: str | None = None,
+        blocks: Blocks | None = None,
     ) -> VerificationResult:
         """Like ``verify`` but also raise ``AnchorPolicyError`` when ``policy`` is not met."""
-        result = self.verify(receipt, record=record, record_hash=record_hash)
+        result = self.verify(receipt, record=record, record_hash=record_hash, blocks=blocks)
         reason = policy.unmet_reason(result.anchors)
         if reason is not None:
             details = "; ".join(
@@ -291,15 +307,31 @@ class Verifier:
             )
         return result
 
-    def _anchor(self, anchor: Anchor, receipt: Receipt, root_hex: str) -> AnchorResult:
+    def _anchor(self, anchor: Anchor, receipt: Receipt, root_hex: str, blocks: Blocks | None) -> AnchorResult:
         if isinstance(anchor, LocalAnchor):
             status, reason = self._local(anchor, receipt, root_hex)
         elif isinstance(anchor, FabricAnchor):
-            status, reason = AnchorStatus.NOT_VERIFIED, "no evidence: Fabric anchors need an evidence bundle"
+            status, reason = self._fabric_anchor(anchor, receipt, root_hex, blocks)
         else:
             assert isinstance(anchor, UnknownAnchor)
             status, reason = AnchorStatus.NOT_VERIFIED, f"unknown anchor type {anchor.type!r}: kept, not checked"
         return AnchorResult(anchor.type, anchor.anchor_id, status, reason, root_hex)
+
+    def _fabric_anchor(
+        self, anchor: FabricAnchor, receipt: Receipt, root_hex: str, blocks: Blocks | None
+    ) -> tuple[AnchorStatus, str]:
+        block = (blocks or {}).get((anchor.channel, anchor.block_number))
+        if block is None:
+            return AnchorStatus.NOT_VERIFIED, (
+                f"no evidence: block {anchor.block_number} of {anchor.channel} was not supplied"
+                " (fetch the receipt with ?evidence=embed)"
+            )
+        if self._fabric is None:
+            return AnchorStatus.NOT_VERIFIED, "no trust file: pass --trust to check Fabric anchors"
+        try:
+            return AnchorStatus.VERIFIED, self._fabric.check(anchor, block, root_hex, receipt.tree)
+        except FabricEvidenceError as exc:
+            return AnchorStatus.FAILED, f"{type(exc).__name__}: {exc}"
 
     def _local(self, a: LocalAnchor, receipt: Receipt, root_hex: str) -> tuple[AnchorStatus, str]:
         e = a.entry

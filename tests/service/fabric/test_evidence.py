@@ -1,0 +1,417 @@
+"""Fabric evidence: bundles from the service verify offline against a pinned trust file, and a corpus
+of tampered blocks, transactions and trust files over real blocks each fails with its own error."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import datetime
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fabric_protos.common import common_pb2
+from fabric_protos.ledger.rwset import rwset_pb2
+from fabric_protos.ledger.rwset.kvrwset import kv_rwset_pb2
+from fabric_protos.msp import identities_pb2
+
+from receipt_service.fabric.network import Network
+from receipt_verifier import Verifier
+from receipt_verifier.errors import TrustFileError
+from receipt_verifier.fabric.trust import load_trust, make_trust
+from receipt_verifier.ledger import load_public_key
+from receipt_verifier.verify import AnchorStatus
+
+from ..procs import collect, create_key, load, server
+from .conftest import _free_base, service_config
+from .forge import Forger, Signer, prp_with_value
+
+
+@dataclass
+class Evidence:
+    bundles: list[dict[str, Any]]
+    trust: dict[str, Any]
+    ledger_key: bytes
+    hashes: dict[str, str]
+    raw_blocks: dict[tuple[str, int], bytes]
+    statuses: dict[str, int]
+    net: Network
+
+
+async def _fetch(
+    base: str, token: str, ids: list[str]
+) -> tuple[list[dict[str, Any]], dict[tuple[str, int], bytes], dict[str, int], bytes]:
+    """Bundles for ``ids``, the raw blocks of the first, the statuses of bad requests, the ledger key."""
+    headers = {"Authorization": f"Bearer {token}"}
+    bundles, raw, statuses = [], {}, {}
+    async with aiohttp.ClientSession(base, headers=headers) as http:
+        for pid in ids:
+            async with http.get(f"/proofs/{pid}", params={"evidence": "embed"}) as resp:
+                assert resp.status == 200, await resp.text()
+                bundles.append(await resp.json())
+        for item in bundles[0]["fabric_blocks"]:
+            async with http.get(f"/fabric/{item['channel']}/blocks/{item['number']}") as resp:
+                assert resp.content_type == "application/octet-stream"
+                raw[(item["channel"], item["number"])] = await resp.read()
+        for name, path in {
+            "unknown channel": "/fabric/research/blocks/1",
+            "future block": "/fabric/insurance/blocks/999999",
+            "bad number": "/fabric/insurance/blocks/-1",
+            "bad evidence": f"/proofs/{ids[0]}?evidence=all",
+        }.items():
+            async with http.get(path) as resp:
+                statuses[name] = resp.status
+                assert resp.content_type == "application/problem+json"
+        async with http.get("/ledger/key") as resp:
+            key = await resp.read()
+    return bundles, raw, statuses, key
+
+
+@pytest.fixture(scope="module")
+def evidence(fabric_net: Network, tmp_path_factory: pytest.TempPathFactory) -> Evidence:
+    if any(fabric_net.pid(n) is None for n in fabric_net.layout.nodes):
+        fabric_net.up()
+    data = tmp_path_factory.mktemp("evidence") / "data"
+    token = create_key(data)
+    acked: dict[str, str] = {}
+    with server(data, 0.2, "--config", str(service_config(fabric_net, data.parent))) as (_, base):
+        asyncio.run(load(base, token, acked, stop_after=0.5, workers=1, max_batch=5))
+        asyncio.run(collect(base, token, list(acked), timeout=60))
+        ids = list(acked)[:3]
+        bundles, raw, statuses, key = asyncio.run(_fetch(base, token, ids))
+    trust = make_trust(fabric_net.config_blocks().values())
+    return Evidence(bundles, trust, key, acked, raw, statuses, fabric_net)
+
+
+def _verifier(ev: Evidence, trust: dict[str, Any] | None = None) -> Verifier:
+    return Verifier([load_public_key(ev.ledger_key)], fabric_trust=load_trust(trust or ev.trust))
+
+
+def test_a_bundle_verifies_every_anchor_offline(evidence: Evidence, tmp_path: Path) -> None:
+    verifier = _verifier(evidence)
+    for bundle in evidence.bundles:
+        proof_id = bundle["receipt"]["proof_id"]
+        result = verifier.verify(json.dumps(bundle), record_hash=evidence.hashes[proof_id])
+        statuses = {(a.type, a.status) for a in result.anchors}
+        assert statuses == {("fabric", AnchorStatus.VERIFIED), ("local", AnchorStatus.VERIFIED)}, result.anchors
+        fabric = [a for a in result.anchors if a.type == "fabric"]
+        assert len(fabric) == 3
+        assert all("signed by OrdererMSP" in a.reason and "InsurersMSP" in a.reason for a in fabric)
+
+    (tmp_path / "bundle.json").write_text(json.dumps(evidence.bundles[0]))
+    (tmp_path / "trust.json").write_text(json.dumps(evidence.trust))
+    (tmp_path / "key.json").write_bytes(evidence.ledger_key)
+    cli = [sys.executable, "-m", "receipt_verifier._cli", str(tmp_path / "bundle.json")]
+    out = subprocess.run(
+        [*cli, "--trust", str(tmp_path / "trust.json"), "--ledger-key", str(tmp_path / "key.json")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "fabric:ok, fabric:ok, fabric:ok, local:ok" in out.stdout
+
+
+def test_the_service_serves_raw_blocks_and_names_bad_requests(evidence: Evidence) -> None:
+    for item in evidence.bundles[0]["fabric_blocks"]:
+        assert evidence.raw_blocks[(item["channel"], item["number"])] == base64.b64decode(item["block"])
+    s = evidence.statuses
+    assert (s["unknown channel"], s["future block"], s["bad number"], s["bad evidence"]) == (404, 404, 422, 422)
+
+
+def test_without_evidence_or_trust_fabric_anchors_are_not_verified(evidence: Evidence) -> None:
+    bundle = evidence.bundles[0]
+    result = _verifier(evidence).verify(json.dumps(bundle["receipt"]))
+    fabric = [a for a in result.anchors if a.type == "fabric"]
+    assert all(a.status is AnchorStatus.NOT_VERIFIED and "no evidence" in a.reason for a in fabric)
+    result = Verifier([load_public_key(evidence.ledger_key)]).verify(json.dumps(bundle))
+    fabric = [a for a in result.anchors if a.type == "fabric"]
+    assert all(a.status is AnchorStatus.NOT_VERIFIED and "no trust file" in a.reason for a in fabric)
+
+
+# ---------------------------------------------------------------------- the tamper corpus
+
+
+def _insurance(bundle: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the insurance anchor, its block item) of a bundle."""
+    anchors = [
+        a for op in bundle["receipt"]["branches"][0]["ops"] for a in op.get("anchors", []) if a["type"] == "fabric"
+    ]
+    anchor = next(a for a in anchors if a["channel"] == "insurance")
+    item = next(
+        b for b in bundle["fabric_blocks"] if (b["channel"], b["number"]) == ("insurance", anchor["block_number"])
+    )
+    return anchor, item
+
+
+Case = Callable[[Any, Forger, dict[str, Any]], bytes]
+
+
+def _flip(data: bytes, at: int | None = None) -> bytes:
+    i = len(data) // 2 if at is None else at
+    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+
+
+def _envelope(i: int) -> Case:
+    def case(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
+        block.data.data[i] = _flip(block.data.data[i])
+        return bytes(block.SerializeToString())
+
+    return case
+
+
+def _metadata_signature(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
+    md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
+    for sig in md.signatures:
+        sig.signature = _flip(sig.signature, 10)
+    block.metadata.metadata[0] = md.SerializeToString()
+    return bytes(block.SerializeToString())
+
+
+def _header(field: str) -> Case:
+    def case(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
+        if field == "number":
+            block.header.number += 1
+        else:
+            setattr(block.header, field, _flip(getattr(block.header, field)))
+        return bytes(block.SerializeToString())
+
+    return case
+
+
+def _valid_signatures_wrong_data(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
+    """A well-signed envelope swapped in; the header and the orderer signature stay valid for the old data."""
+    pos, _env, payload, tx, cap = f.tx(block, a["tx_id"])
+    f.put_tx(block, pos, payload, tx, cap)
+    return bytes(block.SerializeToString())
+
+
+def _no_orderer_signature(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
+    md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
+    del md.signatures[:]
+    block.metadata.metadata[0] = md.SerializeToString()
+    return bytes(block.SerializeToString())
+
+
+def _tx_change(change: Callable[[Forger, Any, Any, Any], None], resign: bool = True) -> Case:
+    def case(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
+        pos, _env, payload, tx, cap = f.tx(block, a["tx_id"])
+        change(f, payload, tx, cap)
+        f.put_tx(block, pos, payload, tx, cap, resign=resign)
+        return f.reseal(block)
+
+    return case
+
+
+def _flip_endorsement(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+    cap.action.endorsements[0].signature = _flip(cap.action.endorsements[0].signature, 12)
+
+
+def _one_org(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+    f.endorse(cap, ["Hospitals"])
+
+
+def _duplicate_endorsement(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+    f.endorse(cap, ["Hospitals", "Hospitals"])
+
+
+def _rogue_ca(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+    """An Insurers 'peer' certificate from a CA nobody pinned."""
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca.insurers.receipts.test")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "peer"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "peer0.insurers.receipts.test"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(ca_key, hashes.SHA256())
+    )
+    rogue = Signer.__new__(Signer)
+    rogue.key = key
+    rogue.serialized = identities_pb2.SerializedIdentity(
+        mspid="InsurersMSP", id_bytes=cert.public_bytes(serialization.Encoding.PEM)
+    ).SerializeToString()
+    f.endorse(cap, ["Hospitals"])
+    cap.action.endorsements.add(
+        endorser=rogue.serialized, signature=rogue.sign(bytes(cap.action.proposal_response_payload) + rogue.serialized)
+    )
+
+
+def _set_root(root: str) -> Callable[[Any], None]:
+    def change(action: Any) -> None:
+        rw = rwset_pb2.TxReadWriteSet.FromString(action.results)
+        for ns in rw.ns_rwset:
+            kv = kv_rwset_pb2.KVRWSet.FromString(ns.rwset)
+            for w in kv.writes:
+                if not w.key.startswith("\x00"):
+                    record = json.loads(w.value)
+                    record["root"] = root
+                    w.value = json.dumps(record).encode()
+            ns.rwset = kv.SerializeToString()
+        action.results = rw.SerializeToString()
+
+    return change
+
+
+def _written_value(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+    f.endorse(cap, ["Hospitals", "Insurers"], prp_with_value(cap, _set_root(os.urandom(32).hex())))
+
+
+def _written_value_not_endorsed(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+    cap.action.proposal_response_payload = prp_with_value(cap, _set_root(os.urandom(32).hex()))
+
+
+def _nonce(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+    sh = common_pb2.SignatureHeader.FromString(payload.header.signature_header)
+    sh.nonce = os.urandom(24)
+    payload.header.signature_header = sh.SerializeToString()
+
+
+def _proposal(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+    cap.chaincode_proposal_payload = bytes(cap.chaincode_proposal_payload) + b"\x12\x00"
+
+
+def _other_channel_creator(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+    ch = common_pb2.ChannelHeader.FromString(payload.header.channel_header)
+    ch.channel_id = "personal-health"
+    payload.header.channel_header = ch.SerializeToString()
+
+
+def _last_config(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
+    return f.reseal(block, last_config=1)
+
+
+CASES: dict[str, tuple[Case, str]] = {
+    "a byte of the anchor envelope": (lambda b, f, a: _envelope(f.tx(b, a["tx_id"])[0])(b, f, a), "DataHashError"),
+    "a byte of the first envelope": (_envelope(0), "DataHashError"),
+    "a byte of the last envelope": (lambda b, f, a: _envelope(len(b.data.data) - 1)(b, f, a), "DataHashError"),
+    "each orderer signature": (_metadata_signature, "OrdererSignatureError"),
+    "the header's number": (_header("number"), "OrdererSignatureError"),
+    "the header's previous hash": (_header("previous_hash"), "OrdererSignatureError"),
+    "the header's data hash": (_header("data_hash"), "DataHashError"),
+    "valid orderer signature, data hash not matching": (_valid_signatures_wrong_data, "DataHashError"),
+    "no orderer signature": (_no_orderer_signature, "OrdererSignatureError"),
+    "another config than the pinned one": (_last_config, "ConfigMismatchError"),
+    "an endorsement signature": (_tx_change(_flip_endorsement), "EndorsementError"),
+    "endorsements below the policy": (_tx_change(_one_org), "EndorsementError"),
+    "one org endorsing twice": (_tx_change(_duplicate_endorsement), "EndorsementError"),
+    "an endorser from an unpinned CA": (_tx_change(_rogue_ca), "EndorsementError"),
+    "the written root, endorsed again": (_tx_change(_written_value), "WriteSetError"),
+    "the written root, not endorsed": (_tx_change(_written_value_not_endorsed), "EndorsementError"),
+    "the creator's signature": (_tx_change(lambda *_: None, resign=False), "CreatorSignatureError"),
+    "the nonce (tx id binding)": (_tx_change(_nonce), "CreatorSignatureError"),
+    "the proposal payload": (_tx_change(_proposal), "EndorsementError"),
+    "the transaction's channel": (_tx_change(_other_channel_creator), "ChannelMismatchError"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_tampered_block_fails_with_its_own_error(evidence: Evidence, name: str) -> None:
+    case, error = CASES[name]
+    bundle = copy.deepcopy(evidence.bundles[0])
+    anchor, item = _insurance(bundle)
+    block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
+    item["block"] = base64.b64encode(case(block, Forger(evidence.net), anchor)).decode()
+    _expect(evidence, bundle, error)
+
+
+def _expect(evidence: Evidence, bundle: dict[str, Any], error: str, trust: dict[str, Any] | None = None) -> None:
+    result = _verifier(evidence, trust).verify(json.dumps(bundle))
+    insurance = next(a for a in result.anchors if a.anchor_id.startswith("insurance:"))
+    assert insurance.status is AnchorStatus.FAILED, insurance
+    assert insurance.reason.startswith(error + ":"), insurance.reason
+    others = [a for a in result.anchors if a is not insurance]
+    assert all(a.status is AnchorStatus.VERIFIED for a in others), "tampering one anchor must not touch the others"
+
+
+def test_a_block_of_another_channel_is_refused(evidence: Evidence) -> None:
+    bundle = copy.deepcopy(evidence.bundles[0])
+    _anchor, item = _insurance(bundle)
+    other = next(b for b in bundle["fabric_blocks"] if b["channel"] == "personal-health" and b["number"] > 0)
+    item["block"] = other["block"]
+    _expect(evidence, bundle, "BlockFormatError")
+
+
+def test_an_anchor_naming_an_unpinned_channel_or_another_key_is_refused(evidence: Evidence) -> None:
+    bundle = copy.deepcopy(evidence.bundles[0])
+    anchor, item = _insurance(bundle)
+    anchor["key"] = anchor["key"].rsplit("/", 1)[0] + "/7"
+    _expect(evidence, bundle, "WriteSetError")
+    bundle = copy.deepcopy(evidence.bundles[0])
+    anchor, item = _insurance(bundle)
+    anchor["channel"] = item["channel"] = "research"
+    result = _verifier(evidence).verify(json.dumps(bundle))
+    research = next(a for a in result.anchors if a.status is not AnchorStatus.VERIFIED)
+    assert research.reason.startswith("ChannelMismatchError:"), research.reason
+
+
+def test_a_block_of_another_network_is_refused(evidence: Evidence, tmp_path: Path) -> None:
+    other = Network(tmp_path / "other", _free_base(evidence.net.layout.base_port + 100))
+    try:
+        other.up()
+        from receipt_service.config import load_settings
+        from receipt_service.server import fabric_client
+
+        settings = load_settings(other.layout.root / "receipt-service.toml", environ={})
+        assert settings.fabric is not None
+
+        async def anchor_one() -> bytes:
+            client = fabric_client(settings.fabric)  # type: ignore[arg-type]
+            try:
+                done = await client.submit(
+                    "insurance",
+                    "anchor",
+                    "AnchorRoot",
+                    ["x/0", "a" * 64, "1", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"],
+                )
+                return await client.fetch_block("insurance", done.block_number)
+            finally:
+                await client.close()
+
+        foreign = asyncio.run(anchor_one())
+    finally:
+        other.down()
+    bundle = copy.deepcopy(evidence.bundles[0])
+    _anchor, item = _insurance(bundle)
+    item["block"] = base64.b64encode(foreign).decode()
+    _expect(evidence, bundle, "OrdererSignatureError")
+
+
+@pytest.mark.parametrize("where", ["config_block", "root_certs", "config_block_hash", "endorsement_policy"])
+def test_a_changed_trust_file_is_refused(evidence: Evidence, where: str) -> None:
+    trust = copy.deepcopy(evidence.trust)
+    entry = trust["channels"]["insurance"]
+    if where == "config_block":
+        raw = base64.b64decode(entry["config_block"])
+        entry["config_block"] = base64.b64encode(_flip(raw, len(raw) // 3)).decode()
+    elif where == "root_certs":
+        pem = entry["root_certs"]["InsurersMSP"][0]
+        entry["root_certs"]["InsurersMSP"][0] = pem[:100] + ("A" if pem[100] != "A" else "B") + pem[101:]
+    elif where == "config_block_hash":
+        entry["config_block_hash"] = "0" * 64
+    else:
+        entry["endorsement_policy"] = "OR('HospitalsMSP.peer', 'InsurersMSP.peer')"
+    with pytest.raises(TrustFileError):
+        load_trust(trust)

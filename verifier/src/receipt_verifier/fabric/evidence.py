@@ -1,0 +1,245 @@
+"""Check a ``fabric`` anchor against its block and a pinned channel: offline, trusting no peer.
+
+Block: the data hash over every envelope; orderer signatures over (metadata value, signature header,
+DER header) that satisfy the channel's block validation policy, by certificates that chain to the
+pinned orderer roots; the block's last-config index is the pinned config block. Transaction: the
+creator's signature and transaction id, the channel, the proposal hash, every endorsement, the
+pinned endorsement policy (peer role), and a write of exactly the receipt's root under the anchor's
+key by the anchor chaincode. The per-transaction validation flag in the block metadata is written by
+a peer and signed by nobody: it is never read; the transaction is re-validated instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fabric_protos.common import common_pb2
+from fabric_protos.ledger.rwset import rwset_pb2
+from fabric_protos.ledger.rwset.kvrwset import kv_rwset_pb2
+from fabric_protos.peer import proposal_pb2, proposal_response_pb2, transaction_pb2
+from google.protobuf.message import DecodeError
+
+from ..errors import (
+    BlockFormatError,
+    ChannelMismatchError,
+    ConfigMismatchError,
+    CreatorSignatureError,
+    EndorsementError,
+    IdentityError,
+    OrdererSignatureError,
+    WriteSetError,
+)
+from ..model import FabricAnchor, TreeInfo
+from . import policy as pol
+from .blocks import ENDORSER_TRANSACTION, Block, envelope_payload, orderer_metadata, parse_block
+from .msp import Identity
+from .trust import ChannelTrust
+
+_CACHE = 1024
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class CheckedBlock:
+    """A block whose orderer signatures satisfied its channel's policy."""
+
+    block: Block
+    signers: tuple[str, ...]
+    tx_index: dict[str, int]  # tx id -> envelope position
+
+
+@dataclass(frozen=True)
+class CheckedTx:
+    """An anchor transaction that passed every check, with what it wrote."""
+
+    key: str
+    record: dict[str, object]
+    endorsers: tuple[str, ...]
+
+
+class FabricChecker:
+    """Verifies Fabric anchors against pinned channels; caches checked blocks and transactions."""
+
+    def __init__(self, channels: dict[str, ChannelTrust]) -> None:
+        self.channels = channels
+        self._msps = {name: t.msps() for name, t in channels.items()}
+        self._blocks: OrderedDict[tuple[str, bytes], CheckedBlock] = OrderedDict()
+        self._txs: OrderedDict[tuple[str, str, str], CheckedTx] = OrderedDict()
+
+    def check(self, anchor: FabricAnchor, block_bytes: bytes, root_hex: str, tree: TreeInfo | None) -> str:
+        """The reason the anchor holds; raises a ``FabricEvidenceError`` subclass naming the failed check."""
+        trust = self.channels.get(anchor.channel)
+        if trust is None:
+            raise ChannelMismatchError(f"channel {anchor.channel} is not in the trust file")
+        checked = self._block(trust, block_bytes)
+        block = checked.block
+        if block.number != anchor.block_number:
+            raise BlockFormatError(
+                f"the evidence is block {block.number}, the anchor names block {anchor.block_number}"
+            )
+        tx = self._tx(trust, checked, anchor)
+        if tx.key != anchor.key:
+            raise WriteSetError(f"the transaction wrote key {tx.key}, the anchor names {anchor.key}")
+        if tree is not None and anchor.key != f"{tree.window_id}/{tree.tree_index}":
+            raise WriteSetError(f"key {anchor.key} is not this receipt's tree {tree.window_id}/{tree.tree_index}")
+        if tx.record.get("root") != root_hex:
+            raise WriteSetError(f"the transaction wrote root {tx.record.get('root')}, the branch computes {root_hex}")
+        if tree is not None and tx.record.get("tree_size") != tree.tree_size:
+            raise WriteSetError(f"the transaction wrote tree size {tx.record.get('tree_size')}, not {tree.tree_size}")
+        return (
+            f"block {block.number} of {anchor.channel} signed by {', '.join(checked.signers)};"
+            f" tx endorsed by {', '.join(tx.endorsers)}"
+        )
+
+    # ------------------------------------------------------------------ block
+
+    def _block(self, trust: ChannelTrust, data: bytes) -> CheckedBlock:
+        key = (trust.channel, hashlib.sha256(data).digest())
+        cached = self._blocks.get(key)
+        if cached is not None:
+            return cached
+        block = parse_block(data)
+        md, last_config = orderer_metadata(block)
+        if last_config != trust.config_block_number:
+            raise ConfigMismatchError(
+                f"block {block.number} was made under config block {last_config}; the trust file pins block"
+                f" {trust.config_block_number} (pin the newer config block to verify it)"
+            )
+        msps = self._msps[trust.channel]
+        signers: list[Identity] = []
+        header = block.header_der
+        problems = []
+        for sig in md.signatures:
+            try:
+                sh = _signature_header(bytes(sig.signature_header))
+                ident = msps.identity(bytes(sh.creator), frozenset(trust.orderer_orgs))
+                ident.verify(bytes(sig.signature), bytes(md.value) + bytes(sig.signature_header) + header, "orderer")
+            except (IdentityError, BlockFormatError) as exc:
+                problems.append(str(exc))
+                continue
+            if ident.serialized not in (s.serialized for s in signers):
+                signers.append(ident)
+        if not pol.satisfied(trust.block_validation, signers):
+            detail = "; ".join(problems) or f"{len(signers)} valid signature(s)"
+            raise OrdererSignatureError(
+                f"block {block.number}: orderer signatures do not satisfy {pol.describe(trust.block_validation)}"
+                f" ({detail})"
+            )
+        index: dict[str, int] = {}
+        for i, raw in enumerate(block.envelopes):
+            _, _, ch, _ = envelope_payload(raw, f"block {block.number} envelope {i}")
+            if ch.tx_id:
+                index.setdefault(str(ch.tx_id), i)
+        checked = CheckedBlock(block, tuple(s.name for s in signers), index)
+        _put(self._blocks, key, checked)
+        return checked
+
+    # ------------------------------------------------------------------ transaction
+
+    def _tx(self, trust: ChannelTrust, checked: CheckedBlock, anchor: FabricAnchor) -> CheckedTx:
+        block = checked.block
+        key = (trust.channel, anchor.tx_id, block.header_hash)
+        cached = self._txs.get(key)
+        if cached is not None:
+            return cached
+        pos = checked.tx_index.get(anchor.tx_id)
+        if pos is None:
+            raise BlockFormatError(f"transaction {anchor.tx_id} is not in block {block.number}")
+        where = f"tx {anchor.tx_id[:16]}…"
+        env, payload, ch, sh = envelope_payload(block.envelopes[pos], where)
+        if ch.type != ENDORSER_TRANSACTION:
+            raise BlockFormatError(f"{where} is not an endorser transaction (type {ch.type})")
+        if ch.channel_id != anchor.channel or ch.channel_id != trust.channel:
+            raise ChannelMismatchError(f"{where} belongs to channel {ch.channel_id}, not {anchor.channel}")
+        msps = self._msps[trust.channel]
+        apps = frozenset(trust.application_orgs)
+        try:
+            creator = msps.identity(bytes(sh.creator), apps)
+            creator.verify(bytes(env.signature), bytes(env.payload), f"{where} envelope")
+        except IdentityError as exc:
+            raise CreatorSignatureError(str(exc)) from None
+        if hashlib.sha256(bytes(sh.nonce) + bytes(sh.creator)).hexdigest() != ch.tx_id:
+            raise CreatorSignatureError(f"{where}: the tx id is not SHA-256(nonce || creator)")
+        try:
+            tx = transaction_pb2.Transaction.FromString(payload.data)
+            if len(tx.actions) != 1:
+                raise BlockFormatError(f"{where} has {len(tx.actions)} actions; an anchor has one")
+            cap = transaction_pb2.ChaincodeActionPayload.FromString(tx.actions[0].payload)
+            prp_bytes = bytes(cap.action.proposal_response_payload)
+            prp = proposal_response_pb2.ProposalResponsePayload.FromString(prp_bytes)
+            action = proposal_pb2.ChaincodeAction.FromString(prp.extension)
+        except DecodeError:
+            raise BlockFormatError(f"{where}: the transaction does not parse") from None
+        proposal_hash = hashlib.sha256(
+            bytes(payload.header.channel_header)
+            + bytes(payload.header.signature_header)
+            + bytes(cap.chaincode_proposal_payload)
+        ).digest()
+        if proposal_hash != prp.proposal_hash:
+            raise EndorsementError(f"{where}: the endorsed proposal hash is not the transaction's proposal")
+        endorsers: list[Identity] = []
+        for e in cap.action.endorsements:
+            try:
+                ident = msps.identity(bytes(e.endorser), apps)
+                ident.verify(bytes(e.signature), prp_bytes + bytes(e.endorser), f"{where} endorsement")
+            except IdentityError as exc:
+                raise EndorsementError(str(exc)) from None
+            if ident.serialized not in (x.serialized for x in endorsers):
+                endorsers.append(ident)
+        if not pol.satisfied(trust.endorsement, endorsers):
+            names = ", ".join(x.name for x in endorsers) or "nobody"
+            raise EndorsementError(
+                f"{where}: endorsed by {names}, which does not satisfy {pol.describe(trust.endorsement)}"
+            )
+        result = _write(action, anchor, where)
+        checked_tx = CheckedTx(result[0], result[1], tuple(x.name for x in endorsers))
+        _put(self._txs, key, checked_tx)
+        return checked_tx
+
+
+def _signature_header(data: bytes) -> Any:
+    try:
+        return common_pb2.SignatureHeader.FromString(data)
+    except DecodeError:
+        raise BlockFormatError("an orderer signature header does not parse") from None
+
+
+def _write(action: Any, anchor: FabricAnchor, where: str) -> tuple[str, dict[str, object]]:
+    """(key, stored record) of the anchor chaincode's single write."""
+    if action.response.status != 200:
+        raise WriteSetError(f"{where}: the chaincode answered status {action.response.status}")
+    if action.chaincode_id.name != anchor.chaincode:
+        raise WriteSetError(f"{where} ran chaincode {action.chaincode_id.name}, not {anchor.chaincode}")
+    try:
+        rwset = rwset_pb2.TxReadWriteSet.FromString(action.results)
+    except DecodeError:
+        raise WriteSetError(f"{where}: the read/write set does not parse") from None
+    writes = []
+    for ns in rwset.ns_rwset:
+        kv = kv_rwset_pb2.KVRWSet.FromString(ns.rwset)
+        for w in kv.writes:
+            if ns.namespace != anchor.chaincode:
+                raise WriteSetError(f"{where} writes to namespace {ns.namespace}")
+            if not w.is_delete and not w.key.startswith("\x00"):
+                writes.append((str(w.key), bytes(w.value)))
+    if len(writes) != 1:
+        raise WriteSetError(f"{where} writes {len(writes)} anchor keys; an anchor transaction writes exactly one")
+    key, value = writes[0]
+    try:
+        record = json.loads(value)
+    except ValueError:
+        raise WriteSetError(f"{where}: the value written under {key} is not an anchor record") from None
+    if not isinstance(record, dict) or record.get("key") != key:
+        raise WriteSetError(f"{where}: the value written under {key} is not an anchor record for that key")
+    return key, record
+
+
+def _put(cache: OrderedDict[K, V], key: K, value: V) -> None:
+    cache[key] = value
+    if len(cache) > _CACHE:
+        cache.popitem(last=False)
