@@ -7,8 +7,10 @@ import asyncio
 import base64
 import copy
 import datetime
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -38,10 +40,17 @@ from ..procs import collect, create_key, load, server
 from .conftest import _free_base, service_config
 from .forge import Forger, Signer, prp_with_value
 
+RECORDS = {
+    "visit-2026-03-02.json": b'{"resourceType":"Encounter","status":"finished","subject":"p-7f3a"}',
+    "lab-hba1c.json": b'{"resourceType":"Observation","code":"4548-4","value":"5.4%"}',
+    "claim-C-1107.pdf": b"%PDF-1.4 claim C-2025-1107, 180 EUR",
+}
+
 
 @dataclass
 class Evidence:
     bundles: list[dict[str, Any]]
+    records: dict[str, dict[str, Any]]  # record name -> its bundle
     trust: dict[str, Any]
     ledger_key: bytes
     hashes: dict[str, str]
@@ -57,6 +66,12 @@ async def _fetch(
     headers = {"Authorization": f"Bearer {token}"}
     bundles, raw, statuses = [], {}, {}
     async with aiohttp.ClientSession(base, headers=headers) as http:
+        hashes = [hashlib.sha256(r).hexdigest() for r in RECORDS.values()]
+        async with http.post("/hashes", json={"hashes": hashes}) as resp:
+            ids = [item["proof_id"] for item in (await resp.json())["hashes"]] + ids
+        for pid in ids[: len(RECORDS)]:
+            async with http.get(f"/proofs/{pid}", params={"wait": "anchored", "timeout": "30"}) as resp:
+                assert (await resp.json())["state"] == "anchored"
         for pid in ids:
             async with http.get(f"/proofs/{pid}", params={"evidence": "embed"}) as resp:
                 assert resp.status == 200, await resp.text()
@@ -92,7 +107,8 @@ def evidence(fabric_net: Network, tmp_path_factory: pytest.TempPathFactory) -> E
         ids = list(acked)[:3]
         bundles, raw, statuses, key = asyncio.run(_fetch(base, token, ids))
     trust = make_trust(fabric_net.config_blocks().values())
-    return Evidence(bundles, trust, key, acked, raw, statuses, fabric_net)
+    records = dict(zip(RECORDS, bundles[: len(RECORDS)], strict=True))
+    return Evidence(bundles[len(RECORDS) :], records, trust, key, acked, raw, statuses, fabric_net)
 
 
 def _verifier(ev: Evidence, trust: dict[str, Any] | None = None) -> Verifier:
@@ -125,7 +141,7 @@ def test_a_bundle_verifies_every_anchor_offline(evidence: Evidence, tmp_path: Pa
 
 
 def test_the_service_serves_raw_blocks_and_names_bad_requests(evidence: Evidence) -> None:
-    for item in evidence.bundles[0]["fabric_blocks"]:
+    for item in next(iter(evidence.records.values()))["fabric_blocks"]:
         assert evidence.raw_blocks[(item["channel"], item["number"])] == base64.b64decode(item["block"])
     s = evidence.statuses
     assert (s["unknown channel"], s["future block"], s["bad number"], s["bad evidence"]) == (404, 404, 422, 422)
@@ -415,3 +431,86 @@ def test_a_changed_trust_file_is_refused(evidence: Evidence, where: str) -> None
         entry["endorsement_policy"] = "OR('HospitalsMSP.peer', 'InsurersMSP.peer')"
     with pytest.raises(TrustFileError):
         load_trust(trust)
+
+
+# ---------------------------------------------------------------------- the insurer's batch audit
+
+
+def _audit(evidence: Evidence, folder: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Any]:
+    (tmp_path / "trust.json").write_text(json.dumps(evidence.trust))
+    (tmp_path / "key.json").write_bytes(evidence.ledger_key)
+    report = tmp_path / f"{folder.name}.json"
+    cmd = [sys.executable, "-m", "receipt_verifier._cli", "audit", str(folder), "--trust", str(tmp_path / "trust.json")]
+    cmd += [
+        "--ledger-key",
+        str(tmp_path / "key.json"),
+        "--json",
+        str(report),
+        "--html",
+        str(report.with_suffix(".html")),
+    ]
+    out = subprocess.run([*cmd, "--progress"], capture_output=True, text=True, check=False, timeout=120)
+    return out, json.loads(report.read_text())
+
+
+def test_batch_audit_of_a_treatment_history(evidence: Evidence, tmp_path: Path) -> None:
+    clean = tmp_path / "history"
+    clean.mkdir()
+    for name, data in RECORDS.items():
+        (clean / name).write_bytes(data)
+        (clean / f"{name}.receipt.json").write_text(json.dumps(evidence.records[name]))
+    out, report = _audit(evidence, clean, tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert report["summary"]["valid"] == 3 and report["summary"]["invalid"] == 0
+    assert report["summary"]["verified_anchors"] == {
+        "insurance": 3,
+        "local": 3,
+        "medical-history": 3,
+        "personal-health": 3,
+    }
+    assert "auditing [" in out.stderr  # the progress bar
+
+    dirty = tmp_path / "tampered"
+    dirty.mkdir()
+    names = list(RECORDS)
+    (dirty / names[0]).write_bytes(RECORDS[names[0]])
+    (dirty / f"{names[0]}.receipt.json").write_text(json.dumps(evidence.records[names[0]]))
+    (dirty / names[1]).write_bytes(RECORDS[names[1]] + b" ")  # the record was changed after it was stamped
+    (dirty / f"{names[1]}.receipt.json").write_text(json.dumps(evidence.records[names[1]]))
+    (dirty / "claim-C-1107.sha256").write_text(hashlib.sha256(RECORDS[names[2]]).hexdigest() + "\n")
+    bundle = copy.deepcopy(evidence.records[names[2]])
+    _, item = _insurance(bundle)
+    block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
+    item["block"] = base64.b64encode(_envelope(0)(block, Forger(evidence.net), {})).decode()
+    (dirty / "claim-C-1107.receipt.json").write_text(json.dumps(bundle))
+    (dirty / "visit-2026-04-11.json").write_bytes(b'{"resourceType":"Encounter"}')  # no receipt at all
+    out, report = _audit(evidence, dirty, tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    by_name = {r["record"]: r for r in report["items"]}
+    assert by_name[names[0]]["valid"] and by_name[names[0]]["record_check"] == "record hashed"
+    assert by_name[names[1]]["error"] == "HashMismatchError"
+    claim = by_name["claim-C-1107"]
+    assert not claim["valid"] and claim["record_check"] == "hash given"
+    failed = [a for a in claim["anchors"] if a["status"] == "failed"]
+    assert [a["details"]["channel"] for a in failed] == ["insurance"] and failed[0]["reason"].startswith(
+        "DataHashError"
+    )
+    assert by_name["visit-2026-04-11.json"]["record_check"] == "no receipt"
+    assert "visit-2026-04-11.json" in out.stdout and "DataHashError" in out.stdout
+
+    shot = tmp_path / "report.png"
+    page = (tmp_path / "tampered.html").resolve()
+    dom = _chromium(["--dump-dom", page.as_uri()])
+    for text in ("Receipt audit", "INVALID", "claim-C-1107", "DataHashError", "no receipt", "Fabric insurance, block"):
+        assert text in dom, text
+    _chromium([f"--screenshot={shot}", "--window-size=1280,900", page.as_uri()])
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _chromium(args: list[str]) -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "Debian's chromium is required for the HTML report test (./run test installs it)"
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"]
+    out = subprocess.run([exe, *flags, *args], capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._progress import Progress, table
+from .audit import find_items, render_html, run_audit
 from .chainpoint import to_chainpoint_v4
 from .codec import DEFAULT_LIMITS, Limits, parse_receipt
 from .errors import Error, UsageError
@@ -37,6 +38,8 @@ other commands:
   receipt-verify chainpoint RECEIPT.json                print the Chainpoint v4 export
   receipt-verify trust init --config-block F... -o T    pin Fabric channels (config blocks)
   receipt-verify trust show T                           check a trust file, print what it pins
+  receipt-verify audit DIR --trust T [--ledger-key K] [--json R.json] [--html R.html]
+                                                        an insurer's audit of records and their receipts
 """
 
 
@@ -178,7 +181,7 @@ def _print_table(reports: list[dict[str, Any]], summary: dict[str, Any]) -> None
             )
             or "-"
         )
-        rows.append([r["source"], "valid" if r["valid"] else "INVALID", anchors, r.get("reason", r["state"])])
+        rows.append([r["source"], "valid" if r["valid"] else "INVALID", anchors, _why(r) or r["state"]])
     if rows:
         print(table(["receipt", "result", "anchors", "detail"], rows))
         if len(shown) < len(reports):
@@ -190,6 +193,68 @@ def _print_table(reports: list[dict[str, Any]], summary: dict[str, Any]) -> None
             [[str(summary["receipts"]), str(summary["valid"]), str(summary["invalid"]), summary["policy"]]],
         )
     )
+
+
+def _audit_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="receipt-verify audit",
+        description="Audit a folder of records (or NAME.sha256 hash files) with their NAME.receipt.json receipts.",
+    )
+    p.add_argument("folder", type=Path)
+    p.add_argument("--trust", type=Path, metavar="FILE", help="pinned Fabric trust file")
+    p.add_argument("--ledger-key", type=Path, action="append", default=[], metavar="FILE")
+    p.add_argument("--require-anchors", default="all", metavar="all|any|N")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the JSON report here")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write the self-contained HTML report here")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    args = p.parse_args(argv)
+    policy = AnchorPolicy.parse(args.require_anchors)
+    trust = _load_trust(args.trust) if args.trust is not None else None
+    verifier = Verifier([load_public_key_file(k) for k in args.ledger_key], fabric_trust=trust)
+    total = len(find_items(args.folder))
+    with Progress(total, "auditing", enabled=args.progress or None) as bar:
+        report = run_audit(args.folder, verifier, policy, bar.advance)
+    s = report["summary"]
+    rows = [
+        [r["record"], "valid" if r["valid"] else "INVALID", _anchor_summary(r), _why(r)]
+        for r in report["items"]
+        if not r["valid"]
+    ][:50]
+    if rows:
+        print(table(["record", "result", "anchors", "why"], rows))
+        print()
+    verified = ", ".join(f"{k}: {v}" for k, v in s["verified_anchors"].items()) or "none"
+    print(
+        table(
+            ["records", "valid", "invalid", "verified anchors", "policy"],
+            [[str(s["records"]), str(s["valid"]), str(s["invalid"]), verified, s["policy"]]],
+        )
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.html is not None:
+        args.html.write_text(render_html(report))
+    return EXIT_VALID if s["invalid"] == 0 else EXIT_INVALID
+
+
+def _why(report: dict[str, Any]) -> str:
+    """The receipt's reason, then each anchor that did not verify and why."""
+    parts = [str(report["reason"])] if report.get("reason") else []
+    if "error" in report:
+        parts = [f"{report['error']}: {report.get('reason', '')}"]
+    for a in report.get("anchors", []):
+        if a["status"] != AnchorStatus.VERIFIED.value:
+            where = a.get("details", {}).get("channel", a["type"])
+            parts.append(f"{where}: {a['reason']}")
+    return "; ".join(parts)
+
+
+def _anchor_summary(report: dict[str, Any]) -> str:
+    parts = []
+    for a in report.get("anchors", []):
+        where = a.get("details", {}).get("channel", a["type"])
+        parts.append(f"{where}:{'ok' if a['status'] == AnchorStatus.VERIFIED.value else a['status']}")
+    return ", ".join(parts) or "-"
 
 
 def _load_trust(path: Path) -> dict[str, ChannelTrust]:
@@ -270,7 +335,7 @@ def _chainpoint_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"ledger": _ledger_main, "chainpoint": _chainpoint_main, "trust": _trust_main}
+    commands = {"ledger": _ledger_main, "chainpoint": _chainpoint_main, "trust": _trust_main, "audit": _audit_main}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])

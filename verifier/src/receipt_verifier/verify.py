@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -43,16 +43,20 @@ class AnchorResult:
     status: AnchorStatus
     reason: str
     expected_value: str
+    details: Mapping[str, Any] = field(default_factory=dict)  # where: channel, block, tx, times, signers
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {
+        out: dict[str, Any] = {
             "type": self.type,
             "anchor_id": self.anchor_id,
             "status": self.status.value,
             "reason": self.reason,
             "expected_value": self.expected_value,
         }
+        if self.details:
+            out["details"] = dict(self.details)
+        return out
 
 
 @dataclass(frozen=True)
@@ -308,30 +312,38 @@ class Verifier:
         return result
 
     def _anchor(self, anchor: Anchor, receipt: Receipt, root_hex: str, blocks: Blocks | None) -> AnchorResult:
+        details: Mapping[str, Any] = {}
         if isinstance(anchor, LocalAnchor):
             status, reason = self._local(anchor, receipt, root_hex)
+            details = {"ledger_key": anchor.key_id, "seq": anchor.entry.seq, "time": anchor.entry.time}
         elif isinstance(anchor, FabricAnchor):
-            status, reason = self._fabric_anchor(anchor, receipt, root_hex, blocks)
+            status, reason, details = self._fabric_anchor(anchor, receipt, root_hex, blocks)
         else:
             assert isinstance(anchor, UnknownAnchor)
             status, reason = AnchorStatus.NOT_VERIFIED, f"unknown anchor type {anchor.type!r}: kept, not checked"
-        return AnchorResult(anchor.type, anchor.anchor_id, status, reason, root_hex)
+        return AnchorResult(anchor.type, anchor.anchor_id, status, reason, root_hex, details)
 
     def _fabric_anchor(
         self, anchor: FabricAnchor, receipt: Receipt, root_hex: str, blocks: Blocks | None
-    ) -> tuple[AnchorStatus, str]:
+    ) -> tuple[AnchorStatus, str, Mapping[str, Any]]:
+        details = {"channel": anchor.channel, "block_number": anchor.block_number, "tx_id": anchor.tx_id}
         block = (blocks or {}).get((anchor.channel, anchor.block_number))
         if block is None:
-            return AnchorStatus.NOT_VERIFIED, (
-                f"no evidence: block {anchor.block_number} of {anchor.channel} was not supplied"
-                " (fetch the receipt with ?evidence=embed)"
+            return (
+                AnchorStatus.NOT_VERIFIED,
+                (
+                    f"no evidence: block {anchor.block_number} of {anchor.channel} was not supplied"
+                    " (fetch the receipt with ?evidence=embed)"
+                ),
+                details,
             )
         if self._fabric is None:
-            return AnchorStatus.NOT_VERIFIED, "no trust file: pass --trust to check Fabric anchors"
+            return AnchorStatus.NOT_VERIFIED, "no trust file: pass --trust to check Fabric anchors", details
         try:
-            return AnchorStatus.VERIFIED, self._fabric.check(anchor, block, root_hex, receipt.tree)
+            reason, more = self._fabric.check(anchor, block, root_hex, receipt.tree)
         except FabricEvidenceError as exc:
-            return AnchorStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            return AnchorStatus.FAILED, f"{type(exc).__name__}: {exc}", details
+        return AnchorStatus.VERIFIED, reason, {**details, **more}
 
     def _local(self, a: LocalAnchor, receipt: Receipt, root_hex: str) -> tuple[AnchorStatus, str]:
         e = a.entry

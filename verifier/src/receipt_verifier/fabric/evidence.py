@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fabric_protos.common import common_pb2
@@ -60,6 +61,7 @@ class CheckedTx:
     key: str
     record: dict[str, object]
     endorsers: tuple[str, ...]
+    tx_time: str
 
 
 class FabricChecker:
@@ -71,8 +73,10 @@ class FabricChecker:
         self._blocks: OrderedDict[tuple[str, bytes], CheckedBlock] = OrderedDict()
         self._txs: OrderedDict[tuple[str, str, str], CheckedTx] = OrderedDict()
 
-    def check(self, anchor: FabricAnchor, block_bytes: bytes, root_hex: str, tree: TreeInfo | None) -> str:
-        """The reason the anchor holds; raises a ``FabricEvidenceError`` subclass naming the failed check."""
+    def check(
+        self, anchor: FabricAnchor, block_bytes: bytes, root_hex: str, tree: TreeInfo | None
+    ) -> tuple[str, dict[str, Any]]:
+        """(why the anchor holds, details); raises a ``FabricEvidenceError`` subclass naming the failed check."""
         trust = self.channels.get(anchor.channel)
         if trust is None:
             raise ChannelMismatchError(f"channel {anchor.channel} is not in the trust file")
@@ -91,10 +95,17 @@ class FabricChecker:
             raise WriteSetError(f"the transaction wrote root {tx.record.get('root')}, the branch computes {root_hex}")
         if tree is not None and tx.record.get("tree_size") != tree.tree_size:
             raise WriteSetError(f"the transaction wrote tree size {tx.record.get('tree_size')}, not {tree.tree_size}")
-        return (
+        reason = (
             f"block {block.number} of {anchor.channel} signed by {', '.join(checked.signers)};"
             f" tx endorsed by {', '.join(tx.endorsers)}"
         )
+        details = {
+            "block_hash": block.header_hash,
+            "tx_time": tx.tx_time,
+            "orderers": list(checked.signers),
+            "endorsers": list(tx.endorsers),
+        }
+        return reason, details
 
     # ------------------------------------------------------------------ block
 
@@ -197,7 +208,10 @@ class FabricChecker:
                 f"{where}: endorsed by {names}, which does not satisfy {pol.describe(trust.endorsement)}"
             )
         result = _write(action, anchor, where)
-        checked_tx = CheckedTx(result[0], result[1], tuple(x.name for x in endorsers))
+        ts = ch.timestamp
+        when = datetime.fromtimestamp(ts.seconds, UTC).replace(microsecond=ts.nanos // 1000)
+        tx_time = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        checked_tx = CheckedTx(result[0], result[1], tuple(x.name for x in endorsers), tx_time)
         _put(self._txs, key, checked_tx)
         return checked_tx
 

@@ -1,0 +1,179 @@
+"""The insurer's batch audit: a folder of records with their receipts, each verified, one report.
+
+Layout: ``NAME.receipt.json`` (a receipt or an evidence bundle) beside the record ``NAME``, or beside
+``NAME.sha256`` holding only the record's hash. A record without a receipt and a receipt without a
+record are both reported; an audit passes only when every record has a valid receipt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import Error, UsageError
+from .verify import AnchorPolicy, AnchorStatus, Verifier
+
+RECEIPT_SUFFIX = ".receipt.json"
+HASH_SUFFIX = ".sha256"
+
+
+@dataclass(frozen=True)
+class AuditItem:
+    """One record (or its hash file) and its receipt; either may be missing."""
+
+    name: str
+    record: Path | None
+    receipt: Path | None
+
+
+def find_items(root: Path) -> list[AuditItem]:
+    """Pair every record under ``root`` with its receipt."""
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a directory")
+    receipts: dict[str, Path] = {}
+    records: dict[str, Path] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = str(path.relative_to(root))
+        if rel.endswith(RECEIPT_SUFFIX):
+            receipts[rel[: -len(RECEIPT_SUFFIX)]] = path
+        else:
+            records[rel.removesuffix(HASH_SUFFIX)] = path
+    names = sorted(set(receipts) | set(records))
+    return [AuditItem(n, records.get(n), receipts.get(n)) for n in names]
+
+
+def audit_item(verifier: Verifier, item: AuditItem, policy: AnchorPolicy) -> dict[str, Any]:
+    """Verify one item; never raises for a bad receipt (the report says why)."""
+    out: dict[str, Any] = {"record": item.name, "valid": False}
+    if item.receipt is None:
+        return {**out, "record_check": "no receipt", "reason": "the record has no receipt"}
+    record = record_hash = None
+    if item.record is None:
+        out["record_check"] = "no record"
+    elif item.record.name.endswith(HASH_SUFFIX):
+        record_hash = item.record.read_text().split()[0] if item.record.read_text().split() else ""
+        out["record_check"] = "hash given"
+    else:
+        record = item.record.read_bytes()
+        out["record_check"] = "record hashed"
+    try:
+        result = verifier.verify(item.receipt.read_bytes(), record=record, record_hash=record_hash)
+    except Error as exc:
+        return {**out, "error": type(exc).__name__, "reason": exc.diagnostics()}
+    report = result.to_dict(policy)
+    if item.record is None:
+        report["valid"] = False
+        report["reason"] = "the receipt's record is not in the folder"
+    return {**out, **report}
+
+
+def run_audit(
+    root: Path, verifier: Verifier, policy: AnchorPolicy, advance: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """The whole report: ``{"summary": ..., "items": [...]}``."""
+    items = find_items(root)
+    if not items:
+        raise UsageError(f"{root}: no records or receipts found")
+    results = []
+    for item in items:
+        results.append(audit_item(verifier, item, policy))
+        if advance is not None:
+            advance()
+    channels: Counter[str] = Counter()
+    failed_anchors: Counter[str] = Counter()
+    for r in results:
+        for a in r.get("anchors", []):
+            where = a.get("details", {}).get("channel", a["type"])
+            if a["status"] == AnchorStatus.VERIFIED.value:
+                channels[where] += 1
+            else:
+                failed_anchors[where] += 1
+    valid = sum(r["valid"] for r in results)
+    summary = {
+        "folder": str(root),
+        "audited_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "records": len(results),
+        "valid": valid,
+        "invalid": len(results) - valid,
+        "policy": policy.describe(),
+        "verified_anchors": dict(sorted(channels.items())),
+        "unverified_anchors": dict(sorted(failed_anchors.items())),
+    }
+    return {"summary": summary, "items": results}
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2rem;color:#1d2330}
+h1{font-size:1.4rem;margin:0 0 .2rem} .sub{color:#5b6475;margin-bottom:1.2rem}
+.cards{display:flex;gap:1rem;margin:1rem 0 1.5rem} .card{border:1px solid #d5dae3;border-radius:8px;padding:.7rem 1rem}
+.card b{display:block;font-size:1.5rem} .ok{color:#0a7d38} .bad{color:#b3261e} .nv{color:#8a6d00}
+table{border-collapse:collapse;width:100%;table-layout:fixed} th:nth-child(1){width:16%} th:nth-child(2){width:24%} th:nth-child(3){width:20%} th,td{border-bottom:1px solid #e3e7ee;padding:.4rem .5rem;text-align:left;vertical-align:top}
+th{background:#f3f5f9;font-weight:600} code{font-size:12px} .anchor{overflow-wrap:anywhere} .reason{color:#5b6475;font-size:12px;overflow-wrap:anywhere}
+"""
+
+
+def _short(when: str) -> str:
+    """``2026-11-21T20:22:25.616865Z`` -> ``2026-11-21 20:22:25Z``."""
+    return when[:19].replace("T", " ") + "Z" if len(when) >= 19 else when
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A self-contained HTML page (no script, no external resource)."""
+    s = report["summary"]
+    e = html.escape
+    cards = [
+        ("records", s["records"], ""),
+        ("valid", s["valid"], "ok"),
+        ("invalid", s["invalid"], "bad" if s["invalid"] else "ok"),
+    ]
+    cards += [(f"verified on {k}", v, "ok") for k, v in s["verified_anchors"].items()]
+    rows = []
+    for r in report["items"]:
+        status = '<b class="ok">valid</b>' if r["valid"] else '<b class="bad">INVALID</b>'
+        anchors = []
+        for a in r.get("anchors", []):
+            d = a.get("details", {})
+            cls = {"verified": "ok", "failed": "bad"}.get(a["status"], "nv")
+            where = (
+                f"Fabric {e(d['channel'])}, block {d['block_number']}"
+                + (f", {e(_short(d['tx_time']))}" if "tx_time" in d else "")
+                if "channel" in d
+                else f"local ledger, entry {d.get('seq', '?')}, {e(_short(str(d.get('time', '?'))))}"
+                if a["type"] == "local"
+                else e(a["type"])
+            )
+            anchors.append(
+                f'<div class="anchor"><span class="{cls}">{e(a["status"])}</span> {where}</div>'
+                + ("" if a["status"] == "verified" else f'<div class="reason">{e(a["reason"])}</div>')
+            )
+        reason = "" if r["valid"] else f'<div class="reason">{e(str(r.get("reason", "")))}</div>'
+        rows.append(
+            f"<tr><td>{e(r['record'])}<div class='reason'>{e(r.get('record_check', ''))}</div></td>"
+            f"<td>{status}{reason}</td><td><code>{e(r.get('proof_id', '-'))}</code><br>"
+            f"<span class='reason'>received {e(_short(str(r.get('hash_received', '-'))))}</span></td>"
+            f"<td>{''.join(anchors) or '-'}</td></tr>"
+        )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Receipt audit</title>"
+        f"<style>{_CSS}</style></head><body><h1>Receipt audit: {e(s['folder'])}</h1>"
+        f"<div class='sub'>Audited {e(s['audited_at'])} offline; policy: {e(s['policy'])}.</div>"
+        "<div class='cards'>"
+        + "".join(f"<div class='card {c}'><b>{v}</b>{e(k)}</div>" for k, v, c in cards)
+        + "</div><table><thead><tr><th>record</th><th>result</th><th>receipt</th><th>anchors</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></body></html>\n"
+    )
