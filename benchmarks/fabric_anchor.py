@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from receipt_service.config import load_settings
 from receipt_service.fabric.gateway import GatewayClient
-from receipt_service.fabric.network import CHANNELS, Network
+from receipt_service.fabric.network import CHANNELS, Network, free_base_port
 from receipt_service.server import fabric_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loadtest"))
@@ -28,14 +27,6 @@ from loadclient import local_server, run_anchored
 
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _free_base(start: int = 37050) -> int:
-    for base in range(start, start + 3000, 100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", base)) != 0:
-                return base
-    raise SystemExit("no free port range")
 
 
 def _cpu_rss(pids: list[int]) -> tuple[float, int]:
@@ -114,7 +105,7 @@ def main() -> int:
     args = p.parse_args()
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory(prefix="fabric-bench-") as tmp:
-        net = Network(Path(tmp) / "net", _free_base())
+        net = Network(Path(tmp) / "net", free_base_port(17050))
         try:
             print("fabric up (cold: new crypto, channels, chaincode; programs from the build cache)", file=sys.stderr)
             t0 = time.perf_counter()

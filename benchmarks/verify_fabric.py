@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from receipt_service.fabric.network import Network
+from receipt_service.fabric.network import Network, free_base_port
 from receipt_verifier import Verifier
 from receipt_verifier.fabric.trust import load_trust, make_trust
 from receipt_verifier.ledger import load_public_key
@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loadtest"))
 from loadclient import local_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fabric_anchor import _free_base
 
 
 async def _receipts(url: str, key: str, n: int) -> tuple[list[bytes], dict[tuple[str, int], bytes], bytes]:
@@ -43,6 +42,7 @@ async def _receipts(url: str, key: str, n: int) -> tuple[list[bytes], dict[tuple
             hashes = [os.urandom(32).hex() for _ in range(min(1000, n - i))]
             async with http.post("/hashes", json={"hashes": hashes}) as resp:
                 ids += [h["proof_id"] for h in (await resp.json())["hashes"]]
+            await asyncio.sleep(0.5)  # spread over windows: several trees, several blocks
         async with http.get(f"/proofs/{ids[-1]}", params={"wait": "anchored", "timeout": "60"}) as resp:
             assert (await resp.json())["state"] == "anchored"
         docs: list[bytes] = []
@@ -80,7 +80,7 @@ def main() -> int:
     p.add_argument("--fresh", type=int, default=50, help="receipts verified each by a new verifier")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="verify-fabric-") as tmp:
-        net = Network(Path(tmp) / "net", _free_base())
+        net = Network(Path(tmp) / "net", free_base_port(17050))
         try:
             print("bringing up the network and the service", file=sys.stderr)
             config = net.up()

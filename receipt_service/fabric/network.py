@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -352,6 +351,13 @@ class Network:
         if stored is not None and base_port is not None and stored != base_port:
             raise NetworkError(f"{root} was set up with base port {stored}, not {base_port}; use --wipe to start over")
         self.layout = Layout(root, stored or base_port or DEFAULT_BASE_PORT)
+        eph = ephemeral_ports()
+        b = self.layout.base_port
+        if not 1024 <= b <= 65535 - 30 or (b + 30 >= eph.start and b <= eph.stop - 1):
+            raise NetworkError(
+                f"base port {b}: the network takes ports {b}..{b + 30}, which must lie in 1024..65535 and outside"
+                f" the kernel's ephemeral range {eph.start}..{eph.stop - 1} (choose e.g. 7050 or 17050)"
+            )
         self.home = Path(state["fabric_home"]) if "fabric_home" in state else None
         self.state_file = state_file
 
@@ -944,9 +950,40 @@ def _retry(call: Callable[[], str], attempts: int = 40, delay: float = 0.5) -> s
 
 
 def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    """Whether something listens on 127.0.0.1:port (read from /proc: connecting to a free port in the
+    ephemeral range can connect the socket to itself and then block the port for whoever binds it)."""
+    want = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A" and fields[1].endswith(want):
+                return True
+    return False
+
+
+def free_base_port(start: int = DEFAULT_BASE_PORT, step: int = 100) -> int:
+    """The first base port from ``start`` whose 31 ports are free and outside the ephemeral range."""
+    eph = ephemeral_ports()
+    base = start
+    while base + 30 <= 65535:
+        clear = base + 30 < eph.start or base >= eph.stop
+        if clear and not any(_port_open(p) for p in range(base, base + 31)):
+            return base
+        base += step
+    raise NetworkError(f"no free range of 31 ports from {start} on")
+
+
+def ephemeral_ports() -> range:
+    """The kernel's range for outgoing connections' local ports (network ports must stay outside it)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
 
 
 def _reap(pid: int) -> None:

@@ -6,7 +6,6 @@ here is skipped: without Go or the source, the fixture fails with the reason.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,22 +13,13 @@ import pytest
 
 from receipt_service.config import load_settings
 from receipt_service.fabric.gateway import GatewayClient
-from receipt_service.fabric.network import Network
+from receipt_service.fabric.network import Network, free_base_port
 from receipt_service.server import fabric_client
 
 
 def _free_base(start: int = 27050) -> int:
     """A base port whose 31 ports are all free (the network takes base .. base+30)."""
-    for base in range(start, start + 2000, 100):
-        if not any(_in_use(p) for p in range(base, base + 31)):
-            return base
-    raise AssertionError("no free range of 31 ports found for the test network")
-
-
-def _in_use(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    return free_base_port(start)
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ from receipt_verifier.ledger import load_public_key
 from receipt_verifier.verify import AnchorStatus
 
 from ..procs import collect, create_key, load, server
+from .configupdate import set_batch_timeout
 from .conftest import _free_base, service_config
 from .forge import Forger, Signer, prp_with_value
 
@@ -514,3 +515,124 @@ def _chromium(args: list[str]) -> str:
     out = subprocess.run([exe, *flags, *args], capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
+
+
+PROBE = """
+import json, sys
+events = []
+sys.addaudithook(lambda e, a: events.append(e) if e.startswith("socket.") else None)
+from receipt_verifier._cli import main
+rc = main([{bundle!r}, "--trust", {trust!r}, "--ledger-key", {key!r}, "--json"])
+mods = sorted(m for m in sys.modules if m.split(".")[0] in ("aiohttp", "grpc", "receipt_service", "socket"))
+sys.stdout = sys.__stdout__
+print("PROBE" + json.dumps({{"rc": rc, "events": events, "mods": mods}}))
+"""
+
+
+def test_fabric_verification_opens_no_socket_and_loads_no_grpc(evidence: Evidence, tmp_path: Path) -> None:
+    (tmp_path / "bundle.json").write_text(json.dumps(evidence.bundles[0]))
+    (tmp_path / "trust.json").write_text(json.dumps(evidence.trust))
+    (tmp_path / "key.json").write_bytes(evidence.ledger_key)
+    code = PROBE.format(
+        bundle=str(tmp_path / "bundle.json"), trust=str(tmp_path / "trust.json"), key=str(tmp_path / "key.json")
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    probe = json.loads(out[out.index("PROBE") + 5 :])
+    assert probe["rc"] == 0
+    assert probe["events"] == []
+    assert [m for m in probe["mods"] if m != "socket"] == []
+
+
+def test_an_anchor_made_under_a_newer_config_verifies_through_that_config(evidence: Evidence, tmp_path: Path) -> None:
+    net = evidence.net
+    set_batch_timeout(net, "personal-health", "300ms")
+    data = tmp_path / "data"
+    token = create_key(data)
+    with server(data, 0.2, "--config", str(service_config(net, tmp_path))) as (_, base):
+        bundle = asyncio.run(_stamp(base, token, hashlib.sha256(b"after the config update").hexdigest()))
+    anchor = next(
+        a
+        for op in bundle["receipt"]["branches"][0]["ops"]
+        for a in op.get("anchors", [])
+        if a.get("channel") == "personal-health"
+    )
+    config_items = [
+        b
+        for b in bundle["fabric_blocks"]
+        if b["channel"] == "personal-health" and b["number"] != anchor["block_number"]
+    ]
+    assert [b["number"] for b in config_items] != [0], "the anchor's block should name the updated config block"
+    config_number = config_items[0]["number"]
+
+    result = _verifier(evidence).verify(json.dumps(bundle))  # the trust file still pins the genesis block
+    fabric = [a for a in result.anchors if a.type == "fabric"]
+    assert len(fabric) == 3 and all(a.status is AnchorStatus.VERIFIED for a in fabric), fabric
+    ph = next(a for a in result.anchors if a.anchor_id.startswith("personal-health:"))
+    assert f"under config block {config_number}, verified under the pinned one" in ph.reason
+
+    def personal_health(b: dict[str, Any]) -> Any:
+        return next(
+            a for a in _verifier(evidence).verify(json.dumps(b)).anchors if a.anchor_id.startswith("personal-health:")
+        )
+
+    missing = copy.deepcopy(bundle)
+    missing["fabric_blocks"] = [
+        b for b in missing["fabric_blocks"] if b["number"] != config_number or b["channel"] != "personal-health"
+    ]
+    got = personal_health(missing)
+    assert (
+        got.status is AnchorStatus.FAILED
+        and got.reason.startswith("ConfigMismatchError:")
+        and "does not include" in got.reason
+    )
+
+    for how in ("flipped", "signed by an unpinned orderer"):
+        forged = copy.deepcopy(bundle)
+        item = next(
+            b for b in forged["fabric_blocks"] if b["channel"] == "personal-health" and b["number"] == config_number
+        )
+        raw = base64.b64decode(item["block"])
+        if how == "flipped":
+            raw = _flip(raw, len(raw) // 2)
+        else:
+            rogue = Forger(evidence.net)
+            rogue.orderer = Signer("OrdererMSP", _rogue_msp(tmp_path))
+            raw = rogue.reseal(common_pb2.Block.FromString(raw))
+        item["block"] = base64.b64encode(raw).decode()
+        got = personal_health(forged)
+        assert got.status is AnchorStatus.FAILED and got.reason.startswith("ConfigMismatchError:"), (how, got.reason)
+
+
+async def _stamp(base: str, token: str, hash_hex: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {token}"}) as http:
+        async with http.post("/hashes", json={"hashes": [hash_hex]}) as resp:
+            pid = (await resp.json())["hashes"][0]["proof_id"]
+        async with http.get(f"/proofs/{pid}", params={"wait": "anchored", "timeout": "30"}) as resp:
+            assert (await resp.json())["state"] == "anchored"
+        async with http.get(f"/proofs/{pid}", params={"evidence": "embed"}) as resp:
+            doc: dict[str, Any] = await resp.json()
+            return doc
+
+
+def _rogue_msp(tmp_path: Path) -> Path:
+    """An MSP folder (signcerts, keystore) whose certificate comes from a CA nobody pinned."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orderer9.orderer.receipts.test")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    msp = tmp_path / "rogue-msp"
+    (msp / "signcerts").mkdir(parents=True)
+    (msp / "keystore").mkdir()
+    (msp / "signcerts" / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (msp / "keystore" / "priv_sk").write_bytes(pem)
+    return msp

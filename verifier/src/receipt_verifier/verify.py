@@ -340,7 +340,7 @@ class Verifier:
         if self._fabric is None:
             return AnchorStatus.NOT_VERIFIED, "no trust file: pass --trust to check Fabric anchors", details
         try:
-            reason, more = self._fabric.check(anchor, block, root_hex, receipt.tree)
+            reason, more = self._fabric.check(anchor, block, root_hex, receipt.tree, blocks)
         except FabricEvidenceError as exc:
             return AnchorStatus.FAILED, f"{type(exc).__name__}: {exc}", details
         return AnchorStatus.VERIFIED, reason, {**details, **more}

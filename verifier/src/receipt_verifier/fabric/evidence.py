@@ -5,7 +5,8 @@ DER header) that satisfy the channel's block validation policy, by certificates 
 pinned orderer roots; the block's last-config index is the pinned config block. Transaction: the
 creator's signature and transaction id, the channel, the proposal hash, every endorsement, the
 pinned endorsement policy (peer role), and a write of exactly the receipt's root under the anchor's
-key by the anchor chaincode. The per-transaction validation flag in the block metadata is written by
+key by the anchor chaincode. A block made under a newer config than the pinned one is checked under
+that config, once the config block (from the evidence) verifies under the pinned config. The per-transaction validation flag in the block metadata is written by
 a peer and signed by nobody: it is never read; the transaction is re-validated instead.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -29,16 +31,18 @@ from ..errors import (
     ChannelMismatchError,
     ConfigMismatchError,
     CreatorSignatureError,
+    FabricEvidenceError,
     EndorsementError,
     IdentityError,
     OrdererSignatureError,
+    TrustFileError,
     WriteSetError,
 )
 from ..model import FabricAnchor, TreeInfo
 from . import policy as pol
 from .blocks import ENDORSER_TRANSACTION, Block, envelope_payload, orderer_metadata, parse_block
-from .msp import Identity
-from .trust import ChannelTrust
+from .msp import Identity, MSPs
+from .trust import ChannelTrust, channel_trust
 
 _CACHE = 1024
 K = TypeVar("K")
@@ -52,6 +56,7 @@ class CheckedBlock:
     block: Block
     signers: tuple[str, ...]
     tx_index: dict[str, int]  # tx id -> envelope position
+    trust: ChannelTrust  # the config the block was made under (the pinned one, or a newer verified one)
 
 
 @dataclass(frozen=True)
@@ -69,24 +74,34 @@ class FabricChecker:
 
     def __init__(self, channels: dict[str, ChannelTrust]) -> None:
         self.channels = channels
-        self._msps = {name: t.msps() for name, t in channels.items()}
+        self._msps: dict[str, MSPs] = {t.config_block_hash: t.msps() for t in channels.values()}
+        self._configs: dict[tuple[str, str], ChannelTrust] = {}  # (channel, config block hash) -> verified newer config
         self._blocks: OrderedDict[tuple[str, bytes], CheckedBlock] = OrderedDict()
         self._txs: OrderedDict[tuple[str, str, str], CheckedTx] = OrderedDict()
 
     def check(
-        self, anchor: FabricAnchor, block_bytes: bytes, root_hex: str, tree: TreeInfo | None
+        self,
+        anchor: FabricAnchor,
+        block_bytes: bytes,
+        root_hex: str,
+        tree: TreeInfo | None,
+        blocks: Mapping[tuple[str, int], bytes] | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """(why the anchor holds, details); raises a ``FabricEvidenceError`` subclass naming the failed check."""
-        trust = self.channels.get(anchor.channel)
-        if trust is None:
+        """(why the anchor holds, details); raises a ``FabricEvidenceError`` subclass naming the failed check.
+
+        ``blocks`` may hold newer config blocks of the channel (an evidence bundle does): a block made
+        under a config newer than the pinned one is checked under that config once the config block
+        itself verifies under the pinned one."""
+        pinned = self.channels.get(anchor.channel)
+        if pinned is None:
             raise ChannelMismatchError(f"channel {anchor.channel} is not in the trust file")
-        checked = self._block(trust, block_bytes)
+        checked = self._block(pinned, block_bytes, blocks or {})
         block = checked.block
         if block.number != anchor.block_number:
             raise BlockFormatError(
                 f"the evidence is block {block.number}, the anchor names block {anchor.block_number}"
             )
-        tx = self._tx(trust, checked, anchor)
+        tx = self._tx(checked.trust, checked, anchor)
         if tx.key != anchor.key:
             raise WriteSetError(f"the transaction wrote key {tx.key}, the anchor names {anchor.key}")
         if tree is not None and anchor.key != f"{tree.window_id}/{tree.tree_index}":
@@ -99,9 +114,12 @@ class FabricChecker:
             f"block {block.number} of {anchor.channel} signed by {', '.join(checked.signers)};"
             f" tx endorsed by {', '.join(tx.endorsers)}"
         )
+        if checked.trust is not pinned:
+            reason += f"; under config block {checked.trust.config_block_number}, verified under the pinned one"
         details = {
             "block_hash": block.header_hash,
             "tx_time": tx.tx_time,
+            "config_block": checked.trust.config_block_number,
             "orderers": list(checked.signers),
             "endorsers": list(tx.endorsers),
         }
@@ -109,19 +127,27 @@ class FabricChecker:
 
     # ------------------------------------------------------------------ block
 
-    def _block(self, trust: ChannelTrust, data: bytes) -> CheckedBlock:
-        key = (trust.channel, hashlib.sha256(data).digest())
+    def _block(self, pinned: ChannelTrust, data: bytes, blocks: Mapping[tuple[str, int], bytes]) -> CheckedBlock:
+        key = (pinned.channel, hashlib.sha256(data).digest())
         cached = self._blocks.get(key)
         if cached is not None:
             return cached
         block = parse_block(data)
         md, last_config = orderer_metadata(block)
-        if last_config != trust.config_block_number:
-            raise ConfigMismatchError(
-                f"block {block.number} was made under config block {last_config}; the trust file pins block"
-                f" {trust.config_block_number} (pin the newer config block to verify it)"
-            )
-        msps = self._msps[trust.channel]
+        trust = pinned if last_config == pinned.config_block_number else self._config(pinned, last_config, blocks)
+        signers = self._orderer_signers(trust, block, md)
+        index: dict[str, int] = {}
+        for i, raw in enumerate(block.envelopes):
+            _, _, ch, _ = envelope_payload(raw, f"block {block.number} envelope {i}")
+            if ch.tx_id:
+                index.setdefault(str(ch.tx_id), i)
+        checked = CheckedBlock(block, tuple(s.name for s in signers), index, trust)
+        _put(self._blocks, key, checked)
+        return checked
+
+    def _orderer_signers(self, trust: ChannelTrust, block: Block, md: Any) -> list[Identity]:
+        """The distinct valid orderer signers of a block; ``OrdererSignatureError`` unless they satisfy the policy."""
+        msps = self._msps_of(trust)
         signers: list[Identity] = []
         header = block.header_der
         problems = []
@@ -141,14 +167,51 @@ class FabricChecker:
                 f"block {block.number}: orderer signatures do not satisfy {pol.describe(trust.block_validation)}"
                 f" ({detail})"
             )
-        index: dict[str, int] = {}
-        for i, raw in enumerate(block.envelopes):
-            _, _, ch, _ = envelope_payload(raw, f"block {block.number} envelope {i}")
-            if ch.tx_id:
-                index.setdefault(str(ch.tx_id), i)
-        checked = CheckedBlock(block, tuple(s.name for s in signers), index)
-        _put(self._blocks, key, checked)
-        return checked
+        return signers
+
+    def _config(self, pinned: ChannelTrust, index: int, blocks: Mapping[tuple[str, int], bytes]) -> ChannelTrust:
+        """The channel's newer config block ``index``, verified under the pinned config."""
+        if index < pinned.config_block_number:
+            raise ConfigMismatchError(
+                f"the block was made under config block {index}, older than the pinned config block"
+                f" {pinned.config_block_number}"
+            )
+        data = blocks.get((pinned.channel, index))
+        if data is None:
+            raise ConfigMismatchError(
+                f"the block was made under config block {index}; the trust file pins block"
+                f" {pinned.config_block_number} and the evidence does not include block {index}"
+            )
+        try:
+            cfg_block = parse_block(data)
+        except FabricEvidenceError as exc:
+            raise ConfigMismatchError(f"config block {index}: {type(exc).__name__}: {exc}") from None
+        cached = self._configs.get((pinned.channel, cfg_block.header_hash))
+        if cached is not None:
+            return cached
+        if cfg_block.number != index:
+            raise ConfigMismatchError(f"the evidence's config block is block {cfg_block.number}, not {index}")
+        md, own = orderer_metadata(cfg_block)
+        if own != index:
+            raise ConfigMismatchError(f"block {index} is not a config block (it names config block {own})")
+        try:
+            self._orderer_signers(pinned, cfg_block, md)
+        except OrdererSignatureError as exc:
+            raise ConfigMismatchError(f"config block {index} does not verify under the pinned config: {exc}") from None
+        try:
+            newer = channel_trust(data)
+        except TrustFileError as exc:
+            raise ConfigMismatchError(f"config block {index}: {exc}") from None
+        if newer.channel != pinned.channel:
+            raise ChannelMismatchError(f"config block {index} is for channel {newer.channel}")
+        self._configs[(pinned.channel, cfg_block.header_hash)] = newer
+        return newer
+
+    def _msps_of(self, trust: ChannelTrust) -> MSPs:
+        msps = self._msps.get(trust.config_block_hash)
+        if msps is None:
+            msps = self._msps[trust.config_block_hash] = trust.msps()
+        return msps
 
     # ------------------------------------------------------------------ transaction
 
@@ -167,7 +230,7 @@ class FabricChecker:
             raise BlockFormatError(f"{where} is not an endorser transaction (type {ch.type})")
         if ch.channel_id != anchor.channel or ch.channel_id != trust.channel:
             raise ChannelMismatchError(f"{where} belongs to channel {ch.channel_id}, not {anchor.channel}")
-        msps = self._msps[trust.channel]
+        msps = self._msps_of(trust)
         apps = frozenset(trust.application_orgs)
         try:
             creator = msps.identity(bytes(sh.creator), apps)
