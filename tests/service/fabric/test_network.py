@@ -92,3 +92,22 @@ def test_down_stops_by_pid_and_up_restarts_with_the_same_ledgers(net: Network) -
             assert isinstance(got, int) and got >= h, (peer, ch, h, got)
     state = json.loads((net.layout.root / "network.json").read_text())
     assert state["base_port"] == net.layout.base_port
+
+
+def test_fabrics_programs_are_built_once_and_cached(net: Network) -> None:
+    from receipt_service.fabric.network import CACHE, INSTALL_SCRIPT
+
+    out = subprocess.run(
+        ["bash", str(INSTALL_SCRIPT), str(CACHE)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(net.home)
+    assert "building" not in out.stderr and "checking" not in out.stderr, "a second run must not rebuild"
+    assert (net.home / "VERSION").read_text().startswith("3.1.5 src-")
+    version = subprocess.run([str(net.home / "bin" / "peer"), "version"], capture_output=True, text=True, check=True)
+    assert "Version: 3.1.5" in version.stdout
+
+
+def test_a_bad_base_port_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(NetworkError, match="ephemeral range"):
+        Network(tmp_path / "n", 40000)
