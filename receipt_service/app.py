@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from receipt_verifier import strict_json
 from receipt_verifier.chainpoint import to_chainpoint_v4
 from receipt_verifier.codec import receipt_to_dict
 from receipt_verifier.errors import UsageError
@@ -137,9 +138,10 @@ async def problems_and_metrics(
 
 def _parse_json_hashes(body: bytes, limit: int) -> list[bytes]:
     try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        raise UnprocessableError('the body is not valid JSON; send {"hashes": ["<64 hex>", ...]}') from None
+        doc = strict_json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        why = f" ({exc})" if "duplicate key" in str(exc) else ""
+        raise UnprocessableError(f'the body is not valid JSON{why}; send {{"hashes": ["<64 hex>", ...]}}') from None
     if not isinstance(doc, dict):
         raise UnprocessableError('the body must be a JSON object: {"hashes": [...]}')
     extra = sorted(set(doc) - {"hashes"})

@@ -289,6 +289,44 @@ def generate(out: Path) -> None:
         "hashes are lowercase hex",
     )
 
+    def repeat_anchor(d: dict[str, Any]) -> None:
+        listed = d["branches"][0]["ops"][-1]["anchors"]
+        listed.append(copy.deepcopy(listed[0]))
+
+    invalid(
+        "anchor-repeated",
+        mutate(repeat_anchor),
+        "MalformedReceiptError",
+        "the same anchor listed twice (it must not count twice towards --require-anchors 2)",
+        policy="2",
+    )
+    invalid(
+        "tree-window-moved",
+        mutate(lambda d: d["tree"].update(window_id="w-other")),
+        "AnchorPolicyError",
+        "the receipt claims another window than its correctly signed ledger entry (section 5.1)",
+    )
+    invalid(
+        "tree-index-moved",
+        mutate(lambda d: d["tree"].update(tree_index=d["tree"]["tree_index"] + 1)),
+        "AnchorPolicyError",
+        "the receipt claims another tree of the window than its correctly signed ledger entry (section 5.1)",
+    )
+    # a repeated key: Python's json keeps the last value, other readers the first
+    text = json.dumps(base, indent=2)
+    fake = json.dumps(other_hash)
+    twice = text.replace('  "hash": ', f'  "hash": {fake},\n  "hash": ', 1)
+    (out / "invalid" / "key-repeated.json").write_text(twice + "\n")
+    manifest.append(
+        {
+            "file": "invalid/key-repeated.json",
+            "valid": False,
+            "error": "MalformedReceiptError",
+            "note": "the key hash appears twice, a fake value first (a reader taking the first would be misled)",
+            "policy": "all",
+        }
+    )
+
     # RFC 6962 known answers (leaf inputs and roots as in certificate-transparency's merkle tests).
     kat: dict[str, Any] = {"leaves": RFC6962_LEAVES, "roots": {}, "paths": {}}
     data = [bytes.fromhex(x) for x in RFC6962_LEAVES]

@@ -170,6 +170,13 @@ async def test_scopes_and_revocation(env: Env) -> None:
 BAD_BODIES: list[tuple[str, bytes, str, int, str]] = [
     ("not json", b"{nope", "application/json", 422, "not valid JSON"),
     ("not an object", b"[1]", "application/json", 422, "JSON object"),
+    (
+        "repeated key",
+        b'{"hashes":["' + b"a" * 64 + b'"],"hashes":[]}',
+        "application/json",
+        422,
+        "duplicate key 'hashes'",
+    ),
     ("unknown field", b'{"hashes":["' + b"a" * 64 + b'"],"extra":1}', "application/json", 422, "'extra'"),
     ("no hashes", b'{"hashes":[]}', "application/json", 422, "no hashes"),
     ("not a list", b'{"hashes":"ab"}', "application/json", 422, "must be a list"),

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import strict_json
 from .errors import LimitExceededError, MalformedReceiptError, UnknownContextError
 from .model import (
     CONTEXT_V1,
@@ -252,7 +253,10 @@ class _Walker:
                     raise _fail(
                         f"{where}.ops[{i}].anchors", f"must be a list of 1 to {self.limits.max_anchors} anchors"
                     )
-                append(Op("anchors", "", tuple(_anchor(a, f"{where}.ops[{i}].anchors[{j}]") for j, a in enumerate(v))))
+                anchors = tuple(_anchor(a, f"{where}.ops[{i}].anchors[{j}]") for j, a in enumerate(v))
+                if len({(a.type, a.anchor_id) for a in anchors}) != len(anchors):
+                    raise _fail(f"{where}.ops[{i}].anchors", "lists the same anchor (type and anchor_id) twice")
+                append(Op("anchors", "", anchors))
             else:
                 raise _fail(f"{where}.ops[{i}]", f"unknown op {kind!r:.40}")
         children: tuple[Branch, ...] = ()
@@ -296,7 +300,7 @@ def load_json(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Any:
     if len(data) > limits.max_bytes:
         raise LimitExceededError(f"receipt is {len(data)} bytes; the limit is {limits.max_bytes}")
     try:
-        return json.loads(data)
+        return strict_json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise MalformedReceiptError(f"receipt is not valid JSON: {exc}") from None
 

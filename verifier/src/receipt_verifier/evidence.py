@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import strict_json
 from .errors import LimitExceededError, MalformedReceiptError
 
 EVIDENCE_CONTEXT = "https://w3id.org/health-receipt/evidence/v1"
@@ -45,7 +45,7 @@ def load_document(data: bytes | str) -> Any:
     if len(data) > MAX_BUNDLE_BYTES:
         raise LimitExceededError(f"the document has {len(data)} bytes; at most {MAX_BUNDLE_BYTES} are accepted")
     try:
-        return json.loads(data)
+        return strict_json.loads(data)
     except ValueError as exc:
         raise MalformedReceiptError(f"not JSON: {exc}") from None
 

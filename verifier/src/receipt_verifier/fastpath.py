@@ -118,6 +118,8 @@ def parse_and_walk(doc: Any, limits: Limits) -> tuple[Receipt, bytes, tuple[Anch
         anchors = tuple([parse_anchor(a) for a in listed])  # on error the general path names the place
     except MalformedReceiptError:
         return None
+    if len({(a.type, a.anchor_id) for a in anchors}) != len(anchors):  # a repeated anchor: the general path names it
+        return None
 
     sha = hashlib.sha256
     value = sha(b"\x00" + sha(bytes.fromhex(salt) + bytes.fromhex(h)).digest()).digest()

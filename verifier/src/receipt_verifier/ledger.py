@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from . import strict_json
 from .errors import LedgerError, MalformedReceiptError, UsageError
 from .model import LedgerEntry
 
@@ -64,7 +65,7 @@ def load_public_key(data: bytes) -> Ed25519PublicKey:
                 raise UsageError("the PEM key is not an Ed25519 public key")
             return key
         if text.startswith(b"{"):
-            doc = json.loads(text)
+            doc = strict_json.loads(text)
             return Ed25519PublicKey.from_public_bytes(bytes.fromhex(doc["public_key"]))
         return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text.decode("ascii")))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
@@ -100,7 +101,7 @@ def parse_ledger_line(line: str | bytes, lineno: int) -> SignedEntry:
     from .codec import parse_entry
 
     try:
-        doc = json.loads(line)
+        doc = strict_json.loads(line)
     except ValueError as exc:
         raise LedgerError(f"ledger line {lineno}: not JSON ({exc})") from None
     if type(doc) is not dict or set(doc) != {"entry", "signature"} or type(doc["signature"]) is not str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from fabric_protos.common import policies_pb2
 from fabric_protos.msp import msp_config_pb2
 from google.protobuf.message import DecodeError
 
+from .. import strict_json
 from ..errors import FabricEvidenceError, TrustFileError
 from . import policy as pol
 from .blocks import Block, config_of, orderer_metadata, parse_block
@@ -150,7 +150,7 @@ def make_trust(blocks: Iterable[bytes]) -> dict[str, Any]:
 def load_trust(doc: bytes | str | Mapping[str, Any]) -> dict[str, ChannelTrust]:
     """Read a trust file; every channel's summary must match what its config block says."""
     try:
-        data = json.loads(doc) if isinstance(doc, bytes | str) else doc
+        data = strict_json.loads(doc) if isinstance(doc, bytes | str) else doc
     except ValueError as exc:
         raise TrustFileError(f"the trust file is not JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("type") != TRUST_TYPE or data.get("version") != TRUST_VERSION:
