@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from .anchors import AnchorBackend, anchor_json, iso_now
+from .crashpoints import crash_point
 from .errors import ServiceError
 from .ledger import TreeRoot
 from .metrics import Metrics
@@ -203,7 +204,9 @@ class Aggregator:
                 trees = await self.builder.build([s.columns() for s in spans], self.max_leaves)
                 records = tree_records(window_id, spans[0].first_seq, trees, start, end)
                 leaves = sum(s.batch.count for s in spans)
+                crash_point("window-built")
                 await self.store.commit_window(records, list(self.backends))
+                crash_point("window-committed")
                 self._window_start_ns = time.time_ns()
                 for record, tree in zip(records, trees, strict=True):
                     self.trees.put(_key(record), tree)
@@ -236,6 +239,7 @@ class Aggregator:
             t0 = time.perf_counter()
             try:
                 anchor = await backend.anchor(root)
+                crash_point("anchor-sent")
                 await self.store.record_anchor(tree, backend.target, anchor_json(anchor), time.time_ns())
             except ServiceError as exc:
                 await self._anchor_failed(backend.target, tree, delay, str(exc))

@@ -37,10 +37,13 @@ def create_key(data_dir: Path) -> str:
 
 
 @contextmanager
-def server(data_dir: Path, window: float, *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """A ``receipt-service serve`` process on a free port; killed on exit if still running."""
+def server(
+    data_dir: Path, window: float, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A ``receipt-service serve`` process on a free port (``env`` added to its environment); killed on exit."""
     proc = subprocess.Popen(
         [*CLI, "serve", "--data-dir", str(data_dir), "--port", "0", "--window-seconds", str(window), *extra],
+        env={**os.environ, **(env or {})},
         stderr=subprocess.PIPE,
         text=True,
     )
