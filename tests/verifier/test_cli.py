@@ -119,3 +119,34 @@ def test_console_script_installed() -> None:
         [str(script) if script.is_file() else "receipt-verify", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "exit codes" in out
+
+
+def test_large_batches_stream_in_order_across_processes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import service_receipts
+
+    docs = service_receipts(tmp_path / "ledger", 2600, max_leaves=700)
+    docs[1234]["hash_received"] = docs[1234]["hash_received"].replace(":00.", ":01.")  # one tampered receipt
+    batch = tmp_path / "big.jsonl"
+    batch.write_text("\n".join(json.dumps(d) for d in docs) + "\n\n")
+    key = str(tmp_path / "ledger" / "ledger-key.pem")
+    pub = tmp_path / "key.pem"
+    from cryptography.hazmat.primitives import serialization
+
+    private = serialization.load_pem_private_key(Path(key).read_bytes(), password=None)
+    pub.write_bytes(
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    reports = {}
+    for jobs in ("1", "2"):
+        assert main([str(batch), "--ledger-key", str(pub), "--json", "--jobs", jobs]) == 1
+        reports[jobs] = json.loads(capsys.readouterr().out)
+    one, two = reports["1"], reports["2"]
+    assert one == two
+    assert one["summary"] == {"receipts": 2600, "valid": 2599, "invalid": 1, "policy": "every anchor verified"}
+    assert [r["source"] for r in one["results"]] == [f"{batch}:{n}" for n in range(1, 2601)]
+    assert one["results"][1234]["error"] == "ProofIdMismatchError"
+
+    assert main([str(batch), "--ledger-key", str(pub)]) == 1
+    out = capsys.readouterr().out
+    assert f"{batch}:1235" in out and "ProofIdMismatchError" in out
+    assert "(2599 valid receipts not listed)" in out

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,27 +53,60 @@ class Item:
     data: bytes
 
 
-def _iter_inputs(paths: list[str], limits: Limits) -> Iterator[Item]:
+def _files(paths: list[str]) -> list[Path | None]:
+    """Every input file (``None`` for standard input), in order."""
+    out: list[Path | None] = []
     for raw in paths:
         if raw == "-":
-            yield from _split("<stdin>", sys.stdin.buffer.read())
+            out.append(None)
             continue
         path = Path(raw)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
+            out += sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
         elif path.exists():
-            files = [path]
+            out.append(path)
         else:
             raise UsageError(f"{raw}: no such file or directory")
-        for f in files:
-            try:
-                data = f.read_bytes()
-            except OSError as exc:
-                raise UsageError(f"{f}: cannot read ({exc.strerror})") from None
+    return out
+
+
+def _iter_inputs(files: list[Path | None]) -> Iterator[Item]:
+    """Receipts one at a time: JSON-lines files are read line by line, so memory stays bounded."""
+    for f in files:
+        if f is None:
+            yield from _split("<stdin>", sys.stdin.buffer.read())
+            continue
+        try:
             if f.suffix == ".jsonl":
-                yield from _split(str(f), data)
+                with open(f, "rb") as handle:
+                    for n, line in enumerate(handle, 1):
+                        if line.strip():
+                            yield Item(f"{f}:{n}", line)
             else:
-                yield Item(str(f), data)
+                yield Item(str(f), f.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"{f}: cannot read ({exc.strerror})") from None
+
+
+def _count(files: list[Path | None]) -> int | None:
+    """How many receipts the files hold (lines of JSON-lines files), without keeping them; None for stdin."""
+    total = 0
+    for f in files:
+        if f is None:
+            return None
+        if f.suffix != ".jsonl":
+            total += 1
+            continue
+        try:
+            with open(f, "rb") as handle:
+                last = b"\n"
+                while chunk := handle.read(1 << 20):
+                    total += chunk.count(b"\n")
+                    last = chunk[-1:]
+                total += last != b"\n"
+        except OSError as exc:
+            raise UsageError(f"{f}: cannot read ({exc.strerror})") from None
+    return total
 
 
 def _split(source: str, data: bytes) -> Iterator[Item]:
@@ -117,7 +152,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--strict-schema", action="store_true", help="also validate with the full JSON Schema engine (slow)")
     p.add_argument("--max-bytes", type=int, default=DEFAULT_LIMITS.max_bytes, help="largest receipt accepted")
-    p.add_argument("--json", action="store_true", help="print a JSON report instead of a table")
+    p.add_argument("--json", action="store_true", help="print a JSON report instead of a table (written as it goes)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="verify in N processes (default: every core; 1: in this process)",
+    )
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     return p
 
@@ -128,7 +170,6 @@ def _verify_main(argv: list[str]) -> int:
     keys = [load_public_key_file(k) for k in args.ledger_key]
     limits = Limits(max_bytes=args.max_bytes)
     trust = _load_trust(args.trust) if args.trust is not None else None
-    verifier = Verifier(keys, limits=limits, strict_schema=args.strict_schema, fabric_trust=trust)
     record = None
     if args.record is not None:
         try:
@@ -137,22 +178,146 @@ def _verify_main(argv: list[str]) -> int:
             raise UsageError(f"{args.record}: cannot read record ({exc.strerror})") from None
     if args.hash is not None and (len(args.hash) != 64 or any(c not in "0123456789abcdefABCDEF" for c in args.hash)):
         raise UsageError(f"--hash must be a SHA-256 hash in 64 hex characters, got {args.hash!r}")
-    items = list(_iter_inputs(args.inputs, limits))
-    if not items:
+    if args.jobs < 0:
+        raise UsageError("--jobs must be 0 (every core) or a positive number of processes")
+    files = _files(args.inputs)
+    total = _count(files)
+    if total == 0:
         raise UsageError("no receipts found in the given inputs")
-    reports: list[dict[str, Any]] = []
-    with Progress(len(items), "verifying", enabled=(args.progress or None) if len(items) > 1 else False) as bar:
-        for item in items:
-            reports.append(_verify_one(verifier, item, policy, record, args.hash))
+    jobs = args.jobs or os.cpu_count() or 1
+    if total is not None and total < 2000:
+        jobs = 1  # starting processes costs more than it saves
+    setup = _Setup(
+        [k.public_bytes_raw() for k in keys],
+        args.trust.read_bytes() if args.trust is not None else None,
+        limits,
+        args.strict_schema,
+        policy,
+        record,
+        args.hash,
+    )
+    summary = _Summary(policy)
+    out = _JsonWriter(sys.stdout) if args.json else None
+    show = total is not None and total > 1
+    with Progress(total or 0, "verifying", enabled=(args.progress or None) if show else False) as bar:
+        if jobs == 1:
+            verifier = Verifier(keys, limits=limits, strict_schema=args.strict_schema, fabric_trust=trust)
+            results: Iterator[dict[str, Any]] = (
+                _verify_one(verifier, item, policy, record, args.hash) for item in _iter_inputs(files)
+            )
+        else:
+            results = _parallel(setup, _iter_inputs(files), jobs)
+        for report in results:
+            summary.add(report)
+            if out is not None:
+                out.result(report)
             bar.advance()
-    valid = sum(r["valid"] for r in reports)
-    summary = {"receipts": len(reports), "valid": valid, "invalid": len(reports) - valid, "policy": policy.describe()}
-    if args.json:
-        json.dump({"summary": summary, "results": reports}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+    if out is not None:
+        out.close(summary.to_dict())
     else:
-        _print_table(reports, summary)
-    return EXIT_VALID if valid == len(reports) else EXIT_INVALID
+        _print_table(summary)
+    return EXIT_VALID if summary.invalid == 0 else EXIT_INVALID
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What a worker process needs to build the same verifier (picklable)."""
+
+    keys: list[bytes]
+    trust: bytes | None
+    limits: Limits
+    strict_schema: bool
+    policy: AnchorPolicy
+    record: bytes | None
+    record_hash: str | None
+
+
+_WORKER: tuple[Verifier, _Setup] | None = None
+
+
+def _init_worker(setup: _Setup) -> None:
+    global _WORKER
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    keys = [Ed25519PublicKey.from_public_bytes(k) for k in setup.keys]
+    trust = load_trust(setup.trust) if setup.trust is not None else None
+    _WORKER = (Verifier(keys, limits=setup.limits, strict_schema=setup.strict_schema, fabric_trust=trust), setup)
+
+
+def _work(chunk: list[Item]) -> list[dict[str, Any]]:
+    assert _WORKER is not None
+    verifier, setup = _WORKER
+    return [_verify_one(verifier, item, setup.policy, setup.record, setup.record_hash) for item in chunk]
+
+
+def _parallel(setup: _Setup, items: Iterator[Item], jobs: int, chunk: int = 1000) -> Iterator[dict[str, Any]]:
+    """Results in input order from ``jobs`` processes; at most 2 chunks per process in flight (bounded memory).
+
+    Receipts of one tree sit next to each other in the service's output, so a chunk mostly shares its
+    tree's anchors, ledger signatures and Fabric blocks, which each process checks once and caches."""
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    pending: deque[Future[list[dict[str, Any]]]] = deque()
+    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(setup,)) as pool:
+        batch: list[Item] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == chunk:
+                pending.append(pool.submit(_work, batch))
+                batch = []
+                while len(pending) >= 2 * jobs:
+                    yield from pending.popleft().result()
+        if batch:
+            pending.append(pool.submit(_work, batch))
+        while pending:
+            yield from pending.popleft().result()
+
+
+class _Summary:
+    """Counts and the first invalid reports (bounded), whatever the input size."""
+
+    SHOWN = 50
+
+    def __init__(self, policy: AnchorPolicy) -> None:
+        self.policy = policy
+        self.receipts = 0
+        self.invalid = 0
+        self.first: list[dict[str, Any]] = []  # the first SHOWN reports
+        self.invalid_shown: list[dict[str, Any]] = []  # the first SHOWN invalid reports
+
+    def add(self, report: dict[str, Any]) -> None:
+        self.receipts += 1
+        if len(self.first) < self.SHOWN:
+            self.first.append(report)
+        if not report["valid"]:
+            self.invalid += 1
+            if len(self.invalid_shown) < self.SHOWN:
+                self.invalid_shown.append(report)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "receipts": self.receipts,
+            "valid": self.receipts - self.invalid,
+            "invalid": self.invalid,
+            "policy": self.policy.describe(),
+        }
+
+
+class _JsonWriter:
+    """``{"results": [...], "summary": {...}}`` written as results arrive."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.n = 0
+        stream.write('{"results": [')
+
+    def result(self, report: dict[str, Any]) -> None:
+        self.stream.write((",\n  " if self.n else "\n  ") + json.dumps(report))
+        self.n += 1
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self.stream.write(f'\n], "summary": {json.dumps(summary)}}}\n')
+        self.stream.flush()
 
 
 def _verify_one(
@@ -167,12 +332,13 @@ def _verify_one(
     return report
 
 
-def _print_table(reports: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    shown = reports if len(reports) <= 50 else [r for r in reports if not r["valid"]][:50]
+def _print_table(summary: _Summary) -> None:
+    every = summary.receipts <= summary.SHOWN
+    shown = summary.first if every else summary.invalid_shown
     rows = []
     for r in shown:
         if "error" in r:
-            rows.append([r["source"], "INVALID", "-", f"{r['error']}: {r['reason']}"])
+            rows.append([r["source"], "INVALID", "-", _why(r)])
             continue
         anchors = (
             ", ".join(
@@ -184,13 +350,22 @@ def _print_table(reports: list[dict[str, Any]], summary: dict[str, Any]) -> None
         rows.append([r["source"], "valid" if r["valid"] else "INVALID", anchors, _why(r) or r["state"]])
     if rows:
         print(table(["receipt", "result", "anchors", "detail"], rows))
-        if len(shown) < len(reports):
-            print(f"({len(reports) - len(shown)} more valid receipts not listed)")
+        if not every:
+            hidden_invalid = summary.invalid - len(shown)
+            print(
+                f"({summary.receipts - summary.invalid} valid receipts not listed"
+                + (f"; {hidden_invalid} more invalid ones: use --json for all" if hidden_invalid else "")
+                + ")"
+            )
         print()
+    elif not every:
+        print(f"(all {summary.receipts} receipts valid; use --json for each one)")
+        print()
+    s = summary.to_dict()
     print(
         table(
             ["receipts", "valid", "invalid", "policy"],
-            [[str(summary["receipts"]), str(summary["valid"]), str(summary["invalid"]), summary["policy"]]],
+            [[str(s["receipts"]), str(s["valid"]), str(s["invalid"]), s["policy"]]],
         )
     )
 

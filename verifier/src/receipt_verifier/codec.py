@@ -300,7 +300,7 @@ def load_json(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Any:
     if len(data) > limits.max_bytes:
         raise LimitExceededError(f"receipt is {len(data)} bytes; the limit is {limits.max_bytes}")
     try:
-        return strict_json.loads(data)
+        return strict_json.loads_receipt(data)
     except (ValueError, RecursionError) as exc:
         raise MalformedReceiptError(f"receipt is not valid JSON: {exc}") from None
 

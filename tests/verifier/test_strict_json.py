@@ -1,0 +1,69 @@
+"""Repeated JSON keys are refused; the cheap receipt check agrees with the strict parser."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from receipt_verifier import strict_json
+from tests.conftest import VECTORS
+
+RECEIPT = (VECTORS / "valid/leaf0-of-3.json").read_text()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "a": 2}',
+        '{"a" : 1, "a": 2}',
+        '{"x": {"b": 1, "b": 1}}',
+        RECEIPT.replace('"state":', '"state": "pending", "state":', 1),
+        RECEIPT.replace('"leaf_index":', '"leaf_index" :0, "leaf_index":', 1),
+        RECEIPT.replace('"signature":', '"signature": "00",\n "signature" \n:', 1),
+    ],
+)
+def test_a_repeated_key_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="duplicate key"):
+        strict_json.loads(text)
+    with pytest.raises(ValueError, match="duplicate key"):
+        strict_json.loads_receipt(text)
+    with pytest.raises(ValueError, match="duplicate key"):
+        strict_json.loads_receipt(text.encode())
+
+
+def test_a_quote_and_colon_inside_a_string_is_not_a_key() -> None:
+    text = RECEIPT.replace('"type": "HealthReceipt"', '"type": "Health\\":Receipt"', 1)
+    assert strict_json.loads_receipt(text) == json.loads(text)
+
+
+keys = st.sampled_from(["a", "b", "hash", "ops", "l", "r", "anchors", "entry", "tree", "branches"])
+values: Any = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='ab":\\ ', max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.lists(st.tuples(keys, inner), max_size=5),
+    max_leaves=20,
+)
+
+
+def _render(v: Any) -> str:
+    if isinstance(v, list) and v and all(isinstance(x, tuple) for x in v):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_render(x)}" for k, x in v) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_render(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(keys, values), max_size=6))
+def test_the_cheap_check_agrees_with_the_strict_parser(pairs: list[tuple[str, Any]]) -> None:
+    text = _render(pairs) if pairs else "{}"
+    try:
+        expected = strict_json.loads(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            strict_json.loads_receipt(text)
+        return
+    assert strict_json.loads_receipt(text) == expected
