@@ -1,0 +1,204 @@
+"""``receipt-client``: stamp files (their hashes: the files never leave the machine), upgrade receipts,
+verify offline.
+
+Exit codes: 0 done (for verify: every receipt valid); 1 a receipt invalid or not anchored yet;
+2 bad usage, unreadable file or the service unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from receipt_verifier import AnchorPolicy, Verifier
+from receipt_verifier._progress import table
+from receipt_verifier.errors import Error, UsageError
+from receipt_verifier.fabric.trust import load_trust
+from receipt_verifier.ledger import load_public_key_file
+
+from .client import ClientError, ReceiptClient
+
+SUFFIX = ".receipt.json"
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+    return h.hexdigest()
+
+
+def _key(args: argparse.Namespace) -> str:
+    if args.key_file is not None:
+        try:
+            return str(args.key_file.read_text().strip())
+        except OSError as exc:
+            raise UsageError(f"{args.key_file}: cannot read the API key ({exc.strerror})") from None
+    key = os.environ.get("RECEIPT_API_KEY", "").strip()
+    if not key:
+        raise UsageError("no API key: pass --key-file FILE or set RECEIPT_API_KEY")
+    return key
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _state(doc: dict[str, Any]) -> str:
+    receipt = doc.get("receipt", doc)
+    state = str(receipt.get("state", "?"))
+    return state + (" (with evidence)" if "receipt" in doc else "")
+
+
+def _has_fabric(doc: dict[str, Any]) -> bool:
+    return any(
+        a.get("type") == "fabric"
+        for b in doc.get("branches", [])
+        for op in b.get("ops", [])
+        for a in op.get("anchors", [])
+    )
+
+
+async def _final(client: ReceiptClient, proof_id: str, wait: bool, timeout: float) -> dict[str, Any]:
+    doc = await client.receipt(proof_id, wait="anchored" if wait else None, timeout=timeout)
+    if doc.get("state") == "anchored" and _has_fabric(doc):
+        doc = await client.receipt(proof_id, evidence=True)  # self-contained: the blocks travel with it
+    return doc
+
+
+async def _stamp(args: argparse.Namespace) -> int:
+    files: list[Path] = args.files
+    hashes = [file_hash(f) for f in files]
+    async with ReceiptClient(args.server, _key(args), timeout=args.timeout + 30) as client:
+        items = await client.submit(hashes)
+        sem = asyncio.Semaphore(32)
+
+        async def one(path: Path, proof_id: str) -> dict[str, Any]:
+            async with sem:
+                doc = await _final(client, proof_id, args.wait, args.timeout)
+            _write(path.with_name(path.name + SUFFIX), doc)
+            return doc
+
+        docs = await asyncio.gather(*(one(f, it.proof_id) for f, it in zip(files, items, strict=True)))
+    rows = [[str(f), it.proof_id, it.hash[:16] + "…", _state(d)] for f, it, d in zip(files, items, docs, strict=True)]
+    print(table(["file", "proof_id", "sha-256", "state"], rows))
+    print(f"wrote {len(files)} receipt(s) as FILE{SUFFIX}", file=sys.stderr)
+    waiting = [r for r, d in zip(rows, docs, strict=True) if d.get("receipt", d).get("state") != "anchored"]
+    if args.wait and waiting:
+        print(
+            f"{len(waiting)} not anchored within {args.timeout:g} s: run 'receipt-client upgrade' later",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _upgrade(args: argparse.Namespace) -> int:
+    paths: list[Path] = args.receipts
+    docs = []
+    for p in paths:
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{p}: not a readable receipt ({exc})") from None
+        receipt = doc.get("receipt", doc) if isinstance(doc, dict) else None
+        if not isinstance(receipt, dict) or not isinstance(receipt.get("proof_id"), str):
+            raise UsageError(f"{p}: not a receipt (no proof_id)")
+        docs.append(receipt)
+    async with ReceiptClient(args.server, _key(args), timeout=args.timeout + 30) as client:
+        new = [await _final(client, d["proof_id"], args.wait, args.timeout) for d in docs]
+    rows = []
+    for p, old, doc in zip(paths, docs, new, strict=True):
+        before = old.get("state", "?")
+        _write(p, doc)
+        rows.append([str(p), old["proof_id"], before, _state(doc)])
+    print(table(["receipt", "proof_id", "was", "now"], rows))
+    return 0 if all(d.get("receipt", d).get("state") == "anchored" for d in new) else 1
+
+
+def _verify(args: argparse.Namespace) -> int:
+    keys = [load_public_key_file(k) for k in args.ledger_key]
+    trust = None
+    if args.trust is not None:
+        try:
+            trust = load_trust(args.trust.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"{args.trust}: cannot read ({exc.strerror})") from None
+    verifier = Verifier(keys, fabric_trust=trust)
+    policy = AnchorPolicy.parse(args.require_anchors)
+    rows, ok = [], True
+    for f in args.files:
+        receipt = f.with_name(f.name + SUFFIX)
+        try:
+            record, data = f.read_bytes(), receipt.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{exc.filename}: cannot read ({exc.strerror})") from None
+        try:
+            result = verifier.verify_policy(data, policy, record=record)
+        except Error as exc:
+            ok = False
+            rows.append([str(f), "INVALID", f"{type(exc).__name__}: {exc.diagnostics()}"])
+            continue
+        anchors = ", ".join(
+            f"{a.details.get('channel', a.type)}:{'ok' if a.status.value == 'verified' else a.status.value}"
+            for a in result.anchors
+        )
+        rows.append([str(f), "valid", anchors])
+    print(table(["file", "result", "anchors / why"], rows))
+    return 0 if ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="receipt-client",
+        description="Stamp files with the receipt service (only their SHA-256 is sent) and check the receipts.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    net = argparse.ArgumentParser(add_help=False)
+    net.add_argument("--server", default=os.environ.get("RECEIPT_SERVER", DEFAULT_SERVER), help="service URL")
+    net.add_argument("--key-file", type=Path, help="file holding the API key (default: $RECEIPT_API_KEY)")
+    net.add_argument("--wait", action="store_true", help="long-poll until anchored")
+    net.add_argument("--timeout", type=float, default=60.0, help="longest wait per receipt, seconds (default 60)")
+    s = sub.add_parser("stamp", parents=[net], help="hash files locally, submit, write FILE.receipt.json")
+    s.add_argument("files", nargs="+", type=Path)
+    u = sub.add_parser("upgrade", parents=[net], help="fetch the newer state of receipts (and Fabric evidence)")
+    u.add_argument("receipts", nargs="+", type=Path, metavar="FILE.receipt.json")
+    v = sub.add_parser("verify", help="offline: check FILE against FILE.receipt.json")
+    v.add_argument("files", nargs="+", type=Path)
+    v.add_argument("--ledger-key", type=Path, action="append", default=[], metavar="FILE")
+    v.add_argument("--trust", type=Path, metavar="FILE", help="pinned Fabric trust file")
+    v.add_argument("--require-anchors", default="all", metavar="all|any|N")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "verify":
+            return _verify(args)
+        return asyncio.run(_stamp(args) if args.command == "stamp" else _upgrade(args))
+    except (UsageError, ClientError) as exc:
+        print(f"receipt-client: error: {exc.diagnostics()}", file=sys.stderr)
+        return 2
+    except Error as exc:
+        print(f"receipt-client: invalid: {exc.diagnostics()}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The Python client and ``receipt-client`` against a real service process; retry logic against a fake."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from receipt_service._client_cli import main
+from receipt_service.client import ReceiptClient, ServiceProblem, Unreachable
+
+from .procs import create_key, server
+
+
+def _files(tmp_path: Path) -> list[Path]:
+    out = []
+    for name, data in [("visit.json", b'{"resourceType":"Encounter"}'), ("scan.pdf", b"%PDF-1.4 " + b"x" * 3_000_000)]:
+        (tmp_path / name).write_bytes(data)
+        out.append(tmp_path / name)
+    return out
+
+
+def test_stamp_wait_verify_and_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    key_file = tmp_path / "key"
+    key_file.write_text(create_key(data) + "\n")
+    work = tmp_path / "records"
+    work.mkdir()
+    files = _files(work)
+    with server(data, 0.2) as (_, base):
+        common = ["--server", base, "--key-file", str(key_file)]
+        assert main(["stamp", *map(str, files), *common, "--wait", "--timeout", "20"]) == 0
+        out = capsys.readouterr().out
+        assert out.count("anchored") == 2
+        receipts = [f.with_name(f.name + ".receipt.json") for f in files]
+        docs = [json.loads(r.read_text()) for r in receipts]
+        assert [d["state"] for d in docs] == ["anchored", "anchored"]
+        assert docs[1]["hash"] == hashlib.sha256(files[1].read_bytes()).hexdigest()
+
+        late = work / "late.txt"
+        late.write_bytes(b"lab result pending")
+        assert main(["stamp", str(late), *common]) == 0  # no --wait: written as it stands now
+        pending = json.loads((work / "late.txt.receipt.json").read_text())
+        assert pending["state"] in ("pending", "aggregated")
+        assert main(["upgrade", str(work / "late.txt.receipt.json"), *common, "--wait", "--timeout", "20"]) == 0
+        assert json.loads((work / "late.txt.receipt.json").read_text())["state"] == "anchored"
+        capsys.readouterr()
+
+        async def key() -> dict[str, object]:
+            async with ReceiptClient(base, key_file.read_text()) as client:
+                return await client.ledger_key()
+
+        (tmp_path / "ledger-key.json").write_text(json.dumps(asyncio.run(key())))
+    pin = ["--ledger-key", str(tmp_path / "ledger-key.json")]
+    assert main(["verify", *map(str, [*files, late]), *pin]) == 0
+    assert capsys.readouterr().out.count("valid") == 3
+    files[0].write_bytes(files[0].read_bytes() + b" ")  # the record changed after it was stamped
+    assert main(["verify", str(files[0]), *pin]) == 1
+    assert "HashMismatchError" in capsys.readouterr().out
+
+
+def test_client_errors_carry_the_problem_and_usage_errors_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    token = create_key(data)
+    with server(data, 0.2) as (_, base):
+
+        async def run() -> None:
+            async with ReceiptClient(base, token) as client:
+                items = await client.submit([hashlib.sha256(str(i).encode()).hexdigest() for i in range(1500)])
+                assert len(items) == 1500 and len({i.proof_id for i in items}) == 1500
+                unknown = "00000000-0000-1000-8000-000000000000"
+                batch = await client.receipts([i.proof_id for i in items[:300]] + [unknown])
+                assert len(batch.receipts) == 300 and batch.not_found == [unknown]
+                with pytest.raises(ServiceProblem) as err:
+                    await client.submit(["not-a-hash"])
+                assert err.value.status == 422 and "hashes[0]" in err.value.problem["detail"]
+            async with ReceiptClient(base, "hrk_nope_nope") as bad:
+                with pytest.raises(ServiceProblem) as err:
+                    await bad.receipt(items[0].proof_id)
+                assert err.value.status == 401 and err.value.problem["title"] == "Unauthorized"
+
+        asyncio.run(run())
+        assert main(["stamp", str(tmp_path / "missing.txt"), "--server", base, "--key-file", str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+async def test_retries_on_503_then_succeeds_and_gives_up_when_unreachable() -> None:
+    calls = []
+
+    async def hashes(request: web.Request) -> web.Response:
+        calls.append(request.headers["Authorization"])
+        if len(calls) < 3:
+            return web.json_response({"title": "Service unavailable", "detail": "draining"}, status=503)
+        doc = await request.json()
+        items = [{"proof_id": f"p{i}", "hash": h, "hash_received": "t"} for i, h in enumerate(doc["hashes"])]
+        return web.json_response({"hashes": items}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/hashes", hashes)
+    async with TestServer(app) as srv:
+        url = str(srv.make_url("/"))
+        async with ReceiptClient(url, "hrk_a_b", backoff=0.01) as client:
+            items = await client.submit(["ab" * 32])
+        assert [i.proof_id for i in items] == ["p0"] and calls == ["Bearer hrk_a_b"] * 3
+        async with ReceiptClient(url, "hrk_a_b", backoff=0.01, retries=1) as client:
+            calls.clear()  # the next two answers are 503 again: one retry is not enough
+            with pytest.raises(ServiceProblem, match="draining"):
+                await client.submit(["ab" * 32])
+    async with ReceiptClient(url, "k", backoff=0.01, retries=2) as gone:  # the server is closed now
+        with pytest.raises(Unreachable):
+            await gone.submit(["ab" * 32])
