@@ -82,7 +82,8 @@ async def _demo(data_dir: Path, keep: bool) -> int:
         pinned.write_bytes(key_doc)
         print(f"\nacknowledged in {acked * 1000:.0f} ms; all {len(rows)} receipts anchored after {anchored:.2f} s")
         if keep:
-            print(f"check them again offline: receipt-verify {out} --ledger-key {pinned}")
+            tool = Path(sys.executable).parent / "receipt-verify"
+            print(f"check them again offline: {tool} {out} --ledger-key {pinned}")
         return 0
     finally:
         stop.set()
@@ -123,7 +124,13 @@ def _keys(args: argparse.Namespace, data_dir: Path) -> int:
             print(f"revoked {args.key_id} (the service stops accepting it within seconds)")
             return 0
         rows = [
-            [k.key_id, k.tenant, ",".join(sorted(k.scopes)), k.created, k.revoked or "active"]
+            [
+                k.key_id,
+                k.tenant,
+                ",".join(sorted(k.scopes)),
+                k.created,
+                f"revoked {k.revoked}" if k.revoked else "active",
+            ]
             for k in store.list_api_keys()
         ]
         print(table(["key id", "tenant", "scopes", "created", "state"], rows) if rows else "no keys")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from receipt_verifier import strict_json
@@ -26,10 +27,13 @@ from .anchors import AnchorBackend, LocalLedgerBackend, iso_now
 from .auth import Authenticator, Principal
 from .config import Settings
 from .errors import (
+    ClientGoneError,
     ConflictError,
     NotFoundError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     ServiceError,
+    UnauthorizedError,
     UnavailableError,
     UnprocessableError,
     UnsupportedMediaTypeError,
@@ -98,6 +102,15 @@ def problem(status: int, title: str, detail: str, kind: str | None = None, **ext
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM)
 
 
+def _matches(resource: web.AbstractResource, path: str) -> bool:
+    """Whether a path fits a resource (for counting a 405 under its route)."""
+    info = resource.get_info()
+    if "path" in info:
+        return bool(info["path"] == path)
+    pattern = info.get("pattern")
+    return bool(pattern is not None and pattern.fullmatch(path))
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, text=json.dumps(data, separators=(",", ":")), content_type="application/json")
 
@@ -108,13 +121,20 @@ async def problems_and_metrics(
 ) -> web.StreamResponse:
     """Every error becomes problem+json; every answer is counted by route and status."""
     svc = request.app[SERVICE]
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    resource = request.match_info.route.resource
+    if resource is None and isinstance(request.match_info.http_exception, web.HTTPMethodNotAllowed):
+        resource = next((r for r in request.app.router.resources() if r.get_info() and _matches(r, request.path)), None)
+    route = resource.canonical if resource is not None else "unmatched"
     try:
         response = await handler(request)
+    except ClientGoneError as exc:  # nobody is listening: counted as 499, logged quietly, not an error
+        log.info("%s %s: %s", request.method, request.path, exc)
+        response = problem(exc.status, exc.title, str(exc))
     except ServiceError as exc:
         response = problem(exc.status, exc.title, str(exc))
-    except web.HTTPRequestEntityTooLarge as exc:
-        response = problem(413, "Payload too large", f"the body exceeds {exc.text or 'the size limit'}")
+    except web.HTTPRequestEntityTooLarge:
+        limit = svc.settings.max_body_bytes
+        response = problem(413, "Payload too large", f"the body exceeds the limit of {limit} bytes")
     except web.HTTPMethodNotAllowed as exc:
         response = problem(
             405,
@@ -134,6 +154,19 @@ async def problems_and_metrics(
 
 
 # ---------------------------------------------------------------------- submit
+
+
+async def _read_body(request: web.Request, timeout: float) -> bytes:
+    """The whole body; a client that stops sending gets 408, one that hangs up is noted, not an error."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeoutError(f"the body did not arrive within {timeout:g} s") from None
+    except (ConnectionError, aiohttp.ClientPayloadError, web.HTTPRequestEntityTooLarge) as exc:
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
+            raise
+        raise ClientGoneError("the client closed the connection before its body was complete") from None
 
 
 def _parse_json_hashes(body: bytes, limit: int) -> list[bytes]:
@@ -156,7 +189,9 @@ def _parse_json_hashes(body: bytes, limit: int) -> list[bytes]:
         if type(h) is not str:
             raise UnprocessableError(f"hashes[{i}] must be a string, got {type(h).__name__}")
         if len(h) != 64:
-            raise UnprocessableError(f"hashes[{i}] has {len(h)} characters; a SHA-256 hash is 64 hex characters")
+            raise UnprocessableError(
+                f"hashes[{i}] has {len(h)} character{'' if len(h) == 1 else 's'}; a SHA-256 hash is 64 hex characters"
+            )
         try:
             b = bytes.fromhex(h)
         except ValueError:
@@ -183,12 +218,18 @@ async def submit(request: web.Request) -> web.Response:
     s = svc.settings
     if request.content_length is not None and request.content_length > s.max_body_bytes:
         raise PayloadTooLargeError(f"the body is {request.content_length} bytes; the limit is {s.max_body_bytes}")
-    ctype = request.content_type
-    if ctype not in ("application/json", "application/octet-stream"):
+    ctype = request.content_type if request.headers.get("Content-Type", "").strip() else None
+    if ctype not in ("application/json", "application/octet-stream", None):
         raise UnsupportedMediaTypeError(
             f"content type {ctype!r} is not accepted; use application/json or application/octet-stream"
         )
-    body = await request.read()
+    body = await _read_body(request, s.body_timeout_seconds)
+    if ctype is None:  # no Content-Type: a JSON object starts with '{', raw hashes are anything
+        if body.lstrip()[:1] != b"{":
+            raise UnsupportedMediaTypeError(
+                'no Content-Type: send application/json ({"hashes": [...]}) or application/octet-stream (raw hashes)'
+            )
+        ctype = "application/json"
     if len(body) > s.max_body_bytes:
         raise PayloadTooLargeError(f"the body is {len(body)} bytes; the limit is {s.max_body_bytes}")
     if ctype == "application/json":
@@ -215,7 +256,7 @@ async def submit(request: web.Request) -> web.Response:
         await svc.store.add_batch(batch)
     finally:
         svc.inflight_submits -= 1
-    svc.metrics.hashes_accepted.labels(who.tenant).inc(batch.count)
+    svc.metrics.hashes_accepted.inc(batch.count)
     ready = iso_now(time.time_ns() + int((svc.settings.window_seconds + 0.2) * 1e9))
     # Every value is a UUID, hex or a timestamp (nothing to escape): joining strings is ~3x faster
     # than json.dumps on 1000 small objects, and this is the hot path.
@@ -240,12 +281,17 @@ def _format(request: web.Request) -> str:
     return fmt
 
 
-def _check_params(request: web.Request, allowed: frozenset[str]) -> None:
+def _check_params(request: web.Request, allowed: frozenset[str], repeatable: frozenset[str] = frozenset()) -> None:
     extra = sorted(set(request.query) - allowed)
     if extra:
         raise UnprocessableError(
             f"unknown query parameter(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}"
         )
+    twice = sorted(k for k in set(request.query) - repeatable if len(request.query.getall(k)) > 1)
+    if twice:
+        raise UnprocessableError(f"query parameter(s) {', '.join(twice)} given more than once")
+    if "timeout" in request.query and "wait" not in request.query:
+        raise UnprocessableError("timeout only applies with wait=aggregated or wait=anchored")
 
 
 def _render(found: Located, fmt: str) -> dict[str, Any]:
@@ -313,7 +359,7 @@ async def get_proofs(request: web.Request) -> web.Response:
     """GET /proofs?ids=a,b,...: up to N receipts; ids not found are listed, not errors."""
     svc = request.app[SERVICE]
     who = await _principal(request, "read")
-    _check_params(request, _BATCH_PARAMS)
+    _check_params(request, _BATCH_PARAMS, repeatable=frozenset({"ids"}))
     fmt = _format(request)
     raw = [p for v in request.query.getall("ids", []) for p in v.split(",") if p]
     if not raw:
@@ -388,14 +434,17 @@ async def ledger_key(request: web.Request) -> web.Response:
     ledger = request.app[SERVICE].ledger()
     if ledger is None:
         raise NotFoundError("this instance has no local ledger configured")
-    return _json(
-        {
-            "algorithm": "Ed25519",
-            "key_id": ledger.ledger.key_id,
-            "public_key": raw_public_key(ledger.ledger.public_key).hex(),
-            "public_key_pem": ledger.ledger.public_key_pem(),
-        }
-    )
+    return _json(ledger_key_doc(ledger))
+
+
+def ledger_key_doc(backend: LocalLedgerBackend) -> dict[str, str]:
+    """The public key document auditors pin (``receipt-verify --ledger-key`` takes it as is)."""
+    return {
+        "algorithm": "Ed25519",
+        "key_id": backend.ledger.key_id,
+        "public_key": raw_public_key(backend.ledger.public_key).hex(),
+        "public_key_pem": backend.ledger.public_key_pem(),
+    }
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -405,8 +454,15 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def _principal(request: web.Request, scope: str) -> Principal:
-    header = request.headers.get("Authorization") or request.headers.get("X-API-Key")
-    return await request.app[SERVICE].auth.authenticate(header, scope)
+    auth = request.headers.get("Authorization")
+    if auth is not None:
+        scheme, _, token = auth.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise UnauthorizedError(
+                "the Authorization header must use the Bearer scheme: 'Authorization: Bearer hrk_...'"
+            )
+        return await request.app[SERVICE].auth.authenticate(token.strip(), scope)
+    return await request.app[SERVICE].auth.authenticate(request.headers.get("X-API-Key"), scope)
 
 
 # ---------------------------------------------------------------------- app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -57,11 +58,22 @@ class Settings:
     anchor_retry_max_seconds: float = 30.0
     shutdown_grace_seconds: float = 30.0
     key_cache_seconds: float = 2.0
+    body_timeout_seconds: float = 10.0
     fabric: FabricSettings | None = None  # only from a TOML file's [fabric] table
 
     def check(self) -> Settings:
         """Reject values the service cannot run with, naming the setting."""
         problems = []
+        if re.fullmatch(r"[0-9.]+|.*:.*", self.host):
+            try:
+                ipaddress.ip_address(self.host)
+            except ValueError:
+                problems.append(f"host {self.host!r} is not a valid IP address")
+        elif not re.fullmatch(
+            r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+            self.host,
+        ):
+            problems.append(f"host {self.host!r} is not a valid host name")
         if not 0 < self.port < 65536 and self.port != 0:
             problems.append(f"port {self.port} is outside 0..65535")
         if not 0.01 <= self.window_seconds <= 3600:
@@ -76,6 +88,8 @@ class Settings:
             problems.append("max_body_bytes must hold max_hashes_per_request raw hashes (32 bytes each)")
         if self.retention_days is not None and self.retention_days <= 0:
             problems.append("retention_days must be positive (leave it unset to keep receipts forever)")
+        if self.body_timeout_seconds <= 0:
+            problems.append("body_timeout_seconds must be positive")
         if self.max_wait_seconds < 0 or self.anchor_retry_max_seconds <= 0 or self.shutdown_grace_seconds < 0:
             problems.append("max_wait_seconds, anchor_retry_max_seconds and shutdown_grace_seconds must be positive")
         if problems:

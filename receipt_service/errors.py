@@ -98,3 +98,17 @@ class AnchorBackendError(UnavailableError):
     """An anchor backend could not take a root (retried later)."""
 
     title = "Anchor backend unavailable"
+
+
+class RequestTimeoutError(ClientError):
+    """The client did not send its body in time."""
+
+    status = 408
+    title = "Request timeout"
+
+
+class ClientGoneError(ClientError):
+    """The client hung up before its request was complete; nobody receives an answer."""
+
+    status = 499
+    title = "Client closed request"

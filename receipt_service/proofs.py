@@ -35,13 +35,12 @@ class Located:
 def parse_ids(ids: Sequence[str]) -> list[tuple[str, int]]:
     """Proof ids -> (id, receive ticks); a malformed id is a 422 naming it."""
     out = []
-    for i, text in enumerate(ids):
+    for i, raw in enumerate(ids):
+        text = raw.lower()  # UUIDs are case-insensitive; receipts spell them in lowercase
         try:
             out.append((text, pid.parse_proof_id(text).ticks))
         except MalformedReceiptError:
-            raise UnprocessableError(
-                f"ids[{i}]: {text[:80]!r} is not a proof id (a lowercase version-1 UUID)"
-            ) from None
+            raise UnprocessableError(f"ids[{i}]: {raw[:80]!r} is not a proof id (a version-1 UUID)") from None
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from .anchors import AnchorBackend, LocalLedgerBackend
 from .anchors.fabric import FabricChannelBackend
-from .app import MAX_LINE, Service, init_app
+from .app import MAX_LINE, Service, init_app, ledger_key_doc
 from .auth import make_key
 from .config import FabricSettings, Settings
 from .fabric.evidence import BlockCache
@@ -27,11 +28,19 @@ log = logging.getLogger("receipt_service")
 DEFAULT_KEY_FILE = "default-api-key"
 
 
+PUBLIC_KEY_FILE = "ledger-key.pub.json"
+
+
 def open_service(settings: Settings) -> Service:
     """The store and anchor backends of a data directory, wired into a service."""
     data_dir = settings.data_dir
+    private_dir(data_dir)
     store = SQLiteStore(data_dir)
-    backends: list[AnchorBackend] = [LocalLedgerBackend(data_dir)]
+    ledger = LocalLedgerBackend(data_dir)
+    backends: list[AnchorBackend] = [ledger]
+    public = data_dir / PUBLIC_KEY_FILE  # what auditors pin; ledger-key.pem beside it is the private key
+    public.write_text(json.dumps(ledger_key_doc(ledger), indent=2) + "\n")
+    public.chmod(0o644)
     closers: list[Callable[[], Awaitable[None]]] = []
     evidence = None
     if settings.fabric is not None:
@@ -42,7 +51,6 @@ def open_service(settings: Settings) -> Service:
             FabricChannelBackend(client, ch, settings.fabric.chaincode, settings.fabric.concurrency, evidence)
             for ch in settings.fabric.channels
         ]
-    ensure_default_key(store, data_dir)
     return Service(settings, store, backends, closers=closers, evidence=evidence)
 
 
@@ -51,6 +59,17 @@ def fabric_client(fabric: FabricSettings) -> GatewayClient:
     identity = Identity.from_files(fabric.msp_id, fabric.cert, fabric.key)
     endpoints = [Endpoint.from_files(g.endpoint, g.tls_root_cert, g.server_name) for g in fabric.gateways]
     return GatewayClient(identity, endpoints)
+
+
+def private_dir(data_dir: Path) -> None:
+    """The data directory and what the service writes in it are readable by the service's user only."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    for name in ("receipts.sqlite3", "receipts.sqlite3-wal", "receipts.sqlite3-shm", "ledger.jsonl"):
+        path = data_dir / name
+        if path.exists():
+            path.chmod(0o600)
 
 
 def ensure_default_key(store: Store, data_dir: Path) -> Path | None:
@@ -79,6 +98,7 @@ async def serve(
     site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port
+    ensure_default_key(service.store, settings.data_dir)  # only once the service could bind its address
     ledger = service.ledger()
     log.info(
         "serving on http://%s:%d (data %s, window %.3gs, ledger key id %s)",

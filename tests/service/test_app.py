@@ -279,7 +279,8 @@ async def test_health_ready_metrics_openapi(env: Env) -> None:
     await env.submit(_hashes(5))
     await env.service.aggregator.close_window()
     text = await (await env.client.get("/metrics")).text()
-    assert 'receipt_hashes_accepted_total{tenant="clinic-a"} 5.0' in text
+    assert "receipt_hashes_accepted_total 5.0" in text
+    assert "clinic-a" not in text  # /metrics needs no key: it names no tenant
     assert 'receipt_http_requests_total{route="/hashes",status="202"} 1.0' in text
     assert "receipt_window_leaves_count" in text and "receipt_backlog_hashes 0.0" in text
     doc = await (await env.client.get("/openapi.json")).json()
@@ -386,3 +387,41 @@ async def test_a_window_that_cannot_close_makes_readyz_fail(make_env: Factory) -
     body = await _problem(await env.client.get("/readyz"), 503)
     assert "integrity check" in body["checks"]["windows"]
     assert (await env.service.store.stats()).backlog == 1  # still waiting, not dropped
+
+
+async def test_first_hour_rough_edges(env: Env) -> None:
+    """Rough edges a new user hit (issue 14): each now answers a clear problem."""
+    [item] = await env.submit(_hashes(1))
+    pid = item["proof_id"]
+    token = env.tokens["clinic"]
+    body = await _problem(await env.client.get(f"/proofs/{pid}", headers={"Authorization": token}), 401)
+    assert "Bearer scheme" in body["detail"]
+    ok = await env.client.get(f"/proofs/{pid}", headers={"Authorization": f"bearer {token}"})
+    assert ok.status == 200
+    assert (await env.client.get(f"/proofs/{pid.upper()}", headers=env.auth())).status == 200
+    body = await _problem(await env.client.get(f"/proofs/{pid}?timeout=5", headers=env.auth()), 422)
+    assert "only applies with wait" in body["detail"]
+    body = await _problem(await env.client.get(f"/proofs/{pid}?wait=anchored&wait=aggregated", headers=env.auth()), 422)
+    assert "wait given more than once" in body["detail"]
+    body = await _problem(await env.client.post("/hashes", json={"hashes": ["a"]}, headers=env.auth()), 422)
+    assert "has 1 character;" in body["detail"]
+    no_type = await env.client.post(
+        "/hashes", data=json.dumps({"hashes": _hashes(1)}).encode(), headers={**env.auth(), "Content-Type": ""}
+    )
+    assert no_type.status == 202, await no_type.text()
+    chunked = await env.client.post(
+        "/hashes",
+        data=_chunks(b"x" * (env.service.settings.max_body_bytes + 5000)),
+        headers={**env.auth(), "Content-Type": "application/octet-stream"},
+    )
+    body = await _problem(chunked, 413)
+    assert body["detail"] == f"the body exceeds the limit of {env.service.settings.max_body_bytes} bytes"
+    wrong = await env.client.request("DELETE", "/hashes", headers=env.auth())
+    assert wrong.status == 405
+    text = await (await env.client.get("/metrics")).text()
+    assert 'receipt_http_requests_total{route="/hashes",status="405"} 1.0' in text
+
+
+async def _chunks(data: bytes) -> Any:
+    for i in range(0, len(data), 65536):
+        yield data[i : i + 65536]

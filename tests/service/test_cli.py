@@ -29,7 +29,7 @@ def test_keys_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "no active key" in capsys.readouterr().err
     main(["keys", "list", "--data-dir", str(tmp_path)])
     row = next(line for line in capsys.readouterr().out.splitlines() if key_id in line)
-    assert "active" not in row and row.split()[-1].endswith("Z")  # the revocation time
+    assert "active" not in row and "revoked 20" in row and row.split()[-1].endswith("Z")  # the revocation time
 
 
 @pytest.mark.parametrize(
@@ -70,3 +70,26 @@ def test_console_script_is_installed() -> None:
     assert exe is not None
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60, check=True).stdout
     assert "serve" in out and "keys" in out and "demo" in out
+
+
+def test_serve_refuses_a_bad_host_before_it_creates_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    assert main(["serve", "--data-dir", str(data), "--host", "256.1.1.1"]) == 1
+    assert "not a valid IP address" in capsys.readouterr().err
+    assert not (data / "default-api-key").exists()
+
+
+def test_the_data_directory_is_private_and_the_public_key_is_written(tmp_path: Path) -> None:
+    from .procs import server
+
+    data = tmp_path / "data"
+    with server(data, 0.2):
+        pass
+    assert data.stat().st_mode & 0o777 == 0o700
+    for name in ("receipts.sqlite3", "ledger.jsonl", "ledger-key.pem", "default-api-key"):
+        assert (data / name).stat().st_mode & 0o077 == 0, name
+    doc = json.loads((data / "ledger-key.pub.json").read_text())
+    assert doc["algorithm"] == "Ed25519" and "PRIVATE" not in doc["public_key_pem"]
+    load_public_key_file(data / "ledger-key.pub.json")

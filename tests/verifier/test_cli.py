@@ -150,3 +150,30 @@ def test_large_batches_stream_in_order_across_processes(tmp_path: Path, capsys: 
     out = capsys.readouterr().out
     assert f"{batch}:1235" in out and "ProofIdMismatchError" in out
     assert "(2599 valid receipts not listed)" in out
+
+
+def test_a_saved_proofs_answer_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    receipts = [json.loads((VECTORS / f"valid/{n}.json").read_text()) for n in ("leaf0-of-3", "leaf2-of-3")]
+    saved = tmp_path / "answer.json"
+    saved.write_text(json.dumps({"receipts": receipts, "not_found": [], "not_anchored": []}, indent=1))
+    assert main([str(saved), "--ledger-key", KEY, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["source"] for r in report["results"]] == [f"{saved}#receipts[0]", f"{saved}#receipts[1]"]
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    exe = shutil.which("receipt-verify", path=str(Path(sys.executable).parent))
+    assert exe
+    receipts = [json.dumps(json.loads((VECTORS / "valid/leaf0-of-3.json").read_text()))] * 3000
+    (tmp_path / "many.jsonl").write_text("\n".join(receipts) + "\n")
+    out = subprocess.run(
+        f"set -o pipefail; '{exe}' '{tmp_path / 'many.jsonl'}' --ledger-key '{KEY}' --json --jobs 1 | head -1",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.stdout == '{"results": [\n'
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
+    assert out.returncode == 141  # killed by SIGPIPE, like any Unix filter

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import strict_json
 from ._progress import Progress, table
 from .audit import find_items, render_html, run_audit
 from .chainpoint import to_chainpoint_v4
@@ -83,7 +86,9 @@ def _iter_inputs(files: list[Path | None]) -> Iterator[Item]:
                         if line.strip():
                             yield Item(f"{f}:{n}", line)
             else:
-                yield Item(str(f), f.read_bytes())
+                yield from (
+                    _split(str(f), f.read_bytes()) if f.suffix == ".json" else iter([Item(str(f), f.read_bytes())])
+                )
         except OSError as exc:
             raise UsageError(f"{f}: cannot read ({exc.strerror})") from None
 
@@ -95,6 +100,12 @@ def _count(files: list[Path | None]) -> int | None:
         if f is None:
             return None
         if f.suffix != ".jsonl":
+            try:
+                with open(f, "rb") as handle:
+                    if _BATCH_DOC.match(handle.read(256)):
+                        return None  # a /proofs?ids= answer holds many receipts: no total known up front
+            except OSError as exc:
+                raise UsageError(f"{f}: cannot read ({exc.strerror})") from None
             total += 1
             continue
         try:
@@ -109,7 +120,21 @@ def _count(files: list[Path | None]) -> int | None:
     return total
 
 
+_BATCH_DOC = re.compile(rb'\s*\{\s*"receipts"\s*:')
+
+
 def _split(source: str, data: bytes) -> Iterator[Item]:
+    if _BATCH_DOC.match(data):  # a saved GET /proofs?ids= answer: its receipts, one by one
+        try:
+            doc = strict_json.loads(data)
+        except ValueError as exc:
+            raise UsageError(f"{source}: not JSON ({exc})") from None
+        receipts = doc.get("receipts") if isinstance(doc, dict) else None
+        if not isinstance(receipts, list):
+            raise UsageError(f"{source}: 'receipts' must be a list (a GET /proofs?ids= answer)")
+        for i, r in enumerate(receipts):
+            yield Item(f"{source}#receipts[{i}]", json.dumps(r).encode())
+        return
     stripped = data.lstrip()
     if stripped.startswith(b"{") and b"\n{" not in stripped.rstrip():
         yield Item(source, data)
@@ -505,6 +530,13 @@ def _chainpoint_main(argv: list[str]) -> int:
     json.dump(to_chainpoint_v4(parse_receipt(data)), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return EXIT_VALID
+
+
+def run() -> None:
+    """Console entry point: like Unix tools, die quietly when the reader of the output goes away."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())
 
 
 def main(argv: list[str] | None = None) -> int:
