@@ -244,10 +244,26 @@ def _duplicate_endorsement(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
     f.endorse(cap, ["Hospitals", "Hospitals"])
 
 
+def _certificate(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, signer: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    """A one-day certificate for ``key``, signed by ``signer`` (a CA nobody pinned)."""
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(signer, hashes.SHA256())
+    )
+
+
 def _rogue_ca(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
     """An Insurers 'peer' certificate from a CA nobody pinned."""
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca.insurers.receipts.test")])
     name = x509.Name(
         [
@@ -255,16 +271,7 @@ def _rogue_ca(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
             x509.NameAttribute(NameOID.COMMON_NAME, "peer0.insurers.receipts.test"),
         ]
     )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(ca_key, hashes.SHA256())
-    )
+    cert = _certificate(name, ca_name, key, ca_key)
     rogue = Signer.__new__(Signer)
     rogue.key = key
     rogue.serialized = identities_pb2.SerializedIdentity(
@@ -617,18 +624,8 @@ async def _stamp(base: str, token: str, hash_hex: str) -> dict[str, Any]:
 def _rogue_msp(tmp_path: Path) -> Path:
     """An MSP folder (signcerts, keystore) whose certificate comes from a CA nobody pinned."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orderer9.orderer.receipts.test")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert = _certificate(name, name, key, key)
     msp = tmp_path / "rogue-msp"
     (msp / "signcerts").mkdir(parents=True)
     (msp / "keystore").mkdir()

@@ -101,7 +101,7 @@ def test_fabrics_programs_are_built_once_and_cached(net: Network) -> None:
         ["bash", str(INSTALL_SCRIPT), str(CACHE)], capture_output=True, text=True, timeout=60, check=False
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(net.home)
+    assert net.home is not None and out.stdout.strip() == str(net.home)
     assert "building" not in out.stderr and "checking" not in out.stderr, "a second run must not rebuild"
     assert (net.home / "VERSION").read_text().startswith("3.1.5 src-")
     version = subprocess.run([str(net.home / "bin" / "peer"), "version"], capture_output=True, text=True, check=True)
