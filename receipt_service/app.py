@@ -17,7 +17,7 @@ from aiohttp import web
 
 from receipt_verifier import strict_json
 from receipt_verifier.chainpoint import to_chainpoint_v4
-from receipt_verifier.codec import receipt_to_dict
+from receipt_verifier.codec import json_type, receipt_to_dict
 from receipt_verifier.errors import UsageError
 from receipt_verifier.evidence import make_bundle
 from receipt_verifier.ledger import raw_public_key
@@ -187,7 +187,7 @@ def _parse_json_hashes(body: bytes, limit: int) -> list[bytes]:
     out = []
     for i, h in enumerate(items):
         if type(h) is not str:
-            raise UnprocessableError(f"hashes[{i}] must be a string, got {type(h).__name__}")
+            raise UnprocessableError(f"hashes[{i}] must be a string, got {json_type(h)}")
         if len(h) != 64:
             raise UnprocessableError(
                 f"hashes[{i}] has {len(h)} character{'' if len(h) == 1 else 's'}; a SHA-256 hash is 64 hex characters"

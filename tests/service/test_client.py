@@ -116,3 +116,33 @@ async def test_retries_on_503_then_succeeds_and_gives_up_when_unreachable() -> N
     async with ReceiptClient(url, "k", backoff=0.01, retries=2) as gone:  # the server is closed now
         with pytest.raises(Unreachable):
             await gone.submit(["ab" * 32])
+
+
+def test_slow_and_vanishing_uploads(tmp_path: Path) -> None:
+    """A client that stops sending gets 408 in time; one that hangs up is a 499, never a 500 or a traceback."""
+    import socket
+    import time
+    import urllib.request
+
+    data = tmp_path / "data"
+    token = create_key(data)
+    with server(data, 0.2, env={"RECEIPT_SERVICE_BODY_TIMEOUT_SECONDS": "1"}) as (_, base):
+        host, port = base.removeprefix("http://").split(":")
+        head = (
+            f"POST /hashes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Length: 3200\r\n\r\n"
+        ).encode()
+        with socket.create_connection((host, int(port))) as slow:
+            slow.sendall(head + b"x" * 100)
+            t0 = time.monotonic()
+            answer = slow.recv(4096)
+            assert b" 408 " in answer.split(b"\r\n")[0] and b"did not arrive within 1 s" in answer
+            assert time.monotonic() - t0 < 5
+        with socket.create_connection((host, int(port))) as gone:
+            gone.sendall(head + b"x" * 100)
+        time.sleep(0.5)
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
+        assert 'route="/hashes",status="408"} 1.0' in metrics, metrics
+        assert 'route="/hashes",status="499"} 1.0' in metrics, metrics
+        assert 'status="500"' not in metrics

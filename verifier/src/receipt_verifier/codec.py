@@ -83,7 +83,7 @@ def _fail(where: str, what: str) -> MalformedReceiptError:
 
 def _obj(value: Any, where: str) -> dict[str, Any]:
     if type(value) is not dict:
-        raise _fail(where, f"expected an object, got {type(value).__name__}")
+        raise _fail(where, f"expected an object, got {json_type(value)}")
     return value
 
 
@@ -293,6 +293,18 @@ def _pending(value: Any) -> tuple[PendingAnchor, ...]:
             )
         )
     return tuple(out)
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type (``null``, ``number``, …) for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    names: dict[type, str] = {str: "a string", list: "an array", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def load_json(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Any:

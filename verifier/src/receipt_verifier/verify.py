@@ -89,11 +89,12 @@ class AnchorPolicy:
         if not anchors:
             return "the receipt has no anchor yet"
         if self.mode == "all" and verified < len(anchors):
-            return f"{verified} of {len(anchors)} anchors verified; the policy requires all"
+            noun = "anchor" if len(anchors) == 1 else "anchors"
+            return f"{verified} of {len(anchors)} {noun} verified; the policy requires all"
         if self.mode == "any" and verified == 0:
             return "no anchor verified; the policy requires at least one"
         if self.mode == "count" and verified < self.count:
-            return f"{verified} anchors verified; the policy requires {self.count}"
+            return f"{verified} anchor{'' if verified == 1 else 's'} verified; the policy requires {self.count}"
         return None
 
 
