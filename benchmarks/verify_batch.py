@@ -4,7 +4,7 @@ one process beside every core (`--jobs`), in one run.
     python benchmarks/verify_batch.py [--receipts 1000000]
 
 The file is written once (service receipts in 25,000-leaf trees, one local ledger); each command's
-memory is the summed RSS of its whole process tree, sampled every 0.1 s.
+memory is the summed RSS of its whole process tree, sampled every 0.25 s.
 """
 
 from __future__ import annotations
@@ -44,27 +44,18 @@ def write_receipts(path: Path, n: int, ledger: LocalLedger, chunk: int = 25_000)
 
 
 def _tree_rss(root: int) -> int:
-    """Summed RSS of a process and all its descendants."""
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+    """Summed RSS of a process and its descendants (found through /proc/PID/task/TID/children)."""
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
         try:
-            fields = Path(f"/proc/{d}/stat").read_text().rsplit(") ", 1)[1].split()
-        except OSError:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+            total += int(fields[21]) * PAGE
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
             continue
-        parents[int(d)] = int(fields[1])
-        rss[int(d)] = int(fields[21]) * PAGE
-    family = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parents.items():
-            if ppid in family and pid not in family:
-                family.add(pid)
-                grew = True
-    return sum(rss.get(p, 0) for p in family)
+    return total
 
 
 def run(cmd: list[str]) -> tuple[float, int, int]:
@@ -74,7 +65,7 @@ def run(cmd: list[str]) -> tuple[float, int, int]:
     peak = 0
     while proc.poll() is None:
         peak = max(peak, _tree_rss(proc.pid))
-        time.sleep(0.1)
+        time.sleep(0.25)
     return time.perf_counter() - t0, peak, proc.returncode
 
 
