@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut 3.8.1) of the verifier's checking modules and the service's window and
+# ledger code, in a scratch copy so the work tree is never touched. Slow (tens of minutes); not part
+# of ./run test. Prints every mutant that survived or timed out; `mutmut show NAME` in the scratch
+# directory shows one.
+#
+# Usage: tools/mutation.sh [GLOB ...]   (default: the modules below; e.g. src/receipt_verifier/merkle.py)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+py=${PYTHON:-$repo/.venv/bin/python}
+[[ -x "$py" ]] || { echo "mutation: run ./run test once first (it creates .venv)" >&2; exit 2; }
+"$py" -m pip install --quiet 'mutmut==3.8.1'
+
+modules=("$@")
+if [[ ${#modules[@]} -eq 0 ]]; then
+  modules=(src/receipt_verifier/verify.py src/receipt_verifier/codec.py src/receipt_verifier/fastpath.py
+           src/receipt_verifier/merkle.py src/receipt_verifier/ledger.py src/receipt_verifier/proof_id.py
+           src/receipt_verifier/fabric/evidence.py src/receipt_verifier/fabric/policy.py
+           receipt_service/windows.py receipt_service/ledger.py)
+fi
+scratch=${MUTATION_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/mutation.XXXXXX")}
+echo "mutation: scratch copy in $scratch" >&2
+mkdir -p "$scratch/tests"
+cp -r verifier/src proof_spec receipt_service pyproject.toml "$scratch/"
+cp -r tests/__init__.py tests/conftest.py tests/verifier tests/service "$scratch/tests/"
+rm -rf "$scratch/tests/service/fabric"   # the Fabric tests need a network; the checks they cover are in tests/verifier too
+{
+  echo "[mutmut]"
+  echo "source_paths=src"
+  echo "    receipt_service"
+  printf 'only_mutate=%s\n' "${modules[0]}"
+  for m in "${modules[@]:1}"; do printf '    %s\n' "$m"; done
+  echo "pytest_add_cli_args_test_selection=tests/"
+  # tests that read the repository's own layout, need npm packages, or run subprocesses of the installed copy
+  echo "pytest_add_cli_args=-k"
+  echo "    not chainpoint and not closed_pipe and not stream and not offline and not identical and not loadtest"
+  echo "also_copy=tests"
+  echo "    proof_spec"
+  echo "    pyproject.toml"
+} > "$scratch/setup.cfg"
+cd "$scratch"
+"$py" -m mutmut run || true
+"$py" -m mutmut results
