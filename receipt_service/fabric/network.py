@@ -843,14 +843,15 @@ class Network:
         """Wait until every peer's Gateway can gather endorsements from both orgs on every channel.
 
         Right after a commit or a restart, discovery does not yet know the other org's peer
-        ("no combination of peers can be derived"); the probe endorses a query that our chaincode
-        answers with "not anchored", which proves both endorsers were reached.
+        ("no combination of peers can be derived"). The probe has an ``AnchorRoot`` proposal endorsed
+        (both orgs must sign it under the policy) and never submits it, so nothing is written.
         """
         lay = self.layout
         user = lay.user_dir("Hospitals", "User1") / "msp"
         identity = Identity.from_files(
             "HospitalsMSP", next((user / "signcerts").glob("*.pem")), next((user / "keystore").iterdir())
         )
+        probe_args = ["probe/0", "0" * 64, "1", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"]
 
         async def probe(peer: Node) -> float:
             client = GatewayClient(identity, [Endpoint.from_files(lay.address(peer), lay.tls_ca(peer.org))])
@@ -859,11 +860,11 @@ class Network:
                 for ch in CHANNELS:
                     while True:
                         try:
-                            await client.endorse(ch, CHAINCODE, "GetAnchorByRoot", ["0" * 64])
-                            break  # someone anchored the all-zero root: endorsement works all the same
+                            await client.endorse(ch, CHAINCODE, "AnchorRoot", probe_args)
+                            break
                         except GatewayError as exc:
-                            if "is not anchored" in str(exc):
-                                break
+                            if "already anchored" in str(exc):
+                                break  # someone anchored the probe key: both orgs answered all the same
                             if time.monotonic() - t0 > timeout:
                                 raise NetworkError(f"the Gateway of {peer.name} is not ready on {ch}: {exc}") from None
                         await asyncio.sleep(0.25)

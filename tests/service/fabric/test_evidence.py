@@ -29,6 +29,7 @@ from fabric_protos.ledger.rwset import rwset_pb2
 from fabric_protos.ledger.rwset.kvrwset import kv_rwset_pb2
 from fabric_protos.msp import identities_pb2
 
+from receipt_service.fabric.gateway import GatewayError
 from receipt_service.fabric.network import Network
 from receipt_verifier import Verifier
 from receipt_verifier.errors import TrustFileError
@@ -403,13 +404,16 @@ def test_a_block_of_another_network_is_refused(evidence: Evidence, tmp_path: Pat
 
         async def anchor_one() -> bytes:
             client = fabric_client(settings.fabric)  # type: ignore[arg-type]
+            args = ["x/0", "a" * 64, "1", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"]
             try:
-                done = await client.submit(
-                    "insurance",
-                    "anchor",
-                    "AnchorRoot",
-                    ["x/0", "a" * 64, "1", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"],
-                )
+                for attempt in range(40):  # discovery may lag a moment behind on a busy machine
+                    try:
+                        done = await client.submit("insurance", "anchor", "AnchorRoot", args)
+                        break
+                    except GatewayError as exc:
+                        if exc.code != "FAILED_PRECONDITION" or attempt == 39:
+                            raise
+                        await asyncio.sleep(0.5)
                 return await client.fetch_block("insurance", done.block_number)
             finally:
                 await client.close()
