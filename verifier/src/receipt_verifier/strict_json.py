@@ -10,6 +10,7 @@ import json
 import re
 from typing import Any
 
+_DICTS = {dict}
 _WS_COLON = re.compile(r'"[ \t\n\r]+:')
 _WS_COLON_B = re.compile(rb'"[ \t\n\r]+:')
 
@@ -64,18 +65,14 @@ def _receipt_keys(doc: Any) -> int:
             continue
         n += len(b)
         ops = b.get("ops")
-        if type(ops) is not list:
-            continue
-        for op in ops:
-            if type(op) is not dict:
-                continue
-            n += len(op)
-            anchors = op.get("anchors")
-            if type(anchors) is list:
-                for a in anchors:
-                    if type(a) is dict:
-                        n += len(a)
-                        entry = a.get("entry")
-                        if type(entry) is dict:
-                            n += len(entry)
+        if type(ops) is not list or not ops or set(map(type, ops)) != _DICTS:
+            continue  # counted short: the caller then parses strictly
+        n += sum(map(len, ops))
+        anchors = ops[-1].get("anchors")  # v1: anchors only in the last op
+        if type(anchors) is list and set(map(type, anchors)) == _DICTS:
+            n += sum(map(len, anchors))
+            for a in anchors:
+                entry = a.get("entry")
+                if type(entry) is dict:
+                    n += len(entry)
     return n
