@@ -17,6 +17,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -162,12 +164,9 @@ class Layout:
             Node(f"orderer{i}", "orderer", b + i, ops_port=b + 3 + i, admin_port=b + 6 + i, org="Orderer")
             for i in range(ORDERERS)
         ]
-        self.peers = [
-            Node(f"peer0.{org.lower()}", "peer", b + 10 * (k + 1), ops_port=b + 10 * (k + 1) + 2, org=org)
-            for k, org in enumerate(PEER_ORGS)
-        ]
-        self.peers = [
-            Node(p.name, p.kind, p.port, ops_port=p.ops_port, chaincode_port=p.port + 1, org=p.org) for p in self.peers
+        self.peers = [  # base+10 and base+20: listen, +1 chaincode, +2 operations
+            Node(f"peer0.{org.lower()}", "peer", p, ops_port=p + 2, chaincode_port=p + 1, org=org)
+            for org, p in ((org, b + 10 * (k + 1)) for k, org in enumerate(PEER_ORGS))
         ]
         self.chaincode = Node("chaincode", "chaincode", b + 30)
         self.crypto = self.root / "crypto"
@@ -455,8 +454,6 @@ class Network:
             text = self._log_file(node).read_text(errors="replace")
         except OSError:
             return "(no log)"
-        import re
-
         text = re.sub(r"\x1b\[[0-9;]*m", "", text)
         return "\n".join(text.splitlines()[-lines:])
 
@@ -995,4 +992,4 @@ def _reap(pid: int) -> None:
 def iter_env_lines(env: Mapping[str, str]) -> Iterator[str]:
     """``export NAME='value'`` lines for a shell."""
     for k, v in env.items():
-        yield f"export {k}='{v}'"
+        yield f"export {k}={shlex.quote(v)}"

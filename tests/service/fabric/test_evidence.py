@@ -399,11 +399,11 @@ def test_a_block_of_another_network_is_refused(evidence: Evidence, tmp_path: Pat
         from receipt_service.config import load_settings
         from receipt_service.server import fabric_client
 
-        settings = load_settings(other.layout.root / "receipt-service.toml", environ={})
-        assert settings.fabric is not None
+        fabric = load_settings(other.layout.root / "receipt-service.toml", environ={}).fabric
+        assert fabric is not None
 
         async def anchor_one() -> bytes:
-            client = fabric_client(settings.fabric)  # type: ignore[arg-type]
+            client = fabric_client(fabric)
             args = ["x/0", "a" * 64, "1", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"]
             try:
                 for attempt in range(40):  # discovery may lag a moment behind on a busy machine

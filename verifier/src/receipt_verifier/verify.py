@@ -260,9 +260,9 @@ class Verifier:
         """Verify one receipt (or evidence bundle); raise a ``receipt_verifier.errors.Error`` if it is malformed
         or tampered. ``blocks`` are Fabric blocks keyed by (channel, number), as an evidence bundle holds them."""
         walked: tuple[bytes, tuple[Anchor, ...]] | None = None
-        if isinstance(receipt, str) and _EVIDENCE_MARK in receipt[:300]:
-            receipt = load_document(receipt)
-        elif isinstance(receipt, bytes) and _EVIDENCE_MARK_B in receipt[:300]:
+        if (isinstance(receipt, str) and _EVIDENCE_MARK in receipt[:300]) or (
+            isinstance(receipt, bytes) and _EVIDENCE_MARK_B in receipt[:300]
+        ):
             receipt = load_document(receipt)
         if isinstance(receipt, Mapping) and is_bundle(receipt):
             receipt, bundled = split_bundle(receipt)
