@@ -45,3 +45,17 @@ def test_verifier_distribution_dependencies() -> None:
         text = path.read_text()
         for banned in ("import aiohttp", "import redis", "import grpc", "pymerkle", "receipt_service"):
             assert banned not in text, f"{path.name} mentions {banned}"
+
+
+def test_fabric_evidence_is_checked_without_a_socket_or_grpc() -> None:
+    fabric = VECTORS / "fabric"
+    code = PROBE.replace('"--strict-schema", ', '"--trust", {trust}, ').format(
+        inputs=repr(str(fabric / "bundle.json")),
+        key=repr(str(fabric / "ledger-key.pub.json")),
+        trust=repr(str(fabric / "trust.json")),
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    probe = json.loads(out[out.index("PROBE") + 5 :])
+    assert probe["rc"] == 0  # all four anchors verified
+    assert probe["events"] == []
+    assert [m for m in probe["mods"] if m != "socket"] == []

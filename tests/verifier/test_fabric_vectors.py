@@ -1,0 +1,118 @@
+"""Fabric verification without a network: the captured evidence vector (proof_spec/vectors/fabric,
+made by proof_spec/tools/capture_fabric_vectors.py on a real network), DER headers and policies."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from receipt_verifier import Verifier
+from receipt_verifier.errors import TrustFileError
+from receipt_verifier.fabric import policy as pol
+from receipt_verifier.fabric.blocks import header_bytes
+from receipt_verifier.fabric.trust import load_trust
+from receipt_verifier.ledger import load_public_key_file
+from receipt_verifier.verify import AnchorStatus
+from tests.conftest import VECTORS
+
+FABRIC = VECTORS / "fabric"
+BUNDLE: dict[str, Any] = json.loads((FABRIC / "bundle.json").read_text())
+TRUST: dict[str, Any] = json.loads((FABRIC / "trust.json").read_text())
+RECORD = (FABRIC / "record.json").read_bytes()
+
+
+def _verifier(trust: dict[str, Any] = TRUST) -> Verifier:
+    return Verifier([load_public_key_file(FABRIC / "ledger-key.pub.json")], fabric_trust=load_trust(trust))
+
+
+def test_the_captured_bundle_verifies_offline() -> None:
+    result = _verifier().verify(json.dumps(BUNDLE), record=RECORD)
+    assert [a.status for a in result.anchors] == [AnchorStatus.VERIFIED] * 4
+    channels = sorted(a.details["channel"] for a in result.anchors if a.type == "fabric")
+    assert channels == ["insurance", "medical-history", "personal-health"]
+    assert all("InsurersMSP" in a.reason for a in result.anchors if a.type == "fabric")
+
+
+def test_a_flipped_block_byte_and_an_edited_trust_file_are_refused() -> None:
+    bundle = copy.deepcopy(BUNDLE)
+    item = next(b for b in bundle["fabric_blocks"] if b["number"] > 0)
+    raw = bytearray(base64.b64decode(item["block"]))
+    raw[len(raw) // 3] ^= 1
+    item["block"] = base64.b64encode(bytes(raw)).decode()
+    result = _verifier().verify(json.dumps(bundle))
+    failed = [a for a in result.anchors if a.status is AnchorStatus.FAILED]
+    assert len(failed) == 1 and failed[0].details["channel"] == item["channel"], result.anchors
+    trust = copy.deepcopy(TRUST)
+    trust["channels"]["insurance"]["endorsement_policy"] = "OR('HospitalsMSP.peer', 'InsurersMSP.peer')"
+    with pytest.raises(TrustFileError, match="endorsement_policy"):
+        load_trust(trust)
+
+
+def test_trust_show_prints_the_pinned_header_hashes(tmp_path: Any) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "receipt_verifier._cli", "trust", "show", str(FABRIC / "trust.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name, ch in TRUST["channels"].items():
+        assert name in out and ch["config_block_hash"] in out
+
+
+def test_der_header_known_answers() -> None:
+    zero = header_bytes(0, b"", b"\x00" * 32)
+    assert zero == bytes.fromhex("3027020100" + "0400" + "0420" + "00" * 32)
+    assert header_bytes(128, b"", b"")[:6] == bytes.fromhex("300802020080")  # 128 needs a 0 sign byte
+    assert header_bytes(300, b"\x01" * 200, b"")[:4] == bytes.fromhex("3081d102")  # long-form length
+
+
+@dataclass(frozen=True)
+class Signer:
+    msp_id: str
+    roles: frozenset[str]
+    serialized: bytes = b""
+
+
+def _sig(rule: dict[str, Any], *principals: tuple[str, str]) -> dict[str, Any]:
+    policy = {"type": "signature", "rule": rule, "principals": [{"msp_id": m, "role": r} for m, r in principals]}
+    pol.check(policy, "test")
+    return policy
+
+
+AND = _sig({"n_out_of": {"n": 2, "rules": [{"signed_by": 0}, {"signed_by": 1}]}}, ("H", "peer"), ("I", "peer"))
+H_PEER = Signer("H", frozenset({"member", "peer"}))
+I_PEER = Signer("I", frozenset({"member", "peer"}))
+I_CLIENT = Signer("I", frozenset({"member", "client"}))
+
+
+def test_signature_policies_follow_fabric() -> None:
+    assert pol.satisfied(AND, [H_PEER, I_PEER])
+    assert not pol.satisfied(AND, [H_PEER])
+    assert not pol.satisfied(AND, [H_PEER, I_CLIENT])  # the role matters
+    both_h = _sig({"n_out_of": {"n": 2, "rules": [{"signed_by": 0}, {"signed_by": 0}]}}, ("H", "peer"))
+    assert not pol.satisfied(both_h, [H_PEER]), "one signer satisfies one principal only"
+    assert pol.satisfied(both_h, [H_PEER, Signer("H", frozenset({"peer"}), b"other")])
+    assert pol.describe(AND) == "AND('H.peer', 'I.peer')"
+
+
+@pytest.mark.parametrize(("rule", "oks", "want"), [("ANY", 1, True), ("ALL", 1, False), ("MAJORITY", 2, True)])
+def test_implicit_meta_policies(rule: str, oks: int, want: bool) -> None:
+    subs = [_sig({"signed_by": 0}, (m, "member")) for m in ("A", "B", "C")]
+    meta = {"type": "implicit_meta", "rule": rule, "sub_policy": "Writers", "policies": subs}
+    pol.check(meta, "test")
+    signers = [Signer(m, frozenset({"member"})) for m in ("A", "B", "C")[:oks]]
+    assert pol.satisfied(meta, signers) is want
+
+
+def test_a_malformed_policy_is_named() -> None:
+    with pytest.raises(TrustFileError, match="principals"):
+        pol.check({"type": "signature", "rule": {"signed_by": 0}, "principals": [{"msp_id": "H", "role": "x"}]}, "p")
+    with pytest.raises(TrustFileError, match="signed_by"):
+        pol.check({"type": "signature", "rule": {"signed_by": 3}, "principals": []}, "p")
