@@ -63,3 +63,14 @@ def test_public_key_formats() -> None:
         assert load_public_key(form) == key
     with pytest.raises(UsageError, match="cannot read a ledger public key"):
         load_public_key(b"hello")
+
+
+def test_a_ledger_line_is_compact_sorted_json_and_parses_back() -> None:
+    from receipt_verifier.ledger import parse_ledger_line
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    signed = _chain(key, 1)[0]
+    line = signed.to_json()
+    assert line.startswith('{"entry":{"prev":"' + "0" * 64 + '","root":"') and '", "' not in line
+    assert line.index('"signature":') > line.index('"entry":') and "\n" not in line
+    assert parse_ledger_line(line, 1) == signed

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from receipt_verifier import MalformedReceiptError, ProofIdMismatchError
 from receipt_verifier import proof_id as pid
@@ -47,3 +49,26 @@ def test_received_must_be_a_real_time() -> None:
         pid.received_to_ticks("2025-02-30T00:00:00.0000000Z")
     with pytest.raises(MalformedReceiptError, match="not of the form"):
         pid.received_to_ticks("2025-02-03T00:00:00Z")
+
+
+@given(st.integers(0, (1 << 60) - 1), st.integers(0, (1 << 14) - 1), st.binary(min_size=32, max_size=32))
+def test_every_field_survives_the_round_trip(ticks: int, clock_seq: int, digest: bytes) -> None:
+    """A mutation of any mask or shift in make_proof_id or parse_proof_id breaks this."""
+    u = pid.make_proof_id(ticks, clock_seq, digest.hex())
+    assert u.version == 1 and u.variant == uuid.RFC_4122
+    parts = pid.parse_proof_id(str(u))
+    assert (parts.ticks, parts.clock_seq) == (ticks, clock_seq)
+    assert parts.node == pid.node_field(ticks, clock_seq, digest.hex())
+    assert u.time == ticks and u.clock_seq == clock_seq  # the standard library reads the same fields
+
+
+@pytest.mark.parametrize(("ticks", "clock_seq"), [(-1, 0), (1 << 60, 0), (0, -1), (0, 1 << 14)])
+def test_values_outside_the_uuid_fields_are_refused(ticks: int, clock_seq: int) -> None:
+    with pytest.raises(ValueError, match=r"UUIDv1 range|14 bits"):
+        pid.make_proof_id(ticks, clock_seq, H)
+
+
+def test_the_largest_values_fit() -> None:
+    u = pid.make_proof_id((1 << 60) - 1, (1 << 14) - 1, H)
+    parts = pid.parse_proof_id(str(u))
+    assert (parts.ticks, parts.clock_seq) == ((1 << 60) - 1, (1 << 14) - 1)
