@@ -63,9 +63,35 @@ func main() {
 	if id == "" || addr == "" {
 		log.Fatal("set CHAINCODE_ID (the installed package id) and CHAINCODE_SERVER_ADDRESS (host:port)")
 	}
-	server := &shim.ChaincodeServer{CCID: id, Address: addr, CC: Registry{}, TLSProps: shim.TLSProperties{Disabled: true}}
-	log.Printf("anchor chaincode %s listening on %s", id, addr)
+	tls, err := tlsProperties(os.Getenv("CHAINCODE_TLS_KEY_FILE"), os.Getenv("CHAINCODE_TLS_CERT_FILE"),
+		os.Getenv("CHAINCODE_TLS_CLIENT_CA_FILE"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	server := &shim.ChaincodeServer{CCID: id, Address: addr, CC: Registry{}, TLSProps: tls}
+	log.Printf("anchor chaincode %s listening on %s (TLS %v)", id, addr, !tls.Disabled)
 	if err := server.Start(); err != nil {
 		log.Fatalf("chaincode server: %v", err)
 	}
+}
+
+// tlsProperties: mutual TLS when the three files are given (peers must present a certificate the
+// client CA issued), plaintext when none is, an error for anything in between.
+func tlsProperties(keyFile, certFile, clientCAFile string) (shim.TLSProperties, error) {
+	if keyFile == "" && certFile == "" && clientCAFile == "" {
+		return shim.TLSProperties{Disabled: true}, nil
+	}
+	if keyFile == "" || certFile == "" || clientCAFile == "" {
+		return shim.TLSProperties{}, fmt.Errorf(
+			"set all of CHAINCODE_TLS_KEY_FILE, CHAINCODE_TLS_CERT_FILE, CHAINCODE_TLS_CLIENT_CA_FILE, or none")
+	}
+	var files [3][]byte
+	for i, name := range []string{keyFile, certFile, clientCAFile} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return shim.TLSProperties{}, fmt.Errorf("reading %s: %w", name, err)
+		}
+		files[i] = data
+	}
+	return shim.TLSProperties{Key: files[0], Cert: files[1], ClientCACerts: files[2]}, nil
 }

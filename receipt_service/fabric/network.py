@@ -3,7 +3,7 @@
 Three Raft orderers (org ``Orderer``), one peer each for ``Hospitals`` and ``Insurers``, the three
 domain channels joined through the channel participation API, and the ``anchor`` chaincode run as
 one external chaincode server, committed on every channel with ``AND('HospitalsMSP.peer',
-'InsurersMSP.peer')``. TLS is on everywhere except the peer-to-chaincode link on loopback.
+'InsurersMSP.peer')``. TLS is on everywhere, mutual between the peers and the chaincode server.
 Every step checks before it acts, so ``up`` on a running network only checks it and ``up`` after
 ``down`` (or after a node died) restarts what is missing with the same crypto and ledgers.
 """
@@ -15,6 +15,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import re
@@ -31,6 +32,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -312,8 +314,9 @@ Profiles:
 """
 
 
-def chaincode_package(address: str) -> bytes:
-    """The ccaas package (reproducible bytes: same input, same package id)."""
+def chaincode_package(address: str, tls: Mapping[str, str] | None = None) -> bytes:
+    """The ccaas package (reproducible bytes: same input, same package id); ``tls`` holds the PEM
+    ``root_cert`` of the chaincode server and the ``client_cert``/``client_key`` the peers present."""
 
     def tgz(files: Mapping[str, bytes]) -> bytes:
         raw = io.BytesIO()
@@ -327,9 +330,44 @@ def chaincode_package(address: str) -> bytes:
             gz.write(raw.getvalue())
         return out.getvalue()
 
-    connection = json.dumps({"address": address, "dial_timeout": "10s", "tls_required": False}).encode()
+    conn: dict[str, object] = {"address": address, "dial_timeout": "10s", "tls_required": tls is not None}
+    if tls is not None:
+        conn.update(client_auth_required=True, **tls)
+    connection = json.dumps(conn, sort_keys=True).encode()
     metadata = json.dumps({"type": "ccaas", "label": CHAINCODE}).encode()
     return tgz({"metadata.json": metadata, "code.tar.gz": tgz({"connection.json": connection})})
+
+
+def issue_tls_pair(ca_cert: Path, ca_key: Path, out: Path, name: str, *, server: bool) -> None:
+    """``out``.crt and ``out``.key: an ECDSA P-256 TLS certificate for 127.0.0.1 signed by the CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    assert isinstance(signer, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(ca.not_valid_after_utc)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), False)
+        .sign(signer, hashes.SHA256())
+    )
+    out.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(out.with_suffix(".key"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
 
 
 def package_id(package: bytes) -> str:
@@ -526,7 +564,14 @@ class Network:
             )
             return [self._bin("peer"), "node", "start"], env
         state = json.loads(self.state_file.read_text())
-        env.update(CHAINCODE_ID=state["package_id"], CHAINCODE_SERVER_ADDRESS=lay.address(node))
+        tls = lay.root / "chaincode-tls"
+        env.update(
+            CHAINCODE_ID=state["package_id"],
+            CHAINCODE_SERVER_ADDRESS=lay.address(node),
+            CHAINCODE_TLS_KEY_FILE=str(tls / "server.key"),
+            CHAINCODE_TLS_CERT_FILE=str(tls / "server.crt"),
+            CHAINCODE_TLS_CLIENT_CA_FILE=str(lay.tls_ca("Hospitals")),
+        )
         return [str(lay.root / "bin" / "anchorcc")], env
 
     def start(self, name: str) -> int:
@@ -681,7 +726,7 @@ class Network:
                 self.stop(lay.chaincode.name)
             shutil.copy(cc_bin, str(target) + ".tmp")
             os.replace(str(target) + ".tmp", target)
-        package = chaincode_package(lay.address(lay.chaincode))
+        package = chaincode_package(lay.address(lay.chaincode), self._chaincode_tls())
         (lay.artifacts / "anchor.tgz").write_bytes(package)
         state = {
             "base_port": lay.base_port,
@@ -690,6 +735,25 @@ class Network:
             "channels": list(CHANNELS),
         }
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    def _chaincode_tls(self) -> dict[str, str]:
+        """Mutual TLS between the peers and the chaincode server, from certificates the Hospitals TLS CA
+        issues once per network: a server certificate for 127.0.0.1 and a client certificate the
+        peers present (in the package's connection.json, as Fabric's ccaas builder expects)."""
+        lay = self.layout
+        out = lay.root / "chaincode-tls"
+        ca_cert = lay.tls_ca("Hospitals")
+        if not (out / ".complete").exists():
+            ca_key = next((ca_cert.parent).glob("*_sk"))
+            out.mkdir(exist_ok=True)
+            issue_tls_pair(ca_cert, ca_key, out / "server", "anchor-chaincode", server=True)
+            issue_tls_pair(ca_cert, ca_key, out / "client", "peer-chaincode-client", server=False)
+            (out / ".complete").touch()
+        return {
+            "root_cert": ca_cert.read_text(),
+            "client_cert": (out / "client.crt").read_text(),
+            "client_key": (out / "client.key").read_text(),
+        }
 
     def _run_tool(self, tool: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> str:
         proc = subprocess.run(

@@ -111,3 +111,19 @@ def test_fabrics_programs_are_built_once_and_cached(net: Network) -> None:
 def test_a_bad_base_port_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NetworkError, match="ephemeral range"):
         Network(tmp_path / "n", 40000)
+
+
+def test_the_chaincode_server_demands_mutual_tls(net: Network) -> None:
+    import socket
+    import ssl
+
+    assert "(TLS true)" in net.log_tail(net.layout.chaincode, 5)
+    ctx = ssl.create_default_context(cafile=str(net.layout.tls_ca("Hospitals")))
+    ctx.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", net.layout.chaincode.port), timeout=5) as raw,
+        pytest.raises(ssl.SSLError, match=r"CERTIFICATE_REQUIRED|certificate required"),
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        tls.recv(16)
