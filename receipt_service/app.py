@@ -163,9 +163,7 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
             return await request.read()
     except TimeoutError:
         raise RequestTimeoutError(f"the body did not arrive within {timeout:g} s") from None
-    except (ConnectionError, aiohttp.ClientPayloadError, web.HTTPRequestEntityTooLarge) as exc:
-        if isinstance(exc, web.HTTPRequestEntityTooLarge):
-            raise
+    except (ConnectionError, aiohttp.ClientPayloadError):
         raise ClientGoneError("the client closed the connection before its body was complete") from None
 
 

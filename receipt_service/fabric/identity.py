@@ -12,16 +12,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from fabric_protos.msp import identities_pb2
 
-from ..errors import ConfigError
+from receipt_verifier.fabric.msp import P256_HALF_N, P256_N
 
-# Order of the P-256 group; Fabric rejects signatures whose s is above half of it.
-P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+from ..errors import ConfigError
 
 
 def low_s(der: bytes) -> bytes:
     """The same ECDSA signature with s <= n/2, as Fabric requires."""
     r, s = decode_dss_signature(der)
-    if s > P256_N // 2:
+    if s > P256_HALF_N:
         s = P256_N - s
     return encode_dss_signature(r, s)
 

@@ -874,12 +874,15 @@ class Network:
             for line in pool.map(on_channel, CHANNELS):
                 step(f"chaincode {CHAINCODE}: {line}")
 
+    def client_identity_files(self) -> tuple[Path, Path]:
+        """(certificate, private key) of Hospitals' User1, the identity the service signs with."""
+        user = self.layout.user_dir("Hospitals", "User1") / "msp"
+        return next((user / "signcerts").glob("*.pem")), next((user / "keystore").iterdir())
+
     def write_service_config(self) -> Path:
         """``DIR/receipt-service.toml``: anchor to every channel as Hospitals' User1 via both peers' Gateways."""
         lay = self.layout
-        user = lay.user_dir("Hospitals", "User1") / "msp"
-        cert = next((user / "signcerts").glob("*.pem"))
-        key = next((user / "keystore").iterdir())
+        cert, key = self.client_identity_files()
         lines = [
             "# Written by 'receipt-service fabric up': serve --config THIS_FILE anchors to every channel.",
             "[fabric]",
@@ -908,10 +911,7 @@ class Network:
         (both orgs must sign it under the policy) and never submits it, so nothing is written.
         """
         lay = self.layout
-        user = lay.user_dir("Hospitals", "User1") / "msp"
-        identity = Identity.from_files(
-            "HospitalsMSP", next((user / "signcerts").glob("*.pem")), next((user / "keystore").iterdir())
-        )
+        identity = Identity.from_files("HospitalsMSP", *self.client_identity_files())
         probe_args = ["probe/0", "0" * 64, "1", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"]
 
         async def probe(peer: Node) -> float:

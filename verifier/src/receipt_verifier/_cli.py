@@ -85,10 +85,10 @@ def _iter_inputs(files: list[Path | None]) -> Iterator[Item]:
                     for n, line in enumerate(handle, 1):
                         if line.strip():
                             yield Item(f"{f}:{n}", line)
+            elif f.suffix == ".json":  # one receipt or bundle, or a saved /proofs?ids= answer
+                yield from _split(str(f), f.read_bytes())
             else:
-                yield from (
-                    _split(str(f), f.read_bytes()) if f.suffix == ".json" else iter([Item(str(f), f.read_bytes())])
-                )
+                yield Item(str(f), f.read_bytes())
         except OSError as exc:
             raise UsageError(f"{f}: cannot read ({exc.strerror})") from None
 

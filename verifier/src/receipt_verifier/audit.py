@@ -7,7 +7,6 @@ record are both reported; an audit passes only when every record has a valid rec
 
 from __future__ import annotations
 
-import hashlib
 import html
 from collections import Counter
 from collections.abc import Callable
@@ -57,7 +56,8 @@ def audit_item(verifier: Verifier, item: AuditItem, policy: AnchorPolicy) -> dic
     if item.record is None:
         out["record_check"] = "no record"
     elif item.record.name.endswith(HASH_SUFFIX):
-        record_hash = item.record.read_text().split()[0] if item.record.read_text().split() else ""
+        words = item.record.read_text().split()
+        record_hash = words[0] if words else ""
         out["record_check"] = "hash given"
     else:
         record = item.record.read_bytes()
@@ -106,15 +106,6 @@ def run_audit(
         "unverified_anchors": dict(sorted(failed_anchors.items())),
     }
     return {"summary": summary, "items": results}
-
-
-def file_hash(path: Path) -> str:
-    """SHA-256 of a file, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _CSS = """

@@ -20,7 +20,8 @@ from google.protobuf.message import DecodeError
 
 from ..errors import IdentityError
 
-P256_HALF_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551 // 2
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # order of the P-256 group
+P256_HALF_N = P256_N // 2  # Fabric refuses signatures whose s is above this
 ROLES = ("member", "admin", "client", "peer", "orderer")
 
 

@@ -116,18 +116,19 @@ def channel_trust(block_bytes: bytes) -> ChannelTrust:
     orderer, app = root.groups.get("Orderer"), root.groups.get("Application")
     if orderer is None or app is None:
         raise TrustFileError(f"channel {channel}: the config has no Orderer or no Application group")
-    orgs = {}
+    orgs: dict[str, OrgMSP] = {}
+    members: list[tuple[str, ...]] = []
     for group in (orderer, app):
-        for name, g in group.groups.items():
-            org = _org(g, name)
-            orgs[org.msp_id] = org
+        found = [_org(g, name) for name, g in group.groups.items()]
+        orgs.update((org.msp_id, org) for org in found)
+        members.append(tuple(sorted(org.msp_id for org in found)))
     return ChannelTrust(
         channel=channel,
         config_block_number=block.number,
         config_block_hash=block.header_hash,
         orgs=orgs,
-        orderer_orgs=tuple(sorted(_org(g, n).msp_id for n, g in orderer.groups.items())),
-        application_orgs=tuple(sorted(_org(g, n).msp_id for n, g in app.groups.items())),
+        orderer_orgs=members[0],
+        application_orgs=members[1],
         block_validation=_policy(orderer, "BlockValidation", BLOCK_VALIDATION_PATH),
         endorsement=_policy(app, "Endorsement", ENDORSEMENT_PATH),
         block_bytes=block_bytes,
