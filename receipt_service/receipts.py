@@ -1,15 +1,16 @@
-"""Pure receipt construction: windows of submissions -> trees -> v1 receipts (no I/O, no clock)."""
+"""Pure receipt construction: windows of submissions -> trees -> v1/v2 receipts (no I/O, no clock)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from receipt_verifier.hashing import salted_commitment
+from receipt_verifier.hashing import bound_commitment, salted_commitment
 from receipt_verifier.merkle import MerkleTree, Side, all_audit_paths
 from receipt_verifier.model import (
     BRANCH_LABEL,
     Anchor,
+    Binding,
     Branch,
     Op,
     PendingAnchor,
@@ -33,10 +34,14 @@ class Submission:
     hash: str
     hash_received: str
     nonce: bytes
+    binding: Binding | None = None  # domain (and subject, log position): a v2 leaf
 
     def commitment(self) -> bytes:
-        """The salted leaf value H(nonce || proof_id || hash)."""
-        return salted_commitment(self.nonce, bytes.fromhex(self.proof_id.replace("-", "")), bytes.fromhex(self.hash))
+        """The salted leaf value H(nonce || proof_id || hash), v2: || H(binding)."""
+        pid = bytes.fromhex(self.proof_id.replace("-", ""))
+        if self.binding is None:
+            return salted_commitment(self.nonce, pid, bytes.fromhex(self.hash))
+        return bound_commitment(self.nonce, pid, bytes.fromhex(self.hash), self.binding.digest())
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,11 @@ def build_window(
 
 
 def path_ops(sub: Submission, path: Sequence[tuple[Side, bytes]]) -> list[Op]:
-    """The v1 ops from the record hash to the tree root."""
-    ops = [Op("l", sub.nonce.hex() + sub.proof_id.replace("-", "")), _HASH, _LEAF, _HASH]
+    """The v1 (v2: with the binding's ``r`` op) ops from the record hash to the tree root."""
+    ops = [Op("l", sub.nonce.hex() + sub.proof_id.replace("-", ""))]
+    if sub.binding is not None:
+        ops.append(Op("r", sub.binding.digest().hex()))
+    ops += [_HASH, _LEAF, _HASH]
     for side, sibling in path:
         ops.append(Op(side.value, sibling.hex()))
         ops.append(_NODE)
@@ -87,7 +95,9 @@ def render(
 ) -> Receipt:
     """A receipt in whatever state the submission has reached."""
     if tree is None:
-        return Receipt(sub.hash, sub.proof_id, sub.hash_received, "pending", pending_anchors=tuple(pending))
+        return Receipt(
+            sub.hash, sub.proof_id, sub.hash_received, "pending", pending_anchors=tuple(pending), binding=sub.binding
+        )
     ops = path_ops(sub, path)
     if anchors:
         ops.append(Op("anchors", "", tuple(anchors)))
@@ -100,6 +110,7 @@ def render(
         branches=(Branch(tuple(ops), BRANCH_LABEL),),
         tree=tree,
         pending_anchors=tuple(pending),
+        binding=sub.binding,
     )
 
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from receipt_service.receipts import Submission, build_window, render, render_tr
 from receipt_verifier.chainpoint import chainpoint_anchor_id, to_chainpoint_v4
 from receipt_verifier.codec import receipt_to_dict
 from receipt_verifier.merkle import MerkleTree, all_audit_paths
-from receipt_verifier.model import FabricAnchor, PendingAnchor, Receipt, UnknownAnchor
+from receipt_verifier.model import Binding, FabricAnchor, PendingAnchor, Receipt, UnknownAnchor
 
 BASE_NS = 1_763_712_000_000_000_000  # 2025-11-21T08:00:00Z
 RECORDS = [
@@ -86,6 +87,20 @@ def generate(out: Path) -> None:
                 "2025-11-21T08:00:01.2Z",
             )
             receipts += render_tree(wt, [to_anchor(ledger.key_id, signed)])
+        # v2: leaves bound to a domain, a subject and the subject's log position (spec section 2.2)
+        subject = "hmac-sha256:4f1c2a9be07d35a1"
+        bindings = [
+            Binding("medical-history", subject, 0),
+            Binding("medical-history", subject, 1),
+            Binding("medical-history"),
+        ]
+        subs2 = [replace(s, binding=b) for s, b in zip(_submissions(10)[7:], bindings, strict=True)]
+        (wt2,) = build_window("w1763712060000", subs2)
+        signed = ledger.append(
+            TreeRoot(wt2.window_id, 0, wt2.tree.size, wt2.root_hex, "2025-11-21T08:01:00Z", "2025-11-21T08:01:01Z"),
+            "2025-11-21T08:01:01.2Z",
+        )
+        receipts2 = render_tree(wt2, [to_anchor(ledger.key_id, signed)])
 
     def valid(
         name: str,
@@ -311,6 +326,57 @@ def generate(out: Path) -> None:
         mutate(lambda d: d["tree"].update(tree_index=d["tree"]["tree_index"] + 1)),
         "AnchorPolicyError",
         "the receipt claims another tree of the window than its correctly signed ledger entry (section 5.1)",
+    )
+    base2 = valid("v2-subject", receipts2[1], "v2: a record of a subject's medical-history log, position 1")
+    valid("v2-domain-only", receipts2[2], "v2: a record bound to a domain, no subject")
+    valid("v2-pending", render(subs2[0]), "v2: accepted, not yet in a tree; the binding is already shown", policy="0")
+
+    def mutate2(fn: Any) -> dict[str, Any]:
+        d = copy.deepcopy(base2)
+        fn(d)
+        return d
+
+    invalid(
+        "v2-subject-moved",
+        mutate2(lambda d: d.update(subject="hmac-sha256:00000000deadbeef")),
+        "BranchError",
+        "v2: the record claimed for another subject (the binding op no longer matches)",
+    )
+    invalid(
+        "v2-seq-moved",
+        mutate2(lambda d: d.update(subject_seq=0)),
+        "BranchError",
+        "v2: the record moved to another position of the subject's log",
+    )
+    invalid(
+        "v2-domain-moved",
+        mutate2(lambda d: d.update(domain="insurance")),
+        "BranchError",
+        "v2: the record claimed for another data-sharing domain",
+    )
+    invalid(
+        "v2-binding-op-dropped",
+        mutate2(lambda d: d["branches"][0]["ops"].pop(1)),
+        "BranchError",
+        "v2: the binding op removed (the leaf would commit to the hash alone)",
+    )
+    invalid(
+        "v2-seq-without-subject",
+        mutate2(lambda d: d.pop("subject")),
+        "MalformedReceiptError",
+        "v2: subject_seq without subject",
+    )
+    invalid(
+        "v2-no-domain",
+        mutate2(lambda d: d.pop("domain")),
+        "MalformedReceiptError",
+        "v2: the domain is required",
+    )
+    invalid(
+        "v1-with-subject",
+        mutate(lambda d: d.update(subject="hmac-sha256:4f1c2a9be07d35a1", subject_seq=0)),
+        "MalformedReceiptError",
+        "a v1 receipt has no subject (a new field means a new version)",
     )
     # a repeated key: Python's json keeps the last value, other readers the first
     text = json.dumps(base, indent=2)

@@ -1,4 +1,4 @@
-"""JSON codec for receipt v1: a strict parser that mirrors ``receipt.schema.json``.
+"""JSON codec for receipts v1 and v2: a strict parser that mirrors ``receipt.schema.json``.
 
 The parser enforces every constraint of the JSON Schema (tests prove both agree) plus the
 size, op-count and depth limits, and is ~100x faster than a generic schema validator.
@@ -17,9 +17,11 @@ from . import strict_json
 from .errors import LimitExceededError, MalformedReceiptError, UnknownContextError
 from .model import (
     CONTEXT_V1,
+    CONTEXT_V2,
     RECEIPT_TYPE,
     STATES,
     Anchor,
+    Binding,
     Branch,
     FabricAnchor,
     LedgerEntry,
@@ -61,6 +63,10 @@ _KEY_RE = re.compile(r"^[\x21-\x7e]{1,256}$")
 
 _TOP_REQUIRED = frozenset({"@context", "type", "hash", "proof_id", "hash_received", "state", "branches"})
 _TOP_ALLOWED = _TOP_REQUIRED | {"tree", "pending_anchors"}
+_TOP_ALLOWED_V2 = _TOP_ALLOWED | {"domain", "subject", "subject_seq"}
+_DOMAIN_RE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+SUBJECT_RE = re.compile(r"^[A-Za-z0-9._:%-]{16,128}$")
+MAX_SUBJECT_SEQ = (1 << 53) - 1
 _ENTRY_KEYS = frozenset(
     {"v", "seq", "prev", "window_id", "tree_index", "tree_size", "root", "window_start", "window_end", "time"}
 )
@@ -322,11 +328,16 @@ def parse_receipt(data: bytes | str | Mapping[str, Any], limits: Limits = DEFAUL
     doc = load_json(data, limits) if isinstance(data, bytes | str) else data
     obj = _obj(doc, "receipt")
     context = obj.get("@context")
-    if context != CONTEXT_V1:
+    if context not in (CONTEXT_V1, CONTEXT_V2):
         raise UnknownContextError(
-            f"@context {context!r:.100} is not supported; this verifier knows only {CONTEXT_V1!r}"
+            f"@context {context!r:.100} is not supported; this verifier knows {CONTEXT_V1!r} and {CONTEXT_V2!r}"
         )
-    _keys(obj, "receipt", _TOP_REQUIRED, _TOP_ALLOWED)
+    if context == CONTEXT_V1:
+        _keys(obj, "receipt", _TOP_REQUIRED, _TOP_ALLOWED)
+        binding = None
+    else:
+        _keys(obj, "receipt", _TOP_REQUIRED | {"domain"}, _TOP_ALLOWED_V2)
+        binding = parse_binding(obj)
     if obj["type"] != RECEIPT_TYPE:
         raise _fail("type", f"must be {RECEIPT_TYPE!r}, got {obj['type']!r:.40}")
     state = obj["state"]
@@ -342,9 +353,21 @@ def parse_receipt(data: bytes | str | Mapping[str, Any], limits: Limits = DEFAUL
         branches=walker.branches(obj["branches"], "branches", 1),
         tree=_tree(obj["tree"]) if "tree" in obj else None,
         pending_anchors=_pending(obj["pending_anchors"]) if "pending_anchors" in obj else (),
+        binding=binding,
     )
     _check_state(receipt)
     return receipt
+
+
+def parse_binding(obj: Mapping[str, Any]) -> Binding:
+    """``domain``, ``subject`` and ``subject_seq`` of a v2 receipt (the last two come together)."""
+    domain = _str(obj["domain"], "domain", _DOMAIN_RE, "a domain name (lowercase letters, digits, '-')")
+    if ("subject" in obj) != ("subject_seq" in obj):
+        raise _fail("subject", "subject and subject_seq come together: both or neither")
+    if "subject" not in obj:
+        return Binding(domain)
+    subject = _str(obj["subject"], "subject", SUBJECT_RE, "16-128 characters of A-Z a-z 0-9 . _ : % -")
+    return Binding(domain, subject, _int(obj["subject_seq"], "subject_seq", 0, MAX_SUBJECT_SEQ))
 
 
 def _check_state(r: Receipt) -> None:
@@ -414,13 +437,15 @@ def branch_to_dict(branch: Branch) -> dict[str, Any]:
 def receipt_to_dict(r: Receipt) -> dict[str, Any]:
     """Wire form of a receipt."""
     out: dict[str, Any] = {
-        "@context": CONTEXT_V1,
+        "@context": r.context,
         "type": RECEIPT_TYPE,
         "hash": r.hash,
         "proof_id": r.proof_id,
         "hash_received": r.hash_received,
         "state": r.state,
     }
+    if r.binding is not None:
+        out.update(r.binding.to_dict())
     if r.tree is not None:
         out["tree"] = {
             "window_id": r.tree.window_id,

@@ -33,6 +33,11 @@ def salted_commitment(nonce: bytes, proof_id: bytes, record_hash: bytes) -> byte
     return hashlib.sha256(nonce + proof_id + record_hash).digest()
 
 
+def bound_commitment(nonce: bytes, proof_id: bytes, record_hash: bytes, binding: bytes) -> bytes:
+    """The v2 leaf value: H(nonce || proof_id || record_hash || binding digest)."""
+    return hashlib.sha256(nonce + proof_id + record_hash + binding).digest()
+
+
 def op_value_bytes(value: str) -> bytes:
     """Decode an ``l``/``r`` op value as Chainpoint does.
 

@@ -1,13 +1,15 @@
-"""Typed value objects for receipt v1 (wire format in ``proof_spec/``)."""
+"""Typed value objects for receipts v1 and v2 (wire format in ``proof_spec/``)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 CONTEXT_V1 = "https://w3id.org/health-receipt/v1"
+CONTEXT_V2 = "https://w3id.org/health-receipt/v2"
 RECEIPT_TYPE = "HealthReceipt"
 BRANCH_LABEL = "window_tree"
 
@@ -127,6 +129,27 @@ class PendingAnchor:
 
 
 @dataclass(frozen=True)
+class Binding:
+    """What a v2 leaf commits to besides the record hash: its domain and, optionally, subject and log position."""
+
+    domain: str
+    subject: str | None = None
+    subject_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set (``subject`` and ``subject_seq`` come together)."""
+        out: dict[str, Any] = {"domain": self.domain}
+        if self.subject is not None:
+            out["subject"] = self.subject
+            out["subject_seq"] = self.subject_seq
+        return out
+
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical JSON of ``to_dict()``: the value of the v2 branch's ``r`` op."""
+        return hashlib.sha256(canonical_json(self.to_dict())).digest()
+
+
+@dataclass(frozen=True)
 class Receipt:
     """A proof receipt for one submitted hash."""
 
@@ -137,6 +160,12 @@ class Receipt:
     branches: tuple[Branch, ...] = ()
     tree: TreeInfo | None = None
     pending_anchors: tuple[PendingAnchor, ...] = ()
+    binding: Binding | None = None  # v2 receipts only
+
+    @property
+    def context(self) -> str:
+        """The version URL: v2 when the leaf is bound to a domain."""
+        return CONTEXT_V1 if self.binding is None else CONTEXT_V2
 
     def anchors(self) -> list[Anchor]:
         """Every anchor in every branch, in document order."""

@@ -10,10 +10,11 @@ from typing import Any
 
 from .codec import DEFAULT_LIMITS, Limits, load_json
 from .errors import MalformedReceiptError, UnknownContextError
-from .model import CONTEXT_V1
+from .model import CONTEXT_V1, CONTEXT_V2
 
 SCHEMA_FILE = "receipt.schema.json"
 CONTEXT_FILE = "context-v1.jsonld"
+CONTEXT_V2_FILE = "context-v2.jsonld"
 
 
 def _read(name: str) -> Any:
@@ -22,7 +23,7 @@ def _read(name: str) -> Any:
 
 @cache
 def receipt_schema() -> dict[str, Any]:
-    """The receipt v1 JSON Schema (draft 2020-12) shipped with the verifier."""
+    """The receipt v1/v2 JSON Schema (draft 2020-12) shipped with the verifier."""
     schema: dict[str, Any] = _read(SCHEMA_FILE)
     return schema
 
@@ -30,7 +31,7 @@ def receipt_schema() -> dict[str, Any]:
 @cache
 def known_contexts() -> dict[str, Any]:
     """JSON-LD contexts by URL, from shipped files only: the verifier never fetches one."""
-    return {CONTEXT_V1: _read(CONTEXT_FILE)}
+    return {CONTEXT_V1: _read(CONTEXT_FILE), CONTEXT_V2: _read(CONTEXT_V2_FILE)}
 
 
 def validate_schema(data: bytes | str | Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> None:

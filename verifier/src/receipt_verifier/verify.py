@@ -145,6 +145,17 @@ def recompute_root(receipt: Receipt) -> tuple[bytes, tuple[Anchor, ...]]:
     tree = receipt.tree
     assert tree is not None  # the codec requires a tree once a branch exists
     ops = branch.ops
+    bound = b""
+    off = 0  # v2: op numbers in messages count the binding op, which is taken out below
+    if receipt.binding is not None:
+        want_binding = receipt.binding.digest().hex()
+        if len(ops) < 2 or ops[1] != ("r", want_binding, ()):
+            raise BranchError(
+                "ops[1] must be r: the SHA-256 of the receipt's canonical domain/subject/subject_seq (spec section 2.2)"
+            )
+        bound = bytes.fromhex(want_binding)
+        ops = ops[:1] + ops[2:]
+        off = 1
     n = len(ops)
     if n < 4:
         raise BranchError("the branch is too short to hold the salted leaf")
@@ -154,9 +165,9 @@ def recompute_root(receipt: Receipt) -> tuple[bytes, tuple[Anchor, ...]]:
     if salt.value[32:] != receipt.proof_id.replace("-", ""):
         raise BranchError("ops[0] does not commit to this receipt's proof_id")
     if h1.kind != "op" or leaf_prefix != ("l", "00", ()) or h2.kind != "op":
-        raise BranchError("ops[1..3] must be sha-256, l 00, sha-256 (the RFC 6962 leaf hash)")
+        raise BranchError(f"ops[{1 + off}..{3 + off}] must be sha-256, l 00, sha-256 (the RFC 6962 leaf hash)")
     sha = hashlib.sha256
-    value = sha(b"\x00" + sha(bytes.fromhex(salt.value) + bytes.fromhex(receipt.hash)).digest()).digest()
+    value = sha(b"\x00" + sha(bytes.fromhex(salt.value) + bytes.fromhex(receipt.hash) + bound).digest()).digest()
     fast = _walk_v1_path(ops, tree.leaf_index, tree.tree_size, value)
     if fast is not None:
         return fast
@@ -171,24 +182,24 @@ def recompute_root(receipt: Receipt) -> tuple[bytes, tuple[Anchor, ...]]:
         want = "l" if side is Side.LEFT else "r"
         if sib.kind != want:
             raise BranchError(
-                f"ops[{i}]: leaf {tree.leaf_index} of {tree.tree_size} needs the level-{level} sibling on the"
+                f"ops[{i + off}]: leaf {tree.leaf_index} of {tree.tree_size} needs the level-{level} sibling on the"
                 f" {'left' if want == 'l' else 'right'} ({want}), found {sib.kind}"
             )
         if prefix != ("l", "01", ()) or h.kind != "op":
-            raise BranchError(f"ops[{i + 1}..{i + 2}] must be l 01, sha-256 (an RFC 6962 node hash)")
+            raise BranchError(f"ops[{i + 1 + off}..{i + 2 + off}] must be l 01, sha-256 (an RFC 6962 node hash)")
         try:
             node = bytes.fromhex(sib.value)
         except ValueError:
             node = b""
         if len(node) != 32 or node.hex() != sib.value:
-            raise BranchError(f"ops[{i}]: expected a 32-byte sibling hash in lowercase hex")
+            raise BranchError(f"ops[{i + off}]: expected a 32-byte sibling hash in lowercase hex")
         value = sha(b"\x01" + node + value if want == "l" else b"\x01" + value + node).digest()
         i += 3
     anchors: tuple[Anchor, ...] = ()
     if i < n:
         last = ops[i]
         if last.kind != "anchors" or i != n - 1:
-            raise BranchError(f"ops[{i}]: after the path only one anchors op may follow")
+            raise BranchError(f"ops[{i + off}]: after the path only one anchors op may follow")
         anchors = last.anchors
     return value, anchors
 
