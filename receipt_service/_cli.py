@@ -24,6 +24,7 @@ from receipt_verifier.ledger import load_public_key
 
 from .auth import make_key, parse_scopes
 from .config import ENV_PREFIX, load_settings
+from .domains import ROLES, parse_role
 from .server import DEFAULT_KEY_FILE, serve
 from .sqlite_store import SQLiteStore
 
@@ -107,12 +108,14 @@ def _keys(args: argparse.Namespace, data_dir: Path) -> int:
     store = SQLiteStore(data_dir)
     try:
         if args.keys_command == "create":
-            key = make_key(args.tenant, parse_scopes(args.scope))
+            role = parse_role(args.role) if args.role else None
+            scope = args.scope or ("read" if role == "auditor" else "submit,read")
+            key = make_key(args.tenant, parse_scopes(scope), role)
             store.create_api_key(key.record)
             print(key.token)
             print(
-                f"key {key.record.key_id} for tenant {args.tenant} (scopes {','.join(sorted(key.record.scopes))});"
-                " the secret is shown only now",
+                f"key {key.record.key_id} for tenant {args.tenant} (role {role or 'none: v1 receipts'},"
+                f" scopes {','.join(sorted(key.record.scopes))}); the secret is shown only now",
                 file=sys.stderr,
             )
             return 0
@@ -127,13 +130,14 @@ def _keys(args: argparse.Namespace, data_dir: Path) -> int:
             [
                 k.key_id,
                 k.tenant,
+                k.role or "-",
                 ",".join(sorted(k.scopes)),
                 k.created,
                 f"revoked {k.revoked}" if k.revoked else "active",
             ]
             for k in store.list_api_keys()
         ]
-        print(table(["key id", "tenant", "scopes", "created", "state"], rows) if rows else "no keys")
+        print(table(["key id", "tenant", "role", "scopes", "created", "state"], rows) if rows else "no keys")
         return 0
     finally:
         store.close_sync()
@@ -208,7 +212,12 @@ def _parser() -> argparse.ArgumentParser:
     ksub = k.add_subparsers(dest="keys_command", required=True)
     kc = ksub.add_parser("create", parents=[common], help="create a key and print it once")
     kc.add_argument("--tenant", required=True, help="the tenant that will own what this key submits")
-    kc.add_argument("--scope", default="submit,read", help="comma-separated: submit, read (default both)")
+    kc.add_argument(
+        "--role",
+        choices=ROLES,
+        help="Table I role: what the key may add and read, and the domain of its records (none: v1 receipts)",
+    )
+    kc.add_argument("--scope", help="comma-separated: submit, read (default both; read for an auditor)")
     kr = ksub.add_parser("revoke", parents=[common], help="revoke a key by its id")
     kr.add_argument("key_id")
     ksub.add_parser("list", parents=[common], help="list keys (never their secrets)")

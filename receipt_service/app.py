@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -26,9 +26,11 @@ from receipt_verifier.model import FabricAnchor
 from .anchors import AnchorBackend, LocalLedgerBackend, iso_now
 from .auth import Authenticator, Principal
 from .config import Settings
+from .domains import HOME_DOMAIN, check_domain, check_subject, may
 from .errors import (
     ClientGoneError,
     ConflictError,
+    ForbiddenError,
     NotFoundError,
     PayloadTooLargeError,
     RequestTimeoutError,
@@ -39,11 +41,10 @@ from .errors import (
     UnsupportedMediaTypeError,
 )
 from .fabric.evidence import BlockCache
-from .ids import ProofIdIssuer
+from .lanes import Lane, Lanes, domain_backends, make_lane
 from .metrics import CONTENT_TYPE, Metrics
-from .proofs import Located, ProofReader, WaitFor, parse_ids
+from .proofs import Located, WaitFor, parse_ids
 from .store import Batch, Store
-from .windows import Aggregator
 
 log = logging.getLogger("receipt_service.app")
 
@@ -63,21 +64,22 @@ class Service:
     inflight_submits: int = 0
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run at shutdown
     evidence: BlockCache | None = None  # Fabric blocks, when Fabric is configured
+    domain_stores: Mapping[str, Store] = field(default_factory=dict)  # one lane per data-sharing domain
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.aggregator = Aggregator(
-            self.store,
-            self.backends,
-            self.metrics,
-            window_seconds=s.window_seconds,
-            max_leaves=s.max_leaves,
-            retry_max_seconds=s.anchor_retry_max_seconds,
-            retention_seconds=None if s.retention_days is None else s.retention_days * 86400,
+        v1 = make_lane(None, self.store, self.backends, s, self.metrics)
+        self.lanes = Lanes(
+            [v1]
+            + [
+                make_lane(d, st, domain_backends(d, s, self.backends), s, self.metrics)
+                for d, st in self.domain_stores.items()
+            ]
         )
-        self.reader = ProofReader(self.aggregator)
+        self.aggregator = v1.aggregator  # the v1 lane (keys without a role)
+        self.reader = v1.reader
+        self.issuer = v1.issuer
         self.auth = Authenticator(self.store, s.key_cache_seconds)
-        self.issuer = ProofIdIssuer(self.store.clock_seq, self.store.last_ticks())
 
     def ledger(self) -> LocalLedgerBackend | None:
         """The local ledger backend, if configured."""
@@ -167,7 +169,15 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
         raise ClientGoneError("the client closed the connection before its body was complete") from None
 
 
-def _parse_json_hashes(body: bytes, limit: int) -> list[bytes]:
+@dataclass(frozen=True)
+class Placement:
+    """Where a request's hashes go: a data-sharing domain and, optionally, a subject."""
+
+    domain: str | None = None
+    subject: str | None = None
+
+
+def _parse_json_hashes(body: bytes, limit: int) -> tuple[list[bytes], Placement]:
     try:
         doc = strict_json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -175,9 +185,15 @@ def _parse_json_hashes(body: bytes, limit: int) -> list[bytes]:
         raise UnprocessableError(f'the body is not valid JSON{why}; send {{"hashes": ["<64 hex>", ...]}}') from None
     if not isinstance(doc, dict):
         raise UnprocessableError('the body must be a JSON object: {"hashes": [...]}')
-    extra = sorted(set(doc) - {"hashes"})
+    extra = sorted(set(doc) - {"hashes", "domain", "subject"})
     if extra:
-        raise UnprocessableError(f"unknown field(s) {', '.join(map(repr, extra))}; the only field is 'hashes'")
+        raise UnprocessableError(
+            f"unknown field(s) {', '.join(map(repr, extra))}; the fields are 'hashes', 'domain' and 'subject'"
+        )
+    for name in ("domain", "subject"):
+        if name in doc and type(doc[name]) is not str:
+            raise UnprocessableError(f"{name} must be a string, got {json_type(doc[name])}")
+    placement = Placement(doc.get("domain"), doc.get("subject"))
     items = doc.get("hashes")
     if not isinstance(items, list):
         raise UnprocessableError("'hashes' is required and must be a list of hex SHA-256 hashes")
@@ -197,7 +213,35 @@ def _parse_json_hashes(body: bytes, limit: int) -> list[bytes]:
         if len(b) != 32:
             raise UnprocessableError(f"hashes[{i}] is not hexadecimal: {h[:64]!r}")
         out.append(b)
-    return out
+    return out, placement
+
+
+def _lane_for(svc: Service, who: Principal, placement: Placement) -> Lane:
+    """The lane a principal's submission goes to, by Table I (403 naming the rule otherwise)."""
+    if who.role is None:
+        if placement.domain is not None or placement.subject is not None:
+            raise UnprocessableError(
+                f"API key {who.key_id} has no role, so its hashes get v1 receipts without domain or subject;"
+                " create a key with 'receipt-service keys create --role ...' to name them"
+            )
+        lane = svc.lanes.domain(None)
+    else:
+        if who.role not in HOME_DOMAIN:
+            raise ForbiddenError(f"Table I: an {who.role} key is read-only and adds nothing")
+        domain = placement.domain or HOME_DOMAIN[who.role]
+        try:
+            check_domain(domain)
+            if placement.subject is not None:
+                check_subject(placement.subject)
+        except ValueError as exc:
+            raise UnprocessableError(str(exc)) from None
+        decision = may(who.role, "update", domain)
+        if not decision.allowed:
+            raise ForbiddenError(decision.rule)
+        lane = svc.lanes.domain(domain)
+    if lane is None:
+        raise UnavailableError(f"this instance does not serve the domain {placement.domain!r}")
+    return lane
 
 
 def _check_count(n: int, limit: int) -> None:
@@ -231,9 +275,13 @@ async def submit(request: web.Request) -> web.Response:
     if len(body) > s.max_body_bytes:
         raise PayloadTooLargeError(f"the body is {len(body)} bytes; the limit is {s.max_body_bytes}")
     if ctype == "application/json":
-        hashes = _parse_json_hashes(body, s.max_hashes_per_request)
+        if request.query:
+            raise UnprocessableError("with a JSON body, put domain and subject in the body, not the query string")
+        hashes, placement = _parse_json_hashes(body, s.max_hashes_per_request)
         packed = b"".join(hashes)
     else:
+        _check_params(request, frozenset({"domain", "subject"}))
+        placement = Placement(request.query.get("domain"), request.query.get("subject"))
         if len(body) % 32:
             raise UnprocessableError(
                 f"an octet-stream body is a concatenation of 32-byte hashes; {len(body)} bytes is not a multiple of 32"
@@ -241,17 +289,19 @@ async def submit(request: web.Request) -> web.Response:
         _check_count(len(body) // 32, s.max_hashes_per_request)
         hashes = [body[i : i + 32] for i in range(0, len(body), 32)]
         packed = body  # already the hashes back to back
-    issued = svc.issuer.issue_batch(hashes, time.time_ns())
+    lane = _lane_for(svc, who, placement)
+    issued = lane.issuer.issue_batch(hashes, time.time_ns())
     batch = Batch(
         who.tenant,
         issued.first_ticks,
         issued.proof_id_bytes,
         packed,
         os.urandom(16 * len(hashes)),  # a fresh salt per hash (spec section 1)
+        placement.subject or "",
     )
     svc.inflight_submits += 1
     try:
-        await svc.store.add_batch(batch)
+        await lane.store.add_batch(batch)
     finally:
         svc.inflight_submits -= 1
     svc.metrics.hashes_accepted.inc(batch.count)
@@ -262,7 +312,12 @@ async def submit(request: web.Request) -> web.Response:
         f'{{"proof_id":"{p}","hash":"{h}","hash_received":"{r}"}}'
         for p, h, r in zip(issued.proof_ids, issued.hashes_hex, issued.hash_received, strict=True)
     )
-    text = f'{{"hashes":[{items}],"receipts_ready_at":"{ready}","window_seconds":{svc.settings.window_seconds!r}}}'
+    where = "" if lane.domain is None else f'"domain":"{lane.domain}",'
+    if placement.subject is not None:
+        where += f'"subject":"{placement.subject}",'  # checked against a pattern with nothing to escape
+    text = (
+        f'{{"hashes":[{items}],{where}"receipts_ready_at":"{ready}","window_seconds":{svc.settings.window_seconds!r}}}'
+    )
     return web.Response(status=202, text=text, content_type="application/json")
 
 
@@ -309,14 +364,16 @@ async def get_proof(request: web.Request) -> web.Response:
     fmt = _format(request)
     ((text, ticks),) = parse_ids([request.match_info["proof_id"]])
     wait = request.query.get("wait")
+    groups = list(svc.lanes.by_id([(text, ticks)]).values())
+    lane = groups[0][0] if groups else None
     if wait is None:
-        found = (await svc.reader.find(who.tenant, [(text, ticks)])).get(text)
+        found = None if lane is None else (await lane.reader.find(who.tenant, [(text, ticks)])).get(text)
     else:
         if wait not in ("aggregated", "anchored"):
             raise UnprocessableError(f"wait={wait[:40]!r} is unknown; use wait=aggregated or wait=anchored")
         timeout = _timeout(request.query.get("timeout", "30"), svc.settings.max_wait_seconds)
         until: WaitFor = "anchored" if wait == "anchored" else "aggregated"
-        found = await svc.reader.wait(who.tenant, text, ticks, until, timeout)
+        found = None if lane is None else await lane.reader.wait(who.tenant, text, ticks, until, timeout)
     if found is None:
         raise NotFoundError(f"no proof {text} for this API key's tenant")
     evidence = request.query.get("evidence")
@@ -343,6 +400,14 @@ async def fabric_block(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="application/octet-stream")
 
 
+async def find_receipts(svc: Service, tenant: str, ids: Sequence[tuple[str, int]]) -> dict[str, Located]:
+    """Receipts of ``tenant`` for these ids, from whichever lane issued each."""
+    out: dict[str, Located] = {}
+    for lane, group in svc.lanes.by_id(ids).values():
+        out.update(await lane.reader.find(tenant, group))
+    return out
+
+
 def _timeout(text: str, limit: float) -> float:
     try:
         value = float(text)
@@ -366,7 +431,7 @@ async def get_proofs(request: web.Request) -> web.Response:
     if len(raw) > limit:
         raise UnprocessableError(f"{len(raw)} ids in one request; the limit is {limit}")
     ids = list(dict.fromkeys(parse_ids(raw)))
-    found = await svc.reader.find(who.tenant, ids)
+    found = await find_receipts(svc, who.tenant, ids)
     receipts, not_found, not_anchored = [], [], []
     for text, _ in ids:
         if text not in found:
@@ -392,17 +457,19 @@ async def readyz(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     checks: dict[str, str] = {}
     failed = []
-    try:
-        await svc.store.ping()
-        checks["store"] = "ok"
-    except ServiceError as exc:
-        checks["store"] = str(exc)
-        failed.append("store")
-    if svc.aggregator.last_error is None:
-        checks["windows"] = "ok"
-    else:
-        checks["windows"] = f"the last window could not be closed: {svc.aggregator.last_error}"
-        failed.append("windows")
+    for lane in svc.lanes.all:
+        suffix = "" if lane.domain is None else f":{lane.domain}"
+        try:
+            await lane.store.ping()
+            checks["store" + suffix] = "ok"
+        except ServiceError as exc:
+            checks["store" + suffix] = str(exc)
+            failed.append("store" + suffix)
+        if lane.aggregator.last_error is None:
+            checks["windows" + suffix] = "ok"
+        else:
+            checks["windows" + suffix] = f"the last window could not be closed: {lane.aggregator.last_error}"
+            failed.append("windows" + suffix)
     for b in svc.backends:
         try:
             await b.ready()
@@ -420,10 +487,10 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format."""
     svc = request.app[SERVICE]
-    stats = await svc.store.stats()
-    svc.metrics.backlog.set(stats.backlog)
-    svc.metrics.open_anchors.set(stats.pending_anchors)
-    svc.metrics.stored.set(stats.submissions)
+    every = [await lane.store.stats() for lane in svc.lanes.all]
+    svc.metrics.backlog.set(sum(st.backlog for st in every))
+    svc.metrics.open_anchors.set(sum(st.pending_anchors for st in every))
+    svc.metrics.stored.set(sum(st.submissions for st in every))
     return web.Response(body=svc.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -486,7 +553,8 @@ def init_app(service: Service) -> web.Application:
 
 
 async def _start(app: web.Application) -> None:
-    await app[SERVICE].aggregator.start()
+    for lane in app[SERVICE].lanes.all:
+        await lane.aggregator.start()
 
 
 async def _drain(app: web.Application) -> None:
@@ -495,7 +563,10 @@ async def _drain(app: web.Application) -> None:
     deadline = time.monotonic() + svc.settings.shutdown_grace_seconds
     while svc.inflight_submits and time.monotonic() < deadline:  # let accepted writes land in this window
         await asyncio.sleep(0.005)
-    ok = await svc.aggregator.drain(max(0.0, deadline - time.monotonic()))
+    results = await asyncio.gather(
+        *(lane.aggregator.drain(max(0.0, deadline - time.monotonic())) for lane in svc.lanes.all)
+    )
+    ok = all(results)
     if ok:
         log.info("drained: every accepted hash is in an anchored window")
     else:
@@ -508,4 +579,5 @@ async def _close(app: web.Application) -> None:
         await backend.close()
     for close in svc.closers:
         await close()
-    await svc.store.close()
+    for lane in svc.lanes.all:
+        await lane.store.close()

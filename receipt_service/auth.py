@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .domains import Role, parse_role
 from .errors import ClientError, ForbiddenError, UnauthorizedError
 from .store import ApiKeyRecord, Store
 
@@ -25,6 +26,7 @@ class Principal:
     tenant: str
     key_id: str
     scopes: frozenset[str]
+    role: Role | None = None  # None: a key from before roles (anonymous v1 hashes, no domain)
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,16 @@ def parse_scopes(text: str) -> frozenset[str]:
     return scopes
 
 
-def make_key(tenant: str, scopes: frozenset[str]) -> NewKey:
+def make_key(tenant: str, scopes: frozenset[str], role: Role | None = None) -> NewKey:
     """A new random key for ``tenant`` (256-bit secret, so a plain SHA-256 is a safe stored form)."""
     if not _TENANT_RE.fullmatch(tenant):
         raise ClientError(f"tenant name {tenant!r} must be 1-64 characters of A-Z a-z 0-9 . _ -")
+    if role == "auditor" and "submit" in scopes:
+        raise ClientError("an auditor key is read-only: give it the 'read' scope only")
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    record = ApiKeyRecord(key_id, tenant, hashlib.sha256(secret.encode()).digest(), scopes, created, None)
+    record = ApiKeyRecord(key_id, tenant, hashlib.sha256(secret.encode()).digest(), scopes, created, None, role)
     return NewKey(f"hrk_{key_id}_{secret}", record)
 
 
@@ -77,11 +81,13 @@ class Authenticator:
             raise UnauthorizedError("unknown API key")
         if record.revoked is not None:
             raise UnauthorizedError(f"API key {key_id} was revoked at {record.revoked}")
+        if scope == "submit" and record.role == "auditor":
+            raise ForbiddenError(f"Table I: API key {key_id} is an auditor's, which is read-only and adds nothing")
         if scope not in record.scopes:
             raise ForbiddenError(
                 f"API key {key_id} lacks the '{scope}' scope (it has: {', '.join(sorted(record.scopes))})"
             )
-        return Principal(record.tenant, key_id, record.scopes)
+        return Principal(record.tenant, key_id, record.scopes, parse_role(record.role) if record.role else None)
 
     async def _lookup(self, key_id: str) -> ApiKeyRecord | None:
         now = time.monotonic()

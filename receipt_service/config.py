@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .domains import check_domain
 from .errors import ConfigError
 
 ENV_PREFIX = "RECEIPT_SERVICE_"
@@ -60,6 +61,9 @@ class Settings:
     key_cache_seconds: float = 2.0
     body_timeout_seconds: float = 10.0
     fabric: FabricSettings | None = None  # only from a TOML file's [fabric] table
+    # only from a TOML file's [domains] table: domain -> anchor targets ("local", "fabric:<channel>");
+    # a domain not listed goes to the local ledger and, with Fabric, to the channel of its own name
+    domain_targets: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def check(self) -> Settings:
         """Reject values the service cannot run with, naming the setting."""
@@ -92,12 +96,28 @@ class Settings:
             problems.append("body_timeout_seconds must be positive")
         if self.max_wait_seconds < 0 or self.anchor_retry_max_seconds <= 0 or self.shutdown_grace_seconds < 0:
             problems.append("max_wait_seconds, anchor_retry_max_seconds and shutdown_grace_seconds must be positive")
+        channels = self.fabric.channels if self.fabric is not None else ()
+        for domain, targets in self.domain_targets:
+            for t in targets:
+                if t != "local" and not (t.startswith("fabric:") and t[7:] in channels):
+                    problems.append(
+                        f"[domains] {domain}: target {t!r} is not 'local' or 'fabric:<channel>' of a configured"
+                        f" channel ({', '.join(channels) or 'no [fabric] table'})"
+                    )
         if problems:
             raise ConfigError("invalid settings: " + "; ".join(problems))
         return self
 
+    def targets_for(self, domain: str) -> tuple[str, ...]:
+        """The anchor targets of a domain's trees: the setting, else local plus the same-named channel."""
+        for d, targets in self.domain_targets:
+            if d == domain:
+                return targets
+        channels = self.fabric.channels if self.fabric is not None else ()
+        return ("local", f"fabric:{domain}") if domain in channels else ("local",)
 
-_FIELDS = {f.name: f for f in fields(Settings) if f.name != "fabric"}
+
+_FIELDS = {f.name: f for f in fields(Settings) if f.name not in ("fabric", "domain_targets")}
 
 
 def parse_fabric(table: Any, source: str) -> FabricSettings:
@@ -149,6 +169,24 @@ def parse_fabric(table: Any, source: str) -> FabricSettings:
     )
 
 
+def parse_domains(table: Any, source: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The ``[domains]`` table: each data-sharing domain -> a non-empty list of anchor targets."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [domains] must be a table of domain = [targets]")
+    out = []
+    for domain, targets in table.items():
+        try:
+            check_domain(domain)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: [domains]: {exc}") from None
+        if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+            raise ConfigError(f"{source}: [domains] {domain} must be a non-empty list of target names")
+        if len(set(targets)) != len(targets):
+            raise ConfigError(f"{source}: [domains] {domain} lists a target twice")
+        out.append((domain, tuple(targets)))
+    return tuple(out)
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
     default = getattr(Settings, name)
     try:
@@ -191,12 +229,14 @@ def load_settings(
             raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
-        table = doc.get("service", {k: v for k, v in doc.items() if k != "fabric"})
+        table = doc.get("service", {k: v for k, v in doc.items() if k not in ("fabric", "domains")})
         if not isinstance(table, dict):
             raise ConfigError(f"config file {config_file}: [service] must be a table")
         settings = _apply(settings, table, str(config_file))
         if "fabric" in doc:
             settings = replace(settings, fabric=parse_fabric(doc["fabric"], str(config_file)))
+        if "domains" in doc:
+            settings = replace(settings, domain_targets=parse_domains(doc["domains"], str(config_file)))
     env = os.environ if environ is None else environ
     from_env = {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
     from_env.pop("config", None)

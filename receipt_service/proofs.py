@@ -12,7 +12,7 @@ from typing import Literal
 from receipt_verifier import proof_id as pid
 from receipt_verifier.codec import parse_anchor
 from receipt_verifier.errors import MalformedReceiptError
-from receipt_verifier.hashing import leaf_hash, salted_commitment
+from receipt_verifier.hashing import leaf_hash
 from receipt_verifier.model import Anchor, LocalAnchor, PendingAnchor, Receipt, TreeInfo
 
 from .errors import CorruptRecordError, UnprocessableError
@@ -68,7 +68,7 @@ class ProofReader:
         row: SubmissionRecord,
         trees: dict[tuple[str, int], tuple[TreeRecord, PackedTree, list[Anchor], list[PendingAnchor]]],
     ) -> Receipt:
-        sub = row.to_submission()
+        sub = row.to_submission(self.store.domain)
         record = await self.store.tree_for_seq(row.seq)
         if record is None:
             return render(sub, pending=self._all_pending())
@@ -79,7 +79,7 @@ class ProofReader:
             trees[key] = (record, tree, anchors, pending)
         record, tree, anchors, pending = trees[key]
         leaf = row.seq - record.first_seq
-        if leaf_hash(salted_commitment(row.nonce, row.proof_id, row.hash)) != tree.leaf(leaf):
+        if leaf_hash(sub.commitment()) != tree.leaf(leaf):
             raise CorruptRecordError(f"submission #{row.seq} does not match leaf {leaf} of its tree; it is not served")
         info = TreeInfo(record.window_id, record.tree_index, leaf, record.size)
         return render(sub, tree=info, path=tree.audit_path(leaf), anchors=anchors, pending=pending)
@@ -89,7 +89,7 @@ class ProofReader:
         tree = self.agg.trees.get(key)
         if tree is None:
             spans = await self.store.tree_batches(record)
-            (tree,) = await self.agg.builder.build([s.columns() for s in spans], record.size)
+            (tree,) = await self.agg.builder.build([s.columns(self.store.domain) for s in spans], record.size)
             if tree.root != record.root:
                 raise CorruptRecordError(f"tree {key[0]}/{key[1]}: its submissions do not give its stored root")
             self.agg.trees.put(key, tree)

@@ -17,10 +17,11 @@ from .anchors.fabric import FabricChannelBackend
 from .app import MAX_LINE, Service, init_app, ledger_key_doc
 from .auth import make_key
 from .config import FabricSettings, Settings
+from .domains import DOMAINS
 from .fabric.evidence import BlockCache
 from .fabric.gateway import Endpoint, GatewayClient
 from .fabric.identity import Identity
-from .sqlite_store import SQLiteStore
+from .sqlite_store import SQLiteStore, open_domain_stores
 from .store import Store
 
 log = logging.getLogger("receipt_service")
@@ -36,6 +37,7 @@ def open_service(settings: Settings) -> Service:
     data_dir = settings.data_dir
     private_dir(data_dir)
     store = SQLiteStore(data_dir)
+    domain_stores = open_domain_stores(data_dir, store, DOMAINS)
     ledger = LocalLedgerBackend(data_dir)
     backends: list[AnchorBackend] = [ledger]
     public = data_dir / PUBLIC_KEY_FILE  # what auditors pin; ledger-key.pem beside it is the private key
@@ -51,7 +53,7 @@ def open_service(settings: Settings) -> Service:
             FabricChannelBackend(client, ch, settings.fabric.chaincode, settings.fabric.concurrency, evidence)
             for ch in settings.fabric.channels
         ]
-    return Service(settings, store, backends, closers=closers, evidence=evidence)
+    return Service(settings, store, backends, closers=closers, evidence=evidence, domain_stores=domain_stores)
 
 
 def fabric_client(fabric: FabricSettings) -> GatewayClient:

@@ -20,7 +20,8 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,8 +50,11 @@ CREATE TABLE IF NOT EXISTS batches (
   proof_ids BLOB NOT NULL,
   hashes BLOB NOT NULL,
   nonces BLOB NOT NULL,
-  checksum BLOB NOT NULL
+  checksum BLOB NOT NULL,
+  subject TEXT NOT NULL DEFAULT '',
+  log_first INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS subject_logs (subject TEXT PRIMARY KEY, size INTEGER NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS batches_ticks ON batches(first_ticks);
 CREATE TABLE IF NOT EXISTS trees (
   window_id TEXT NOT NULL,
@@ -90,14 +94,15 @@ CREATE TABLE IF NOT EXISTS api_keys (
   secret_hash BLOB NOT NULL,
   scopes TEXT NOT NULL,
   created TEXT NOT NULL,
-  revoked TEXT
+  revoked TEXT,
+  role TEXT
 );
 """
 
 # Column lists are spelled out in each statement: every SQL string here is a literal.
 _BATCHES_FROM = (  # the batches from the one holding seq ?1 on, up to seq ?2
-    "SELECT first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum FROM batches"
-    " WHERE first_seq >= (SELECT coalesce(max(first_seq), 0) FROM batches WHERE first_seq <= ?1)"
+    "SELECT first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum, subject, log_first"
+    " FROM batches WHERE first_seq >= (SELECT coalesce(max(first_seq), 0) FROM batches WHERE first_seq <= ?1)"
     " AND first_seq <= ?2 ORDER BY first_seq"
 )
 _MAX_SEQ = 2**63 - 1
@@ -115,6 +120,17 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older release up to this schema (columns added with defaults)."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(batches)")}
+    if cols and "subject" not in cols:
+        conn.execute("ALTER TABLE batches ADD COLUMN subject TEXT NOT NULL DEFAULT ''")
+        conn.execute("ALTER TABLE batches ADD COLUMN log_first INTEGER NOT NULL DEFAULT 0")
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(api_keys)")}
+    if cols and "role" not in cols:
+        conn.execute("ALTER TABLE api_keys ADD COLUMN role TEXT")
+
+
 def tree_checksum(t: TreeRecord) -> bytes:
     """8-byte BLAKE2b over a tree row's fields (its root is checked by rebuilding the tree)."""
     text = f"{t.window_id}:{t.tree_index}:{t.first_seq}:{t.last_seq}:{t.window_start}:{t.window_end}:".encode()
@@ -122,9 +138,9 @@ def tree_checksum(t: TreeRecord) -> bytes:
 
 
 def _batch(row: tuple[Any, ...]) -> StoredBatch:
-    first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum = row
+    first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum, subject, log_first = row
     try:
-        stored = StoredBatch(first_seq, Batch(tenant, first_ticks, proof_ids, hashes, nonces))
+        stored = StoredBatch(first_seq, Batch(tenant, first_ticks, proof_ids, hashes, nonces, subject, log_first))
         ok = stored.batch.count == count and checksum == batch_checksum(first_seq, stored.batch)
     except (ValueError, TypeError):
         ok = False
@@ -154,15 +170,30 @@ class _Job:
 class SQLiteStore:
     """``Store`` over one SQLite database file in the data directory."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        name: str = DB_FILE,
+        domain: str | None = None,
+        avoid_clock_seqs: Collection[int] = (),
+    ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / DB_FILE
+        self.path = data_dir / name
+        self.domain = domain
         try:
             self._w = _connect(self.path)
+            _migrate(self._w)
             self._w.executescript(_SCHEMA)
             # Checkpoints run in their own thread (PASSIVE: they never block the writer's commits).
             self._w.execute("PRAGMA wal_autocheckpoint = 0")
-            self.clock_seq = int(self._meta_init("clock_seq", str(secrets.randbelow(1 << 14))))
+            fresh = secrets.choice([c for c in range(1 << 14) if c not in avoid_clock_seqs])
+            self.clock_seq = int(self._meta_init("clock_seq", str(fresh)))
+            if self.clock_seq in avoid_clock_seqs:
+                raise StoreError(f"{self.path}: its clock sequence {self.clock_seq} is another store's")
+            stored_domain = self._meta_init("domain", domain or "")
+            if stored_domain != (domain or ""):
+                raise StoreError(f"{self.path} holds the domain {stored_domain or '(none)'!r}, not {domain!r}")
             self.instance_id = self._meta_init("instance_id", secrets.token_hex(4))
             self._meta_init("schema_version", SCHEMA_VERSION)
             self._meta_init("watermark", "0")
@@ -275,10 +306,29 @@ class SQLiteStore:
         def write(conn: sqlite3.Connection) -> int:
             first = self._next_seq
             b = batch
+            if b.subject:  # the next positions of the subject's log
+                row = conn.execute("SELECT size FROM subject_logs WHERE subject = ?", (b.subject,)).fetchone()
+                b = replace(b, log_first=row[0] if row else 0)
+                conn.execute(
+                    "INSERT INTO subject_logs(subject, size) VALUES (?, ?)"
+                    " ON CONFLICT(subject) DO UPDATE SET size = excluded.size",
+                    (b.subject, b.log_first + b.count),
+                )
             conn.execute(
-                "INSERT INTO batches(first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (first, b.count, b.first_ticks, b.tenant, b.proof_ids, b.hashes, b.nonces, batch_checksum(first, b)),
+                "INSERT INTO batches(first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum,"
+                " subject, log_first) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    first,
+                    b.count,
+                    b.first_ticks,
+                    b.tenant,
+                    b.proof_ids,
+                    b.hashes,
+                    b.nonces,
+                    batch_checksum(first, b),
+                    b.subject,
+                    b.log_first,
+                ),
             )
             self._next_seq = first + b.count
             return first
@@ -299,8 +349,8 @@ class SQLiteStore:
         seen: dict[int, StoredBatch] = {}
         for t in ticks:
             rows = self._read(
-                "SELECT first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum FROM batches"
-                " WHERE first_ticks <= ? ORDER BY first_ticks DESC LIMIT 1",
+                "SELECT first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum, subject, log_first"
+                " FROM batches WHERE first_ticks <= ? ORDER BY first_ticks DESC LIMIT 1",
                 (t,),
             )
             if not rows:
@@ -505,7 +555,8 @@ class SQLiteStore:
     async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
         """The key with this id, revoked or not."""
         rows = self._read(
-            "SELECT key_id, tenant, secret_hash, scopes, created, revoked FROM api_keys WHERE key_id = ?", (key_id,)
+            "SELECT key_id, tenant, secret_hash, scopes, created, revoked, role FROM api_keys WHERE key_id = ?",
+            (key_id,),
         )
         return _key(rows[0]) if rows else None
 
@@ -513,8 +564,8 @@ class SQLiteStore:
         """Insert a key (administrative: synchronous, from the CLI or at first start)."""
         with self._admin() as conn:
             conn.execute(
-                "INSERT INTO api_keys(key_id, tenant, secret_hash, scopes, created) VALUES (?,?,?,?,?)",
-                (key.key_id, key.tenant, key.secret_hash, ",".join(sorted(key.scopes)), key.created),
+                "INSERT INTO api_keys(key_id, tenant, secret_hash, scopes, created, role) VALUES (?,?,?,?,?,?)",
+                (key.key_id, key.tenant, key.secret_hash, ",".join(sorted(key.scopes)), key.created, key.role),
             )
 
     def revoke_api_key(self, key_id: str, when: str) -> bool:
@@ -526,7 +577,7 @@ class SQLiteStore:
     def list_api_keys(self) -> list[ApiKeyRecord]:
         """Every key, oldest first."""
         rows = self._read_all(
-            "SELECT key_id, tenant, secret_hash, scopes, created, revoked FROM api_keys ORDER BY created, key_id"
+            "SELECT key_id, tenant, secret_hash, scopes, created, revoked, role FROM api_keys ORDER BY created, key_id"
         )
         return [_key(r) for r in rows]
 
@@ -609,8 +660,10 @@ class _AdminTx:
 
 
 def _key(row: tuple[Any, ...]) -> ApiKeyRecord:
-    key_id, tenant, secret_hash, scopes, created, revoked = row
-    return ApiKeyRecord(key_id, tenant, secret_hash, frozenset(s for s in scopes.split(",") if s), created, revoked)
+    key_id, tenant, secret_hash, scopes, created, revoked, role = row
+    return ApiKeyRecord(
+        key_id, tenant, secret_hash, frozenset(s for s in scopes.split(",") if s), created, revoked, role
+    )
 
 
 def _settle(jobs: list[_Job]) -> None:
@@ -621,3 +674,14 @@ def _settle(jobs: list[_Job]) -> None:
             job.future.set_exception(job.error)
         else:
             job.future.set_result(job.result)
+
+
+def open_domain_stores(data_dir: Path, main: SQLiteStore, domains: Iterable[str]) -> dict[str, SQLiteStore]:
+    """One store per data-sharing domain beside the main one, each with its own clock sequence."""
+    used = {main.clock_seq}
+    out: dict[str, SQLiteStore] = {}
+    for domain in domains:
+        store = SQLiteStore(data_dir, name=f"receipts.{domain}.sqlite3", domain=domain, avoid_clock_seqs=used)
+        used.add(store.clock_seq)
+        out[domain] = store
+    return out

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from receipt_verifier import proof_id as pid
+from receipt_verifier.model import Binding
 
 from .receipts import Submission
 
@@ -21,6 +22,8 @@ class Batch:
     proof_ids: bytes
     hashes: bytes
     nonces: bytes
+    subject: str = ""  # the items' subject, if the request named one
+    log_first: int = 0  # with a subject: the first item's position in the subject's log (set by the store)
 
     def __post_init__(self) -> None:
         n = len(self.hashes) // 32
@@ -55,6 +58,8 @@ class StoredBatch:
             b.proof_ids[16 * i : 16 * i + 16],
             b.hashes[32 * i : 32 * i + 32],
             b.nonces[16 * i : 16 * i + 16],
+            b.subject,
+            b.log_first + i if b.subject else 0,
         )
 
     def between(self, first: int, last: int) -> StoredBatch:
@@ -71,18 +76,39 @@ class StoredBatch:
                 b.proof_ids[16 * lo : 16 * hi],
                 b.hashes[32 * lo : 32 * hi],
                 b.nonces[16 * lo : 16 * hi],
+                b.subject,
+                b.log_first + lo if b.subject else 0,
             ),
         )
 
-    def columns(self) -> tuple[bytes, bytes, bytes]:
-        """(proof ids, hashes, nonces), packed."""
+    def columns(self, domain: str | None) -> tuple[bytes, bytes, bytes, bytes]:
+        """(proof ids, hashes, nonces, binding digests), packed; no binding digests without a domain (v1)."""
         b = self.batch
-        return b.proof_ids, b.hashes, b.nonces
+        return b.proof_ids, b.hashes, b.nonces, binding_column(domain, b)
+
+
+def binding(domain: str | None, subject: str, position: int) -> Binding | None:
+    """The v2 binding of an item (None for a v1 item, which has no domain)."""
+    if domain is None:
+        return None
+    return Binding(domain, subject, position) if subject else Binding(domain)
+
+
+def binding_column(domain: str | None, b: Batch) -> bytes:
+    """The binding digest of every item of a batch, packed (empty for v1)."""
+    if domain is None:
+        return b""
+    if not b.subject:
+        return Binding(domain).digest() * b.count
+    return b"".join(Binding(domain, b.subject, b.log_first + i).digest() for i in range(b.count))
 
 
 def batch_checksum(first_seq: int, b: Batch) -> bytes:
     """16-byte BLAKE2b over every field of a stored batch (checked on each read)."""
-    h = hashlib.blake2b(f"{first_seq}:{b.first_ticks}:{b.count}:{b.tenant}:".encode(), digest_size=16)
+    head = f"{first_seq}:{b.first_ticks}:{b.count}:{b.tenant}:"
+    if b.subject:  # batches without a subject keep the checksum they always had
+        head += f"{b.subject}:{b.log_first}:"
+    h = hashlib.blake2b(head.encode(), digest_size=16)
     h.update(b.proof_ids)
     h.update(b.hashes)
     h.update(b.nonces)
@@ -99,10 +125,18 @@ class SubmissionRecord:
     proof_id: bytes
     hash: bytes
     nonce: bytes
+    subject: str = ""
+    log_pos: int = 0
 
-    def to_submission(self) -> Submission:
-        """The core's view of this item."""
-        return Submission(_uuid_text(self.proof_id), self.hash.hex(), pid.ticks_to_received(self.ticks), self.nonce)
+    def to_submission(self, domain: str | None) -> Submission:
+        """The core's view of this item (``domain`` is its lane's: None for v1)."""
+        return Submission(
+            _uuid_text(self.proof_id),
+            self.hash.hex(),
+            pid.ticks_to_received(self.ticks),
+            self.nonce,
+            binding(domain, self.subject, self.log_pos),
+        )
 
 
 def _uuid_text(b: bytes) -> str:
@@ -152,6 +186,7 @@ class ApiKeyRecord:
     scopes: frozenset[str]
     created: str
     revoked: str | None
+    role: str | None = None  # a Table I role; None: a key from before roles (v1 receipts, no domain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +208,7 @@ class Store(Protocol):
 
     clock_seq: int
     instance_id: str
+    domain: str | None  # the data-sharing domain of every submission in this store (None: v1, no domain)
 
     async def add_batch(self, batch: Batch) -> int: ...
 

@@ -17,13 +17,15 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from receipt_verifier.hashing import salted_commitment
+from receipt_verifier.hashing import bound_commitment, salted_commitment
 from receipt_verifier.merkle import MerkleTree, Side
 
 #: Windows with at least this many leaves are built in the worker process.
 PROCESS_THRESHOLD = 8192
 
-Columns = tuple[bytes, bytes, bytes]  # proof ids (16 B each), hashes (32 B), nonces (16 B)
+Columns = tuple[
+    bytes, bytes, bytes, bytes
+]  # proof ids (16 B each), hashes (32 B), nonces (16 B), bindings (32 B or none)
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,18 @@ class PackedTree:
 
 
 def commitments(columns: Columns) -> list[bytes]:
-    """H(nonce || proof_id || hash) for every item of one packed batch."""
-    pids, hashes, nonces = columns
+    """H(nonce || proof_id || hash [|| binding]) for every item of one packed batch."""
+    pids, hashes, nonces, bindings = columns
+    if bindings:
+        return [
+            bound_commitment(
+                nonces[16 * i : 16 * i + 16],
+                pids[16 * i : 16 * i + 16],
+                hashes[32 * i : 32 * i + 32],
+                bindings[32 * i : 32 * i + 32],
+            )
+            for i in range(len(hashes) // 32)
+        ]
     return [
         salted_commitment(nonces[16 * i : 16 * i + 16], pids[16 * i : 16 * i + 16], hashes[32 * i : 32 * i + 32])
         for i in range(len(hashes) // 32)
@@ -101,7 +113,7 @@ class TreeBuilder:
 
     async def build(self, batches: Sequence[Columns], max_leaves: int) -> list[PackedTree]:
         """Trees for these batches, in order."""
-        total = sum(len(h) // 32 for _, h, _ in batches)
+        total = sum(len(c[1]) // 32 for c in batches)
         if total < self.threshold:
             return await asyncio.to_thread(build_packed, batches, max_leaves)
         if self._pool is None:

@@ -201,7 +201,7 @@ class Aggregator:
                     return total
                 start, end = iso_now(self._window_start_ns), iso_now()
                 window_id = f"{self.store.instance_id}-{spans[0].first_seq}"
-                trees = await self.builder.build([s.columns() for s in spans], self.max_leaves)
+                trees = await self.builder.build([s.columns(self.store.domain) for s in spans], self.max_leaves)
                 records = tree_records(window_id, spans[0].first_seq, trees, start, end)
                 leaves = sum(s.batch.count for s in spans)
                 crash_point("window-built")

@@ -17,17 +17,24 @@ from receipt_service.anchors import LocalLedgerBackend
 from receipt_service.app import MAX_LINE, Service, init_app
 from receipt_service.auth import make_key
 from receipt_service.config import Settings
-from receipt_service.sqlite_store import SQLiteStore
+from receipt_service.domains import DOMAINS, Role
+from receipt_service.sqlite_store import SQLiteStore, open_domain_stores
 
 OPENAPI: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[2] / "receipt_service" / "openapi.json").read_text()
 )
 
-KEYS = {
-    "clinic": ("clinic-a", "submit,read"),
-    "insurer": ("insurer-b", "submit,read"),
-    "reader": ("clinic-a", "read"),
-    "writer": ("clinic-a", "submit"),
+KEYS: dict[str, tuple[str, str, Role | None]] = {
+    "clinic": ("clinic-a", "submit,read", None),
+    "insurer": ("insurer-b", "submit,read", None),
+    "reader": ("clinic-a", "read", None),
+    "writer": ("clinic-a", "submit", None),
+    # Table I roles
+    "app": ("wearco", "submit,read", "owner-app"),
+    "app2": ("otherapp", "submit,read", "owner-app"),
+    "provider": ("clinic-x", "submit,read", "provider"),
+    "payer": ("insure-y", "submit,read", "insurer"),
+    "auditor": ("audit-z", "read", "auditor"),
 }
 
 
@@ -67,11 +74,12 @@ async def make_env(
         settings = replace(Settings(data_dir=tmp_path, window_seconds=0.05), **overrides).check()
         store = SQLiteStore(tmp_path)
         tokens = {}
-        for name, (tenant, scopes) in KEYS.items():
-            key = make_key(tenant, frozenset(scopes.split(",")))
+        for name, (tenant, scopes, role) in KEYS.items():
+            key = make_key(tenant, frozenset(scopes.split(",")), role)
             store.create_api_key(key.record)
             tokens[name] = key.token
-        service = Service(settings, store, [LocalLedgerBackend(tmp_path)])
+        lanes = open_domain_stores(tmp_path, store, DOMAINS)
+        service = Service(settings, store, [LocalLedgerBackend(tmp_path)], domain_stores=lanes)
         server = TestServer(init_app(service))
         await server.start_server(
             max_line_size=MAX_LINE, max_field_size=MAX_LINE

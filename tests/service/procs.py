@@ -25,9 +25,9 @@ CLI = [sys.executable, "-m", "receipt_service._cli"]
 _SERVING = re.compile(r"serving on http://127\.0\.0\.1:(\d+)")
 
 
-def create_key(data_dir: Path) -> str:
+def create_key(data_dir: Path, role: str | None = None, tenant: str = "crash-test") -> str:
     out = subprocess.run(
-        [*CLI, "keys", "create", "--tenant", "crash-test", "--data-dir", str(data_dir)],
+        [*CLI, "keys", "create", "--tenant", tenant, "--data-dir", str(data_dir), *(["--role", role] if role else [])],
         capture_output=True,
         text=True,
         check=True,

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -425,3 +426,11 @@ async def test_first_hour_rough_edges(env: Env) -> None:
 async def _chunks(data: bytes) -> Any:
     for i in range(0, len(data), 65536):
         yield data[i : i + 65536]
+
+
+def test_openapi_receipt_schema_is_the_specs() -> None:
+    spec = json.loads((Path(__file__).resolve().parents[2] / "proof_spec" / "receipt.schema.json").read_text())
+    text = json.dumps({k: v for k, v in spec.items() if k not in ("$schema", "$id")})
+    assert OPENAPI["components"]["schemas"]["Receipt"] == json.loads(
+        text.replace('"#/$defs/', '"#/components/schemas/Receipt/$defs/')
+    )

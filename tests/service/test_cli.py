@@ -93,3 +93,20 @@ def test_the_data_directory_is_private_and_the_public_key_is_written(tmp_path: P
     doc = json.loads((data / "ledger-key.pub.json").read_text())
     assert doc["algorithm"] == "Ed25519" and "PRIVATE" not in doc["public_key_pem"]
     load_public_key_file(data / "ledger-key.pub.json")
+
+
+def test_keys_create_with_a_role(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "create", "--tenant", "clinic-x", "--role", "provider", "--data-dir", str(tmp_path)]) == 0
+    assert "role provider" in capsys.readouterr().err
+    assert main(["keys", "create", "--tenant", "audit", "--role", "auditor", "--data-dir", str(tmp_path)]) == 0
+    assert "scopes read)" in capsys.readouterr().err  # an auditor's key is read-only by default
+    assert (
+        main(["keys", "create", "--tenant", "a", "--role", "auditor", "--scope", "submit", "--data-dir", str(tmp_path)])
+        == 1
+    )
+    assert "read-only" in capsys.readouterr().err
+    main(["keys", "list", "--data-dir", str(tmp_path)])
+    listed = capsys.readouterr().out
+    assert "provider" in listed and "auditor" in listed
+    with pytest.raises(SystemExit):
+        main(["keys", "create", "--tenant", "a", "--role", "patient", "--data-dir", str(tmp_path)])

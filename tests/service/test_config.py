@@ -56,3 +56,20 @@ def test_bad_settings_name_the_problem(tmp_path: Path, toml: str, env: dict[str,
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "absent.toml", {})
+
+
+def test_domain_targets(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[domains]\ninsurance = ["local"]\n')
+    settings = load_settings(cfg, environ={})
+    assert settings.targets_for("insurance") == ("local",)
+    assert settings.targets_for("medical-history") == ("local",)  # no [fabric]: the local ledger only
+    for toml, words in [
+        ('[domains]\ninsurance = ["fabric:insurance"]\n', "not 'local' or 'fabric:<channel>'"),
+        ('[domains]\ndentistry = ["local"]\n', "domain 'dentistry' is unknown"),
+        ("[domains]\ninsurance = []\n", "non-empty list"),
+        ('[domains]\ninsurance = ["local", "local"]\n', "twice"),
+    ]:
+        cfg.write_text(toml)
+        with pytest.raises(ConfigError, match=words):
+            load_settings(cfg, environ={})

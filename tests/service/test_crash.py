@@ -111,7 +111,9 @@ def test_a_crash_at_each_dangerous_moment_loses_nothing(tmp_path: Path, point: s
         found = asyncio.run(store.get_submissions(ticks))
     finally:
         store.close_sync()
-    assert {r.to_submission().proof_id: r.hash.hex() for r in found.values()} == acked, "an acknowledged hash is lost"
+    assert {r.to_submission(None).proof_id: r.hash.hex() for r in found.values()} == acked, (
+        "an acknowledged hash is lost"
+    )
     assert stats.backlog == 0 and stats.pending_anchors == 0
     assert sum(e.entry.tree_size for e in entries) == stats.submissions >= len(acked), "a tree was anchored twice"
     assert max(e.entry.tree_size for e in entries) >= 8192, "no window was large enough for the worker build"

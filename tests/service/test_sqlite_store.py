@@ -24,7 +24,7 @@ def _batch(issuer: ProofIdIssuer, n: int, tenant: str = "t") -> Batch:
 
 
 def _trees(spans: list[StoredBatch], max_leaves: int) -> list[TreeRecord]:
-    packed = build_packed([s.columns() for s in spans], max_leaves)
+    packed = build_packed([s.columns(None) for s in spans], max_leaves)
     return tree_records("w-1", spans[0].first_seq, packed, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z")
 
 

@@ -7,12 +7,12 @@ import os
 import pytest
 
 from receipt_service.trees import PackedTree, TreeBuilder, build_packed, pack_tree
-from receipt_verifier.hashing import salted_commitment
+from receipt_verifier.hashing import bound_commitment, salted_commitment
 from receipt_verifier.merkle import MerkleTree
 
 
-def _columns(n: int) -> tuple[bytes, bytes, bytes]:
-    return os.urandom(16 * n), os.urandom(32 * n), os.urandom(16 * n)
+def _columns(n: int, bound: bool = False) -> tuple[bytes, bytes, bytes, bytes]:
+    return os.urandom(16 * n), os.urandom(32 * n), os.urandom(16 * n), os.urandom(32 * n) if bound else b""
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 64, 100, 257])
@@ -28,15 +28,32 @@ def test_packed_tree_matches_reference(size: int) -> None:
 
 
 def test_commitments_follow_the_spec() -> None:
-    pids, hashes, nonces = _columns(3)
-    trees = build_packed([(pids, hashes, nonces)], 2)
+    pids, hashes, nonces, _ = _columns(3)
+    trees = build_packed([(pids, hashes, nonces, b"")], 2)
     assert [t.size for t in trees] == [2, 1]
     c2 = salted_commitment(nonces[32:48], pids[32:48], hashes[64:96])
     assert trees[1].root == MerkleTree.from_commitments([c2]).root
 
 
+def test_v2_commitments_bind_each_item_to_its_own_binding() -> None:
+    pids, hashes, nonces, bindings = _columns(2, bound=True)
+    (tree,) = build_packed([(pids, hashes, nonces, bindings)], 8)
+    c = [
+        bound_commitment(
+            nonces[16 * i : 16 * i + 16],
+            pids[16 * i : 16 * i + 16],
+            hashes[32 * i : 32 * i + 32],
+            bindings[32 * i : 32 * i + 32],
+        )
+        for i in range(2)
+    ]
+    assert tree.root == MerkleTree.from_commitments(c).root
+    swapped = bindings[32:] + bindings[:32]
+    assert build_packed([(pids, hashes, nonces, swapped)], 8)[0].root != tree.root
+
+
 async def test_builder_uses_a_process_for_large_windows_with_the_same_result() -> None:
-    cols = [_columns(300), _columns(200)]
+    cols = [_columns(300), _columns(200, bound=True)]
     builder = TreeBuilder(threshold=100)
     try:
         in_process: list[PackedTree] = await builder.build(cols, 128)

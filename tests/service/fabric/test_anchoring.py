@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from receipt_service.fabric.gateway import GatewayClient
 from receipt_service.fabric.network import CHANNELS, Network
@@ -103,6 +104,36 @@ async def test_hashes_posted_over_http_are_anchored_on_all_three_channels(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     await _check_on_chain(gateway, acked, receipts)
+
+
+async def test_each_domain_is_anchored_on_its_own_channel_only(
+    net: Network, gateway: GatewayClient, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    homes = {"owner-app": "personal-health", "provider": "medical-history", "insurer": "insurance"}
+    tokens = {role: create_key(data, role, tenant=role) for role in homes}
+    with _serve(net, data) as (proc, base):
+        for role, domain in homes.items():
+            acked: dict[str, str] = {}
+            assert await load(base, tokens[role], acked, stop_after=0.5, workers=1, max_batch=5) > 0
+            receipts = await collect(base, tokens[role], list(acked), timeout=60)
+            roots: dict[str, str] = {}
+            for proof_id, hash_hex in acked.items():
+                doc = receipts[proof_id]
+                assert doc["domain"] == domain and doc["@context"].endswith("/v2")
+                fabric = [a for a in _anchors(doc) if a["type"] == "fabric"]
+                assert [a["channel"] for a in fabric] == [domain], (role, fabric)
+                result = Verifier([]).verify_policy(json.dumps(doc), AnchorPolicy.parse("0"), record_hash=hash_hex)
+                assert result.root is not None
+                roots[fabric[0]["key"]] = result.root
+            for key, root in roots.items():
+                record = json.loads(await gateway.evaluate(domain, "anchor", "GetAnchor", [key]))
+                assert record["root"] == root
+                for other in set(homes.values()) - {domain}:  # never written to another domain's channel
+                    with pytest.raises(Exception, match="is not anchored"):
+                        await gateway.evaluate(other, "anchor", "GetAnchor", [key])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
 
 
 async def test_one_orderer_down_anchoring_goes_on(net: Network, gateway: GatewayClient, tmp_path: Path) -> None:
