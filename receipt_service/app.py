@@ -7,8 +7,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -23,9 +23,8 @@ from receipt_verifier.evidence import make_bundle
 from receipt_verifier.ledger import raw_public_key
 from receipt_verifier.model import FabricAnchor
 
-from .anchors import AnchorBackend, LocalLedgerBackend, iso_now
-from .auth import Authenticator, Principal
-from .config import Settings
+from .anchors import LocalLedgerBackend, iso_now
+from .auth import Principal
 from .domains import HOME_DOMAIN, check_domain, check_subject, may
 from .errors import (
     ClientGoneError,
@@ -35,58 +34,21 @@ from .errors import (
     PayloadTooLargeError,
     RequestTimeoutError,
     ServiceError,
-    UnauthorizedError,
     UnavailableError,
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
-from .fabric.evidence import BlockCache
-from .lanes import Lane, Lanes, domain_backends, make_lane
-from .metrics import CONTENT_TYPE, Metrics
+from .lanes import Lane
+from .metrics import CONTENT_TYPE
 from .proofs import Located, WaitFor, parse_ids
-from .store import Batch, Store
+from .service import SERVICE, Service, check_params, find_receipts, json_response, principal
+from .store import Batch
 
 log = logging.getLogger("receipt_service.app")
 
 PROBLEM = "application/problem+json"
 PROBLEM_BASE = "https://w3id.org/health-receipt/problems/"
 
-
-@dataclass
-class Service:
-    """One running instance: settings, store, aggregator and the rest, shared by handlers."""
-
-    settings: Settings
-    store: Store
-    backends: Sequence[AnchorBackend]
-    metrics: Metrics = field(default_factory=Metrics)
-    draining: bool = False
-    inflight_submits: int = 0
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run at shutdown
-    evidence: BlockCache | None = None  # Fabric blocks, when Fabric is configured
-    domain_stores: Mapping[str, Store] = field(default_factory=dict)  # one lane per data-sharing domain
-
-    def __post_init__(self) -> None:
-        s = self.settings
-        v1 = make_lane(None, self.store, self.backends, s, self.metrics)
-        self.lanes = Lanes(
-            [v1]
-            + [
-                make_lane(d, st, domain_backends(d, s, self.backends), s, self.metrics)
-                for d, st in self.domain_stores.items()
-            ]
-        )
-        self.aggregator = v1.aggregator  # the v1 lane (keys without a role)
-        self.reader = v1.reader
-        self.issuer = v1.issuer
-        self.auth = Authenticator(self.store, s.key_cache_seconds)
-
-    def ledger(self) -> LocalLedgerBackend | None:
-        """The local ledger backend, if configured."""
-        return next((b for b in self.backends if isinstance(b, LocalLedgerBackend)), None)
-
-
-SERVICE = web.AppKey("service", Service)
 
 # 250 proof ids in a query string are ~9.3 kB: above aiohttp's default 8190-byte request line.
 MAX_LINE = 16384
@@ -111,10 +73,6 @@ def _matches(resource: web.AbstractResource, path: str) -> bool:
         return bool(info["path"] == path)
     pattern = info.get("pattern")
     return bool(pattern is not None and pattern.fullmatch(path))
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(data, separators=(",", ":")), content_type="application/json")
 
 
 @web.middleware
@@ -254,7 +212,7 @@ def _check_count(n: int, limit: int) -> None:
 async def submit(request: web.Request) -> web.Response:
     """POST /hashes: store 1..N hashes durably, then answer with their proof ids."""
     svc = request.app[SERVICE]
-    who = await _principal(request, "submit")
+    who = await principal(request, "submit")
     if svc.draining:
         raise UnavailableError("the service is shutting down and takes no new hashes; retry on another instance")
     s = svc.settings
@@ -280,7 +238,7 @@ async def submit(request: web.Request) -> web.Response:
         hashes, placement = _parse_json_hashes(body, s.max_hashes_per_request)
         packed = b"".join(hashes)
     else:
-        _check_params(request, frozenset({"domain", "subject"}))
+        check_params(request, frozenset({"domain", "subject"}))
         placement = Placement(request.query.get("domain"), request.query.get("subject"))
         if len(body) % 32:
             raise UnprocessableError(
@@ -334,19 +292,6 @@ def _format(request: web.Request) -> str:
     return fmt
 
 
-def _check_params(request: web.Request, allowed: frozenset[str], repeatable: frozenset[str] = frozenset()) -> None:
-    extra = sorted(set(request.query) - allowed)
-    if extra:
-        raise UnprocessableError(
-            f"unknown query parameter(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}"
-        )
-    twice = sorted(k for k in set(request.query) - repeatable if len(request.query.getall(k)) > 1)
-    if twice:
-        raise UnprocessableError(f"query parameter(s) {', '.join(twice)} given more than once")
-    if "timeout" in request.query and "wait" not in request.query:
-        raise UnprocessableError("timeout only applies with wait=aggregated or wait=anchored")
-
-
 def _render(found: Located, fmt: str) -> dict[str, Any]:
     if fmt == "chainpoint-v4":
         try:
@@ -359,8 +304,8 @@ def _render(found: Located, fmt: str) -> dict[str, Any]:
 async def get_proof(request: web.Request) -> web.Response:
     """GET /proofs/{proof_id}: one receipt, optionally waiting until it is aggregated or anchored."""
     svc = request.app[SERVICE]
-    who = await _principal(request, "read")
-    _check_params(request, _SINGLE_PARAMS)
+    who = await principal(request, "read")
+    check_params(request, _SINGLE_PARAMS)
     fmt = _format(request)
     ((text, ticks),) = parse_ids([request.match_info["proof_id"]])
     wait = request.query.get("wait")
@@ -378,19 +323,19 @@ async def get_proof(request: web.Request) -> web.Response:
         raise NotFoundError(f"no proof {text} for this API key's tenant")
     evidence = request.query.get("evidence")
     if evidence is None:
-        return _json(_render(found, fmt))
+        return json_response(_render(found, fmt))
     if evidence != "embed" or fmt != "receipt":
         raise UnprocessableError("evidence=embed is the only evidence option, and only with the receipt format")
     fabric = [a for a in found.receipt.anchors() if isinstance(a, FabricAnchor)]
     blocks = await svc.evidence.evidence(fabric) if svc.evidence is not None and fabric else []
-    return _json(make_bundle(receipt_to_dict(found.receipt), blocks))
+    return json_response(make_bundle(receipt_to_dict(found.receipt), blocks))
 
 
 async def fabric_block(request: web.Request) -> web.Response:
     """GET /fabric/{channel}/blocks/{number}: a block exactly as the peers store it (evidence)."""
     svc = request.app[SERVICE]
-    await _principal(request, "read")
-    _check_params(request, frozenset())
+    await principal(request, "read")
+    check_params(request, frozenset())
     text = request.match_info["number"]
     if not text.isdigit() or len(text) > 19:
         raise UnprocessableError(f"block number {text[:40]!r} must be a non-negative integer")
@@ -398,14 +343,6 @@ async def fabric_block(request: web.Request) -> web.Response:
         raise NotFoundError("this service does not anchor to Fabric")
     data = await svc.evidence.block(request.match_info["channel"], int(text))
     return web.Response(body=data, content_type="application/octet-stream")
-
-
-async def find_receipts(svc: Service, tenant: str, ids: Sequence[tuple[str, int]]) -> dict[str, Located]:
-    """Receipts of ``tenant`` for these ids, from whichever lane issued each."""
-    out: dict[str, Located] = {}
-    for lane, group in svc.lanes.by_id(ids).values():
-        out.update(await lane.reader.find(tenant, group))
-    return out
 
 
 def _timeout(text: str, limit: float) -> float:
@@ -421,8 +358,8 @@ def _timeout(text: str, limit: float) -> float:
 async def get_proofs(request: web.Request) -> web.Response:
     """GET /proofs?ids=a,b,...: up to N receipts; ids not found are listed, not errors."""
     svc = request.app[SERVICE]
-    who = await _principal(request, "read")
-    _check_params(request, _BATCH_PARAMS, repeatable=frozenset({"ids"}))
+    who = await principal(request, "read")
+    check_params(request, _BATCH_PARAMS, repeatable=frozenset({"ids"}))
     fmt = _format(request)
     raw = [p for v in request.query.getall("ids", []) for p in v.split(",") if p]
     if not raw:
@@ -441,7 +378,7 @@ async def get_proofs(request: web.Request) -> web.Response:
             receipts.append(_render(found[text], fmt))
         except ConflictError:  # a Chainpoint export asked for before any anchor exists
             not_anchored.append(text)
-    return _json({"receipts": receipts, "not_found": not_found, "not_anchored": not_anchored})
+    return json_response({"receipts": receipts, "not_found": not_found, "not_anchored": not_anchored})
 
 
 # ---------------------------------------------------------------------- operations
@@ -449,7 +386,7 @@ async def get_proofs(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     """GET /healthz: the process answers."""
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -481,7 +418,7 @@ async def readyz(request: web.Request) -> web.Response:
         return problem(503, "Service unavailable", "the service is shutting down", "draining", checks=checks)
     if failed:
         return problem(503, "Service unavailable", f"not ready: {', '.join(failed)}", "not-ready", checks=checks)
-    return _json({"status": "ready", "checks": checks})
+    return json_response({"status": "ready", "checks": checks})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -499,7 +436,7 @@ async def ledger_key(request: web.Request) -> web.Response:
     ledger = request.app[SERVICE].ledger()
     if ledger is None:
         raise NotFoundError("this instance has no local ledger configured")
-    return _json(ledger_key_doc(ledger))
+    return json_response(ledger_key_doc(ledger))
 
 
 def ledger_key_doc(backend: LocalLedgerBackend) -> dict[str, str]:
@@ -516,18 +453,6 @@ async def openapi(request: web.Request) -> web.Response:
     """GET /openapi.json: the API description shipped with the package."""
     text = resources.files("receipt_service").joinpath("openapi.json").read_text()
     return web.Response(text=text, content_type="application/json")
-
-
-async def _principal(request: web.Request, scope: str) -> Principal:
-    auth = request.headers.get("Authorization")
-    if auth is not None:
-        scheme, _, token = auth.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise UnauthorizedError(
-                "the Authorization header must use the Bearer scheme: 'Authorization: Bearer hrk_...'"
-            )
-        return await request.app[SERVICE].auth.authenticate(token.strip(), scope)
-    return await request.app[SERVICE].auth.authenticate(request.headers.get("X-API-Key"), scope)
 
 
 # ---------------------------------------------------------------------- app

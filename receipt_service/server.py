@@ -14,13 +14,14 @@ from aiohttp import web
 
 from .anchors import AnchorBackend, LocalLedgerBackend
 from .anchors.fabric import FabricChannelBackend
-from .app import MAX_LINE, Service, init_app, ledger_key_doc
+from .app import MAX_LINE, init_app, ledger_key_doc
 from .auth import make_key
 from .config import FabricSettings, Settings
 from .domains import DOMAINS
 from .fabric.evidence import BlockCache
 from .fabric.gateway import Endpoint, GatewayClient
 from .fabric.identity import Identity
+from .service import Service
 from .sqlite_store import SQLiteStore, open_domain_stores
 from .store import Store
 

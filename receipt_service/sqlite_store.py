@@ -25,11 +25,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import CorruptRecordError, StoreError
+from .errors import ConflictError, CorruptRecordError, StoreError
 from .store import (
     AnchorRecord,
     ApiKeyRecord,
     Batch,
+    EventRecord,
+    SigningKeyRecord,
     StoredBatch,
     StoreStats,
     SubmissionRecord,
@@ -55,7 +57,33 @@ CREATE TABLE IF NOT EXISTS batches (
   log_first INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS subject_logs (subject TEXT PRIMARY KEY, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS subject_hashes (subject TEXT NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (subject, hash))
+  WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subjects (subject TEXT PRIMARY KEY, tenant TEXT NOT NULL, created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS signing_keys (
+  key_id TEXT PRIMARY KEY,
+  party TEXT NOT NULL,
+  tenant TEXT NOT NULL,
+  jwk TEXT NOT NULL,
+  created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS access_events (
+  n INTEGER PRIMARY KEY AUTOINCREMENT,
+  replay_id TEXT NOT NULL UNIQUE,
+  event_hash TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  receiver TEXT NOT NULL,
+  domain TEXT NOT NULL,
+  action TEXT NOT NULL,
+  time TEXT NOT NULL,
+  expiry TEXT,
+  doc TEXT NOT NULL,
+  proof_id TEXT NOT NULL,
+  tenant TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS access_events_owner ON access_events(owner, receiver, domain);
 CREATE UNIQUE INDEX IF NOT EXISTS batches_ticks ON batches(first_ticks);
+CREATE INDEX IF NOT EXISTS batches_subject ON batches(subject, first_seq) WHERE subject != '';
 CREATE TABLE IF NOT EXISTS trees (
   window_id TEXT NOT NULL,
   tree_index INTEGER NOT NULL,
@@ -314,6 +342,10 @@ class SQLiteStore:
                     " ON CONFLICT(subject) DO UPDATE SET size = excluded.size",
                     (b.subject, b.log_first + b.count),
                 )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO subject_hashes(subject, hash) VALUES (?, ?)",
+                    [(b.subject, b.hashes[i : i + 32]) for i in range(0, len(b.hashes), 32)],
+                )
             conn.execute(
                 "INSERT INTO batches(first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum,"
                 " subject, log_first) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -550,6 +582,106 @@ class SQLiteStore:
 
         return await self._write(write)
 
+    # ------------------------------------------------------------------ subjects, keys, access events
+
+    async def subject_records(self, subject: str, after: int, limit: int) -> list[SubmissionRecord]:
+        """The subject's records in log order, from log position ``after`` + 1 on (at most ``limit``)."""
+        purged = int(self._read("SELECT value FROM meta WHERE key = 'purged_upto'", ())[0][0])
+        rows = self._read(
+            "SELECT first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum, subject, log_first"
+            " FROM batches WHERE subject = ? AND log_first + count - 1 > ? ORDER BY first_seq LIMIT ?",
+            (subject, after, limit),
+        )
+        out: list[SubmissionRecord] = []
+        for row in rows:
+            stored = _batch(row)
+            for i in range(stored.batch.count):
+                rec = stored.record(i)
+                if rec.log_pos > after and rec.seq > purged and len(out) < limit:
+                    out.append(rec)
+        return out
+
+    async def has_record(self, subject: str, record_hash: bytes) -> bool:
+        """Whether ``record_hash`` was submitted for ``subject`` in this store's domain."""
+        return bool(self._read("SELECT 1 FROM subject_hashes WHERE subject = ? AND hash = ?", (subject, record_hash)))
+
+    async def register_subject(self, subject: str, tenant: str, key: SigningKeyRecord) -> None:
+        """Record that ``tenant``'s app owns ``subject``, with the owner's key (ConflictError: another tenant's)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT tenant FROM subjects WHERE subject = ?", (subject,)).fetchone()
+            if row is not None and row[0] != tenant:
+                raise ConflictError(f"subject {subject} is registered by another app; choose another pseudonym")
+            conn.execute(
+                "INSERT OR IGNORE INTO subjects(subject, tenant, created) VALUES (?,?,?)",
+                (subject, tenant, key.created),
+            )
+            _insert_key(conn, key)
+
+        await self._write(write)
+
+    async def subject_tenant(self, subject: str) -> str | None:
+        """The tenant whose app registered ``subject``, or None."""
+        rows = self._read("SELECT tenant FROM subjects WHERE subject = ?", (subject,))
+        return str(rows[0][0]) if rows else None
+
+    async def add_signing_key(self, key: SigningKeyRecord) -> None:
+        """Register a receiving party's key (the same key again is a no-op)."""
+        await self._write(lambda conn: _insert_key(conn, key))
+
+    async def get_signing_key(self, key_id: str) -> SigningKeyRecord | None:
+        """A registered key by thumbprint."""
+        rows = self._read("SELECT key_id, party, tenant, jwk, created FROM signing_keys WHERE key_id = ?", (key_id,))
+        return SigningKeyRecord(*rows[0]) if rows else None
+
+    async def seen_event(self, replay_id: str) -> bool:
+        """Whether an event with these signed bytes was accepted before."""
+        return bool(self._read("SELECT 1 FROM access_events WHERE replay_id = ?", (replay_id,)))
+
+    async def add_event(self, event: EventRecord) -> bool:
+        """Keep an accepted event; False when its replay id is already there (a replay)."""
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO access_events(replay_id, event_hash, owner, receiver, domain, action, time,"
+                " expiry, doc, proof_id, tenant) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    event.replay_id,
+                    event.event_hash,
+                    event.owner,
+                    event.receiver,
+                    event.domain,
+                    event.action,
+                    event.time,
+                    event.expiry,
+                    event.doc,
+                    event.proof_id,
+                    event.tenant,
+                ),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(write)
+
+    async def events(self, owner: str) -> list[EventRecord]:
+        """Every access event of a subject, in acceptance order."""
+        rows = self._read(
+            "SELECT replay_id, event_hash, owner, receiver, domain, action, time, expiry, doc, proof_id, tenant, n"
+            " FROM access_events WHERE owner = ? ORDER BY n",
+            (owner,),
+        )
+        return [_event(r) for r in rows]
+
+    async def last_decision(self, owner: str, receiver: str, domain: str) -> EventRecord | None:
+        """The owner's latest grant, deny or revoke for this receiver and domain."""
+        rows = self._read(
+            "SELECT replay_id, event_hash, owner, receiver, domain, action, time, expiry, doc, proof_id, tenant, n"
+            " FROM access_events WHERE owner = ? AND receiver = ? AND domain = ?"
+            " AND action IN ('grant', 'deny', 'revoke') ORDER BY n DESC LIMIT 1",
+            (owner, receiver, domain),
+        )
+        return _event(rows[0]) if rows else None
+
     # ------------------------------------------------------------------ API keys
 
     async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
@@ -663,6 +795,20 @@ def _key(row: tuple[Any, ...]) -> ApiKeyRecord:
     key_id, tenant, secret_hash, scopes, created, revoked, role = row
     return ApiKeyRecord(
         key_id, tenant, secret_hash, frozenset(s for s in scopes.split(",") if s), created, revoked, role
+    )
+
+
+def _event(row: tuple[Any, ...]) -> EventRecord:
+    return EventRecord(*row)
+
+
+def _insert_key(conn: sqlite3.Connection, key: SigningKeyRecord) -> None:
+    row = conn.execute("SELECT party FROM signing_keys WHERE key_id = ?", (key.key_id,)).fetchone()
+    if row is not None and row[0] != key.party:
+        raise ConflictError(f"key {key.key_id} is already registered for another party")
+    conn.execute(
+        "INSERT OR IGNORE INTO signing_keys(key_id, party, tenant, jwk, created) VALUES (?,?,?,?,?)",
+        (key.key_id, key.party, key.tenant, key.jwk, key.created),
     )
 
 

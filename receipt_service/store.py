@@ -190,6 +190,35 @@ class ApiKeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SigningKeyRecord:
+    """A registered public key (JWK): a subject's owner key or a receiving party's key."""
+
+    key_id: str  # RFC 7638 thumbprint
+    party: str  # the subject (owner keys) or the party's tenant name (receivers)
+    tenant: str  # the tenant that registered it
+    jwk: str  # the public JWK, JSON
+    created: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An accepted access event and the proof id of its anchored hash."""
+
+    replay_id: str
+    event_hash: str
+    owner: str
+    receiver: str
+    domain: str
+    action: str
+    time: str
+    expiry: str | None
+    doc: str  # the event JSON as accepted
+    proof_id: str
+    tenant: str  # who posted it (the service records reads under the reader's tenant)
+    n: int = 0  # acceptance order (set by the store)
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     """Counters for ``/metrics``."""
 
@@ -245,6 +274,26 @@ class Store(Protocol):
     def revoke_api_key(self, key_id: str, when: str) -> bool: ...
 
     def list_api_keys(self) -> list[ApiKeyRecord]: ...
+
+    async def subject_records(self, subject: str, after: int, limit: int) -> list[SubmissionRecord]: ...
+
+    async def has_record(self, subject: str, record_hash: bytes) -> bool: ...
+
+    async def register_subject(self, subject: str, tenant: str, key: SigningKeyRecord) -> None: ...
+
+    async def subject_tenant(self, subject: str) -> str | None: ...
+
+    async def add_signing_key(self, key: SigningKeyRecord) -> None: ...
+
+    async def get_signing_key(self, key_id: str) -> SigningKeyRecord | None: ...
+
+    async def seen_event(self, replay_id: str) -> bool: ...
+
+    async def add_event(self, event: EventRecord) -> bool: ...
+
+    async def events(self, owner: str) -> list[EventRecord]: ...
+
+    async def last_decision(self, owner: str, receiver: str, domain: str) -> EventRecord | None: ...
 
     async def stats(self) -> StoreStats: ...
 

@@ -14,10 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
 from receipt_service.anchors import LocalLedgerBackend
-from receipt_service.app import MAX_LINE, Service, init_app
+from receipt_service.app import MAX_LINE, init_app
 from receipt_service.auth import make_key
 from receipt_service.config import Settings
 from receipt_service.domains import DOMAINS, Role
+from receipt_service.service import Service
 from receipt_service.sqlite_store import SQLiteStore, open_domain_stores
 
 OPENAPI: dict[str, Any] = json.loads(

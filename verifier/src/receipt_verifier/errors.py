@@ -96,3 +96,11 @@ class WriteSetError(FabricEvidenceError):
 
 class IdentityError(FabricEvidenceError):
     """A certificate does not chain to the pinned roots of its organisation, or has no such role."""
+
+
+class MalformedEventError(MalformedReceiptError):
+    """An access event is not of the spec's form (section 13)."""
+
+
+class EventSignatureError(VerificationError):
+    """An access event's signature does not verify, or its key is not the one pinned."""
