@@ -23,6 +23,7 @@ from receipt_verifier.evidence import make_bundle
 from receipt_verifier.ledger import raw_public_key
 from receipt_verifier.model import FabricAnchor
 
+from .access import EventSigner, add_routes
 from .anchors import LocalLedgerBackend, iso_now
 from .auth import Principal
 from .domains import HOME_DOMAIN, check_domain, check_subject, may
@@ -174,7 +175,7 @@ def _parse_json_hashes(body: bytes, limit: int) -> tuple[list[bytes], Placement]
     return out, placement
 
 
-def _lane_for(svc: Service, who: Principal, placement: Placement) -> Lane:
+async def _lane_for(svc: Service, who: Principal, placement: Placement) -> Lane:
     """The lane a principal's submission goes to, by Table I (403 naming the rule otherwise)."""
     if who.role is None:
         if placement.domain is not None or placement.subject is not None:
@@ -196,6 +197,12 @@ def _lane_for(svc: Service, who: Principal, placement: Placement) -> Lane:
         decision = may(who.role, "update", domain)
         if not decision.allowed:
             raise ForbiddenError(decision.rule)
+        if placement.subject is not None:
+            owner = await svc.store.subject_tenant(placement.subject)
+            if owner is None or (who.role == "owner-app" and owner != who.tenant):
+                raise UnprocessableError(
+                    f"unknown subject {placement.subject}: the owner's app registers it first (POST /signing-keys)"
+                )
         lane = svc.lanes.domain(domain)
     if lane is None:
         raise UnavailableError(f"this instance does not serve the domain {placement.domain!r}")
@@ -247,7 +254,7 @@ async def submit(request: web.Request) -> web.Response:
         _check_count(len(body) // 32, s.max_hashes_per_request)
         hashes = [body[i : i + 32] for i in range(0, len(body), 32)]
         packed = body  # already the hashes back to back
-    lane = _lane_for(svc, who, placement)
+    lane = await _lane_for(svc, who, placement)
     issued = lane.issuer.issue_batch(hashes, time.time_ns())
     batch = Batch(
         who.tenant,
@@ -471,6 +478,7 @@ def init_app(service: Service) -> web.Application:
     app.router.add_get("/ledger/key", ledger_key)
     app.router.add_get("/fabric/{channel}/blocks/{number}", fabric_block)
     app.router.add_get("/openapi.json", openapi)
+    add_routes(app, EventSigner(service.settings.data_dir))
     app.on_startup.append(_start)
     app.on_shutdown.append(_drain)
     app.on_cleanup.append(_close)

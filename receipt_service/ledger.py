@@ -34,9 +34,9 @@ KEY_FILE = "ledger-key.pem"
 LEDGER_FILE = "ledger.jsonl"
 
 
-def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
-    """The ledger's signing key, generated on first start (mode 0600)."""
-    path = data_dir / KEY_FILE
+def load_or_create_key(data_dir: Path, name: str = KEY_FILE) -> Ed25519PrivateKey:
+    """A signing key of the data directory (the ledger's by default), generated on first start (mode 0600)."""
+    path = data_dir / name
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):

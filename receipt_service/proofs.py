@@ -51,14 +51,18 @@ class ProofReader:
         self.agg = aggregator
         self.store = aggregator.store
 
-    async def find(self, tenant: str, ids: Sequence[tuple[str, int]]) -> dict[str, Located]:
-        """Receipts for the ids this tenant owns; others' ids and unknown ids are simply absent."""
+    async def find(self, tenant: str | None, ids: Sequence[tuple[str, int]]) -> dict[str, Located]:
+        """Receipts for the ids this tenant owns (None: any tenant's); others' and unknown ids are absent."""
         rows = await self.store.get_submissions([t for _, t in ids])
         out: dict[str, Located] = {}
         trees: dict[tuple[str, int], tuple[TreeRecord, PackedTree, list[Anchor], list[PendingAnchor]]] = {}
         for text, ticks in ids:
             row = rows.get(ticks)
-            if row is None or row.tenant != tenant or row.proof_id.hex() != text.replace("-", ""):
+            if (
+                row is None
+                or (tenant is not None and row.tenant != tenant)
+                or row.proof_id.hex() != text.replace("-", "")
+            ):
                 continue
             out[text] = Located(row.seq, await self._receipt(row, trees))
         return out

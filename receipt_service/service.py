@@ -76,8 +76,8 @@ def check_params(request: web.Request, allowed: frozenset[str], repeatable: froz
         raise UnprocessableError("timeout only applies with wait=aggregated or wait=anchored")
 
 
-async def find_receipts(svc: Service, tenant: str, ids: Sequence[tuple[str, int]]) -> dict[str, Located]:
-    """Receipts of ``tenant`` for these ids, from whichever lane issued each."""
+async def find_receipts(svc: Service, tenant: str | None, ids: Sequence[tuple[str, int]]) -> dict[str, Located]:
+    """Receipts of ``tenant`` (None: of any tenant) for these ids, from whichever lane issued each."""
     out: dict[str, Located] = {}
     for lane, group in svc.lanes.by_id(ids).values():
         out.update(await lane.reader.find(tenant, group))

@@ -11,6 +11,7 @@ from receipt_service.domains import DOMAINS, HOME_DOMAIN, ROLES, TABLE_I, check_
 from receipt_verifier import Verifier
 
 from .conftest import Env
+from .parties import Party
 
 ROLE_KEY = {"owner-app": "app", "provider": "provider", "insurer": "payer", "auditor": "auditor"}
 SUBJECT = "hmac-sha256:6a09e667f3bcc908"
@@ -70,7 +71,14 @@ def _verifier(env: Env) -> Verifier:
     return Verifier([ledger.ledger.public_key])
 
 
+async def register(env: Env, who: str, party: Party, subject: str | None = None) -> None:
+    body: dict[str, Any] = {"jwk": party.jwk} | ({"subject": subject} if subject else {})
+    resp = await env.client.post("/signing-keys", json=body, headers=env.auth(who))
+    assert resp.status == 201, await resp.text()
+
+
 async def test_v2_receipts_bind_domain_subject_and_log_position(env: Env) -> None:
+    await register(env, "app", Party(), SUBJECT)
     ids = []
     for batch in (["a", "b"], ["c"]):
         resp = await env.client.post(
@@ -112,7 +120,10 @@ async def test_a_tree_never_mixes_domains(env: Env) -> None:
 
 
 async def test_placement_errors_are_clear(env: Env) -> None:
+    await register(env, "app", Party(), SUBJECT)
     cases = [
+        ("app", {"subject": "hmac-sha256:000000000000000000"}, 422, "unknown subject"),
+        ("app2", {"subject": SUBJECT}, 422, "unknown subject"),  # another app's subject: not even its existence
         ("clinic", {"domain": "medical-history"}, 422, "has no role"),
         ("provider", {"domain": "dentistry"}, 422, "domain 'dentistry' is unknown"),
         ("provider", {"subject": "Jane Doe"}, 422, "pseudonymous"),
