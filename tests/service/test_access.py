@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from receipt_service.domains import DOMAINS, TABLE_I
 from receipt_verifier import Verifier
+from receipt_verifier._cli import main as verify_main
 from receipt_verifier.access_event import b64url, b64url_decode, jwk_public_key, parse_event, verify_signature
 
 from .conftest import Env, openapi_validate
@@ -230,6 +232,16 @@ async def test_event_receipts_verify_offline_with_pinned_keys(world: World) -> N
         assert receipt["hash"] == ev.event_hash() == item["event_hash"]
         assert receipt["domain"] == "medical-history"
         assert verifier.verify(receipt).anchors[0].status.value == "verified"
+        # the same offline, with receipt-verify event
+        d = env.data_dir / "audit"
+        d.mkdir(exist_ok=True)
+        (d / "item.json").write_text(json.dumps(item))
+        (d / "receipt.json").write_text(json.dumps(receipt))
+        (d / "key.json").write_text(json.dumps(pinned[ev.key_id]))
+        (d / "ledger.pem").write_text(ledger.ledger.public_key_pem())
+        args = ["event", str(d / "item.json"), "--key", str(d / "key.json"), "--receipt", str(d / "receipt.json")]
+        assert verify_main([*args, "--ledger-key", str(d / "ledger.pem")]) == 0
+        assert verify_main(args) == 1  # the ledger key not pinned: the anchor is not verified
 
 
 async def test_fhir_bundle_validates(world: World) -> None:

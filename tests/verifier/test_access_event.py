@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from receipt_verifier._cli import main
 from receipt_verifier.access_event import (
     jwk_public_key,
     parse_event,
@@ -73,3 +76,19 @@ def test_bad_events_name_the_field(change: dict[str, Any], words: str) -> None:
     doc = Party().sign(event("grant", SUBJECT, "insure-y", "insurance"))
     with pytest.raises(MalformedEventError, match=words):
         parse_event(dict(doc, **change))
+
+
+def test_receipt_verify_event_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    party = Party(ec_key=True)
+    doc = party.sign(event("request", SUBJECT, "insure-y", "insurance"))
+    (tmp_path / "e.json").write_text(json.dumps(doc))
+    (tmp_path / "k.json").write_text(json.dumps(party.jwk))
+    (tmp_path / "other.json").write_text(json.dumps({"key_id": "x", "party": "p", "jwk": Party().jwk}))
+    assert main(["event", str(tmp_path / "e.json"), "--key", str(tmp_path / "k.json")]) == 0
+    out = capsys.readouterr()
+    assert "request" in out.out and "ok" in out.out and "not checked" in out.err
+    assert main(["event", str(tmp_path / "e.json"), "--key", str(tmp_path / "other.json")]) == 1
+    assert "no --key pins" in capsys.readouterr().err
+    (tmp_path / "e.json").write_text(json.dumps(dict(doc, receiver="clinic-x")))
+    assert main(["event", str(tmp_path / "e.json"), "--key", str(tmp_path / "k.json")]) == 1
+    assert "does not verify" in capsys.readouterr().err

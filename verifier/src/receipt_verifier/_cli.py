@@ -19,10 +19,11 @@ from typing import Any
 
 from . import strict_json
 from ._progress import Progress, table
+from .access_event import jwk_public_key, parse_event, thumbprint, verify_signature
 from .audit import find_items, render_html, run_audit
 from .chainpoint import to_chainpoint_v4
 from .codec import DEFAULT_LIMITS, Limits, parse_receipt
-from .errors import Error, UsageError
+from .errors import Error, EventSignatureError, UsageError
 from .fabric.trust import ChannelTrust, load_trust, make_trust
 from .ledger import iter_ledger, key_id, load_public_key_file, verify_chain
 from .verify import AnchorPolicy, AnchorStatus, VerificationResult, Verifier
@@ -45,6 +46,8 @@ other commands:
   receipt-verify trust show T                           check a trust file, print what it pins
   receipt-verify audit DIR --trust T [--ledger-key K] [--json R.json] [--html R.html]
                                                         an insurer's audit of records and their receipts
+  receipt-verify event EVENT.json --key JWK [--receipt R.json --ledger-key K | --trust T]
+                                                        an access event's signature (pinned JWKs) and anchoring
 """
 
 
@@ -532,6 +535,59 @@ def _chainpoint_main(argv: list[str]) -> int:
     return EXIT_VALID
 
 
+def _event_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="receipt-verify event",
+        description="Check an access event's signature against pinned JWKs and, with its receipt, that it is anchored.",
+    )
+    p.add_argument("event", type=Path, help="the event JSON, or an item of GET /subjects/{subject}/access-events")
+    p.add_argument("--key", type=Path, action="append", required=True, metavar="JWK", help="a pinned public key")
+    p.add_argument("--receipt", type=Path, help="the event's receipt (default: the one in the item, if any)")
+    p.add_argument("--ledger-key", type=Path, action="append", default=[], metavar="KEY")
+    p.add_argument("--trust", type=Path, help="Fabric trust file")
+    p.add_argument("--require-anchors", default="all", metavar="all|any|N")
+    args = p.parse_args(argv)
+    doc = _read_json(args.event)
+    receipt: Any = doc.get("receipt") if isinstance(doc, dict) and "event" in doc else None
+    event = parse_event(doc["event"] if isinstance(doc, dict) and "event" in doc else doc)
+    keys = {}
+    for path in args.key:
+        jwk = _read_json(path)
+        key = jwk_public_key(jwk.get("jwk", jwk) if isinstance(jwk, dict) else jwk)
+        keys[thumbprint(key)] = key
+    if event.key_id not in keys:
+        raise EventSignatureError(f"the event is signed with key {event.key_id}, which no --key pins")
+    verify_signature(event, keys[event.key_id])
+    row = [event.action, event.owner, event.receiver, event.domain, event.doc["time"], "ok"]
+    if args.receipt is not None:
+        receipt = _read_json(args.receipt)
+    if receipt is None:
+        print(table(["action", "owner", "receiver", "domain", "time", "signature"], [row]))
+        print("no receipt given: the event is authentic, its anchoring is not checked", file=sys.stderr)
+        return EXIT_VALID
+    verifier = Verifier(
+        [load_public_key_file(k) for k in args.ledger_key],
+        fabric_trust=_load_trust(args.trust) if args.trust else None,
+    )
+    result = verifier.verify_policy(receipt, AnchorPolicy.parse(args.require_anchors), record_hash=event.event_hash())
+    print(
+        table(
+            ["action", "owner", "receiver", "domain", "time", "signature", "anchors"],
+            [[*row, _anchor_summary(result.to_dict())]],
+        )
+    )
+    return EXIT_VALID
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return strict_json.loads(path.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc})") from None
+
+
 def run() -> None:
     """Console entry point: like Unix tools, die quietly when the reader of the output goes away."""
     if hasattr(signal, "SIGPIPE"):
@@ -542,7 +598,13 @@ def run() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"ledger": _ledger_main, "chainpoint": _chainpoint_main, "trust": _trust_main, "audit": _audit_main}
+    commands = {
+        "ledger": _ledger_main,
+        "chainpoint": _chainpoint_main,
+        "trust": _trust_main,
+        "audit": _audit_main,
+        "event": _event_main,
+    }
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
