@@ -17,12 +17,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from receipt_service.ids import ProofIdIssuer
 from receipt_service.ledger import LocalLedger, TreeRoot, to_anchor
 from receipt_service.receipts import Submission, build_window, render, render_tree
+from receipt_verifier.access_event import b64url, public_jwk, signing_input, thumbprint
 from receipt_verifier.chainpoint import chainpoint_anchor_id, to_chainpoint_v4
 from receipt_verifier.codec import receipt_to_dict
 from receipt_verifier.merkle import MerkleTree, all_audit_paths
@@ -393,6 +395,8 @@ def generate(out: Path) -> None:
         }
     )
 
+    _event_vectors(out / "events")
+
     # RFC 6962 known answers (leaf inputs and roots as in certificate-transparency's merkle tests).
     kat: dict[str, Any] = {"leaves": RFC6962_LEAVES, "roots": {}, "paths": {}}
     data = [bytes.fromhex(x) for x in RFC6962_LEAVES]
@@ -402,6 +406,59 @@ def generate(out: Path) -> None:
         kat["paths"][str(size)] = [[h.hex() for _, h in p] for p in all_audit_paths(tree)]
     _write(out / "rfc6962.json", kat)
     _write(out / "manifest.json", {"version": 1, "ledger_key": "ledger-key.pem", "vectors": manifest})
+
+
+def _event_vectors(out: Path) -> None:
+    """Access events (section 13): signed by a fixed Ed25519 owner key, with the hashes to expect."""
+    owner = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"health-receipt v2 test-vector owner key").digest())
+    jwk = public_jwk(owner.public_key())
+    unsigned = {
+        "type": "AccessEvent",
+        "action": "grant",
+        "domain": "medical-history",
+        "recordhash": None,
+        "owner": "hmac-sha256:4f1c2a9be07d35a1",
+        "receiver": "insure-y",
+        "time": "2025-11-21T08:02:00.000000Z",
+        "location": None,
+        "expirydate": "2025-12-21T08:02:00.000000Z",
+        "key_id": thumbprint(owner.public_key()),
+    }
+    grant = {**unsigned, "signature": b64url(owner.sign(signing_input(unsigned)))}
+    _write(out / "owner.jwk.json", jwk)
+    entries: list[dict[str, Any]] = []
+
+    def vector(name: str, doc: dict[str, Any], error: str | None, note: str) -> None:
+        _write(out / f"{name}.json", doc)
+        entry: dict[str, Any] = {"file": f"{name}.json", "valid": error is None, "note": note}
+        if error is None:
+            entry["signed_bytes_sha256"] = hashlib.sha256(signing_input(doc)).hexdigest()
+            entry["event_hash"] = hashlib.sha256(rfc8785.dumps(doc)).hexdigest()
+        else:
+            entry["error"] = error
+        entries.append(entry)
+
+    vector("grant", grant, None, "an owner's grant to an insurer, Ed25519")
+    vector(
+        "grant-receiver-moved",
+        dict(grant, receiver="clinic-x"),
+        "EventSignatureError",
+        "receiver changed after signing",
+    )
+    vector(
+        "grant-expiry-moved",
+        dict(grant, expirydate="2026-12-21T08:02:00.000000Z"),
+        "EventSignatureError",
+        "expiry extended after signing",
+    )
+    vector(
+        "grant-unsigned",
+        {k: v for k, v in grant.items() if k != "signature"},
+        "MalformedEventError",
+        "no signature member",
+    )
+    vector("grant-extra-field", dict(grant, scope="all"), "MalformedEventError", "a field outside the tuple")
+    _write(out / "manifest.json", {"key": "owner.jwk.json", "vectors": entries})
 
 
 if __name__ == "__main__":

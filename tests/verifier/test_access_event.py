@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,23 @@ def test_receipt_verify_event_cli(tmp_path: Path, capsys: pytest.CaptureFixture[
     (tmp_path / "e.json").write_text(json.dumps(dict(doc, receiver="clinic-x")))
     assert main(["event", str(tmp_path / "e.json"), "--key", str(tmp_path / "k.json")]) == 1
     assert "does not verify" in capsys.readouterr().err
+
+
+EVENTS = Path(__file__).resolve().parents[2] / "proof_spec" / "vectors" / "events"
+
+
+@pytest.mark.parametrize(
+    "entry", json.loads((EVENTS / "manifest.json").read_text())["vectors"], ids=lambda e: e["file"]
+)
+def test_event_vectors(entry: dict[str, Any]) -> None:
+    key = jwk_public_key(json.loads((EVENTS / "owner.jwk.json").read_text()))
+    doc = json.loads((EVENTS / entry["file"]).read_text())
+    if entry["valid"]:
+        ev = parse_event(doc)
+        verify_signature(ev, key)
+        assert hashlib.sha256(ev.signed_bytes()).hexdigest() == entry["signed_bytes_sha256"]
+        assert ev.event_hash() == entry["event_hash"]
+        return
+    with pytest.raises(Exception) as info:
+        verify_signature(parse_event(doc), key)
+    assert type(info.value).__name__ == entry["error"]
