@@ -24,6 +24,7 @@ from receipt_verifier.ledger import load_public_key
 
 from .auth import make_key, parse_scopes
 from .config import ENV_PREFIX, load_settings
+from .demo_paper import run_paper
 from .domains import ROLES, parse_role
 from .server import DEFAULT_KEY_FILE, serve
 from .sqlite_store import SQLiteStore
@@ -85,6 +86,7 @@ async def _demo(data_dir: Path, keep: bool) -> int:
         if keep:
             tool = Path(sys.executable).parent / "receipt-verify"
             print(f"check them again offline: {tool} {out} --ledger-key {pinned}")
+        print("the paper's owner/clinic/insurer story with access events: ./run demo --scenario paper")
         return 0
     finally:
         stop.set()
@@ -238,6 +240,12 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="start the service, anchor sample health records, verify every receipt")
     d.add_argument("--data-dir", type=Path, help="keep the data here (default: a temporary directory)")
+    d.add_argument(
+        "--scenario",
+        choices=["basic", "paper"],
+        default="basic",
+        help="basic: anchor sample records; paper: the seed paper's owner/clinic/insurer story with access events",
+    )
     return parser
 
 
@@ -247,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+            if args.scenario == "paper":
+                if args.data_dir is not None:
+                    return asyncio.run(run_paper(args.data_dir))
+                with tempfile.TemporaryDirectory(prefix="receipt-demo-") as tmp:
+                    return asyncio.run(run_paper(Path(tmp)))
             if args.data_dir is not None:
                 return asyncio.run(_demo(args.data_dir, keep=True))
             with tempfile.TemporaryDirectory(prefix="receipt-demo-") as tmp:

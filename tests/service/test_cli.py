@@ -110,3 +110,11 @@ def test_keys_create_with_a_role(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "provider" in listed and "auditor" in listed
     with pytest.raises(SystemExit):
         main(["keys", "create", "--tenant", "a", "--role", "patient", "--data-dir", str(tmp_path)])
+
+
+def test_demo_paper_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--scenario", "paper", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "the owner has not granted access" in out and "the owner's latest decision is a revoke" in out
+    assert "all 10 receipts anchored and verified" in out
+    assert "patient-0042" not in (tmp_path / "receipts.medical-history.sqlite3").read_bytes().decode("latin-1")
