@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -145,3 +146,8 @@ async def test_placement_errors_are_clear(env: Env) -> None:
         "/hashes?domian=x", data=raw, headers={**env.auth("provider"), "Content-Type": "application/octet-stream"}
     )
     assert resp.status == 422 and "domian" in (await resp.json())["detail"]
+
+
+def test_the_readme_prints_table_i_from_the_code() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert table_markdown() in readme
