@@ -23,6 +23,7 @@ from receipt_verifier.fabric.trust import load_trust
 from receipt_verifier.ledger import load_public_key_file
 
 from .client import ClientError, ReceiptClient
+from .domains import DOMAINS
 
 SUFFIX = ".receipt.json"
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -84,7 +85,7 @@ async def _stamp(args: argparse.Namespace) -> int:
     files: list[Path] = args.files
     hashes = [file_hash(f) for f in files]
     async with ReceiptClient(args.server, _key(args), timeout=args.timeout + 30) as client:
-        items = await client.submit(hashes)
+        items = await client.submit(hashes, subject=args.subject, domain=args.domain)
         sem = asyncio.Semaphore(32)
 
         async def one(path: Path, proof_id: str) -> dict[str, Any]:
@@ -175,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     net.add_argument("--timeout", type=float, default=60.0, help="longest wait per receipt, seconds (default 60)")
     s = sub.add_parser("stamp", parents=[net], help="hash files locally, submit, write FILE.receipt.json")
     s.add_argument("files", nargs="+", type=Path)
+    s.add_argument("--subject", help="the pseudonymous subject the files belong to (a key with a Table I role)")
+    s.add_argument("--domain", choices=DOMAINS, help="data-sharing domain (default: the key's role's own)")
     u = sub.add_parser("upgrade", parents=[net], help="fetch the newer state of receipts (and Fabric evidence)")
     u.add_argument("receipts", nargs="+", type=Path, metavar="FILE.receipt.json")
     v = sub.add_parser("verify", help="offline: check FILE against FILE.receipt.json")

@@ -116,12 +116,17 @@ class ReceiptClient:
                 delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
 
-    async def submit(self, hashes: Sequence[str | bytes]) -> list[Submitted]:
-        """Submit SHA-256 hashes (hex or 32 bytes), in requests of up to 1000; one result per hash, in order."""
+    async def submit(
+        self, hashes: Sequence[str | bytes], *, subject: str | None = None, domain: str | None = None
+    ) -> list[Submitted]:
+        """Submit SHA-256 hashes (hex or 32 bytes), in requests of up to 1000; one result per hash, in order.
+
+        ``subject`` and ``domain`` place them (keys with a Table I role; the role's domain by default)."""
         out: list[Submitted] = []
+        place = {k: v for k, v in (("subject", subject), ("domain", domain)) if v is not None}
         for i in range(0, len(hashes), MAX_HASHES):
             chunk = [h.hex() if isinstance(h, bytes) else h for h in hashes[i : i + MAX_HASHES]]
-            _, body = await self._call("POST", "/hashes", json={"hashes": chunk})
+            _, body = await self._call("POST", "/hashes", json={"hashes": chunk, **place})
             out += [Submitted(h["proof_id"], h["hash"], h["hash_received"]) for h in body["hashes"]]
         return out
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from receipt_service._client_cli import main
 from receipt_service.client import ReceiptClient, ServiceProblem, Unreachable
 
+from .parties import Party
 from .procs import create_key, server
 
 
@@ -146,3 +148,34 @@ def test_slow_and_vanishing_uploads(tmp_path: Path) -> None:
         assert 'route="/hashes",status="408"} 1.0' in metrics, metrics
         assert 'route="/hashes",status="499"} 1.0' in metrics, metrics
         assert 'status="500"' not in metrics
+
+
+def test_stamp_for_a_subject_and_domain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    app_token = create_key(data, "owner-app", tenant="wearco")
+    (tmp_path / "clinic-key").write_text(create_key(data, "provider", tenant="clinic") + "\n")
+    record = tmp_path / "treatment.json"
+    record.write_bytes(b'{"drug": "amoxicillin"}')
+    subject = "did:example:patient-7f3a91c2"
+    with server(data, 0.2) as (_, base):
+
+        async def register() -> int:
+            async with (
+                aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {app_token}"}) as http,
+                http.post("/signing-keys", json={"jwk": Party().jwk, "subject": subject}) as resp,
+            ):
+                return resp.status
+
+        assert asyncio.run(register()) == 201
+        common = ["--server", base, "--key-file", str(tmp_path / "clinic-key"), "--subject", subject]
+        assert main(["stamp", str(record), *common, "--domain", "medical-history", "--wait", "--timeout", "20"]) == 0
+        doc = json.loads((tmp_path / "treatment.json.receipt.json").read_text())
+        assert (doc["domain"], doc["subject"], doc["subject_seq"], doc["state"]) == (
+            "medical-history",
+            subject,
+            0,
+            "anchored",
+        )
+        capsys.readouterr()
+        assert main(["stamp", str(record), *common, "--domain", "insurance"]) == 2  # refused: nothing written
+        assert "Table I" in capsys.readouterr().err
