@@ -14,7 +14,7 @@ from receipt_service.ledger import LocalLedger
 from receipt_verifier import Verifier, parse_receipt
 from receipt_verifier.codec import DEFAULT_LIMITS
 from receipt_verifier.errors import Error
-from receipt_verifier.fastpath import parse_and_walk
+from receipt_verifier.fastpath import PathMemo, parse_and_walk
 from receipt_verifier.verify import recompute_root
 from tests.conftest import VECTORS, load_vector, service_receipts
 
@@ -122,3 +122,22 @@ def test_verifier_caches_are_bounded_and_forks_still_caught(tmp_path: Any, monke
         assert v.verify(json.dumps(doc)).anchors[0].status.value == "verified"
         assert len(v._checked_anchors) <= 2 and len(v._sig_cache) <= 2
     assert len(v._seen_entries) == 5  # fork detection forgets nothing
+
+
+def test_receipts_of_one_tree_share_the_upper_half_of_their_paths(tmp_path: Any) -> None:
+    docs = service_receipts(tmp_path, 64, 64)
+    memo = PathMemo()
+    for doc in docs:
+        assert parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS, memo) == _general(doc)
+    assert memo.hits == 64 - 8  # 6 levels, half-way at level 3: only the first leaf under each of its 8 nodes misses
+    # a changed sibling anywhere still changes the root, with the memo primed
+    truth = _general(docs[5])
+    assert truth is not None
+    for level in (0, 5):  # below and above the half-way point
+        bad = copy.deepcopy(docs[5])
+        ops = bad["branches"][0]["ops"]
+        sib = [op for op in ops[4:-1] if op not in ({"l": "01"}, {"op": "sha-256"})][level]
+        side = next(iter(sib))
+        sib[side] = ("0" if sib[side][0] != "0" else "1") + sib[side][1:]
+        fast = parse_and_walk(bad, DEFAULT_LIMITS, memo)
+        assert fast is not None and fast[1] != truth[1], level

@@ -49,7 +49,38 @@ def _build(cls: type[T], **fields: Any) -> T:
     return obj
 
 
-def parse_and_walk(doc: Any, limits: Limits) -> tuple[Receipt, bytes, tuple[Anchor, ...]] | None:
+class PathMemo:
+    """Work shared between receipts of one tree: the paths of neighbouring leaves meet below the root.
+
+    Maps (node value at the middle level, its position, the tree size, every sibling above it) to the
+    root they give: a receipt whose path reaches the same node with the same siblings above has the
+    same root, so the upper half of its path is not hashed again. Bounded; cleared when full.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._roots: dict[tuple[bytes, int, int, str], bytes] = {}
+        self.hits = 0
+
+    def get(self, key: tuple[bytes, int, int, str]) -> bytes | None:
+        """The root for this half-way point, if seen."""
+        root = self._roots.get(key)
+        if root is not None:
+            self.hits += 1
+        return root
+
+    def put(self, key: tuple[bytes, int, int, str], root: bytes) -> None:
+        """Remember a half-way point's root (a size-0 memo remembers nothing)."""
+        if len(self._roots) >= self._size:
+            self._roots.clear()
+            if not self._size:
+                return
+        self._roots[key] = root
+
+
+def parse_and_walk(
+    doc: Any, limits: Limits, memo: PathMemo | None = None
+) -> tuple[Receipt, bytes, tuple[Anchor, ...]] | None:
     """(receipt, root, anchors) for a plain anchored v1 receipt, else None."""
     if type(doc) is not dict or doc.keys() != _KEYS:
         return None
@@ -124,9 +155,21 @@ def parse_and_walk(doc: Any, limits: Limits) -> tuple[Receipt, bytes, tuple[Anch
     sha = hashlib.sha256
     value = sha(b"\x00" + sha(bytes.fromhex(salt) + bytes.fromhex(h)).digest()).digest()
     nodes = bytes.fromhex(joined)
-    for j, kind in enumerate(kinds):
+    mid = k // 2 if memo is not None and k >= 4 else k
+    for j in range(mid):
         node = nodes[32 * j : 32 * j + 32]
-        value = sha(b"\x01" + node + value if kind == "l" else b"\x01" + value + node).digest()
+        value = sha(b"\x01" + node + value if kinds[j] == "l" else b"\x01" + value + node).digest()
+    if mid < k:
+        assert memo is not None
+        key = (value, index >> mid, size, joined[64 * mid :])
+        shared = memo.get(key)
+        if shared is None:
+            for j in range(mid, k):
+                node = nodes[32 * j : 32 * j + 32]
+                value = sha(b"\x01" + node + value if kinds[j] == "l" else b"\x01" + value + node).digest()
+            memo.put(key, value)
+        else:
+            value = shared
     ops: list[Op] = [_SHA] * (end + 1)
     ops[0] = _new(Op, ("l", salt, ()))
     ops[2] = _LEAF

@@ -17,7 +17,7 @@ from .errors import AnchorPolicyError, BranchError, FabricEvidenceError, HashMis
 from .evidence import Blocks, is_bundle, load_document, split_bundle
 from .fabric.evidence import FabricChecker
 from .fabric.trust import ChannelTrust
-from .fastpath import parse_and_walk
+from .fastpath import PathMemo, parse_and_walk
 from .ledger import entry_hash, key_id, verify_entry_signature
 from .merkle import Side, path_shape, sibling_kinds
 from .model import BRANCH_LABEL, Anchor, FabricAnchor, LedgerEntry, LocalAnchor, Op, Receipt, UnknownAnchor
@@ -259,6 +259,7 @@ class Verifier:
         self._sig_cache: dict[tuple[str, str, LedgerEntry], None] = {}
         self._seen_entries: dict[tuple[str, int], str] = {}
         self._checked_anchors: dict[int, tuple[LocalAnchor, str]] = {}
+        self._paths = PathMemo()  # receipts of one tree share the upper half of their paths
 
     def verify(
         self,
@@ -284,7 +285,7 @@ class Verifier:
 
                 validate_schema(receipt, self._limits)
             doc = load_json(receipt, self._limits) if isinstance(receipt, bytes | str) else receipt
-            fast = None if self._strict_schema else parse_and_walk(doc, self._limits)
+            fast = None if self._strict_schema else parse_and_walk(doc, self._limits, self._paths)
             if fast is None:
                 receipt = parse_receipt(doc, self._limits)
             else:
