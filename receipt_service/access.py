@@ -39,6 +39,7 @@ from .auth import Principal
 from .domains import RECEIVERS, check_domain, check_subject, may
 from .errors import ConflictError, ForbiddenError, NotFoundError, UnprocessableError
 from .fhir import access_bundle
+from .history import history_bundle, parse_as_of
 from .lanes import Lane
 from .ledger import load_or_create_key
 from .proofs import parse_ids
@@ -296,6 +297,27 @@ async def subject_receipts(request: web.Request) -> web.Response:
     return json_response(out)
 
 
+async def subject_history(request: web.Request) -> web.Response:
+    """GET /subjects/{subject}/history?domain=D[&as_of=T]: the history bundle (spec section 14)."""
+    svc = request.app[SERVICE]
+    who = await principal(request, "read")
+    check_params(request, frozenset({"domain", "as_of"}))
+    subject, domain = request.match_info["subject"], request.query.get("domain")
+    if domain is None:
+        raise UnprocessableError("domain is required: /subjects/{subject}/history?domain=medical-history")
+    try:
+        check_domain(domain)
+        check_subject(subject)
+    except ValueError as exc:
+        raise UnprocessableError(str(exc)) from None
+    as_of = parse_as_of(request.query.get("as_of"))
+    access = await query_access(svc, who, subject, domain)
+    bundle = await history_bundle(_lane(svc, domain), subject, as_of)
+    if access.kind == "grant":  # the read is recorded like every receiver's read
+        await record_read(svc, request, who, subject, domain)
+    return json_response(bundle)
+
+
 async def record_read(svc: Service, request: web.Request, who: Principal, subject: str, domain: str) -> dict[str, Any]:
     """Sign and anchor an ``access`` event for a receiver's read; returns it with its proof id."""
     signer = request.app[SIGNER]
@@ -371,3 +393,4 @@ def add_routes(app: web.Application, signer: EventSigner) -> None:
     app.router.add_post("/access-events", post_event)
     app.router.add_get("/subjects/{subject}/receipts", subject_receipts)
     app.router.add_get("/subjects/{subject}/access-events", subject_events)
+    app.router.add_get("/subjects/{subject}/history", subject_history)

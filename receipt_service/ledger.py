@@ -73,6 +73,10 @@ class TreeRoot:
     root: str
     window_start: str
     window_end: str
+    # a domain lane's window also commits to the heads of its subject logs (spec section 14)
+    domain: str | None = None
+    heads_root: str | None = None
+    heads_size: int | None = None
 
 
 def to_anchor(key_id_hex: str, signed: SignedEntry) -> LocalAnchor:
@@ -147,6 +151,9 @@ class LocalLedger:
                 window_start=root.window_start,
                 window_end=root.window_end,
                 time=now,
+                domain=root.domain if root.heads_root is not None else None,
+                heads_root=root.heads_root,
+                heads_size=root.heads_size,
             )
             signed = SignedEntry(entry, sign_entry(self._key, entry))
             with open(self.path, "ab") as f:

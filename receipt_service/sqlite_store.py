@@ -94,8 +94,17 @@ CREATE TABLE IF NOT EXISTS trees (
   window_end TEXT NOT NULL,
   closed_ns INTEGER NOT NULL,
   checksum BLOB NOT NULL,
+  heads_root BLOB,
+  heads_size INTEGER,
   PRIMARY KEY (window_id, tree_index)
 );
+CREATE TABLE IF NOT EXISTS subject_heads (
+  subject TEXT NOT NULL,
+  upto INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  root BLOB NOT NULL,
+  PRIMARY KEY (subject, upto)
+) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS trees_first_seq ON trees(first_seq);
 CREATE TABLE IF NOT EXISTS anchors (
   window_id TEXT NOT NULL,
@@ -154,6 +163,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if cols and "subject" not in cols:
         conn.execute("ALTER TABLE batches ADD COLUMN subject TEXT NOT NULL DEFAULT ''")
         conn.execute("ALTER TABLE batches ADD COLUMN log_first INTEGER NOT NULL DEFAULT 0")
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(trees)")}
+    if cols and "heads_root" not in cols:
+        conn.execute("ALTER TABLE trees ADD COLUMN heads_root BLOB")
+        conn.execute("ALTER TABLE trees ADD COLUMN heads_size INTEGER")
     cols = {r[1] for r in conn.execute("PRAGMA table_info(api_keys)")}
     if cols and "role" not in cols:
         conn.execute("ALTER TABLE api_keys ADD COLUMN role TEXT")
@@ -162,6 +175,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
 def tree_checksum(t: TreeRecord) -> bytes:
     """8-byte BLAKE2b over a tree row's fields (its root is checked by rebuilding the tree)."""
     text = f"{t.window_id}:{t.tree_index}:{t.first_seq}:{t.last_seq}:{t.window_start}:{t.window_end}:".encode()
+    if t.heads_root is not None:  # trees without heads keep the checksum they always had
+        text += f"{t.heads_size}:".encode() + t.heads_root
     return hashlib.blake2b(text + t.root, digest_size=8).digest()
 
 
@@ -177,9 +192,14 @@ def _batch(row: tuple[Any, ...]) -> StoredBatch:
     return stored
 
 
+_TREE_COLS = (
+    "window_id, tree_index, first_seq, last_seq, root, window_start, window_end, checksum, heads_root, heads_size"
+)
+
+
 def _tree(row: tuple[Any, ...]) -> TreeRecord:
-    window_id, tree_index, first_seq, last_seq, root, start, end, checksum = row
-    tree = TreeRecord(window_id, tree_index, first_seq, last_seq, root, start, end)
+    window_id, tree_index, first_seq, last_seq, root, start, end, checksum, heads_root, heads_size = row
+    tree = TreeRecord(window_id, tree_index, first_seq, last_seq, root, start, end, heads_root, heads_size)
     if not isinstance(root, bytes) or len(root) != 32 or checksum != tree_checksum(tree):
         raise CorruptRecordError(f"tree {window_id}/{tree_index} failed its integrity check; it is not served")
     return tree
@@ -426,8 +446,11 @@ class SQLiteStore:
 
         return await self._bulk_read(read)
 
-    async def commit_window(self, trees: Sequence[TreeRecord], targets: Sequence[str]) -> None:
-        """Record a window's trees, one open anchor job per tree and target, and move the watermark."""
+    async def commit_window(
+        self, trees: Sequence[TreeRecord], targets: Sequence[str], heads: Sequence[tuple[str, int, bytes]] = ()
+    ) -> None:
+        """Record a window's trees, one open anchor job per tree and target, the new heads of the subject
+        logs it changed (subject, size, root), and move the watermark."""
         if not trees:
             return
         now = time.time_ns()
@@ -439,7 +462,7 @@ class SQLiteStore:
                 raise StoreError(f"window starts at #{first} but the watermark is #{mark}; another aggregator ran")
             conn.executemany(
                 "INSERT INTO trees(window_id, tree_index, first_seq, last_seq, root, window_start,"
-                " window_end, closed_ns, checksum) VALUES (?,?,?,?,?,?,?,?,?)",
+                " window_end, closed_ns, checksum, heads_root, heads_size) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         t.window_id,
@@ -451,9 +474,15 @@ class SQLiteStore:
                         t.window_end,
                         now,
                         tree_checksum(t),
+                        t.heads_root,
+                        t.heads_size,
                     )
                     for t in trees
                 ],
+            )
+            conn.executemany(
+                "INSERT INTO subject_heads(subject, upto, size, root) VALUES (?,?,?,?)",
+                [(subject, last, size, root) for subject, size, root in heads],
             )
             conn.executemany(
                 "INSERT INTO anchors(window_id, tree_index, target, created_ns) VALUES (?,?,?,?)",
@@ -466,14 +495,31 @@ class SQLiteStore:
     async def tree_for_seq(self, seq: int) -> TreeRecord | None:
         """The tree holding submission ``seq``, or None while it is still pending."""
         rows = self._read(
-            "SELECT window_id, tree_index, first_seq, last_seq, root, window_start, window_end, checksum FROM trees"
-            " WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1",
+            f"SELECT {_TREE_COLS} FROM trees WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1",  # noqa: S608
             (seq,),
         )
         if not rows:
             return None
         tree = _tree(rows[0])
         return tree if tree.last_seq >= seq else None
+
+    async def subject_heads(self, upto: int | None = None) -> dict[str, tuple[int, bytes]]:
+        """Every subject log's head (size, root) as of the window that ended at seq ``upto`` (None: now)."""
+        rows = self._read(
+            "SELECT subject, size, root FROM subject_heads h WHERE upto = (SELECT max(upto) FROM subject_heads"
+            " WHERE subject = h.subject AND upto <= ?)",
+            (_MAX_SEQ if upto is None else upto,),
+        )
+        return {subject: (size, bytes(root)) for subject, size, root in rows}
+
+    async def anchored_windows(self, before: str) -> list[TreeRecord]:
+        """Trees with heads whose window ended at or before ``before`` (RFC 3339), newest first."""
+        rows = self._read(
+            f"SELECT {_TREE_COLS} FROM trees WHERE heads_root IS NOT NULL AND window_end <= ?"  # noqa: S608
+            " ORDER BY last_seq DESC, tree_index LIMIT 64",
+            (before,),
+        )
+        return [_tree(r) for r in rows]
 
     async def tree_batches(self, tree: TreeRecord) -> list[StoredBatch]:
         """The submissions of a tree, as consecutive batches clipped to its seq range."""
@@ -501,7 +547,7 @@ class SQLiteStore:
         """(tree, target) pairs not anchored yet, oldest first: work left over from a crash."""
         rows = self._read(
             "SELECT t.window_id, t.tree_index, t.first_seq, t.last_seq, t.root, t.window_start, t.window_end,"
-            " t.checksum, a.target FROM anchors a"
+            " t.checksum, t.heads_root, t.heads_size, a.target FROM anchors a"
             " JOIN trees t USING (window_id, tree_index) WHERE a.anchor IS NULL ORDER BY t.first_seq",
             (),
         )

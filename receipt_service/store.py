@@ -155,6 +155,8 @@ class TreeRecord:
     root: bytes
     window_start: str
     window_end: str
+    heads_root: bytes | None = None  # domain lanes: the window's subject-heads commitment
+    heads_size: int | None = None
 
     @property
     def size(self) -> int:
@@ -247,7 +249,13 @@ class Store(Protocol):
 
     async def backlog(self, limit: int) -> list[StoredBatch]: ...
 
-    async def commit_window(self, trees: Sequence[TreeRecord], targets: Sequence[str]) -> None: ...
+    async def commit_window(
+        self, trees: Sequence[TreeRecord], targets: Sequence[str], heads: Sequence[tuple[str, int, bytes]] = ()
+    ) -> None: ...
+
+    async def subject_heads(self, upto: int | None = None) -> dict[str, tuple[int, bytes]]: ...
+
+    async def anchored_windows(self, before: str) -> list[TreeRecord]: ...
 
     async def tree_for_seq(self, seq: int) -> TreeRecord | None: ...
 

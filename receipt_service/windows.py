@@ -15,13 +15,16 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
+
+from receipt_verifier.history import HeadsTree, log_root, record_leaf
 
 from .anchors import AnchorBackend, anchor_json, iso_now
 from .crashpoints import crash_point
-from .errors import ServiceError
+from .errors import CorruptRecordError, ServiceError
 from .ledger import TreeRoot
 from .metrics import Metrics
-from .store import Store, TreeRecord
+from .store import Store, StoredBatch, TreeRecord
 from .trees import PackedTree, TreeBuilder
 
 log = logging.getLogger("receipt_service.windows")
@@ -129,6 +132,7 @@ class Aggregator:
         self._window_start_ns = time.time_ns()
         self._stopping = asyncio.Event()
         self.last_error: str | None = None  # why the last window could not be closed (shown by /readyz)
+        self._heads: dict[str, tuple[int, bytes]] | None = None  # domain lanes: every subject log's head
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -204,8 +208,18 @@ class Aggregator:
                 trees = await self.builder.build([s.columns(self.store.domain) for s in spans], self.max_leaves)
                 records = tree_records(window_id, spans[0].first_seq, trees, start, end)
                 leaves = sum(s.batch.count for s in spans)
+                changed: list[tuple[str, int, bytes]] = []
+                if self.store.domain is not None:  # the window also commits to every subject log's head
+                    changed, heads = await self._subject_heads(spans)
+                    records = [replace(r, heads_root=heads.root, heads_size=heads.size) for r in records]
                 crash_point("window-built")
-                await self.store.commit_window(records, list(self.backends))
+                try:
+                    await self.store.commit_window(records, list(self.backends), changed)
+                except BaseException:
+                    self._heads = None  # reload from the store: the commit may or may not have happened
+                    raise
+                if self._heads is not None:
+                    self._heads.update({subject: (size, root) for subject, size, root in changed})
                 crash_point("window-committed")
                 self._window_start_ns = time.time_ns()
                 for record, tree in zip(records, trees, strict=True):
@@ -218,6 +232,28 @@ class Aggregator:
                 self.metrics.window_leaves.observe(leaves)
                 if leaves < self.max_leaves * MAX_TREES_PER_WINDOW:
                     return total
+
+    async def _subject_heads(self, spans: Sequence[StoredBatch]) -> tuple[list[tuple[str, int, bytes]], HeadsTree]:
+        """The new heads of the subject logs these batches extend, and the heads tree of the domain."""
+        domain = self.store.domain
+        assert domain is not None
+        if self._heads is None:
+            self._heads = await self.store.subject_heads()
+        sizes: dict[str, int] = {}
+        for span in spans:
+            b = span.batch
+            if b.subject:
+                sizes[b.subject] = b.log_first + b.count
+        changed = []
+        for subject, size in sizes.items():
+            rows = await self.store.subject_records(subject, -1, size)
+            if len(rows) != size:
+                raise CorruptRecordError(f"the log of {subject} in {domain} lacks records below {size}")
+            leaves = [record_leaf(r.nonce, r.proof_id, r.hash, domain, subject, r.log_pos) for r in rows]
+            changed.append((subject, size, log_root(leaves)))
+        heads = dict(self._heads)
+        heads.update({subject: (size, root) for subject, size, root in changed})
+        return changed, HeadsTree(heads)
 
     # ------------------------------------------------------------------ anchoring
 
@@ -234,7 +270,17 @@ class Aggregator:
 
     async def _anchor_until_done(self, backend: AnchorBackend, tree: TreeRecord) -> None:
         delay = 0.05
-        root = TreeRoot(tree.window_id, tree.tree_index, tree.size, tree.root.hex(), tree.window_start, tree.window_end)
+        root = TreeRoot(
+            tree.window_id,
+            tree.tree_index,
+            tree.size,
+            tree.root.hex(),
+            tree.window_start,
+            tree.window_end,
+            self.store.domain if tree.heads_root is not None else None,
+            None if tree.heads_root is None else tree.heads_root.hex(),
+            tree.heads_size,
+        )
         while True:
             t0 = time.perf_counter()
             try:

@@ -70,6 +70,7 @@ MAX_SUBJECT_SEQ = (1 << 53) - 1
 _ENTRY_KEYS = frozenset(
     {"v", "seq", "prev", "window_id", "tree_index", "tree_size", "root", "window_start", "window_end", "time"}
 )
+_ENTRY_KEYS_V2 = _ENTRY_KEYS | {"domain", "heads_root", "heads_size"}
 _LOCAL_KEYS = frozenset({"type", "anchor_id", "key_id", "entry", "signature"})
 _FABRIC_REQUIRED = frozenset({"type", "anchor_id", "channel", "tx_id", "block_number", "key", "chaincode"})
 _FABRIC_ALLOWED = _FABRIC_REQUIRED | {"uris"}
@@ -118,10 +119,20 @@ def _int(value: Any, where: str, lo: int, hi: int) -> int:
 def parse_entry(value: Any, where: str) -> LedgerEntry:
     """Parse a local-ledger entry object."""
     obj = _obj(value, where)
-    _keys(obj, where, _ENTRY_KEYS, _ENTRY_KEYS)
-    if obj["v"] != 1 or type(obj["v"]) is not int:
-        raise _fail(f"{where}.v", f"unsupported ledger entry version {obj['v']!r}")
+    version = obj.get("v")
+    if type(version) is not int or version not in (1, 2):
+        raise _fail(f"{where}.v", f"unsupported ledger entry version {version!r}")
+    keys = _ENTRY_KEYS if version == 1 else _ENTRY_KEYS_V2
+    _keys(obj, where, keys, keys)
+    domain = heads_root = heads_size = None
+    if version == 2:
+        domain = _str(obj["domain"], f"{where}.domain", _DOMAIN_RE, "a domain name")
+        heads_root = _str(obj["heads_root"], f"{where}.heads_root", _HASH_RE, "64 lowercase hex characters")
+        heads_size = _int(obj["heads_size"], f"{where}.heads_size", 0, 2**53 - 1)
     return LedgerEntry(
+        domain=domain,
+        heads_root=heads_root,
+        heads_size=heads_size,
         seq=_int(obj["seq"], f"{where}.seq", 0, 2**53 - 1),
         prev=_str(obj["prev"], f"{where}.prev", _HASH_RE, "64 lowercase hex characters"),
         window_id=_str(obj["window_id"], f"{where}.window_id", _ID_RE, "an id of [A-Za-z0-9._:-]{1,64}"),

@@ -30,9 +30,19 @@ class LedgerEntry:
     window_start: str
     window_end: str
     time: str
+    # v2 entries (trees of a domain lane): the domain and the window's subject-heads commitment (spec section 14)
+    domain: str | None = None
+    heads_root: str | None = None
+    heads_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Wire form (field order irrelevant: canonical bytes sort keys)."""
+        out = self._v1()
+        if self.heads_root is not None:
+            out.update(v=2, domain=self.domain, heads_root=self.heads_root, heads_size=self.heads_size)
+        return out
+
+    def _v1(self) -> dict[str, Any]:
         return {
             "v": 1,
             "seq": self.seq,

@@ -1,0 +1,73 @@
+"""History bundles (spec section 14): a subject's whole log in a domain, its head proof and the anchor.
+
+The log is read back from the lane's store as of the newest window anchored at or before ``as_of``;
+the heads of every subject log of that window are rebuilt from the stored heads and checked against
+the root the window committed to before the bundle is served.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from receipt_verifier.history import EMPTY_ROOT, HISTORY_CONTEXT, HISTORY_TYPE, HeadsTree, log_root, pack, record_leaf
+
+from .errors import CorruptRecordError, NotFoundError, UnprocessableError
+from .lanes import Lane
+
+STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"  # the form window times are stored in (compared as text)
+
+
+def parse_as_of(text: str | None) -> str:
+    """``as_of`` (RFC 3339, default now) in the stored form."""
+    if text is None:
+        return datetime.now(UTC).strftime(STAMP)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise UnprocessableError(f"as_of={text[:40]!r} must be an RFC 3339 time with a zone, e.g. 2026-01-31T12:00:00Z")
+    return moment.astimezone(UTC).strftime(STAMP)
+
+
+async def history_bundle(lane: Lane, subject: str, as_of: str) -> dict[str, Any]:
+    """The bundle for ``subject`` in the lane's domain as of the newest anchored window up to ``as_of``."""
+    domain = lane.domain
+    assert domain is not None
+    store = lane.store
+    for tree in await store.anchored_windows(as_of):
+        local = next(
+            (j for j in await store.anchors_for(tree) if j.target.startswith("local-") and j.anchor_json), None
+        )
+        if local is not None and local.anchor_json is not None:
+            break
+    else:
+        raise NotFoundError(f"no window of {domain} is anchored at or before {as_of} yet; retry after the next window")
+    all_heads = await store.subject_heads(tree.last_seq)
+    heads = HeadsTree(all_heads)
+    if heads.root != tree.heads_root or heads.size != tree.heads_size:
+        raise CorruptRecordError(f"window {tree.window_id}: the stored subject heads do not give its committed root")
+    size, root = all_heads.get(subject, (0, EMPTY_ROOT))
+    rows = await store.subject_records(subject, -1, size) if size else []
+    leaves = [record_leaf(r.nonce, r.proof_id, r.hash, domain, subject, r.log_pos) for r in rows]
+    if len(rows) != size or log_root(leaves) != root:
+        raise CorruptRecordError(f"the log of {subject} in {domain} does not give its stored head")
+    return {
+        "@context": HISTORY_CONTEXT,
+        "type": HISTORY_TYPE,
+        "subject": subject,
+        "domain": domain,
+        "as_of": as_of,
+        "log": {
+            "size": size,
+            "root": root.hex(),
+            "hashes": pack([r.hash for r in rows]),
+            "proof_ids": pack([r.proof_id for r in rows]),
+            "nonces": pack([r.nonce for r in rows]),
+            "leaves": pack(leaves),
+        },
+        "head_proof": heads.prove(subject),
+        "anchor": json.loads(local.anchor_json),
+    }

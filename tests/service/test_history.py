@@ -1,0 +1,158 @@
+"""Per-subject histories through HTTP: bundles that prove a complete log, and every way to break one."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+from typing import Any
+
+import pytest
+
+from receipt_verifier.history import verify_history
+from receipt_verifier.ledger import key_id
+
+from .conftest import Env, openapi_validate
+from .parties import Party
+from .test_access import SUBJECT, World
+
+OTHER = "did:example:patient-0000aaaa"
+
+
+@pytest.fixture
+async def world(env: Env) -> World:
+    w = World(env)
+    await w.setup()
+    return w
+
+
+def _h(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _records(world: World, texts: list[str], who: str = "provider", subject: str = SUBJECT) -> None:
+    env = world.env
+    resp = await env.client.post(
+        "/hashes", json={"hashes": [_h(t) for t in texts], "subject": subject}, headers=env.auth(who)
+    )
+    assert resp.status == 202, await resp.text()
+    for item in (await resp.json())["hashes"]:
+        r = await env.client.get(f"/proofs/{item['proof_id']}?wait=anchored&timeout=10", headers=env.auth(who))
+        assert (await r.json())["state"] == "anchored"
+
+
+async def _bundle(world: World, who: str = "app", domain: str = "medical-history", subject: str = SUBJECT) -> Any:
+    status, body = await world.get(f"/subjects/{subject}/history?domain={domain}", who)
+    assert status == 200, body
+    openapi_validate(body, "HistoryBundle")
+    return body
+
+
+def _keys(env: Env) -> dict[str, Any]:
+    ledger = env.service.ledger()
+    assert ledger is not None
+    return {key_id(ledger.ledger.public_key): ledger.ledger.public_key}
+
+
+async def test_a_history_bundle_proves_the_whole_log(world: World) -> None:
+    await _records(world, ["visit 1", "visit 2"])
+    await _records(world, ["visit 3"])
+    bundle = await _bundle(world)
+    report, records = verify_history(bundle, _keys(world.env))
+    assert report.complete, report.problems
+    assert [r.hash.hex() for r in records] == [_h("visit 1"), _h("visit 2"), _h("visit 3")]
+    assert report.size == 3 and report.window_id is not None
+
+
+def _cols(bundle: Any) -> dict[str, list[bytes]]:
+    widths = {"hashes": 32, "proof_ids": 16, "nonces": 16, "leaves": 32}
+    out = {}
+    for name, w in widths.items():
+        raw = base64.b64decode(bundle["log"][name])
+        out[name] = [raw[i : i + w] for i in range(0, len(raw), w)]
+    return out
+
+
+def _with(bundle: Any, cols: dict[str, list[bytes]]) -> Any:
+    b = copy.deepcopy(bundle)
+    for name, values in cols.items():
+        b["log"][name] = base64.b64encode(b"".join(values)).decode()
+    return b
+
+
+def _problems(bundle: Any, env: Env, **kw: Any) -> str:
+    report, _ = verify_history(bundle, _keys(env), **kw)
+    assert not report.complete
+    return "; ".join(report.problems)
+
+
+async def test_every_way_to_break_a_history_is_named(world: World) -> None:
+    env = world.env
+    assert (await world.post("/signing-keys", {"jwk": Party().jwk, "subject": OTHER}, "app"))[0] == 201
+    await _records(world, ["visit 1", "visit 2", "visit 3", "visit 4"])
+    await _records(world, ["someone else's visit"], subject=OTHER)
+    await _records(world, ["steps"], who="app")  # the same subject, another domain
+    good = await _bundle(world)
+    assert verify_history(good, _keys(env))[0].complete
+    cols = _cols(good)
+
+    def drop(i: int) -> dict[str, list[bytes]]:
+        return {k: v[:i] + v[i + 1 :] for k, v in cols.items()}
+
+    assert "gap at sequence 1" in _problems(_with(good, drop(1)), env)
+    assert "newest record(s) missing: the log has 4, the bundle 3" in _problems(_with(good, drop(3)), env)
+    swapped = {k: [v[1], v[0], *v[2:]] for k, v in cols.items()}
+    assert "records out of order: position 0 holds the log's record 1" in _problems(_with(good, swapped), env)
+    for foreign in (_cols(await _bundle(world, subject=OTHER)), _cols(await _bundle(world, domain="personal-health"))):
+        mixed = {k: [v[0], foreign[k][0], *v[2:]] for k, v in cols.items()}
+        text = _problems(_with(good, mixed), env)
+        assert "record at sequence 1 is not a record of" in text and "another subject or domain" in text
+    bad_proof = copy.deepcopy(good)
+    member = bad_proof["head_proof"]["member"]
+    member["size"] -= 1  # claim an older, shorter head for the subject
+    with pytest.raises(Exception, match="tampered head proof"):
+        verify_history(bad_proof, _keys(env))
+
+
+async def test_an_old_head_and_a_forked_log_are_refused(world: World) -> None:
+    env = world.env
+    await _records(world, ["visit 1"])
+    old = await _bundle(world)
+    await _records(world, ["visit 2"])
+    new = await _bundle(world)
+    ledger = env.service.ledger()
+    assert ledger is not None
+    entries = [s.entry for s in ledger.ledger.entries()]
+    assert verify_history(new, _keys(env), ledger=entries, previous=old)[0].complete  # the log only grew
+    assert "a head older than the newest anchored window given" in _problems(old, env, ledger=entries)
+    forked = _with(old, {"leaves": [hashlib.sha256(b"rewritten").digest()]})
+    assert "forked log: record 0 differs" in _problems(new, env, previous=forked)
+    assert "forked log: it shrank" in _problems(old, env, previous=new)
+
+
+async def test_absence_of_a_subject_is_proven(world: World) -> None:
+    env = world.env
+    assert (await world.post("/signing-keys", {"jwk": Party().jwk, "subject": OTHER}, "app"))[0] == 201
+    await _records(world, ["someone else's visit"], subject=OTHER)
+    bundle = await _bundle(world)  # SUBJECT has no medical history; OTHER does
+    assert "absent" in bundle["head_proof"]
+    report, records = verify_history(bundle, _keys(env))
+    assert report.complete and records == [] and report.size == 0
+    hidden = await _bundle(world, subject=OTHER)
+    hidden["log"] = bundle["log"]  # claim OTHER has no records, with OTHER's own (member) proof
+    assert "is not the head anchored" in _problems(hidden, env)
+
+
+async def test_receivers_need_a_grant_and_their_read_is_recorded(world: World) -> None:
+    await _records(world, ["visit 1"])
+    status, _ = await world.get(f"/subjects/{SUBJECT}/history?domain=medical-history", "payer")
+    assert status == 403
+    assert (await world.grant("insure-y", "medical-history"))[0] == 201
+    status, bundle = await world.get(f"/subjects/{SUBJECT}/history?domain=medical-history", "payer")
+    assert status == 200 and verify_history(bundle, _keys(world.env))[0].complete
+    status, events = await world.get(f"/subjects/{SUBJECT}/access-events", "app")
+    assert [e["event"]["action"] for e in events["events"]] == ["grant", "access"]
+    status, body = await world.get(f"/subjects/{SUBJECT}/history?domain=medical-history&as_of=yesterday", "app")
+    assert status == 422 and "as_of" in body["detail"]
+    status, body = await world.get(f"/subjects/{SUBJECT}/history?domain=insurance&as_of=2000-01-01T00:00:00Z", "app")
+    assert status == 404 and "no window" in body["detail"]

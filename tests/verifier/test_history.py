@@ -1,0 +1,98 @@
+"""Subject logs and the heads tree: presence and absence proofs over random histories (pure)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from receipt_verifier.history import (
+    EMPTY_ROOT,
+    HeadsTree,
+    HistoryError,
+    check_heads_proof,
+    log_root,
+    record_leaf,
+)
+
+subjects = st.text(alphabet="abcdef0123456789:-", min_size=16, max_size=24)
+heads_maps = st.dictionaries(subjects, st.integers(min_value=1, max_value=1000), max_size=40)
+
+
+def _heads(sizes: dict[str, int]) -> dict[str, tuple[int, bytes]]:
+    return {s: (n, hashlib.sha256(f"{s}:{n}".encode()).digest()) for s, n in sizes.items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(heads_maps, subjects)
+def test_every_subject_is_proven_present_or_absent(sizes: dict[str, int], probe: str) -> None:
+    heads = _heads(sizes)
+    tree = HeadsTree(heads)
+    for subject, head in heads.items():
+        assert check_heads_proof(subject, tree.prove(subject), tree.root, tree.size) == head
+    if probe not in heads:
+        assert check_heads_proof(probe, tree.prove(probe), tree.root, tree.size) == (0, EMPTY_ROOT)
+
+
+@settings(max_examples=100, deadline=None)
+@given(heads_maps.filter(lambda m: len(m) >= 3))
+def test_a_member_cannot_be_proven_absent(sizes: dict[str, int]) -> None:
+    heads = _heads(sizes)
+    tree = HeadsTree(heads)
+    ordered = sorted(heads, key=lambda s: hashlib.sha256(s.encode()).digest())
+    hidden = ordered[1]
+    left, right = tree.prove(ordered[0])["member"], tree.prove(ordered[2])["member"]
+    forged = {"absent": {"left": left, "right": right}}  # neighbours around the hidden one: not adjacent
+    with pytest.raises(HistoryError, match="not adjacent"):
+        check_heads_proof(hidden, forged, tree.root, tree.size)
+    with pytest.raises(HistoryError, match="another subject's"):
+        check_heads_proof(hidden, {"member": left}, tree.root, tree.size)
+
+
+@settings(max_examples=100, deadline=None)
+@given(heads_maps.filter(lambda m: len(m) >= 2), st.data())
+def test_any_changed_proof_field_is_refused(sizes: dict[str, int], data: Any) -> None:
+    heads = _heads(sizes)
+    tree = HeadsTree(heads)
+    subject = data.draw(st.sampled_from(sorted(heads)))
+    proof = tree.prove(subject)
+    field = data.draw(st.sampled_from(["size", "root", "index", "path"]))
+    bad = copy.deepcopy(proof)
+    m = bad["member"]
+    if field == "size":
+        m["size"] += 1
+    elif field == "root":
+        m["root"] = hashlib.sha256(b"x").hexdigest()
+    elif field == "index":
+        m["index"] = (m["index"] + 1) % tree.size
+    else:
+        m["path"] = m["path"][:-1] if m["path"] else [EMPTY_ROOT.hex()]
+    with pytest.raises(HistoryError):
+        check_heads_proof(subject, bad, tree.root, tree.size)
+
+
+def test_an_empty_domain_proves_every_subject_absent() -> None:
+    tree = HeadsTree({})
+    assert tree.root == EMPTY_ROOT
+    assert check_heads_proof("did:example:nobody-000", tree.prove("did:example:nobody-000"), EMPTY_ROOT, 0) == (
+        0,
+        EMPTY_ROOT,
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=1, max_value=40), st.data())
+def test_log_entries_bind_their_position(n: int, data: Any) -> None:
+    rec = [(bytes([i]) * 16, bytes([i]) * 16, bytes([i]) * 32) for i in range(n)]
+    leaves = [record_leaf(nc, p, h, "medical-history", "did:example:patient-01", i) for i, (nc, p, h) in enumerate(rec)]
+    root = log_root(leaves)
+    i = data.draw(st.integers(min_value=0, max_value=n - 1))
+    nc, p, h = rec[i]
+    for other in ({"seq": i + 1}, {"subject": "did:example:patient-02"}, {"domain": "insurance"}):
+        kw: dict[str, Any] = {"domain": "medical-history", "subject": "did:example:patient-01", "seq": i} | other
+        moved = [*leaves[:i], record_leaf(nc, p, h, kw["domain"], kw["subject"], kw["seq"]), *leaves[i + 1 :]]
+        assert log_root(moved) != root

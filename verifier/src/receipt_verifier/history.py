@@ -1,0 +1,366 @@
+"""Per-subject logs and their completeness (spec section 14): pure, no I/O.
+
+A subject's records in one domain form an append-only log; entry i is the record's v2 leaf value
+(which binds the subject, the domain and the position i). Every window commits to the heads of
+all logs of its domain in a sorted Merkle tree keyed by SHA-256(subject): an inclusion proof gives
+a subject's head, two adjacent leaves prove a subject has no log at all. A history bundle carries
+the whole log, the head proof and the anchor of the window; checking it says whether the history
+is complete and as of which window, or exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .codec import parse_anchor
+from .errors import MalformedReceiptError, VerificationError
+from .hashing import bound_commitment, leaf_hash
+from .ledger import verify_entry_signature
+from .merkle import MerkleTree, root_from_path
+from .model import Binding, LedgerEntry, LocalAnchor
+from .proof_id import check_binding, parse_proof_id, ticks_to_received
+
+HISTORY_CONTEXT = "https://w3id.org/health-receipt/history/v1"
+HISTORY_TYPE = "HealthReceiptHistory"
+EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 6962: the hash of an empty tree
+MAX_RECORDS = 1 << 22
+
+
+class HistoryError(VerificationError):
+    """A history bundle does not prove the complete, current log it claims."""
+
+
+def subject_key(subject: str) -> bytes:
+    """The heads tree's sort key of a subject."""
+    return hashlib.sha256(subject.encode("utf-8")).digest()
+
+
+def heads_leaf(key: bytes, size: int, root: bytes) -> bytes:
+    """A heads-tree leaf value: key (32) || size (8, big-endian) || log root (32)."""
+    return key + size.to_bytes(8, "big") + root
+
+
+def log_root(leaves: Sequence[bytes]) -> bytes:
+    """RFC 6962 root over a log's entries (each a v2 leaf value); the empty log has ``EMPTY_ROOT``."""
+    return MerkleTree.from_commitments(leaves).root if leaves else EMPTY_ROOT
+
+
+def record_leaf(nonce: bytes, proof_id: bytes, record_hash: bytes, domain: str, subject: str, seq: int) -> bytes:
+    """The log entry of a record at position ``seq``: its v2 leaf value."""
+    return bound_commitment(nonce, proof_id, record_hash, Binding(domain, subject, seq).digest())
+
+
+class HeadsTree:
+    """The heads of every subject log of a domain as of one window, sorted by ``subject_key``."""
+
+    def __init__(self, heads: Mapping[str, tuple[int, bytes]]) -> None:
+        items = sorted((subject_key(s), n, r) for s, (n, r) in heads.items() if n > 0)
+        self.keys = [k for k, _, _ in items]
+        self.leaves = [heads_leaf(k, n, r) for k, n, r in items]
+        self._tree = MerkleTree.from_commitments(self.leaves) if self.leaves else None
+
+    @property
+    def size(self) -> int:
+        """Number of subjects with a log."""
+        return len(self.leaves)
+
+    @property
+    def root(self) -> bytes:
+        """The commitment anchored with the window."""
+        return self._tree.root if self._tree is not None else EMPTY_ROOT
+
+    def _member(self, index: int) -> dict[str, Any]:
+        assert self._tree is not None
+        leaf = self.leaves[index]
+        return {
+            "index": index,
+            "key": leaf[:32].hex(),
+            "size": int.from_bytes(leaf[32:40], "big"),
+            "root": leaf[40:].hex(),
+            "path": [h.hex() for _, h in self._tree.audit_path(index)],
+        }
+
+    def prove(self, subject: str) -> dict[str, Any]:
+        """``{"member": ...}`` for a subject with a log, else ``{"absent": {"left", "right"}}``."""
+        key = subject_key(subject)
+        i = bisect.bisect_left(self.keys, key)
+        if i < self.size and self.keys[i] == key:
+            return {"member": self._member(i)}
+        return {
+            "absent": {
+                "left": self._member(i - 1) if i > 0 else None,
+                "right": self._member(i) if i < self.size else None,
+            }
+        }
+
+
+def _leaf_of(member: Any, where: str) -> tuple[int, bytes, int, bytes, list[bytes]]:
+    if not isinstance(member, Mapping) or set(member) != {"index", "key", "size", "root", "path"}:
+        raise MalformedReceiptError(f"{where}: expected index, key, size, root and path")
+    try:
+        key, root = bytes.fromhex(member["key"]), bytes.fromhex(member["root"])
+        path = [bytes.fromhex(h) for h in member["path"]]
+    except (TypeError, ValueError):
+        raise MalformedReceiptError(f"{where}: key, root and path are hex") from None
+    index, size = member["index"], member["size"]
+    if type(index) is not int or type(size) is not int or index < 0 or size < 1 or len(key) != 32 or len(root) != 32:
+        raise MalformedReceiptError(f"{where}: bad index, size, key or root")
+    if any(len(h) != 32 for h in path):
+        raise MalformedReceiptError(f"{where}: path hashes are 32 bytes")
+    return index, key, size, root, path
+
+
+def check_heads_proof(subject: str, proof: Any, heads_root: bytes, heads_size: int) -> tuple[int, bytes]:
+    """The subject's (log size, log root) under an anchored heads commitment ((0, EMPTY_ROOT): no log)."""
+    key = subject_key(subject)
+
+    def root_of(member: Any, where: str) -> tuple[int, bytes, int, bytes]:
+        index, k, size, root, path = _leaf_of(member, where)
+        if index >= heads_size:
+            raise HistoryError(f"{where}: index {index} outside a heads tree of {heads_size}")
+        try:
+            got = root_from_path(leaf_hash(heads_leaf(k, size, root)), index, heads_size, path)
+        except ValueError as exc:
+            raise HistoryError(f"{where}: {exc}") from None
+        if got != heads_root:
+            raise HistoryError(f"tampered head proof: {where} does not lead to the anchored heads root")
+        return index, k, size, root
+
+    if not isinstance(proof, Mapping) or len(proof) != 1:
+        raise MalformedReceiptError('head proof: expected {"member": ...} or {"absent": ...}')
+    if "member" in proof:
+        _, k, size, root = root_of(proof["member"], "head proof")
+        if k != key:
+            raise HistoryError("head proof: the proven leaf is another subject's")
+        return size, root
+    absent = proof.get("absent")
+    if not isinstance(absent, Mapping) or set(absent) != {"left", "right"}:
+        raise MalformedReceiptError("head proof: absent needs left and right (null at an end)")
+    left = None if absent["left"] is None else root_of(absent["left"], "absence proof (left)")
+    right = None if absent["right"] is None else root_of(absent["right"], "absence proof (right)")
+    if heads_size == 0:
+        if left or right or heads_root != EMPTY_ROOT:
+            raise HistoryError("absence proof: an empty heads tree has no neighbours")
+        return 0, EMPTY_ROOT
+    if left is None and (right is None or right[0] != 0):
+        raise HistoryError("absence proof: without a left neighbour the right one must be leaf 0")
+    if right is None and (left is None or left[0] != heads_size - 1):
+        raise HistoryError("absence proof: without a right neighbour the left one must be the last leaf")
+    if left is not None and right is not None and right[0] != left[0] + 1:
+        raise HistoryError("absence proof: the neighbours are not adjacent leaves")
+    if (left is not None and not left[1] < key) or (right is not None and not key < right[1]):
+        raise HistoryError("absence proof: the subject's key is not between the neighbours")
+    return 0, EMPTY_ROOT
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record of a log, as a bundle carries it."""
+
+    seq: int
+    hash: bytes
+    proof_id: bytes
+    nonce: bytes
+
+
+def _b64(value: Any, width: int, where: str) -> list[bytes]:
+    if type(value) is not str:
+        raise MalformedReceiptError(f"log.{where} must be a base64 string")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedReceiptError(f"log.{where} is not valid base64") from None
+    if len(raw) % width:
+        raise MalformedReceiptError(f"log.{where} holds {len(raw)} bytes, not a multiple of {width}")
+    return [raw[i : i + width] for i in range(0, len(raw), width)]
+
+
+def pack(values: Sequence[bytes]) -> str:
+    """Fixed-size values as one base64 string (the bundle's compact columns)."""
+    return base64.b64encode(b"".join(values)).decode("ascii")
+
+
+@dataclass
+class HistoryReport:
+    """What a history bundle proves (``problems`` empty: complete and anchored)."""
+
+    subject: str
+    domain: str
+    size: int = 0
+    window_id: str | None = None
+    window_end: str | None = None
+    anchor: str | None = None
+    problems: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the bundle proves the whole log of the subject in the domain."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON report."""
+        return {
+            "subject": self.subject,
+            "domain": self.domain,
+            "complete": self.complete,
+            "records": self.size,
+            "window_id": self.window_id,
+            "window_end": self.window_end,
+            "anchor": self.anchor,
+            "problems": self.problems,
+        }
+
+
+def check_log(subject: str, domain: str, log: Any, report: HistoryReport) -> tuple[int, bytes, list[Record]]:
+    """The log's records against its own head; every problem is added to ``report`` with its sequence."""
+    if not isinstance(log, Mapping) or set(log) != {"size", "root", "hashes", "proof_ids", "nonces", "leaves"}:
+        raise MalformedReceiptError("log: expected size, root, hashes, proof_ids, nonces, leaves")
+    size, root_hex = log["size"], log["root"]
+    if type(size) is not int or not 0 <= size <= MAX_RECORDS or type(root_hex) is not str:
+        raise MalformedReceiptError("log: size is an integer, root 64 hex")
+    try:
+        root = bytes.fromhex(root_hex)
+    except ValueError:
+        raise MalformedReceiptError("log.root is not hex") from None
+    hashes, pids = _b64(log["hashes"], 32, "hashes"), _b64(log["proof_ids"], 16, "proof_ids")
+    nonces, leaves = _b64(log["nonces"], 16, "nonces"), _b64(log["leaves"], 32, "leaves")
+    if not len(hashes) == len(pids) == len(nonces) == len(leaves):
+        raise MalformedReceiptError("log: hashes, proof_ids, nonces and leaves hold different counts")
+    if len(leaves) != size:
+        report.problems.append(f"the bundle holds {len(leaves)} records, but the log it names has {size}")
+    elif log_root(leaves) != root:
+        report.problems.append(f"the log's entries do not form the head it names (size {size}, root {root_hex[:16]}…)")
+    records: list[Record] = []
+    placed: list[tuple[int, int]] = []  # (position, the log sequence the record really holds)
+    for i, (h, p, n, leaf) in enumerate(zip(hashes, pids, nonces, leaves, strict=True)):
+        records.append(Record(i, h, p, n))
+        if record_leaf(n, p, h, domain, subject, i) == leaf:
+            _check_id(p, h, i, report)
+            placed.append((i, i))
+            continue
+        found = next(
+            (j for j in range(max(0, i - 64), i + 65) if j != i and record_leaf(n, p, h, domain, subject, j) == leaf),
+            None,
+        )
+        if found is None:
+            report.problems.append(
+                f"record at sequence {i} is not a record of {subject} in {domain} (another subject or domain)"
+            )
+        else:
+            placed.append((i, found))
+    seqs = [j for _, j in placed]
+    if any(b <= a for a, b in pairwise(seqs)):
+        pos, held = next((a, b) for a, b in placed if a != b)
+        report.problems.append(f"records out of order: position {pos} holds the log's record {held}")
+    elif seqs:
+        missing = sorted(set(range(seqs[-1] + 1)) - set(seqs))
+        if missing:
+            report.problems.append(f"gap at sequence {missing[0]}: {len(missing)} record(s) of the log left out")
+    return size, root, records
+
+
+def _check_id(pid: bytes, h: bytes, i: int, report: HistoryReport) -> None:
+    text = pid.hex()
+    text = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    try:
+        check_binding(text, h.hex(), ticks_to_received(parse_proof_id(text).ticks))
+    except (MalformedReceiptError, VerificationError) as exc:
+        report.problems.append(f"record at sequence {i}: {exc}")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def verify_history(
+    doc: Any,
+    ledger_keys: Mapping[str, Ed25519PublicKey],
+    *,
+    ledger: Sequence[LedgerEntry] = (),
+    previous: Any = None,
+    max_age: timedelta | None = None,
+    as_of: datetime | None = None,
+) -> tuple[HistoryReport, list[Record]]:
+    """Check a history bundle: its log, the head proof, the window's anchor, freshness and growth.
+
+    Freshness is judged as of ``as_of`` (default now; the bundle's own ``as_of`` is the holder's word,
+    not evidence): ``ledger`` entries of the pinned ledger with a newer window of the domain ended by
+    then make the bundle stale, and so does a window older than ``max_age``. ``previous``: an older
+    bundle of the same log, which must be a prefix of this one.
+    """
+    if not isinstance(doc, Mapping) or doc.get("@context") != HISTORY_CONTEXT or doc.get("type") != HISTORY_TYPE:
+        raise MalformedReceiptError(f"not a history bundle (@context {HISTORY_CONTEXT}, type {HISTORY_TYPE})")
+    keys = {"@context", "type", "subject", "domain", "as_of", "log", "head_proof", "anchor"}
+    if set(doc) != keys:
+        raise MalformedReceiptError(f"history bundle: expected exactly the members {', '.join(sorted(keys))}")
+    subject, domain, claimed = doc["subject"], doc["domain"], doc["as_of"]
+    if not all(type(v) is str for v in (subject, domain, claimed)):
+        raise MalformedReceiptError("history bundle: subject, domain and as_of are strings")
+    report = HistoryReport(subject, domain)
+    size, root, records = check_log(subject, domain, doc["log"], report)
+    report.size = len(records)
+    anchor = parse_anchor(doc["anchor"], "anchor")
+    if not isinstance(anchor, LocalAnchor) or anchor.entry.heads_root is None:
+        raise MalformedReceiptError("anchor: a local ledger anchor of a v2 entry (with heads_root) is expected")
+    entry = anchor.entry
+    report.window_id, report.window_end = entry.window_id, entry.window_end
+    report.anchor = anchor.anchor_id
+    key = ledger_keys.get(anchor.key_id)
+    if key is None:
+        raise HistoryError(f"no pinned ledger key with id {anchor.key_id} (pass --ledger-key)")
+    verify_entry_signature(key, entry, anchor.signature)
+    if entry.domain != domain:
+        report.problems.append(f"the anchored window is of domain {entry.domain}, not {domain}")
+    assert entry.heads_size is not None and entry.heads_root is not None
+    proven_size, proven_root = check_heads_proof(
+        subject, doc["head_proof"], bytes.fromhex(entry.heads_root), entry.heads_size
+    )
+    if (proven_size, proven_root) != (size, root):
+        report.problems.append(
+            f"the log's head (size {size}) is not the head anchored in window {entry.window_id}"
+            f" (size {proven_size}): records were added, dropped or rewritten"
+        )
+    if len(records) < proven_size and not any("gap" in p or "order" in p for p in report.problems):
+        report.problems.append(f"newest record(s) missing: the log has {proven_size}, the bundle {len(records)}")
+    cutoff = as_of or datetime.now(UTC)
+    newer = [
+        e for e in ledger if e.domain == domain and e.heads_root is not None and _parse_time(e.window_end) <= cutoff
+    ]
+    newest = max(newer, key=lambda e: e.seq, default=None)
+    if newest is not None and newest.seq > entry.seq and newest.window_id != entry.window_id:
+        report.problems.append(
+            f"a head older than the newest anchored window given: window {newest.window_id}"
+            f" (ledger entry {newest.seq}, ended {newest.window_end}) is newer than {entry.window_id}"
+        )
+    if max_age is not None and cutoff - _parse_time(entry.window_end) > max_age:
+        report.problems.append(f"stale: window {entry.window_id} ended {entry.window_end}, more than {max_age} ago")
+    if previous is not None:
+        _check_growth(previous, doc, report)
+    return report, records
+
+
+def _check_growth(previous: Any, doc: Mapping[str, Any], report: HistoryReport) -> None:
+    if not isinstance(previous, Mapping) or previous.get("type") != HISTORY_TYPE:
+        raise MalformedReceiptError("--previous: not a history bundle")
+    if (previous.get("subject"), previous.get("domain")) != (doc["subject"], doc["domain"]):
+        raise MalformedReceiptError("--previous: a bundle of another subject or domain")
+    old = _b64(previous["log"]["leaves"], 32, "leaves")
+    new = _b64(doc["log"]["leaves"], 32, "leaves")
+    if len(old) > len(new):
+        report.problems.append(f"forked log: it shrank from {len(old)} records to {len(new)}")
+    elif new[: len(old)] != old:
+        first = next(i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b)
+        report.problems.append(
+            f"forked log: record {first} differs from the older bundle's (the log was rewritten, it did not only grow)"
+        )
