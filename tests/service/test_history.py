@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from receipt_verifier._cli import main as verify_main
 from receipt_verifier.history import verify_history
 from receipt_verifier.ledger import key_id
 
@@ -156,3 +159,33 @@ async def test_receivers_need_a_grant_and_their_read_is_recorded(world: World) -
     assert status == 422 and "as_of" in body["detail"]
     status, body = await world.get(f"/subjects/{SUBJECT}/history?domain=insurance&as_of=2000-01-01T00:00:00Z", "app")
     assert status == 404 and "no window" in body["detail"]
+
+
+async def test_receipt_verify_history_reports(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env = world.env
+    texts = ["visit 1", "visit 2", "visit 3"]
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for i, t in enumerate(texts):
+        (folder / f"r{i}.txt").write_text(t)
+    env_records = [(folder / f"r{i}.txt").read_text() for i in range(3)]
+    await _records(world, env_records)
+    (tmp_path / "bundle.json").write_text(json.dumps(await _bundle(world)))
+    ledger = env.service.ledger()
+    assert ledger is not None
+    (tmp_path / "key.pem").write_text(ledger.ledger.public_key_pem())
+    args = ["history", str(tmp_path / "bundle.json"), "--ledger-key", str(tmp_path / "key.pem")]
+    out = [*args, "--records", str(folder), "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")]
+    assert verify_main([*out, "--ledger", str(ledger.ledger.path), "--max-age", "1h"]) == 0
+    assert "complete" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["complete"] and report["files"] == {"records": 3, "matched": 3, "files": 3}
+    assert [i["file"] for i in report["items"]] == ["r0.txt", "r1.txt", "r2.txt"]
+    assert "History of" in (tmp_path / "r.html").read_text()
+    (folder / "r1.txt").write_text("visit 2, edited")  # a record changed after it was logged
+    assert verify_main(out) == 1
+    text = capsys.readouterr().out
+    assert "record at sequence 1 has no file" in text and "file r1.txt is not in the log" in text
+    assert verify_main([*args, "--max-age", "0s"]) == 1
+    assert "stale" in capsys.readouterr().out
+    assert verify_main([*args, "--max-age", "soon"]) == 2

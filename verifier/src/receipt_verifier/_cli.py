@@ -6,26 +6,31 @@ Exit codes: 0 every receipt valid; 1 at least one receipt invalid; 2 bad usage o
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
 import signal
 import sys
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from . import strict_json
 from ._progress import Progress, table
 from .access_event import jwk_public_key, parse_event, thumbprint, verify_signature
-from .audit import find_items, render_html, run_audit
+from .audit import find_items, render_history_html, render_html, run_audit
 from .chainpoint import to_chainpoint_v4
 from .codec import DEFAULT_LIMITS, Limits, parse_receipt
 from .errors import Error, EventSignatureError, UsageError
 from .fabric.trust import ChannelTrust, load_trust, make_trust
+from .history import verify_history
 from .ledger import iter_ledger, key_id, load_public_key_file, verify_chain
+from .proof_id import parse_proof_id, ticks_to_received
 from .verify import AnchorPolicy, AnchorStatus, VerificationResult, Verifier
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -48,6 +53,8 @@ other commands:
                                                         an insurer's audit of records and their receipts
   receipt-verify event EVENT.json --key JWK [--receipt R.json --ledger-key K | --trust T]
                                                         an access event's signature (pinned JWKs) and anchoring
+  receipt-verify history BUNDLE.json --ledger-key K [--ledger L] [--records DIR] [--max-age 30d] [--previous OLD]
+                                                        is a subject's history complete, and as of which window
 """
 
 
@@ -579,6 +586,115 @@ def _event_main(argv: list[str]) -> int:
     return EXIT_VALID
 
 
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def _duration(text: str) -> timedelta:
+    m = _DURATION.fullmatch(text)
+    if m is None:
+        raise UsageError(f"--max-age {text!r}: write a number and a unit, e.g. 90s, 15m, 12h, 30d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m[2]]
+    return timedelta(**{unit: int(m[1])})
+
+
+def _history_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="receipt-verify history",
+        description="Check a history bundle: is it a subject's complete log in a domain, and as of which window?",
+    )
+    p.add_argument("bundle", type=Path, help="from GET /subjects/{subject}/history")
+    p.add_argument("--ledger-key", type=Path, action="append", required=True, metavar="KEY")
+    p.add_argument("--ledger", type=Path, help="the ledger file (public): a newer window of the domain makes it stale")
+    p.add_argument("--previous", type=Path, help="an older bundle of the same log: the log must only have grown")
+    p.add_argument("--records", type=Path, metavar="DIR", help="hash every file here and match them to the log")
+    p.add_argument("--max-age", type=_duration, metavar="DURATION", help="refuse a window older than this (30d, 12h)")
+    p.add_argument("--as-of", help="judge freshness as of this RFC 3339 time (default: now)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write the report as an HTML page")
+    args = p.parse_args(argv)
+    keys = {key_id(k): k for k in (load_public_key_file(f) for f in args.ledger_key)}
+    entries = []
+    if args.ledger is not None:
+        try:
+            lines = args.ledger.read_bytes().splitlines()
+        except OSError as exc:
+            raise UsageError(f"{args.ledger}: cannot read ({exc.strerror})") from None
+        signed = list(iter_ledger(lines))
+        verify_chain(signed, next(iter(keys.values())))
+        entries = [s.entry for s in signed]
+    as_of = None
+    if args.as_of is not None:
+        try:
+            as_of = datetime.fromisoformat(args.as_of).astimezone(UTC)
+        except ValueError:
+            raise UsageError(f"--as-of {args.as_of!r} is not an RFC 3339 time") from None
+    report, records = verify_history(
+        _read_json(args.bundle),
+        keys,
+        ledger=entries,
+        previous=_read_json(args.previous) if args.previous else None,
+        max_age=args.max_age,
+        as_of=as_of,
+    )
+    doc = report.to_dict()
+    doc["checked_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    doc["items"] = [
+        {
+            "seq": r.seq,
+            "hash": r.hash.hex(),
+            "proof_id": str(uuid.UUID(bytes=r.proof_id)),
+            "received": ticks_to_received(parse_proof_id(str(uuid.UUID(bytes=r.proof_id))).ticks),
+        }
+        for r in records
+    ]
+    if args.records is not None:
+        _match_files(args.records, doc)
+    if args.json is not None:
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    if args.html is not None:
+        args.html.write_text(render_history_html(doc))
+    state = "complete" if not doc["problems"] else "NOT complete"
+    print(
+        table(
+            ["subject", "domain", "records", "state", "as of window", "window ended"],
+            [
+                [
+                    doc["subject"],
+                    doc["domain"],
+                    str(doc["records"]),
+                    state,
+                    str(doc["window_id"]),
+                    str(doc["window_end"]),
+                ]
+            ],
+        )
+    )
+    for problem in doc["problems"]:
+        print(f"  problem: {problem}")
+    return EXIT_VALID if not doc["problems"] else EXIT_INVALID
+
+
+def _match_files(folder: Path, doc: dict[str, Any]) -> None:
+    """Hash every file under ``folder``; each log record must have one, and each file a record."""
+    if not folder.is_dir():
+        raise UsageError(f"--records {folder}: not a directory")
+    by_hash: dict[str, str] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".receipt.json")):
+        by_hash.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), str(path.relative_to(folder)))
+    listed = set()
+    for item in doc["items"]:
+        if item["hash"] in by_hash:
+            item["file"] = by_hash[item["hash"]]
+            listed.add(item["hash"])
+        else:
+            doc["problems"].append(f"record at sequence {item['seq']} has no file in {folder}")
+    for h, name in by_hash.items():
+        if h not in listed:
+            doc["problems"].append(f"file {name} is not in the log (a record the history does not hold)")
+    doc["files"] = {"records": len(doc["items"]), "matched": len(listed), "files": len(by_hash)}
+    doc["complete"] = not doc["problems"]
+
+
 def _read_json(path: Path) -> Any:
     try:
         return strict_json.loads(path.read_bytes())
@@ -604,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         "trust": _trust_main,
         "audit": _audit_main,
         "event": _event_main,
+        "history": _history_main,
     }
     try:
         if argv and argv[0] in commands:

@@ -109,6 +109,7 @@ def run_audit(
 
 
 _CSS = """
+td code{word-break:break-all;font-size:12px}
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem;color:#1d2330}
 h1{font-size:1.4rem;margin:0 0 .2rem} .sub{color:#5b6475;margin-bottom:1.2rem}
 .cards{display:flex;gap:1rem;margin:1rem 0 1.5rem} .card{border:1px solid #d5dae3;border-radius:8px;padding:.7rem 1rem}
@@ -167,4 +168,37 @@ def render_html(report: dict[str, Any]) -> str:
         + "".join(f"<div class='card {c}'><b>{v}</b>{e(k)}</div>" for k, v, c in cards)
         + "</div><table><thead><tr><th>record</th><th>result</th><th>receipt</th><th>anchors</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></body></html>\n"
+    )
+
+
+def render_history_html(report: dict[str, Any]) -> str:
+    """A history check as a self-contained HTML page (no script, no external resource)."""
+    e = html.escape
+    ok = report["complete"]
+    cards = [
+        ("records", report["records"], ""),
+        ("complete" if ok else "NOT complete", "✓" if ok else "✗", "ok" if ok else "bad"),
+        ("window", e(str(report["window_id"])), ""),
+        ("window ended", e(_short(str(report["window_end"]))), ""),
+    ]
+    if "files" in report:
+        f = report["files"]
+        cards.append(
+            ("files matched", f"{f['matched']}/{f['records']}", "ok" if f["matched"] == f["records"] else "bad")
+        )
+    problems = "".join(f"<li class='bad'>{e(p)}</li>" for p in report["problems"]) or "<li class='ok'>none</li>"
+    rows = "".join(
+        f"<tr><td>{r['seq']}</td><td><code>{e(r['hash'])}</code></td><td><code>{e(r['proof_id'])}</code></td>"
+        f"<td>{e(_short(r['received']))}</td><td>{e(r.get('file', '-'))}</td></tr>"
+        for r in report["items"]
+    )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>History check</title>"
+        f"<style>{_CSS}</style></head><body><h1>History of {e(report['subject'])} in {e(report['domain'])}</h1>"
+        f"<div class='sub'>Checked {e(report['checked_at'])} offline against the pinned ledger key;"
+        f" anchor {e(str(report['anchor']))}.</div><div class='cards'>"
+        + "".join(f"<div class='card {c}'><b>{v}</b>{e(k)}</div>" for k, v, c in cards)
+        + f"</div><h2>Problems</h2><ul>{problems}</ul>"
+        "<table><thead><tr><th>seq</th><th>record hash</th><th>proof id</th><th>received</th><th>file</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></body></html>\n"
     )
