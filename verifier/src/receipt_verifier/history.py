@@ -34,6 +34,7 @@ HISTORY_CONTEXT = "https://w3id.org/health-receipt/history/v1"
 HISTORY_TYPE = "HealthReceiptHistory"
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 6962: the hash of an empty tree
 MAX_RECORDS = 1 << 22
+MAX_PROBLEMS = 50  # per-record problems listed before the rest are counted
 
 
 class HistoryError(VerificationError):
@@ -267,6 +268,10 @@ def check_log(subject: str, domain: str, log: Any, report: HistoryReport) -> tup
         missing = sorted(set(range(seqs[-1] + 1)) - set(seqs))
         if missing:
             report.problems.append(f"gap at sequence {missing[0]}: {len(missing)} record(s) of the log left out")
+    if len(report.problems) > MAX_PROBLEMS:
+        extra = len(report.problems) - MAX_PROBLEMS
+        del report.problems[MAX_PROBLEMS:]
+        report.problems.append(f"... and {extra} more problem(s) of the same kind")
     return size, root, records
 
 
