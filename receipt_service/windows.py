@@ -24,7 +24,7 @@ from .crashpoints import crash_point
 from .errors import CorruptRecordError, ServiceError
 from .ledger import TreeRoot
 from .metrics import Metrics
-from .store import Store, StoredBatch, TreeRecord
+from .store import Store, StoredBatch, SubmissionRecord, TreeRecord
 from .trees import PackedTree, TreeBuilder
 
 log = logging.getLogger("receipt_service.windows")
@@ -249,11 +249,10 @@ class Aggregator:
             rows = await self.store.subject_records(subject, -1, size)
             if len(rows) != size:
                 raise CorruptRecordError(f"the log of {subject} in {domain} lacks records below {size}")
-            leaves = [record_leaf(r.nonce, r.proof_id, r.hash, domain, subject, r.log_pos) for r in rows]
-            changed.append((subject, size, log_root(leaves)))
+            changed.append((subject, size, await asyncio.to_thread(_log_root, domain, subject, rows)))
         heads = dict(self._heads)
         heads.update({subject: (size, root) for subject, size, root in changed})
-        return changed, HeadsTree(heads)
+        return changed, await asyncio.to_thread(HeadsTree, heads)  # linear in subjects: off the event loop
 
     # ------------------------------------------------------------------ anchoring
 
@@ -316,6 +315,11 @@ class Aggregator:
                 if removed:
                     log.info("retention: removed %d receipts", removed)
             await asyncio.sleep(period)
+
+
+def _log_root(domain: str, subject: str, rows: Sequence[SubmissionRecord]) -> bytes:
+    """The root of a subject's log from its records in log order."""
+    return log_root([record_leaf(r.nonce, r.proof_id, r.hash, domain, subject, r.log_pos) for r in rows])
 
 
 def _key(tree: TreeRecord) -> tuple[str, int]:
