@@ -7,6 +7,7 @@ the root the window committed to before the bundle is served.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -46,13 +47,13 @@ async def history_bundle(lane: Lane, subject: str, as_of: str) -> dict[str, Any]
     else:
         raise NotFoundError(f"no window of {domain} is anchored at or before {as_of} yet; retry after the next window")
     all_heads = await store.subject_heads(tree.last_seq)
-    heads = HeadsTree(all_heads)
+    heads = await asyncio.to_thread(HeadsTree, all_heads)  # linear in subjects: off the event loop
     if heads.root != tree.heads_root or heads.size != tree.heads_size:
         raise CorruptRecordError(f"window {tree.window_id}: the stored subject heads do not give its committed root")
     size, root = all_heads.get(subject, (0, EMPTY_ROOT))
     rows = await store.subject_records(subject, -1, size) if size else []
     leaves = [record_leaf(r.nonce, r.proof_id, r.hash, domain, subject, r.log_pos) for r in rows]
-    if len(rows) != size or log_root(leaves) != root:
+    if len(rows) != size or await asyncio.to_thread(log_root, leaves) != root:
         raise CorruptRecordError(f"the log of {subject} in {domain} does not give its stored head")
     return {
         "@context": HISTORY_CONTEXT,
