@@ -25,6 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from receipt_verifier.history import frontier_root
+
 from .errors import ConflictError, CorruptRecordError, StoreError
 from .store import (
     AnchorRecord,
@@ -34,6 +36,7 @@ from .store import (
     SigningKeyRecord,
     StoredBatch,
     StoreStats,
+    SubjectHead,
     SubmissionRecord,
     TreeRecord,
     batch_checksum,
@@ -103,6 +106,7 @@ CREATE TABLE IF NOT EXISTS subject_heads (
   upto INTEGER NOT NULL,
   size INTEGER NOT NULL,
   root BLOB NOT NULL,
+  frontier BLOB NOT NULL,
   PRIMARY KEY (subject, upto)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS trees_first_seq ON trees(first_seq);
@@ -447,10 +451,10 @@ class SQLiteStore:
         return await self._bulk_read(read)
 
     async def commit_window(
-        self, trees: Sequence[TreeRecord], targets: Sequence[str], heads: Sequence[tuple[str, int, bytes]] = ()
+        self, trees: Sequence[TreeRecord], targets: Sequence[str], heads: Sequence[SubjectHead] = ()
     ) -> None:
         """Record a window's trees, one open anchor job per tree and target, the new heads of the subject
-        logs it changed (subject, size, root), and move the watermark."""
+        logs it changed, and move the watermark."""
         if not trees:
             return
         now = time.time_ns()
@@ -481,8 +485,8 @@ class SQLiteStore:
                 ],
             )
             conn.executemany(
-                "INSERT INTO subject_heads(subject, upto, size, root) VALUES (?,?,?,?)",
-                [(subject, last, size, root) for subject, size, root in heads],
+                "INSERT INTO subject_heads(subject, upto, size, root, frontier) VALUES (?,?,?,?,?)",
+                [(h.subject, last, h.size, h.root, b"".join(h.frontier)) for h in heads],
             )
             conn.executemany(
                 "INSERT INTO anchors(window_id, tree_index, target, created_ns) VALUES (?,?,?,?)",
@@ -511,6 +515,20 @@ class SQLiteStore:
             (_MAX_SEQ if upto is None else upto,),
         )
         return {subject: (size, bytes(root)) for subject, size, root in rows}
+
+    async def subject_frontier(self, subject: str) -> SubjectHead | None:
+        """A subject log's newest committed head with its compact range (None: no window holds it yet)."""
+        rows = self._read(
+            "SELECT size, root, frontier FROM subject_heads WHERE subject = ? ORDER BY upto DESC LIMIT 1", (subject,)
+        )
+        if not rows:
+            return None
+        size, root, frontier = rows[0]
+        nodes = tuple(bytes(frontier[i : i + 32]) for i in range(0, len(frontier), 32))
+        head = SubjectHead(subject, size, bytes(root), nodes)
+        if len(nodes) != int(size).bit_count() or frontier_root(nodes) != head.root:
+            raise CorruptRecordError(f"the stored head of {subject}'s log fails its check")
+        return head
 
     async def anchored_windows(self, before: str) -> list[TreeRecord]:
         """Trees with heads whose window ended at or before ``before`` (RFC 3339), newest first."""

@@ -192,6 +192,16 @@ class ApiKeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SubjectHead:
+    """A subject log's head as a window committed it, with its compact range (to append without re-reading)."""
+
+    subject: str
+    size: int
+    root: bytes
+    frontier: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SigningKeyRecord:
     """A registered public key (JWK): a subject's owner key or a receiving party's key."""
 
@@ -250,8 +260,10 @@ class Store(Protocol):
     async def backlog(self, limit: int) -> list[StoredBatch]: ...
 
     async def commit_window(
-        self, trees: Sequence[TreeRecord], targets: Sequence[str], heads: Sequence[tuple[str, int, bytes]] = ()
+        self, trees: Sequence[TreeRecord], targets: Sequence[str], heads: Sequence[SubjectHead] = ()
     ) -> None: ...
+
+    async def subject_frontier(self, subject: str) -> SubjectHead | None: ...
 
     async def subject_heads(self, upto: int | None = None) -> dict[str, tuple[int, bytes]]: ...
 

@@ -17,14 +17,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 
-from receipt_verifier.history import HeadsTree, log_root, record_leaf
+from receipt_verifier.history import HeadsTree, frontier_append, frontier_root, record_leaf
 
 from .anchors import AnchorBackend, anchor_json, iso_now
 from .crashpoints import crash_point
 from .errors import CorruptRecordError, ServiceError
 from .ledger import TreeRoot
 from .metrics import Metrics
-from .store import Store, StoredBatch, SubmissionRecord, TreeRecord
+from .store import Batch, Store, StoredBatch, SubjectHead, TreeRecord
 from .trees import PackedTree, TreeBuilder
 
 log = logging.getLogger("receipt_service.windows")
@@ -208,7 +208,7 @@ class Aggregator:
                 trees = await self.builder.build([s.columns(self.store.domain) for s in spans], self.max_leaves)
                 records = tree_records(window_id, spans[0].first_seq, trees, start, end)
                 leaves = sum(s.batch.count for s in spans)
-                changed: list[tuple[str, int, bytes]] = []
+                changed: list[SubjectHead] = []
                 if self.store.domain is not None:  # the window also commits to every subject log's head
                     changed, heads = await self._subject_heads(spans)
                     records = [replace(r, heads_root=heads.root, heads_size=heads.size) for r in records]
@@ -219,7 +219,7 @@ class Aggregator:
                     self._heads = None  # reload from the store: the commit may or may not have happened
                     raise
                 if self._heads is not None:
-                    self._heads.update({subject: (size, root) for subject, size, root in changed})
+                    self._heads.update({h.subject: (h.size, h.root) for h in changed})
                 crash_point("window-committed")
                 self._window_start_ns = time.time_ns()
                 for record, tree in zip(records, trees, strict=True):
@@ -233,25 +233,39 @@ class Aggregator:
                 if leaves < self.max_leaves * MAX_TREES_PER_WINDOW:
                     return total
 
-    async def _subject_heads(self, spans: Sequence[StoredBatch]) -> tuple[list[tuple[str, int, bytes]], HeadsTree]:
-        """The new heads of the subject logs these batches extend, and the heads tree of the domain."""
+    async def _subject_heads(self, spans: Sequence[StoredBatch]) -> tuple[list[SubjectHead], HeadsTree]:
+        """The new heads of the subject logs these batches extend, and the heads tree of the domain.
+
+        Each log is extended from its stored compact range with this window's entries, so the work is
+        proportional to the new records, not to the history."""
         domain = self.store.domain
         assert domain is not None
         if self._heads is None:
             self._heads = await self.store.subject_heads()
-        sizes: dict[str, int] = {}
+        new: dict[str, list[tuple[int, bytes]]] = {}
         for span in spans:
             b = span.batch
             if b.subject:
-                sizes[b.subject] = b.log_first + b.count
+                new.setdefault(b.subject, []).extend((b.log_first + i, _leaf(domain, b, i)) for i in range(b.count))
         changed = []
-        for subject, size in sizes.items():
-            rows = await self.store.subject_records(subject, -1, size)
-            if len(rows) != size:
-                raise CorruptRecordError(f"the log of {subject} in {domain} lacks records below {size}")
-            changed.append((subject, size, await asyncio.to_thread(_log_root, domain, subject, rows)))
+        for subject, entries in new.items():
+            head = await self.store.subject_frontier(subject)
+            size, frontier = (head.size, list(head.frontier)) if head is not None else (0, [])
+            if entries[0][0] != size:  # not a continuation of the stored head: rebuild from the records
+                rows = await self.store.subject_records(subject, -1, entries[-1][0] + 1)
+                if len(rows) != entries[-1][0] + 1:
+                    raise CorruptRecordError(
+                        f"the log of {subject} in {domain} lacks records (retention removed them?)"
+                    )
+                size, frontier = 0, []
+                entries = [
+                    (r.log_pos, record_leaf(r.nonce, r.proof_id, r.hash, domain, subject, r.log_pos)) for r in rows
+                ]
+            frontier = await asyncio.to_thread(_extend, frontier, size, [leaf for _, leaf in entries])
+            size += len(entries)
+            changed.append(SubjectHead(subject, size, frontier_root(frontier), tuple(frontier)))
         heads = dict(self._heads)
-        heads.update({subject: (size, root) for subject, size, root in changed})
+        heads.update({h.subject: (h.size, h.root) for h in changed})
         return changed, await asyncio.to_thread(HeadsTree, heads)  # linear in subjects: off the event loop
 
     # ------------------------------------------------------------------ anchoring
@@ -317,9 +331,23 @@ class Aggregator:
             await asyncio.sleep(period)
 
 
-def _log_root(domain: str, subject: str, rows: Sequence[SubmissionRecord]) -> bytes:
-    """The root of a subject's log from its records in log order."""
-    return log_root([record_leaf(r.nonce, r.proof_id, r.hash, domain, subject, r.log_pos) for r in rows])
+def _leaf(domain: str, b: Batch, i: int) -> bytes:
+    """The log entry of item ``i`` of a batch."""
+    return record_leaf(
+        b.nonces[16 * i : 16 * i + 16],
+        b.proof_ids[16 * i : 16 * i + 16],
+        b.hashes[32 * i : 32 * i + 32],
+        domain,
+        b.subject,
+        b.log_first + i,
+    )
+
+
+def _extend(frontier: list[bytes], size: int, leaves: Sequence[bytes]) -> list[bytes]:
+    for leaf in leaves:
+        frontier = frontier_append(frontier, size, leaf)
+        size += 1
+    return frontier
 
 
 def _key(tree: TreeRecord) -> tuple[str, int]:

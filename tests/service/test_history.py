@@ -6,6 +6,7 @@ import base64
 import copy
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,14 @@ async def test_receipt_verify_history_reports(world: World, tmp_path: Path, caps
     assert verify_main([*args, "--max-age", "0s"]) == 1
     assert "stale" in capsys.readouterr().out
     assert verify_main([*args, "--max-age", "soon"]) == 2
+
+
+async def test_a_log_without_a_stored_compact_range_is_rebuilt_from_its_records(world: World) -> None:
+    env = world.env
+    await _records(world, ["visit 1", "visit 2"])
+    db = env.data_dir / "receipts.medical-history.sqlite3"
+    with sqlite3.connect(db) as conn:  # as if the heads were written by a release without compact ranges
+        conn.execute("DELETE FROM subject_heads")
+    await _records(world, ["visit 3"])
+    report, records = verify_history(await _bundle(world), _keys(env))
+    assert report.complete and len(records) == 3

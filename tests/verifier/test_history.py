@@ -15,6 +15,8 @@ from receipt_verifier.history import (
     HeadsTree,
     HistoryError,
     check_heads_proof,
+    frontier_append,
+    frontier_root,
     log_root,
     record_leaf,
 )
@@ -96,3 +98,14 @@ def test_log_entries_bind_their_position(n: int, data: Any) -> None:
         kw: dict[str, Any] = {"domain": "medical-history", "subject": "did:example:patient-01", "seq": i} | other
         moved = [*leaves[:i], record_leaf(nc, p, h, kw["domain"], kw["subject"], kw["seq"]), *leaves[i + 1 :]]
         assert log_root(moved) != root
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=300))
+def test_a_compact_range_gives_the_log_root(n: int) -> None:
+    leaves = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(n)]
+    frontier: list[bytes] = []
+    for i, leaf in enumerate(leaves):
+        frontier = frontier_append(frontier, i, leaf)
+        assert len(frontier) == (i + 1).bit_count()
+    assert frontier_root(frontier) == log_root(leaves)

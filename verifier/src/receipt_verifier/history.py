@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .codec import parse_anchor
 from .errors import MalformedReceiptError, VerificationError
-from .hashing import bound_commitment, leaf_hash
+from .hashing import bound_commitment, leaf_hash, node_hash
 from .ledger import verify_entry_signature
 from .merkle import MerkleTree, root_from_path
 from .model import Binding, LedgerEntry, LocalAnchor
@@ -54,6 +54,28 @@ def heads_leaf(key: bytes, size: int, root: bytes) -> bytes:
 def log_root(leaves: Sequence[bytes]) -> bytes:
     """RFC 6962 root over a log's entries (each a v2 leaf value); the empty log has ``EMPTY_ROOT``."""
     return MerkleTree.from_commitments(leaves).root if leaves else EMPTY_ROOT
+
+
+def frontier_append(frontier: Sequence[bytes], size: int, leaf: bytes) -> list[bytes]:
+    """Append one entry (its leaf value) to a log's compact range: the roots of the perfect subtrees
+    that make up its first ``size`` entries, largest first (one per set bit of ``size``)."""
+    out = list(frontier)
+    node = leaf_hash(leaf)
+    while size & 1:
+        node = node_hash(out.pop(), node)
+        size >>= 1
+    out.append(node)
+    return out
+
+
+def frontier_root(frontier: Sequence[bytes]) -> bytes:
+    """The RFC 6962 root of a log from its compact range (equal to ``log_root`` of its entries)."""
+    if not frontier:
+        return EMPTY_ROOT
+    acc = frontier[-1]
+    for node in reversed(frontier[:-1]):
+        acc = node_hash(node, acc)
+    return acc
 
 
 def record_leaf(nonce: bytes, proof_id: bytes, record_hash: bytes, domain: str, subject: str, seq: int) -> bytes:
