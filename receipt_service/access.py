@@ -312,7 +312,7 @@ async def subject_history(request: web.Request) -> web.Response:
         raise UnprocessableError(str(exc)) from None
     as_of = parse_as_of(request.query.get("as_of"))
     access = await query_access(svc, who, subject, domain)
-    bundle = await history_bundle(_lane(svc, domain), subject, as_of)
+    bundle = await history_bundle(_lane(svc, domain), subject, as_of, svc.evidence)
     if access.kind == "grant":  # the read is recorded like every receiver's read
         await record_read(svc, request, who, subject, domain)
     return json_response(bundle)

@@ -12,9 +12,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from receipt_verifier.codec import parse_anchor
+from receipt_verifier.evidence import block_list
 from receipt_verifier.history import EMPTY_ROOT, HISTORY_CONTEXT, HISTORY_TYPE, HeadsTree, log_root, pack, record_leaf
+from receipt_verifier.model import FabricAnchor
 
 from .errors import CorruptRecordError, NotFoundError, UnprocessableError
+from .fabric.evidence import BlockCache
 from .lanes import Lane
 
 STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"  # the form window times are stored in (compared as text)
@@ -33,19 +37,21 @@ def parse_as_of(text: str | None) -> str:
     return moment.astimezone(UTC).strftime(STAMP)
 
 
-async def history_bundle(lane: Lane, subject: str, as_of: str) -> dict[str, Any]:
-    """The bundle for ``subject`` in the lane's domain as of the newest anchored window up to ``as_of``."""
+async def history_bundle(lane: Lane, subject: str, as_of: str, evidence: BlockCache | None = None) -> dict[str, Any]:
+    """The bundle for ``subject`` in the lane's domain as of the newest anchored window up to ``as_of``:
+    one tree of that window with every anchor it has, and the Fabric blocks that prove those."""
     domain = lane.domain
     assert domain is not None
     store = lane.store
     for tree in await store.anchored_windows(as_of):
-        local = next(
-            (j for j in await store.anchors_for(tree) if j.target.startswith("local-") and j.anchor_json), None
-        )
-        if local is not None and local.anchor_json is not None:
+        done = [json.loads(j.anchor_json) for j in await store.anchors_for(tree) if j.anchor_json is not None]
+        if done:
             break
     else:
         raise NotFoundError(f"no window of {domain} is anchored at or before {as_of} yet; retry after the next window")
+    anchors = [parse_anchor(a) for a in done]
+    fabric = [a for a in anchors if isinstance(a, FabricAnchor)]
+    blocks = await evidence.evidence(fabric) if evidence is not None and fabric else []
     all_heads = await store.subject_heads(tree.last_seq)
     heads = await asyncio.to_thread(HeadsTree, all_heads)  # linear in subjects: off the event loop
     if heads.root != tree.heads_root or heads.size != tree.heads_size:
@@ -70,5 +76,14 @@ async def history_bundle(lane: Lane, subject: str, as_of: str) -> dict[str, Any]
             "leaves": pack(leaves),
         },
         "head_proof": heads.prove(subject),
-        "anchor": json.loads(local.anchor_json),
-    }
+        "window": {
+            "window_id": tree.window_id,
+            "tree_index": tree.tree_index,
+            "tree_size": tree.size,
+            "root": tree.root.hex(),
+            "window_end": tree.window_end,
+            "heads_root": heads.root.hex(),
+            "heads_size": heads.size,
+            "anchors": done,
+        },
+    } | ({"fabric_blocks": block_list(blocks)} if blocks else {})

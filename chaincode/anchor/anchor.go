@@ -1,7 +1,8 @@
 // Package main is the "anchor" chaincode: a write-once registry of Merkle tree roots.
 //
-// AnchorRoot(key, root, treeSize, windowStart, windowEnd) writes the anchor record under key
-// exactly once: the same root again succeeds without writing (idempotent, so a client may retry
+// AnchorRoot(key, root, treeSize, windowStart, windowEnd[, headsRoot, headsSize]) writes the anchor
+// record under key exactly once (the two optional arguments: the window's commitment to the heads of
+// its subject logs, anchored in the same transaction as the tree root): the same root again succeeds without writing (idempotent, so a client may retry
 // after a crash or a timeout); a different root for an existing key is refused. GetAnchor(key)
 // and GetAnchorByRoot(root) read records back. Every argument is validated and rejected with a
 // message naming it.
@@ -30,14 +31,16 @@ var (
 
 // Anchor is the record stored under its key (JSON); it holds the root it anchors.
 type Anchor struct {
-	Key         string `json:"key"`
-	Root        string `json:"root"`
-	TreeSize    uint64 `json:"tree_size"`
-	WindowStart string `json:"window_start"`
-	WindowEnd   string `json:"window_end"`
-	Channel     string `json:"channel"`
-	TxID        string `json:"tx_id"`
-	TxTime      string `json:"tx_time"`
+	Key         string  `json:"key"`
+	Root        string  `json:"root"`
+	TreeSize    uint64  `json:"tree_size"`
+	WindowStart string  `json:"window_start"`
+	WindowEnd   string  `json:"window_end"`
+	HeadsRoot   string  `json:"heads_root,omitempty"`
+	HeadsSize   *uint64 `json:"heads_size,omitempty"`
+	Channel     string  `json:"channel"`
+	TxID        string  `json:"tx_id"`
+	TxTime      string  `json:"tx_time"`
 }
 
 // Ledger is the part of the chaincode stub the registry uses.
@@ -99,8 +102,24 @@ func parseTime(name, s string) (time.Time, error) {
 
 // AnchorRoot writes the anchor once and returns the stored record (the existing one on a repeat).
 func AnchorRoot(l Ledger, key, root, treeSize, windowStart, windowEnd string) (*Anchor, error) {
+	return AnchorWindow(l, key, root, treeSize, windowStart, windowEnd, "", "")
+}
+
+// AnchorWindow is AnchorRoot with the window's subject-heads commitment ("" and "": none).
+func AnchorWindow(l Ledger, key, root, treeSize, windowStart, windowEnd, headsRoot, headsSize string) (*Anchor, error) {
 	if err := CheckKey(key); err != nil {
 		return nil, err
+	}
+	var heads *uint64
+	if headsRoot != "" || headsSize != "" {
+		if err := CheckRoot(headsRoot); err != nil {
+			return nil, argErr("headsRoot %q must be 64 lowercase hex characters", headsRoot)
+		}
+		n, err := strconv.ParseUint(headsSize, 10, 64)
+		if err != nil || strconv.FormatUint(n, 10) != headsSize {
+			return nil, argErr("headsSize %q must be a decimal integer", headsSize)
+		}
+		heads = &n
 	}
 	if err := CheckRoot(root); err != nil {
 		return nil, err
@@ -125,7 +144,7 @@ func AnchorRoot(l Ledger, key, root, treeSize, windowStart, windowEnd string) (*
 		return nil, err
 	}
 	if existing != nil {
-		if existing.Root != root || existing.TreeSize != size {
+		if existing.Root != root || existing.TreeSize != size || existing.HeadsRoot != headsRoot {
 			return nil, &ConflictError{fmt.Sprintf(
 				"key %s is already anchored with root %s (tree size %d) in tx %s; refusing root %s (tree size %d)",
 				key, existing.Root, existing.TreeSize, existing.TxID, root, size)}
@@ -138,7 +157,7 @@ func AnchorRoot(l Ledger, key, root, treeSize, windowStart, windowEnd string) (*
 	}
 	a := &Anchor{
 		Key: key, Root: root, TreeSize: size, WindowStart: windowStart, WindowEnd: windowEnd,
-		Channel: l.GetChannelID(), TxID: l.GetTxID(), TxTime: ts.AsTime().UTC().Format(time.RFC3339Nano),
+		HeadsRoot: headsRoot, HeadsSize: heads, Channel: l.GetChannelID(), TxID: l.GetTxID(), TxTime: ts.AsTime().UTC().Format(time.RFC3339Nano),
 	}
 	doc, err := json.Marshal(a)
 	if err != nil {

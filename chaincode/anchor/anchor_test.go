@@ -162,7 +162,7 @@ func TestDispatch(t *testing.T) {
 		want   string
 	}{
 		{"Nope", nil, 500, "unknown function"},
-		{"AnchorRoot", []string{"k"}, 500, "takes 5 argument(s), got 1"},
+		{"AnchorRoot", []string{"k"}, 500, "takes 5 arguments (or 7 with the heads), got 1"},
 		{"GetAnchor", []string{"k"}, 500, "not anchored"},
 		{"AnchorRoot", []string{"k", root1, "2", start, end}, 200, root1},
 		{"GetAnchor", []string{"k"}, 200, `"tree_size":2`},
@@ -176,5 +176,40 @@ func TestDispatch(t *testing.T) {
 		if r.Status != c.status || !strings.Contains(text, c.want) {
 			t.Errorf("%s%v: status %d %q, want %d containing %q", c.fn, c.args, r.Status, text, c.status, c.want)
 		}
+	}
+}
+
+func TestAnchorWindowStoresTheHeadsCommitment(t *testing.T) {
+	l := newLedger()
+	a, err := AnchorWindow(l, "w1-0/0", root1, "3", start, end, root2, "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.HeadsRoot != root2 || a.HeadsSize == nil || *a.HeadsSize != 0 {
+		t.Fatalf("unexpected record %+v", a)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(l.state["w1-0/0"], &doc); err != nil || doc["heads_root"] != root2 || doc["heads_size"] != 0.0 {
+		t.Fatalf("stored %s, err %v", l.state["w1-0/0"], err)
+	}
+	if _, err := AnchorWindow(l, "w1-0/0", root1, "3", start, end, root2, "0"); err != nil {
+		t.Fatalf("the same window again: %v", err)
+	}
+	if _, err := AnchorWindow(l, "w1-0/0", root1, "3", start, end, root1, "0"); err == nil {
+		t.Fatal("other heads for an anchored key were accepted")
+	}
+	for _, c := range [][2]string{{"xyz", "1"}, {root2, "-1"}, {root2, "01"}, {"", "1"}} {
+		if _, err := AnchorWindow(newLedger(), "k", root1, "1", start, end, c[0], c[1]); err == nil {
+			t.Fatalf("heads %q %q accepted", c[0], c[1])
+		}
+	}
+	if plain, _ := AnchorRoot(newLedger(), "k", root1, "1", start, end); plain.HeadsSize != nil || plain.HeadsRoot != "" {
+		t.Fatal("a plain anchor carries heads")
+	}
+	if r := Dispatch(newLedger(), "AnchorRoot", []string{"k", root1, "1", start, end, root2, "4"}); r.Status != 200 {
+		t.Fatalf("seven arguments: %s", r.Message)
+	}
+	if r := Dispatch(newLedger(), "AnchorRoot", []string{"k", root1, "1", start, end, root2}); r.Status == 200 {
+		t.Fatal("six arguments accepted")
 	}
 }

@@ -33,7 +33,12 @@ func Dispatch(l Ledger, fn string, args []string) *peer.Response {
 	switch {
 	case !known:
 		return shim.Error(fmt.Sprintf("unknown function %q; known: AnchorRoot, GetAnchor, GetAnchorByRoot", fn))
+	case fn == "AnchorRoot" && len(args) == 7:
+		a, err = AnchorWindow(l, args[0], args[1], args[2], args[3], args[4], args[5], args[6])
 	case len(args) != n:
+		if fn == "AnchorRoot" {
+			return shim.Error(fmt.Sprintf("AnchorRoot takes 5 arguments (or 7 with the heads), got %d", len(args)))
+		}
 		return shim.Error(fmt.Sprintf("%s takes %d argument(s), got %d", fn, n, len(args)))
 	case fn == "AnchorRoot":
 		a, err = AnchorRoot(l, args[0], args[1], args[2], args[3], args[4])

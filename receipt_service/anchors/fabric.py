@@ -47,6 +47,8 @@ class FabricChannelBackend:
         """Submit ``AnchorRoot`` and wait for its commit; the anchor names the transaction that wrote the key."""
         key = anchor_key(root)
         args = [key, root.root, str(root.tree_size), root.window_start, root.window_end]
+        if root.heads_root is not None:  # a domain window: its subject-heads commitment in the same transaction
+            args += [root.heads_root, str(root.heads_size)]
         try:
             committed = await self.client.submit(self.channel, self.chaincode, "AnchorRoot", args)
             record = _record(committed.result, key, root, self.channel)
@@ -101,7 +103,13 @@ def _record(payload: bytes, key: str, root: TreeRoot, channel: str) -> dict[str,
     """The chaincode's stored record, checked against what was asked."""
     try:
         record = json.loads(payload)
-        ok = record["key"] == key and record["root"] == root.root and record["tree_size"] == root.tree_size
+        ok = (
+            record["key"] == key
+            and record["root"] == root.root
+            and record["tree_size"] == root.tree_size
+            and record.get("heads_root") == root.heads_root
+            and record.get("heads_size") == root.heads_size
+        )
         tx_id = record["tx_id"]
     except (ValueError, KeyError, TypeError):
         raise AnchorBackendError(f"fabric:{channel}: the chaincode answered {payload[:200]!r}") from None

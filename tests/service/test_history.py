@@ -111,6 +111,12 @@ async def test_every_way_to_break_a_history_is_named(world: World) -> None:
         mixed = {k: [v[0], foreign[k][0], *v[2:]] for k, v in cols.items()}
         text = _problems(_with(good, mixed), env)
         assert "record at sequence 1 is not a record of" in text and "another subject or domain" in text
+    other_heads = copy.deepcopy(good)
+    other_heads["window"]["heads_root"] = hashlib.sha256(b"other heads").hexdigest()
+    with pytest.raises(Exception, match="signs another window, domain or heads"):
+        verify_history(other_heads, _keys(env))
+    with pytest.raises(Exception, match="no anchor of the window verifies"):
+        verify_history(good, {})
     bad_proof = copy.deepcopy(good)
     member = bad_proof["head_proof"]["member"]
     member["size"] -= 1  # claim an older, shorter head for the subject

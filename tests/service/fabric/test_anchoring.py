@@ -20,8 +20,11 @@ from receipt_service.fabric.gateway import GatewayClient
 from receipt_service.fabric.network import CHANNELS, Network
 from receipt_service.sqlite_store import SQLiteStore
 from receipt_verifier import AnchorPolicy, Verifier
+from receipt_verifier.fabric.trust import load_trust, make_trust
+from receipt_verifier.history import verify_history
 from receipt_verifier.ledger import iter_ledger
 
+from ..parties import Party
 from ..procs import collect, create_key, load, server
 from .conftest import service_config
 
@@ -134,6 +137,40 @@ async def test_each_domain_is_anchored_on_its_own_channel_only(
                         await gateway.evaluate(other, "anchor", "GetAnchor", [key])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: Network, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    app, clinic = create_key(data, "owner-app", tenant="wearco"), create_key(data, "provider", tenant="clinic")
+    subject = "did:example:patient-fabric-01"
+    with _serve(net, data) as (proc, base):
+
+        async def call(token: str, method: str, path: str, body: Any = None) -> Any:
+            async with (
+                aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {token}"}) as http,
+                http.request(method, path, json=body) as resp,
+            ):
+                assert resp.status < 300, await resp.text()
+                return await resp.json()
+
+        await call(app, "POST", "/signing-keys", {"jwk": Party().jwk, "subject": subject})
+        ack = await call(
+            clinic, "POST", "/hashes", {"hashes": [os.urandom(32).hex() for _ in range(3)], "subject": subject}
+        )
+        for item in ack["hashes"]:
+            receipt = await call(clinic, "GET", f"/proofs/{item['proof_id']}?wait=anchored&timeout=60")
+            assert receipt["state"] == "anchored"
+        bundle = await call(app, "GET", f"/subjects/{subject}/history?domain=medical-history")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    trust = load_trust(make_trust(net.config_blocks().values()))
+    report, records = verify_history(bundle, {}, fabric_trust=trust)  # no ledger key: Fabric alone
+    assert report.complete and len(records) == 3, report.problems
+    assert report.anchor is not None and "Fabric medical-history" in report.anchor
+    forged = json.loads(json.dumps(bundle))
+    forged["window"]["heads_root"] = "00" * 32
+    with pytest.raises(Exception, match="wrote other heads"):
+        verify_history(forged, {}, fabric_trust=trust)
 
 
 async def test_one_orderer_down_anchoring_goes_on(net: Network, gateway: GatewayClient, tmp_path: Path) -> None:

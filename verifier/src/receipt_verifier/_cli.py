@@ -53,7 +53,7 @@ other commands:
                                                         an insurer's audit of records and their receipts
   receipt-verify event EVENT.json --key JWK [--receipt R.json --ledger-key K | --trust T]
                                                         an access event's signature (pinned JWKs) and anchoring
-  receipt-verify history BUNDLE.json --ledger-key K [--ledger L] [--records DIR] [--max-age 30d] [--previous OLD]
+  receipt-verify history BUNDLE.json --ledger-key K | --trust T [--ledger L] [--records DIR] [--max-age 30d]
                                                         is a subject's history complete, and as of which window
 """
 
@@ -603,7 +603,8 @@ def _history_main(argv: list[str]) -> int:
         description="Check a history bundle: is it a subject's complete log in a domain, and as of which window?",
     )
     p.add_argument("bundle", type=Path, help="from GET /subjects/{subject}/history")
-    p.add_argument("--ledger-key", type=Path, action="append", required=True, metavar="KEY")
+    p.add_argument("--ledger-key", type=Path, action="append", default=[], metavar="KEY")
+    p.add_argument("--trust", type=Path, help="Fabric trust file: the window's Fabric anchor verifies it")
     p.add_argument("--ledger", type=Path, help="the ledger file (public): a newer window of the domain makes it stale")
     p.add_argument("--previous", type=Path, help="an older bundle of the same log: the log must only have grown")
     p.add_argument("--records", type=Path, metavar="DIR", help="hash every file here and match them to the log")
@@ -612,9 +613,13 @@ def _history_main(argv: list[str]) -> int:
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--html", type=Path, metavar="FILE", help="write the report as an HTML page")
     args = p.parse_args(argv)
+    if not args.ledger_key and args.trust is None:
+        raise UsageError("pin something: --ledger-key KEY (the local ledger) and/or --trust trust.json (Fabric)")
     keys = {key_id(k): k for k in (load_public_key_file(f) for f in args.ledger_key)}
     entries = []
     if args.ledger is not None:
+        if not keys:
+            raise UsageError("--ledger needs --ledger-key: its chain is checked against the pinned key")
         try:
             lines = args.ledger.read_bytes().splitlines()
         except OSError as exc:
@@ -631,6 +636,7 @@ def _history_main(argv: list[str]) -> int:
     report, records = verify_history(
         _read_json(args.bundle),
         keys,
+        fabric_trust=_load_trust(args.trust) if args.trust else None,
         ledger=entries,
         previous=_read_json(args.previous) if args.previous else None,
         max_age=args.max_age,

@@ -33,10 +33,7 @@ def make_bundle(receipt: Mapping[str, Any], blocks: Iterable[tuple[str, int, byt
         "@context": EVIDENCE_CONTEXT,
         "type": EVIDENCE_TYPE,
         "receipt": dict(receipt),
-        "fabric_blocks": [
-            {"channel": ch, "number": n, "block": base64.b64encode(data).decode()}
-            for ch, n, data in sorted(blocks, key=lambda b: (b[0], b[1]))
-        ],
+        "fabric_blocks": block_list(sorted(blocks, key=lambda b: (b[0], b[1]))),
     }
 
 
@@ -58,7 +55,16 @@ def split_bundle(doc: Mapping[str, Any]) -> tuple[Any, Blocks]:
             f"an evidence bundle has @context, type {EVIDENCE_TYPE}, receipt and fabric_blocks"
             + (f"; unexpected: {', '.join(sorted(extra))}" if extra else "")
         )
-    items = doc.get("fabric_blocks", [])
+    return doc["receipt"], parse_blocks(doc.get("fabric_blocks", []))
+
+
+def block_list(blocks: Iterable[tuple[str, int, bytes]]) -> list[dict[str, Any]]:
+    """The ``fabric_blocks`` member: each block base64-encoded with its channel and number."""
+    return [{"channel": c, "number": n, "block": base64.b64encode(b).decode("ascii")} for c, n, b in blocks]
+
+
+def parse_blocks(items: Any) -> Blocks:
+    """A ``fabric_blocks`` member (of an evidence or a history bundle), keyed by (channel, number)."""
     if not isinstance(items, list) or len(items) > MAX_BLOCKS:
         raise MalformedReceiptError(f"fabric_blocks must be a list of at most {MAX_BLOCKS} blocks")
     blocks: Blocks = {}
@@ -75,4 +81,4 @@ def split_bundle(doc: Mapping[str, Any]) -> tuple[Any, Blocks]:
         if key in blocks:
             raise MalformedReceiptError(f"fabric_blocks lists block {key[1]} of {key[0]} twice")
         blocks[key] = data
-    return doc["receipt"], blocks
+    return blocks

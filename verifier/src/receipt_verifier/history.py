@@ -24,10 +24,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .codec import parse_anchor
 from .errors import MalformedReceiptError, VerificationError
+from .evidence import parse_blocks
+from .fabric.evidence import FabricChecker
+from .fabric.trust import ChannelTrust
 from .hashing import bound_commitment, leaf_hash, node_hash
 from .ledger import verify_entry_signature
 from .merkle import MerkleTree, root_from_path
-from .model import Binding, LedgerEntry, LocalAnchor
+from .model import Anchor, Binding, FabricAnchor, LedgerEntry, LocalAnchor, TreeInfo
 from .proof_id import check_binding, parse_proof_id, ticks_to_received
 
 HISTORY_CONTEXT = "https://w3id.org/health-receipt/history/v1"
@@ -310,52 +313,144 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
+_WINDOW_KEYS = frozenset(
+    {"window_id", "tree_index", "tree_size", "root", "window_end", "heads_root", "heads_size", "anchors"}
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The window a bundle is as of: one of its trees, its heads commitment and that tree's anchors."""
+
+    window_id: str
+    tree_index: int
+    tree_size: int
+    root: str
+    window_end: str
+    heads_root: str
+    heads_size: int
+    anchors: tuple[Anchor, ...]
+
+
+def _window(value: Any) -> Window:
+    if not isinstance(value, Mapping) or set(value) != _WINDOW_KEYS:
+        raise MalformedReceiptError(f"window: expected exactly {', '.join(sorted(_WINDOW_KEYS))}")
+    ints = (value["tree_index"], value["tree_size"], value["heads_size"])
+    texts = (value["window_id"], value["root"], value["window_end"], value["heads_root"])
+    if not all(type(v) is int and v >= 0 for v in ints) or not all(type(v) is str for v in texts):
+        raise MalformedReceiptError("window: tree_index, tree_size, heads_size are integers; the rest strings")
+    anchors = value["anchors"]
+    if not isinstance(anchors, list) or not 1 <= len(anchors) <= 16:
+        raise MalformedReceiptError("window.anchors: a list of 1 to 16 anchors")
+    return Window(
+        window_id=value["window_id"],
+        tree_index=value["tree_index"],
+        tree_size=value["tree_size"],
+        root=value["root"],
+        window_end=value["window_end"],
+        heads_root=value["heads_root"],
+        heads_size=value["heads_size"],
+        anchors=tuple(parse_anchor(a, f"window.anchors[{i}]") for i, a in enumerate(anchors)),
+    )
+
+
+def check_window(
+    w: Window,
+    domain: str,
+    ledger_keys: Mapping[str, Ed25519PublicKey],
+    fabric: FabricChecker | None,
+    blocks: Mapping[tuple[str, int], bytes],
+) -> tuple[list[str], list[str]]:
+    """(anchors that verify the window and its heads, why the others do not)."""
+    verified: list[str] = []
+    others: list[str] = []
+    tree = TreeInfo(w.window_id, w.tree_index, 0, max(1, w.tree_size))
+    for a in w.anchors:
+        if isinstance(a, LocalAnchor):
+            e = a.entry
+            key = ledger_keys.get(a.key_id)
+            if key is None:
+                others.append(f"local {a.anchor_id}: no pinned ledger key {a.key_id} (pass --ledger-key)")
+                continue
+            verify_entry_signature(key, e, a.signature)
+            got = (e.domain, e.window_id, e.tree_index, e.tree_size, e.root, e.window_end, e.heads_root, e.heads_size)
+            want = (domain, w.window_id, w.tree_index, w.tree_size, w.root, w.window_end, w.heads_root, w.heads_size)
+            if got != want:
+                raise HistoryError(
+                    f"local anchor {a.anchor_id} signs another window, domain or heads than the bundle's"
+                )
+            verified.append(f"local ledger {a.key_id} entry {e.seq}")
+        elif isinstance(a, FabricAnchor):
+            block = blocks.get((a.channel, a.block_number))
+            if fabric is None or a.channel not in fabric.channels or block is None:
+                why = (
+                    "no trust file pins it (pass --trust)"
+                    if fabric is None or a.channel not in fabric.channels
+                    else "no block"
+                )
+                others.append(f"fabric {a.channel}: {why}")
+                continue
+            _, d = fabric.check(a, block, w.root, tree, blocks)
+            got_f = (d.get("heads_root"), d.get("heads_size"), d.get("window_end"))
+            if got_f != (w.heads_root, w.heads_size, w.window_end):
+                raise HistoryError(
+                    f"fabric anchor {a.anchor_id} wrote other heads or another window end than the bundle's"
+                )
+            if a.channel != domain:
+                others.append(f"fabric {a.channel}: verified, but not the channel of {domain}")
+            verified.append(f"Fabric {a.channel} block {a.block_number}")
+        else:
+            others.append(f"{a.type} {a.anchor_id}: an anchor type this verifier does not know")
+    return verified, others
+
+
 def verify_history(
     doc: Any,
     ledger_keys: Mapping[str, Ed25519PublicKey],
     *,
+    fabric_trust: Mapping[str, ChannelTrust] | None = None,
     ledger: Sequence[LedgerEntry] = (),
     previous: Any = None,
     max_age: timedelta | None = None,
     as_of: datetime | None = None,
 ) -> tuple[HistoryReport, list[Record]]:
-    """Check a history bundle: its log, the head proof, the window's anchor, freshness and growth.
+    """Check a history bundle: its log, the head proof, the window's anchors, freshness and growth.
 
-    Freshness is judged as of ``as_of`` (default now; the bundle's own ``as_of`` is the holder's word,
-    not evidence): ``ledger`` entries of the pinned ledger with a newer window of the domain ended by
-    then make the bundle stale, and so does a window older than ``max_age``. ``previous``: an older
-    bundle of the same log, which must be a prefix of this one.
+    The window is authenticated by its local ledger anchor (a pinned key) or its Fabric anchor (a
+    pinned channel and the bundle's blocks); at least one must verify. Freshness is judged as of
+    ``as_of`` (default now; the bundle's own ``as_of`` is the holder's word, not evidence): ``ledger``
+    entries of the pinned ledger with a newer window of the domain ended by then make the bundle
+    stale, and so does a window older than ``max_age``. ``previous``: an older bundle of the same log,
+    which must be a prefix of this one.
     """
     if not isinstance(doc, Mapping) or doc.get("@context") != HISTORY_CONTEXT or doc.get("type") != HISTORY_TYPE:
         raise MalformedReceiptError(f"not a history bundle (@context {HISTORY_CONTEXT}, type {HISTORY_TYPE})")
-    keys = {"@context", "type", "subject", "domain", "as_of", "log", "head_proof", "anchor"}
-    if set(doc) != keys:
-        raise MalformedReceiptError(f"history bundle: expected exactly the members {', '.join(sorted(keys))}")
+    keys = {"@context", "type", "subject", "domain", "as_of", "log", "head_proof", "window", "fabric_blocks"}
+    if not set(doc) <= keys or not keys - {"fabric_blocks"} <= set(doc):
+        raise MalformedReceiptError(
+            f"history bundle: expected the members {', '.join(sorted(keys))} (fabric_blocks optional)"
+        )
     subject, domain, claimed = doc["subject"], doc["domain"], doc["as_of"]
     if not all(type(v) is str for v in (subject, domain, claimed)):
         raise MalformedReceiptError("history bundle: subject, domain and as_of are strings")
     report = HistoryReport(subject, domain)
     size, root, records = check_log(subject, domain, doc["log"], report)
     report.size = len(records)
-    anchor = parse_anchor(doc["anchor"], "anchor")
-    if not isinstance(anchor, LocalAnchor) or anchor.entry.heads_root is None:
-        raise MalformedReceiptError("anchor: a local ledger anchor of a v2 entry (with heads_root) is expected")
-    entry = anchor.entry
-    report.window_id, report.window_end = entry.window_id, entry.window_end
-    report.anchor = anchor.anchor_id
-    key = ledger_keys.get(anchor.key_id)
-    if key is None:
-        raise HistoryError(f"no pinned ledger key with id {anchor.key_id} (pass --ledger-key)")
-    verify_entry_signature(key, entry, anchor.signature)
-    if entry.domain != domain:
-        report.problems.append(f"the anchored window is of domain {entry.domain}, not {domain}")
-    assert entry.heads_size is not None and entry.heads_root is not None
-    proven_size, proven_root = check_heads_proof(
-        subject, doc["head_proof"], bytes.fromhex(entry.heads_root), entry.heads_size
-    )
+    w = _window(doc["window"])
+    report.window_id, report.window_end = w.window_id, w.window_end
+    fabric = FabricChecker(dict(fabric_trust)) if fabric_trust else None
+    verified, others = check_window(w, domain, ledger_keys, fabric, parse_blocks(doc.get("fabric_blocks", [])))
+    if not verified:
+        raise HistoryError("no anchor of the window verifies with what is pinned: " + "; ".join(others))
+    report.anchor = ", ".join(verified)
+    try:
+        heads_root = bytes.fromhex(w.heads_root)
+    except ValueError:
+        raise MalformedReceiptError("window.heads_root is not hex") from None
+    proven_size, proven_root = check_heads_proof(subject, doc["head_proof"], heads_root, w.heads_size)
     if (proven_size, proven_root) != (size, root):
         report.problems.append(
-            f"the log's head (size {size}) is not the head anchored in window {entry.window_id}"
+            f"the log's head (size {size}) is not the head anchored in window {w.window_id}"
             f" (size {proven_size}): records were added, dropped or rewritten"
         )
     if len(records) < proven_size and not any("gap" in p or "order" in p for p in report.problems):
@@ -364,14 +459,14 @@ def verify_history(
     newer = [
         e for e in ledger if e.domain == domain and e.heads_root is not None and _parse_time(e.window_end) <= cutoff
     ]
-    newest = max(newer, key=lambda e: e.seq, default=None)
-    if newest is not None and newest.seq > entry.seq and newest.window_id != entry.window_id:
+    newest = max(newer, key=lambda e: _parse_time(e.window_end), default=None)
+    if newest is not None and _parse_time(newest.window_end) > _parse_time(w.window_end):
         report.problems.append(
             f"a head older than the newest anchored window given: window {newest.window_id}"
-            f" (ledger entry {newest.seq}, ended {newest.window_end}) is newer than {entry.window_id}"
+            f" (ledger entry {newest.seq}, ended {newest.window_end}) is newer than {w.window_id}"
         )
-    if max_age is not None and cutoff - _parse_time(entry.window_end) > max_age:
-        report.problems.append(f"stale: window {entry.window_id} ended {entry.window_end}, more than {max_age} ago")
+    if max_age is not None and cutoff - _parse_time(w.window_end) > max_age:
+        report.problems.append(f"stale: window {w.window_id} ended {w.window_end}, more than {max_age} ago")
     if previous is not None:
         _check_growth(previous, doc, report)
     return report, records

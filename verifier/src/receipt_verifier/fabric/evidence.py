@@ -123,6 +123,12 @@ class FabricChecker:
             "orderers": list(checked.signers),
             "endorsers": list(tx.endorsers),
         }
+        if "heads_root" in tx.record:  # a domain window: its subject-heads commitment, in the same write
+            details.update(
+                heads_root=tx.record["heads_root"],
+                heads_size=tx.record.get("heads_size"),
+                window_end=tx.record.get("window_end"),
+            )
         return reason, details
 
     # ------------------------------------------------------------------ block
