@@ -26,7 +26,8 @@ from receipt_service.ledger import LocalLedger, TreeRoot, to_anchor
 from receipt_service.receipts import Submission, build_window, render, render_tree
 from receipt_verifier.access_event import b64url, public_jwk, signing_input, thumbprint
 from receipt_verifier.chainpoint import chainpoint_anchor_id, to_chainpoint_v4
-from receipt_verifier.codec import receipt_to_dict
+from receipt_verifier.codec import anchor_to_dict, receipt_to_dict
+from receipt_verifier.history import HISTORY_CONTEXT, HISTORY_TYPE, HeadsTree, log_root, pack
 from receipt_verifier.merkle import MerkleTree, all_audit_paths
 from receipt_verifier.model import Binding, FabricAnchor, PendingAnchor, Receipt, UnknownAnchor
 
@@ -396,6 +397,7 @@ def generate(out: Path) -> None:
     )
 
     _event_vectors(out / "events")
+    _history_vectors(out / "history", key)
 
     # RFC 6962 known answers (leaf inputs and roots as in certificate-transparency's merkle tests).
     kat: dict[str, Any] = {"leaves": RFC6962_LEAVES, "roots": {}, "paths": {}}
@@ -459,6 +461,97 @@ def _event_vectors(out: Path) -> None:
     )
     vector("grant-extra-field", dict(grant, scope="all"), "MalformedEventError", "a field outside the tuple")
     _write(out / "manifest.json", {"key": "owner.jwk.json", "vectors": entries})
+
+
+def _history_vectors(out: Path, key: Ed25519PrivateKey) -> None:
+    """History bundles (section 14) over one window of medical-history: a complete one, an absence proof,
+    and broken copies, each with the problem a verifier must name."""
+    domain, subject, other = "medical-history", "hmac-sha256:4f1c2a9be07d35a1", "hmac-sha256:99aa0c7e12d4b6f3"
+    issuer = ProofIdIssuer(clock_seq=0x1B3)
+    items = []  # (subject, seq, submission)
+    for i, (who, seq) in enumerate([(subject, 0), (other, 0), (subject, 1), (subject, 2), (other, 1)]):
+        h = hashlib.sha256(f"treatment record {i}".encode()).hexdigest()
+        issued = issuer.issue(h, BASE_NS + 120_000_000_000 + i * 1_000_000)
+        nonce = hashlib.sha256(b"history nonce" + i.to_bytes(4, "big")).digest()[:16]
+        items.append((who, seq, Submission(issued.proof_id, h, issued.hash_received, nonce, Binding(domain, who, seq))))
+    (wt,) = build_window("w1763712120000", [sub for _, _, sub in items])
+    logs: dict[str, list[Submission]] = {}
+    for who, _, sub in items:
+        logs.setdefault(who, []).append(sub)
+    heads = HeadsTree({who: (len(subs), log_root([sub.commitment() for sub in subs])) for who, subs in logs.items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = LocalLedger(Path(tmp), key)
+        signed = ledger.append(
+            TreeRoot(
+                wt.window_id,
+                0,
+                wt.tree.size,
+                wt.root_hex,
+                "2025-11-21T08:02:00Z",
+                "2025-11-21T08:02:01Z",
+                domain,
+                heads.root.hex(),
+                heads.size,
+            ),
+            "2025-11-21T08:02:01.2Z",
+        )
+    window = {
+        "window_id": wt.window_id,
+        "tree_index": 0,
+        "tree_size": wt.tree.size,
+        "root": wt.root_hex,
+        "window_end": "2025-11-21T08:02:01Z",
+        "heads_root": heads.root.hex(),
+        "heads_size": heads.size,
+        "anchors": [anchor_to_dict(to_anchor(ledger.key_id, signed))],
+    }
+
+    def bundle(who: str, subs: list[Submission]) -> dict[str, Any]:
+        return {
+            "@context": HISTORY_CONTEXT,
+            "type": HISTORY_TYPE,
+            "subject": who,
+            "domain": domain,
+            "as_of": "2025-11-21T08:03:00.000000Z",
+            "log": {
+                "size": len(subs),
+                "root": log_root([x.commitment() for x in subs]).hex(),
+                "hashes": pack([bytes.fromhex(x.hash) for x in subs]),
+                "proof_ids": pack([bytes.fromhex(x.proof_id.replace("-", "")) for x in subs]),
+                "nonces": pack([x.nonce for x in subs]),
+                "leaves": pack([x.commitment() for x in subs]),
+            },
+            "head_proof": heads.prove(who),
+            "window": window,
+        }
+
+    mine = logs[subject]
+    entries: list[dict[str, Any]] = []
+
+    def vector(name: str, doc: dict[str, Any], problem: str | None, note: str) -> None:
+        _write(out / f"{name}.json", doc)
+        entries.append({"file": f"{name}.json", "complete": problem is None, "problem": problem, "note": note})
+
+    vector(
+        "complete", bundle(subject, mine), None, "three records of one subject, the window's heads hold two subjects"
+    )
+    vector("absent", bundle("hmac-sha256:0000absent000000", []), None, "a subject with no record: an absence proof")
+    broken = bundle(subject, [mine[0], mine[2]])
+    broken["log"]["size"] = 3
+    vector("gap", broken, "gap at sequence 1", "the middle record left out")
+    newest = bundle(subject, mine[:2])
+    newest["log"]["size"], newest["log"]["root"] = 3, bundle(subject, mine)["log"]["root"]
+    vector("newest-missing", newest, "newest record(s) missing", "the newest record left out")
+    swapped = bundle(subject, [mine[1], mine[0], mine[2]])
+    swapped["log"]["root"] = bundle(subject, mine)["log"]["root"]
+    vector("swapped", swapped, "records out of order", "two records swapped")
+    foreign = bundle(subject, [mine[0], logs[other][0], mine[2]])
+    foreign["log"]["root"] = bundle(subject, mine)["log"]["root"]
+    vector("foreign", foreign, "is not a record of", "a record of another subject in the middle")
+    tampered = bundle(subject, mine)
+    tampered["head_proof"]["member"]["size"] = 2
+    vector("head-proof-tampered", tampered, "tampered head proof", "the head proof claims a shorter log")
+    _write(out / "manifest.json", {"ledger_key": "../ledger-key.pem", "vectors": entries})
 
 
 if __name__ == "__main__":

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +23,9 @@ from receipt_verifier.history import (
     frontier_root,
     log_root,
     record_leaf,
+    verify_history,
 )
+from receipt_verifier.ledger import key_id, load_public_key_file
 
 subjects = st.text(alphabet="abcdef0123456789:-", min_size=16, max_size=24)
 heads_maps = st.dictionaries(subjects, st.integers(min_value=1, max_value=1000), max_size=40)
@@ -109,3 +115,35 @@ def test_a_compact_range_gives_the_log_root(n: int) -> None:
         frontier = frontier_append(frontier, i, leaf)
         assert len(frontier) == (i + 1).bit_count()
     assert frontier_root(frontier) == log_root(leaves)
+
+
+HISTORY = Path(__file__).resolve().parents[2] / "proof_spec" / "vectors" / "history"
+
+
+@pytest.mark.parametrize(
+    "entry", json.loads((HISTORY / "manifest.json").read_text())["vectors"], ids=lambda e: e["file"]
+)
+def test_history_vectors(entry: dict[str, Any]) -> None:
+    key = load_public_key_file(HISTORY / "../ledger-key.pem")
+    doc = json.loads((HISTORY / entry["file"]).read_text())
+    try:
+        report, _ = verify_history(doc, {key_id(key): key}, as_of=datetime(2025, 11, 21, 9, tzinfo=UTC))
+        problems = "; ".join(report.problems)
+    except HistoryError as exc:
+        problems = str(exc)
+    if entry["complete"]:
+        assert problems == ""
+    else:
+        assert entry["problem"] in problems
+
+
+def test_history_schema_accepts_the_vectors_and_is_the_openapi_one() -> None:
+    schema = json.loads((HISTORY / "../../history.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    for entry in json.loads((HISTORY / "manifest.json").read_text())["vectors"]:
+        validator.validate(json.loads((HISTORY / entry["file"]).read_text()))
+    openapi = json.loads((HISTORY / "../../../receipt_service/openapi.json").read_text())
+    text = json.dumps({k: v for k, v in schema.items() if k not in ("$schema", "$id")})
+    assert openapi["components"]["schemas"]["HistoryBundle"] == json.loads(
+        text.replace('"#/$defs/', '"#/components/schemas/HistoryBundle/$defs/')
+    )
