@@ -23,11 +23,10 @@ from receipt_verifier import strict_json
 from receipt_verifier.access_event import (
     EVENT_TYPE,
     AccessEvent,
-    b64url,
     jwk_public_key,
     parse_event,
     public_jwk,
-    signing_input,
+    sign_event,
     thumbprint,
     verify_signature,
 )
@@ -61,9 +60,7 @@ class EventSigner:
 
     def sign(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``doc`` with its ``key_id`` and ``signature`` (over the RFC 8785 form without ``signature``)."""
-        unsigned = {**doc, "key_id": self.key_id}
-        unsigned.pop("signature", None)
-        return {**unsigned, "signature": b64url(self._key.sign(signing_input(unsigned)))}
+        return sign_event(self._key, doc)
 
 
 SIGNER = web.AppKey("event_signer", EventSigner)
@@ -274,14 +271,7 @@ async def subject_receipts(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     who = await principal(request, "read")
     check_params(request, frozenset({"domain", "after", "limit"}))
-    subject, domain = request.match_info["subject"], request.query.get("domain")
-    if domain is None:
-        raise UnprocessableError("domain is required: /subjects/{subject}/receipts?domain=medical-history")
-    try:
-        check_domain(domain)
-        check_subject(subject)
-    except ValueError as exc:
-        raise UnprocessableError(str(exc)) from None
+    subject, domain = _subject_and_domain(request)
     after = _int_param(request, "after", -1, -1, 2**53)
     limit = _int_param(request, "limit", svc.settings.max_ids_per_request, 1, svc.settings.max_ids_per_request)
     access = await query_access(svc, who, subject, domain)
@@ -302,14 +292,7 @@ async def subject_history(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     who = await principal(request, "read")
     check_params(request, frozenset({"domain", "as_of"}))
-    subject, domain = request.match_info["subject"], request.query.get("domain")
-    if domain is None:
-        raise UnprocessableError("domain is required: /subjects/{subject}/history?domain=medical-history")
-    try:
-        check_domain(domain)
-        check_subject(subject)
-    except ValueError as exc:
-        raise UnprocessableError(str(exc)) from None
+    subject, domain = _subject_and_domain(request)
     as_of = parse_as_of(request.query.get("as_of"))
     access = await query_access(svc, who, subject, domain)
     bundle = await history_bundle(_lane(svc, domain), subject, as_of, svc.evidence)
@@ -370,6 +353,17 @@ async def subject_events(request: web.Request) -> web.Response:
         doc = access_bundle(subject, items, _stamp(_now()))
         return web.Response(text=json.dumps(doc), content_type="application/fhir+json")
     return json_response({"subject": subject, "events": items})
+
+
+def _subject_and_domain(request: web.Request) -> tuple[str, str]:
+    """The path's subject and the required ``domain`` query parameter, both checked (422 otherwise)."""
+    subject, domain = request.match_info["subject"], request.query.get("domain")
+    if domain is None:
+        raise UnprocessableError(f"domain is required: {request.path}?domain=medical-history")
+    try:
+        return check_subject(subject), check_domain(domain)
+    except ValueError as exc:
+        raise UnprocessableError(str(exc)) from None
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

@@ -18,19 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from receipt_verifier import AnchorPolicy, Verifier
 from receipt_verifier._progress import table
 from receipt_verifier.access_event import (
-    b64url,
     jwk_public_key,
     parse_event,
     public_jwk,
-    signing_input,
+    sign_event,
     thumbprint,
     verify_signature,
 )
@@ -72,14 +69,7 @@ class Signer:
 
     def sign(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``doc`` with ``key_id`` and ``signature``."""
-        unsigned = {**doc, "key_id": self.key_id}
-        data = signing_input(unsigned)
-        if isinstance(self.key, Ed25519PrivateKey):
-            sig = self.key.sign(data)
-        else:
-            r, s = decode_dss_signature(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
-            sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return {**unsigned, "signature": b64url(sig)}
+        return sign_event(self.key, doc)
 
 
 def _event(action: str, owner: str, receiver: str, domain: str, days: int | None = None) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from receipt_service.domains import DOMAINS, Role
 from receipt_service.service import Service
 from receipt_service.sqlite_store import SQLiteStore, open_domain_stores
 
+from .parties import SUBJECT, Party, event
+
 OPENAPI: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[2] / "receipt_service" / "openapi.json").read_text()
 )
@@ -94,3 +96,44 @@ async def make_env(
 @pytest.fixture
 async def env(make_env: Factory) -> Env:
     return await make_env()
+
+
+class World:
+    """The paper's parties on one service: the patient's app, a clinic and an insurer."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.owner = Party()
+        self.clinic = Party(ec_key=True)
+        self.insurer = Party()
+
+    async def setup(self) -> None:
+        assert (await self.post("/signing-keys", {"jwk": self.owner.jwk, "subject": SUBJECT}, "app"))[0] == 201
+        assert (await self.post("/signing-keys", {"jwk": self.clinic.jwk}, "provider"))[0] == 201
+        assert (await self.post("/signing-keys", {"jwk": self.insurer.jwk}, "payer"))[0] == 201
+
+    async def post(self, path: str, body: Any, who: str) -> tuple[int, Any]:
+        resp = await self.env.client.post(path, json=body, headers=self.env.auth(who))
+        return resp.status, await resp.json()
+
+    async def get(self, path: str, who: str) -> tuple[int, Any]:
+        resp = await self.env.client.get(path, headers=self.env.auth(who))
+        return resp.status, await resp.json(content_type=None)
+
+    async def grant(self, receiver: str, domain: str, **kw: Any) -> tuple[int, Any]:
+        return await self.post(
+            "/access-events", self.owner.sign(event("grant", SUBJECT, receiver, domain, **kw)), "app"
+        )
+
+    async def revoke(self, receiver: str, domain: str) -> tuple[int, Any]:
+        return await self.post("/access-events", self.owner.sign(event("revoke", SUBJECT, receiver, domain)), "app")
+
+    async def read(self, who: str, domain: str) -> tuple[int, Any]:
+        return await self.get(f"/subjects/{SUBJECT}/receipts?domain={domain}", who)
+
+
+@pytest.fixture
+async def world(env: Env) -> World:
+    w = World(env)
+    await w.setup()
+    return w

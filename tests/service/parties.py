@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from receipt_verifier.access_event import b64url, public_jwk, signing_input, thumbprint
+from receipt_verifier.access_event import public_jwk, sign_event, thumbprint
+
+SUBJECT = "did:example:patient-7f3a91c2"
 
 
 class Party:
@@ -31,15 +31,7 @@ class Party:
 
     def sign(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``doc`` with this party's key id and signature."""
-        unsigned = {**doc, "key_id": self.key_id}
-        unsigned.pop("signature", None)
-        data = signing_input(unsigned)
-        if isinstance(self.key, Ed25519PrivateKey):
-            sig = self.key.sign(data)
-        else:
-            r, s = decode_dss_signature(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
-            sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return {**unsigned, "signature": b64url(sig)}
+        return sign_event(self.key, doc)
 
 
 def stamp(t: datetime) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
@@ -16,53 +15,11 @@ from receipt_verifier import Verifier
 from receipt_verifier._cli import main as verify_main
 from receipt_verifier.access_event import b64url, b64url_decode, jwk_public_key, parse_event, verify_signature
 
-from .conftest import Env, openapi_validate
-from .parties import Party, event, stamp
+from .conftest import World, openapi_validate
+from .parties import SUBJECT, Party, event, stamp
 
-SUBJECT = "did:example:patient-7f3a91c2"
 ROLE_KEY = {"owner-app": "app", "provider": "provider", "insurer": "payer", "auditor": "auditor"}
 TENANT = {"provider": "clinic-x", "payer": "insure-y"}
-
-
-class World:
-    """The paper's parties on one service: the patient's app, a clinic and an insurer."""
-
-    def __init__(self, env: Env) -> None:
-        self.env = env
-        self.owner = Party()
-        self.clinic = Party(ec_key=True)
-        self.insurer = Party()
-
-    async def setup(self) -> None:
-        assert (await self.post("/signing-keys", {"jwk": self.owner.jwk, "subject": SUBJECT}, "app"))[0] == 201
-        assert (await self.post("/signing-keys", {"jwk": self.clinic.jwk}, "provider"))[0] == 201
-        assert (await self.post("/signing-keys", {"jwk": self.insurer.jwk}, "payer"))[0] == 201
-
-    async def post(self, path: str, body: Any, who: str) -> tuple[int, Any]:
-        resp = await self.env.client.post(path, json=body, headers=self.env.auth(who))
-        return resp.status, await resp.json()
-
-    async def get(self, path: str, who: str) -> tuple[int, Any]:
-        resp = await self.env.client.get(path, headers=self.env.auth(who))
-        return resp.status, await resp.json(content_type=None)
-
-    async def grant(self, receiver: str, domain: str, **kw: Any) -> tuple[int, Any]:
-        return await self.post(
-            "/access-events", self.owner.sign(event("grant", SUBJECT, receiver, domain, **kw)), "app"
-        )
-
-    async def revoke(self, receiver: str, domain: str) -> tuple[int, Any]:
-        return await self.post("/access-events", self.owner.sign(event("revoke", SUBJECT, receiver, domain)), "app")
-
-    async def read(self, who: str, domain: str) -> tuple[int, Any]:
-        return await self.get(f"/subjects/{SUBJECT}/receipts?domain={domain}", who)
-
-
-@pytest.fixture
-async def world(env: Env) -> World:
-    w = World(env)
-    await w.setup()
-    return w
 
 
 def _h(text: str) -> str:

@@ -16,18 +16,10 @@ from receipt_verifier._cli import main as verify_main
 from receipt_verifier.history import verify_history
 from receipt_verifier.ledger import key_id
 
-from .conftest import Env, openapi_validate
-from .parties import Party
-from .test_access import SUBJECT, World
+from .conftest import Env, World, openapi_validate
+from .parties import SUBJECT, Party
 
 OTHER = "did:example:patient-0000aaaa"
-
-
-@pytest.fixture
-async def world(env: Env) -> World:
-    w = World(env)
-    await w.setup()
-    return w
 
 
 def _h(text: str) -> str:

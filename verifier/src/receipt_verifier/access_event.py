@@ -20,8 +20,8 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from .errors import EventSignatureError, MalformedEventError
 
@@ -215,6 +215,23 @@ def public_jwk(key: PublicKey) -> dict[str, str]:
 def thumbprint(key: PublicKey) -> str:
     """RFC 7638 thumbprint (SHA-256, base64url): the ``key_id`` events name."""
     return b64url(hashlib.sha256(rfc8785.dumps(public_jwk(key))).digest())
+
+
+PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+
+def sign_event(key: PrivateKey, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` with the key's ``key_id`` and its ``signature`` (Ed25519, or ES256 ``r || s``): what
+    owners' apps and receivers send, and what the service signs for the reads it records."""
+    unsigned = {k: v for k, v in doc.items() if k != "signature"}
+    unsigned["key_id"] = thumbprint(key.public_key())
+    data = signing_input(unsigned)
+    if isinstance(key, Ed25519PrivateKey):
+        sig = key.sign(data)
+    else:
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return {**unsigned, "signature": b64url(sig)}
 
 
 def verify_signature(event: AccessEvent, key: PublicKey) -> None:
