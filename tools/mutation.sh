@@ -17,6 +17,7 @@ if [[ ${#modules[@]} -eq 0 ]]; then
   modules=(src/receipt_verifier/verify.py src/receipt_verifier/codec.py src/receipt_verifier/fastpath.py
            src/receipt_verifier/merkle.py src/receipt_verifier/ledger.py src/receipt_verifier/proof_id.py
            src/receipt_verifier/fabric/evidence.py src/receipt_verifier/fabric/policy.py
+           src/receipt_verifier/history.py src/receipt_verifier/access_event.py
            receipt_service/windows.py receipt_service/ledger.py)
 fi
 scratch=${MUTATION_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/mutation.XXXXXX")}
