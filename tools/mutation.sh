@@ -23,7 +23,7 @@ fi
 scratch=${MUTATION_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/mutation.XXXXXX")}
 echo "mutation: scratch copy in $scratch" >&2
 mkdir -p "$scratch/tests"
-cp -r verifier/src proof_spec receipt_service pyproject.toml "$scratch/"
+cp -r verifier/src proof_spec receipt_service pyproject.toml README.md "$scratch/"
 cp -r tests/__init__.py tests/conftest.py tests/verifier tests/service "$scratch/tests/"
 rm -rf "$scratch/tests/service/fabric"   # the Fabric tests need a network; the checks they cover are in tests/verifier too
 {
@@ -39,6 +39,7 @@ rm -rf "$scratch/tests/service/fabric"   # the Fabric tests need a network; the 
   echo "also_copy=tests"
   echo "    proof_spec"
   echo "    pyproject.toml"
+  echo "    README.md"
 } > "$scratch/setup.cfg"
 cd "$scratch"
 "$py" -m mutmut run || true
