@@ -113,3 +113,19 @@ def test_event_vectors(entry: dict[str, Any]) -> None:
     with pytest.raises(Exception) as info:
         verify_signature(parse_event(doc), key)
     assert type(info.value).__name__ == entry["error"]
+
+
+def test_every_field_is_checked_to_its_bounds() -> None:
+    base = Party().sign(event("grant", SUBJECT, "insure-y", "insurance"))
+    for name in ("domain", "owner", "receiver", "key_id", "time"):
+        with pytest.raises(MalformedEventError, match=name):
+            parse_event(dict(base, **{name: None}))  # only recordhash, location and expirydate may be null
+    assert parse_event(dict(base, location="x" * 256)).location == "x" * 256
+    for bad in ("x" * 257, "", 5):
+        with pytest.raises(MalformedEventError, match="location"):
+            parse_event(dict(base, location=bad))
+    assert len(parse_event(dict(base, signature="A" * 200)).signature) == 200
+    with pytest.raises(MalformedEventError, match="signature"):
+        parse_event(dict(base, signature="A" * 201))
+    with pytest.raises(MalformedEventError, match="after time"):
+        parse_event(dict(base, expirydate=base["time"]))  # expiring the moment it is made

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from receipt_verifier import LimitExceededError, Limits, MalformedReceiptError, UnknownContextError, parse_receipt
-from receipt_verifier.codec import receipt_to_dict
+from receipt_verifier.codec import dumps, receipt_to_dict
 from receipt_verifier.errors import Error
 from receipt_verifier.schema import known_contexts, receipt_schema, validate_schema
 from tests.conftest import load_vector
@@ -163,3 +163,8 @@ def test_cached_ledger_entry_still_rejects_non_integers(value: Any) -> None:
     entry["tree_index"] = value if entry["tree_index"] == 1 else entry["tree_index"]
     with pytest.raises(MalformedReceiptError, match="must be an integer"):
         parse_receipt(doc)
+
+
+def test_dumps_is_compact_json() -> None:
+    text = dumps(parse_receipt(load_vector("valid/leaf0-of-3.json")))
+    assert ": " not in text and ", " not in text and json.loads(text)["state"] == "anchored"

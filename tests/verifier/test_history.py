@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -147,3 +148,15 @@ def test_history_schema_accepts_the_vectors_and_is_the_openapi_one() -> None:
     assert openapi["components"]["schemas"]["HistoryBundle"] == json.loads(
         text.replace('"#/$defs/', '"#/components/schemas/HistoryBundle/$defs/')
     )
+
+
+def test_a_same_length_rewrite_is_a_fork_not_a_shrink() -> None:
+    doc = json.loads((HISTORY / "complete.json").read_text())
+    key = load_public_key_file(HISTORY / "../ledger-key.pem")
+    old = copy.deepcopy(doc)
+    leaves = base64.b64decode(old["log"]["leaves"])
+    old["log"]["leaves"] = base64.b64encode(leaves[:32] + bytes(32) + leaves[64:]).decode()
+    report, _ = verify_history(doc, {key_id(key): key}, previous=old, as_of=datetime(2025, 11, 21, 9, tzinfo=UTC))
+    assert report.problems == [
+        "forked log: record 1 differs from the older bundle's (the log was rewritten, it did not only grow)"
+    ]

@@ -102,3 +102,9 @@ def test_sibling_kinds_is_path_shape_without_promoted_levels() -> None:
     for size in range(1, 130):
         for index in range(size):
             assert sibling_kinds(index, size) == [s.value for s in path_shape(index, size) if s is not None]
+
+
+def test_an_index_past_the_tree_is_named() -> None:
+    tree = MerkleTree.from_commitments([bytes([i]) * 32 for i in range(5)])
+    with pytest.raises(IndexError, match="outside a tree of 5"):
+        tree.audit_path(5)

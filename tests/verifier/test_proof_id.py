@@ -72,3 +72,9 @@ def test_the_largest_values_fit() -> None:
     u = pid.make_proof_id((1 << 60) - 1, (1 << 14) - 1, H)
     parts = pid.parse_proof_id(str(u))
     assert (parts.ticks, parts.clock_seq) == ((1 << 60) - 1, (1 << 14) - 1)
+
+
+@given(st.integers(min_value=0, max_value=(2100 - 1970) * 365 * 86400 * 10**7))
+def test_received_times_parse_back_to_their_ticks(offset: int) -> None:
+    ticks = pid.UUID_EPOCH_OFFSET + offset
+    assert pid.received_to_ticks(pid.ticks_to_received(ticks)) == ticks
