@@ -75,9 +75,6 @@ class Waiters:
                 if not fut.done():
                     fut.set_result(None)
 
-    def __len__(self) -> int:
-        return sum(len(v) for v in self._by_seq.values())
-
 
 class TreeCache:
     """Recently built or loaded trees, so receipts do not rebuild them."""

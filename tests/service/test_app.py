@@ -321,12 +321,14 @@ async def test_draining_refuses_new_hashes_but_serves_reads(env: Env) -> None:
 
 
 async def test_retention_drops_anchored_receipts_after_it_expires(make_env: Factory) -> None:
-    env = await make_env(retention_days=0.5 / 86400)  # half a second
+    env = await make_env(retention_days=3 / 86400)  # three seconds
     (item,) = await env.submit(_hashes(1))
     url = f"/proofs/{item['proof_id']}"
     r = await env.client.get(url, params={"wait": "anchored", "timeout": "10"}, headers=env.auth())
     assert (await r.json())["state"] == "anchored"
-    for _ in range(60):  # the purge runs every second
+    await asyncio.sleep(1.5)  # a purge has run (every second): the receipt is younger than the retention
+    assert (await env.client.get(url, headers=env.auth())).status == 200
+    for _ in range(100):  # the purge runs every second
         await asyncio.sleep(0.1)
         if (await env.client.get(url, headers=env.auth())).status == 404:
             break

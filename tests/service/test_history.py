@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import hashlib
@@ -16,7 +17,7 @@ from receipt_verifier._cli import main as verify_main
 from receipt_verifier.history import verify_history
 from receipt_verifier.ledger import key_id
 
-from .conftest import Env, World, openapi_validate
+from .conftest import Env, Factory, World, openapi_validate
 from .parties import SUBJECT, Party
 
 OTHER = "did:example:patient-0000aaaa"
@@ -199,3 +200,20 @@ async def test_a_log_without_a_stored_compact_range_is_rebuilt_from_its_records(
     await _records(world, ["visit 3"])
     report, records = verify_history(await _bundle(world), _keys(env))
     assert report.complete and len(records) == 3
+
+
+async def test_a_log_whose_first_records_retention_removed_still_grows(make_env: Factory) -> None:
+    env = await make_env(retention_days=2 / 86400)  # two seconds
+    world = World(env)
+    await world.setup()
+    await _records(world, ["visit 1", "visit 2"])
+    store = env.service.lanes.domain("medical-history")
+    assert store is not None
+    for _ in range(100):  # until retention removed them
+        await asyncio.sleep(0.1)
+        if (await store.store.stats()).submissions == 0:
+            break
+    assert (await store.store.stats()).submissions == 0
+    await _records(world, ["visit 3"])  # the window closes: the log grows from its stored compact range
+    rows = await store.store.subject_records(SUBJECT, -1, 10)
+    assert [r.log_pos for r in rows] == [2]
