@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from receipt_verifier import Verifier
+from receipt_verifier import AnchorPolicy, Verifier
 from receipt_verifier.errors import TrustFileError
 from receipt_verifier.fabric import policy as pol
 from receipt_verifier.fabric.blocks import header_bytes
@@ -116,3 +116,56 @@ def test_a_malformed_policy_is_named() -> None:
         pol.check({"type": "signature", "rule": {"signed_by": 0}, "principals": [{"msp_id": "H", "role": "x"}]}, "p")
     with pytest.raises(TrustFileError, match="signed_by"):
         pol.check({"type": "signature", "rule": {"signed_by": 3}, "principals": []}, "p")
+
+
+@pytest.mark.parametrize(
+    ("n_subs", "oks", "want"),
+    [(2, 1, False), (2, 2, True), (3, 1, False), (3, 2, True), (4, 2, False), (4, 3, True), (5, 2, False)],
+)
+def test_majority_means_more_than_half(n_subs: int, oks: int, want: bool) -> None:
+    names = [chr(ord("A") + i) for i in range(n_subs)]
+    subs = [_sig({"signed_by": 0}, (m, "member")) for m in names]
+    meta = {"type": "implicit_meta", "rule": "MAJORITY", "sub_policy": "Writers", "policies": subs}
+    assert pol.satisfied(meta, [Signer(m, frozenset({"member"})) for m in names[:oks]]) is want
+    all_of = dict(meta, rule="ALL")
+    assert pol.satisfied(all_of, [Signer(m, frozenset({"member"})) for m in names[:oks]]) is (oks == n_subs)
+
+
+def test_n_out_of_counts_exactly() -> None:
+    none = _sig({"n_out_of": {"n": 0, "rules": [{"signed_by": 0}]}}, ("H", "peer"))
+    assert pol.satisfied(none, [])  # 0 of anything: always
+    one = _sig({"n_out_of": {"n": 1, "rules": [{"signed_by": 0}]}}, ("H", "peer"))
+    assert not pol.satisfied(one, []) and pol.satisfied(one, [H_PEER])
+    with pytest.raises(TrustFileError, match="signed_by"):
+        pol.check({"type": "signature", "rule": {"signed_by": 1}, "principals": [{"msp_id": "H", "role": "peer"}]}, "p")
+    with pytest.raises(TrustFileError):
+        pol.check({"type": "signature", "rule": {"n_out_of": {"n": 1}}, "principals": []}, "p")
+    with pytest.raises(TrustFileError):
+        pol.check(["not", "a", "policy"], "p")  # type: ignore[arg-type]
+
+
+def test_the_report_names_each_field() -> None:
+    result = _verifier().verify(json.dumps(BUNDLE), record=RECORD)
+    doc = result.to_dict(AnchorPolicy())
+    receipt = BUNDLE["receipt"]
+    assert {k: doc[k] for k in ("proof_id", "hash", "hash_received", "state")} == {
+        k: receipt[k] for k in ("proof_id", "hash", "hash_received", "state")
+    }
+    assert doc["root"] == result.root and doc["valid"] is True
+    fabric = next(a for a in doc["anchors"] if a["type"] == "fabric")
+    assert set(fabric) == {"type", "anchor_id", "status", "reason", "expected_value", "details"}
+    assert fabric["expected_value"] == result.root and fabric["status"] == "verified"
+    bare = Verifier([]).verify(json.dumps(BUNDLE["receipt"]))  # no trust, no blocks
+    details = next(a.details for a in bare.anchors if a.type == "fabric")
+    assert set(details) == {"channel", "block_number", "tx_id"}
+    assert AnchorPolicy.parse("any").describe() == "at least one anchor verified"
+    assert AnchorPolicy.parse("all").describe() == "every anchor verified"
+    assert AnchorPolicy.parse("2").describe() == "at least 2 anchors verified"
+
+
+def test_a_fabric_anchor_of_another_tree_is_refused_offline() -> None:
+    bundle = copy.deepcopy(BUNDLE)
+    bundle["receipt"]["tree"]["tree_index"] += 1  # the leaf path is unchanged; the anchors' key is not this tree
+    result = _verifier().verify(json.dumps(bundle), record=RECORD)
+    fabric = [a for a in result.anchors if a.type == "fabric"]
+    assert fabric and all(a.status is AnchorStatus.FAILED and "is not this receipt's tree" in a.reason for a in fabric)

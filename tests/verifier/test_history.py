@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from receipt_verifier.errors import MalformedReceiptError
 from receipt_verifier.history import (
     EMPTY_ROOT,
     HeadsTree,
@@ -160,3 +161,11 @@ def test_a_same_length_rewrite_is_a_fork_not_a_shrink() -> None:
     assert report.problems == [
         "forked log: record 1 differs from the older bundle's (the log was rewritten, it did not only grow)"
     ]
+
+
+def test_a_previous_that_is_not_a_history_is_refused() -> None:
+    doc = json.loads((HISTORY / "complete.json").read_text())
+    key = load_public_key_file(HISTORY / "../ledger-key.pem")
+    for previous in (["not", "a", "bundle"], dict(doc, type="Other"), dict(doc, subject="did:example:someone-else")):
+        with pytest.raises(MalformedReceiptError, match="--previous"):
+            verify_history(doc, {key_id(key): key}, previous=previous)
