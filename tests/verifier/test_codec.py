@@ -168,3 +168,14 @@ def test_cached_ledger_entry_still_rejects_non_integers(value: Any) -> None:
 def test_dumps_is_compact_json() -> None:
     text = dumps(parse_receipt(load_vector("valid/leaf0-of-3.json")))
     assert ": " not in text and ", " not in text and json.loads(text)["state"] == "anchored"
+
+
+def test_pending_anchors_are_bounded_at_16() -> None:
+    doc = load_vector("valid/pending.json")
+    doc["pending_anchors"] = [{"type": "local", "target": f"t{i}"} for i in range(16)]
+    assert len(parse_receipt(doc).pending_anchors) == 16
+    doc["pending_anchors"].append({"type": "local", "target": "t16"})
+    with pytest.raises(MalformedReceiptError, match="pending_anchors: must be a list of at most 16 targets"):
+        parse_receipt(doc)
+    with pytest.raises(MalformedReceiptError, match="pending_anchors"):
+        parse_receipt(dict(doc, pending_anchors={"type": "local"}))

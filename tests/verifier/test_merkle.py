@@ -108,3 +108,18 @@ def test_an_index_past_the_tree_is_named() -> None:
     tree = MerkleTree.from_commitments([bytes([i]) * 32 for i in range(5)])
     with pytest.raises(IndexError, match="outside a tree of 5"):
         tree.audit_path(5)
+
+
+def test_all_audit_paths_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import gc
+
+    tree = MerkleTree.from_commitments([bytes([i]) * 32 for i in range(9)])
+    assert gc.isenabled()
+    all_audit_paths(tree)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        all_audit_paths(tree)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
