@@ -196,11 +196,6 @@ def _batch(row: tuple[Any, ...]) -> StoredBatch:
     return stored
 
 
-_TREE_COLS = (
-    "window_id, tree_index, first_seq, last_seq, root, window_start, window_end, checksum, heads_root, heads_size"
-)
-
-
 def _tree(row: tuple[Any, ...]) -> TreeRecord:
     window_id, tree_index, first_seq, last_seq, root, start, end, checksum, heads_root, heads_size = row
     tree = TreeRecord(window_id, tree_index, first_seq, last_seq, root, start, end, heads_root, heads_size)
@@ -499,7 +494,8 @@ class SQLiteStore:
     async def tree_for_seq(self, seq: int) -> TreeRecord | None:
         """The tree holding submission ``seq``, or None while it is still pending."""
         rows = self._read(
-            f"SELECT {_TREE_COLS} FROM trees WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1",  # noqa: S608
+            "SELECT window_id, tree_index, first_seq, last_seq, root, window_start, window_end, checksum, heads_root,"
+            " heads_size FROM trees WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1",
             (seq,),
         )
         if not rows:
@@ -533,7 +529,8 @@ class SQLiteStore:
     async def anchored_windows(self, before: str) -> list[TreeRecord]:
         """Trees with heads whose window ended at or before ``before`` (RFC 3339), newest first."""
         rows = self._read(
-            f"SELECT {_TREE_COLS} FROM trees WHERE heads_root IS NOT NULL AND window_end <= ?"  # noqa: S608
+            "SELECT window_id, tree_index, first_seq, last_seq, root, window_start, window_end, checksum, heads_root,"
+            " heads_size FROM trees WHERE heads_root IS NOT NULL AND window_end <= ?"
             " ORDER BY last_seq DESC, tree_index LIMIT 64",
             (before,),
         )

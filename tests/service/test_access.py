@@ -83,7 +83,7 @@ async def test_every_query_cell_of_table_i_through_http(world: World, role: str,
     assert status == 403
     if role == "auditor":
         return
-    assert "query" in TABLE_I[domain][role]  # type: ignore[index]
+    assert "query" in TABLE_I[domain][role]
     assert (await world.grant(TENANT[who], domain))[0] == 201
     assert (await world.read(who, domain))[0] == 200
 

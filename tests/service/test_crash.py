@@ -184,7 +184,7 @@ def test_a_crash_in_a_domain_lane_keeps_every_subject_log_whole(tmp_path: Path, 
     for proof_id, (hash_hex, subject) in acked.items():
         doc = receipts[proof_id]
         assert (doc["domain"], doc["subject"]) == ("medical-history", subject)
-        positions[subject].append(int(doc["subject_seq"]))  # type: ignore[call-overload]
+        positions[subject].append(int(doc["subject_seq"]))
         result = verifier.verify_policy(json.dumps(doc), AnchorPolicy(), record_hash=hash_hex)
         assert result.anchors[0].status.value == "verified"
     for subject in subjects:

@@ -141,7 +141,7 @@ def test_n_out_of_counts_exactly() -> None:
     with pytest.raises(TrustFileError):
         pol.check({"type": "signature", "rule": {"n_out_of": {"n": 1}}, "principals": []}, "p")
     with pytest.raises(TrustFileError):
-        pol.check(["not", "a", "policy"], "p")  # type: ignore[arg-type]
+        pol.check(["not", "a", "policy"], "p")
 
 
 def test_the_report_names_each_field() -> None:
