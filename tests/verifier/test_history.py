@@ -169,3 +169,86 @@ def test_a_previous_that_is_not_a_history_is_refused() -> None:
     for previous in (["not", "a", "bundle"], dict(doc, type="Other"), dict(doc, subject="did:example:someone-else")):
         with pytest.raises(MalformedReceiptError, match="--previous"):
             verify_history(doc, {key_id(key): key}, previous=previous)
+
+
+def _complete() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((HISTORY / "complete.json").read_text())
+    return doc
+
+
+def _set(path: str, value: Any) -> Any:
+    def change(doc: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        if value is _DROP:
+            del node[last]
+        else:
+            node[last] = value
+
+    return change
+
+
+_DROP = object()
+MALFORMED = [
+    ("log", "not an object"),
+    ("log.size", -1),
+    ("log.size", "3"),
+    ("log.root", 5),
+    ("log.hashes", "not base64!"),
+    ("log.nonces", "AAAA"),  # 3 bytes: not a multiple of 16
+    ("log.extra", _DROP),
+    ("head_proof", {"member": {}, "absent": {}}),
+    ("head_proof", ["member"]),
+    ("head_proof.member.index", "0"),
+    ("head_proof.member.size", 0),
+    ("head_proof.member.key", "00"),
+    ("head_proof.member.path", ["zz"]),
+    ("head_proof.member.path", ["00"]),
+    ("window", "not an object"),
+    ("window.tree_index", -1),
+    ("window.heads_size", "2"),
+    ("window.root", 5),
+    ("window.anchors", []),
+    ("window.anchors", [{"type": "local"}] * 17),
+    ("window.extra", 1),
+    ("subject", 5),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), MALFORMED, ids=[f"{p}={v!r:.20}" for p, v in MALFORMED])
+def test_malformed_bundles_are_refused(path: str, value: Any) -> None:
+    doc = _complete()
+    if path == "log.extra":
+        doc["log"]["extra"] = 1
+    else:
+        _set(path, value)(doc)
+    key = load_public_key_file(HISTORY / "../ledger-key.pem")
+    with pytest.raises((MalformedReceiptError, HistoryError)):
+        verify_history(doc, {key_id(key): key}, as_of=datetime(2025, 11, 21, 9, tzinfo=UTC))
+
+
+def test_absence_proofs_are_checked_at_both_ends() -> None:
+    heads = {f"did:example:s-{i:04d}-padding": (1, bytes([i]) * 32) for i in range(4)}
+    tree = HeadsTree(heads)
+    keys = sorted(hashlib.sha256(s.encode()).digest() for s in heads)
+    member0 = tree.prove(next(s for s in heads if hashlib.sha256(s.encode()).digest() == keys[0]))["member"]
+    member_last = tree.prove(next(s for s in heads if hashlib.sha256(s.encode()).digest() == keys[-1]))["member"]
+    # find probes below the first key and above the last one
+    probes = [f"did:example:probe-{i:06d}" for i in range(5000)]
+    low = next(p for p in probes if hashlib.sha256(p.encode()).digest() < keys[0])
+    high = next(p for p in probes if hashlib.sha256(p.encode()).digest() > keys[-1])
+    assert check_heads_proof(low, {"absent": {"left": None, "right": member0}}, tree.root, tree.size)[0] == 0
+    assert check_heads_proof(high, {"absent": {"left": member_last, "right": None}}, tree.root, tree.size)[0] == 0
+    with pytest.raises(HistoryError, match="must be leaf 0"):
+        check_heads_proof(low, {"absent": {"left": None, "right": member_last}}, tree.root, tree.size)
+    with pytest.raises(HistoryError, match="must be the last leaf"):
+        check_heads_proof(high, {"absent": {"left": member0, "right": None}}, tree.root, tree.size)
+    with pytest.raises(HistoryError, match="not between"):
+        check_heads_proof(high, {"absent": {"left": None, "right": member0}}, tree.root, tree.size)
+    with pytest.raises(HistoryError, match="outside a heads tree"):
+        check_heads_proof(low, {"member": dict(member0, index=tree.size)}, tree.root, tree.size)
+    with pytest.raises(HistoryError, match="empty heads tree"):
+        check_heads_proof(low, {"absent": {"left": None, "right": None}}, tree.root, 0)
+    assert HeadsTree({"did:example:s-zero-size-0001": (0, EMPTY_ROOT)}).size == 0  # an empty log is no head
