@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from receipt_verifier import LimitExceededError, Limits, MalformedReceiptError, 
 from receipt_verifier.codec import dumps, receipt_to_dict
 from receipt_verifier.errors import Error
 from receipt_verifier.schema import known_contexts, receipt_schema, validate_schema
-from tests.conftest import load_vector
+from tests.conftest import VECTORS, load_vector
 
 VALID_FILES = [
     "valid/leaf0-of-3.json",
@@ -179,3 +180,28 @@ def test_pending_anchors_are_bounded_at_16() -> None:
         parse_receipt(doc)
     with pytest.raises(MalformedReceiptError, match="pending_anchors"):
         parse_receipt(dict(doc, pending_anchors={"type": "local"}))
+
+
+def test_v2_ledger_entries_carry_the_heads_and_nothing_else_may_change() -> None:
+    from receipt_verifier.codec import parse_entry
+
+    anchor = json.loads((VECTORS / "history" / "complete.json").read_text())["window"]["anchors"][0]
+    entry = anchor["entry"]
+    e = parse_entry(entry, "entry")
+    assert (e.domain, e.heads_root, e.heads_size) == (entry["domain"], entry["heads_root"], entry["heads_size"])
+    assert e.to_dict() == entry  # v2 round-trips
+    for change, words in [
+        ({"v": 3}, "entry.v: unsupported ledger entry version 3"),
+        ({"v": "2"}, "entry.v"),
+        ({"heads_size": -1}, "entry.heads_size"),
+        ({"heads_size": 2**53}, "entry.heads_size"),
+        ({"heads_root": "00"}, "entry.heads_root"),
+        ({"domain": "Medical"}, "entry.domain"),
+    ]:
+        with pytest.raises(MalformedReceiptError, match=re.escape(words)):
+            parse_entry(dict(entry, **change), "entry")
+    with pytest.raises(MalformedReceiptError, match="entry: missing field"):
+        parse_entry({k: v for k, v in entry.items() if k != "heads_size"}, "entry")
+    with pytest.raises(MalformedReceiptError, match="entry: unknown field"):
+        parse_entry(dict(entry, v=1), "entry")  # a v1 entry has no heads
+    assert parse_entry(dict(entry, heads_size=0), "entry").heads_size == 0
