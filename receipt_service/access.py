@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from receipt_verifier.errors import EventSignatureError, MalformedEventError
 
 from .anchors import iso_now
 from .auth import Principal
-from .domains import RECEIVERS, check_domain, check_subject, may
+from .domains import RECEIVERS, Access, check_domain, check_subject, may
 from .errors import ConflictError, ForbiddenError, NotFoundError, UnprocessableError
 from .fhir import access_bundle
 from .history import history_bundle, parse_as_of
@@ -236,16 +235,9 @@ async def anchor_hash(svc: Service, lane: Lane, tenant: str, digest: bytes) -> s
 # ---------------------------------------------------------------------- queries
 
 
-@dataclass(frozen=True)
-class QueryAccess:
-    """How a caller may read a subject: as its owner's app, or as a receiver under a grant."""
-
-    kind: str  # "own" or "grant"
-    grant: EventRecord | None = None
-
-
-async def query_access(svc: Service, who: Principal, subject: str, domain: str) -> QueryAccess:
-    """Table I "Query": the owner's app always; a provider or insurer only under a current grant."""
+async def query_access(svc: Service, who: Principal, subject: str, domain: str) -> Access:
+    """Table I "Query": the owner's app always (``own``); a provider or insurer only under a current
+    grant (``grant``, and its read is then recorded)."""
     if who.role is None:
         raise ForbiddenError("a key without a role reads only the receipts of its own submissions (/proofs)")
     decision = may(who.role, "query", domain)
@@ -254,7 +246,7 @@ async def query_access(svc: Service, who: Principal, subject: str, domain: str) 
     if decision.access == "own":
         if await svc.store.subject_tenant(subject) != who.tenant:
             raise NotFoundError(f"no subject {subject} for this app")
-        return QueryAccess("own")
+        return "own"
     last = await svc.store.last_decision(subject, who.tenant, domain)
     why = f"no grant from the owner of {subject} covers {who.tenant} in {domain}"
     if last is None:
@@ -263,7 +255,7 @@ async def query_access(svc: Service, who: Principal, subject: str, domain: str) 
         raise ForbiddenError(why + f" (the owner's latest decision is a {last.action} of {last.time})")
     if last.expiry is not None and datetime.fromisoformat(last.expiry) <= _now():
         raise ForbiddenError(why + f" (the grant expired at {last.expiry})")
-    return QueryAccess("grant", last)
+    return "grant"
 
 
 async def subject_receipts(request: web.Request) -> web.Response:
@@ -277,7 +269,7 @@ async def subject_receipts(request: web.Request) -> web.Response:
     access = await query_access(svc, who, subject, domain)
     lane = _lane(svc, domain)
     out: dict[str, Any] = {"subject": subject, "domain": domain}
-    if access.kind == "grant":  # "every data request and the corresponding data access is recorded"
+    if access == "grant":  # "every data request and the corresponding data access is recorded"
         out["access_event"] = await record_read(svc, request, who, subject, domain)
     records = await lane.store.subject_records(subject, after, limit)
     ids = [(r.to_submission(domain).proof_id, r.ticks) for r in records]
@@ -296,7 +288,7 @@ async def subject_history(request: web.Request) -> web.Response:
     as_of = parse_as_of(request.query.get("as_of"))
     access = await query_access(svc, who, subject, domain)
     bundle = await history_bundle(_lane(svc, domain), subject, as_of, svc.evidence)
-    if access.kind == "grant":  # the read is recorded like every receiver's read
+    if access == "grant":  # the read is recorded like every receiver's read
         await record_read(svc, request, who, subject, domain)
     return json_response(bundle)
 

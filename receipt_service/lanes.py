@@ -32,11 +32,6 @@ class Lane:
     reader: ProofReader
     issuer: ProofIdIssuer
 
-    @property
-    def name(self) -> str:
-        """The domain, or ``v1`` for the lane without one."""
-        return self.domain or "v1"
-
 
 def make_lane(
     domain: str | None, store: Store, backends: Sequence[AnchorBackend], settings: Settings, metrics: Metrics

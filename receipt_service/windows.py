@@ -24,8 +24,8 @@ from .crashpoints import crash_point
 from .errors import CorruptRecordError, ServiceError
 from .ledger import TreeRoot
 from .metrics import Metrics
-from .store import Batch, Store, StoredBatch, SubjectHead, TreeRecord
-from .trees import PackedTree, TreeBuilder
+from .store import Store, StoredBatch, SubjectHead, TreeRecord
+from .trees import PackedTree, TreeBuilder, commitments
 
 log = logging.getLogger("receipt_service.windows")
 
@@ -242,8 +242,8 @@ class Aggregator:
         new: dict[str, list[tuple[int, bytes]]] = {}
         for span in spans:
             b = span.batch
-            if b.subject:
-                new.setdefault(b.subject, []).extend((b.log_first + i, _leaf(domain, b, i)) for i in range(b.count))
+            if b.subject:  # the log entries are the span's leaf values, as the tree builder computes them
+                new.setdefault(b.subject, []).extend(enumerate(commitments(span.columns(domain)), b.log_first))
         changed = []
         for subject, entries in new.items():
             head = await self.store.subject_frontier(subject)
@@ -326,18 +326,6 @@ class Aggregator:
                 if removed:
                     log.info("retention: removed %d receipts", removed)
             await asyncio.sleep(period)
-
-
-def _leaf(domain: str, b: Batch, i: int) -> bytes:
-    """The log entry of item ``i`` of a batch."""
-    return record_leaf(
-        b.nonces[16 * i : 16 * i + 16],
-        b.proof_ids[16 * i : 16 * i + 16],
-        b.hashes[32 * i : 32 * i + 32],
-        domain,
-        b.subject,
-        b.log_first + i,
-    )
 
 
 def _extend(frontier: list[bytes], size: int, leaves: Sequence[bytes]) -> list[bytes]:
