@@ -28,8 +28,8 @@ from receipt_service.config import Settings
 from receipt_service.history import history_bundle, parse_as_of
 from receipt_service.lanes import make_lane
 from receipt_service.metrics import Metrics
-from receipt_service.sqlite_store import SQLiteStore
-from receipt_service.store import Batch
+from receipt_service.stores.base import Batch
+from receipt_service.stores.sqlite import SQLiteStore
 from receipt_verifier._progress import table
 from receipt_verifier.history import verify_history
 from receipt_verifier.ledger import key_id

@@ -27,7 +27,7 @@ from .config import ENV_PREFIX, load_settings
 from .demo_paper import run_paper
 from .domains import ROLES, parse_role
 from .server import DEFAULT_KEY_FILE, serve
-from .sqlite_store import SQLiteStore
+from .stores.sqlite import SQLiteStore
 
 SAMPLE_RECORDS: list[tuple[str, bytes]] = [
     ("wearable: heart rate", b'{"type":"heart_rate","bpm":72,"device":"wrist-01"}'),

@@ -42,7 +42,7 @@ from .lanes import Lane
 from .ledger import load_or_create_key
 from .proofs import parse_ids
 from .service import SERVICE, Service, check_params, find_receipts, json_response, principal
-from .store import Batch, EventRecord, SigningKeyRecord
+from .stores.base import Batch, EventRecord, SigningKeyRecord
 
 EVENT_KEY_FILE = "event-key.pem"
 MAX_SKEW = timedelta(minutes=5)  # an event's time must be this close to the service's clock

@@ -43,7 +43,7 @@ from .lanes import Lane
 from .metrics import CONTENT_TYPE
 from .proofs import Located, WaitFor, parse_ids
 from .service import SERVICE, Service, check_params, find_receipts, json_response, principal
-from .store import Batch
+from .stores.base import Batch
 
 log = logging.getLogger("receipt_service.app")
 

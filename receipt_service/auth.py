@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from .domains import Role, parse_role
 from .errors import ClientError, ForbiddenError, UnauthorizedError
-from .store import ApiKeyRecord, Store
+from .stores.base import ApiKeyRecord, Store
 
 SCOPES = frozenset({"submit", "read"})
 _KEY_RE = re.compile(r"^hrk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")

@@ -38,7 +38,7 @@ from .auth import make_key
 from .config import load_settings
 from .domains import Role
 from .server import serve
-from .sqlite_store import SQLiteStore
+from .stores.sqlite import SQLiteStore
 
 PATIENT_ID = "patient-0042"  # the app's own id: never sent; the service sees only its HMAC
 APP_SECRET = b"wearco demo pseudonym key"

@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .ids import ProofIdIssuer
 from .metrics import Metrics
 from .proofs import ProofReader
-from .store import Store
+from .stores.base import Store
 from .windows import Aggregator
 
 

@@ -17,7 +17,7 @@ from receipt_verifier.model import Anchor, LocalAnchor, PendingAnchor, Receipt, 
 
 from .errors import CorruptRecordError, UnprocessableError
 from .receipts import render
-from .store import SubmissionRecord, TreeRecord
+from .stores.base import SubmissionRecord, TreeRecord
 from .trees import PackedTree
 from .windows import Aggregator
 

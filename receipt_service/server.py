@@ -22,8 +22,8 @@ from .fabric.evidence import BlockCache
 from .fabric.gateway import Endpoint, GatewayClient
 from .fabric.identity import Identity
 from .service import Service
-from .sqlite_store import SQLiteStore, open_domain_stores
-from .store import Store
+from .stores.base import Store
+from .stores.sqlite import SQLiteStore, open_domain_stores
 
 log = logging.getLogger("receipt_service")
 

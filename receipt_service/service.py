@@ -17,7 +17,7 @@ from .fabric.evidence import BlockCache
 from .lanes import Lanes, domain_backends, make_lane
 from .metrics import Metrics
 from .proofs import Located
-from .store import Store
+from .stores.base import Store
 
 
 @dataclass

@@ -24,7 +24,7 @@ from .crashpoints import crash_point
 from .errors import CorruptRecordError, ServiceError
 from .ledger import TreeRoot
 from .metrics import Metrics
-from .store import Store, StoredBatch, SubjectHead, TreeRecord
+from .stores.base import Store, StoredBatch, SubjectHead, TreeRecord
 from .trees import PackedTree, TreeBuilder, commitments
 
 log = logging.getLogger("receipt_service.windows")

@@ -10,7 +10,7 @@ from receipt_verifier.fabric.trust import last_config_index
 from receipt_verifier.model import FabricAnchor
 
 from ..errors import AnchorBackendError, NotFoundError
-from ..store import Store
+from ..stores.base import Store
 from .gateway import GatewayClient, GatewayError
 
 log = logging.getLogger("receipt_service.fabric.evidence")

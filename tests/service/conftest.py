@@ -19,7 +19,7 @@ from receipt_service.auth import make_key
 from receipt_service.config import Settings
 from receipt_service.domains import DOMAINS, Role
 from receipt_service.service import Service
-from receipt_service.sqlite_store import SQLiteStore, open_domain_stores
+from receipt_service.stores.sqlite import SQLiteStore, open_domain_stores
 
 from .parties import SUBJECT, Party, event
 

@@ -14,7 +14,7 @@ import pytest
 from openapi_spec_validator import validate as validate_openapi
 
 from receipt_service.errors import CorruptRecordError
-from receipt_service.sqlite_store import DB_FILE
+from receipt_service.stores.sqlite import DB_FILE
 from receipt_verifier import AnchorPolicy, Verifier, parse_receipt
 from receipt_verifier.ledger import load_public_key
 

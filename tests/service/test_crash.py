@@ -15,7 +15,7 @@ import pytest
 
 from receipt_service.crashpoints import ENV as CRASH_ENV
 from receipt_service.crashpoints import POINTS
-from receipt_service.sqlite_store import SQLiteStore
+from receipt_service.stores.sqlite import SQLiteStore
 from receipt_verifier import AnchorPolicy, Verifier
 from receipt_verifier.history import verify_history
 from receipt_verifier.ledger import iter_ledger, key_id, verify_chain

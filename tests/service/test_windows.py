@@ -13,8 +13,8 @@ import pytest
 from receipt_service.errors import AnchorBackendError
 from receipt_service.ledger import TreeRoot
 from receipt_service.metrics import Metrics
-from receipt_service.sqlite_store import SQLiteStore
-from receipt_service.store import Batch
+from receipt_service.stores.base import Batch
+from receipt_service.stores.sqlite import SQLiteStore
 from receipt_service.windows import Aggregator
 from receipt_verifier.model import Anchor, PendingAnchor, UnknownAnchor
 

@@ -18,7 +18,7 @@ import pytest
 
 from receipt_service.fabric.gateway import GatewayClient
 from receipt_service.fabric.network import CHANNELS, Network
-from receipt_service.sqlite_store import SQLiteStore
+from receipt_service.stores.sqlite import SQLiteStore
 from receipt_verifier import AnchorPolicy, Verifier
 from receipt_verifier.fabric.trust import load_trust, make_trust
 from receipt_verifier.history import verify_history

@@ -11,8 +11,8 @@ import pytest
 
 from receipt_service.errors import CorruptRecordError, StoreError
 from receipt_service.ids import ProofIdIssuer
-from receipt_service.sqlite_store import DB_FILE, SQLiteStore
-from receipt_service.store import Batch, StoredBatch, TreeRecord
+from receipt_service.stores.base import Batch, StoredBatch, TreeRecord
+from receipt_service.stores.sqlite import DB_FILE, SQLiteStore
 from receipt_service.trees import build_packed
 from receipt_service.windows import tree_records
 

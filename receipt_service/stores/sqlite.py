@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 from receipt_verifier.history import frontier_root
 
-from .errors import ConflictError, CorruptRecordError, StoreError
-from .store import (
+from ..errors import ConflictError, CorruptRecordError, StoreError
+from .base import (
     AnchorRecord,
     ApiKeyRecord,
     Batch,

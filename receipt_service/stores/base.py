@@ -10,7 +10,7 @@ from typing import Protocol
 from receipt_verifier import proof_id as pid
 from receipt_verifier.model import Binding
 
-from .receipts import Submission
+from ..receipts import Submission
 
 
 @dataclass(frozen=True, slots=True)

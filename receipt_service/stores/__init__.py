@@ -1,0 +1,1 @@
+"""Durable storage behind one seam: ``Store`` (base), SQLite (embedded default) and Redis (several instances)."""
