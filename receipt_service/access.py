@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from .lanes import Lane
 from .ledger import load_or_create_key
 from .proofs import parse_ids
 from .service import SERVICE, Service, check_params, find_receipts, json_response, principal
-from .stores.base import Batch, EventRecord, SigningKeyRecord
+from .stores.base import EventRecord, SigningKeyRecord
 
 EVENT_KEY_FILE = "event-key.pem"
 MAX_SKEW = timedelta(minutes=5)  # an event's time must be this close to the service's clock
@@ -226,8 +225,7 @@ def _record(event: AccessEvent, proof_id: str, tenant: str) -> EventRecord:
 
 async def anchor_hash(svc: Service, lane: Lane, tenant: str, digest: bytes) -> str:
     """Store one hash durably in a lane (it is anchored with the next window); its proof id."""
-    issued = lane.issuer.issue_batch([digest], time.time_ns())
-    await lane.store.add_batch(Batch(tenant, issued.first_ticks, issued.proof_id_bytes, digest, os.urandom(16)))
+    issued = await lane.store_hashes(tenant, [digest], digest, os.urandom(16))
     svc.metrics.hashes_accepted.inc()
     return issued.proof_ids[0]
 

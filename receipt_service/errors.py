@@ -87,6 +87,18 @@ class StoreError(UnavailableError):
     title = "Store unavailable"
 
 
+class TicksTakenError(StoreError):
+    """Another instance issued proof ids on this clock sequence past these ticks (re-issue after them)."""
+
+    def __init__(self, last_ticks: int) -> None:
+        super().__init__(f"proof-id ticks up to {last_ticks} are taken on this clock sequence; retry the request")
+        self.last_ticks = last_ticks
+
+
+class LeaseLostError(StoreError):
+    """This instance no longer holds the lease to close windows; another instance took over."""
+
+
 class CorruptRecordError(StoreError):
     """A stored record failed its integrity check; it is reported, never served."""
 

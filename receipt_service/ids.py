@@ -33,6 +33,10 @@ class ProofIdIssuer:
         self.clock_seq = clock_seq
         self._last = last_ticks
 
+    def resume_after(self, ticks: int) -> None:
+        """Issue only past ``ticks`` from now on (another instance used them on this clock sequence)."""
+        self._last = max(self._last, ticks)
+
     def issue(self, hash_hex: str, unix_ns: int) -> IssuedId:
         """A fresh id for ``hash_hex`` received at ``unix_ns``."""
         ticks = max(pid.unix_ns_to_ticks(unix_ns), self._last + 1)

@@ -7,6 +7,7 @@ lane without a domain serves keys from before roles (v1 receipts, every anchor t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -14,11 +15,11 @@ from receipt_verifier import proof_id as pid
 
 from .anchors import AnchorBackend, LocalLedgerBackend
 from .config import Settings
-from .errors import ConfigError
-from .ids import ProofIdIssuer
+from .errors import ConfigError, StoreError, TicksTakenError
+from .ids import IssuedBatch, ProofIdIssuer
 from .metrics import Metrics
 from .proofs import ProofReader
-from .stores.base import Store
+from .stores.base import Batch, Store
 from .windows import Aggregator
 
 
@@ -31,6 +32,25 @@ class Lane:
     aggregator: Aggregator
     reader: ProofReader
     issuer: ProofIdIssuer
+
+    async def store_hashes(
+        self, tenant: str, hashes: Sequence[bytes], packed: bytes, nonces: bytes, subject: str | None = None
+    ) -> IssuedBatch:
+        """Issue proof ids for a request's hashes and store them durably; returns once they are.
+
+        On a store shared by several instances, ids are re-issued when another instance used the
+        same clock sequence past this one's last ticks (the store refuses the batch, never a duplicate)."""
+        for _ in range(8):
+            issued = self.issuer.issue_batch(hashes, time.time_ns())
+            try:
+                await self.store.add_batch(
+                    Batch(tenant, issued.first_ticks, issued.proof_id_bytes, packed, nonces, subject or "")
+                )
+            except TicksTakenError as exc:
+                self.issuer.resume_after(exc.last_ticks)
+                continue
+            return issued
+        raise StoreError("proof ids could not be issued: other instances keep taking this clock sequence's ticks")
 
 
 def make_lane(
@@ -69,20 +89,28 @@ class Lanes:
     def __init__(self, lanes: Iterable[Lane]) -> None:
         self.all = list(lanes)
         self._by_domain = {lane.domain: lane for lane in self.all}
-        self._by_clock = {lane.store.clock_seq: lane for lane in self.all}
-        if len(self._by_clock) != len(self.all):
+        if len({lane.store.clock_seq for lane in self.all}) != len(self.all):
             raise ConfigError("two lanes share a clock sequence; their proof ids could not be told apart")
 
     def domain(self, domain: str | None) -> Lane | None:
         """The lane of a domain (None: the v1 lane)."""
         return self._by_domain.get(domain)
 
-    def by_id(self, ids: Sequence[tuple[str, int]]) -> Mapping[int, tuple[Lane, list[tuple[str, int]]]]:
+    async def by_id(self, ids: Sequence[tuple[str, int]]) -> Mapping[int, tuple[Lane, list[tuple[str, int]]]]:
         """Group parsed proof ids by their lane (ids of no lane are left out: they are simply not found)."""
         out: dict[int, tuple[Lane, list[tuple[str, int]]]] = {}
+        lanes: dict[int, Lane | None] = {}
         for text, ticks in ids:
             clock = pid.parse_proof_id(text).clock_seq
-            lane = self._by_clock.get(clock)
+            if clock not in lanes:  # a store shared by several instances knows each instance's clock sequence
+                lanes[clock] = await self._lane_of(clock)
+            lane = lanes[clock]
             if lane is not None:
-                out.setdefault(clock, (lane, []))[1].append((text, ticks))
+                out.setdefault(id(lane), (lane, []))[1].append((text, ticks))
         return out
+
+    async def _lane_of(self, clock: int) -> Lane | None:
+        for lane in self.all:
+            if await lane.store.has_clock(clock):
+                return lane
+        return None

@@ -53,11 +53,12 @@ class ProofReader:
 
     async def find(self, tenant: str | None, ids: Sequence[tuple[str, int]]) -> dict[str, Located]:
         """Receipts for the ids this tenant owns (None: any tenant's); others' and unknown ids are absent."""
-        rows = await self.store.get_submissions([t for _, t in ids])
+        keys = [(pid.parse_proof_id(text).clock_seq, ticks) for text, ticks in ids]
+        rows = await self.store.get_submissions(keys)
         out: dict[str, Located] = {}
         trees: dict[tuple[str, int], tuple[TreeRecord, PackedTree, list[Anchor], list[PendingAnchor]]] = {}
-        for text, ticks in ids:
-            row = rows.get(ticks)
+        for (text, _), key in zip(ids, keys, strict=True):
+            row = rows.get(key)
             if (
                 row is None
                 or (tenant is not None and row.tenant != tenant)

@@ -79,7 +79,7 @@ def check_params(request: web.Request, allowed: frozenset[str], repeatable: froz
 async def find_receipts(svc: Service, tenant: str | None, ids: Sequence[tuple[str, int]]) -> dict[str, Located]:
     """Receipts of ``tenant`` (None: of any tenant) for these ids, from whichever lane issued each."""
     out: dict[str, Located] = {}
-    for lane, group in svc.lanes.by_id(ids).values():
+    for lane, group in (await svc.lanes.by_id(ids)).values():
         out.update(await lane.reader.find(tenant, group))
     return out
 

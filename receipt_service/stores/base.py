@@ -1,9 +1,9 @@
-"""The store seam: what the service needs from durable storage (SQLite now, Redis later)."""
+"""The store seam: what the service needs from durable storage (SQLite embedded, Redis shared)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -101,6 +101,14 @@ def binding_column(domain: str | None, b: Batch) -> bytes:
     if not b.subject:
         return Binding(domain).digest() * b.count
     return b"".join(Binding(domain, b.subject, b.log_first + i).digest() for i in range(b.count))
+
+
+def tree_checksum(t: TreeRecord) -> bytes:
+    """8-byte BLAKE2b over a tree row's fields (its root is checked by rebuilding the tree)."""
+    text = f"{t.window_id}:{t.tree_index}:{t.first_seq}:{t.last_seq}:{t.window_start}:{t.window_end}:".encode()
+    if t.heads_root is not None:  # trees without heads keep the checksum they always had
+        text += f"{t.heads_size}:".encode() + t.heads_root
+    return hashlib.blake2b(text + t.root, digest_size=8).digest()
 
 
 def batch_checksum(first_seq: int, b: Batch) -> bytes:
@@ -245,6 +253,11 @@ class Store(Protocol):
 
     ``add_batch`` returns only once the batch is durable; every read checks the
     record's integrity and raises ``CorruptRecordError`` instead of returning bad data.
+    Submissions are found by (clock sequence, receive ticks), the two fields of a proof id that
+    make it unique: a store shared by several instances gives each its own clock sequence.
+    ``lead`` says whether this instance may close windows and send anchors now (a store of one
+    process always may); ``watch`` calls ``wake(first_seq, last_seq)`` whenever another instance
+    changed the state of those submissions, until cancelled (it returns at once if none can).
     """
 
     clock_seq: int
@@ -255,7 +268,13 @@ class Store(Protocol):
 
     def last_ticks(self) -> int: ...
 
-    async def get_submissions(self, ticks: Sequence[int]) -> dict[int, SubmissionRecord]: ...
+    async def get_submissions(self, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], SubmissionRecord]: ...
+
+    async def has_clock(self, clock_seq: int) -> bool: ...
+
+    async def lead(self) -> bool: ...
+
+    async def watch(self, wake: Callable[[int, int], None]) -> None: ...
 
     async def backlog(self, limit: int) -> list[StoredBatch]: ...
 

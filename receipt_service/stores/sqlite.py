@@ -40,6 +40,7 @@ from .base import (
     SubmissionRecord,
     TreeRecord,
     batch_checksum,
+    tree_checksum,
 )
 
 DB_FILE = "receipts.sqlite3"
@@ -174,14 +175,6 @@ def _migrate(conn: sqlite3.Connection) -> None:
     cols = {r[1] for r in conn.execute("PRAGMA table_info(api_keys)")}
     if cols and "role" not in cols:
         conn.execute("ALTER TABLE api_keys ADD COLUMN role TEXT")
-
-
-def tree_checksum(t: TreeRecord) -> bytes:
-    """8-byte BLAKE2b over a tree row's fields (its root is checked by rebuilding the tree)."""
-    text = f"{t.window_id}:{t.tree_index}:{t.first_seq}:{t.last_seq}:{t.window_start}:{t.window_end}:".encode()
-    if t.heads_root is not None:  # trees without heads keep the checksum they always had
-        text += f"{t.heads_size}:".encode() + t.heads_root
-    return hashlib.blake2b(text + t.root, digest_size=8).digest()
 
 
 def _batch(row: tuple[Any, ...]) -> StoredBatch:
@@ -393,12 +386,15 @@ class SQLiteStore:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    async def get_submissions(self, ticks: Sequence[int]) -> dict[int, SubmissionRecord]:
-        """Submissions by receive time (each proof id encodes a unique one); purged ones are absent."""
+    async def get_submissions(self, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], SubmissionRecord]:
+        """Submissions by (clock sequence, receive ticks): this store's ids encode a unique receive time;
+        purged ones and other clocks' are absent."""
         purged = int(self._read("SELECT value FROM meta WHERE key = 'purged_upto'", ())[0][0])
-        out: dict[int, SubmissionRecord] = {}
+        out: dict[tuple[int, int], SubmissionRecord] = {}
         seen: dict[int, StoredBatch] = {}
-        for t in ticks:
+        for clock, t in ids:
+            if clock != self.clock_seq:
+                continue
             rows = self._read(
                 "SELECT first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum, subject, log_first"
                 " FROM batches WHERE first_ticks <= ? ORDER BY first_ticks DESC LIMIT 1",
@@ -411,8 +407,19 @@ class SQLiteStore:
             seen[first_seq] = stored
             i = t - stored.batch.first_ticks
             if i < stored.batch.count and stored.first_seq + i > purged:
-                out[t] = stored.record(i)
+                out[clock, t] = stored.record(i)
         return out
+
+    async def has_clock(self, clock_seq: int) -> bool:
+        """Whether proof ids with this clock sequence are this store's."""
+        return clock_seq == self.clock_seq
+
+    async def lead(self) -> bool:
+        """One process owns the database file: it always leads."""
+        return True
+
+    async def watch(self, wake: Callable[[int, int], None]) -> None:
+        """No other instance writes this file: nothing to watch."""
 
     async def backlog(self, limit: int) -> list[StoredBatch]:
         """Up to about ``limit`` submissions after the aggregation watermark, as consecutive batches."""

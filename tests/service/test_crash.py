@@ -110,7 +110,7 @@ def test_a_crash_at_each_dangerous_moment_loses_nothing(tmp_path: Path, point: s
     store = SQLiteStore(tmp_path)
     try:
         stats = asyncio.run(store.stats())
-        ticks = [parse_proof_id(p).ticks for p in acked]
+        ticks = [(parse_proof_id(p).clock_seq, parse_proof_id(p).ticks) for p in acked]
         found = asyncio.run(store.get_submissions(ticks))
     finally:
         store.close_sync()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from receipt_service.stores.base import Batch, StoredBatch, TreeRecord
 from receipt_service.stores.sqlite import DB_FILE, SQLiteStore
 from receipt_service.trees import build_packed
 from receipt_service.windows import tree_records
+from receipt_verifier.proof_id import parse_proof_id
 
 
 def _batch(issuer: ProofIdIssuer, n: int, tenant: str = "t") -> Batch:
@@ -28,8 +30,13 @@ def _trees(spans: list[StoredBatch], max_leaves: int) -> list[TreeRecord]:
     return tree_records("w-1", spans[0].first_seq, packed, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z")
 
 
-def _ticks(b: Batch) -> list[int]:
-    return [b.first_ticks + i for i in range(b.count)]
+def _ticks(b: Batch) -> list[tuple[int, int]]:
+    clock = parse_proof_id(_uuid(b.proof_ids[:16])).clock_seq
+    return [(clock, b.first_ticks + i) for i in range(b.count)]
+
+
+def _uuid(raw: bytes) -> str:
+    return str(uuid.UUID(bytes=raw))
 
 
 async def test_concurrent_writers_share_commits(tmp_path: Path) -> None:
@@ -55,7 +62,7 @@ async def test_rows_survive_reopen_and_ids_resume(tmp_path: Path) -> None:
     again = SQLiteStore(tmp_path)
     try:
         assert (again.clock_seq, again.instance_id) == (clock_seq, instance)
-        assert again.last_ticks() == _ticks(batch)[-1]
+        assert again.last_ticks() == _ticks(batch)[-1][1]
         rows = await again.get_submissions(_ticks(batch))
         assert b"".join(rows[t].hash for t in _ticks(batch)) == batch.hashes
         assert [rows[t].seq for t in _ticks(batch)] == [1, 2, 3, 4, 5]
