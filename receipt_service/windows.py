@@ -21,7 +21,7 @@ from receipt_verifier.history import HeadsTree, frontier_append, frontier_root, 
 
 from .anchors import AnchorBackend, anchor_json, iso_now
 from .crashpoints import crash_point
-from .errors import CorruptRecordError, ServiceError
+from .errors import CorruptRecordError, LeaseLostError, ServiceError
 from .ledger import TreeRoot
 from .metrics import Metrics
 from .stores.base import Store, StoredBatch, SubjectHead, TreeRecord
@@ -99,7 +99,11 @@ class TreeCache:
 
 
 class Aggregator:
-    """Owns the window clock and the anchor workers of one service instance."""
+    """Owns the window clock and the anchor workers of one lane of a service instance.
+
+    On a store shared by several instances only the leader (``store.lead()``) closes windows
+    and sends anchors; the others accept hashes and serve receipts, woken by ``store.watch``.
+    """
 
     def __init__(
         self,
@@ -130,20 +134,21 @@ class Aggregator:
         self._stopping = asyncio.Event()
         self.last_error: str | None = None  # why the last window could not be closed (shown by /readyz)
         self._heads: dict[str, tuple[int, bytes]] | None = None  # domain lanes: every subject log's head
+        self.leading = False
+        self.lease_check_seconds = 1.0  # how often a follower asks for the lease (and a leader renews it)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Resume open anchor jobs left by a previous run, then start the clock and the workers."""
-        for tree, target in await self.store.open_anchor_jobs():
-            if target in self._queues:
-                self._queues[target].put_nowait(tree)
-            else:
-                log.warning("tree %s/%s waits for target %s, which is not configured", *_key(tree), target)
+        """Take the lead if free (resuming open anchor jobs left by a previous leader), then start the
+        clock, the workers and the watch on other instances' changes."""
+        await self._check_lead()
         for target, backend in self.backends.items():
             for i in range(max(1, backend.concurrency)):  # workers share the target's queue
                 self._tasks.append(asyncio.create_task(self._anchor_worker(target), name=f"anchor-{target}-{i}"))
         self._tasks.append(asyncio.create_task(self._clock(), name="window-clock"))
+        self._tasks.append(asyncio.create_task(self._lease(), name="lease"))
+        self._tasks.append(asyncio.create_task(self._watch(), name="watch"))
         if self.retention_seconds is not None:
             self._tasks.append(asyncio.create_task(self._retention(), name="retention"))
 
@@ -152,7 +157,8 @@ class Aggregator:
         self._stopping.set()
         deadline = time.monotonic() + timeout
         try:
-            await asyncio.wait_for(self.close_window(), timeout)
+            if self.leading:
+                await asyncio.wait_for(self.close_window(), timeout)
             while any(q.qsize() or self._inflight[t] for t, q in self._queues.items()):
                 if time.monotonic() > deadline:
                     return False
@@ -174,10 +180,53 @@ class Aggregator:
             next_at += self.window_seconds
             if next_at < time.monotonic():  # a slow window: skip ticks rather than pile them up
                 next_at = time.monotonic() + self.window_seconds
+            if not self.leading:
+                continue
             try:
                 await self.close_window()
+            except LeaseLostError as exc:
+                log.warning("%s", exc)
+                await self._check_lead()
             except Exception:
                 log.exception("window not closed (its hashes stay in the backlog for the next one)")
+
+    # ------------------------------------------------------------------ leadership
+
+    async def _lease(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.lease_check_seconds)
+            try:
+                await self._check_lead()
+            except ServiceError as exc:
+                log.warning("lease check failed: %s", exc)
+
+    async def _check_lead(self) -> None:
+        """Take, keep or lose the lead; a new leader resumes every open anchor job."""
+        leading = await self.store.lead()
+        if leading and not self.leading:
+            self._heads = None  # another leader may have moved the heads
+            for q in self._queues.values():
+                while not q.empty():
+                    q.get_nowait()
+            for tree, target in await self.store.open_anchor_jobs():
+                if target in self._queues:
+                    self._queues[target].put_nowait(tree)
+                else:
+                    log.warning("tree %s/%s waits for target %s, which is not configured", *_key(tree), target)
+            if self._tasks:  # a takeover, not the start of a single instance
+                log.info("lane %s: this instance leads now (closes windows, sends anchors)", self.store.domain or "v1")
+        elif self.leading and not leading:
+            log.warning("lane %s: another instance leads now; this one only serves", self.store.domain or "v1")
+        self.leading = leading
+
+    async def _watch(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.store.watch(self.waiters.wake_range)
+                return  # nothing to watch (a store of one process)
+            except ServiceError as exc:
+                log.warning("watching other instances' changes failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
 
     # ------------------------------------------------------------------ windows
 
@@ -272,6 +321,8 @@ class Aggregator:
         queue = self._queues[target]
         while True:
             tree = await queue.get()
+            if not self.leading:
+                continue  # the leader resumes it from the store's open jobs
             self._inflight[target] += 1
             try:
                 await self._anchor_until_done(backend, tree)
@@ -291,7 +342,7 @@ class Aggregator:
             None if tree.heads_root is None else tree.heads_root.hex(),
             tree.heads_size,
         )
-        while True:
+        while self.leading:
             t0 = time.perf_counter()
             try:
                 anchor = await backend.anchor(root)
@@ -321,10 +372,11 @@ class Aggregator:
         assert self.retention_seconds is not None
         period = min(3600.0, max(1.0, self.retention_seconds / 10))
         while True:
-            with contextlib.suppress(ServiceError):
-                removed = await self.store.purge(time.time_ns() - int(self.retention_seconds * 1e9))
-                if removed:
-                    log.info("retention: removed %d receipts", removed)
+            if self.leading:  # one instance purges
+                with contextlib.suppress(ServiceError):
+                    removed = await self.store.purge(time.time_ns() - int(self.retention_seconds * 1e9))
+                    if removed:
+                        log.info("retention: removed %d receipts", removed)
             await asyncio.sleep(period)
 
 
