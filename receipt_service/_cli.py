@@ -23,11 +23,10 @@ from receipt_verifier.errors import Error
 from receipt_verifier.ledger import load_public_key
 
 from .auth import make_key, parse_scopes
-from .config import ENV_PREFIX, load_settings
+from .config import ENV_PREFIX, Settings, load_settings
 from .demo_paper import run_paper
 from .domains import ROLES, parse_role
-from .server import DEFAULT_KEY_FILE, serve
-from .stores.sqlite import SQLiteStore
+from .server import DEFAULT_KEY_FILE, open_key_store, serve
 
 SAMPLE_RECORDS: list[tuple[str, bytes]] = [
     ("wearable: heart rate", b'{"type":"heart_rate","bpm":72,"device":"wrist-01"}'),
@@ -106,8 +105,8 @@ class DemoError(Error):
 # ---------------------------------------------------------------------- keys
 
 
-def _keys(args: argparse.Namespace, data_dir: Path) -> int:
-    store = SQLiteStore(data_dir)
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    store, close = open_key_store(settings)
     try:
         if args.keys_command == "create":
             role = parse_role(args.role) if args.role else None
@@ -142,7 +141,7 @@ def _keys(args: argparse.Namespace, data_dir: Path) -> int:
         print(table(["key id", "tenant", "role", "scopes", "created", "state"], rows) if rows else "no keys")
         return 0
     finally:
-        store.close_sync()
+        close()
 
 
 # ---------------------------------------------------------------------- fabric
@@ -201,6 +200,10 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="TOML file with a [service] table")
     common.add_argument("--data-dir", type=Path, help="database, ledger and keys live here (default ./receipt-data)")
+    common.add_argument(
+        "--store",
+        help="sqlite (default: files in the data directory), redis://HOST:PORT/DB or redis+cluster://HOST:PORT",
+    )
 
     s = sub.add_parser("serve", parents=[common], help="run the HTTP service")
     s.add_argument("--host", help="listen address (default 127.0.0.1)")
@@ -269,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         config = args.config or (
             Path(os.environ[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in os.environ else None
         )
-        overrides: dict[str, Any] = {"data_dir": args.data_dir}
+        overrides: dict[str, Any] = {"data_dir": args.data_dir, "store": args.store}
         if args.command == "keys":
-            return _keys(args, load_settings(config, overrides=overrides).data_dir)
+            return _keys(args, load_settings(config, overrides=overrides))
         overrides.update(
             host=args.host,
             port=args.port,

@@ -60,6 +60,11 @@ class Settings:
     shutdown_grace_seconds: float = 30.0
     key_cache_seconds: float = 2.0
     body_timeout_seconds: float = 10.0
+    # "sqlite" (embedded, one process) or redis://HOST:PORT/DB, redis+cluster://HOST:PORT (several instances)
+    store: str = "sqlite"
+    redis_unsafe_persistence: bool = False  # run on a Redis without appendonly yes + appendfsync always
+    redis_wait_replicas: int = 0  # WAIT for this many replicas before acknowledging
+    lease_seconds: float = 5.0  # the leader lease of a shared store: a dead leader is replaced within it
     fabric: FabricSettings | None = None  # only from a TOML file's [fabric] table
     # only from a TOML file's [domains] table: domain -> anchor targets ("local", "fabric:<channel>");
     # a domain not listed goes to the local ledger and, with Fabric, to the channel of its own name
@@ -96,6 +101,19 @@ class Settings:
             problems.append("body_timeout_seconds must be positive")
         if self.max_wait_seconds < 0 or self.anchor_retry_max_seconds <= 0 or self.shutdown_grace_seconds < 0:
             problems.append("max_wait_seconds, anchor_retry_max_seconds and shutdown_grace_seconds must be positive")
+        if self.store != "sqlite":
+            from .stores.redis import RedisTarget  # the redis package is needed only with a Redis store
+
+            try:
+                target = RedisTarget.parse(self.store)
+                if target.cluster and self.redis_wait_replicas:
+                    problems.append("redis_wait_replicas is not supported with a Redis Cluster store")
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if not 0 <= self.redis_wait_replicas <= 16:
+            problems.append("redis_wait_replicas must be between 0 and 16")
+        if not 0.5 <= self.lease_seconds <= 300:
+            problems.append(f"lease_seconds {self.lease_seconds} must be between 0.5 and 300")
         channels = self.fabric.channels if self.fabric is not None else ()
         for domain, targets in self.domain_targets:
             for t in targets:
@@ -196,6 +214,12 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if value in (None, "", "forever"):
                 return None
             return float(value)
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+                return str(value).lower() in ("true", "1", "yes", "on")
+            raise ValueError(value)
         bad = isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())
         if isinstance(default, int) and not bad:
             return int(value)

@@ -41,6 +41,8 @@ class Lane:
         On a store shared by several instances, ids are re-issued when another instance used the
         same clock sequence past this one's last ticks (the store refuses the batch, never a duplicate)."""
         for _ in range(8):
+            if self.issuer.clock_seq != self.store.clock_seq:  # a shared store moved this instance to another clock
+                self.issuer = ProofIdIssuer(self.store.clock_seq, self.store.last_ticks())
             issued = self.issuer.issue_batch(hashes, time.time_ns())
             try:
                 await self.store.add_batch(

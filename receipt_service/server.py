@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .anchors import AnchorBackend, LocalLedgerBackend
 from .anchors.fabric import FabricChannelBackend
+from .anchors.redis_ledger import RedisLedger
 from .app import MAX_LINE, init_app, ledger_key_doc
 from .auth import make_key
 from .config import FabricSettings, Settings
@@ -21,8 +22,10 @@ from .domains import DOMAINS
 from .fabric.evidence import BlockCache
 from .fabric.gateway import Endpoint, GatewayClient
 from .fabric.identity import Identity
+from .ledger import load_or_create_key
 from .service import Service
 from .stores.base import Store
+from .stores.redis import RedisLink, RedisStore, RedisTarget, open_redis_stores
 from .stores.sqlite import SQLiteStore, open_domain_stores
 
 log = logging.getLogger("receipt_service")
@@ -33,18 +36,46 @@ DEFAULT_KEY_FILE = "default-api-key"
 PUBLIC_KEY_FILE = "ledger-key.pub.json"
 
 
+def open_stores(settings: Settings) -> tuple[Store, dict[str, Store], RedisLink | None]:
+    """The v1 lane's store and one per domain: SQLite files in the data directory, or a shared Redis
+    (whose persistence settings are checked first)."""
+    if settings.store == "sqlite":
+        store = SQLiteStore(settings.data_dir)
+        return store, dict(open_domain_stores(settings.data_dir, store, DOMAINS)), None
+    link = RedisLink(RedisTarget.parse(settings.store), wait_replicas=settings.redis_wait_replicas)
+    try:
+        link.check_persistence(settings.redis_unsafe_persistence)
+        main, lanes = open_redis_stores(link, DOMAINS, lease_seconds=settings.lease_seconds)
+    except BaseException:
+        link.sync.close()
+        raise
+    return main, dict(lanes), link
+
+
+def open_key_store(settings: Settings) -> tuple[Store, Callable[[], None]]:
+    """The store that holds API keys (for ``receipt-service keys``), and how to close it."""
+    if settings.store == "sqlite":
+        store = SQLiteStore(settings.data_dir)
+        return store, store.close_sync
+    link = RedisLink(RedisTarget.parse(settings.store))
+    return RedisStore(link, take_clock=False), link.sync.close
+
+
 def open_service(settings: Settings) -> Service:
     """The store and anchor backends of a data directory, wired into a service."""
     data_dir = settings.data_dir
     private_dir(data_dir)
-    store = SQLiteStore(data_dir)
-    domain_stores = open_domain_stores(data_dir, store, DOMAINS)
-    ledger = LocalLedgerBackend(data_dir)
+    store, domain_stores, link = open_stores(settings)
+    closers: list[Callable[[], Awaitable[None]]] = []
+    shared = None
+    if link is not None:
+        closers.append(link.close)
+        shared = RedisLedger(link.sync, load_or_create_key(data_dir))
+    ledger = LocalLedgerBackend(data_dir, shared)
     backends: list[AnchorBackend] = [ledger]
     public = data_dir / PUBLIC_KEY_FILE  # what auditors pin; ledger-key.pem beside it is the private key
     public.write_text(json.dumps(ledger_key_doc(ledger), indent=2) + "\n")
     public.chmod(0o644)
-    closers: list[Callable[[], Awaitable[None]]] = []
     evidence = None
     if settings.fabric is not None:
         client = fabric_client(settings.fabric)

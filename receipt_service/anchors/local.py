@@ -1,4 +1,4 @@
-"""The embedded anchor target: the signed local ledger in the data directory."""
+"""The ``local`` anchor target: the signed ledger, in the data directory or (several instances) in Redis."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import asyncio
 import os
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from receipt_verifier.model import Anchor, PendingAnchor
 
 from ..errors import AnchorBackendError
 from ..ledger import LocalLedger, TreeRoot, to_anchor
 from .base import iso_now
+from .redis_ledger import RedisLedger
 
 
 class LocalLedgerBackend:
@@ -19,8 +22,8 @@ class LocalLedgerBackend:
     type = "local"
     concurrency = 1  # appends are serialised by the ledger anyway
 
-    def __init__(self, data_dir: Path) -> None:
-        self.ledger = LocalLedger(data_dir)
+    def __init__(self, data_dir: Path, shared: RedisLedger | None = None) -> None:
+        self.ledger: LocalLedger | RedisLedger = shared if shared is not None else LocalLedger(data_dir)
         self.target = f"local-{self.ledger.key_id}"
 
     async def anchor(self, root: TreeRoot) -> Anchor:
@@ -29,10 +32,18 @@ class LocalLedgerBackend:
             signed = await asyncio.to_thread(self.ledger.append, root, iso_now())
         except OSError as exc:
             raise AnchorBackendError(f"local ledger {self.ledger.path}: {exc.strerror or exc}") from None
+        except RedisError as exc:
+            raise AnchorBackendError(f"local ledger {self.ledger.path}: {exc}") from None
         return to_anchor(self.ledger.key_id, signed)
 
     async def ready(self) -> None:
-        """The ledger file must still be writable."""
+        """The ledger file must still be writable (a shared ledger must answer)."""
+        if isinstance(self.ledger, RedisLedger):
+            try:
+                await asyncio.to_thread(len, self.ledger)
+            except RedisError as exc:
+                raise AnchorBackendError(f"local ledger {self.ledger.path}: {exc}") from None
+            return
         path = self.ledger.path
         if not path.exists():
             raise AnchorBackendError(f"local ledger {path} has disappeared")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
@@ -22,6 +23,7 @@ from receipt_service.service import Service
 from receipt_service.stores.sqlite import SQLiteStore, open_domain_stores
 
 from .parties import SUBJECT, Party, event
+from .redisproc import RedisServer
 
 OPENAPI: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[2] / "receipt_service" / "openapi.json").read_text()
@@ -137,3 +139,20 @@ async def world(env: Env) -> World:
     w = World(env)
     await w.setup()
     return w
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server (AOF, fsync always) for the session; tests flush it before use."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied."""
+    client = redis.Redis(port=redis_server.port)
+    client.flushall()
+    client.close()
+    return redis_server.url

@@ -1,0 +1,137 @@
+"""Real redis-server processes for tests: one server or a local three-master cluster, killed and restarted at will."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+REDIS_SERVER = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
+
+
+def free_port() -> int:
+    """A free TCP port below the kernel's ephemeral range (so no outgoing connection takes it meanwhile)."""
+    for port in range(21000 + (time.time_ns() // 1000) % 9000, 31000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class RedisServer:
+    """One redis-server with its own directory; AOF with fsync always unless asked otherwise."""
+
+    dir: Path
+    port: int = 0
+    fsync: str = "always"
+    appendonly: str = "yes"
+    cluster: bool = False
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if REDIS_SERVER is None:
+            raise AssertionError("redis-server is not installed: ./run test installs Debian's redis-server")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        """Start (or restart from the directory's AOF) and wait until it answers."""
+        args = [
+            str(REDIS_SERVER),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--appendonly",
+            self.appendonly,
+            "--appendfsync",
+            self.fsync,
+            "--save",
+            "",
+            "--logfile",
+            str(self.dir / "redis.log"),
+        ]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.dir / "nodes.conf")]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    log = (self.dir / "redis.log").read_text() if (self.dir / "redis.log").exists() else ""
+                    raise AssertionError(f"redis-server did not start on {self.port}:\n{log[-2000:]}") from None
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def kill(self) -> None:
+        """kill -9."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop for good (kill -9 is enough: every acknowledged write is in the AOF)."""
+        self.kill()
+
+
+@dataclass
+class RedisCluster:
+    """Three masters, no replicas, slots spread by redis-cli."""
+
+    dir: Path
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    def start(self) -> RedisCluster:
+        self.nodes = [RedisServer(self.dir / f"node{i}", cluster=True).start() for i in range(3)]
+        subprocess.run(
+            [
+                str(REDIS_CLI),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        client = redis.Redis(port=self.nodes[0].port)
+        deadline = time.monotonic() + 30
+        while client.cluster("info").get("cluster_state") != "ok":
+            if time.monotonic() > deadline:
+                raise AssertionError("the Redis cluster did not reach state ok")
+            time.sleep(0.1)
+        client.close()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
