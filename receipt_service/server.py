@@ -9,6 +9,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -50,6 +51,12 @@ def open_stores(settings: Settings) -> tuple[Store, dict[str, Store], RedisLink 
         link.sync.close()
         raise
     return main, dict(lanes), link
+
+
+def _host(url: str) -> str:
+    """A store URL's host and port without its password (for logs)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 def open_key_store(settings: Settings) -> tuple[Store, Callable[[], None]]:
@@ -135,10 +142,14 @@ async def serve(
     ensure_default_key(service.store, settings.data_dir)  # only once the service could bind its address
     ledger = service.ledger()
     log.info(
-        "serving on http://%s:%d (data %s, window %.3gs, ledger key id %s)",
+        "serving on http://%s:%d (data %s, store %s, instance %s, window %.3gs, ledger key id %s)",
         settings.host,
         port,
         settings.data_dir,
+        "sqlite"
+        if settings.store == "sqlite"
+        else urlsplit(settings.store)._replace(netloc=_host(settings.store)).geturl(),
+        service.store.instance_id,
         settings.window_seconds,
         ledger.ledger.key_id if ledger else "-",
     )

@@ -251,6 +251,7 @@ class RedisLink:
 
     def __init__(self, target: RedisTarget, *, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
         self.target = target
+        self.instance_id = secrets.token_hex(4)  # this process, in lease values and window ids
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         if target.cluster and wait_replicas:
@@ -495,7 +496,7 @@ class RedisStore:
         self.link = link
         self.domain = domain
         self.lane = domain or V1_LANE
-        self.instance_id = secrets.token_hex(4)
+        self.instance_id = link.instance_id
         self.lease_ms = int(lease_seconds * 1000)
         self.clock_lease_ms = int(clock_lease_seconds * 1000)
         self.channel = self.k("changes")

@@ -38,9 +38,11 @@ def create_key(data_dir: Path, role: str | None = None, tenant: str = "crash-tes
 
 @contextmanager
 def server(
-    data_dir: Path, window: float, *extra: str, env: dict[str, str] | None = None
+    data_dir: Path, window: float, *extra: str, env: dict[str, str] | None = None, lines: list[str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """A ``receipt-service serve`` process on a free port (``env`` added to its environment); killed on exit."""
+    """A ``receipt-service serve`` process on a free port (``env`` added to its environment); killed on exit.
+
+    ``lines`` collects what it logs."""
     proc = subprocess.Popen(
         [*CLI, "serve", "--data-dir", str(data_dir), "--port", "0", "--window-seconds", str(window), *extra],
         env={**os.environ, **(env or {})},
@@ -54,12 +56,14 @@ def server(
         port = None
         while port is None and time.monotonic() < deadline:
             line = proc.stderr.readline()
+            if lines is not None:
+                lines.append(line)
             if not line:
                 raise AssertionError(f"server exited early with {proc.wait()}")
             m = _SERVING.search(line)
             port = m.group(1) if m else None
         assert port is not None, "server did not report its port"
-        drain = threading.Thread(target=_drain, args=(proc.stderr,), daemon=True)  # never block on a full pipe
+        drain = threading.Thread(target=_drain, args=(proc.stderr, lines), daemon=True)  # never block on a full pipe
         drain.start()
         yield proc, f"http://127.0.0.1:{port}"
     finally:
@@ -73,9 +77,10 @@ def server(
             proc.stderr.close()
 
 
-def _drain(stream: IO[str]) -> None:
-    for _ in stream:
-        pass
+def _drain(stream: IO[str], lines: list[str] | None) -> None:
+    for line in stream:
+        if lines is not None:
+            lines.append(line)
     stream.close()
 
 
