@@ -23,7 +23,7 @@ from receipt_service.service import Service
 from receipt_service.stores.sqlite import SQLiteStore, open_domain_stores
 
 from .parties import SUBJECT, Party, event
-from .redisproc import RedisServer
+from .redisproc import RedisCluster, RedisServer
 
 OPENAPI: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[2] / "receipt_service" / "openapi.json").read_text()
@@ -156,3 +156,21 @@ def redis_url(redis_server: RedisServer) -> str:
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A local three-master Redis Cluster for the session; tests flush it before use."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    """The session's cluster, emptied (every master)."""
+    for node in redis_cluster.nodes:
+        client = redis.Redis(port=node.port)
+        client.flushall()
+        client.close()
+    return redis_cluster.url

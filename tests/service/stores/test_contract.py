@@ -31,11 +31,12 @@ SUBJECT = "pseudonym-0000000000000001"
 Opener = Callable[..., Store]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     opened: list[Store] = []
     links: list[RedisLink] = []
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    url = {"redis": "redis_url", "redis-cluster": "redis_cluster_url"}.get(request.param)
+    url = request.getfixturevalue(url) if url else ""
 
     def make(domain: str | None = None) -> Store:
         store: Store
@@ -234,7 +235,7 @@ async def test_a_damaged_batch_is_refused(open_store: Opener, tmp_path: Path) ->
     if isinstance(store, RedisStore):
         key = store.k("batches")
         value = store.link.sync.hget(key, "1")
-        store.link.sync.hset(key, "1", value[:-40] + bytes([value[-40] ^ 1]) + value[-39:])
+        store.link.sync.hset(key, "1", value[:-40] + bytes([value[-40] ^ 1]) + value[-39:])  # one bit of a hash
     else:
         assert isinstance(store, SQLiteStore)
         store._w.execute("UPDATE batches SET hashes = ? WHERE first_seq = 1", (os.urandom(96),))

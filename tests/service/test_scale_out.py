@@ -1,0 +1,262 @@
+"""Several service processes on one Redis (and on a Redis Cluster): kill -9 any of them, or Redis itself,
+or pause the leader past its lease; every acknowledged hash is anchored once and verifies offline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import aiohttp
+import redis
+
+from receipt_service.ledger import load_or_create_key
+from receipt_verifier import AnchorPolicy, Verifier
+from receipt_verifier.ledger import parse_ledger_line, verify_chain
+
+from .procs import CLI, collect, ledger_public_key, server
+from .redisproc import RedisCluster, RedisServer
+
+_INSTANCE = re.compile(r"instance ([0-9a-f]{8})")
+LEASE = "1.0"
+
+
+class Instances:
+    """Service processes sharing one store URL and one ledger key, each restartable."""
+
+    def __init__(self, tmp: Path, url: str, n: int) -> None:
+        self.tmp, self.url = tmp, url
+        first = tmp / "i0"
+        first.mkdir()
+        load_or_create_key(first)
+        for i in range(1, n):
+            (tmp / f"i{i}").mkdir()
+            shutil.copy(first / "ledger-key.pem", tmp / f"i{i}" / "ledger-key.pem")  # every instance signs as one
+        self.stacks: list[ExitStack] = [ExitStack() for _ in range(n)]
+        self.procs: list[subprocess.Popen[str]] = []
+        self.bases: list[str] = []
+        self.logs: list[list[str]] = []
+        self.ids: list[str] = []
+        for i in range(n):
+            self.procs.append(None)
+            self.bases.append("")
+            self.logs.append([])
+            self.ids.append("")
+            self.start(i)
+
+    def start(self, i: int) -> None:
+        lines: list[str] = []
+        env = {"RECEIPT_SERVICE_STORE": self.url, "RECEIPT_SERVICE_LEASE_SECONDS": LEASE}
+        proc, base = self.stacks[i].enter_context(server(self.tmp / f"i{i}", 0.2, env=env, lines=lines))
+        match = _INSTANCE.search("".join(lines))
+        assert match is not None, "the serving line names the instance"
+        self.procs[i], self.bases[i], self.logs[i], self.ids[i] = proc, base, lines, match.group(1)
+
+    def kill(self, i: int) -> None:
+        self.procs[i].send_signal(signal.SIGKILL)
+        self.stacks[i].close()
+        self.stacks[i] = ExitStack()
+
+    def leader(self, client: redis.Redis) -> int | None:
+        value = client.get("{hr:v1}:leader")
+        if value is None:
+            return None
+        owner = value.decode().split(":")[0]
+        return self.ids.index(owner) if owner in self.ids else None
+
+    def close(self) -> None:
+        for stack in self.stacks:
+            stack.close()
+
+
+def token_for(url: str, data_dir: Path) -> str:
+    out = subprocess.run(
+        [*CLI, "keys", "create", "--tenant", "scale", "--store", url, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return out.stdout.strip()
+
+
+async def spread_load(
+    bases: list[str], token: str, acked: dict[str, str], stop: asyncio.Event, max_batch: int = 20
+) -> None:
+    """Workers posting to random instances until ``stop``; an error (instance or Redis down) is retried."""
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        while not stop.is_set():
+            base = random.choice(bases)
+            hashes = [os.urandom(32).hex() for _ in range(random.randint(1, max_batch))]
+            try:
+                async with http.post(f"{base}/hashes", json={"hashes": hashes}) as resp:
+                    if resp.status != 202:
+                        await asyncio.sleep(0.05)
+                        continue
+                    body = await resp.json()
+            except (TimeoutError, aiohttp.ClientError):
+                await asyncio.sleep(0.05)
+                continue
+            for item in body["hashes"]:
+                acked[item["proof_id"]] = item["hash"]
+
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}, timeout=timeout) as http:
+        await asyncio.gather(*(worker(http) for _ in range(4)))
+
+
+def check_everything_anchored_once(inst: Instances, client: redis.Redis, token: str, acked: dict[str, str]) -> None:
+    """Every acknowledged hash anchored and verified offline; trees contiguous, each anchored once; every
+    instance serves the same receipt."""
+    receipts = asyncio.run(collect(inst.bases[0], token, list(acked), timeout=120))
+    pub = ledger_public_key(inst.tmp / "i0")
+    verifier = Verifier([pub])
+    for proof_id, hash_hex in acked.items():
+        result = verifier.verify_policy(json.dumps(receipts[proof_id]), AnchorPolicy(), record_hash=hash_hex)
+        assert result.anchors[0].status.value == "verified", proof_id
+    sample = random.sample(sorted(acked), min(200, len(acked)))
+    for base in inst.bases[1:]:
+        assert asyncio.run(collect(base, token, sample, timeout=60)) == {p: receipts[p] for p in sample}
+
+    entries = [parse_ledger_line(line, n) for n, line in enumerate(client.lrange("{hr:ledger}:lines", 0, -1), 1)]
+    verify_chain(entries, pub)
+    trees = [(e.entry.window_id, e.entry.tree_index) for e in entries]
+    assert len(trees) == len(set(trees)), "a tree was anchored twice"
+    stored = int(client.hget("{hr:v1}:meta", "next_seq") or 0)
+    assert sum(e.entry.tree_size for e in entries) == stored >= len(acked), "a range was anchored twice or not at all"
+    ranges = sorted((d["first_seq"], d["last_seq"]) for d in map(json.loads, client.hvals("{hr:v1}:trees")))
+    assert ranges[0][0] == 1 and ranges[-1][1] == stored
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges)), "trees overlap or leave a gap"
+    assert int(client.zcard("{hr:v1}:open")) == 0
+
+
+@contextlib.contextmanager
+def instances(tmp: Path, url: str, n: int) -> Iterator[Instances]:
+    inst = Instances(tmp, url, n)
+    try:
+        yield inst
+    finally:
+        inst.close()
+
+
+def _wait_for_leader(inst: Instances, client: redis.Redis, not_: int | None = None, timeout: float = 15) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        who = inst.leader(client)
+        if who is not None and who != not_:
+            return who
+        time.sleep(0.1)
+    raise AssertionError("no instance took the lead")
+
+
+def test_kill_9_of_leader_follower_and_redis_loses_nothing(tmp_path: Path) -> None:
+    redis_server = RedisServer(tmp_path / "redis").start()
+    client = redis.Redis(port=redis_server.port)
+    token = token_for(redis_server.url, tmp_path)
+    acked: dict[str, str] = {}
+    try:
+        with instances(tmp_path, redis_server.url, 3) as inst:
+
+            async def run() -> list[tuple[str, int]]:
+                stop = asyncio.Event()
+                load = asyncio.create_task(spread_load(inst.bases, token, acked, stop))
+                done = []
+                for victim in ["leader", "follower", "redis"] * 2:
+                    await asyncio.sleep(1.5)
+                    before = len(acked)
+                    if victim == "redis":
+                        redis_server.kill()
+                        await asyncio.sleep(1.0)
+                        await asyncio.to_thread(redis_server.start)  # from its AOF
+                    else:
+                        leader = await asyncio.to_thread(_wait_for_leader, inst, client)
+                        i = leader if victim == "leader" else (leader + 1) % 3
+                        await asyncio.to_thread(inst.kill, i)
+                        if victim == "leader":  # another instance takes over within the lease
+                            await asyncio.to_thread(_wait_for_leader, inst, client, leader)
+                        await asyncio.to_thread(inst.start, i)
+                    done.append((victim, len(acked) - before))
+                await asyncio.sleep(1.0)
+                stop.set()
+                await load
+                return done
+
+            rounds = asyncio.run(run())
+            assert all(n > 0 for _, n in rounds), f"the load stalled in a round: {rounds}"
+            assert int(client.hget("{hr:v1}:meta", "fence") or 0) >= 3, "the lead did not change hands twice"
+            check_everything_anchored_once(inst, client, token, acked)
+    finally:
+        client.close()
+        redis_server.stop()
+
+
+def test_a_paused_leader_neither_commits_nor_anchors_a_second_time(tmp_path: Path) -> None:
+    redis_server = RedisServer(tmp_path / "redis").start()
+    client = redis.Redis(port=redis_server.port)
+    token = token_for(redis_server.url, tmp_path)
+    acked: dict[str, str] = {}
+    try:
+        with instances(tmp_path, redis_server.url, 2) as inst:
+            old = _wait_for_leader(inst, client)
+
+            async def run() -> int:
+                stop = asyncio.Event()
+                load = asyncio.create_task(spread_load(inst.bases, token, acked, stop))
+                await asyncio.sleep(1.0)
+                inst.procs[old].send_signal(signal.SIGSTOP)  # past its lease: the other takes over
+                new = await asyncio.to_thread(_wait_for_leader, inst, client, old)
+                await asyncio.sleep(1.5)
+                inst.procs[old].send_signal(signal.SIGCONT)
+                await asyncio.sleep(2.0)
+                stop.set()
+                await load
+                return new
+
+            new = asyncio.run(run())
+            assert new != old
+            log = "".join(inst.logs[old])
+            assert "no longer leads" in log or "another instance leads now" in log, log[-3000:]
+            check_everything_anchored_once(inst, client, token, acked)
+    finally:
+        client.close()
+        redis_server.stop()
+
+
+def test_on_a_redis_cluster_a_killed_leader_loses_nothing(tmp_path: Path) -> None:
+    cluster = RedisCluster(tmp_path / "cluster").start()
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+    token = token_for(cluster.url, tmp_path)
+    acked: dict[str, str] = {}
+    try:
+        with instances(tmp_path, cluster.url, 2) as inst:
+
+            async def run() -> None:
+                stop = asyncio.Event()
+                load = asyncio.create_task(spread_load(inst.bases, token, acked, stop))
+                await asyncio.sleep(1.5)
+                leader = await asyncio.to_thread(_wait_for_leader, inst, client)
+                await asyncio.to_thread(inst.kill, leader)
+                await asyncio.to_thread(_wait_for_leader, inst, client, leader)
+                await asyncio.to_thread(inst.start, leader)
+                await asyncio.sleep(1.5)
+                stop.set()
+                await load
+
+            asyncio.run(run())
+            assert len(acked) > 500
+            check_everything_anchored_once(inst, client, token, acked)
+    finally:
+        client.close()
+        cluster.stop()
