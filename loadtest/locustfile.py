@@ -2,6 +2,10 @@
 
     RECEIPT_API_KEY=hrk_... locust -f loadtest/locustfile.py --host http://127.0.0.1:8080
     python loadtest/run_locust.py        # starts a service, runs headless, writes CSV + HTML to loadtest/out/
+    python loadtest/run_locust.py --instances 3    # three instances on one Redis, users spread over them
+
+RECEIPT_HOSTS=url1,url2,... spreads the users over several instances (each user keeps one); receipts
+submitted through one instance are fetched through others.
 
 Users:
 - WearableSync: a phone app syncing a wearable, posting batches of 50-500 reading hashes.
@@ -19,6 +23,9 @@ from locust import HttpUser, between, task
 
 KEY = os.environ.get("RECEIPT_API_KEY", "")
 HEADERS = {"Authorization": f"Bearer {KEY}"}
+
+HOSTS = [h for h in os.environ.get("RECEIPT_HOSTS", "").split(",") if h]
+_next_host = 0
 
 # proof ids seen by any user of this locust process (auditors read from it)
 SEEN: deque[str] = deque(maxlen=50_000)
@@ -40,7 +47,19 @@ def _submit(user: HttpUser, n: int, name: str) -> None:
             resp.failure(f"{resp.status_code}: {resp.text[:200]}")
 
 
-class WearableSync(HttpUser):
+class SpreadUser(HttpUser):
+    """A user that keeps one of RECEIPT_HOSTS (round robin), or the --host."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        global _next_host
+        if HOSTS:
+            self.client.base_url = HOSTS[_next_host % len(HOSTS)]
+            _next_host += 1
+
+
+class WearableSync(SpreadUser):
     """Posts a batch of readings every few seconds."""
 
     weight = 3
@@ -51,7 +70,7 @@ class WearableSync(HttpUser):
         _submit(self, random.randint(50, 500), "POST /hashes (batch)")
 
 
-class ClinicSystem(HttpUser):
+class ClinicSystem(SpreadUser):
     """One hash per saved record; sometimes waits for the receipt."""
 
     weight = 5
@@ -72,7 +91,7 @@ class ClinicSystem(HttpUser):
             )
 
 
-class Auditor(HttpUser):
+class Auditor(SpreadUser):
     """Checks receipts in bulk."""
 
     weight = 1

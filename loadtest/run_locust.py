@@ -1,6 +1,7 @@
 """Start a service on a temporary data directory and run the locust users against it, headless.
 
     python loadtest/run_locust.py --users 60 --spawn-rate 20 --run-time 30s
+    python loadtest/run_locust.py --instances 3     # a redis-server and three instances on it
 
 Writes loadtest/out/locust_stats.csv (and the other locust CSVs) and loadtest/out/locust_report.html.
 """
@@ -11,11 +12,29 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from loadclient import local_server
+from scale_out import instances, redis_server
 
 HERE = Path(__file__).resolve().parent
+
+
+@contextmanager
+def services(n: int, window: float) -> Iterator[tuple[list[str], str]]:
+    """One service on SQLite, or ``n`` instances on a redis-server this starts; (urls, key)."""
+    if n == 1:
+        with local_server(window) as (url, key):
+            yield [url], key
+        return
+    with tempfile.TemporaryDirectory(prefix="receipt-locust-") as tmp:
+        (Path(tmp) / "redis").mkdir()
+        with redis_server(Path(tmp) / "redis") as store, instances(Path(tmp), store, n, window) as (urls, key):
+            print(f"{n} instances on {store}: {', '.join(urls)}", file=sys.stderr)
+            yield urls, key
 
 
 def main() -> int:
@@ -25,9 +44,11 @@ def main() -> int:
     p.add_argument("--run-time", default="30s")
     p.add_argument("--window", type=float, default=1.0)
     p.add_argument("--out", type=Path, default=HERE / "out")
+    p.add_argument("--instances", type=int, default=1, help="more than 1: that many instances on one redis-server")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    with local_server(args.window) as (url, key):
+    with services(args.instances, args.window) as (urls, key):
+        url = urls[0]
         cmd = [
             sys.executable,
             "-m",
@@ -50,7 +71,8 @@ def main() -> int:
             "--only-summary",
         ]
         print("running:", " ".join(cmd[2:]), file=sys.stderr)
-        rc = subprocess.run(cmd, env={**os.environ, "RECEIPT_API_KEY": key}, check=False).returncode
+        env = {**os.environ, "RECEIPT_API_KEY": key, "RECEIPT_HOSTS": ",".join(urls)}
+        rc = subprocess.run(cmd, env=env, check=False).returncode
     print(f"CSV: {args.out}/locust_stats.csv  HTML: {args.out}/locust_report.html", file=sys.stderr)
     return rc
 

@@ -69,6 +69,7 @@ def make_lane(
         retry_max_seconds=s.anchor_retry_max_seconds,
         retention_seconds=None if s.retention_days is None else s.retention_days * 86400,
     )
+    agg.lease_check_seconds = s.lease_seconds / 3  # a leader renews its lease well before it runs out
     return Lane(domain, store, agg, ProofReader(agg), ProofIdIssuer(store.clock_seq, store.last_ticks()))
 
 

@@ -22,6 +22,7 @@ from .trees import PackedTree
 from .windows import Aggregator
 
 WaitFor = Literal["aggregated", "anchored"]
+RECHECK_SECONDS = 2.0  # a long poll re-reads its receipt this often even if no wake-up came (a lost message)
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,8 @@ class ProofReader:
             if found is None or _reached(found.receipt, until):
                 self.agg.waiters.discard(seq, fut)
                 return found
-            try:
-                await asyncio.wait_for(fut, remaining)
+            try:  # woken by this instance or, through the store's watch, another; re-read now and then anyway
+                await asyncio.wait_for(fut, min(remaining, RECHECK_SECONDS))
             except TimeoutError:
                 self.agg.waiters.discard(seq, fut)
         return found

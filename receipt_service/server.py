@@ -149,7 +149,7 @@ async def serve(
         "sqlite"
         if settings.store == "sqlite"
         else urlsplit(settings.store)._replace(netloc=_host(settings.store)).geturl(),
-        service.store.instance_id,
+        service.store.token if isinstance(service.store, RedisStore) else service.store.instance_id,
         settings.window_seconds,
         ledger.ledger.key_id if ledger else "-",
     )

@@ -65,6 +65,10 @@ class RedisLedger:
     def __len__(self) -> int:
         return int(self._client.llen(KEYS[0]))
 
+    def lines(self) -> list[bytes]:
+        """The ledger as the lines of a ledger file (what an auditor exports and checks)."""
+        return [bytes(line) for line in self._client.lrange(KEYS[0], 0, -1)]
+
     def entries(self) -> list[SignedEntry]:
         """Every entry, oldest first (parsed, not re-verified: ``verify_chain`` does that)."""
         lines = self._client.lrange(KEYS[0], 0, -1)

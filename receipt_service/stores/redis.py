@@ -251,7 +251,7 @@ class RedisLink:
 
     def __init__(self, target: RedisTarget, *, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
         self.target = target
-        self.instance_id = secrets.token_hex(4)  # this process, in lease values and window ids
+        self.token = secrets.token_hex(4)  # this process: the owner named in lease values
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         if target.cluster and wait_replicas:
@@ -496,7 +496,7 @@ class RedisStore:
         self.link = link
         self.domain = domain
         self.lane = domain or V1_LANE
-        self.instance_id = link.instance_id
+        self.token = link.token
         self.lease_ms = int(lease_seconds * 1000)
         self.clock_lease_ms = int(clock_lease_seconds * 1000)
         self.channel = self.k("changes")
@@ -509,6 +509,8 @@ class RedisStore:
             for field, value in (("next_seq", 0), ("watermark", 0), ("purged_upto", 0), ("events", 0), ("fence", 0)):
                 s.hsetnx(meta, field, value)
             s.hsetnx(meta, "domain", self.lane)
+            s.hsetnx(meta, "lane_id", secrets.token_hex(4))  # window ids: "<lane id>-<first seq>", unique per lane
+            self.instance_id = s.hget(meta, "lane_id").decode()
             stored = s.hget(meta, "domain").decode()
             if stored != self.lane:
                 raise StoreError(f"Redis lane {self.lane}: its keys hold the lane {stored!r}")
@@ -526,7 +528,7 @@ class RedisStore:
     def _take_clock(self) -> tuple[int, int]:
         """A clock sequence for this instance: a free one of the lane's, else a new one; with its last ticks."""
         s = self.link.sync
-        token = self.instance_id
+        token = self.token
         for raw in sorted(s.hkeys(self.k("clocks"))):
             cs = int(raw)
             if cs not in self._avoid and s.set(self.k(f"clock:{cs}"), token, nx=True, px=self.clock_lease_ms):
@@ -565,7 +567,7 @@ class RedisStore:
     async def lead(self) -> bool:
         """Take or renew the lane's leader lease (and this instance's clock lease); True while leading."""
         keys = [self.k("leader"), self.k("meta"), self.k(f"clock:{self.clock_seq}")]
-        args = [self.instance_id, self.lease_ms, self._lease or "", self.clock_lease_ms]
+        args = [self.token, self.lease_ms, self._lease or "", self.clock_lease_ms]
         lease, clock_ours = await self.link.run("lead", keys, args)
         self._lease = lease.decode() if lease else None
         if not clock_ours:  # paused past the clock lease and another instance took it: move to a fresh one
@@ -805,18 +807,18 @@ class RedisStore:
     async def anchored_windows(self, before: str) -> list[TreeRecord]:
         """Trees with heads whose window ended at or before ``before`` (RFC 3339), newest first (up to 64)."""
         out: list[TreeRecord] = []
-        stop = -1
+        offset = 0
         while len(out) < 64:
-            try:
-                keys = await self.link.client.zrevrange(self.k("tree-seqs"), stop - _PAGE + 1, stop)
+            try:  # newest first
+                keys = await self.link.client.zrevrange(self.k("tree-seqs"), offset, offset + _PAGE - 1)
             except RedisError as exc:
                 raise StoreError(f"Redis: {exc}") from None
             if not keys:
                 break
-            for tree, _ in reversed(await self._trees(keys)):
+            for tree, _ in await self._trees(keys):
                 if tree.heads_root is not None and tree.window_end <= before and len(out) < 64:
                     out.append(tree)
-            stop -= _PAGE
+            offset += _PAGE
         out.sort(key=lambda t: (-t.last_seq, t.tree_index))
         return out
 

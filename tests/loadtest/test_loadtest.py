@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -44,7 +46,9 @@ def test_load_client_runs_every_phase(tmp_path: Path) -> None:
         assert int(r["requests"]) > 0 and int(r["errors"]) == 0
 
 
-def test_locust_users_run_headless(tmp_path: Path) -> None:
+@pytest.mark.parametrize("instances", [1, 3])
+def test_locust_users_run_headless(tmp_path: Path, instances: int) -> None:
+    """On one SQLite service, and spread over three instances on one Redis (receipts read across them)."""
     subprocess.run(
         [
             sys.executable,
@@ -59,6 +63,8 @@ def test_locust_users_run_headless(tmp_path: Path) -> None:
             "0.2",
             "--out",
             str(tmp_path),
+            "--instances",
+            str(instances),
         ],
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""A real service (SQLite store, local ledger) behind aiohttp's test client, plus OpenAPI checks."""
+"""A real service (SQLite or Redis store, local ledger) behind aiohttp's test client, plus OpenAPI checks."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
 from receipt_service.anchors import LocalLedgerBackend
+from receipt_service.anchors.redis_ledger import RedisLedger
 from receipt_service.app import MAX_LINE, init_app
 from receipt_service.auth import make_key
 from receipt_service.config import Settings
 from receipt_service.domains import DOMAINS, Role
+from receipt_service.ledger import load_or_create_key
 from receipt_service.service import Service
+from receipt_service.stores.base import Store
+from receipt_service.stores.redis import RedisLink, RedisTarget, open_redis_stores
 from receipt_service.stores.sqlite import SQLiteStore, open_domain_stores
 
 from .parties import SUBJECT, Party, event
@@ -71,20 +75,44 @@ class Env:
 Factory = Callable[..., Awaitable[Env]]
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Service tests run on the SQLite store and on the Redis store (``sqlite_only``: tests of SQLite files)."""
+    if "store_kind" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        metafunc.parametrize("store_kind", ["sqlite"] if only else ["sqlite", "redis"])
+
+
 @pytest.fixture
 async def make_env(
-    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+    store_kind: str,
+    request: pytest.FixtureRequest,
 ) -> Factory:
     async def make(**overrides: Any) -> Env:
         settings = replace(Settings(data_dir=tmp_path, window_seconds=0.05), **overrides).check()
-        store = SQLiteStore(tmp_path)
+        store: Store
+        lanes: dict[str, Store]
+        backend: LocalLedgerBackend
+        closers: list[Callable[[], Awaitable[None]]] = []
+        if store_kind == "redis":
+            url = request.getfixturevalue("redis_url")
+            settings = replace(settings, store=url)
+            link = RedisLink(RedisTarget.parse(url))
+            closers.append(link.close)  # at the app's cleanup, after its windows drained
+            store, redis_lanes = open_redis_stores(link, DOMAINS, lease_seconds=settings.lease_seconds)
+            lanes = dict(redis_lanes)
+            backend = LocalLedgerBackend(tmp_path, RedisLedger(link.sync, load_or_create_key(tmp_path)))
+        else:
+            store = SQLiteStore(tmp_path)
+            lanes = dict(open_domain_stores(tmp_path, store, DOMAINS))
+            backend = LocalLedgerBackend(tmp_path)
         tokens = {}
         for name, (tenant, scopes, role) in KEYS.items():
             key = make_key(tenant, frozenset(scopes.split(",")), role)
             store.create_api_key(key.record)
             tokens[name] = key.token
-        lanes = open_domain_stores(tmp_path, store, DOMAINS)
-        service = Service(settings, store, [LocalLedgerBackend(tmp_path)], domain_stores=lanes)
+        service = Service(settings, store, [backend], domain_stores=lanes, closers=closers)
         server = TestServer(init_app(service))
         await server.start_server(
             max_line_size=MAX_LINE, max_field_size=MAX_LINE

@@ -263,6 +263,7 @@ async def test_unknown_route_and_method_are_problems(env: Env) -> None:
     assert "POST" in body["detail"]
 
 
+@pytest.mark.sqlite_only
 async def test_corrupted_row_is_reported_not_served(env: Env) -> None:
     (item,) = await env.submit(_hashes(1))
     conn = sqlite3.connect(env.data_dir / DB_FILE)
@@ -284,11 +285,13 @@ async def test_health_ready_metrics_openapi(env: Env) -> None:
     assert "clinic-a" not in text  # /metrics needs no key: it names no tenant
     assert 'receipt_http_requests_total{route="/hashes",status="202"} 1.0' in text
     assert "receipt_window_leaves_count" in text and "receipt_backlog_hashes 0.0" in text
+    assert f"receipt_leading_lanes {len(env.service.lanes.all)}.0" in text  # alone on its store: it leads them all
     doc = await (await env.client.get("/openapi.json")).json()
     assert doc == OPENAPI
     validate_openapi(doc)
 
 
+@pytest.mark.sqlite_only  # a ledger file
 async def test_readyz_fails_when_the_ledger_is_gone(env: Env) -> None:
     ledger = env.service.ledger()
     assert ledger is not None
@@ -355,6 +358,7 @@ async def test_batch_chainpoint_export_lists_receipts_not_anchored_yet(make_env:
     assert [d["proof_id"] for d in body["receipts"]] == [i["proof_id"] for i in items] and body["not_anchored"] == []
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     ("tamper", "words"),
     [
@@ -378,6 +382,7 @@ async def test_a_damaged_stored_anchor_is_reported_not_served(env: Env, tamper: 
     assert words in body["detail"]
 
 
+@pytest.mark.sqlite_only
 async def test_a_window_that_cannot_close_makes_readyz_fail(make_env: Factory) -> None:
     env = await make_env(window_seconds=3600)
     await env.submit(_hashes(1))

@@ -23,10 +23,10 @@ import redis
 
 from receipt_service.ledger import load_or_create_key
 from receipt_verifier import AnchorPolicy, Verifier
-from receipt_verifier.ledger import parse_ledger_line, verify_chain
+from receipt_verifier.ledger import iter_ledger, parse_ledger_line, verify_chain
 
 from .procs import CLI, collect, ledger_public_key, server
-from .redisproc import RedisCluster, RedisServer
+from .redisproc import REDIS_CLI, RedisCluster, RedisServer
 
 _INSTANCE = re.compile(r"instance ([0-9a-f]{8})")
 LEASE = "1.0"
@@ -226,6 +226,13 @@ def test_a_paused_leader_neither_commits_nor_anchors_a_second_time(tmp_path: Pat
 
             new = asyncio.run(run())
             assert new != old
+            # an auditor exports the shared ledger with redis-cli and checks it like a ledger file
+            exported = subprocess.run(
+                [str(REDIS_CLI), "-p", str(redis_server.port), "--raw", "LRANGE", "{hr:ledger}:lines", "0", "-1"],
+                capture_output=True,
+                check=True,
+            ).stdout
+            verify_chain(list(iter_ledger(exported.splitlines())), ledger_public_key(tmp_path / "i1"))
             log = "".join(inst.logs[old])
             assert "no longer leads" in log or "another instance leads now" in log, log[-3000:]
             check_everything_anchored_once(inst, client, token, acked)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,27 @@ async def test_subject_logs_heads_and_frontiers(open_store: Opener) -> None:
     assert await store.subject_heads() == {SUBJECT: (5, head.root)}
     assert await store.subject_heads(upto=trees[-1].last_seq) == {SUBJECT: (5, head.root)}
     assert await store.subject_heads(upto=trees[-1].last_seq - 1) == {}
+
+
+async def test_anchored_windows_are_listed_newest_first_up_to_a_time(open_store: Opener) -> None:
+    store = open_store("medical-history")
+    assert await store.lead()
+    issuer = ProofIdIssuer(store.clock_seq, store.last_ticks())
+    ends = []
+    for w in range(5):
+        await store.add_batch(_batch(issuer, 2))
+        spans = await store.backlog(100)
+        end = f"2026-01-01T00:00:0{w}Z"
+        trees = [
+            replace(t, window_end=end, heads_root=bytes([w]) * 32, heads_size=w)
+            for t in _trees(spans, window=f"w-{w}", domain="medical-history")
+        ]
+        await store.commit_window(trees, ["local-x"])
+        ends.append(end)
+    found = await store.anchored_windows("2026-01-01T00:00:03Z")
+    assert [t.window_id for t in found] == ["w-3", "w-2", "w-1", "w-0"]
+    assert found[0].heads_root == bytes([3]) * 32 and found[0].heads_size == 3
+    assert await store.anchored_windows("2025-12-31T00:00:00Z") == []
 
 
 async def test_subjects_keys_and_access_events(open_store: Opener) -> None:
