@@ -17,15 +17,18 @@ REDIS_CLI = shutil.which("redis-cli")
 
 
 def free_port() -> int:
-    """A free TCP port below the kernel's ephemeral range (so no outgoing connection takes it meanwhile)."""
-    for port in range(21000 + (time.time_ns() // 1000) % 9000, 31000):
+    """A free TCP port in 21000-26999: below the Fabric test network's ports (27050 on) and the kernel's
+    ephemeral range (so neither a stopped Fabric node nor an outgoing connection takes it meanwhile)."""
+    start = (time.time_ns() // 1000) % 6000
+    for k in range(6000):
+        port = 21000 + (start + k) % 6000
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
         return port
-    raise RuntimeError("no free port")
+    raise RuntimeError("no free port in 21000-26999")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class RedisServer:
     fsync: str = "always"
     appendonly: str = "yes"
     cluster: bool = False
+    replica_of: int = 0  # the port of a primary to replicate
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +72,8 @@ class RedisServer:
             "--logfile",
             str(self.dir / "redis.log"),
         ]
+        if self.replica_of:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.dir / "nodes.conf")]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from receipt_service.windows import tree_records
 from receipt_verifier.errors import LedgerError
 from receipt_verifier.ledger import verify_chain
 
+from .. import procs
+from ..procs import CLI
 from ..redisproc import RedisServer
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"
@@ -72,6 +75,46 @@ async def test_a_redis_that_could_lose_writes_is_refused(
         await link.close()
     finally:
         server.stop()
+
+
+def test_serve_refuses_such_a_redis_naming_the_setting(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", fsync="everysec").start()
+    try:
+        cmd = [*CLI, "serve", "--store", server.url, "--data-dir", str(tmp_path / "data"), "--port", "0"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 1
+        assert "appendfsync is 'everysec', needs 'always'" in out.stderr and "redis_unsafe_persistence" in out.stderr
+        lines: list[str] = []
+        env = {"RECEIPT_SERVICE_STORE": server.url, "RECEIPT_SERVICE_REDIS_UNSAFE_PERSISTENCE": "true"}
+        with procs.server(tmp_path / "data", 0.2, env=env, lines=lines):  # the operator opted out: it serves
+            pass
+        assert any("can be lost on a crash" in line for line in lines)
+    finally:
+        server.stop()
+
+
+async def test_writes_wait_for_replicas_when_asked(tmp_path: Path) -> None:
+    primary = RedisServer(tmp_path / "primary").start()
+    replica = RedisServer(tmp_path / "replica", replica_of=primary.port).start()
+    try:
+        client = redis.Redis(port=primary.port)
+        for _ in range(100):
+            if client.info("replication").get("slave0", {}).get("state") == "online":
+                break
+            await asyncio.sleep(0.1)
+        link = RedisLink(RedisTarget.parse(primary.url), wait_replicas=1, wait_timeout_ms=500)
+        store = RedisStore(link)
+        issuer = ProofIdIssuer(store.clock_seq, store.last_ticks())
+        assert await store.add_batch(_batch(issuer, 3)) == 1
+        assert redis.Redis(port=replica.port).hget(store.k("batches"), "1") is not None  # on the replica already
+        replica.kill()
+        with pytest.raises(StoreError, match="only 0 of 1 Redis replicas"):
+            await store.add_batch(_batch(issuer, 3))
+        await link.close()
+        client.close()
+    finally:
+        replica.stop()
+        primary.stop()
 
 
 async def test_a_leader_paused_past_its_lease_cannot_commit(redis_url: str) -> None:
