@@ -249,7 +249,9 @@ class ScriptRefusedError(StoreError):
 class RedisLink:
     """The connections every lane shares: async for requests, sync for administration and start-up."""
 
-    def __init__(self, target: RedisTarget, *, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
+    def __init__(
+        self, target: RedisTarget, *, wait_replicas: int = 0, wait_timeout_ms: int = 1000, timeout_seconds: float = 10.0
+    ) -> None:
         self.target = target
         self.token = secrets.token_hex(4)  # this process: the owner named in lease values
         self.wait_replicas = wait_replicas
@@ -258,13 +260,20 @@ class RedisLink:
             raise ConfigError("redis_wait_replicas is not supported on a Redis Cluster (WAIT has no key to route by)")
         self.client: Any
         self.sync: Any
+        # a Redis that stops answering fails requests (503) after this long instead of holding them
+        read, connect = timeout_seconds, min(5.0, timeout_seconds)
         if target.cluster:
-            parts = urlsplit(target.url)
-            self.client = AsyncCluster(host=parts.hostname, port=parts.port or 6379, password=parts.password)
-            self.sync = SyncCluster(host=parts.hostname, port=parts.port or 6379, password=parts.password)
+            p = urlsplit(target.url)
+            host, port, password = p.hostname, p.port or 6379, p.password
+            self.client = AsyncCluster(
+                host=host, port=port, password=password, socket_timeout=read, socket_connect_timeout=connect
+            )
+            self.sync = SyncCluster(
+                host=host, port=port, password=password, socket_timeout=read, socket_connect_timeout=connect
+            )
         else:
-            self.client = aredis.Redis.from_url(target.url)
-            self.sync = redis.Redis.from_url(target.url)
+            self.client = aredis.Redis.from_url(target.url, socket_timeout=read, socket_connect_timeout=connect)
+            self.sync = redis.Redis.from_url(target.url, socket_timeout=read, socket_connect_timeout=connect)
         self.scripts = {name: self.client.register_script(body) for name, body in _SCRIPTS.items()}
         self.sync_scripts = {name: self.sync.register_script(body) for name, body in _SCRIPTS.items()}
 
@@ -585,10 +594,13 @@ class RedisStore:
 
     async def watch(self, wake: Callable[[int, int], None]) -> None:
         """Wake local waiters on every commit and anchor any instance publishes, until cancelled."""
-        client = self.link.client
+        # its own connection, without the read timeout (it idles between messages), pinged now and then
+        client: Any
         if self.link.target.cluster:  # a cluster broadcasts PUBLISH: any node's subscription sees it
-            node = client.get_random_node()
-            client = aredis.Redis(host=node.host, port=node.port)
+            node = self.link.client.get_random_node()
+            client = aredis.Redis(host=node.host, port=node.port, health_check_interval=15)
+        else:
+            client = aredis.Redis.from_url(self.link.target.url, health_check_interval=15)
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(self.channel)
@@ -601,8 +613,7 @@ class RedisStore:
             raise StoreError(f"Redis subscription: {exc}") from None
         finally:
             await pubsub.aclose()
-            if client is not self.link.client:
-                await client.aclose()
+            await client.aclose()
 
     # ------------------------------------------------------------------ submissions
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,25 @@ async def test_writes_wait_for_replicas_when_asked(tmp_path: Path) -> None:
     finally:
         replica.stop()
         primary.stop()
+
+
+async def test_a_redis_that_stops_answering_fails_requests_instead_of_holding_them(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path).start()
+    link = RedisLink(RedisTarget.parse(server.url), timeout_seconds=0.5)
+    try:
+        store = RedisStore(link)
+        issuer = ProofIdIssuer(store.clock_seq, store.last_ticks())
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        with pytest.raises(StoreError, match="Redis"):
+            await store.add_batch(_batch(issuer, 2))
+        assert time.monotonic() - t0 < 5
+        server.proc.send_signal(signal.SIGCONT)
+        assert await store.add_batch(_batch(issuer, 2)) >= 1  # and works again once it answers
+    finally:
+        await link.close()
+        server.stop()
 
 
 async def test_a_leader_paused_past_its_lease_cannot_commit(redis_url: str) -> None:
