@@ -79,6 +79,34 @@ class TreeRoot:
     heads_size: int | None = None
 
 
+def ledger_entry(root: TreeRoot, seq: int, prev: str, now: str) -> LedgerEntry:
+    """The ledger entry anchoring ``root`` at position ``seq`` after the entry hashing to ``prev``."""
+    return LedgerEntry(
+        seq=seq,
+        prev=prev,
+        window_id=root.window_id,
+        tree_index=root.tree_index,
+        tree_size=root.tree_size,
+        root=root.root,
+        window_start=root.window_start,
+        window_end=root.window_end,
+        time=now,
+        domain=root.domain if root.heads_root is not None else None,
+        heads_root=root.heads_root,
+        heads_size=root.heads_size,
+    )
+
+
+def same_tree(existing: SignedEntry, root: TreeRoot) -> SignedEntry:
+    """The entry already anchoring this tree, if it is for the same root (``ConflictError`` if not)."""
+    if existing.entry.root != root.root or existing.entry.tree_size != root.tree_size:
+        raise ConflictError(
+            f"window {root.window_id} tree {root.tree_index} is already anchored with root"
+            f" {existing.entry.root}; refusing a different root {root.root}"
+        )
+    return existing
+
+
 def to_anchor(key_id_hex: str, signed: SignedEntry) -> LocalAnchor:
     """The receipt anchor for a ledger entry."""
     return LocalAnchor(
@@ -135,26 +163,8 @@ class LocalLedger:
         with self._lock:
             existing = self._by_tree.get((root.window_id, root.tree_index))
             if existing is not None:
-                if existing.entry.root != root.root or existing.entry.tree_size != root.tree_size:
-                    raise ConflictError(
-                        f"window {root.window_id} tree {root.tree_index} is already anchored with root"
-                        f" {existing.entry.root}; refusing a different root {root.root}"
-                    )
-                return existing
-            entry = LedgerEntry(
-                seq=len(self._entries),
-                prev=self._head,
-                window_id=root.window_id,
-                tree_index=root.tree_index,
-                tree_size=root.tree_size,
-                root=root.root,
-                window_start=root.window_start,
-                window_end=root.window_end,
-                time=now,
-                domain=root.domain if root.heads_root is not None else None,
-                heads_root=root.heads_root,
-                heads_size=root.heads_size,
-            )
+                return same_tree(existing, root)
+            entry = ledger_entry(root, len(self._entries), self._head, now)
             signed = SignedEntry(entry, sign_entry(self._key, entry))
             with open(self.path, "ab") as f:
                 f.write(signed.to_json().encode("ascii") + b"\n")

@@ -17,10 +17,9 @@ from redis.exceptions import RedisError
 
 from receipt_verifier.errors import LedgerError
 from receipt_verifier.ledger import GENESIS_PREV, SignedEntry, entry_hash, key_id, parse_ledger_line, sign_entry
-from receipt_verifier.model import LedgerEntry
 
-from ..errors import AnchorBackendError, ConflictError
-from ..ledger import TreeRoot
+from ..errors import AnchorBackendError
+from ..ledger import TreeRoot, ledger_entry, same_tree
 
 KEYS = ("{hr:ledger}:lines", "{hr:ledger}:trees", "{hr:ledger}:head", "{hr:ledger}:key")
 
@@ -82,31 +81,12 @@ class RedisLedger:
             pipe.llen(KEYS[0])
             pipe.get(KEYS[2])
             size, head = pipe.execute()
-            entry = LedgerEntry(
-                seq=int(size),
-                prev=head.decode() if head else GENESIS_PREV,
-                window_id=root.window_id,
-                tree_index=root.tree_index,
-                tree_size=root.tree_size,
-                root=root.root,
-                window_start=root.window_start,
-                window_end=root.window_end,
-                time=now,
-                domain=root.domain if root.heads_root is not None else None,
-                heads_root=root.heads_root,
-                heads_size=root.heads_size,
-            )
+            entry = ledger_entry(root, int(size), head.decode() if head else GENESIS_PREV, now)
             signed = SignedEntry(entry, sign_entry(self._key, entry))
             line = signed.to_json()
             status, at = self._append(keys=KEYS[:3], args=[entry.seq, tree, line, entry_hash(entry)])
             if status == b"ok":
                 return signed
             if status == b"exists":
-                existing = parse_ledger_line(self._client.lindex(KEYS[0], int(at)), int(at) + 1)
-                if existing.entry.root != root.root or existing.entry.tree_size != root.tree_size:
-                    raise ConflictError(
-                        f"window {root.window_id} tree {root.tree_index} is already anchored with root"
-                        f" {existing.entry.root}; refusing a different root {root.root}"
-                    )
-                return existing
+                return same_tree(parse_ledger_line(self._client.lindex(KEYS[0], int(at)), int(at) + 1), root)
         raise AnchorBackendError("shared ledger: the chain kept moving; the append is retried later")

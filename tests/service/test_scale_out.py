@@ -151,6 +151,18 @@ def instances(tmp: Path, url: str, n: int) -> Iterator[Instances]:
         inst.close()
 
 
+@contextlib.contextmanager
+def one_redis(tmp: Path) -> Iterator[tuple[RedisServer, redis.Redis, str]]:
+    """A redis-server, a client of it and an API key stored in it; stopped afterwards."""
+    server = RedisServer(tmp / "redis").start()
+    client = redis.Redis(port=server.port)
+    try:
+        yield server, client, token_for(server.url, tmp)
+    finally:
+        client.close()
+        server.stop()
+
+
 def _wait_for_leader(inst: Instances, client: redis.Redis, not_: int | None = None, timeout: float = 15) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -162,83 +174,69 @@ def _wait_for_leader(inst: Instances, client: redis.Redis, not_: int | None = No
 
 
 def test_kill_9_of_leader_follower_and_redis_loses_nothing(tmp_path: Path) -> None:
-    redis_server = RedisServer(tmp_path / "redis").start()
-    client = redis.Redis(port=redis_server.port)
-    token = token_for(redis_server.url, tmp_path)
     acked: dict[str, str] = {}
-    try:
-        with instances(tmp_path, redis_server.url, 3) as inst:
+    with one_redis(tmp_path) as (redis_server, client, token), instances(tmp_path, redis_server.url, 3) as inst:
 
-            async def run() -> list[tuple[str, int]]:
-                stop = asyncio.Event()
-                load = asyncio.create_task(spread_load(inst.bases, token, acked, stop))
-                done = []
-                for victim in ["leader", "follower", "redis"] * 2:
-                    await asyncio.sleep(1.5)
-                    before = len(acked)
-                    if victim == "redis":
-                        redis_server.kill()
-                        await asyncio.sleep(1.0)
-                        await asyncio.to_thread(redis_server.start)  # from its AOF
-                    else:
-                        leader = await asyncio.to_thread(_wait_for_leader, inst, client)
-                        i = leader if victim == "leader" else (leader + 1) % 3
-                        await asyncio.to_thread(inst.kill, i)
-                        if victim == "leader":  # another instance takes over within the lease
-                            await asyncio.to_thread(_wait_for_leader, inst, client, leader)
-                        await asyncio.to_thread(inst.start, i)
-                    done.append((victim, len(acked) - before))
-                await asyncio.sleep(1.0)
-                stop.set()
-                await load
-                return done
+        async def run() -> list[tuple[str, int]]:
+            stop = asyncio.Event()
+            load = asyncio.create_task(spread_load(inst.bases, token, acked, stop))
+            done = []
+            for victim in ["leader", "follower", "redis"] * 2:
+                await asyncio.sleep(1.5)
+                before = len(acked)
+                if victim == "redis":
+                    redis_server.kill()
+                    await asyncio.sleep(1.0)
+                    await asyncio.to_thread(redis_server.start)  # from its AOF
+                else:
+                    leader = await asyncio.to_thread(_wait_for_leader, inst, client)
+                    i = leader if victim == "leader" else (leader + 1) % 3
+                    await asyncio.to_thread(inst.kill, i)
+                    if victim == "leader":  # another instance takes over within the lease
+                        await asyncio.to_thread(_wait_for_leader, inst, client, leader)
+                    await asyncio.to_thread(inst.start, i)
+                done.append((victim, len(acked) - before))
+            await asyncio.sleep(1.0)
+            stop.set()
+            await load
+            return done
 
-            rounds = asyncio.run(run())
-            assert all(n > 0 for _, n in rounds), f"the load stalled in a round: {rounds}"
-            assert int(client.hget("{hr:v1}:meta", "fence") or 0) >= 3, "the lead did not change hands twice"
-            check_everything_anchored_once(inst, client, token, acked)
-    finally:
-        client.close()
-        redis_server.stop()
+        rounds = asyncio.run(run())
+        assert all(n > 0 for _, n in rounds), f"the load stalled in a round: {rounds}"
+        assert int(client.hget("{hr:v1}:meta", "fence") or 0) >= 3, "the lead did not change hands twice"
+        check_everything_anchored_once(inst, client, token, acked)
 
 
 def test_a_paused_leader_neither_commits_nor_anchors_a_second_time(tmp_path: Path) -> None:
-    redis_server = RedisServer(tmp_path / "redis").start()
-    client = redis.Redis(port=redis_server.port)
-    token = token_for(redis_server.url, tmp_path)
     acked: dict[str, str] = {}
-    try:
-        with instances(tmp_path, redis_server.url, 2) as inst:
-            old = _wait_for_leader(inst, client)
+    with one_redis(tmp_path) as (redis_server, client, token), instances(tmp_path, redis_server.url, 2) as inst:
+        old = _wait_for_leader(inst, client)
 
-            async def run() -> int:
-                stop = asyncio.Event()
-                load = asyncio.create_task(spread_load(inst.bases, token, acked, stop))
-                await asyncio.sleep(1.0)
-                inst.procs[old].send_signal(signal.SIGSTOP)  # past its lease: the other takes over
-                new = await asyncio.to_thread(_wait_for_leader, inst, client, old)
-                await asyncio.sleep(1.5)
-                inst.procs[old].send_signal(signal.SIGCONT)
-                await asyncio.sleep(2.0)
-                stop.set()
-                await load
-                return new
+        async def run() -> int:
+            stop = asyncio.Event()
+            load = asyncio.create_task(spread_load(inst.bases, token, acked, stop))
+            await asyncio.sleep(1.0)
+            inst.procs[old].send_signal(signal.SIGSTOP)  # past its lease: the other takes over
+            new = await asyncio.to_thread(_wait_for_leader, inst, client, old)
+            await asyncio.sleep(1.5)
+            inst.procs[old].send_signal(signal.SIGCONT)
+            await asyncio.sleep(2.0)
+            stop.set()
+            await load
+            return new
 
-            new = asyncio.run(run())
-            assert new != old
-            # an auditor exports the shared ledger with redis-cli and checks it like a ledger file
-            exported = subprocess.run(
-                [str(REDIS_CLI), "-p", str(redis_server.port), "--raw", "LRANGE", "{hr:ledger}:lines", "0", "-1"],
-                capture_output=True,
-                check=True,
-            ).stdout
-            verify_chain(list(iter_ledger(exported.splitlines())), ledger_public_key(tmp_path / "i1"))
-            log = "".join(inst.logs[old])
-            assert "no longer leads" in log or "another instance leads now" in log, log[-3000:]
-            check_everything_anchored_once(inst, client, token, acked)
-    finally:
-        client.close()
-        redis_server.stop()
+        new = asyncio.run(run())
+        assert new != old
+        # an auditor exports the shared ledger with redis-cli and checks it like a ledger file
+        exported = subprocess.run(
+            [str(REDIS_CLI), "-p", str(redis_server.port), "--raw", "LRANGE", "{hr:ledger}:lines", "0", "-1"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        verify_chain(list(iter_ledger(exported.splitlines())), ledger_public_key(tmp_path / "i1"))
+        log = "".join(inst.logs[old])
+        assert "no longer leads" in log or "another instance leads now" in log, log[-3000:]
+        check_everything_anchored_once(inst, client, token, acked)
 
 
 def test_on_a_redis_cluster_a_killed_leader_loses_nothing(tmp_path: Path) -> None:
