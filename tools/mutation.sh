@@ -37,7 +37,7 @@ rm -rf "$scratch/tests/service/fabric"   # the Fabric tests need a network; the 
   echo "pytest_add_cli_args_test_selection=${MUTATION_TESTS:-tests/}"
   # tests that read the repository's own layout, need npm packages, or run subprocesses of the installed copy
   echo "pytest_add_cli_args=-k"
-  echo "    not chainpoint and not closed_pipe and not stream and not offline and not identical and not loadtest"
+  echo "    not chainpoint and not closed_pipe and not stream and not test_offline and not identical and not loadtest"
   echo "also_copy=tests"
   echo "    proof_spec"
   echo "    pyproject.toml"

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from receipt_verifier import LimitExceededError, Limits, MalformedReceiptError, UnknownContextError, parse_receipt
-from receipt_verifier.codec import dumps, receipt_to_dict
+from receipt_verifier.codec import dumps, json_type, receipt_to_dict
 from receipt_verifier.errors import Error
 from receipt_verifier.schema import known_contexts, receipt_schema, validate_schema
 from tests.conftest import VECTORS, load_vector
@@ -205,3 +205,71 @@ def test_v2_ledger_entries_carry_the_heads_and_nothing_else_may_change() -> None
     with pytest.raises(MalformedReceiptError, match="entry: unknown field"):
         parse_entry(dict(entry, v=1), "entry")  # a v1 entry has no heads
     assert parse_entry(dict(entry, heads_size=0), "entry").heads_size == 0
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (VECTORS / "valid").glob("*.json")))
+def test_every_valid_vector_round_trips(name: str) -> None:
+    """v1 and v2 (the binding's domain, subject and position come back) alike."""
+    doc = load_vector(f"valid/{name}")
+    assert receipt_to_dict(parse_receipt(doc)) == doc
+
+
+def test_nested_branches_round_trip() -> None:
+    doc = load_vector("valid/leaf0-of-3.json")
+    doc["branches"][0]["branches"] = [{"label": "inner", "ops": [{"op": "sha-256"}]}]
+    assert receipt_to_dict(parse_receipt(doc))["branches"][0]["branches"] == doc["branches"][0]["branches"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"domain": "Bad"}, "domain: must be a domain name (lowercase letters, digits, '-'), got 'Bad'"),
+        ({"subject_seq": None}, "subject: subject and subject_seq come together: both or neither"),
+        ({"subject": "short"}, "subject: must be 16-128 characters of A-Z a-z 0-9 . _ : % -, got 'short'"),
+        ({"subject_seq": -1}, "subject_seq: must be an integer in [0, "),
+    ],
+)
+def test_binding_errors_say_which_field_and_what_it_must_be(change: dict[str, Any], message: str) -> None:
+    doc = load_vector("valid/v2-subject.json")
+    for k, v in change.items():
+        if v is None:
+            doc.pop(k)
+        else:
+            doc[k] = v
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        (None, "null"),
+        (True, "a boolean"),
+        (3, "a number"),
+        (1.5, "a number"),
+        ("x", "a string"),
+        ([], "an array"),
+        ({}, "an object"),
+        (b"x", "bytes"),
+    ],
+)
+def test_json_type_names(value: Any, name: str) -> None:
+    assert json_type(value) == name
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("local", "pending_anchors[0]: expected an object, got a string"),
+        ({"type": "local"}, "pending_anchors[0]"),
+        ({"type": "Bad Type", "target": "t"}, "pending_anchors[0].type: must be an anchor type name, got 'Bad Type'"),
+        ({"type": "local", "target": "a b"}, "pending_anchors[0].target: must be a target name, got 'a b'"),
+    ],
+)
+def test_pending_anchor_errors_name_the_item(item: Any, message: str) -> None:
+    doc = load_vector("valid/pending.json")
+    doc["pending_anchors"] = [item]
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert message in str(info.value)

@@ -169,3 +169,68 @@ def test_a_fabric_anchor_of_another_tree_is_refused_offline() -> None:
     result = _verifier().verify(json.dumps(bundle), record=RECORD)
     fabric = [a for a in result.anchors if a.type == "fabric"]
     assert fabric and all(a.status is AnchorStatus.FAILED and "is not this receipt's tree" in a.reason for a in fabric)
+
+
+def _blocks() -> dict[tuple[str, int], bytes]:
+    return {(b["channel"], b["number"]): base64.b64decode(b["block"]) for b in BUNDLE["fabric_blocks"]}
+
+
+def test_verify_policy_passes_the_record_and_the_blocks_on() -> None:
+    """A receipt and its blocks given apart (not as one bundle), through verify_policy."""
+    receipt = json.dumps(BUNDLE["receipt"])
+    result = _verifier().verify_policy(receipt, AnchorPolicy("all"), record=RECORD, blocks=_blocks())
+    assert [a.status for a in result.anchors] == [AnchorStatus.VERIFIED] * 4
+    with pytest.raises(Exception, match="the record's SHA-256"):
+        _verifier().verify_policy(receipt, AnchorPolicy("all"), record=RECORD + b" ", blocks=_blocks())
+    with pytest.raises(Exception, match=r"1 of 4 anchors verified; the policy requires all \(fabric "):
+        _verifier().verify_policy(receipt, AnchorPolicy("all"), record=RECORD)
+
+
+def test_fabric_anchors_without_evidence_or_trust_say_what_is_missing() -> None:
+    receipt = json.dumps(BUNDLE["receipt"])
+    fabric = [a for a in _verifier().verify(receipt).anchors if a.type == "fabric"]
+    assert fabric and all(
+        a.status is AnchorStatus.NOT_VERIFIED
+        and a.reason.startswith("no evidence: block ")
+        and a.reason.endswith(" was not supplied (fetch the receipt with ?evidence=embed)")
+        for a in fabric
+    )
+    untrusted = Verifier([load_public_key_file(FABRIC / "ledger-key.pub.json")])
+    fabric = [a for a in untrusted.verify(receipt, blocks=_blocks()).anchors if a.type == "fabric"]
+    assert {a.reason for a in fabric} == {"no trust file: pass --trust to check Fabric anchors"}
+
+
+def test_a_failed_fabric_check_names_the_error_class() -> None:
+    bundle = copy.deepcopy(BUNDLE)
+    bundle["receipt"]["tree"]["tree_index"] += 1
+    fabric = [a for a in _verifier().verify(json.dumps(bundle), record=RECORD).anchors if a.type == "fabric"]
+    assert fabric and all(a.reason.startswith("FabricEvidenceError: ") or "Error: " in a.reason for a in fabric)
+    assert all(a.reason.split(":")[0].endswith("Error") for a in fabric)
+
+
+@pytest.mark.parametrize(
+    ("policy", "statuses", "reason"),
+    [
+        ("all", [], "the receipt has no anchor yet"),
+        ("all", ["failed"], "0 of 1 anchor verified; the policy requires all"),
+        ("all", ["verified", "failed"], "1 of 2 anchors verified; the policy requires all"),
+        ("any", ["failed", "failed"], "no anchor verified; the policy requires at least one"),
+        ("any", ["failed", "verified"], None),
+        ("2", ["verified", "failed"], "1 anchor verified; the policy requires 2"),
+        ("3", ["verified", "verified", "failed"], "2 anchors verified; the policy requires 3"),
+        ("2", ["verified", "verified"], None),
+        ("0", [], None),
+    ],
+)
+def test_policy_reasons_are_exact(policy: str, statuses: list[str], reason: str | None) -> None:
+    from receipt_verifier.verify import AnchorResult
+
+    anchors = tuple(AnchorResult("local", f"k:{i}", AnchorStatus(s), "r", "") for i, s in enumerate(statuses))
+    assert AnchorPolicy.parse(policy).unmet_reason(anchors) == reason
+
+
+def test_the_json_report_lists_pending_anchors() -> None:
+    doc = json.loads((VECTORS / "valid" / "aggregated.json").read_text())  # in a tree, waiting for its anchor
+    report = _verifier().verify(doc).to_dict()
+    assert report["pending_anchors"] == [f"{p['type']}:{p['target']}" for p in doc["pending_anchors"]]
+    assert report["pending_anchors"]

@@ -141,3 +141,16 @@ def test_receipts_of_one_tree_share_the_upper_half_of_their_paths(tmp_path: Any)
         sib[side] = ("0" if sib[side][0] != "0" else "1") + sib[side][1:]
         fast = parse_and_walk(bad, DEFAULT_LIMITS, memo)
         assert fast is not None and fast[1] != truth[1], level
+
+
+def test_the_path_memo_holds_at_most_its_size_and_a_size_0_memo_nothing() -> None:
+    memo = PathMemo(size=2)
+    keys = [(bytes([i]) * 32, i, 8, "") for i in range(3)]
+    memo.put(keys[0], b"r0")
+    memo.put(keys[1], b"r1")
+    assert memo.get(keys[0]) == b"r0" and memo.get(keys[1]) == b"r1"  # two fit
+    memo.put(keys[2], b"r2")  # a third clears it first
+    assert memo.get(keys[0]) is None and memo.get(keys[2]) == b"r2"
+    empty = PathMemo(size=0)
+    empty.put(keys[0], b"r0")
+    assert empty.get(keys[0]) is None and empty.hits == 0
