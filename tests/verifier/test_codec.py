@@ -273,3 +273,56 @@ def test_pending_anchor_errors_name_the_item(item: Any, message: str) -> None:
     with pytest.raises(MalformedReceiptError) as info:
         parse_receipt(doc)
     assert message in str(info.value)
+
+
+def _fabric_anchor_doc() -> tuple[dict[str, Any], dict[str, Any]]:
+    doc = load_vector("valid/local-and-fabric.json")
+    anchors = doc["branches"][0]["ops"][-1]["anchors"]
+    return doc, next(a for a in anchors if a["type"] == "fabric")
+
+
+@pytest.mark.parametrize(
+    ("uris", "ok"),
+    [
+        (["u"] * 8, True),
+        (["u"] * 9, False),
+        ([""], False),
+        (["x" * 2048], True),
+        (["x" * 2049], False),
+        ([5], False),
+        ("u", False),
+    ],
+)
+def test_fabric_anchor_uris_are_bounded(uris: Any, ok: bool) -> None:
+    doc, fabric = _fabric_anchor_doc()
+    fabric["uris"] = uris
+    if ok:
+        assert parse_receipt(doc).anchors()
+        return
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert str(info.value).endswith(".uris: must be a list of at most 8 URI strings")
+    assert "branches[0].ops[" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("anchor_id", "", ".anchor_id: must be an anchor id, got ''"),
+        ("channel", "Bad Channel", ".channel: must be a channel name, got 'Bad Channel'"),
+        ("extra", 1, "unknown field"),
+    ],
+)
+def test_fabric_anchor_fields_are_named(field: str, value: Any, message: str) -> None:
+    doc, fabric = _fabric_anchor_doc()
+    fabric[field] = value
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert message in str(info.value) and "anchors[" in str(info.value)
+
+
+def test_a_receipt_of_exactly_the_size_limit_is_read() -> None:
+    text = json.dumps(load_vector("valid/leaf0-of-3.json"))
+    assert parse_receipt(text, Limits(max_bytes=len(text)))
+    with pytest.raises(LimitExceededError):
+        parse_receipt(text, Limits(max_bytes=len(text) - 1))
