@@ -234,3 +234,10 @@ def test_the_json_report_lists_pending_anchors() -> None:
     report = _verifier().verify(doc).to_dict()
     assert report["pending_anchors"] == [f"{p['type']}:{p['target']}" for p in doc["pending_anchors"]]
     assert report["pending_anchors"]
+
+
+def test_a_bundle_is_read_from_text_and_from_bytes_alike() -> None:
+    text = json.dumps(BUNDLE)
+    for given in (text, text.encode()):
+        result = _verifier().verify(given, record=RECORD)
+        assert [a.status for a in result.anchors] == [AnchorStatus.VERIFIED] * 4

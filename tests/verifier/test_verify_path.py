@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from receipt_verifier import BranchError, Verifier, parse_receipt
+from receipt_verifier import BranchError, LimitExceededError, Limits, MalformedReceiptError, Verifier, parse_receipt
+from receipt_verifier.errors import HashMismatchError
+from receipt_verifier.ledger import load_public_key_file
 from receipt_verifier.ops import evaluate
 from receipt_verifier.verify import _walk_v1_path, recompute_root
-from tests.conftest import load_vector, service_receipts
+from tests.conftest import VECTORS, load_vector, service_receipts
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 12, 33])
@@ -86,3 +90,41 @@ def _leaf_value(r: Any) -> bytes:
     salt = r.branches[0].ops[0].value
     sha = hashlib.sha256
     return sha(b"\x00" + sha(bytes.fromhex(salt) + bytes.fromhex(r.hash)).digest()).digest()
+
+
+def test_local_anchor_results_carry_their_reason_and_details() -> None:
+    doc = load_vector("valid/leaf0-of-3.json")
+    key = load_public_key_file(VECTORS / "ledger-key.pem")
+    (anchor,) = Verifier([key]).verify(doc).anchors
+    entry = doc["branches"][0]["ops"][-1]["anchors"][0]
+    assert anchor.reason == f"signed ledger entry {entry['entry']['seq']}"
+    assert dict(anchor.details) == {
+        "ledger_key": entry["key_id"],
+        "seq": entry["entry"]["seq"],
+        "time": entry["entry"]["time"],
+    }
+    bad = copy.deepcopy(doc)
+    sig = bad["branches"][0]["ops"][-1]["anchors"][0]["signature"]
+    bad["branches"][0]["ops"][-1]["anchors"][0]["signature"] = ("0" if sig[0] != "0" else "1") + sig[1:]
+    (failed,) = Verifier([key]).verify(bad).anchors
+    assert failed.status.value == "failed" and "signature" in failed.reason and failed.reason != "None"
+
+
+def test_the_strict_schema_mode_and_the_limits_apply_on_every_path() -> None:
+    doc = load_vector("valid/leaf0-of-3.json")
+    assert Verifier(strict_schema=True).verify(json.dumps(doc)).root is not None
+    with pytest.raises(MalformedReceiptError, match=r"'extra' was unexpected\) \(JSON Schema\)"):
+        Verifier(strict_schema=True).verify(json.dumps({**doc, "extra": 1}))
+    v2 = load_vector("valid/v2-subject.json")  # not the one-pass path: the codec's limits apply
+    with pytest.raises(LimitExceededError, match="more than 5 ops"):
+        Verifier(limits=Limits(max_ops=5)).verify(v2)
+
+
+def test_a_record_of_another_hash_is_named_in_lowercase() -> None:
+    doc = load_vector("valid/leaf0-of-3.json")
+    wrong = "AB" * 32
+    with pytest.raises(HashMismatchError) as info:
+        Verifier().verify(doc, record_hash=wrong)
+    assert str(info.value) == (
+        f"the record's SHA-256 {wrong.lower()} is not the hash this receipt covers ({doc['hash']})"
+    )
