@@ -326,3 +326,50 @@ def test_a_receipt_of_exactly_the_size_limit_is_read() -> None:
     assert parse_receipt(text, Limits(max_bytes=len(text)))
     with pytest.raises(LimitExceededError):
         parse_receipt(text, Limits(max_bytes=len(text) - 1))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("tx_id", "ab", ".tx_id: must be 64 lowercase hex characters, got 'ab'"),
+        ("block_number", -1, f".block_number: must be an integer in [0, {2**63 - 1}], got -1"),
+        ("block_number", 2**63, ".block_number: must be an integer in [0, "),
+        ("key", "\x01", ".key: must be a printable ledger key, got"),
+        ("chaincode", "", ".chaincode: must be a chaincode name, got ''"),
+    ],
+)
+def test_more_fabric_anchor_fields_are_named(field: str, value: Any, message: str) -> None:
+    doc, fabric = _fabric_anchor_doc()
+    fabric[field] = value
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert message in str(info.value) and "anchors[" in str(info.value)
+
+
+def test_fabric_block_numbers_from_0_to_2_63_minus_1() -> None:
+    for number in (0, 2**63 - 1):
+        doc, fabric = _fabric_anchor_doc()
+        fabric["block_number"] = number
+        assert any(getattr(a, "block_number", None) == number for a in parse_receipt(doc).anchors())
+
+
+@pytest.mark.parametrize(
+    ("anchor", "message"),
+    [
+        ({"type": "Bad Type", "anchor_id": "x"}, ".type: must be an anchor type name, got 'Bad Type'"),
+        ({"type": "tsa", "anchor_id": ""}, ".anchor_id: must be a string of 1 to 512 characters"),
+        ({"type": "tsa", "anchor_id": "x" * 513}, ".anchor_id: must be a string of 1 to 512 characters"),
+        ({"type": "tsa", "anchor_id": 7}, ".anchor_id: must be a string of 1 to 512 characters"),
+        ({"type": "tsa", "anchor_id": "x"}, None),
+        ({"type": "tsa", "anchor_id": "x" * 512}, None),
+    ],
+)
+def test_unknown_anchor_types_are_kept_within_bounds(anchor: dict[str, Any], message: str | None) -> None:
+    doc = load_vector("valid/unknown-anchor-type.json")
+    doc["branches"][0]["ops"][-1]["anchors"][1] = anchor
+    if message is None:
+        assert parse_receipt(doc).anchors()[1].anchor_id == anchor["anchor_id"]
+        return
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert message in str(info.value) and "anchors[1]" in str(info.value)

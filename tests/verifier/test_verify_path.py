@@ -128,3 +128,67 @@ def test_a_record_of_another_hash_is_named_in_lowercase() -> None:
     assert str(info.value) == (
         f"the record's SHA-256 {wrong.lower()} is not the hash this receipt covers ({doc['hash']})"
     )
+
+
+def _change(name: str, change: Any) -> dict[str, Any]:
+    doc = load_vector(name)
+    change(doc, doc["branches"][0]["ops"])
+    return doc
+
+
+def _unanchor(doc: dict[str, Any], ops: list[Any], keep: int) -> None:
+    """Keep the first ``keep`` ops, no anchors op: an aggregated receipt."""
+    del ops[keep:]
+    doc.update(state="aggregated", pending_anchors=[{"type": "local", "target": "local-x"}])
+
+
+_V1, _V2 = "valid/leaf0-of-3.json", "valid/v2-subject.json"  # v2: leaf 1 of 3, binding at ops[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        (_V1, lambda d, o: d["branches"].append(copy.deepcopy(d["branches"][0])), "exactly one branch, this one has 2"),
+        (_V1, lambda d, o: d["branches"][0].update(label="other"), "labelled 'window_tree' and has no child branches"),
+        (_V1, lambda d, o: d["branches"][0].update(branches=[{"ops": [{"op": "sha-256"}]}]), "has no child branches"),
+        (_V1, lambda d, o: o.__delitem__(slice(2, -1)), "the branch is too short to hold the salted leaf"),
+        (_V1, lambda d, o: o.__setitem__(0, {"r": o[0]["l"]}), "ops[0] must be l: 16-byte nonce || 16-byte proof_id"),
+        (_V1, lambda d, o: o.__setitem__(0, {"l": o[0]["l"][:62]}), "ops[0] must be l: 16-byte nonce"),
+        (_V1, lambda d, o: o.__setitem__(0, {"l": o[0]["l"].upper()}), "ops[0] must be l: 16-byte nonce"),
+        (
+            _V1,
+            lambda d, o: o.__setitem__(0, {"l": o[0]["l"][:32] + "0" * 32}),
+            "ops[0] does not commit to this receipt's",
+        ),
+        (
+            _V1,
+            lambda d, o: o.__setitem__(2, {"l": "01"}),
+            "ops[1..3] must be sha-256, l 00, sha-256 (the RFC 6962 leaf",
+        ),
+        (_V2, lambda d, o: o.__delitem__(1), "ops[1] must be r: the SHA-256 of the receipt's canonical domain/subject"),
+        (_V2, lambda d, o: o.__setitem__(1, {"l": o[1]["r"]}), "ops[1] must be r: the SHA-256"),
+        (_V2, lambda d, o: _unanchor(d, o, 2), "the branch is too short to hold the salted leaf"),
+        (_V2, lambda d, o: o.__setitem__(3, {"l": "01"}), "ops[2..4] must be sha-256, l 00, sha-256"),
+        (
+            _V2,
+            lambda d, o: o.__setitem__(5, {"r": o[5]["l"]}),
+            "ops[5]: leaf 1 of 3 needs the level-0 sibling on the left",
+        ),
+        (_V2, lambda d, o: o.__setitem__(6, {"l": "02"}), "ops[6..7] must be l 01, sha-256"),
+        (_V2, lambda d, o: o.append({"op": "sha-256"}), "ops[11]: after the path only one anchors op may follow"),
+    ],
+)
+def test_every_branch_error_is_named_with_v2_op_numbers(name: str, change: Any, message: str) -> None:
+    with pytest.raises(BranchError) as info:
+        recompute_root(parse_receipt(_change(name, change)))
+    assert message in str(info.value)
+
+
+def test_a_single_leaf_tree_without_anchors_yet_has_the_leaf_as_root() -> None:
+    doc = load_vector("valid/single-leaf.json")
+    anchored_root, _ = recompute_root(parse_receipt(doc))
+    doc["branches"][0]["ops"].pop()  # 4 ops: the salted leaf alone
+    doc["state"] = "aggregated"
+    doc["pending_anchors"] = [{"type": "local", "target": "local-x"}]
+    root, anchors = recompute_root(parse_receipt(doc))
+    assert (root, anchors) == (anchored_root, ())
