@@ -171,37 +171,35 @@ def recompute_root(receipt: Receipt) -> tuple[bytes, tuple[Anchor, ...]]:
     fast = _walk_v1_path(ops, tree.leaf_index, tree.tree_size, value)
     if fast is not None:
         return fast
-    # Not the exact v1 shape: walk op by op to say precisely what is wrong.
+    _diagnose_v1_path(ops, tree.leaf_index, tree.tree_size, off)
+    raise BranchError("the branch does not follow the v1 path of its leaf")  # the diagnosis names every case
+
+
+def _diagnose_v1_path(ops: tuple[Op, ...], index: int, size: int, off: int) -> None:
+    """Raise ``BranchError`` naming the first op where ``ops[4:]`` leaves the v1 path for (index, size).
+
+    Only for branches the one-pass walk refused: it computes no root, it says what is wrong."""
+    n = len(ops)
     i = 4
-    for level, side in enumerate(path_shape(tree.leaf_index, tree.tree_size)):
+    for level, side in enumerate(path_shape(index, size)):
         if side is None:
             continue
         if i + 3 > n:
-            raise BranchError(f"the path ends at level {level}; leaf {tree.leaf_index} of {tree.tree_size} needs more")
+            raise BranchError(f"the path ends at level {level}; leaf {index} of {size} needs more")
         sib, prefix, h = ops[i], ops[i + 1], ops[i + 2]
         want = "l" if side is Side.LEFT else "r"
         if sib.kind != want:
             raise BranchError(
-                f"ops[{i + off}]: leaf {tree.leaf_index} of {tree.tree_size} needs the level-{level} sibling on the"
+                f"ops[{i + off}]: leaf {index} of {size} needs the level-{level} sibling on the"
                 f" {'left' if want == 'l' else 'right'} ({want}), found {sib.kind}"
             )
         if prefix != ("l", "01", ()) or h.kind != "op":
             raise BranchError(f"ops[{i + 1 + off}..{i + 2 + off}] must be l 01, sha-256 (an RFC 6962 node hash)")
-        try:
-            node = bytes.fromhex(sib.value)
-        except ValueError:
-            node = b""
-        if len(node) != 32 or node.hex() != sib.value:
+        if len(sib.value) != 64 or not _HEX.issuperset(sib.value):
             raise BranchError(f"ops[{i + off}]: expected a 32-byte sibling hash in lowercase hex")
-        value = sha(b"\x01" + node + value if want == "l" else b"\x01" + value + node).digest()
         i += 3
-    anchors: tuple[Anchor, ...] = ()
-    if i < n:
-        last = ops[i]
-        if last.kind != "anchors" or i != n - 1:
-            raise BranchError(f"ops[{i + off}]: after the path only one anchors op may follow")
-        anchors = last.anchors
-    return value, anchors
+    if i < n and (ops[i].kind != "anchors" or i != n - 1):
+        raise BranchError(f"ops[{i + off}]: after the path only one anchors op may follow")
 
 
 _CACHE_MAX = 65_536  # checked signatures / anchor objects kept (fork detection keeps every entry hash)
