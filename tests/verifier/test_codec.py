@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from receipt_verifier import LimitExceededError, Limits, MalformedReceiptError, UnknownContextError, parse_receipt
-from receipt_verifier.codec import dumps, json_type, receipt_to_dict
+from receipt_verifier.codec import dumps, json_type, parse_entry, receipt_to_dict
 from receipt_verifier.errors import Error
 from receipt_verifier.schema import known_contexts, receipt_schema, validate_schema
 from tests.conftest import VECTORS, load_vector
@@ -373,3 +373,60 @@ def test_unknown_anchor_types_are_kept_within_bounds(anchor: dict[str, Any], mes
     with pytest.raises(MalformedReceiptError) as info:
         parse_receipt(doc)
     assert message in str(info.value) and "anchors[1]" in str(info.value)
+
+
+def _entry_v2() -> dict[str, Any]:
+    doc = load_vector("valid/leaf0-of-3.json")
+    entry = dict(doc["branches"][0]["ops"][-1]["anchors"][0]["entry"])
+    entry.update(v=2, domain="medical-history", heads_root="ab" * 32, heads_size=3)
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("field", "top"),
+    [("seq", 2**53 - 1), ("tree_index", 2**31 - 1), ("heads_size", 2**53 - 1)],
+)
+def test_ledger_entry_integers_reach_exactly_their_bound(field: str, top: int) -> None:
+    entry = _entry_v2()
+    entry[field] = top
+    assert getattr(parse_entry(entry, "e"), field) == top
+    entry[field] = top + 1
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_entry(entry, "e")
+    assert str(info.value) == f"e.{field}: must be an integer in [0, {top}], got {top + 1}"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "what"),
+    [
+        ("domain", "Bad", "a domain name"),
+        ("heads_root", "AB" * 32, "64 lowercase hex characters"),
+        ("prev", "00", "64 lowercase hex characters"),
+        ("window_id", "", "an id of [A-Za-z0-9._:-]{1,64}"),
+        ("root", "zz", "64 lowercase hex characters"),
+        ("time", "yesterday", "an RFC 3339 UTC time"),
+    ],
+)
+def test_ledger_entry_strings_say_what_they_must_be(field: str, value: str, what: str) -> None:
+    entry = _entry_v2()
+    entry[field] = value
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_entry(entry, "e")
+    assert str(info.value) == f"e.{field}: must be {what}, got {value!r}"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("anchor_id", "", ".anchor_id: must be an anchor id, got ''"),
+        ("key_id", "XY", ".key_id: must be 16 lowercase hex characters, got 'XY'"),
+        ("entry", 5, ".entry: expected an object, got a number"),
+        ("extra", 1, "unknown field"),
+    ],
+)
+def test_local_anchor_fields_are_named(field: str, value: Any, message: str) -> None:
+    doc = load_vector("valid/leaf0-of-3.json")
+    doc["branches"][0]["ops"][-1]["anchors"][0][field] = value
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert message in str(info.value) and "anchors[0]" in str(info.value)
