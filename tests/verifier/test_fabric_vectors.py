@@ -241,3 +241,19 @@ def test_a_bundle_is_read_from_text_and_from_bytes_alike() -> None:
     for given in (text, text.encode()):
         result = _verifier().verify(given, record=RECORD)
         assert [a.status for a in result.anchors] == [AnchorStatus.VERIFIED] * 4
+
+
+def test_policy_errors_list_each_unverified_anchor_once() -> None:
+    from receipt_verifier.errors import AnchorPolicyError
+
+    receipt = json.dumps(BUNDLE["receipt"])
+    with pytest.raises(AnchorPolicyError) as info:
+        _verifier().verify_policy(receipt, AnchorPolicy("all"), record=RECORD)
+    text = str(info.value)
+    pid = BUNDLE["receipt"]["proof_id"]
+    assert text.startswith(f"receipt {pid}: 1 of 4 anchors verified; the policy requires all (fabric ")
+    assert text.count("; fabric ") == 2 and text.endswith("(fetch the receipt with ?evidence=embed))")
+    pending = json.loads((VECTORS / "valid" / "pending.json").read_text())
+    with pytest.raises(AnchorPolicyError) as info:
+        _verifier().verify_policy(pending, AnchorPolicy("all"))
+    assert str(info.value) == f"receipt {pending['proof_id']}: the receipt has no anchor yet"
