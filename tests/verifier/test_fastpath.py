@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from receipt_service.ledger import LocalLedger
-from receipt_verifier import Verifier, parse_receipt
+from receipt_verifier import Limits, Verifier, parse_receipt
 from receipt_verifier.codec import DEFAULT_LIMITS
 from receipt_verifier.errors import Error
 from receipt_verifier.fastpath import PathMemo, parse_and_walk
@@ -154,3 +154,38 @@ def test_the_path_memo_holds_at_most_its_size_and_a_size_0_memo_nothing() -> Non
     empty = PathMemo(size=0)
     empty.put(keys[0], b"r0")
     assert empty.get(keys[0]) is None and empty.hits == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "taken"),
+    [
+        (lambda d: d["tree"].update(tree_index=2**31 - 1), True),
+        (lambda d: d["tree"].update(tree_index=2**31), False),
+        (lambda d: d["tree"].update(leaf_index=d["tree"]["tree_size"]), False),
+        (lambda d: d["tree"].update(leaf_index=-1), False),
+        (lambda d: d.update(hash=d["hash"][:63]), False),
+        (lambda d: d.update(proof_id=d["proof_id"].upper()), False),
+        (lambda d: d.update(hash_received=d["hash_received"] + "x"), False),
+        (lambda d: d["branches"][0]["ops"][0].update(l=d["branches"][0]["ops"][0]["l"][:63]), False),
+    ],
+)
+def test_the_fast_path_takes_only_what_the_codec_takes(change: Any, taken: bool) -> None:
+    """Anything at or past a bound goes to the codec, which names it; the fast path never decides it."""
+    doc = load_vector("valid/leaf0-of-3.json")
+    change(doc)
+    assert (parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS) is not None) is taken
+    _agree(doc)
+
+
+def test_the_fast_path_keeps_to_the_limits_at_their_edges() -> None:
+    doc = load_vector("valid/leaf0-of-3.json")  # 11 ops, one anchor, one branch at depth 1
+    for limits, taken in [
+        (Limits(max_ops=11), True),
+        (Limits(max_ops=10), False),
+        (Limits(max_anchors=1), True),
+        (Limits(max_anchors=0), False),
+        (Limits(max_branches=1, max_depth=1), True),
+        (Limits(max_branches=0), False),
+        (Limits(max_depth=0), False),
+    ]:
+        assert (parse_and_walk(copy.deepcopy(doc), limits) is not None) is taken, limits
