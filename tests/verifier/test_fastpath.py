@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from receipt_service.ledger import LocalLedger
-from receipt_verifier import Limits, Verifier, parse_receipt
+from receipt_verifier import Limits, MalformedReceiptError, Verifier, parse_receipt
 from receipt_verifier.codec import DEFAULT_LIMITS
 from receipt_verifier.errors import Error
 from receipt_verifier.fastpath import PathMemo, parse_and_walk
@@ -189,3 +189,12 @@ def test_the_fast_path_keeps_to_the_limits_at_their_edges() -> None:
         (Limits(max_depth=0), False),
     ]:
         assert (parse_and_walk(copy.deepcopy(doc), limits) is not None) is taken, limits
+
+
+def test_a_leaf_index_equal_to_the_tree_size_is_left_to_the_codec() -> None:
+    doc = load_vector("valid/single-leaf.json")  # leaf 1 of 1 would need no siblings, like leaf 0 of 1
+    assert parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS) is not None
+    doc["tree"]["leaf_index"] = 1
+    assert parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS) is None
+    with pytest.raises(MalformedReceiptError, match="1 is outside a tree of 1 leaves"):
+        parse_receipt(doc)
