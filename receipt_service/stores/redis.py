@@ -232,9 +232,11 @@ class RedisTarget:
         if cluster and parts.path.strip("/") not in ("", "0"):
             raise ConfigError(f"store {text!r}: a Redis Cluster has only database 0")
         try:
-            parts.port  # noqa: B018  (raises on a port that is not a number)
+            port = parts.port  # urllib raises on a port that is not a number from 0 to 65535
         except ValueError:
-            raise ConfigError(f"store {text!r}: the port is not a number") from None
+            port = 0
+        if port == 0:
+            raise ConfigError(f"store {text!r}: the port must be a number from 1 to 65535")
         return cls(text.replace("+cluster", "", 1) if cluster else text, cluster)
 
 

@@ -44,7 +44,15 @@ def _link(url: str) -> RedisLink:
 
 async def test_store_urls_are_checked() -> None:
     assert RedisTarget.parse("redis+cluster://10.0.0.1:7000") == RedisTarget("redis://10.0.0.1:7000", True)
-    for bad in ("postgres://x", "redis://", "redis+cluster://h:1/3", "redis://h:port/0"):
+    assert RedisTarget.parse("redis://h/0").url == "redis://h/0"  # the default port
+    for bad in (
+        "postgres://x",
+        "redis://",
+        "redis+cluster://h:1/3",
+        "redis://h:port/0",
+        "redis://h:0/0",
+        "redis://h:70000",
+    ):
         with pytest.raises(ConfigError, match="store"):
             RedisTarget.parse(bad)
     with pytest.raises(ConfigError, match="redis_wait_replicas"):
