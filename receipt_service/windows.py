@@ -163,6 +163,9 @@ class Aggregator:
                 if time.monotonic() > deadline:
                     return False
                 await asyncio.sleep(0.01)
+            if self.leading:  # everything is anchored: hand the lead over now rather than at the lease's end
+                await self.store.resign()
+                self.leading = False
         except (TimeoutError, ServiceError) as exc:
             log.error("drain stopped early: %s", exc)
             return False
@@ -195,6 +198,8 @@ class Aggregator:
     async def _lease(self) -> None:
         while not self._stopping.is_set():
             await asyncio.sleep(self.lease_check_seconds)
+            if self._stopping.is_set():  # draining: the lead is handed over, never taken again
+                return
             try:
                 await self._check_lead()
             except ServiceError as exc:

@@ -256,7 +256,7 @@ class Store(Protocol):
     Submissions are found by (clock sequence, receive ticks), the two fields of a proof id that
     make it unique: a store shared by several instances gives each its own clock sequence.
     ``lead`` says whether this instance may close windows and send anchors now (a store of one
-    process always may); ``watch`` calls ``wake(first_seq, last_seq)`` whenever another instance
+    process always may), ``resign`` hands the lead over at a clean stop; ``watch`` calls ``wake(first_seq, last_seq)`` whenever another instance
     changed the state of those submissions, until cancelled (it returns at once if none can).
     """
 
@@ -273,6 +273,8 @@ class Store(Protocol):
     async def has_clock(self, clock_seq: int) -> bool: ...
 
     async def lead(self) -> bool: ...
+
+    async def resign(self) -> None: ...
 
     async def watch(self, wake: Callable[[int, int], None]) -> None: ...
 

@@ -155,6 +155,11 @@ end
 return {cur, ours}
 """
 
+_RESIGN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0
+"""
+
 _ADD_EVENT = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 local n = redis.call('HINCRBY', KEYS[3], 'events', 1)
@@ -345,6 +350,7 @@ _SCRIPTS = {
     "commit_window": _COMMIT_WINDOW,
     "record_anchor": _RECORD_ANCHOR,
     "lead": _LEAD,
+    "resign": _RESIGN,
     "add_event": _ADD_EVENT,
     "add_key": _ADD_KEY,
     "revoke": _REVOKE,
@@ -588,6 +594,12 @@ class RedisStore:
             except RedisError as exc:
                 raise StoreError(f"Redis: {exc}") from None
         return self._lease is not None
+
+    async def resign(self) -> None:
+        """Give the lane's lease up at a clean stop, so another instance takes over at its next check."""
+        if self._lease is not None:
+            await self.link.run("resign", [self.k("leader")], [self._lease])
+            self._lease = None
 
     @property
     def fence(self) -> int | None:

@@ -418,6 +418,9 @@ class SQLiteStore:
         """One process owns the database file: it always leads."""
         return True
 
+    async def resign(self) -> None:
+        """Nothing to hand over: no other instance shares the file."""
+
     async def watch(self, wake: Callable[[int, int], None]) -> None:
         """No other instance writes this file: nothing to watch."""
 

@@ -169,6 +169,18 @@ async def test_a_leader_paused_past_its_lease_cannot_commit(redis_url: str) -> N
     await b.link.close()
 
 
+async def test_a_leader_that_stops_cleanly_hands_the_lead_over_at_once(redis_url: str) -> None:
+    a = RedisStore(_link(redis_url), lease_seconds=60)
+    b = RedisStore(_link(redis_url), lease_seconds=60)
+    assert await a.lead() and not await b.lead()
+    await b.resign()  # a follower has nothing to give up: the leader keeps the lease
+    assert await a.lead() and not await b.lead()
+    await a.resign()
+    assert await b.lead() and not await a.lead()  # long before the 60 s lease would have run out
+    await a.link.close()
+    await b.link.close()
+
+
 async def test_overlapping_ticks_on_one_clock_are_refused_never_duplicated(redis_url: str) -> None:
     a = RedisStore(_link(redis_url))
     issuer = ProofIdIssuer(a.clock_seq, a.last_ticks())
