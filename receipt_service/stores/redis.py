@@ -18,13 +18,14 @@ Several instances share a lane:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import secrets
 import struct
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -358,6 +359,15 @@ _SCRIPTS = {
 }
 
 
+@contextlib.contextmanager
+def _redis_errors() -> Iterator[None]:
+    """Redis failures (connection lost, timeout, refused command) as ``StoreError``: a 503 naming Redis."""
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreError(f"Redis: {exc}") from None
+
+
 # ---------------------------------------------------------------------- encodings
 
 
@@ -571,10 +581,8 @@ class RedisStore:
         """Whether proof ids with this clock sequence were issued in this lane (by any instance)."""
         if clock_seq in self._clocks or clock_seq == self.clock_seq:
             return True
-        try:
+        with _redis_errors():
             found = bool(await self.link.client.hexists(self.k("clocks"), clock_seq))
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         if found:
             self._clocks.add(clock_seq)
         return found
@@ -589,10 +597,8 @@ class RedisStore:
         self._lease = lease.decode() if lease else None
         if not clock_ours:  # paused past the clock lease and another instance took it: move to a fresh one
             log.warning("lane %s: clock sequence %d was taken over; taking another", self.lane, self.clock_seq)
-            try:
+            with _redis_errors():
                 self.clock_seq, self._last_ticks = await asyncio.to_thread(self._take_clock)
-            except RedisError as exc:
-                raise StoreError(f"Redis: {exc}") from None
         return self._lease is not None
 
     async def resign(self) -> None:
@@ -663,7 +669,7 @@ class RedisStore:
         keys = list(dict.fromkeys(ids))
         if not keys:
             return {}
-        try:
+        with _redis_errors():
             async with self.link.client.pipeline(transaction=False) as pipe:
                 pipe.hget(self.k("meta"), "purged_upto")
                 for clock, ticks in keys:
@@ -674,8 +680,6 @@ class RedisStore:
             firsts = {key: m[0].rsplit(b":", 1)[1] for key, m in zip(keys, found[1:], strict=True) if m}
             wanted = list(dict.fromkeys(firsts.values()))
             values = await self.link.client.hmget(self.k("batches"), wanted) if wanted else []
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         batches = {f: _stored(v) for f, v in zip(wanted, values, strict=True) if v is not None}
         out: dict[tuple[int, int], SubmissionRecord] = {}
         for key, first in firsts.items():
@@ -690,7 +694,7 @@ class RedisStore:
     async def _batches_from(self, first: int, last: int, limit: int | None = None) -> list[StoredBatch]:
         """The batches holding seqs ``first..last`` (the first may start before), in seq order."""
         c = self.link.client
-        try:
+        with _redis_errors():
             before = await c.zrevrangebyscore(self.k("seqs"), first, "-inf", start=0, num=1, withscores=True)
             start = int(before[0][1]) if before else first
             out: list[StoredBatch] = []
@@ -712,15 +716,11 @@ class RedisStore:
                     if limit is not None and taken >= limit:
                         return out
                 start = int(members[-1][1]) + 1
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
 
     async def backlog(self, limit: int) -> list[StoredBatch]:
         """Up to about ``limit`` submissions after the watermark, as consecutive batches."""
-        try:
+        with _redis_errors():
             mark = int(await self.link.client.hget(self.k("meta"), "watermark"))
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         out: list[StoredBatch] = []
         for stored in await self._batches_from(mark + 1, 2**53, limit):
             if stored.last_seq <= mark:
@@ -778,11 +778,9 @@ class RedisStore:
 
     async def tree_for_seq(self, seq: int) -> TreeRecord | None:
         """The tree holding submission ``seq``, or None while it is still pending."""
-        try:
+        with _redis_errors():
             keys = await self.link.client.zrevrangebyscore(self.k("tree-seqs"), seq, "-inf", start=0, num=1)
             doc = await self.link.client.hget(self.k("trees"), keys[0]) if keys else None
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         if doc is None:
             return None
         tree, _ = _tree(doc)
@@ -791,10 +789,8 @@ class RedisStore:
     async def _trees(self, keys: Sequence[bytes]) -> list[tuple[TreeRecord, int]]:
         if not keys:
             return []
-        try:
+        with _redis_errors():
             docs = await self.link.client.hmget(self.k("trees"), list(keys))
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         if any(d is None for d in docs):
             raise CorruptRecordError(f"lane {self.lane}: a tree is indexed but missing; the store is damaged")
         return [_tree(d) for d in docs]
@@ -802,7 +798,7 @@ class RedisStore:
     async def subject_heads(self, upto: int | None = None) -> dict[str, tuple[int, bytes]]:
         """Every subject log's head (size, root) as of the window that ended at seq ``upto`` (None: now)."""
         c = self.link.client
-        try:
+        with _redis_errors():
             if upto is None:
                 current = await c.hgetall(self.k("heads"))
                 heads = {s.decode(): _head(s.decode(), blob) for s, blob in current.items()}
@@ -812,8 +808,6 @@ class RedisStore:
                 for s in subjects:
                     pipe.zrevrangebyscore(self.k(f"hh:{s}"), upto, "-inf", start=0, num=1)
                 found = await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         out = {}
         for s, members in zip(subjects, found, strict=True):
             if members:
@@ -823,10 +817,8 @@ class RedisStore:
 
     async def subject_frontier(self, subject: str) -> SubjectHead | None:
         """A subject log's newest committed head with its compact range."""
-        try:
+        with _redis_errors():
             blob = await self.link.client.hget(self.k("heads"), subject)
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         return None if blob is None else _head(subject, blob)
 
     async def anchored_windows(self, before: str) -> list[TreeRecord]:
@@ -834,10 +826,8 @@ class RedisStore:
         out: list[TreeRecord] = []
         offset = 0
         while len(out) < 64:
-            try:  # newest first
+            with _redis_errors():  # newest first
                 keys = await self.link.client.zrevrange(self.k("tree-seqs"), offset, offset + _PAGE - 1)
-            except RedisError as exc:
-                raise StoreError(f"Redis: {exc}") from None
             if not keys:
                 break
             for tree, _ in await self._trees(keys):
@@ -851,18 +841,14 @@ class RedisStore:
 
     async def anchors_for(self, tree: TreeRecord) -> list[AnchorRecord]:
         """Every anchor job of a tree, done or open."""
-        try:
+        with _redis_errors():
             jobs = await self.link.client.hgetall(self.k(f"a:{_tree_key(tree.window_id, tree.tree_index)}"))
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         return sorted((_anchor(tree, t.decode(), doc) for t, doc in jobs.items()), key=lambda a: a.target)
 
     async def open_anchor_jobs(self) -> list[tuple[TreeRecord, str]]:
         """(tree, target) pairs not anchored yet, oldest first."""
-        try:
+        with _redis_errors():
             members = await self.link.client.zrange(self.k("open"), 0, -1)
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         pairs = [m.decode().rsplit("/", 1) for m in members]
         trees = await self._trees([p[0].encode() for p in pairs])
         return [(tree, target) for (tree, _), (_, target) in zip(trees, pairs, strict=True)]
@@ -884,17 +870,13 @@ class RedisStore:
     async def put_fabric_block(self, channel: str, number: int, block: bytes) -> None:
         """Keep a Fabric block (a block already kept stays as it is)."""
         checksum = hashlib.blake2b(block, digest_size=16, person=b"fabric-block").digest()
-        try:
+        with _redis_errors():
             await self.link.client.hsetnx(self.k("blocks"), f"{channel}/{number}", checksum + block)
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
 
     async def get_fabric_block(self, channel: str, number: int) -> bytes | None:
         """A kept Fabric block, checked against its checksum, or None."""
-        try:
+        with _redis_errors():
             value = await self.link.client.hget(self.k("blocks"), f"{channel}/{number}")
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         if value is None:
             return None
         checksum, block = value[:16], value[16:]
@@ -907,12 +889,10 @@ class RedisStore:
         if self._lease is None:
             return 0
         c = self.link.client
-        try:
+        with _redis_errors():
             purged = int(await c.hget(self.k("meta"), "purged_upto"))
             keys = await c.zrange(self.k("tree-seqs"), 0, _PAGE - 1)
             open_firsts = {int(s) for _, s in await c.zrange(self.k("open"), 0, -1, withscores=True)}
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         gone: list[TreeRecord] = []
         for tree, closed in await self._trees(keys):
             if closed >= before_ns or tree.first_seq in open_firsts:
@@ -921,10 +901,8 @@ class RedisStore:
         if not gone:
             return 0
         upto = gone[-1].last_seq
-        try:
+        with _redis_errors():
             members = await c.zrangebyscore(self.k("seqs"), "-inf", upto)
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         tree_keys = [_tree_key(t.window_id, t.tree_index) for t in gone]
         args: list[Any] = [self._lease, purged, upto, len(gone), *tree_keys]
         for m in members:
@@ -941,7 +919,7 @@ class RedisStore:
     async def subject_records(self, subject: str, after: int, limit: int) -> list[SubmissionRecord]:
         """The subject's records in log order, from log position ``after`` + 1 on (at most ``limit``)."""
         c = self.link.client
-        try:
+        with _redis_errors():
             purged = int(await c.hget(self.k("meta"), "purged_upto"))
             start = await c.zrevrangebyscore(
                 self.k(f"sb:{subject}"), max(after + 1, 0), "-inf", start=0, num=1, withscores=True
@@ -964,8 +942,6 @@ class RedisStore:
                         if rec.log_pos > after and rec.seq > purged and len(out) < limit:
                             out.append(rec)
                 low = firsts[-1][1] + 1
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         return out
 
     async def has_record(self, subject: str, record_hash: bytes) -> bool:
@@ -1049,39 +1025,31 @@ class RedisStore:
 
     def create_api_key(self, key: ApiKeyRecord) -> None:
         """Insert a key (administrative, synchronous)."""
-        try:
+        with _redis_errors():
             if not self.link.sync.hsetnx(self.k("api-keys"), key.key_id, _key_doc(key)):
                 raise StoreError(f"an API key with id {key.key_id} exists already")
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
 
     def revoke_api_key(self, key_id: str, when: str) -> bool:
         """Mark a key revoked; False when there is no such active key."""
-        try:
+        with _redis_errors():
             return bool(self.link.sync_scripts["revoke"](keys=[self.k("api-keys")], args=[key_id, when]))
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
 
     def list_api_keys(self) -> list[ApiKeyRecord]:
         """Every key, oldest first."""
-        try:
+        with _redis_errors():
             docs = self.link.sync.hvals(self.k("api-keys"))
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         return sorted((_api_key(d) for d in docs), key=lambda k: (k.created, k.key_id))
 
     # ------------------------------------------------------------------ health
 
     async def stats(self) -> StoreStats:
         """Counters for metrics."""
-        try:
+        with _redis_errors():
             async with self.link.client.pipeline(transaction=False) as pipe:
                 pipe.hmget(self.k("meta"), ["next_seq", "watermark", "purged_upto"])
                 pipe.hlen(self.k("trees"))
                 pipe.zcard(self.k("open"))
                 (last, mark, purged), trees, open_ = await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
         return StoreStats(int(last) - int(purged), max(0, int(last) - int(mark)), int(trees), int(open_))
 
     async def ping(self) -> None:
@@ -1092,10 +1060,8 @@ class RedisStore:
         """Nothing of its own: the shared link is closed by whoever opened it."""
 
     async def _call(self, name: str, *args: Any) -> Any:
-        try:
+        with _redis_errors():
             return await getattr(self.link.client, name)(*args)
-        except RedisError as exc:
-            raise StoreError(f"Redis: {exc}") from None
 
 
 def _anchor(tree: TreeRecord, target: str, doc: bytes) -> AnchorRecord:
