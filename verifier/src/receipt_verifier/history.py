@@ -14,6 +14,7 @@ import base64
 import binascii
 import bisect
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -90,9 +91,9 @@ class HeadsTree:
     """The heads of every subject log of a domain as of one window, sorted by ``subject_key``."""
 
     def __init__(self, heads: Mapping[str, tuple[int, bytes]]) -> None:
-        items = sorted((subject_key(s), n, r) for s, (n, r) in heads.items() if n > 0)
-        self.keys = [k for k, _, _ in items]
-        self.leaves = [heads_leaf(k, n, r) for k, n, r in items]
+        self._items = sorted((subject_key(s), n, r) for s, (n, r) in heads.items() if n > 0)
+        self.keys = [k for k, _, _ in self._items]
+        self.leaves = [heads_leaf(k, n, r) for k, n, r in self._items]
         self._tree = MerkleTree.from_commitments(self.leaves) if self.leaves else None
 
     @property
@@ -107,12 +108,12 @@ class HeadsTree:
 
     def _member(self, index: int) -> dict[str, Any]:
         assert self._tree is not None
-        leaf = self.leaves[index]
+        key, size, root = self._items[index]
         return {
             "index": index,
-            "key": leaf[:32].hex(),
-            "size": int.from_bytes(leaf[32:40], "big"),
-            "root": leaf[40:].hex(),
+            "key": key.hex(),
+            "size": size,
+            "root": root.hex(),
             "path": [h.hex() for _, h in self._tree.audit_path(index)],
         }
 
@@ -174,9 +175,9 @@ def check_heads_proof(subject: str, proof: Any, heads_root: bytes, heads_size: i
         raise MalformedReceiptError("head proof: absent needs left and right (null at an end)")
     left = None if absent["left"] is None else root_of(absent["left"], "absence proof (left)")
     right = None if absent["right"] is None else root_of(absent["right"], "absence proof (right)")
-    if heads_size == 0:
-        if left or right or heads_root != EMPTY_ROOT:
-            raise HistoryError("absence proof: an empty heads tree has no neighbours")
+    if heads_size == 0:  # root_of refused any neighbour: no index is below 0
+        if heads_root != EMPTY_ROOT:
+            raise HistoryError("absence proof: the window's heads tree has no leaves but a root that is not empty")
         return 0, EMPTY_ROOT
     if left is None and (right is None or right[0] != 0):
         raise HistoryError("absence proof: without a left neighbour the right one must be leaf 0")
@@ -201,13 +202,13 @@ class Record:
 
 def _b64(value: Any, width: int, where: str) -> list[bytes]:
     if type(value) is not str:
-        raise MalformedReceiptError(f"log.{where} must be a base64 string")
+        raise MalformedReceiptError(f"{where} must be a base64 string")
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise MalformedReceiptError(f"log.{where} is not valid base64") from None
+        raise MalformedReceiptError(f"{where} is not valid base64") from None
     if len(raw) % width:
-        raise MalformedReceiptError(f"log.{where} holds {len(raw)} bytes, not a multiple of {width}")
+        raise MalformedReceiptError(f"{where} holds {len(raw)} bytes, not a multiple of {width}")
     return [raw[i : i + width] for i in range(0, len(raw), width)]
 
 
@@ -248,7 +249,17 @@ class HistoryReport:
         }
 
 
-def check_log(subject: str, domain: str, log: Any, report: HistoryReport) -> tuple[int, bytes, list[Record]]:
+@dataclass(frozen=True)
+class LogCheck:
+    """A log as its bundle names it (size and root), its records, and whether their order is broken."""
+
+    size: int
+    root: bytes
+    records: list[Record]
+    out_of_sequence: bool  # a gap or records out of order (already in the report's problems)
+
+
+def check_log(subject: str, domain: str, log: Any, report: HistoryReport) -> LogCheck:
     """The log's records against its own head; every problem is added to ``report`` with its sequence."""
     if not isinstance(log, Mapping) or set(log) != {"size", "root", "hashes", "proof_ids", "nonces", "leaves"}:
         raise MalformedReceiptError("log: expected size, root, hashes, proof_ids, nonces, leaves")
@@ -259,8 +270,8 @@ def check_log(subject: str, domain: str, log: Any, report: HistoryReport) -> tup
         root = bytes.fromhex(root_hex)
     except ValueError:
         raise MalformedReceiptError("log.root is not hex") from None
-    hashes, pids = _b64(log["hashes"], 32, "hashes"), _b64(log["proof_ids"], 16, "proof_ids")
-    nonces, leaves = _b64(log["nonces"], 16, "nonces"), _b64(log["leaves"], 32, "leaves")
+    hashes, pids = _b64(log["hashes"], 32, "log.hashes"), _b64(log["proof_ids"], 16, "log.proof_ids")
+    nonces, leaves = _b64(log["nonces"], 16, "log.nonces"), _b64(log["leaves"], 32, "log.leaves")
     if not len(hashes) == len(pids) == len(nonces) == len(leaves):
         raise MalformedReceiptError("log: hashes, proof_ids, nonces and leaves hold different counts")
     if len(leaves) != size:
@@ -286,18 +297,20 @@ def check_log(subject: str, domain: str, log: Any, report: HistoryReport) -> tup
         else:
             placed.append((i, found))
     seqs = [j for _, j in placed]
+    missing = sorted(set(range(seqs[-1] + 1)) - set(seqs)) if seqs else []
+    out_of_sequence = True
     if any(b <= a for a, b in pairwise(seqs)):
         pos, held = next((a, b) for a, b in placed if a != b)
         report.problems.append(f"records out of order: position {pos} holds the log's record {held}")
-    elif seqs:
-        missing = sorted(set(range(seqs[-1] + 1)) - set(seqs))
-        if missing:
-            report.problems.append(f"gap at sequence {missing[0]}: {len(missing)} record(s) of the log left out")
+    elif missing:
+        report.problems.append(f"gap at sequence {missing[0]}: {len(missing)} record(s) of the log left out")
+    else:
+        out_of_sequence = False
     if len(report.problems) > MAX_PROBLEMS:
         extra = len(report.problems) - MAX_PROBLEMS
         del report.problems[MAX_PROBLEMS:]
         report.problems.append(f"... and {extra} more problem(s) of the same kind")
-    return size, root, records
+    return LogCheck(size, root, records, out_of_sequence)
 
 
 def _check_id(pid: bytes, h: bytes, i: int, report: HistoryReport) -> None:
@@ -309,10 +322,14 @@ def _check_id(pid: bytes, h: bytes, i: int, report: HistoryReport) -> None:
         report.problems.append(f"record at sequence {i}: {exc}")
 
 
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
+def _parse_time(text: str, where: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        raise MalformedReceiptError(f"{where}: {text!r:.40} is not an RFC 3339 time") from None
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _WINDOW_KEYS = frozenset(
     {"window_id", "tree_index", "tree_size", "root", "window_end", "heads_root", "heads_size", "anchors"}
 )
@@ -339,9 +356,15 @@ def _window(value: Any) -> Window:
     texts = (value["window_id"], value["root"], value["window_end"], value["heads_root"])
     if not all(type(v) is int and v >= 0 for v in ints) or not all(type(v) is str for v in texts):
         raise MalformedReceiptError("window: tree_index, tree_size, heads_size are integers; the rest strings")
+    if not all(_HEX64.fullmatch(value[k]) for k in ("root", "heads_root")):
+        raise MalformedReceiptError("window: root and heads_root are 64 lowercase hex characters")
+    _parse_time(value["window_end"], "window.window_end")
     anchors = value["anchors"]
     if not isinstance(anchors, list) or not 1 <= len(anchors) <= 16:
         raise MalformedReceiptError("window.anchors: a list of 1 to 16 anchors")
+    parsed = tuple(parse_anchor(a, f"window.anchors[{i}]") for i, a in enumerate(anchors))
+    if len({(a.type, a.anchor_id) for a in parsed}) != len(parsed):
+        raise MalformedReceiptError("window.anchors: lists the same anchor (type and anchor_id) twice")
     return Window(
         window_id=value["window_id"],
         tree_index=value["tree_index"],
@@ -350,7 +373,7 @@ def _window(value: Any) -> Window:
         window_end=value["window_end"],
         heads_root=value["heads_root"],
         heads_size=value["heads_size"],
-        anchors=tuple(parse_anchor(a, f"window.anchors[{i}]") for i, a in enumerate(anchors)),
+        anchors=parsed,
     )
 
 
@@ -434,7 +457,8 @@ def verify_history(
     if not all(type(v) is str for v in (subject, domain, claimed)):
         raise MalformedReceiptError("history bundle: subject, domain and as_of are strings")
     report = HistoryReport(subject, domain)
-    size, root, records = check_log(subject, domain, doc["log"], report)
+    log = check_log(subject, domain, doc["log"], report)
+    size, root, records = log.size, log.root, log.records
     report.size = len(records)
     w = _window(doc["window"])
     report.window_id, report.window_end = w.window_id, w.window_end
@@ -443,29 +467,31 @@ def verify_history(
     if not verified:
         raise HistoryError("no anchor of the window verifies with what is pinned: " + "; ".join(others))
     report.anchor = ", ".join(verified)
-    try:
-        heads_root = bytes.fromhex(w.heads_root)
-    except ValueError:
-        raise MalformedReceiptError("window.heads_root is not hex") from None
-    proven_size, proven_root = check_heads_proof(subject, doc["head_proof"], heads_root, w.heads_size)
+    proven_size, proven_root = check_heads_proof(subject, doc["head_proof"], bytes.fromhex(w.heads_root), w.heads_size)
     if (proven_size, proven_root) != (size, root):
         report.problems.append(
             f"the log's head (size {size}) is not the head anchored in window {w.window_id}"
             f" (size {proven_size}): records were added, dropped or rewritten"
         )
-    if len(records) < proven_size and not any("gap" in p or "order" in p for p in report.problems):
+    if len(records) < proven_size and not log.out_of_sequence:
         report.problems.append(f"newest record(s) missing: the log has {proven_size}, the bundle {len(records)}")
     cutoff = as_of or datetime.now(UTC)
+    ended = _parse_time(w.window_end, "window.window_end")
     newer = [
-        e for e in ledger if e.domain == domain and e.heads_root is not None and _parse_time(e.window_end) <= cutoff
+        (t, e)
+        for e in ledger
+        if e.domain == domain
+        and e.heads_root is not None
+        and (t := _parse_time(e.window_end, f"ledger entry {e.seq}: window_end")) <= cutoff
     ]
-    newest = max(newer, key=lambda e: _parse_time(e.window_end), default=None)
-    if newest is not None and _parse_time(newest.window_end) > _parse_time(w.window_end):
+    newest = max(newer, key=lambda te: te[0], default=None)
+    if newest is not None and newest[0] > ended:
+        newest_entry = newest[1]
         report.problems.append(
-            f"a head older than the newest anchored window given: window {newest.window_id}"
-            f" (ledger entry {newest.seq}, ended {newest.window_end}) is newer than {w.window_id}"
+            f"a head older than the newest anchored window given: window {newest_entry.window_id}"
+            f" (ledger entry {newest_entry.seq}, ended {newest_entry.window_end}) is newer than {w.window_id}"
         )
-    if max_age is not None and cutoff - _parse_time(w.window_end) > max_age:
+    if max_age is not None and cutoff - ended > max_age:
         report.problems.append(f"stale: window {w.window_id} ended {w.window_end}, more than {max_age} ago")
     if previous is not None:
         _check_growth(previous, doc, report)
@@ -477,12 +503,15 @@ def _check_growth(previous: Any, doc: Mapping[str, Any], report: HistoryReport) 
         raise MalformedReceiptError("--previous: not a history bundle")
     if (previous.get("subject"), previous.get("domain")) != (doc["subject"], doc["domain"]):
         raise MalformedReceiptError("--previous: a bundle of another subject or domain")
-    old = _b64(previous["log"]["leaves"], 32, "leaves")
-    new = _b64(doc["log"]["leaves"], 32, "leaves")
+    old_log = previous.get("log")
+    if not isinstance(old_log, Mapping) or "leaves" not in old_log:
+        raise MalformedReceiptError("--previous: its log has no leaves")
+    old = _b64(old_log["leaves"], 32, "--previous: log.leaves")
+    new = _b64(doc["log"]["leaves"], 32, "log.leaves")
     if len(old) > len(new):
         report.problems.append(f"forked log: it shrank from {len(old)} records to {len(new)}")
     elif new[: len(old)] != old:
-        first = next(i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b)
+        first = next(i for i in range(len(old)) if old[i] != new[i])
         report.problems.append(
             f"forked log: record {first} differs from the older bundle's (the log was rewritten, it did not only grow)"
         )

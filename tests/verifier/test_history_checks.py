@@ -1,0 +1,665 @@
+"""Every check of a history bundle, each with the exact problem or error it must name (pure)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from receipt_verifier.errors import LedgerError, MalformedReceiptError, WriteSetError
+from receipt_verifier.fabric.trust import load_trust
+from receipt_verifier.history import (
+    EMPTY_ROOT,
+    MAX_RECORDS,
+    HeadsTree,
+    HistoryError,
+    HistoryReport,
+    Record,
+    check_heads_proof,
+    check_log,
+    pack,
+    subject_key,
+    verify_history,
+)
+from receipt_verifier.model import LedgerEntry
+from tests.conftest import VECTORS
+
+from .histories import DOMAIN, KEYS, KID, OTHER, SUBJECT, WINDOW_END, bundle, entry, heads, local_anchor, log, records
+
+AS_OF = datetime(2025, 11, 21, 9, tzinfo=UTC)
+LOGS = {SUBJECT: records(SUBJECT, 3), OTHER: records(OTHER, 2)}
+
+
+def _verify(doc: Any, **kw: Any) -> list[str]:
+    report, _ = verify_history(doc, KEYS, as_of=kw.pop("as_of", AS_OF), **kw)
+    return report.problems
+
+
+def test_a_complete_bundle_reports_every_field() -> None:
+    report, recs = verify_history(bundle(SUBJECT, LOGS), KEYS, as_of=AS_OF)
+    assert report.to_dict() == {
+        "subject": SUBJECT,
+        "domain": DOMAIN,
+        "complete": True,
+        "records": 3,
+        "window_id": "w1763712120000",
+        "window_end": WINDOW_END,
+        "anchor": f"local ledger {KID} entry 0",
+        "problems": [],
+    }
+    assert recs == [Record(i, r.hash, r.proof_id, r.nonce) for i, r in enumerate(LOGS[SUBJECT])]
+
+
+def test_a_subject_with_no_log_is_complete_and_empty() -> None:
+    report, recs = verify_history(bundle("did:example:nobody", LOGS), KEYS, as_of=AS_OF)
+    assert (report.complete, report.size, recs) == (True, 0, [])
+
+
+def test_pack_is_the_columns_base64() -> None:
+    assert pack([b"\x01" * 3, b"\x02" * 3]) == base64.b64encode(b"\x01\x01\x01\x02\x02\x02").decode("ascii")
+    assert pack([]) == ""
+
+
+# ---- the log against its own head
+
+
+def test_a_short_bundle_names_both_counts() -> None:
+    mine = LOGS[SUBJECT]
+    doc = bundle(SUBJECT, LOGS, shown=mine[:2])
+    assert _verify(doc) == [
+        "the bundle holds 2 records, but the log it names has 3",
+        "newest record(s) missing: the log has 3, the bundle 2",
+    ]
+
+
+def test_entries_that_do_not_form_the_named_head() -> None:
+    doc = bundle(SUBJECT, LOGS)
+    root = "ab" * 32
+    doc["log"]["root"] = root
+    assert _verify(doc) == [
+        "the log's entries do not form the head it names (size 3, root abababababababab…)",
+        (
+            "the log's head (size 3) is not the head anchored in window w1763712120000 (size 3):"
+            " records were added, dropped or rewritten"
+        ),
+    ]
+
+
+def test_a_gap_is_named_once_and_hides_newest_missing() -> None:
+    mine = LOGS[SUBJECT]
+    assert _verify(bundle(SUBJECT, LOGS, shown=[mine[0], mine[2]])) == [
+        "the bundle holds 2 records, but the log it names has 3",
+        "gap at sequence 1: 1 record(s) of the log left out",
+    ]
+
+
+def test_a_gap_before_the_last_of_several_records() -> None:
+    mine = records(SUBJECT, 5)
+    logs = {SUBJECT: mine}
+    # positions hold records 0, 1, 3, 4: the gap is at 2, after the second record
+    assert _verify(bundle(SUBJECT, logs, shown=[mine[0], mine[1], mine[3], mine[4]])) == [
+        "the bundle holds 4 records, but the log it names has 5",
+        "gap at sequence 2: 1 record(s) of the log left out",
+    ]
+
+
+def test_a_repeated_record_is_out_of_order_not_a_gap() -> None:
+    mine = LOGS[SUBJECT]
+    assert _verify(bundle(SUBJECT, LOGS, shown=[mine[0], mine[0], mine[2]])) == [
+        "the log's entries do not form the head it names (size 3, root "
+        + bundle(SUBJECT, LOGS)["log"]["root"][:16]
+        + "…)",
+        "records out of order: position 1 holds the log's record 0",
+    ]
+
+
+def test_swapped_records_name_the_first_misplaced_position() -> None:
+    mine = LOGS[SUBJECT]
+    doc = bundle(SUBJECT, LOGS, shown=[mine[0], mine[2], mine[1]])
+    problems = _verify(doc)
+    assert problems[1:] == ["records out of order: position 1 holds the log's record 2"]
+
+
+def test_a_record_is_found_at_most_64_positions_away() -> None:
+    mine = records(SUBJECT, 66)
+    logs = {SUBJECT: mine}
+    shown = list(mine)
+    shown[0], shown[65] = mine[65], mine[0]  # 65 positions apart: each is taken for a stranger
+    problems = _verify(bundle(SUBJECT, logs, shown=shown))
+    assert problems[1:] == [
+        f"record at sequence 0 is not a record of {SUBJECT} in {DOMAIN} (another subject or domain)",
+        f"record at sequence 65 is not a record of {SUBJECT} in {DOMAIN} (another subject or domain)",
+        "gap at sequence 0: 1 record(s) of the log left out",
+    ]
+    shown = list(mine)
+    shown[1], shown[65] = mine[65], mine[1]  # 64 apart: found, and out of order
+    assert _verify(bundle(SUBJECT, logs, shown=shown))[1:] == [
+        "records out of order: position 1 holds the log's record 65"
+    ]
+
+
+def test_a_record_whose_id_does_not_bind_its_hash() -> None:
+    mine = list(LOGS[SUBJECT])
+    bad = mine[1]
+    forged_pid = bytes(16)
+    from receipt_verifier.history import record_leaf
+
+    from .histories import Rec
+
+    mine[1] = Rec(bad.hash, forged_pid, bad.nonce, record_leaf(bad.nonce, forged_pid, bad.hash, DOMAIN, SUBJECT, 1))
+    assert _verify(bundle(SUBJECT, {SUBJECT: mine, OTHER: LOGS[OTHER]})) == [
+        "record at sequence 1: proof_id '00000000-0000-0000-0000-000000000000' is not an RFC 9562 version-1 UUID"
+    ]
+    good_shape = bytearray(LOGS[SUBJECT][0].proof_id)  # a real v1 id, issued for another hash
+    mine[1] = Rec(
+        bad.hash, bytes(good_shape), bad.nonce, record_leaf(bad.nonce, bytes(good_shape), bad.hash, DOMAIN, SUBJECT, 1)
+    )
+    text = bytes(good_shape).hex()
+    text = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    assert _verify(bundle(SUBJECT, {SUBJECT: mine, OTHER: LOGS[OTHER]})) == [
+        f"record at sequence 1: proof_id {text} was not issued for hash {bad.hash.hex()}: its node field does not match"
+    ]
+
+
+def test_problems_are_capped_at_fifty() -> None:
+    def foreign(n: int) -> list[str]:
+        mine = records(SUBJECT, n)
+        strangers = records(OTHER, n)
+        doc = bundle(SUBJECT, {SUBJECT: mine}, shown=strangers)
+        doc["log"]["root"] = log(mine)["root"]  # only the foreign records are wrong
+        report = HistoryReport(SUBJECT, DOMAIN)
+        check_log(SUBJECT, DOMAIN, doc["log"], report)
+        return report.problems
+
+    exactly = foreign(49)  # 49 foreign records and the head they do not form: fifty, all listed
+    assert len(exactly) == 50 and exactly[-1].startswith("record at sequence 48 is not a record of")
+    over = foreign(60)
+    assert len(over) == 51 and over[-1] == "... and 11 more problem(s) of the same kind"
+
+
+# ---- malformed logs
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(log=["x"]), "log: expected size, root, hashes, proof_ids, nonces, leaves"),
+        (lambda d: d["log"].pop("nonces"), "log: expected size, root, hashes, proof_ids, nonces, leaves"),
+        (lambda d: d["log"].update(size=-1), "log: size is an integer, root 64 hex"),
+        (lambda d: d["log"].update(size=MAX_RECORDS + 1), "log: size is an integer, root 64 hex"),
+        (lambda d: d["log"].update(size=True), "log: size is an integer, root 64 hex"),
+        (lambda d: d["log"].update(root=5), "log: size is an integer, root 64 hex"),
+        (lambda d: d["log"].update(root="zz"), "log.root is not hex"),
+        (lambda d: d["log"].update(hashes=5), "log.hashes must be a base64 string"),
+        (lambda d: d["log"].update(proof_ids="AA!A"), "log.proof_ids is not valid base64"),
+        (
+            lambda d: d["log"].update(nonces=d["log"]["nonces"][:-4] + "!" + d["log"]["nonces"][-4:]),
+            "log.nonces is not valid base64",
+        ),
+        (lambda d: d["log"].update(leaves="AAAA"), "log.leaves holds 3 bytes, not a multiple of 32"),
+        (
+            lambda d: d["log"].update(nonces=pack([bytes(16)] * 2)),
+            "log: hashes, proof_ids, nonces and leaves hold different counts",
+        ),
+    ],
+    ids=range(12),
+)
+def test_malformed_logs_name_the_member(change: Any, message: str) -> None:
+    doc = bundle(SUBJECT, LOGS)
+    change(doc)
+    with pytest.raises(MalformedReceiptError) as err:
+        verify_history(doc, KEYS, as_of=AS_OF)
+    assert str(err.value) == message
+
+
+def test_the_largest_log_size_is_a_problem_not_malformed() -> None:
+    doc = bundle(SUBJECT, LOGS)
+    doc["log"]["size"] = MAX_RECORDS
+    assert _verify(doc)[0] == f"the bundle holds 3 records, but the log it names has {MAX_RECORDS}"
+
+
+# ---- the head proof
+
+
+def _member(subject: str = SUBJECT) -> dict[str, Any]:
+    proof: dict[str, Any] = heads(LOGS).prove(subject)["member"]
+    return proof
+
+
+def _check(proof: Any, subject: str = SUBJECT) -> tuple[int, bytes]:
+    tree = heads(LOGS)
+    return check_heads_proof(subject, proof, tree.root, tree.size)
+
+
+@pytest.mark.parametrize(
+    ("proof", "error", "message"),
+    [
+        ("member", MalformedReceiptError, 'head proof: expected {"member": ...} or {"absent": ...}'),
+        (
+            {"member": None, "absent": None},
+            MalformedReceiptError,
+            'head proof: expected {"member": ...} or {"absent": ...}',
+        ),
+        ({"absent": {"left": None}}, MalformedReceiptError, "head proof: absent needs left and right (null at an end)"),
+        (
+            {"absent": ["left", "right"]},
+            MalformedReceiptError,
+            "head proof: absent needs left and right (null at an end)",
+        ),
+        ({"member": "x"}, MalformedReceiptError, "head proof: expected index, key, size, root and path"),
+        ({"member": {"index": 0}}, MalformedReceiptError, "head proof: expected index, key, size, root and path"),
+        ({"member": {**_member(), "key": "zz"}}, MalformedReceiptError, "head proof: key, root and path are hex"),
+        ({"member": {**_member(), "path": [5]}}, MalformedReceiptError, "head proof: key, root and path are hex"),
+        ({"member": {**_member(), "index": "0"}}, MalformedReceiptError, "head proof: bad index, size, key or root"),
+        ({"member": {**_member(), "size": "3"}}, MalformedReceiptError, "head proof: bad index, size, key or root"),
+        ({"member": {**_member(), "index": -1}}, MalformedReceiptError, "head proof: bad index, size, key or root"),
+        ({"member": {**_member(), "size": 0}}, MalformedReceiptError, "head proof: bad index, size, key or root"),
+        (
+            {"member": {**_member(), "key": "00" * 31}},
+            MalformedReceiptError,
+            "head proof: bad index, size, key or root",
+        ),
+        (
+            {"member": {**_member(), "root": "00" * 33}},
+            MalformedReceiptError,
+            "head proof: bad index, size, key or root",
+        ),
+        ({"member": {**_member(), "path": ["00" * 31]}}, MalformedReceiptError, "head proof: path hashes are 32 bytes"),
+        ({"member": {**_member(), "index": 2}}, HistoryError, "head proof: index 2 outside a heads tree of 2"),
+        (
+            {"member": {**_member(), "size": 2}},
+            HistoryError,
+            "tampered head proof: head proof does not lead to the anchored heads root",
+        ),
+        ({"member": _member(OTHER)}, HistoryError, "head proof: the proven leaf is another subject's"),
+        (
+            {"absent": {"left": None, "right": None}},
+            HistoryError,
+            "absence proof: without a left neighbour the right one must be leaf 0",
+        ),
+        (
+            {"absent": {"left": {**_member(), "size": 9}, "right": None}},
+            HistoryError,
+            "tampered head proof: absence proof (left) does not lead to the anchored heads root",
+        ),
+        (
+            {"absent": {"left": None, "right": {**_member(), "size": 9}}},
+            HistoryError,
+            "tampered head proof: absence proof (right) does not lead to the anchored heads root",
+        ),
+    ],
+    ids=range(21),
+)
+def test_head_proofs_are_refused_with_their_reason(proof: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as err:
+        _check(proof)
+    assert str(err.value) == message
+
+
+def test_a_path_of_the_wrong_length_names_the_proof() -> None:
+    with pytest.raises(HistoryError) as err:
+        _check({"member": {**_member(), "path": []}})
+    assert str(err.value).startswith("head proof: ") and "tampered" not in str(err.value)
+
+
+def _ends() -> tuple[HeadsTree, list[str], dict[str, Any], dict[str, Any]]:
+    subjects = [f"did:example:s-{i:04d}" for i in range(4)]
+    tree = HeadsTree({s: (1, bytes([i + 1]) * 32) for i, s in enumerate(subjects)})
+    ordered = sorted(subjects, key=subject_key)
+    return tree, ordered, tree.prove(ordered[0])["member"], tree.prove(ordered[-1])["member"]
+
+
+def test_a_member_is_never_proven_absent_with_itself_as_a_neighbour() -> None:
+    tree, ordered, _, _ = _ends()
+    first, second = (tree.prove(s)["member"] for s in ordered[:2])
+    for left, right, subject in ((first, second, ordered[0]), (first, second, ordered[1])):
+        with pytest.raises(HistoryError) as err:
+            check_heads_proof(subject, {"absent": {"left": left, "right": right}}, tree.root, tree.size)
+        assert str(err.value) == "absence proof: the subject's key is not between the neighbours"
+
+
+def test_absence_needs_adjacent_neighbours_and_both_ends() -> None:
+    tree, ordered, first, last = _ends()
+    between = next(
+        p
+        for p in (f"did:example:probe-{i}" for i in range(10_000))
+        if subject_key(ordered[0]) < subject_key(p) and subject_key(p) < subject_key(ordered[1])
+    )
+    third = tree.prove(ordered[2])["member"]
+    cases = [
+        ({"left": first, "right": third}, "absence proof: the neighbours are not adjacent leaves"),
+        ({"left": None, "right": None}, "absence proof: without a left neighbour the right one must be leaf 0"),
+        ({"left": first, "right": None}, "absence proof: without a right neighbour the left one must be the last leaf"),
+        ({"left": None, "right": last}, "absence proof: without a left neighbour the right one must be leaf 0"),
+    ]
+    for absent, message in cases:
+        with pytest.raises(HistoryError) as err:
+            check_heads_proof(between, {"absent": absent}, tree.root, tree.size)
+        assert str(err.value) == message
+    second = tree.prove(ordered[1])["member"]
+    assert check_heads_proof(between, {"absent": {"left": first, "right": second}}, tree.root, tree.size) == (
+        0,
+        EMPTY_ROOT,
+    )
+
+
+def test_an_empty_heads_tree_has_the_empty_root() -> None:
+    assert check_heads_proof(SUBJECT, {"absent": {"left": None, "right": None}}, EMPTY_ROOT, 0) == (0, EMPTY_ROOT)
+    with pytest.raises(HistoryError) as err:
+        check_heads_proof(SUBJECT, {"absent": {"left": None, "right": None}}, bytes(32), 0)
+    assert str(err.value) == "absence proof: the window's heads tree has no leaves but a root that is not empty"
+    with pytest.raises(HistoryError, match="outside a heads tree of 0"):
+        check_heads_proof(SUBJECT, {"absent": {"left": _member(), "right": None}}, EMPTY_ROOT, 0)
+
+
+def test_heads_tree_members_carry_their_size_and_root() -> None:
+    big = 1 << 60
+    tree = HeadsTree({SUBJECT: (big, b"\x07" * 32), OTHER: (0, EMPTY_ROOT)})
+    member = tree.prove(SUBJECT)["member"]
+    assert (tree.size, member["size"], member["root"], member["key"]) == (
+        1,
+        big,
+        "07" * 32,
+        hashlib.sha256(SUBJECT.encode("utf-8")).hexdigest(),
+    )
+    assert check_heads_proof(SUBJECT, {"member": member}, tree.root, 1) == (big, b"\x07" * 32)
+
+
+# ---- the bundle and its window
+
+
+def _malformed(doc: Any, message: str, **kw: Any) -> None:
+    with pytest.raises(MalformedReceiptError) as err:
+        verify_history(doc, KEYS, as_of=AS_OF, **kw)
+    assert str(err.value) == message
+
+
+def test_a_document_that_is_no_history_bundle() -> None:
+    expected = "not a history bundle (@context https://w3id.org/health-receipt/history/v1, type HealthReceiptHistory)"
+    for doc in (["x"], dict(bundle(SUBJECT, LOGS), type="Other"), dict(bundle(SUBJECT, LOGS), **{"@context": "x"})):
+        _malformed(doc, expected)
+    members = (
+        "history bundle: expected the members @context, as_of, domain, fabric_blocks, head_proof, log, subject,"
+        " type, window (fabric_blocks optional)"
+    )
+    _malformed(dict(bundle(SUBJECT, LOGS), extra=1), members)
+    doc = bundle(SUBJECT, LOGS)
+    del doc["as_of"]
+    _malformed(doc, members)
+    for key in ("subject", "domain", "as_of"):
+        _malformed(dict(bundle(SUBJECT, LOGS), **{key: 5}), "history bundle: subject, domain and as_of are strings")
+
+
+def test_fabric_blocks_may_be_given_empty() -> None:
+    assert _verify(dict(bundle(SUBJECT, LOGS), fabric_blocks=[])) == []
+
+
+def _window_change(**changes: Any) -> dict[str, Any]:
+    doc = bundle(SUBJECT, LOGS)
+    doc["window"].update(changes)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            dict(bundle(SUBJECT, LOGS), window=[1]),
+            "window: expected exactly anchors, heads_root, heads_size, root, tree_index, tree_size, window_end, window_id",
+        ),
+        (
+            _window_change(extra=1),
+            "window: expected exactly anchors, heads_root, heads_size, root, tree_index, tree_size, window_end, window_id",
+        ),
+        (_window_change(tree_index="0"), "window: tree_index, tree_size, heads_size are integers; the rest strings"),
+        (_window_change(heads_size=-1), "window: tree_index, tree_size, heads_size are integers; the rest strings"),
+        (_window_change(window_id=7), "window: tree_index, tree_size, heads_size are integers; the rest strings"),
+        (_window_change(heads_root="AB" * 32), "window: root and heads_root are 64 lowercase hex characters"),
+        (_window_change(root="ab" * 31), "window: root and heads_root are 64 lowercase hex characters"),
+        (_window_change(window_end="yesterday"), "window.window_end: 'yesterday' is not an RFC 3339 time"),
+        (_window_change(anchors=[]), "window.anchors: a list of 1 to 16 anchors"),
+        (_window_change(anchors={"a": 1}), "window.anchors: a list of 1 to 16 anchors"),
+        (
+            _window_change(anchors=[local_anchor(entry(heads(LOGS)))] * 2),
+            "window.anchors: lists the same anchor (type and anchor_id) twice",
+        ),
+    ],
+    ids=range(11),
+)
+def test_malformed_windows_name_the_member(doc: Any, message: str) -> None:
+    _malformed(doc, message)
+
+
+def test_a_malformed_anchor_names_its_position() -> None:
+    tree = heads(LOGS)
+    doc = _window_change(anchors=[local_anchor(entry(tree)), {"type": "local"}])
+    with pytest.raises(MalformedReceiptError, match=r"^window\.anchors\[1\]"):
+        verify_history(doc, KEYS, as_of=AS_OF)
+
+
+def test_sixteen_anchors_are_allowed_and_each_verified_one_is_named() -> None:
+    tree = heads(LOGS)
+    anchors = [local_anchor(entry(tree, seq=i)) for i in range(16)]
+    report, _ = verify_history(_window_change(anchors=anchors), KEYS, as_of=AS_OF)
+    assert report.anchor == ", ".join(f"local ledger {KID} entry {i}" for i in range(16))
+    _malformed(
+        _window_change(anchors=[*anchors, local_anchor(entry(tree, seq=16))]),
+        "window.anchors: a list of 1 to 16 anchors",
+    )
+
+
+def test_an_anchor_that_signs_another_window_is_a_hard_failure() -> None:
+    tree = heads(LOGS)
+    cases = [
+        entry(tree, window_id="w-other"),
+        entry(tree, tree_index=1),
+        entry(tree, tree_size=6),
+        entry(tree, root="cd" * 32),
+        entry(tree, window_end="2025-11-21T08:02:02Z"),
+        entry(tree, heads_root="ef" * 32),
+        entry(tree, heads_size=3),
+        entry(tree, domain="insurance"),
+    ]
+    for e in cases:
+        doc = _window_change(anchors=[local_anchor(e)])
+        with pytest.raises(HistoryError) as err:
+            verify_history(doc, KEYS, as_of=AS_OF)
+        assert str(err.value) == f"local anchor {KID}:0 signs another window, domain or heads than the bundle's", e
+
+
+def test_a_bad_signature_is_a_ledger_error() -> None:
+    doc = bundle(SUBJECT, LOGS)
+    doc["window"]["anchors"][0]["signature"] = "00" * 64
+    with pytest.raises(LedgerError, match="signature invalid"):
+        verify_history(doc, KEYS, as_of=AS_OF)
+
+
+FABRIC_TRUST = load_trust(json.loads((VECTORS / "fabric" / "trust.json").read_text()))
+
+
+def _fabric(channel: str, block: int = 4) -> dict[str, Any]:
+    return {
+        "type": "fabric",
+        "anchor_id": f"{channel}:94d0ef0afe48cd7a",
+        "channel": channel,
+        "tx_id": "94d0ef0afe48cd7a8ab5f3120fcadc64c374630528c78fb1aa30b82ef6a7c186",
+        "block_number": block,
+        "key": "w1763712120000/0",
+        "chaincode": "anchor",
+    }
+
+
+def test_anchors_that_cannot_be_checked_are_named_when_none_verifies() -> None:
+    tree = heads(LOGS)
+    unknown_key = local_anchor(entry(tree))
+    unknown_key["key_id"] = "00" * 8
+    anchors = [unknown_key, _fabric(DOMAIN), _fabric("elsewhere"), {"type": "ots", "anchor_id": "ots:1"}]
+    doc = _window_change(anchors=anchors)
+    with pytest.raises(HistoryError) as err:
+        verify_history(doc, KEYS, as_of=AS_OF)
+    assert str(err.value) == (
+        "no anchor of the window verifies with what is pinned: "
+        f"local {KID}:0: no pinned ledger key 0000000000000000 (pass --ledger-key); "
+        f"fabric {DOMAIN}: no trust file pins it (pass --trust); "
+        "fabric elsewhere: no trust file pins it (pass --trust); "
+        "ots ots:1: an anchor type this verifier does not know"
+    )
+    with pytest.raises(HistoryError) as err:
+        verify_history(doc, KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST)
+    assert f"fabric {DOMAIN}: no block; fabric elsewhere: no trust file pins it (pass --trust)" in str(err.value)
+
+
+def test_an_anchor_that_cannot_be_checked_does_not_stop_the_next() -> None:
+    tree = heads(LOGS)
+    unknown_key = local_anchor(entry(tree, seq=1))
+    unknown_key["key_id"] = "00" * 8
+    for first in (unknown_key, _fabric(DOMAIN)):
+        report, _ = verify_history(
+            _window_change(anchors=[first, local_anchor(entry(tree))]), KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST
+        )
+        assert report.anchor == f"local ledger {KID} entry 0"
+
+
+CAPTURED = json.loads((VECTORS / "fabric" / "bundle.json").read_text())
+
+
+def _captured_window() -> dict[str, Any]:
+    """A history of the captured Fabric tree (a v1 tree of one leaf, anchored without heads)."""
+    [anchors] = [op["anchors"] for op in CAPTURED["receipt"]["branches"][0]["ops"] if "anchors" in op]
+    fabric = copy.deepcopy(next(a for a in anchors if a["channel"] == DOMAIN))
+    doc = _window_change(
+        window_id="c42a8e53-1",
+        tree_size=1,
+        root="62d41f9bc375609c2ebaf731f4a530414cbfbbab005450220d4522ea016e56e8",
+        anchors=[fabric],
+    )
+    doc["fabric_blocks"] = CAPTURED["fabric_blocks"]
+    return doc
+
+
+def test_a_fabric_block_given_is_checked_not_skipped() -> None:
+    doc = _captured_window()
+    doc["window"]["anchors"][0]["key"] = "w1763712120000/0"
+    with pytest.raises(WriteSetError) as err:
+        verify_history(doc, KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST)
+    assert str(err.value) == "the transaction wrote key c42a8e53-1/0, the anchor names w1763712120000/0"
+
+
+def test_a_fabric_anchor_of_the_tree_without_the_heads_is_a_hard_failure() -> None:
+    doc = _captured_window()
+    with pytest.raises(HistoryError) as err:
+        verify_history(doc, KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST)
+    assert str(err.value) == (
+        f"fabric anchor {doc['window']['anchors'][0]['anchor_id']} wrote other heads or another window end"
+        " than the bundle's"
+    )
+    doc["window"]["tree_size"] = 2  # the block is checked against the window's tree
+    with pytest.raises(WriteSetError, match="tree size 1, not 2"):
+        verify_history(doc, KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST)
+
+
+# ---- freshness and growth
+
+
+def _ledger_entry(seq: int, window_end: str, domain: str | None = DOMAIN, v2: bool = True) -> LedgerEntry:
+    return LedgerEntry(
+        seq,
+        "00" * 32,
+        f"w-{seq}",
+        0,
+        1,
+        "11" * 32,
+        window_end,
+        window_end,
+        window_end,
+        domain if v2 else None,
+        ("22" * 32) if v2 else None,
+        1 if v2 else None,
+    )
+
+
+def test_a_newer_window_in_the_pinned_ledger_makes_the_head_old() -> None:
+    doc = bundle(SUBJECT, LOGS)
+    newer = [
+        _ledger_entry(1, "2025-11-21T08:05:00Z"),
+        _ledger_entry(2, "2025-11-21T08:07:00Z"),
+        _ledger_entry(3, "2025-11-21T08:06:00Z"),
+        _ledger_entry(4, "2025-11-21T08:09:00Z", domain="insurance"),  # another domain
+        _ledger_entry(5, "2025-11-21T08:09:00Z", v2=False),  # a v1 tree has no heads
+        _ledger_entry(6, "2025-11-21T09:00:00.000001Z"),  # after the time of judgement
+    ]
+    assert _verify(doc, ledger=newer) == [
+        (
+            "a head older than the newest anchored window given: window w-2 (ledger entry 2,"
+            " ended 2025-11-21T08:07:00Z) is newer than w1763712120000"
+        )
+    ]
+    assert _verify(doc, ledger=[_ledger_entry(7, "2025-11-21T09:00:00Z")])[0].startswith(
+        "a head older than the newest anchored window given: window w-7"
+    )
+    assert _verify(doc, ledger=[_ledger_entry(8, WINDOW_END)]) == []  # the same end is not newer
+    assert _verify(doc, ledger=newer[3:]) == []
+
+
+def test_as_of_defaults_to_now_and_is_used_when_given() -> None:
+    doc = bundle(SUBJECT, LOGS)
+    later = [_ledger_entry(1, "2026-01-01T00:00:00Z")]
+    assert _verify(doc, ledger=later) == []  # judged as of AS_OF (2025)
+    report, _ = verify_history(doc, KEYS, ledger=later)
+    assert report.problems[0].startswith("a head older than the newest anchored window given: window w-1")
+
+
+def test_max_age_is_measured_from_the_window_end() -> None:
+    doc = bundle(SUBJECT, LOGS)
+    end = datetime(2025, 11, 21, 8, 2, 1, tzinfo=UTC)
+    assert _verify(doc, as_of=end + timedelta(hours=1), max_age=timedelta(hours=1)) == []
+    assert _verify(doc, as_of=end + timedelta(hours=1, microseconds=1), max_age=timedelta(hours=1)) == [
+        f"stale: window w1763712120000 ended {WINDOW_END}, more than 1:00:00 ago"
+    ]
+
+
+def test_a_ledger_entry_with_an_impossible_time_is_refused() -> None:
+    bad = _ledger_entry(9, "2025-13-45T08:00:00Z")
+    _malformed(
+        bundle(SUBJECT, LOGS),
+        "ledger entry 9: window_end: '2025-13-45T08:00:00Z' is not an RFC 3339 time",
+        ledger=[bad],
+    )
+
+
+def test_growth_against_an_older_bundle() -> None:
+    mine = records(SUBJECT, 4)
+    old = bundle(SUBJECT, {SUBJECT: mine[:2]})
+    new = bundle(SUBJECT, {SUBJECT: mine})
+    assert _verify(new, previous=old) == []
+    assert _verify(old, previous=new) == ["forked log: it shrank from 4 records to 2"]
+    rewritten = copy.deepcopy(old)
+    leaves = base64.b64decode(rewritten["log"]["leaves"])
+    rewritten["log"]["leaves"] = base64.b64encode(leaves[:32] + bytes(32)).decode()
+    assert _verify(new, previous=rewritten) == [
+        "forked log: record 1 differs from the older bundle's (the log was rewritten, it did not only grow)"
+    ]
+    for prev, message in (
+        (dict(old, log=None), "--previous: its log has no leaves"),
+        (dict(old, log={"size": 2}), "--previous: its log has no leaves"),
+        (dict(old, log={"leaves": "!!"}), "--previous: log.leaves is not valid base64"),
+        (dict(old, type="Other"), "--previous: not a history bundle"),
+        (dict(old, domain="insurance"), "--previous: a bundle of another subject or domain"),
+    ):
+        _malformed(new, message, previous=prev)
+
+
+def test_a_subject_named_like_a_problem_still_gets_newest_missing() -> None:
+    subject = "did:example:gap-order"
+    mine = records(subject, 3)
+    doc = bundle(subject, {subject: mine}, shown=[mine[0], records(OTHER, 3)[1]])
+    assert _verify(doc) == [
+        "the bundle holds 2 records, but the log it names has 3",
+        f"record at sequence 1 is not a record of {subject} in {DOMAIN} (another subject or domain)",
+        "newest record(s) missing: the log has 3, the bundle 2",
+    ]
