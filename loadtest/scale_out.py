@@ -47,6 +47,8 @@ def redis_server(tmp: Path) -> Iterator[str]:
             "yes",
             "--appendfsync",
             "always",
+            "--aof-load-truncated",
+            "no",
             "--save",
             "",
         ],

@@ -62,7 +62,7 @@ class Settings:
     body_timeout_seconds: float = 10.0
     # "sqlite" (embedded, one process) or redis://HOST:PORT/DB, redis+cluster://HOST:PORT (several instances)
     store: str = "sqlite"
-    redis_unsafe_persistence: bool = False  # run on a Redis without appendonly yes + appendfsync always
+    redis_unsafe_persistence: bool = False  # run on a Redis that could lose writes (see check_persistence)
     redis_wait_replicas: int = 0  # WAIT for this many replicas before acknowledging
     lease_seconds: float = 5.0  # the leader lease of a shared store: a dead leader is replaced within it
     fabric: FabricSettings | None = None  # only from a TOML file's [fabric] table

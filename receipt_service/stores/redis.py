@@ -292,11 +292,15 @@ class RedisLink:
         return [self.sync.get_redis_connection(node) for node in self.sync.get_primaries()]
 
     def check_persistence(self, allow_unsafe: bool) -> None:
-        """Refuse a server that could lose acknowledged writes (unless the operator opted out)."""
+        """Refuse a server that could lose acknowledged writes (unless the operator opted out).
+
+        ``aof-load-truncated yes`` (Redis's default) is refused too: Redis 7.0 loads an AOF whose
+        tail tore inside a script's MULTI/EXEC block but keeps the half block in the file, so the
+        writes acknowledged after that restart are lost at the next one."""
         for node in self.masters():
             where = "{host}:{port}".format(**node.connection_pool.connection_kwargs)
             try:
-                conf = node.config_get("append*")
+                conf = {**node.config_get("append*"), **node.config_get("aof-load-truncated")}
             except RedisError as exc:
                 if allow_unsafe:
                     log.warning(
@@ -304,19 +308,22 @@ class RedisLink:
                     )
                     continue
                 raise StoreError(
-                    f"Redis {where}: cannot read its persistence settings ({exc}); the service needs"
-                    " appendonly yes and appendfsync always (set redis_unsafe_persistence = true to run anyway)"
+                    f"Redis {where}: cannot read its persistence settings ({exc}); the service needs appendonly"
+                    " yes, appendfsync always and aof-load-truncated no (set redis_unsafe_persistence = true to"
+                    " run anyway)"
                 ) from None
             wrong = [
                 f"{k} is {conf.get(k)!r}, needs {v!r}"
-                for k, v in (("appendonly", "yes"), ("appendfsync", "always"))
+                for k, v in (("appendonly", "yes"), ("appendfsync", "always"), ("aof-load-truncated", "no"))
                 if conf.get(k) != v
             ]
             if wrong and not allow_unsafe:
                 raise StoreError(
-                    f"Redis {where} could lose acknowledged hashes: {'; '.join(wrong)}. Set them"
-                    " (CONFIG SET appendonly yes; CONFIG SET appendfsync always; and in redis.conf), or set"
-                    " redis_unsafe_persistence = true to accept losing the last writes on a crash"
+                    f"Redis {where} could lose acknowledged hashes: {'; '.join(wrong)}. Set them (CONFIG SET"
+                    " appendonly yes; CONFIG SET appendfsync always; CONFIG SET aof-load-truncated no; and in"
+                    " redis.conf; after a crash that leaves the AOF torn, Redis then stops at start and"
+                    " redis-check-aof --fix on the AOF manifest repairs it), or set redis_unsafe_persistence ="
+                    " true to accept losing writes on a crash"
                 )
             if wrong:
                 log.warning("Redis %s: %s; acknowledged hashes can be lost on a crash", where, "; ".join(wrong))
