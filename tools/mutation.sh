@@ -5,7 +5,7 @@
 # directory shows one.
 #
 # Usage: tools/mutation.sh [GLOB ...]   (default: the modules below; e.g. src/receipt_verifier/merkle.py)
-#   MUTATION_TESTS=tests/verifier/ tools/mutation.sh src/receipt_verifier/...   only those tests (much faster:
+#   MUTATION_TESTS="tests/verifier/ tests/service/test_windows.py" tools/mutation.sh src/...   only those tests (faster:
 #   the service's HTTP tests run for every mutant of a function they touch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,9 @@ rm -rf "$scratch/tests/service/fabric"   # the Fabric tests need a network; the 
   echo "    receipt_service"
   printf 'only_mutate=%s\n' "${modules[0]}"
   for m in "${modules[@]:1}"; do printf '    %s\n' "$m"; done
-  echo "pytest_add_cli_args_test_selection=${MUTATION_TESTS:-tests/}"
+  read -r -a selection <<< "${MUTATION_TESTS:-tests/}"   # several paths: space-separated
+  echo "pytest_add_cli_args_test_selection=${selection[0]}"
+  for t in "${selection[@]:1}"; do printf '    %s\n' "$t"; done
   # tests that read the repository's own layout, need npm packages, or run subprocesses of the installed copy
   echo "pytest_add_cli_args=-k"
   echo "    not chainpoint and not closed_pipe and not stream and not test_offline and not identical and not loadtest"

@@ -7,8 +7,16 @@ from pathlib import Path
 import pytest
 
 from receipt_service.errors import ConflictError
-from receipt_service.ledger import KEY_FILE, LocalLedger, TreeRoot
+from receipt_service.ledger import KEY_FILE, LocalLedger, TreeRoot, ledger_entry, load_or_create_key, to_anchor
 from receipt_verifier import LedgerError
+from receipt_verifier.ledger import (
+    GENESIS_PREV,
+    entry_hash,
+    load_public_key,
+    raw_public_key,
+    verify_entry_signature,
+)
+from receipt_verifier.model import LedgerEntry, LocalAnchor
 
 
 def _root(i: int, root: str | None = None) -> TreeRoot:
@@ -50,3 +58,87 @@ def test_tampered_ledger_refuses_to_open(tmp_path: Path) -> None:
     ledger.path.write_text(ledger.path.read_text().replace(f"{1:064x}", "ab" * 32))
     with pytest.raises(LedgerError, match="signature invalid"):
         LocalLedger(tmp_path)
+
+
+def test_a_key_file_of_another_kind_is_refused_by_name(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    other = ec.generate_private_key(ec.SECP256R1())
+    pem = other.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tmp_path / KEY_FILE).write_bytes(pem)
+    with pytest.raises(LedgerError) as err:
+        LocalLedger(tmp_path)
+    assert str(err.value) == f"{tmp_path / KEY_FILE} does not hold an Ed25519 private key"
+
+
+def test_a_named_key_is_created_once_private_and_without_leftovers(tmp_path: Path) -> None:
+    key = load_or_create_key(tmp_path, "event-key.pem")
+    assert (tmp_path / "event-key.pem").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["event-key.pem"]
+    again = load_or_create_key(tmp_path, "event-key.pem")
+    assert raw_public_key(again.public_key()) == raw_public_key(key.public_key())
+
+
+def test_entries_chain_and_every_line_is_the_signed_entry(tmp_path: Path) -> None:
+    ledger = LocalLedger(tmp_path)
+    assert ledger.path.exists() and ledger.path.read_bytes() == b"" and len(ledger) == 0
+    first = ledger.append(_root(0), "2025-01-01T00:00:01Z")
+    second = ledger.append(_root(1), "2025-01-01T00:00:02Z")
+    assert (first.entry.seq, first.entry.prev) == (0, GENESIS_PREV)
+    assert (second.entry.seq, second.entry.prev) == (1, entry_hash(first.entry))
+    assert ledger.path.read_bytes() == (first.to_json() + "\n" + second.to_json() + "\n").encode()
+    assert ledger.find("w1", 1) == second and ledger.find("w1", 2) is None and ledger.find("w2", 0) is None
+    copy = ledger.entries()
+    copy.clear()
+    assert ledger.entries() == [first, second]
+    verify_entry_signature(ledger.public_key, second.entry, second.signature)
+    pem = ledger.public_key_pem()
+    assert pem.startswith("-----BEGIN PUBLIC KEY-----")
+    assert raw_public_key(load_public_key(pem.encode())) == raw_public_key(ledger.public_key)
+    assert to_anchor(ledger.key_id, second) == LocalAnchor(
+        f"{ledger.key_id}:1", ledger.key_id, second.entry, second.signature
+    )
+
+
+def test_a_reopened_ledger_stays_idempotent_and_keeps_its_head(tmp_path: Path) -> None:
+    ledger = LocalLedger(tmp_path)
+    first = ledger.append(_root(0), "2025-01-01T00:00:01Z")
+    with open(ledger.path, "ab") as f:
+        f.write(b"\n")  # a blank line is no entry
+    again = LocalLedger(tmp_path)
+    assert again.find("w1", 0) == first
+    assert again.append(_root(0), "2025-01-01T00:00:05Z") == first and len(again) == 1
+    assert again.append(_root(1), "2025-01-01T00:00:05Z").entry.prev == entry_hash(first.entry)
+
+
+def test_a_torn_line_is_cut_from_the_file_itself(tmp_path: Path) -> None:
+    ledger = LocalLedger(tmp_path)
+    ledger.append(_root(0), "2025-01-01T00:00:01Z")
+    good = ledger.path.read_bytes()
+    with open(ledger.path, "ab") as f:
+        f.write(b'{"entry": {"v": 1')
+    LocalLedger(tmp_path)
+    assert ledger.path.read_bytes() == good
+
+
+def test_a_conflicting_root_or_size_names_both_roots(tmp_path: Path) -> None:
+    ledger = LocalLedger(tmp_path)
+    ledger.append(_root(0), "2025-01-01T00:00:01Z")
+    with pytest.raises(ConflictError) as err:
+        ledger.append(_root(0, "ab" * 32), "2025-01-01T00:00:09Z")
+    assert str(err.value) == (
+        f"window w1 tree 0 is already anchored with root {1:064x}; refusing a different root {'ab' * 32}"
+    )
+    resized = TreeRoot("w1", 0, 5, f"{1:064x}", "2025-01-01T00:00:00Z", "2025-01-01T00:00:01Z")
+    with pytest.raises(ConflictError, match="already anchored"):
+        ledger.append(resized, "2025-01-01T00:00:09Z")
+
+
+def test_ledger_entries_carry_heads_only_for_a_domain_window() -> None:
+    v1 = ledger_entry(TreeRoot("w", 2, 3, "11" * 32, "s", "e", domain="insurance"), 7, "22" * 32, "t")
+    assert v1 == LedgerEntry(7, "22" * 32, "w", 2, 3, "11" * 32, "s", "e", "t", None, None, None)
+    v2 = ledger_entry(TreeRoot("w", 2, 3, "11" * 32, "s", "e", "insurance", "33" * 32, 4), 7, "22" * 32, "t")
+    assert v2 == LedgerEntry(7, "22" * 32, "w", 2, 3, "11" * 32, "s", "e", "t", "insurance", "33" * 32, 4)
