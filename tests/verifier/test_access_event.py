@@ -304,3 +304,19 @@ def test_b64url_is_unpadded_and_canonical() -> None:
     for bad in ("-_9", "-_8=", "a b", ""):
         with pytest.raises(ValueError):
             b64url_decode(bad)
+
+
+def test_b64url_keeps_a_trailing_x_and_two_missing_fields_are_both_named() -> None:
+    assert b64url(b"\x00\x00\x17") == "AAAX" and b64url_decode("AAAX") == b"\x00\x00\x17"
+    doc = _without("location")
+    del doc["owner"]
+    with pytest.raises(MalformedEventError) as err:
+        parse_event(doc)
+    assert str(err.value) == f"access event: missing field(s) owner, location {FIELD_LIST}"
+
+
+def test_a_p256_jwk_with_a_short_y_is_named() -> None:
+    jwk = dict(Party(ec_key=True).jwk, y="AA")
+    with pytest.raises(MalformedEventError) as err:
+        jwk_public_key(jwk)
+    assert str(err.value) == "the JWK is not a valid public key: x and y must be 32 bytes each"

@@ -257,3 +257,70 @@ def test_policy_errors_list_each_unverified_anchor_once() -> None:
     with pytest.raises(AnchorPolicyError) as info:
         _verifier().verify_policy(pending, AnchorPolicy("all"))
     assert str(info.value) == f"receipt {pending['proof_id']}: the receipt has no anchor yet"
+
+
+def test_policies_are_described_as_fabric_writes_them() -> None:
+    one_of = _sig({"n_out_of": {"n": 1, "rules": [{"signed_by": 0}, {"signed_by": 1}]}}, ("H", "peer"), ("I", "admin"))
+    two_of_three = _sig(
+        {"n_out_of": {"n": 2, "rules": [{"signed_by": 0}, {"signed_by": 1}, {"signed_by": 2}]}},
+        ("H", "peer"),
+        ("I", "peer"),
+        ("J", "member"),
+    )
+    assert pol.describe(one_of) == "OR('H.peer', 'I.admin')"
+    assert pol.describe(two_of_three) == "OutOf(2, 'H.peer', 'I.peer', 'J.member')"
+    meta = {"type": "implicit_meta", "rule": "MAJORITY", "sub_policy": "Endorsement", "policies": [AND, one_of]}
+    pol.check(meta, "test")
+    assert pol.describe(meta) == "MAJORITY Endorsement of [AND('H.peer', 'I.peer'), OR('H.peer', 'I.admin')]"
+    unnamed = {"type": "implicit_meta", "rule": "ANY", "policies": [AND]}
+    assert pol.describe(unnamed) == "ANY  of [AND('H.peer', 'I.peer')]"
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"type": "signature", "rule": 5, "principals": []}, "p: a rule is signed_by <index> or n_out_of {n, rules}"),
+        (
+            {"type": "signature", "rule": {"n_out_of": {"n": 1, "rules": [7]}}, "principals": []},
+            "p: a rule is signed_by <index> or n_out_of {n, rules}",
+        ),
+        (
+            {"type": "implicit_meta", "rule": "SOME", "policies": []},
+            "p: an implicit_meta policy has rule ANY|ALL|MAJORITY and policies",
+        ),
+        (
+            {"type": "implicit_meta", "rule": "ANY", "policies": {}},
+            "p: an implicit_meta policy has rule ANY|ALL|MAJORITY and policies",
+        ),
+        (
+            {"type": "implicit_meta", "rule": "ANY", "policies": [AND, {"type": "x"}]},
+            "p.policies[1]: policy type must be 'signature' or 'implicit_meta'",
+        ),
+        ({"type": "other"}, "p: policy type must be 'signature' or 'implicit_meta'"),
+    ],
+    ids=range(6),
+)
+def test_malformed_policies_get_their_exact_message(policy: Any, message: str) -> None:
+    with pytest.raises(TrustFileError) as err:
+        pol.check(policy, "p")
+    assert str(err.value) == message
+
+
+def test_only_role_principals_are_read_from_a_policy_envelope() -> None:
+    from fabric_protos.common import policies_pb2
+    from fabric_protos.msp import msp_principal_pb2
+
+    role = msp_principal_pb2.MSPRole(msp_identifier="H", role=msp_principal_pb2.MSPRole.MSPRoleType.PEER)
+    env = policies_pb2.SignaturePolicyEnvelope(
+        rule=policies_pb2.SignaturePolicy(signed_by=0),
+        identities=[msp_principal_pb2.MSPPrincipal(principal=role.SerializeToString())],
+    )
+    assert pol.from_signature_envelope(env.SerializeToString()) == {
+        "type": "signature",
+        "rule": {"signed_by": 0},
+        "principals": [{"msp_id": "H", "role": "peer"}],
+    }
+    env.identities[0].principal_classification = msp_principal_pb2.MSPPrincipal.Classification.IDENTITY
+    with pytest.raises(TrustFileError) as err:
+        pol.from_signature_envelope(env.SerializeToString())
+    assert str(err.value) == "only role principals (member, admin, client, peer, orderer) are supported"

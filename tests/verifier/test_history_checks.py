@@ -663,3 +663,14 @@ def test_a_subject_named_like_a_problem_still_gets_newest_missing() -> None:
         f"record at sequence 1 is not a record of {subject} in {DOMAIN} (another subject or domain)",
         "newest record(s) missing: the log has 3, the bundle 2",
     ]
+
+
+def test_two_newest_windows_ending_together_name_the_first() -> None:
+    doc = bundle(SUBJECT, LOGS)
+    tied = [_ledger_entry(4, "2025-11-21T08:05:00Z"), _ledger_entry(3, "2025-11-21T08:05:00Z")]
+    assert _verify(doc, ledger=tied) == [
+        (
+            "a head older than the newest anchored window given: window w-4 (ledger entry 4,"
+            " ended 2025-11-21T08:05:00Z) is newer than w1763712120000"
+        )
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -12,7 +13,9 @@ from receipt_verifier.ledger import (
     GENESIS_PREV,
     SignedEntry,
     entry_hash,
+    iter_ledger,
     load_public_key,
+    load_public_key_file,
     sign_entry,
     verify_chain,
     verify_entry_signature,
@@ -74,3 +77,45 @@ def test_a_ledger_line_is_compact_sorted_json_and_parses_back() -> None:
     assert line.startswith('{"entry":{"prev":"' + "0" * 64 + '","root":"') and '", "' not in line
     assert line.index('"signature":') > line.index('"entry":') and "\n" not in line
     assert parse_ledger_line(line, 1) == signed
+
+
+def test_key_and_line_errors_name_what_and_where(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ec_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(UsageError) as err:
+        load_public_key(ec_pem)
+    assert str(err.value) == "the PEM key is not an Ed25519 public key"
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(UsageError) as err:
+        load_public_key_file(missing)
+    assert str(err.value) == f"cannot read ledger key file {missing}: No such file or directory"
+    good = _chain(Ed25519PrivateKey.generate(), 1)[0].to_json()
+    cases = [
+        ("{not json", "ledger line 3: not JSON ("),
+        ('{"entry": {}, "signature": "00", "x": 1}', "ledger line 3: expected {'entry': …, 'signature': …}"),
+        ('{"entry": {}, "signature": 5}', "ledger line 3: expected {'entry': …, 'signature': …}"),
+        ('["entry", "signature"]', "ledger line 3: expected {'entry': …, 'signature': …}"),
+        ('{"entry": {"v": 7}, "signature": "00"}', "ledger line 3: entry.v: unsupported ledger entry version 7"),
+    ]
+    for line, message in cases:
+        with pytest.raises(LedgerError) as err:
+            list(iter_ledger([good, "  ", line]))  # blank lines are skipped but counted
+        assert str(err.value).startswith(message), str(err.value)
+
+
+def test_a_broken_link_names_both_entries() -> None:
+    key = Ed25519PrivateKey.generate()
+    chain = _chain(key, 3)
+    e = dataclasses.replace(chain[2].entry, prev="ab" * 32)
+    broken = [*chain[:2], SignedEntry(e, sign_entry(key, e))]
+    with pytest.raises(LedgerError) as err:
+        verify_chain(broken, key.public_key())
+    assert (
+        str(err.value) == f"ledger entry 2 does not chain to entry 1: prev {'ab' * 32} != {entry_hash(chain[1].entry)}"
+    )

@@ -123,3 +123,38 @@ def test_all_audit_paths_leaves_the_garbage_collector_as_it_found_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+class _Huge:
+    """A sequence that claims a size without holding it; reading it is a test failure."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> object:
+        raise LookupError("read")
+
+    def __getitem__(self, i: int) -> bytes:
+        raise LookupError("read")
+
+
+def test_tree_size_limits_are_exact() -> None:
+    from receipt_verifier.merkle import MAX_TREE_SIZE
+
+    with pytest.raises(ValueError) as err:
+        MerkleTree.from_leaf_hashes([])
+    assert str(err.value) == "a Merkle tree needs at least one leaf"
+    with pytest.raises(ValueError) as err:
+        MerkleTree.from_leaf_hashes(_Huge(MAX_TREE_SIZE + 1))  # type: ignore[arg-type]
+    assert str(err.value) == f"a tree holds at most {MAX_TREE_SIZE} leaves"
+    with pytest.raises(LookupError):  # the largest size is allowed: it gets as far as reading the leaves
+        MerkleTree.from_leaf_hashes(_Huge(MAX_TREE_SIZE))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [2, 4, 6, 8, 12])
+def test_even_levels_promote_nothing(size: int) -> None:
+    tree = MerkleTree.from_leaf_hashes([bytes([i]) * 32 for i in range(size)])
+    assert len(tree.levels[1]) == size // 2

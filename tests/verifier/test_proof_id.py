@@ -78,3 +78,12 @@ def test_the_largest_values_fit() -> None:
 def test_received_times_parse_back_to_their_ticks(offset: int) -> None:
     ticks = pid.UUID_EPOCH_OFFSET + offset
     assert pid.received_to_ticks(pid.ticks_to_received(ticks)) == ticks
+
+
+def test_make_proof_id_names_the_field_out_of_range() -> None:
+    with pytest.raises(ValueError) as err:
+        pid.make_proof_id(1 << 60, 0, H)
+    assert str(err.value) == "timestamp outside the UUIDv1 range"
+    with pytest.raises(ValueError) as err:
+        pid.make_proof_id(0, 1 << 14, H)
+    assert str(err.value) == "clock_seq must fit in 14 bits"

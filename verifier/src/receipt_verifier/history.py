@@ -256,6 +256,7 @@ class LogCheck:
     size: int
     root: bytes
     records: list[Record]
+    leaves: list[bytes]
     out_of_sequence: bool  # a gap or records out of order (already in the report's problems)
 
 
@@ -310,7 +311,7 @@ def check_log(subject: str, domain: str, log: Any, report: HistoryReport) -> Log
         extra = len(report.problems) - MAX_PROBLEMS
         del report.problems[MAX_PROBLEMS:]
         report.problems.append(f"... and {extra} more problem(s) of the same kind")
-    return LogCheck(size, root, records, out_of_sequence)
+    return LogCheck(size, root, records, leaves, out_of_sequence)
 
 
 def _check_id(pid: bytes, h: bytes, i: int, report: HistoryReport) -> None:
@@ -347,6 +348,7 @@ class Window:
     heads_root: str
     heads_size: int
     anchors: tuple[Anchor, ...]
+    ended: datetime  # window_end, parsed
 
 
 def _window(value: Any) -> Window:
@@ -358,7 +360,6 @@ def _window(value: Any) -> Window:
         raise MalformedReceiptError("window: tree_index, tree_size, heads_size are integers; the rest strings")
     if not all(_HEX64.fullmatch(value[k]) for k in ("root", "heads_root")):
         raise MalformedReceiptError("window: root and heads_root are 64 lowercase hex characters")
-    _parse_time(value["window_end"], "window.window_end")
     anchors = value["anchors"]
     if not isinstance(anchors, list) or not 1 <= len(anchors) <= 16:
         raise MalformedReceiptError("window.anchors: a list of 1 to 16 anchors")
@@ -374,6 +375,7 @@ def _window(value: Any) -> Window:
         heads_root=value["heads_root"],
         heads_size=value["heads_size"],
         anchors=parsed,
+        ended=_parse_time(value["window_end"], "window.window_end"),
     )
 
 
@@ -476,7 +478,7 @@ def verify_history(
     if len(records) < proven_size and not log.out_of_sequence:
         report.problems.append(f"newest record(s) missing: the log has {proven_size}, the bundle {len(records)}")
     cutoff = as_of or datetime.now(UTC)
-    ended = _parse_time(w.window_end, "window.window_end")
+    ended = w.ended
     newer = [
         (t, e)
         for e in ledger
@@ -494,11 +496,11 @@ def verify_history(
     if max_age is not None and cutoff - ended > max_age:
         report.problems.append(f"stale: window {w.window_id} ended {w.window_end}, more than {max_age} ago")
     if previous is not None:
-        _check_growth(previous, doc, report)
+        _check_growth(previous, doc, log.leaves, report)
     return report, records
 
 
-def _check_growth(previous: Any, doc: Mapping[str, Any], report: HistoryReport) -> None:
+def _check_growth(previous: Any, doc: Mapping[str, Any], new: list[bytes], report: HistoryReport) -> None:
     if not isinstance(previous, Mapping) or previous.get("type") != HISTORY_TYPE:
         raise MalformedReceiptError("--previous: not a history bundle")
     if (previous.get("subject"), previous.get("domain")) != (doc["subject"], doc["domain"]):
@@ -507,7 +509,6 @@ def _check_growth(previous: Any, doc: Mapping[str, Any], report: HistoryReport) 
     if not isinstance(old_log, Mapping) or "leaves" not in old_log:
         raise MalformedReceiptError("--previous: its log has no leaves")
     old = _b64(old_log["leaves"], 32, "--previous: log.leaves")
-    new = _b64(doc["log"]["leaves"], 32, "log.leaves")
     if len(old) > len(new):
         report.problems.append(f"forked log: it shrank from {len(old)} records to {len(new)}")
     elif new[: len(old)] != old:

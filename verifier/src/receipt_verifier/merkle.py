@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from itertools import chain
 
 MAX_TREE_SIZE = 1 << 32
 
@@ -134,7 +135,7 @@ def _all_audit_paths(tree: MerkleTree) -> list[tuple[tuple[Side, bytes], ...]]:
             right.append(None)  # the last node is promoted: no step at this level
         steps[0::2] = right
         steps[1::2] = [(Side.LEFT, h) for h in level[0 : n - 1 : 2]]
-        parents = [p for p in paths for _ in (0, 1)]
+        parents = list(chain.from_iterable(zip(paths, paths, strict=True)))  # each parent's two children
         paths = [(s, *p) if s is not None else p for s, p in zip(steps, parents, strict=False)]
     return paths
 
