@@ -7,15 +7,18 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from receipt_service.errors import AnchorBackendError
+from receipt_service.anchors.local import LocalLedgerBackend
+from receipt_service.errors import AnchorBackendError, StoreError
 from receipt_service.ledger import TreeRoot
 from receipt_service.metrics import Metrics
 from receipt_service.stores.base import Batch
 from receipt_service.stores.sqlite import SQLiteStore
-from receipt_service.windows import Aggregator
+from receipt_service.trees import pack_tree
+from receipt_service.windows import MAX_TREES_PER_WINDOW, Aggregator, TreeCache, Waiters, tree_records
 from receipt_verifier.model import Anchor, PendingAnchor, UnknownAnchor
 
 
@@ -71,6 +74,200 @@ async def test_a_failing_target_is_retried_and_every_failure_recorded(
         assert seen_error is not None and seen_error.startswith("boom")
         assert f"anchoring {tree.window_id}/0 to flaky-1 failed, retrying in 0.05s: boom 1" in caplog.text
         assert 'receipt_anchor_failures_total{target="flaky-1"} 2.0' in metrics.render().decode()
+    finally:
+        await agg.drain(5)
+        await store.close()
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_tree_records_cover_consecutive_ranges() -> None:
+    trees = [pack_tree([os.urandom(32) for _ in range(n)]) for n in (3, 3, 1)]
+    records = tree_records("w-7", 7, trees, "s", "e")
+    assert [(r.window_id, r.tree_index, r.first_seq, r.last_seq, r.window_start, r.window_end) for r in records] == [
+        ("w-7", 0, 7, 9, "s", "e"),
+        ("w-7", 1, 10, 12, "s", "e"),
+        ("w-7", 2, 13, 13, "s", "e"),
+    ]
+    assert [r.root for r in records] == [t.root for t in trees]
+
+
+async def test_waiters_wake_exactly_their_range_either_way_round() -> None:
+    w = Waiters()
+    futs = {s: w.register(s) for s in (1, 5, 9, 10)}
+    extra = w.register(5)
+    w.wake_range(5, 9)  # a range wider than the waiters: scans the waiters
+    assert [s for s, f in futs.items() if f.done()] == [5, 9] and extra.done()
+    w.wake_range(0, 1_000_000)
+    assert futs[1].done() and futs[10].done()
+    narrow = [w.register(s) for s in range(100)]
+    w.wake_range(40, 41)  # a range narrower than the waiters: scans the range
+    assert [i for i, f in enumerate(narrow) if f.done()] == [40, 41]
+    kept, dropped = w.register(3), w.register(3)
+    w.discard(3, dropped)
+    w.discard(3, dropped)  # twice is harmless
+    w.discard(77_777, dropped)  # so is a seq nobody waits for
+    w.wake_range(3, 3)
+    assert kept.done() and not dropped.done()
+    gone = w.register(200)
+    w.discard(200, gone)
+    assert 200 not in w._by_seq  # the last future of a seq takes its entry with it
+    done_already = w.register(6)
+    done_already.cancel()
+    w.wake_range(6, 6)  # a cancelled waiter is skipped, not set
+    assert done_already.cancelled()
+
+
+def test_the_tree_cache_evicts_the_least_recently_used() -> None:
+    cache = TreeCache(size=2)
+    a, b, c = (pack_tree([bytes([i]) * 32]) for i in range(3))
+    cache.put(("w", 0), a)
+    cache.put(("w", 1), b)
+    assert cache.get(("w", 0)) is a  # now the most recent
+    cache.put(("w", 2), c)
+    assert cache.get(("w", 1)) is None and cache.get(("w", 0)) is a and cache.get(("w", 2)) is c
+    cache.put(("w", 2), c)  # again: still two
+    assert cache.get(("w", 0)) is a
+    assert TreeCache().get(("x", 0)) is None
+
+
+# ---------------------------------------------------------------- the aggregator on a real SQLite store and ledger
+
+
+class Recorder:
+    """A target that records what it is asked to anchor (and can be told to fail with a non-service error)."""
+
+    type = "rec"
+    concurrency = 1
+
+    def __init__(self, target: str = "rec-1", bug: int = 0, concurrency: int = 1) -> None:
+        self.target = target
+        self.roots: list[TreeRoot] = []
+        self.bug = bug
+        self.concurrency = concurrency
+
+    async def anchor(self, root: TreeRoot) -> Anchor:
+        if self.bug:
+            self.bug -= 1
+            raise KeyError("a bug in the backend")
+        self.roots.append(root)
+        return UnknownAnchor("rec", f"rec:{root.window_id}/{root.tree_index}", {"type": "rec"})
+
+    async def ready(self) -> None:
+        return None
+
+    def pending(self) -> PendingAnchor:
+        return PendingAnchor(self.type, self.target)
+
+    async def close(self) -> None:
+        return None
+
+
+class Lead:
+    """The real store, with who leads decided by the test (as a shared store's lease would)."""
+
+    def __init__(self, store: SQLiteStore, leading: bool = True) -> None:
+        self._store = store
+        self.leading = leading
+        self.resigned = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def lead(self) -> bool:
+        return self.leading
+
+    async def resign(self) -> None:
+        self.resigned += 1
+
+
+_TICKS = iter(range(1_000, 10**9, 1_000))
+
+
+def _batch(n: int, subject: str = "") -> Batch:
+    return Batch("t", next(_TICKS), os.urandom(16 * n), os.urandom(32 * n), os.urandom(16 * n), subject)
+
+
+async def _until(check: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_window_is_split_into_trees_and_every_tree_anchored(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    local = LocalLedgerBackend(tmp_path)
+    rec = Recorder()
+    metrics = Metrics()
+    agg = Aggregator(store, [local, rec], metrics, window_seconds=3600, max_leaves=3)
+    await agg.start()
+    try:
+        assert await agg.close_window() == 0 and agg.last_error is None  # nothing to close
+        for n in (2, 2, 3):
+            await store.add_batch(_batch(n))
+        waiter = agg.waiters.register(7)
+        assert await agg.close_window() == 7
+        assert waiter.done()
+        await _until(lambda: len(rec.roots) == 3 and len(local.ledger) == 3)
+        sizes = sorted((r.tree_index, r.tree_size) for r in rec.roots)
+        assert sizes == [(0, 3), (1, 3), (2, 1)]  # at most max_leaves each, in order
+        window_id = f"{store.instance_id}-1"  # seqs start at 1
+        assert {r.window_id for r in rec.roots} == {window_id}
+        assert all(r.domain is None and r.heads_root is None and r.heads_size is None for r in rec.roots)
+        entries = [s.entry for s in local.ledger.entries()]
+        assert sorted((e.window_id, e.tree_index, e.tree_size) for e in entries) == [
+            (window_id, 0, 3),
+            (window_id, 1, 3),
+            (window_id, 2, 1),
+        ]
+        for i in range(3):
+            assert agg.trees.get((window_id, i)) is not None
+            tree = await store.tree_for_seq([1, 4, 7][i])
+            assert tree is not None and tree.root.hex() == next(r.root for r in rec.roots if r.tree_index == i)
+        text = metrics.render().decode()
+        assert "receipt_window_leaves_count 1.0" in text and "receipt_window_leaves_sum 7.0" in text
+        assert 'receipt_anchor_seconds_count{target="rec-1"} 3.0' in text
+    finally:
+        assert await agg.drain(5)
+        await store.close()
+
+
+async def test_a_backlog_larger_than_a_window_is_closed_in_several(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    rec = Recorder()
+    agg = Aggregator(store, [rec], Metrics(), window_seconds=3600, max_leaves=1)
+    await agg.start()
+    try:
+        for _ in range(MAX_TREES_PER_WINDOW + 5):
+            await store.add_batch(_batch(1))
+        assert await agg.close_window() == MAX_TREES_PER_WINDOW + 5
+        await _until(lambda: len(rec.roots) == MAX_TREES_PER_WINDOW + 5)
+        windows = sorted({r.window_id for r in rec.roots})
+        assert windows == sorted([f"{store.instance_id}-1", f"{store.instance_id}-{MAX_TREES_PER_WINDOW + 1}"])
+    finally:
+        assert await agg.drain(5)
+        await store.close()
+
+
+async def test_a_window_that_fails_says_why_until_one_closes(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    agg = Aggregator(lead, [Recorder()], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    await agg.start()
+    try:
+        await store.add_batch(_batch(1))
+
+        async def broken(limit: int) -> list[Any]:
+            raise StoreError("disk on fire")
+
+        lead.backlog = broken
+        with pytest.raises(StoreError):
+            await agg.close_window()
+        assert agg.last_error == "StoreError: disk on fire"
+        del lead.backlog
+        assert await agg.close_window() == 1 and agg.last_error is None
     finally:
         await agg.drain(5)
         await store.close()
