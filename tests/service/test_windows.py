@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from receipt_service.anchors.local import LocalLedgerBackend
-from receipt_service.errors import AnchorBackendError, StoreError
+from receipt_service.errors import AnchorBackendError, CorruptRecordError, LeaseLostError, StoreError
 from receipt_service.ledger import TreeRoot
 from receipt_service.metrics import Metrics
 from receipt_service.stores.base import Batch
 from receipt_service.stores.sqlite import SQLiteStore
 from receipt_service.trees import pack_tree
 from receipt_service.windows import MAX_TREES_PER_WINDOW, Aggregator, TreeCache, Waiters, tree_records
+from receipt_verifier.history import HeadsTree, log_root, record_leaf
 from receipt_verifier.model import Anchor, PendingAnchor, UnknownAnchor
 
 
@@ -268,6 +269,255 @@ async def test_a_window_that_fails_says_why_until_one_closes(tmp_path: Path) -> 
         assert agg.last_error == "StoreError: disk on fire"
         del lead.backlog
         assert await agg.close_window() == 1 and agg.last_error is None
+    finally:
+        await agg.drain(5)
+        await store.close()
+
+
+async def test_the_lead_decides_who_closes_and_anchors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store, leading=False)
+    rec = Recorder(concurrency=2)
+    agg = Aggregator(lead, [rec], Metrics(), window_seconds=0.02)  # type: ignore[arg-type]
+    agg.lease_check_seconds = 0.02
+    caplog.set_level(logging.INFO, logger="receipt_service.windows")
+    await agg.start()
+    try:
+        names = sorted(t.get_name() for t in agg._tasks)
+        assert names == ["anchor-rec-1-0", "anchor-rec-1-1", "lease", "watch", "window-clock"]
+        await store.add_batch(_batch(2))
+        await asyncio.sleep(0.15)
+        assert not agg.leading and rec.roots == [] and await store.backlog(10) != []  # a follower closes nothing
+        lead.leading = True
+        await _until(lambda: len(rec.roots) == 1)
+        assert "lane v1: this instance leads now (closes windows, sends anchors)" in caplog.text
+        # a window committed while leading, whose anchor is still open when the lead moves away
+        rec.bug = 10**6
+        await store.add_batch(_batch(1))
+        await _eventually(lambda: _open_job_from(store, 3))
+        lead.leading = False
+        await _until(lambda: not agg.leading)
+        assert "lane v1: another instance leads now; this one only serves" in caplog.text
+        rec.bug = 0
+        await asyncio.sleep(0.1)
+        assert len(rec.roots) == 1  # a follower never sends an anchor
+        lead.leading = True  # it leads again: the open job is resumed from the store
+        await _until(lambda: len(rec.roots) == 2)
+        assert rec.roots[1].tree_size == 1
+    finally:
+        assert await agg.drain(5)
+        await store.close()
+    assert lead.resigned == 1  # a leader that drained hands the lead over
+
+
+async def _open_job_from(store: SQLiteStore, seq: int) -> bool:
+    return any(t.first_seq == seq for t, _ in await store.open_anchor_jobs())
+
+
+async def _eventually(check: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+DOMAIN = "medical-history"
+A, B = "did:example:patient-aaaa-0001", "did:example:patient-bbbb-0002"
+
+
+def _leaves(batches: list[Batch], subject: str) -> list[bytes]:
+    out: list[bytes] = []
+    for b in batches:
+        if b.subject != subject:
+            continue
+        for i in range(b.count):
+            pid, h, n = (
+                b.proof_ids[16 * i : 16 * i + 16],
+                b.hashes[32 * i : 32 * i + 32],
+                b.nonces[16 * i : 16 * i + 16],
+            )
+            out.append(record_leaf(n, pid, h, DOMAIN, subject, len(out)))
+    return out
+
+
+def _heads_of(batches: list[Batch]) -> HeadsTree:
+    subjects = {b.subject for b in batches if b.subject}
+    return HeadsTree({s: (len(_leaves(batches, s)), log_root(_leaves(batches, s))) for s in subjects})
+
+
+async def test_a_domain_window_commits_to_every_subject_log(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path, domain=DOMAIN)
+    local = LocalLedgerBackend(tmp_path)
+    rec = Recorder()
+    agg = Aggregator(store, [local, rec], Metrics(), window_seconds=3600)
+    await agg.start()
+    sent: list[Batch] = []
+
+    async def add(b: Batch) -> None:
+        sent.append(b)
+        await store.add_batch(b)
+
+    try:
+        await add(_batch(2, A))
+        await add(_batch(1, B))
+        await add(_batch(1))  # no subject: in the tree, in no log
+        await agg.close_window()
+        await _until(lambda: len(rec.roots) == 1)
+        heads = _heads_of(sent)
+        root = rec.roots[0]
+        assert (root.domain, root.heads_root, root.heads_size) == (DOMAIN, heads.root.hex(), 2)
+        entry = local.ledger.entries()[0].entry
+        assert (entry.domain, entry.heads_root, entry.heads_size) == (DOMAIN, heads.root.hex(), 2)
+        await add(_batch(3, A))  # the log goes on from its stored compact range
+        await agg.close_window()
+        await add(_batch(1, B))  # a window that only moves B keeps A's newest head
+        await agg.close_window()
+        await _until(lambda: len(rec.roots) == 3)
+        assert rec.roots[1].heads_root == _heads_of(sent[:4]).root.hex()
+        assert rec.roots[2].heads_root == _heads_of(sent).root.hex()
+        head = await store.subject_frontier(A)
+        assert head is not None and (head.size, head.root) == (5, log_root(_leaves(sent, A)))
+    finally:
+        assert await agg.drain(5)
+        await store.close()
+
+
+async def test_a_log_without_its_compact_range_is_rebuilt_from_its_records(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path, domain=DOMAIN)
+    rec = Recorder()
+    agg = Aggregator(store, [rec], Metrics(), window_seconds=3600)
+    await agg.start()
+    try:
+        first, second = _batch(2, A), _batch(2, A)
+        await store.add_batch(first)
+        await agg.close_window()
+        await store.add_batch(second)
+        store._w.execute("DELETE FROM subject_heads WHERE subject = ?", (A,))  # the stored range is gone
+        agg._heads = None
+        await agg.close_window()
+        await _until(lambda: len(rec.roots) == 2)
+        head = await store.subject_frontier(A)
+        assert head is not None and (head.size, head.root) == (4, log_root(_leaves([first, second], A)))
+        assert rec.roots[1].heads_root == _heads_of([first, second]).root.hex()
+        third = _batch(1, A)
+        await store.add_batch(third)
+        store._w.execute("DELETE FROM subject_heads WHERE subject = ?", (A,))
+        store._w.execute("DELETE FROM batches WHERE first_seq = 1")  # and its first records
+        with pytest.raises(CorruptRecordError) as err:
+            await agg.close_window()
+        assert str(err.value) == f"the log of {A} in {DOMAIN} lacks records (retention removed them?)"
+    finally:
+        await agg.drain(5)
+        await store.close()
+
+
+async def test_retention_purges_anchored_trees_only_on_the_leader(tmp_path: Path) -> None:
+    for leading in (False, True):
+        store = SQLiteStore(tmp_path / str(leading))
+        rec = Recorder()
+        first = Aggregator(store, [rec], Metrics(), window_seconds=3600)
+        await first.start()
+        await store.add_batch(_batch(3))
+        await first.close_window()
+        await _until(lambda: len(rec.roots) == 1)  # noqa: B023
+        assert await first.drain(5)
+        lead = Lead(store, leading=leading)
+        agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600, retention_seconds=0.001)  # type: ignore[arg-type]
+        await agg.start()
+        assert "retention" in {t.get_name() for t in agg._tasks}
+        try:
+            await asyncio.sleep(0.2)
+            assert (await store.tree_for_seq(1) is None) is leading
+        finally:
+            await agg.drain(5)
+            await store.close()
+
+
+async def test_a_drain_that_cannot_anchor_in_time_says_so(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    rec = Recorder(bug=10**6)
+    agg = Aggregator(store, [rec], Metrics(), window_seconds=3600, retry_max_seconds=0.01)
+    await agg.start()
+    try:
+        await store.add_batch(_batch(1))
+        t0 = time.monotonic()
+        assert not await agg.drain(0.3)
+        assert time.monotonic() - t0 < 5
+        assert all(t.done() for t in agg._tasks)
+    finally:
+        await store.close()
+    assert [t for t, _ in await SQLiteStore(tmp_path).open_anchor_jobs()] != []  # still open, for the next start
+
+
+async def test_a_backend_bug_is_logged_in_full_and_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SQLiteStore(tmp_path)
+    rec = Recorder(bug=2)
+    metrics = Metrics()
+    agg = Aggregator(store, [rec], metrics, window_seconds=3600, retry_max_seconds=0.01)
+    caplog.set_level(logging.WARNING, logger="receipt_service.windows")
+    await agg.start()
+    try:
+        await store.add_batch(_batch(1))
+        await agg.close_window()
+        await _until(lambda: len(rec.roots) == 1)
+        assert "anchor backend rec-1 raised" in caplog.text and "KeyError" in caplog.text
+        assert "failed, retrying in 0.05s: KeyError: 'a bug in the backend'" in caplog.text
+        assert "failed, retrying in 0.01s" in caplog.text  # the backoff is capped
+        assert 'receipt_anchor_failures_total{target="rec-1"} 2.0' in metrics.render().decode()
+    finally:
+        assert await agg.drain(5)
+        await store.close()
+
+
+async def test_the_clock_closes_windows_and_a_lost_lease_is_rechecked(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    rec = Recorder()
+    agg = Aggregator(lead, [rec], Metrics(), window_seconds=0.05)  # type: ignore[arg-type]
+    agg.lease_check_seconds = 3600
+    await agg.start()
+    try:
+        await store.add_batch(_batch(1))
+        await _until(lambda: len(rec.roots) == 1)  # closed by the clock, not by the test
+        calls = 0
+        real = store.commit_window
+
+        async def lost(*args: Any) -> None:
+            nonlocal calls
+            calls += 1
+            lead.leading = False
+            raise LeaseLostError("another instance took the lead")
+
+        lead.commit_window = lost
+        await store.add_batch(_batch(1))
+        await _until(lambda: calls == 1)
+        await _until(lambda: not agg.leading)  # the clock asked the store at once, not at the next lease check
+        lead.commit_window = real
+        await asyncio.sleep(0.2)
+        assert calls == 1  # a follower's clock closes nothing
+    finally:
+        await agg.drain(5)
+        await store.close()
+
+
+async def test_watching_other_instances_is_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    calls = 0
+
+    async def flaky_watch(wake: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreError("pubsub down")
+
+    lead.watch = flaky_watch
+    caplog.set_level(logging.WARNING, logger="receipt_service.windows")
+    agg = Aggregator(lead, [Recorder()], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    await agg.start()
+    try:
+        await _until(lambda: calls == 2, timeout=5)
+        assert "watching other instances' changes failed, retrying: pubsub down" in caplog.text
     finally:
         await agg.drain(5)
         await store.close()
