@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from receipt_verifier import Verifier
 from receipt_verifier.errors import LedgerError, MalformedReceiptError, WriteSetError
 from receipt_verifier.fabric.trust import load_trust
 from receipt_verifier.history import (
@@ -26,6 +27,7 @@ from receipt_verifier.history import (
     subject_key,
     verify_history,
 )
+from receipt_verifier.ledger import key_id, load_public_key_file
 from receipt_verifier.model import LedgerEntry
 from tests.conftest import VECTORS
 
@@ -532,12 +534,11 @@ def _captured_window() -> dict[str, Any]:
     """A history of the captured Fabric tree (a v1 tree of one leaf, anchored without heads)."""
     [anchors] = [op["anchors"] for op in CAPTURED["receipt"]["branches"][0]["ops"] if "anchors" in op]
     fabric = copy.deepcopy(next(a for a in anchors if a["channel"] == DOMAIN))
-    doc = _window_change(
-        window_id="c42a8e53-1",
-        tree_size=1,
-        root="62d41f9bc375609c2ebaf731f4a530414cbfbbab005450220d4522ea016e56e8",
-        anchors=[fabric],
+    tree = CAPTURED["receipt"]["tree"]
+    root = (
+        Verifier([load_public_key_file(VECTORS / "fabric" / "ledger-key.pub.json")]).verify(json.dumps(CAPTURED)).root
     )
+    doc = _window_change(window_id=tree["window_id"], tree_size=tree["tree_size"], root=root, anchors=[fabric])
     doc["fabric_blocks"] = CAPTURED["fabric_blocks"]
     return doc
 
@@ -547,7 +548,8 @@ def test_a_fabric_block_given_is_checked_not_skipped() -> None:
     doc["window"]["anchors"][0]["key"] = "w1763712120000/0"
     with pytest.raises(WriteSetError) as err:
         verify_history(doc, KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST)
-    assert str(err.value) == "the transaction wrote key c42a8e53-1/0, the anchor names w1763712120000/0"
+    key = f"{CAPTURED['receipt']['tree']['window_id']}/0"
+    assert str(err.value) == f"the transaction wrote key {key}, the anchor names w1763712120000/0"
 
 
 def test_a_fabric_anchor_of_the_tree_without_the_heads_is_a_hard_failure() -> None:
@@ -558,8 +560,8 @@ def test_a_fabric_anchor_of_the_tree_without_the_heads_is_a_hard_failure() -> No
         f"fabric anchor {doc['window']['anchors'][0]['anchor_id']} wrote other heads or another window end"
         " than the bundle's"
     )
-    doc["window"]["tree_size"] = 2  # the block is checked against the window's tree
-    with pytest.raises(WriteSetError, match="tree size 1, not 2"):
+    doc["window"]["tree_size"] += 1  # the block is checked against the window's tree
+    with pytest.raises(WriteSetError, match="tree size"):
         verify_history(doc, KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST)
 
 
@@ -674,3 +676,67 @@ def test_two_newest_windows_ending_together_name_the_first() -> None:
             " ended 2025-11-21T08:05:00Z) is newer than w1763712120000"
         )
     ]
+
+
+FABRIC_HISTORY: dict[str, Any] = json.loads((VECTORS / "fabric" / "history.json").read_text())
+HISTORY_KEY = load_public_key_file(VECTORS / "fabric" / "history-ledger-key.pub.json")
+
+
+def _fabric_history() -> tuple[dict[str, Any], int]:
+    doc = copy.deepcopy(FABRIC_HISTORY)
+    [block] = [a["block_number"] for a in doc["window"]["anchors"] if a["type"] == "fabric"]
+    return doc, block
+
+
+def test_a_captured_history_verifies_on_fabric_alone_and_with_its_ledger() -> None:
+    doc, block = _fabric_history()
+    report, recs = verify_history(doc, {}, fabric_trust=FABRIC_TRUST)
+    assert (report.complete, report.size, len(recs)) == (True, 3, 3)
+    assert report.anchor == f"Fabric {DOMAIN} block {block}"
+    report, _ = verify_history(doc, {key_id(HISTORY_KEY): HISTORY_KEY}, fabric_trust=FABRIC_TRUST)
+    local = next(a for a in doc["window"]["anchors"] if a["type"] == "local")
+    assert (
+        report.anchor == f"Fabric {DOMAIN} block {block}, local ledger {local['key_id']} entry {local['entry']['seq']}"
+    )
+
+
+@pytest.mark.parametrize("field", ["heads_root", "heads_size", "window_end"])
+def test_a_window_whose_heads_or_end_differ_from_the_fabric_write_is_refused(field: str) -> None:
+    doc, _ = _fabric_history()
+    w = doc["window"]
+    w[field] = {"heads_root": "00" * 32, "heads_size": w["heads_size"] + 1, "window_end": "2020-01-01T00:00:00Z"}[field]
+    fabric = next(a for a in w["anchors"] if a["type"] == "fabric")
+    with pytest.raises(HistoryError) as err:
+        verify_history(doc, {}, fabric_trust=FABRIC_TRUST)
+    assert str(err.value) == (
+        f"fabric anchor {fabric['anchor_id']} wrote other heads or another window end than the bundle's"
+    )
+
+
+def test_a_window_root_other_than_the_fabric_write_is_refused() -> None:
+    doc, _ = _fabric_history()
+    written = doc["window"]["root"]
+    doc["window"]["root"] = "ab" * 32
+    with pytest.raises(WriteSetError) as err:
+        verify_history(doc, {}, fabric_trust=FABRIC_TRUST)
+    assert str(err.value) == f"the transaction wrote root {written}, the branch computes {'ab' * 32}"
+
+
+def test_without_the_block_the_fabric_anchor_is_named_missing() -> None:
+    doc, block = _fabric_history()
+    doc["fabric_blocks"] = [b for b in doc["fabric_blocks"] if b["number"] != block]
+    with pytest.raises(HistoryError) as err:
+        verify_history(doc, {}, fabric_trust=FABRIC_TRUST)
+    local = next(a for a in doc["window"]["anchors"] if a["type"] == "local")
+    assert str(err.value) == (
+        f"no anchor of the window verifies with what is pinned: fabric {DOMAIN}: no block;"
+        f" local {local['anchor_id']}: no pinned ledger key {local['key_id']} (pass --ledger-key)"
+    )
+
+
+def test_a_fabric_anchor_of_another_domains_channel_says_so() -> None:
+    doc, block = _fabric_history()
+    doc["domain"] = "insurance"  # the records are bound to medical-history: they are refused, the anchor still holds
+    report, _ = verify_history(doc, {}, fabric_trust=FABRIC_TRUST)
+    assert report.anchor == f"Fabric {DOMAIN} block {block} (not the channel of insurance)"
+    assert report.problems and "is not a record of" in report.problems[1]

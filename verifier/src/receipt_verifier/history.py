@@ -421,9 +421,8 @@ def check_window(
                 raise HistoryError(
                     f"fabric anchor {a.anchor_id} wrote other heads or another window end than the bundle's"
                 )
-            if a.channel != domain:
-                others.append(f"fabric {a.channel}: verified, but not the channel of {domain}")
-            verified.append(f"Fabric {a.channel} block {a.block_number}")
+            note = "" if a.channel == domain else f" (not the channel of {domain})"
+            verified.append(f"Fabric {a.channel} block {a.block_number}{note}")
         else:
             others.append(f"{a.type} {a.anchor_id}: an anchor type this verifier does not know")
     return verified, others
