@@ -12,6 +12,7 @@ from receipt_verifier import LedgerError
 from receipt_verifier.ledger import (
     GENESIS_PREV,
     entry_hash,
+    key_id,
     load_public_key,
     raw_public_key,
     verify_entry_signature,
@@ -142,3 +143,14 @@ def test_ledger_entries_carry_heads_only_for_a_domain_window() -> None:
     assert v1 == LedgerEntry(7, "22" * 32, "w", 2, 3, "11" * 32, "s", "e", "t", None, None, None)
     v2 = ledger_entry(TreeRoot("w", 2, 3, "11" * 32, "s", "e", "insurance", "33" * 32, 4), 7, "22" * 32, "t")
     assert v2 == LedgerEntry(7, "22" * 32, "w", 2, 3, "11" * 32, "s", "e", "t", "insurance", "33" * 32, 4)
+
+
+def test_a_nested_data_dir_is_created_and_a_bad_line_is_named_by_number(tmp_path: Path) -> None:
+    nested = tmp_path / "a" / "b"
+    ledger = LocalLedger(nested)
+    assert ledger.key_id == key_id(ledger.public_key)
+    ledger.append(_root(0), "2025-01-01T00:00:01Z")
+    with open(ledger.path, "ab") as f:
+        f.write(b'{"entry": 1, "signature": "00"}\n')
+    with pytest.raises(LedgerError, match=r"^ledger line 2: "):
+        LocalLedger(nested)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from receipt_service.anchors import iso_now
 from receipt_service.anchors.local import LocalLedgerBackend
 from receipt_service.errors import AnchorBackendError, CorruptRecordError, LeaseLostError, StoreError
 from receipt_service.ledger import TreeRoot
@@ -521,3 +522,153 @@ async def test_watching_other_instances_is_retried(tmp_path: Path, caplog: pytes
     finally:
         await agg.drain(5)
         await store.close()
+
+
+async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path, domain=DOMAIN)
+    broken = Recorder(bug=10**6)
+    first = Aggregator(store, [broken], Metrics(), window_seconds=3600, retry_max_seconds=0.01)
+    assert first.last_error is None and not first.leading
+    await first.start()
+    a, b = _batch(2, A), _batch(1, B)
+    await store.add_batch(a)
+    await first.close_window()
+    assert not await first.drain(0.2)  # its anchor job stays open
+    fixed = Recorder()
+    again = Aggregator(store, [fixed], Metrics(), window_seconds=3600)
+    await again.start()
+    try:
+        await _until(lambda: len(fixed.roots) == 1)  # resumed from the store, not from memory
+        await store.add_batch(b)  # a window that only moves B still commits A's head
+        await again.close_window()
+        await _until(lambda: len(fixed.roots) == 2)
+        assert fixed.roots[1].heads_root == _heads_of([a, b]).root.hex()
+    finally:
+        assert await again.drain(5)
+        await store.close()
+
+
+async def test_anchoring_wakes_waiters_and_records_its_time(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    gate = asyncio.Event()
+
+    class Slow(Recorder):
+        async def anchor(self, root: TreeRoot) -> Anchor:
+            await gate.wait()
+            return await super().anchor(root)
+
+    rec = Slow()
+    metrics = Metrics()
+    agg = Aggregator(store, [rec], metrics, window_seconds=3600)
+    await agg.start()
+    try:
+        before = iso_now()
+        await store.add_batch(_batch(2))
+        await agg.close_window()
+        waiter = agg.waiters.register(2)  # after the commit: only the anchor can wake it
+        gate.set()
+        await asyncio.wait_for(waiter, 5)
+        (tree,) = [r for r in [await store.tree_for_seq(1)] if r is not None]
+        (job,) = await store.anchors_for(tree)
+        assert job.done_ns is not None and job.done_ns >= job.created_ns
+        (root,) = rec.roots
+        assert (root.window_start, root.window_end) == (tree.window_start, tree.window_end)
+        assert root.window_start <= before  # the window began when the aggregator did, not at its close
+        text = metrics.render().decode()
+        seconds = float(text.split('receipt_anchor_seconds_sum{target="rec-1"} ')[1].split()[0])
+        assert 0 <= seconds < 60
+        assert sorted(t.get_name() for t in agg._tasks if t.get_name().startswith("anchor-")) == ["anchor-rec-1-0"]
+    finally:
+        assert await agg.drain(5)
+        await store.close()
+
+
+async def test_retry_delays_double_up_to_the_cap_and_failures_to_record_them_are_survived(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+
+    async def unrecordable(*args: Any) -> None:
+        raise StoreError("cannot record the failure")
+
+    lead.record_anchor_failure = unrecordable
+    rec = Recorder(bug=4)
+    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600, retry_max_seconds=0.15)  # type: ignore[arg-type]
+    caplog.set_level(logging.WARNING, logger="receipt_service.windows")
+    await agg.start()
+    try:
+        await store.add_batch(_batch(1))
+        await agg.close_window()
+        await _until(lambda: len(rec.roots) == 1)
+        delays = [
+            r.getMessage().split("retrying in ")[1].split("s:")[0]
+            for r in caplog.records
+            if "retrying" in r.getMessage()
+        ]
+        assert delays == ["0.05", "0.10", "0.15", "0.15"]
+    finally:
+        assert await agg.drain(5)
+        await store.close()
+
+
+async def test_a_drain_whose_last_window_fails_says_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    agg = Aggregator(lead, [Recorder()], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    await agg.start()
+
+    async def broken(limit: int) -> list[Any]:
+        raise StoreError("disk on fire")
+
+    lead.backlog = broken
+    caplog.set_level(logging.ERROR, logger="receipt_service.windows")
+    try:
+        assert not await agg.drain(5)
+        assert "drain stopped early: disk on fire" in caplog.text
+        assert lead.resigned == 0  # nothing handed over: the lead runs out with its lease
+    finally:
+        await store.close()
+
+
+async def test_retention_keeps_recent_trees_retries_and_runs_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    rec = Recorder()
+    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600, retention_seconds=3600)  # type: ignore[arg-type]
+    await agg.start()
+    try:
+        await store.add_batch(_batch(2))
+        await agg.close_window()
+        await _until(lambda: len(rec.roots) == 1)
+        await asyncio.sleep(0.1)
+        assert await store.tree_for_seq(1) is not None  # an hour has not passed
+    finally:
+        await agg.drain(5)
+    calls = 0
+    real = store.purge
+
+    async def flaky_purge(before_ns: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreError("busy")
+        return await real(before_ns)
+
+    lead.purge = flaky_purge
+    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600, retention_seconds=0.001)  # type: ignore[arg-type]
+    caplog.set_level(logging.INFO, logger="receipt_service.windows")
+    await agg.start()
+    try:
+        await _until(lambda: calls >= 2, timeout=5)  # the first purge failed: it runs again a period later
+        await _eventually(lambda: _gone(store, 1), timeout=5)
+        assert "retention: removed 2 receipts" in caplog.text
+    finally:
+        await agg.drain(5)
+        await store.close()
+
+
+async def _gone(store: SQLiteStore, seq: int) -> bool:
+    return await store.tree_for_seq(seq) is None
