@@ -672,3 +672,32 @@ async def test_retention_keeps_recent_trees_retries_and_runs_again(
 
 async def _gone(store: SQLiteStore, seq: int) -> bool:
     return await store.tree_for_seq(seq) is None
+
+
+async def test_extending_a_log_reads_none_of_its_records(tmp_path: Path) -> None:
+    """A window's work grows with its new records, not with the history (spec section 14)."""
+    store = SQLiteStore(tmp_path, domain=DOMAIN)
+    lead = Lead(store)
+    reads = 0
+    real = store.subject_records
+
+    async def counted(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await real(*args)
+
+    lead.subject_records = counted
+    rec = Recorder()
+    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    await agg.start()
+    try:
+        sent = [_batch(2, A), _batch(3, A)]
+        for b in sent:
+            await store.add_batch(b)
+            await agg.close_window()
+        await _until(lambda: len(rec.roots) == 2)
+        assert reads == 0
+        assert rec.roots[1].heads_root == _heads_of(sent).root.hex()
+    finally:
+        assert await agg.drain(5)
+        await store.close()
