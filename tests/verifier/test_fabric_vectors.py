@@ -14,11 +14,14 @@ from typing import Any
 import pytest
 
 from receipt_verifier import AnchorPolicy, Verifier
-from receipt_verifier.errors import TrustFileError
+from receipt_verifier.errors import BlockFormatError, ChannelMismatchError, OrdererSignatureError, TrustFileError
+from receipt_verifier.evidence import parse_blocks
 from receipt_verifier.fabric import policy as pol
 from receipt_verifier.fabric.blocks import header_bytes
+from receipt_verifier.fabric.evidence import FabricChecker
 from receipt_verifier.fabric.trust import load_trust
 from receipt_verifier.ledger import load_public_key_file
+from receipt_verifier.model import FabricAnchor, TreeInfo
 from receipt_verifier.verify import AnchorStatus
 from tests.conftest import VECTORS
 
@@ -324,3 +327,90 @@ def test_only_role_principals_are_read_from_a_policy_envelope() -> None:
     with pytest.raises(TrustFileError) as err:
         pol.from_signature_envelope(env.SerializeToString())
     assert str(err.value) == "only role principals (member, admin, client, peer, orderer) are supported"
+
+
+# ---- the checker itself, on the captured blocks (each check with its exact message)
+
+
+HISTORY: dict[str, Any] = json.loads((FABRIC / "history.json").read_text())
+
+
+def _anchor(doc_anchor: dict[str, Any], **changes: Any) -> FabricAnchor:
+    a = {**doc_anchor, **changes}
+    return FabricAnchor(a["anchor_id"], a["channel"], a["tx_id"], a["block_number"], a["key"], a["chaincode"])
+
+
+def _captured(
+    channel: str = "medical-history",
+) -> tuple[FabricAnchor, bytes, dict[tuple[str, int], bytes], str, TreeInfo]:
+    [anchors] = [op["anchors"] for op in BUNDLE["receipt"]["branches"][0]["ops"] if "anchors" in op]
+    raw = next(a for a in anchors if a["type"] == "fabric" and a["channel"] == channel)
+    blocks = parse_blocks(BUNDLE["fabric_blocks"])
+    t = BUNDLE["receipt"]["tree"]
+    tree = TreeInfo(t["window_id"], t["tree_index"], t["leaf_index"], t["tree_size"])
+    root = _verifier().verify(json.dumps(BUNDLE)).root
+    return _anchor(raw), blocks[(channel, raw["block_number"])], blocks, root, tree
+
+
+def test_the_checker_names_signers_and_gives_every_detail() -> None:
+    anchor, block, blocks, root, tree = _captured()
+    reason, details = FabricChecker(dict(load_trust(TRUST))).check(anchor, block, root, tree, blocks)
+    assert sorted(details) == ["block_hash", "config_block", "endorsers", "orderers", "tx_time"]  # a v1 tree: no heads
+    assert reason == (
+        f"block {anchor.block_number} of {anchor.channel} signed by {', '.join(details['orderers'])};"
+        f" tx endorsed by {', '.join(details['endorsers'])}"
+    )
+    assert len(details["endorsers"]) == 2 and details["config_block"] == 0 and len(details["block_hash"]) == 64
+    assert details["tx_time"].endswith("Z")
+
+
+def test_a_domain_windows_write_carries_its_heads() -> None:
+    w = HISTORY["window"]
+    raw = next(a for a in w["anchors"] if a["type"] == "fabric")
+    blocks = parse_blocks(HISTORY["fabric_blocks"])
+    tree = TreeInfo(w["window_id"], w["tree_index"], 0, w["tree_size"])
+    _, details = FabricChecker(dict(load_trust(TRUST))).check(
+        _anchor(raw), blocks[(raw["channel"], raw["block_number"])], w["root"], tree, blocks
+    )
+    assert (details["heads_root"], details["heads_size"], details["window_end"]) == (
+        w["heads_root"],
+        w["heads_size"],
+        w["window_end"],
+    )
+
+
+def test_the_checker_refuses_each_mismatch_by_name() -> None:
+    anchor, block, _, root, tree = _captured()
+    checker = FabricChecker(dict(load_trust(TRUST)))
+    with pytest.raises(ChannelMismatchError) as err:
+        checker.check(_anchor({**anchor.__dict__, "chaincode": "anchor"}, channel="elsewhere"), block, root, tree)
+    assert str(err.value) == "channel elsewhere is not in the trust file"
+    other = anchor.block_number + 1
+    with pytest.raises(BlockFormatError) as err:
+        checker.check(_anchor({**anchor.__dict__}, block_number=other), block, root, tree)
+    assert str(err.value) == f"the evidence is block {anchor.block_number}, the anchor names block {other}"
+    missing = "ab" * 32
+    with pytest.raises(BlockFormatError) as err:
+        checker.check(_anchor({**anchor.__dict__}, tx_id=missing), block, root, tree)
+    assert str(err.value) == f"transaction {missing} is not in block {anchor.block_number}"
+
+
+def test_a_block_whose_orderer_signature_is_flipped_names_the_policy() -> None:
+    from fabric_protos.common import common_pb2
+
+    anchor, block, _, root, tree = _captured()
+    parsed = common_pb2.Block.FromString(block)
+    md = common_pb2.Metadata.FromString(parsed.metadata.metadata[common_pb2.BlockMetadataIndex.SIGNATURES])
+    sig = bytearray(md.signatures[0].signature)
+    sig[-1] ^= 1
+    md.signatures[0].signature = bytes(sig)
+    parsed.metadata.metadata[common_pb2.BlockMetadataIndex.SIGNATURES] = md.SerializeToString()
+    trust = load_trust(TRUST)
+    with pytest.raises(OrdererSignatureError) as err:
+        FabricChecker(dict(trust)).check(anchor, parsed.SerializeToString(), root, tree)
+    policy = pol.describe(trust[anchor.channel].block_validation)
+    text = str(err.value)
+    assert text.startswith(
+        f"block {anchor.block_number}: orderer signatures do not satisfy {policy} ("
+    ) and text.endswith(")")
+    assert "valid signature(s)" not in text  # the detail is the failed signature's own error
