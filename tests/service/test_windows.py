@@ -298,7 +298,8 @@ async def test_the_lead_decides_who_closes_and_anchors(tmp_path: Path, caplog: p
         await _eventually(lambda: _open_job_from(store, 3))
         lead.leading = False
         await _until(lambda: not agg.leading)
-        assert "lane v1: another instance leads now; this one only serves" in caplog.text
+        assert caplog.text.count("lane v1: another instance leads now; this one only serves") == 1
+        assert caplog.text.count("lane v1: this instance leads now") == 1  # logged on a change, not at every check
         rec.bug = 0
         await asyncio.sleep(0.1)
         assert len(rec.roots) == 1  # a follower never sends an anchor
@@ -524,10 +525,12 @@ async def test_watching_other_instances_is_retried(tmp_path: Path, caplog: pytes
         await store.close()
 
 
-async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(tmp_path: Path) -> None:
+async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = SQLiteStore(tmp_path, domain=DOMAIN)
-    broken = Recorder(bug=10**6)
-    first = Aggregator(store, [broken], Metrics(), window_seconds=3600, retry_max_seconds=0.01)
+    broken, gone = Recorder(bug=10**6), Recorder("gone-1", bug=10**6)
+    first = Aggregator(store, [broken, gone], Metrics(), window_seconds=3600, retry_max_seconds=0.01)
     assert first.last_error is None and not first.leading
     await first.start()
     a, b = _batch(2, A), _batch(1, B)
@@ -536,9 +539,16 @@ async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(tmp
     assert not await first.drain(0.2)  # its anchor job stays open
     fixed = Recorder()
     again = Aggregator(store, [fixed], Metrics(), window_seconds=3600)
+    again.lease_check_seconds = 0.02
+    caplog.set_level(logging.WARNING, logger="receipt_service.windows")
     await again.start()
     try:
         await _until(lambda: len(fixed.roots) == 1)  # resumed from the store, not from memory
+        await asyncio.sleep(0.2)
+        assert len(fixed.roots) == 1, "a leader resumes open jobs when it takes the lead, not at every lease check"
+        window = f"{store.instance_id}-1"
+        warning = f"tree {window}/0 waits for target gone-1, which is not configured"
+        assert caplog.text.count(warning) == 1  # at the takeover only, not at each of the ten lease checks since
         await store.add_batch(b)  # a window that only moves B still commits A's head
         await again.close_window()
         await _until(lambda: len(fixed.roots) == 2)
@@ -700,4 +710,29 @@ async def test_extending_a_log_reads_none_of_its_records(tmp_path: Path) -> None
         assert rec.roots[1].heads_root == _heads_of(sent).root.hex()
     finally:
         assert await agg.drain(5)
+        await store.close()
+
+
+async def test_a_failing_lease_check_is_logged_and_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    calls = 0
+
+    async def flaky_lead() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first check at start succeeds, the first periodic one fails
+            raise StoreError("redis went away")
+        return True
+
+    lead.lead = flaky_lead
+    agg = Aggregator(lead, [Recorder()], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    agg.lease_check_seconds = 0.02
+    caplog.set_level(logging.WARNING, logger="receipt_service.windows")
+    await agg.start()
+    try:
+        await _until(lambda: calls >= 3)
+        assert "lease check failed: redis went away" in caplog.text and agg.leading
+    finally:
+        await agg.drain(5)
         await store.close()
