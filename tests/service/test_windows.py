@@ -20,8 +20,10 @@ from receipt_service.stores.base import Batch
 from receipt_service.stores.sqlite import SQLiteStore
 from receipt_service.trees import pack_tree
 from receipt_service.windows import MAX_TREES_PER_WINDOW, Aggregator, TreeCache, Waiters, tree_records
+from receipt_verifier.hashing import bound_commitment
 from receipt_verifier.history import HeadsTree, log_root, record_leaf
-from receipt_verifier.model import Anchor, PendingAnchor, UnknownAnchor
+from receipt_verifier.merkle import MerkleTree
+from receipt_verifier.model import Anchor, Binding, PendingAnchor, UnknownAnchor
 
 
 class FlakyTarget:
@@ -572,6 +574,7 @@ async def test_anchoring_wakes_waiters_and_records_its_time(tmp_path: Path) -> N
     agg = Aggregator(store, [rec], metrics, window_seconds=3600)
     await agg.start()
     try:
+        assert await agg.close_window() == 0  # an empty window: the next one starts now
         before = iso_now()
         await store.add_batch(_batch(2))
         await agg.close_window()
@@ -735,4 +738,40 @@ async def test_a_failing_lease_check_is_logged_and_retried(tmp_path: Path, caplo
         assert "lease check failed: redis went away" in caplog.text and agg.leading
     finally:
         await agg.drain(5)
+        await store.close()
+
+
+async def test_domain_trees_bind_every_leaf_and_a_failed_commit_forgets_no_head(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path, domain=DOMAIN)
+    lead = Lead(store)
+    rec = Recorder()
+    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    await agg.start()
+    try:
+        a, plain = _batch(2, A), _batch(1)
+        await store.add_batch(a)
+        await store.add_batch(plain)
+        await agg.close_window()
+        await _until(lambda: len(rec.roots) == 1)
+        values = [
+            *_leaves([a], A),
+            bound_commitment(plain.nonces, plain.proof_ids, plain.hashes, Binding(DOMAIN).digest()),
+        ]
+        assert rec.roots[0].root == MerkleTree.from_commitments(values).root.hex()  # v2 leaves, bound to the domain
+        real = store.commit_window
+
+        async def fails_once(*args: Any) -> None:
+            lead.commit_window = real
+            raise StoreError("the commit may or may not have happened")
+
+        lead.commit_window = fails_once
+        b = _batch(1, B)
+        await store.add_batch(b)
+        with pytest.raises(StoreError):
+            await agg.close_window()
+        await agg.close_window()  # the heads are read again from the store, A's among them
+        await _until(lambda: len(rec.roots) == 2)
+        assert rec.roots[1].heads_root == _heads_of([a, b]).root.hex()
+    finally:
+        assert await agg.drain(5)
         await store.close()
