@@ -473,7 +473,10 @@ async def test_a_backend_bug_is_logged_in_full_and_retried(tmp_path: Path, caplo
         await store.close()
 
 
-async def test_the_clock_closes_windows_and_a_lost_lease_is_rechecked(tmp_path: Path) -> None:
+async def test_the_clock_closes_windows_and_a_lost_lease_is_rechecked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="receipt_service.windows")
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
     rec = Recorder()
@@ -499,6 +502,17 @@ async def test_the_clock_closes_windows_and_a_lost_lease_is_rechecked(tmp_path: 
         lead.commit_window = real
         await asyncio.sleep(0.2)
         assert calls == 1  # a follower's clock closes nothing
+        assert "another instance took the lead" in caplog.text
+        lead.leading = True
+        await agg._check_lead()
+
+        async def broken(limit: int) -> list[Any]:
+            raise StoreError("disk on fire")
+
+        lead.backlog = broken
+        await _until(lambda: "window not closed (its hashes stay in the backlog for the next one)" in caplog.text)
+        assert "disk on fire" in caplog.text
+        del lead.backlog
     finally:
         await agg.drain(5)
         await store.close()
