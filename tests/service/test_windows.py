@@ -303,6 +303,9 @@ async def test_the_lead_decides_who_closes_and_anchors(tmp_path: Path, caplog: p
         assert caplog.text.count("lane v1: another instance leads now; this one only serves") == 1
         assert caplog.text.count("lane v1: this instance leads now") == 1  # logged on a change, not at every check
         rec.bug = 0
+        (open_tree,) = [t for t, _ in await store.open_anchor_jobs()]
+        for _ in range(2):  # a job that reaches a follower's queue is dropped; both workers live on
+            agg._queues["rec-1"].put_nowait(open_tree)
         await asyncio.sleep(0.1)
         assert len(rec.roots) == 1  # a follower never sends an anchor
         lead.leading = True  # it leads again: the open job is resumed from the store
@@ -603,7 +606,13 @@ async def test_anchoring_wakes_waiters_and_records_its_time(tmp_path: Path) -> N
         assert root.window_start <= before  # the window began when the aggregator did, not at its close
         text = metrics.render().decode()
         seconds = float(text.split('receipt_anchor_seconds_sum{target="rec-1"} ')[1].split()[0])
-        assert 0 <= seconds < 60
+        built = float(text.split("receipt_window_build_seconds_sum ")[1].split()[0])
+        assert 0 <= seconds < 60 and 0 <= built < 60
+        again = iso_now()
+        await store.add_batch(_batch(1))
+        await agg.close_window()
+        await _until(lambda: len(rec.roots) == 2)
+        assert tree.window_end <= rec.roots[1].window_start <= again  # the next window starts at the last close
         assert sorted(t.get_name() for t in agg._tasks if t.get_name().startswith("anchor-")) == ["anchor-rec-1-0"]
     finally:
         assert await agg.drain(5)
@@ -664,13 +673,16 @@ async def test_retention_keeps_recent_trees_retries_and_runs_again(
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
     rec = Recorder()
-    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600, retention_seconds=3600)  # type: ignore[arg-type]
+    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
     await agg.start()
+    await store.add_batch(_batch(2))
+    await agg.close_window()
+    await _until(lambda: len(rec.roots) == 1)
+    assert await agg.drain(5)
+    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600, retention_seconds=3600)  # type: ignore[arg-type]
+    await agg.start()  # it purges at once: an anchored tree of a second ago is kept
     try:
-        await store.add_batch(_batch(2))
-        await agg.close_window()
-        await _until(lambda: len(rec.roots) == 1)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
         assert await store.tree_for_seq(1) is not None  # an hour has not passed
     finally:
         await agg.drain(5)
@@ -788,4 +800,26 @@ async def test_domain_trees_bind_every_leaf_and_a_failed_commit_forgets_no_head(
         assert rec.roots[1].heads_root == _heads_of([a, b]).root.hex()
     finally:
         assert await agg.drain(5)
+        await store.close()
+
+
+async def test_a_drain_waits_for_an_anchor_in_flight(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    gate = asyncio.Event()
+
+    class Slow(Recorder):
+        async def anchor(self, root: TreeRoot) -> Anchor:
+            await gate.wait()
+            return await super().anchor(root)
+
+    rec = Slow()
+    agg = Aggregator(store, [rec], Metrics(), window_seconds=3600)
+    await agg.start()
+    try:
+        await store.add_batch(_batch(1))
+        await agg.close_window()
+        asyncio.get_running_loop().call_later(0.2, gate.set)
+        assert await agg.drain(5)  # it waited for the anchor rather than giving up
+        assert len(rec.roots) == 1
+    finally:
         await store.close()
