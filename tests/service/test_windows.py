@@ -168,6 +168,18 @@ class Recorder:
         return None
 
 
+class Gated(Recorder):
+    """A recorder that anchors only once its gate is open."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    async def anchor(self, root: TreeRoot) -> Anchor:
+        await self.gate.wait()
+        return await super().anchor(root)
+
+
 class Lead:
     """The real store, with who leads decided by the test (as a shared store's lease would)."""
 
@@ -580,13 +592,7 @@ async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(
 async def test_anchoring_wakes_waiters_and_records_its_time(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path)
     gate = asyncio.Event()
-
-    class Slow(Recorder):
-        async def anchor(self, root: TreeRoot) -> Anchor:
-            await gate.wait()
-            return await super().anchor(root)
-
-    rec = Slow()
+    rec = Gated(gate)
     metrics = Metrics()
     agg = Aggregator(store, [rec], metrics, window_seconds=3600)
     await agg.start()
@@ -806,13 +812,7 @@ async def test_domain_trees_bind_every_leaf_and_a_failed_commit_forgets_no_head(
 async def test_a_drain_waits_for_an_anchor_in_flight(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path)
     gate = asyncio.Event()
-
-    class Slow(Recorder):
-        async def anchor(self, root: TreeRoot) -> Anchor:
-            await gate.wait()
-            return await super().anchor(root)
-
-    rec = Slow()
+    rec = Gated(gate)
     agg = Aggregator(store, [rec], Metrics(), window_seconds=3600)
     await agg.start()
     try:
