@@ -19,6 +19,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "loadtest"))
@@ -65,15 +66,14 @@ def _history(config: Path) -> tuple[dict[str, object], dict[str, object]]:
         try:
             url = _wait_for_port(proc)
 
-            async def calls() -> tuple[dict[str, object], dict[str, object]]:
-                async def call(token: str, method: str, path: str, body: object = None) -> dict[str, object]:
+            async def calls() -> tuple[Any, Any]:
+                async def call(token: str, method: str, path: str, body: object = None) -> Any:
                     async with (
                         aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {token}"}) as http,
                         http.request(method, path, json=body) as resp,
                     ):
                         assert resp.status < 300, await resp.text()
-                        doc: dict[str, object] = await resp.json()
-                        return doc
+                        return await resp.json()
 
                 jwk = public_jwk(Ed25519PrivateKey.generate().public_key())
                 await call(app, "POST", "/signing-keys", {"jwk": jwk, "subject": HISTORY_SUBJECT})
@@ -82,7 +82,7 @@ def _history(config: Path) -> tuple[dict[str, object], dict[str, object]]:
 
                 body = {"hashes": [hashlib.sha256(t).hexdigest() for t in texts], "subject": HISTORY_SUBJECT}
                 ack = await call(clinic, "POST", "/hashes", body)
-                for item in ack["hashes"]:  # type: ignore[attr-defined]
+                for item in ack["hashes"]:
                     receipt = await call(clinic, "GET", f"/proofs/{item['proof_id']}?wait=anchored&timeout=60")
                     assert receipt["state"] == "anchored", receipt
                 bundle = await call(app, "GET", f"/subjects/{HISTORY_SUBJECT}/history?domain=medical-history")

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -16,7 +16,7 @@ from receipt_service.anchors.local import LocalLedgerBackend
 from receipt_service.errors import AnchorBackendError, CorruptRecordError, LeaseLostError, StoreError
 from receipt_service.ledger import TreeRoot
 from receipt_service.metrics import Metrics
-from receipt_service.stores.base import Batch
+from receipt_service.stores.base import Batch, Store
 from receipt_service.stores.sqlite import SQLiteStore
 from receipt_service.trees import pack_tree
 from receipt_service.windows import MAX_TREES_PER_WINDOW, Aggregator, TreeCache, Waiters, tree_records
@@ -197,6 +197,10 @@ class Lead:
     async def resign(self) -> None:
         self.resigned += 1
 
+    def as_store(self) -> Store:
+        """This wrapper where a ``Store`` is expected."""
+        return cast(Store, self)
+
 
 _TICKS = iter(range(1_000, 10**9, 1_000))
 
@@ -270,7 +274,7 @@ async def test_a_backlog_larger_than_a_window_is_closed_in_several(tmp_path: Pat
 async def test_a_window_that_fails_says_why_until_one_closes(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
-    agg = Aggregator(lead, [Recorder()], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
     await agg.start()
     try:
         await store.add_batch(_batch(1))
@@ -293,7 +297,7 @@ async def test_the_lead_decides_who_closes_and_anchors(tmp_path: Path, caplog: p
     store = SQLiteStore(tmp_path)
     lead = Lead(store, leading=False)
     rec = Recorder(concurrency=2)
-    agg = Aggregator(lead, [rec], Metrics(), window_seconds=0.02)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=0.02)
     agg.lease_check_seconds = 0.02
     caplog.set_level(logging.INFO, logger="receipt_service.windows")
     await agg.start()
@@ -438,10 +442,10 @@ async def test_retention_purges_anchored_trees_only_on_the_leader(tmp_path: Path
         await first.start()
         await store.add_batch(_batch(3))
         await first.close_window()
-        await _until(lambda: len(rec.roots) == 1)  # noqa: B023
+        await _until(lambda rec=rec: len(rec.roots) == 1)
         assert await first.drain(5)
         lead = Lead(store, leading=leading)
-        agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600, retention_seconds=0.001)  # type: ignore[arg-type]
+        agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600, retention_seconds=0.001)
         await agg.start()
         assert "retention" in {t.get_name() for t in agg._tasks}
         try:
@@ -495,7 +499,7 @@ async def test_the_clock_closes_windows_and_a_lost_lease_is_rechecked(
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
     rec = Recorder()
-    agg = Aggregator(lead, [rec], Metrics(), window_seconds=0.05)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=0.05)
     agg.lease_check_seconds = 3600
     await agg.start()
     try:
@@ -546,7 +550,7 @@ async def test_watching_other_instances_is_retried(tmp_path: Path, caplog: pytes
 
     lead.watch = flaky_watch
     caplog.set_level(logging.WARNING, logger="receipt_service.windows")
-    agg = Aggregator(lead, [Recorder()], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
     await agg.start()
     try:
         await _until(lambda: calls == 2, timeout=5)
@@ -636,7 +640,7 @@ async def test_retry_delays_double_up_to_the_cap_and_failures_to_record_them_are
 
     lead.record_anchor_failure = unrecordable
     rec = Recorder(bug=4)
-    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600, retry_max_seconds=0.15)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600, retry_max_seconds=0.15)
     caplog.set_level(logging.WARNING, logger="receipt_service.windows")
     await agg.start()
     try:
@@ -657,7 +661,7 @@ async def test_retry_delays_double_up_to_the_cap_and_failures_to_record_them_are
 async def test_a_drain_whose_last_window_fails_says_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
-    agg = Aggregator(lead, [Recorder()], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
     await agg.start()
 
     async def broken(limit: int) -> list[Any]:
@@ -679,13 +683,13 @@ async def test_retention_keeps_recent_trees_retries_and_runs_again(
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
     rec = Recorder()
-    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
     await agg.start()
     await store.add_batch(_batch(2))
     await agg.close_window()
     await _until(lambda: len(rec.roots) == 1)
     assert await agg.drain(5)
-    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600, retention_seconds=3600)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600, retention_seconds=3600)
     await agg.start()  # it purges at once: an anchored tree of a second ago is kept
     try:
         await asyncio.sleep(0.2)
@@ -703,7 +707,7 @@ async def test_retention_keeps_recent_trees_retries_and_runs_again(
         return await real(before_ns)
 
     lead.purge = flaky_purge
-    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600, retention_seconds=0.001)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600, retention_seconds=0.001)
     caplog.set_level(logging.INFO, logger="receipt_service.windows")
     await agg.start()
     try:
@@ -733,7 +737,7 @@ async def test_extending_a_log_reads_none_of_its_records(tmp_path: Path) -> None
 
     lead.subject_records = counted
     rec = Recorder()
-    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
     await agg.start()
     try:
         sent = [_batch(2, A), _batch(3, A)]
@@ -761,7 +765,7 @@ async def test_a_failing_lease_check_is_logged_and_retried(tmp_path: Path, caplo
         return True
 
     lead.lead = flaky_lead
-    agg = Aggregator(lead, [Recorder()], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
     agg.lease_check_seconds = 0.02
     caplog.set_level(logging.WARNING, logger="receipt_service.windows")
     await agg.start()
@@ -777,7 +781,7 @@ async def test_domain_trees_bind_every_leaf_and_a_failed_commit_forgets_no_head(
     store = SQLiteStore(tmp_path, domain=DOMAIN)
     lead = Lead(store)
     rec = Recorder()
-    agg = Aggregator(lead, [rec], Metrics(), window_seconds=3600)  # type: ignore[arg-type]
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
     await agg.start()
     try:
         a, plain = _batch(2, A), _batch(1)
