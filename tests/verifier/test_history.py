@@ -145,6 +145,9 @@ def test_history_schema_accepts_the_vectors_and_is_the_openapi_one() -> None:
     for entry in json.loads((HISTORY / "manifest.json").read_text())["vectors"]:
         validator.validate(json.loads((HISTORY / entry["file"]).read_text()))
     validator.validate(json.loads((HISTORY / "../fabric/history.json").read_text()))  # with Fabric blocks
+    twice = json.loads((HISTORY / "complete.json").read_text())
+    twice["window"]["anchors"] *= 2
+    assert not validator.is_valid(twice)  # as the verifier: no anchor listed twice
     openapi = json.loads((HISTORY / "../../../receipt_service/openapi.json").read_text())
     text = json.dumps({k: v for k, v in schema.items() if k not in ("$schema", "$id")})
     assert openapi["components"]["schemas"]["HistoryBundle"] == json.loads(
