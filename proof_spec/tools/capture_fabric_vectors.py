@@ -15,7 +15,9 @@ consistent with each other).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT / "loadtest"))
 sys.path.insert(0, str(ROOT))
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from loadclient import CLI, _wait_for_port, local_server
 
 from receipt_service.client import ReceiptClient
@@ -37,8 +40,6 @@ RECORD = b'{"resourceType":"Encounter","status":"finished","subject":"pseudonym-
 
 
 async def _stamp(url: str, key: str) -> tuple[dict[str, object], dict[str, object]]:
-    import hashlib
-
     async with ReceiptClient(url, key) as client:
         [item] = await client.submit([hashlib.sha256(RECORD).hexdigest()])
         await client.receipt(item.proof_id, wait="anchored", timeout=60)
@@ -50,10 +51,6 @@ HISTORY_SUBJECT = "did:example:patient-vector-01"
 
 def _history(config: Path) -> tuple[dict[str, object], dict[str, object]]:
     """Three records of one subject in medical-history, anchored locally and on Fabric; its history bundle."""
-    import subprocess
-
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     with tempfile.TemporaryDirectory(prefix="fabric-history-") as tmp:
 
         def key(role: str, tenant: str) -> str:
@@ -78,8 +75,6 @@ def _history(config: Path) -> tuple[dict[str, object], dict[str, object]]:
                 jwk = public_jwk(Ed25519PrivateKey.generate().public_key())
                 await call(app, "POST", "/signing-keys", {"jwk": jwk, "subject": HISTORY_SUBJECT})
                 texts = [f"treatment record {i} of the history vector".encode() for i in range(3)]
-                import hashlib
-
                 body = {"hashes": [hashlib.sha256(t).hexdigest() for t in texts], "subject": HISTORY_SUBJECT}
                 ack = await call(clinic, "POST", "/hashes", body)
                 for item in ack["hashes"]:

@@ -14,7 +14,6 @@ import base64
 import binascii
 import bisect
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .codec import parse_anchor
+from .codec import _HASH_RE, parse_anchor
 from .errors import MalformedReceiptError, VerificationError
 from .evidence import parse_blocks
 from .fabric.evidence import FabricChecker
@@ -330,7 +329,6 @@ def _parse_time(text: str, where: str) -> datetime:
         raise MalformedReceiptError(f"{where}: {text!r:.40} is not an RFC 3339 time") from None
 
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _WINDOW_KEYS = frozenset(
     {"window_id", "tree_index", "tree_size", "root", "window_end", "heads_root", "heads_size", "anchors"}
 )
@@ -358,7 +356,7 @@ def _window(value: Any) -> Window:
     texts = (value["window_id"], value["root"], value["window_end"], value["heads_root"])
     if not all(type(v) is int and v >= 0 for v in ints) or not all(type(v) is str for v in texts):
         raise MalformedReceiptError("window: tree_index, tree_size, heads_size are integers; the rest strings")
-    if not all(_HEX64.fullmatch(value[k]) for k in ("root", "heads_root")):
+    if not all(_HASH_RE.fullmatch(value[k]) for k in ("root", "heads_root")):
         raise MalformedReceiptError("window: root and heads_root are 64 lowercase hex characters")
     anchors = value["anchors"]
     if not isinstance(anchors, list) or not 1 <= len(anchors) <= 16:
@@ -477,7 +475,6 @@ def verify_history(
     if len(records) < proven_size and not log.out_of_sequence:
         report.problems.append(f"newest record(s) missing: the log has {proven_size}, the bundle {len(records)}")
     cutoff = as_of or datetime.now(UTC)
-    ended = w.ended
     newer = [
         (t, e)
         for e in ledger
@@ -485,14 +482,13 @@ def verify_history(
         and e.heads_root is not None
         and (t := _parse_time(e.window_end, f"ledger entry {e.seq}: window_end")) <= cutoff
     ]
-    newest = max(newer, key=lambda te: te[0], default=None)
-    if newest is not None and newest[0] > ended:
-        newest_entry = newest[1]
+    newest_end, newest = max(newer, key=lambda te: te[0], default=(w.ended, None))
+    if newest is not None and newest_end > w.ended:
         report.problems.append(
-            f"a head older than the newest anchored window given: window {newest_entry.window_id}"
-            f" (ledger entry {newest_entry.seq}, ended {newest_entry.window_end}) is newer than {w.window_id}"
+            f"a head older than the newest anchored window given: window {newest.window_id}"
+            f" (ledger entry {newest.seq}, ended {newest.window_end}) is newer than {w.window_id}"
         )
-    if max_age is not None and cutoff - ended > max_age:
+    if max_age is not None and cutoff - w.ended > max_age:
         report.problems.append(f"stale: window {w.window_id} ended {w.window_end}, more than {max_age} ago")
     if previous is not None:
         _check_growth(previous, doc, log.leaves, report)
