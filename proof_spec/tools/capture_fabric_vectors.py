@@ -1,13 +1,17 @@
 """Capture Fabric evidence vectors from a real network: a bundle whose three Fabric anchors verify
-against the trust file captured with it, the record it covers, and a subject's history bundle whose
-window (with its subject-heads commitment) is anchored on the medical-history channel.
+against the trust file captured with it, the record it covers, a subject's history bundle whose
+window (with its subject-heads commitment) is anchored on the medical-history channel, a bundle
+anchored after a channel config update, and the network's keys to forge tampered blocks with.
 
     python proof_spec/tools/capture_fabric_vectors.py [OUT_DIR]   (default: proof_spec/vectors/fabric)
 
 Brings up a throwaway network and service, stamps one record, saves ``bundle.json``,
 ``trust.json``, ``ledger-key.pub.json`` and ``record.json``; then, on a second service with an
 owner app and a provider, three records of one subject and their ``history.json`` (its service's
-ledger key in ``history-ledger-key.pub.json``); and stops everything. The files are
+ledger key in ``history-ledger-key.pub.json``); then changes personal-health's BatchTimeout through a
+config update and stamps another record, whose anchor on that channel is made under the newer config
+(``bundle-newer-config.json``; ``trust.json`` still pins the genesis config); saves the network's
+signing keys for the tamper tests (``forge-keys.json``); and stops everything. The files are
 captured, not generated: each run gives new keys and certificates (the tests only need them to be
 consistent with each other).
 """
@@ -37,13 +41,44 @@ from receipt_verifier.access_event import public_jwk
 from receipt_verifier.fabric.trust import make_trust
 
 RECORD = b'{"resourceType":"Encounter","status":"finished","subject":"pseudonym-7f3a","reason":"vector"}\n'
+RECORD_AFTER_UPDATE = b'{"resourceType":"Encounter","status":"finished","reason":"after a config update"}\n'
+NEWER_CONFIG_CHANNEL = "personal-health"
 
 
-async def _stamp(url: str, key: str) -> tuple[dict[str, object], dict[str, object]]:
+async def _stamp(url: str, key: str, record: bytes) -> tuple[dict[str, Any], dict[str, object]]:
     async with ReceiptClient(url, key) as client:
-        [item] = await client.submit([hashlib.sha256(RECORD).hexdigest()])
+        [item] = await client.submit([hashlib.sha256(record).hexdigest()])
         await client.receipt(item.proof_id, wait="anchored", timeout=60)
         return await client.receipt(item.proof_id, evidence=True), await client.ledger_key()
+
+
+def _signer(msp_id: str, msp_dir: Path) -> dict[str, str]:
+    """An identity of the throwaway network: MSP id, certificate and private key (PEM)."""
+    cert = next((msp_dir / "signcerts").glob("*.pem")).read_text()
+    return {"msp_id": msp_id, "cert": cert, "key": next((msp_dir / "keystore").iterdir()).read_text()}
+
+
+def _forge_keys(net: Network) -> dict[str, Any]:
+    """The keys the tamper tests re-sign forged blocks with (an orderer, the client, each org's peer)."""
+    lay = net.layout
+    return {
+        "note": "private keys of the throwaway network these vectors came from; it no longer exists."
+        " Tests use them to re-sign tampered blocks so that each deeper check is reached. Never trust them.",
+        "orderer": _signer("OrdererMSP", lay.node_dir(lay.orderers[0]) / "msp"),
+        "client": _signer("HospitalsMSP", lay.user_dir("Hospitals", "User1") / "msp"),
+        "peers": {p.org: _signer(f"{p.org}MSP", lay.node_dir(p) / "msp") for p in lay.peers},
+    }
+
+
+def _newer_config_block(bundle: dict[str, Any], channel: str) -> int:
+    """The config block number the bundle's ``channel`` anchor was made under (its evidence includes it)."""
+    anchors = [a for op in bundle["receipt"]["branches"][0]["ops"] for a in op.get("anchors", [])]
+    anchor = next(a for a in anchors if a.get("channel") == channel)
+    numbers = [b["number"] for b in bundle["fabric_blocks"] if b["channel"] == channel]
+    newer = [n for n in numbers if n != anchor["block_number"]]
+    if not newer or newer[0] == 0:
+        raise SystemExit(f"the {channel} anchor was not made under the updated config: blocks {numbers}")
+    return int(newer[0])
 
 
 HISTORY_SUBJECT = "did:example:patient-vector-01"
@@ -97,9 +132,13 @@ def main() -> int:
         try:
             config = net.up(lambda m: print(m, file=sys.stderr))
             with local_server(0.2, "--config", str(config)) as (url, key):
-                bundle, ledger_key = asyncio.run(_stamp(url, key))
-            history, history_key = _history(config)
-            trust = make_trust(net.config_blocks().values())
+                bundle, ledger_key = asyncio.run(_stamp(url, key, RECORD))
+                history, history_key = _history(config)
+                trust = make_trust(net.config_blocks().values())  # pins each channel's genesis config
+                net.set_batch_timeout(NEWER_CONFIG_CHANNEL, "300ms")
+                newer, _ = asyncio.run(_stamp(url, key, RECORD_AFTER_UPDATE))
+            print(f"newer config: block {_newer_config_block(newer, NEWER_CONFIG_CHANNEL)}", file=sys.stderr)
+            forge_keys = _forge_keys(net)
         finally:
             net.down()
     (out / "record.json").write_bytes(RECORD)
@@ -108,6 +147,8 @@ def main() -> int:
     (out / "ledger-key.pub.json").write_text(json.dumps(ledger_key, indent=1) + "\n")
     (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     (out / "history-ledger-key.pub.json").write_text(json.dumps(history_key, indent=1) + "\n")
+    (out / "bundle-newer-config.json").write_text(json.dumps(newer, indent=1) + "\n")
+    (out / "forge-keys.json").write_text(json.dumps(forge_keys, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from ..errors import ServiceError
 from .gateway import Endpoint, GatewayClient, GatewayError
@@ -949,6 +950,88 @@ class Network:
                 self.peer_cli("Hospitals", ["channel", "fetch", "config", str(path), "-c", ch])
                 out[ch] = path.read_bytes()
         return out
+
+    def update_channel_config(self, channel: str, edit: Callable[[dict[str, Any]], None]) -> None:
+        """Change ``channel``'s config as an operator does with Fabric's own tools: fetch the config
+        block, ``edit`` its JSON config in place, compute the update with ``configtxlator`` and submit
+        it signed by the orderer admin; returns once the orderer accepted it."""
+        lay = self.layout
+        with tempfile.TemporaryDirectory() as tmp:
+            t = Path(tmp)
+
+            def lator(*args: str) -> None:
+                self._run_tool("configtxlator", args)
+
+            self.peer_cli("Hospitals", ["channel", "fetch", "config", str(t / "config.block"), "-c", channel])
+            lator(
+                "proto_decode", "--type", "common.Block", "--input", str(t / "config.block"), "--output", str(t / "b")
+            )
+            block = json.loads((t / "b").read_text())
+            config = block["data"]["data"][0]["payload"]["data"]["config"]
+            (t / "old.json").write_text(json.dumps(config))
+            edit(config)
+            (t / "new.json").write_text(json.dumps(config))
+            for name in ("old", "new"):
+                lator(
+                    "proto_encode",
+                    "--type",
+                    "common.Config",
+                    "--input",
+                    str(t / f"{name}.json"),
+                    "--output",
+                    str(t / f"{name}.pb"),
+                )
+            lator(
+                "compute_update",
+                "--channel_id",
+                channel,
+                "--original",
+                str(t / "old.pb"),
+                "--updated",
+                str(t / "new.pb"),
+                "--output",
+                str(t / "update.pb"),
+            )
+            lator(
+                "proto_decode",
+                "--type",
+                "common.ConfigUpdate",
+                "--input",
+                str(t / "update.pb"),
+                "--output",
+                str(t / "update.json"),
+            )
+            envelope = {
+                "payload": {
+                    "header": {"channel_header": {"channel_id": channel, "type": 2}},  # CONFIG_UPDATE
+                    "data": {"config_update": json.loads((t / "update.json").read_text())},
+                }
+            }
+            (t / "env.json").write_text(json.dumps(envelope))
+            lator(
+                "proto_encode",
+                "--type",
+                "common.Envelope",
+                "--input",
+                str(t / "env.json"),
+                "--output",
+                str(t / "env.pb"),
+            )
+            admin = {
+                **self.admin_env("Hospitals"),
+                "CORE_PEER_LOCALMSPID": "OrdererMSP",
+                "CORE_PEER_MSPCONFIGPATH": str(lay.user_dir("Orderer", "Admin") / "msp"),
+            }
+            argv = ["channel", "update", "-f", str(t / "env.pb"), "-c", channel, *self.orderer_args()]
+            self._run_tool("peer", argv, admin)
+
+    def set_batch_timeout(self, channel: str, timeout: str) -> None:
+        """Set ``channel``'s ``Orderer/BatchTimeout`` (e.g. ``"300ms"``) through a config update."""
+
+        def edit(config: dict[str, Any]) -> None:
+            config["channel_group"]["groups"]["Orderer"]["values"]["BatchTimeout"]["value"]["timeout"] = timeout
+
+        self.update_channel_config(channel, edit)
 
     # ------------------------------------------------------------------ status, env, down
 

@@ -6,28 +6,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import datetime
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fabric_protos.common import common_pb2
-from fabric_protos.ledger.rwset import rwset_pb2
-from fabric_protos.ledger.rwset.kvrwset import kv_rwset_pb2
-from fabric_protos.msp import identities_pb2
 
 from receipt_service.fabric.gateway import GatewayError
 from receipt_service.fabric.network import Network
@@ -36,11 +26,11 @@ from receipt_verifier.errors import TrustFileError
 from receipt_verifier.fabric.trust import load_trust, make_trust
 from receipt_verifier.ledger import load_public_key
 from receipt_verifier.verify import AnchorStatus
+from tests.fabric_forge import Forger, Signer
+from tests.fabric_tampering import CASES, Facts, expected, fabric_anchor, flip
 
 from ..procs import collect, create_key, load, server
-from .configupdate import set_batch_timeout
 from .conftest import _free_base, service_config
-from .forge import Forger, Signer, prp_with_value
 
 RECORDS = {
     "visit-2026-03-02.json": b'{"resourceType":"Encounter","status":"finished","subject":"p-7f3a"}',
@@ -164,211 +154,33 @@ def test_without_evidence_or_trust_fabric_anchors_are_not_verified(evidence: Evi
 
 def _insurance(bundle: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the insurance anchor, its block item) of a bundle."""
-    anchors = [
-        a for op in bundle["receipt"]["branches"][0]["ops"] for a in op.get("anchors", []) if a["type"] == "fabric"
-    ]
-    anchor = next(a for a in anchors if a["channel"] == "insurance")
-    item = next(
-        b for b in bundle["fabric_blocks"] if (b["channel"], b["number"]) == ("insurance", anchor["block_number"])
-    )
-    return anchor, item
-
-
-Case = Callable[[Any, Forger, dict[str, Any]], bytes]
-
-
-def _flip(data: bytes, at: int | None = None) -> bytes:
-    i = len(data) // 2 if at is None else at
-    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
-
-
-def _envelope(i: int) -> Case:
-    def case(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
-        block.data.data[i] = _flip(block.data.data[i])
-        return bytes(block.SerializeToString())
-
-    return case
-
-
-def _metadata_signature(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
-    md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
-    for sig in md.signatures:
-        sig.signature = _flip(sig.signature, 10)
-    block.metadata.metadata[0] = md.SerializeToString()
-    return bytes(block.SerializeToString())
-
-
-def _header(field: str) -> Case:
-    def case(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
-        if field == "number":
-            block.header.number += 1
-        else:
-            setattr(block.header, field, _flip(getattr(block.header, field)))
-        return bytes(block.SerializeToString())
-
-    return case
-
-
-def _valid_signatures_wrong_data(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
-    """A well-signed envelope swapped in; the header and the orderer signature stay valid for the old data."""
-    pos, _env, payload, tx, cap = f.tx(block, a["tx_id"])
-    f.put_tx(block, pos, payload, tx, cap)
-    return bytes(block.SerializeToString())
-
-
-def _no_orderer_signature(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
-    md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
-    del md.signatures[:]
-    block.metadata.metadata[0] = md.SerializeToString()
-    return bytes(block.SerializeToString())
-
-
-def _tx_change(change: Callable[[Forger, Any, Any, Any], None], resign: bool = True) -> Case:
-    def case(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
-        pos, _env, payload, tx, cap = f.tx(block, a["tx_id"])
-        change(f, payload, tx, cap)
-        f.put_tx(block, pos, payload, tx, cap, resign=resign)
-        return f.reseal(block)
-
-    return case
-
-
-def _flip_endorsement(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
-    cap.action.endorsements[0].signature = _flip(cap.action.endorsements[0].signature, 12)
-
-
-def _one_org(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
-    f.endorse(cap, ["Hospitals"])
-
-
-def _duplicate_endorsement(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
-    f.endorse(cap, ["Hospitals", "Hospitals"])
-
-
-def _certificate(
-    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, signer: ec.EllipticCurvePrivateKey
-) -> x509.Certificate:
-    """A one-day certificate for ``key``, signed by ``signer`` (a CA nobody pinned)."""
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(signer, hashes.SHA256())
-    )
-
-
-def _rogue_ca(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
-    """An Insurers 'peer' certificate from a CA nobody pinned."""
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca.insurers.receipts.test")])
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "peer"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "peer0.insurers.receipts.test"),
-        ]
-    )
-    cert = _certificate(name, ca_name, key, ca_key)
-    rogue = Signer.__new__(Signer)
-    rogue.key = key
-    rogue.serialized = identities_pb2.SerializedIdentity(
-        mspid="InsurersMSP", id_bytes=cert.public_bytes(serialization.Encoding.PEM)
-    ).SerializeToString()
-    f.endorse(cap, ["Hospitals"])
-    cap.action.endorsements.add(
-        endorser=rogue.serialized, signature=rogue.sign(bytes(cap.action.proposal_response_payload) + rogue.serialized)
-    )
-
-
-def _set_root(root: str) -> Callable[[Any], None]:
-    def change(action: Any) -> None:
-        rw = rwset_pb2.TxReadWriteSet.FromString(action.results)
-        for ns in rw.ns_rwset:
-            kv = kv_rwset_pb2.KVRWSet.FromString(ns.rwset)
-            for w in kv.writes:
-                if not w.key.startswith("\x00"):
-                    record = json.loads(w.value)
-                    record["root"] = root
-                    w.value = json.dumps(record).encode()
-            ns.rwset = kv.SerializeToString()
-        action.results = rw.SerializeToString()
-
-    return change
-
-
-def _written_value(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
-    f.endorse(cap, ["Hospitals", "Insurers"], prp_with_value(cap, _set_root(os.urandom(32).hex())))
-
-
-def _written_value_not_endorsed(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
-    cap.action.proposal_response_payload = prp_with_value(cap, _set_root(os.urandom(32).hex()))
-
-
-def _nonce(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
-    sh = common_pb2.SignatureHeader.FromString(payload.header.signature_header)
-    sh.nonce = os.urandom(24)
-    payload.header.signature_header = sh.SerializeToString()
-
-
-def _proposal(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
-    cap.chaincode_proposal_payload = bytes(cap.chaincode_proposal_payload) + b"\x12\x00"
-
-
-def _other_channel_creator(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
-    ch = common_pb2.ChannelHeader.FromString(payload.header.channel_header)
-    ch.channel_id = "personal-health"
-    payload.header.channel_header = ch.SerializeToString()
-
-
-def _last_config(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
-    return f.reseal(block, last_config=1)
-
-
-CASES: dict[str, tuple[Case, str]] = {
-    "a byte of the anchor envelope": (lambda b, f, a: _envelope(f.tx(b, a["tx_id"])[0])(b, f, a), "DataHashError"),
-    "a byte of the first envelope": (_envelope(0), "DataHashError"),
-    "a byte of the last envelope": (lambda b, f, a: _envelope(len(b.data.data) - 1)(b, f, a), "DataHashError"),
-    "each orderer signature": (_metadata_signature, "OrdererSignatureError"),
-    "the header's number": (_header("number"), "OrdererSignatureError"),
-    "the header's previous hash": (_header("previous_hash"), "OrdererSignatureError"),
-    "the header's data hash": (_header("data_hash"), "DataHashError"),
-    "valid orderer signature, data hash not matching": (_valid_signatures_wrong_data, "DataHashError"),
-    "no orderer signature": (_no_orderer_signature, "OrdererSignatureError"),
-    "another config than the pinned one": (_last_config, "ConfigMismatchError"),
-    "an endorsement signature": (_tx_change(_flip_endorsement), "EndorsementError"),
-    "endorsements below the policy": (_tx_change(_one_org), "EndorsementError"),
-    "one org endorsing twice": (_tx_change(_duplicate_endorsement), "EndorsementError"),
-    "an endorser from an unpinned CA": (_tx_change(_rogue_ca), "EndorsementError"),
-    "the written root, endorsed again": (_tx_change(_written_value), "WriteSetError"),
-    "the written root, not endorsed": (_tx_change(_written_value_not_endorsed), "EndorsementError"),
-    "the creator's signature": (_tx_change(lambda *_: None, resign=False), "CreatorSignatureError"),
-    "the nonce (tx id binding)": (_tx_change(_nonce), "CreatorSignatureError"),
-    "the proposal payload": (_tx_change(_proposal), "EndorsementError"),
-    "the transaction's channel": (_tx_change(_other_channel_creator), "ChannelMismatchError"),
-}
+    return fabric_anchor(bundle, "insurance")
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_tampered_block_fails_with_its_own_error(evidence: Evidence, name: str) -> None:
-    case, error = CASES[name]
+    """The shared corpus (tests/fabric_tampering.py) over a live block, re-signed with the network's keys."""
+    case, template = CASES[name]
     bundle = copy.deepcopy(evidence.bundles[0])
     anchor, item = _insurance(bundle)
+    forger = Forger.of_network(evidence.net)
+    facts = Facts.of(common_pb2.Block.FromString(base64.b64decode(item["block"])), anchor, forger)
     block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
-    item["block"] = base64.b64encode(case(block, Forger(evidence.net), anchor)).decode()
-    _expect(evidence, bundle, error)
+    item["block"] = base64.b64encode(case(block, forger, anchor)).decode()
+    error = template.split(":", 1)[0]
+    reason = _expect(evidence, bundle, error)
+    assert reason == expected(template, facts, "insurance")
 
 
-def _expect(evidence: Evidence, bundle: dict[str, Any], error: str, trust: dict[str, Any] | None = None) -> None:
+def _expect(evidence: Evidence, bundle: dict[str, Any], error: str, trust: dict[str, Any] | None = None) -> str:
+    """The failed insurance anchor's reason; ``error`` is the class it must name."""
     result = _verifier(evidence, trust).verify(json.dumps(bundle))
     insurance = next(a for a in result.anchors if a.anchor_id.startswith("insurance:"))
     assert insurance.status is AnchorStatus.FAILED, insurance
     assert insurance.reason.startswith(error + ":"), insurance.reason
     others = [a for a in result.anchors if a is not insurance]
     assert all(a.status is AnchorStatus.VERIFIED for a in others), "tampering one anchor must not touch the others"
+    return insurance.reason
 
 
 def test_a_block_of_another_channel_is_refused(evidence: Evidence) -> None:
@@ -433,7 +245,7 @@ def test_a_changed_trust_file_is_refused(evidence: Evidence, where: str) -> None
     entry = trust["channels"]["insurance"]
     if where == "config_block":
         raw = base64.b64decode(entry["config_block"])
-        entry["config_block"] = base64.b64encode(_flip(raw, len(raw) // 3)).decode()
+        entry["config_block"] = base64.b64encode(flip(raw, len(raw) // 3)).decode()
     elif where == "root_certs":
         pem = entry["root_certs"]["InsurersMSP"][0]
         entry["root_certs"]["InsurersMSP"][0] = pem[:100] + ("A" if pem[100] != "A" else "B") + pem[101:]
@@ -493,7 +305,9 @@ def test_batch_audit_of_a_treatment_history(evidence: Evidence, tmp_path: Path) 
     bundle = copy.deepcopy(evidence.records[names[2]])
     _, item = _insurance(bundle)
     block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
-    item["block"] = base64.b64encode(_envelope(0)(block, Forger(evidence.net), {})).decode()
+    item["block"] = base64.b64encode(
+        CASES["a byte of the first envelope"][0](block, Forger.of_network(evidence.net), {})
+    ).decode()
     (dirty / "claim-C-1107.receipt.json").write_text(json.dumps(bundle))
     (dirty / "visit-2026-04-11.json").write_bytes(b'{"resourceType":"Encounter"}')  # no receipt at all
     out, report = _audit(evidence, dirty, tmp_path)
@@ -556,7 +370,7 @@ def test_fabric_verification_opens_no_socket_and_loads_no_grpc(evidence: Evidenc
 
 def test_an_anchor_made_under_a_newer_config_verifies_through_that_config(evidence: Evidence, tmp_path: Path) -> None:
     net = evidence.net
-    set_batch_timeout(net, "personal-health", "300ms")
+    net.set_batch_timeout("personal-health", "300ms")
     data = tmp_path / "data"
     token = create_key(data)
     with server(data, 0.2, "--config", str(service_config(net, tmp_path))) as (_, base):
@@ -604,10 +418,10 @@ def test_an_anchor_made_under_a_newer_config_verifies_through_that_config(eviden
         )
         raw = base64.b64decode(item["block"])
         if how == "flipped":
-            raw = _flip(raw, len(raw) // 2)
+            raw = flip(raw, len(raw) // 2)
         else:
-            rogue = Forger(evidence.net)
-            rogue.orderer = Signer("OrdererMSP", _rogue_msp(tmp_path))
+            rogue = Forger.of_network(evidence.net)
+            rogue.orderer = Signer.rogue("OrdererMSP", "orderer9.orderer.receipts.test")
             raw = rogue.reseal(common_pb2.Block.FromString(raw))
         item["block"] = base64.b64encode(raw).decode()
         got = personal_health(forged)
@@ -623,17 +437,3 @@ async def _stamp(base: str, token: str, hash_hex: str) -> dict[str, Any]:
         async with http.get(f"/proofs/{pid}", params={"evidence": "embed"}) as resp:
             doc: dict[str, Any] = await resp.json()
             return doc
-
-
-def _rogue_msp(tmp_path: Path) -> Path:
-    """An MSP folder (signcerts, keystore) whose certificate comes from a CA nobody pinned."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orderer9.orderer.receipts.test")])
-    cert = _certificate(name, name, key, key)
-    msp = tmp_path / "rogue-msp"
-    (msp / "signcerts").mkdir(parents=True)
-    (msp / "keystore").mkdir()
-    (msp / "signcerts" / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    (msp / "keystore" / "priv_sk").write_bytes(pem)
-    return msp

@@ -1,14 +1,18 @@
-"""A forger with every private key of a test network: rebuilds blocks after tampering so that each
-deeper check of the verifier (not only the data hash) is reached on its own."""
+"""A forger with the private keys of a test network (a running one, or the captured vector's
+``forge-keys.json``): rebuilds blocks after tampering so that each deeper check of the verifier (not
+only the data hash) is reached on its own."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fabric_protos.common import common_pb2
 from fabric_protos.msp import identities_pb2
 from fabric_protos.peer import proposal_response_pb2, transaction_pb2
@@ -21,23 +25,66 @@ from receipt_verifier.fabric.blocks import header_bytes
 class Signer:
     """A certificate, its MSP and its key."""
 
-    def __init__(self, msp_id: str, msp_dir: Path) -> None:
-        cert = next((msp_dir / "signcerts").glob("*.pem")).read_bytes()
-        key = serialization.load_pem_private_key(next((msp_dir / "keystore").iterdir()).read_bytes(), None)
+    def __init__(self, msp_id: str, cert_pem: bytes, key_pem: bytes) -> None:
+        key = serialization.load_pem_private_key(key_pem, None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         self.key = key
-        self.serialized = identities_pb2.SerializedIdentity(mspid=msp_id, id_bytes=cert).SerializeToString()
+        self.serialized = identities_pb2.SerializedIdentity(mspid=msp_id, id_bytes=cert_pem).SerializeToString()
+
+    @classmethod
+    def of_msp(cls, msp_id: str, msp_dir: Path) -> Signer:
+        cert = next((msp_dir / "signcerts").glob("*.pem")).read_bytes()
+        return cls(msp_id, cert, next((msp_dir / "keystore").iterdir()).read_bytes())
+
+    @classmethod
+    def of_doc(cls, doc: dict[str, str]) -> Signer:
+        return cls(doc["msp_id"], doc["cert"].encode(), doc["key"].encode())
+
+    @classmethod
+    def rogue(cls, msp_id: str, common_name: str, ou: str | None = None) -> Signer:
+        """A signer claiming ``msp_id`` whose certificate comes from a CA nobody pinned."""
+        ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+        ca = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"rogue-ca.{common_name}")])
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou)] if ou else []
+        subject = x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(ca_key, hashes.SHA256())
+        )
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return cls(msp_id, cert.public_bytes(serialization.Encoding.PEM), pem)
 
     def sign(self, data: bytes) -> bytes:
         return low_s(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
 
 
 class Forger:
-    def __init__(self, net: Network) -> None:
+    def __init__(self, orderer: Signer, client: Signer, peers: dict[str, Signer]) -> None:
+        self.orderer, self.client, self.peers = orderer, client, peers
+
+    @classmethod
+    def of_network(cls, net: Network) -> Forger:
         lay = net.layout
-        self.orderer = Signer("OrdererMSP", lay.node_dir(lay.orderers[0]) / "msp")
-        self.client = Signer("HospitalsMSP", lay.user_dir("Hospitals", "User1") / "msp")
-        self.peers = {p.org: Signer(f"{p.org}MSP", lay.node_dir(p) / "msp") for p in lay.peers}
+        return cls(
+            Signer.of_msp("OrdererMSP", lay.node_dir(lay.orderers[0]) / "msp"),
+            Signer.of_msp("HospitalsMSP", lay.user_dir("Hospitals", "User1") / "msp"),
+            {p.org: Signer.of_msp(f"{p.org}MSP", lay.node_dir(p) / "msp") for p in lay.peers},
+        )
+
+    @classmethod
+    def of_keys(cls, doc: dict[str, Any]) -> Forger:
+        """From a captured ``forge-keys.json``."""
+        peers = {org: Signer.of_doc(d) for org, d in doc["peers"].items()}
+        return cls(Signer.of_doc(doc["orderer"]), Signer.of_doc(doc["client"]), peers)
 
     # -- the anchor transaction inside a block
 

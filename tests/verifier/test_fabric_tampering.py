@@ -1,0 +1,211 @@
+"""The Fabric tamper corpus over the captured vector, offline: each tampered block fails with the exact
+reason of its own check, harmless changes still verify, and an anchor made under a newer channel
+config verifies only through a config block that itself verifies under the pinned one."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from typing import Any
+
+import pytest
+from fabric_protos.common import common_pb2
+
+from receipt_verifier import Verifier
+from receipt_verifier.fabric.trust import load_trust, make_trust
+from receipt_verifier.ledger import load_public_key_file
+from receipt_verifier.verify import AnchorResult, AnchorStatus
+from tests.conftest import VECTORS
+from tests.fabric_forge import Forger, Signer
+from tests.fabric_tampering import BLOCK_POLICY, CASES, HARMLESS, Facts, expected, fabric_anchor, flip
+
+FABRIC = VECTORS / "fabric"
+BUNDLE: dict[str, Any] = json.loads((FABRIC / "bundle.json").read_text())
+NEWER: dict[str, Any] = json.loads((FABRIC / "bundle-newer-config.json").read_text())
+TRUST: dict[str, Any] = json.loads((FABRIC / "trust.json").read_text())
+KEYS: dict[str, Any] = json.loads((FABRIC / "forge-keys.json").read_text())
+
+
+def _verifier(trust: dict[str, Any] = TRUST) -> Verifier:
+    return Verifier([load_public_key_file(FABRIC / "ledger-key.pub.json")], fabric_trust=load_trust(trust))
+
+
+def _on(bundle: dict[str, Any], channel: str, trust: dict[str, Any] = TRUST) -> AnchorResult:
+    """The verdict on ``bundle``'s anchor on ``channel``; every other anchor must still verify."""
+    result = _verifier(trust).verify(json.dumps(bundle))
+    mine = next(a for a in result.anchors if a.anchor_id.startswith(channel + ":"))
+    others = [a for a in result.anchors if a is not mine]
+    assert all(a.status is AnchorStatus.VERIFIED for a in others), others
+    return mine
+
+
+def _tampered(name: str, case: Any, channel: str = "insurance") -> tuple[dict[str, Any], Facts]:
+    bundle = copy.deepcopy(BUNDLE)
+    anchor, item = fabric_anchor(bundle, channel)
+    forger = Forger.of_keys(KEYS)
+    facts = Facts.of(common_pb2.Block.FromString(base64.b64decode(item["block"])), anchor, forger)
+    block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
+    item["block"] = base64.b64encode(case(block, forger, anchor)).decode()
+    return bundle, facts
+
+
+def test_the_forge_keys_are_those_of_the_captured_network() -> None:
+    """The tamper cases below only mean something if an untouched re-seal still verifies."""
+    bundle, _ = _tampered("resealed", lambda b, f, a: f.reseal(b))
+    got = _on(bundle, "insurance")
+    assert got.status is AnchorStatus.VERIFIED, got.reason
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_tampered_block_fails_with_its_own_reason(name: str) -> None:
+    case, template = CASES[name]
+    bundle, facts = _tampered(name, case)
+    got = _on(bundle, "insurance")
+    assert got.status is AnchorStatus.FAILED
+    assert got.reason == expected(template, facts, "insurance")
+
+
+@pytest.mark.parametrize("name", list(HARMLESS))
+def test_changes_fabric_ignores_do_not_fail_the_anchor(name: str) -> None:
+    bundle, facts = _tampered(name, HARMLESS[name])
+    got = _on(bundle, "insurance")
+    assert got.status is AnchorStatus.VERIFIED, got.reason
+    assert got.reason.startswith(f"block {facts.n} of insurance signed by {facts.signers[0]};"), got.reason
+    assert got.reason.count("OrdererMSP:") == 1, "one orderer counted once, however often it signed"
+
+
+def test_the_reason_and_details_name_signers_endorsers_and_the_tx_time() -> None:
+    bundle, facts = _tampered("untouched", lambda b, f, a: bytes(b.SerializeToString()))
+    got = _on(bundle, "insurance")
+    endorsers = ", ".join(sorted(facts.peers.values()))
+    assert sorted(got.details["endorsers"]) == sorted(facts.peers.values())
+    assert got.reason == (
+        f"block {facts.n} of insurance signed by {', '.join(facts.signers)};"
+        f" tx endorsed by {', '.join(got.details['endorsers'])}"
+    )
+    assert ", ".join(sorted(got.details["endorsers"])) == endorsers
+    assert got.details["orderers"] == facts.signers
+    assert got.details["config_block"] == 0
+
+
+# ---------------------------------------------------------------------- a newer channel config
+
+CHANNEL = "personal-health"
+
+
+def _config_item(bundle: dict[str, Any]) -> dict[str, Any]:
+    anchor, _ = fabric_anchor(bundle, CHANNEL)
+    return next(b for b in bundle["fabric_blocks"] if b["channel"] == CHANNEL and b["number"] != anchor["block_number"])
+
+
+CONFIG_NUMBER = _config_item(NEWER)["number"]
+
+
+def _with_config_block(change: Any) -> dict[str, Any]:
+    bundle = copy.deepcopy(NEWER)
+    item = _config_item(bundle)
+    item["block"] = base64.b64encode(change(base64.b64decode(item["block"]))).decode()
+    return bundle
+
+
+def _genesis(channel: str) -> bytes:
+    """The pinned config block of ``channel``, as the trust file carries it."""
+    return base64.b64decode(TRUST["channels"][channel]["config_block"])
+
+
+def test_an_anchor_made_under_a_newer_config_verifies_through_it() -> None:
+    assert CONFIG_NUMBER > 0
+    got = _on(NEWER, CHANNEL)
+    assert got.status is AnchorStatus.VERIFIED, got.reason
+    assert got.reason.endswith(f"; under config block {CONFIG_NUMBER}, verified under the pinned one")
+    assert got.details["config_block"] == CONFIG_NUMBER
+
+
+def _reseal(**kw: Any) -> Any:
+    def change(raw: bytes) -> bytes:
+        block = common_pb2.Block.FromString(raw)
+        number = kw.pop("number", None)
+        if number is not None:
+            block.header.number = number
+        return Forger.of_keys(KEYS).reseal(block, **kw)
+
+    return change
+
+
+CONFIG_CASES: dict[str, tuple[Any, str]] = {
+    "left out of the evidence": (
+        None,
+        (
+            "ConfigMismatchError: the block was made under config block {k}; the trust file pins block 0"
+            " and the evidence does not include block {k}"
+        ),
+    ),
+    "not a block": (
+        lambda raw: b"\xff\xff\xff",
+        (
+            "ConfigMismatchError: config block {k}: BlockFormatError: the evidence is not a Fabric block"
+            " (protobuf does not parse)"
+        ),
+    ),
+    "a flipped byte": (
+        lambda raw: flip(raw, len(raw) // 2),
+        (
+            "ConfigMismatchError: config block {k}: DataHashError: block {k}: the header's data hash does not match"
+            " its 1 envelopes"
+        ),
+    ),
+    "the genesis block in its place": (
+        lambda raw: _genesis(CHANNEL),
+        "ConfigMismatchError: the evidence's config block is block 0, not {k}",
+    ),
+    "re-signed naming an older config block": (
+        _reseal(last_config=0),
+        "ConfigMismatchError: block {k} is not a config block (it names config block 0)",
+    ),
+    "signed by an orderer nobody pinned": (
+        lambda raw: _reseal(signer=Signer.rogue("OrdererMSP", "orderer9.orderer.receipts.test"))(raw),
+        (
+            "ConfigMismatchError: config block {k} does not verify under the pinned config: block {k}: orderer"
+            " signatures do not satisfy {policy} (certificate CN=orderer9.orderer.receipts.test does not chain"
+            " to a pinned root CA of OrdererMSP)"
+        ),
+    ),
+    "another channel's config block": (
+        lambda raw: _reseal(number=CONFIG_NUMBER, last_config=CONFIG_NUMBER)(_genesis("insurance")),
+        "ChannelMismatchError: config block {k} is for channel insurance",
+    ),
+    "the anchor block in its place": (
+        lambda raw: _reseal(number=CONFIG_NUMBER, last_config=CONFIG_NUMBER)(
+            base64.b64decode(fabric_anchor(NEWER, CHANNEL)[1]["block"])
+        ),
+        (
+            "ConfigMismatchError: config block {k}: not a usable config block: block {k} is not a config block"
+            " (header type 3)"
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIG_CASES))
+def test_a_bad_newer_config_block_fails_with_its_own_reason(name: str) -> None:
+    change, template = CONFIG_CASES[name]
+    if change is None:
+        bundle = copy.deepcopy(NEWER)
+        bundle["fabric_blocks"].remove(_config_item(bundle))
+    else:
+        bundle = _with_config_block(change)
+    got = _on(bundle, CHANNEL)
+    assert got.status is AnchorStatus.FAILED
+    assert got.reason == template.format(k=CONFIG_NUMBER, policy=BLOCK_POLICY)
+
+
+def test_a_block_made_under_a_config_older_than_the_pinned_one_is_refused() -> None:
+    newer_config = base64.b64decode(_config_item(NEWER)["block"])
+    trust = make_trust([newer_config, *(_genesis(ch) for ch in TRUST["channels"] if ch != CHANNEL)])
+    got = _on(BUNDLE, CHANNEL, trust)
+    assert got.status is AnchorStatus.FAILED
+    assert got.reason == (
+        f"ConfigMismatchError: the block was made under config block 0, older than the pinned config block"
+        f" {CONFIG_NUMBER}"
+    )
