@@ -19,6 +19,7 @@ if [[ ${#modules[@]} -eq 0 ]]; then
   modules=(src/receipt_verifier/verify.py src/receipt_verifier/codec.py src/receipt_verifier/fastpath.py
            src/receipt_verifier/merkle.py src/receipt_verifier/ledger.py src/receipt_verifier/proof_id.py
            src/receipt_verifier/fabric/evidence.py src/receipt_verifier/fabric/policy.py
+           src/receipt_verifier/fabric/blocks.py src/receipt_verifier/fabric/msp.py src/receipt_verifier/fabric/trust.py
            src/receipt_verifier/history.py src/receipt_verifier/access_event.py
            receipt_service/windows.py receipt_service/ledger.py)
 fi
@@ -26,7 +27,7 @@ scratch=${MUTATION_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/mutation.XXXXXX")}
 echo "mutation: scratch copy in $scratch" >&2
 mkdir -p "$scratch/tests"
 cp -r verifier/src proof_spec receipt_service pyproject.toml README.md "$scratch/"
-cp -r tests/__init__.py tests/conftest.py tests/verifier tests/service "$scratch/tests/"
+cp -r tests/*.py tests/verifier tests/service "$scratch/tests/"   # *.py: conftest and the shared Fabric forge
 rm -rf "$scratch/tests/service/fabric"   # the Fabric tests need a network; the checks they cover are in tests/verifier too
 {
   echo "[mutmut]"

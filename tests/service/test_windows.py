@@ -827,3 +827,38 @@ async def test_a_drain_waits_for_an_anchor_in_flight(tmp_path: Path) -> None:
         assert len(rec.roots) == 1
     finally:
         await store.close()
+
+
+class OneGateEach(Recorder):
+    """Two workers: each anchor call waits for its own gate (in the order the calls came)."""
+
+    def __init__(self) -> None:
+        super().__init__(concurrency=2)
+        self.gates = [asyncio.Event(), asyncio.Event()]
+        self.entered = 0
+
+    async def anchor(self, root: TreeRoot) -> Anchor:
+        gate = self.gates[self.entered]
+        self.entered += 1
+        await gate.wait()
+        return await super().anchor(root)
+
+
+async def test_a_drain_waits_for_every_anchor_in_flight_of_a_target(tmp_path: Path) -> None:
+    """Two anchors of one target in flight; the first ends: the drain must still wait for the second."""
+    store = SQLiteStore(tmp_path)
+    rec = OneGateEach()
+    agg = Aggregator(store, [rec], Metrics(), window_seconds=3600)
+    await agg.start()
+    try:
+        for _ in range(2):
+            await store.add_batch(_batch(1))
+            await agg.close_window()
+        await _until(lambda: rec.entered == 2)  # both workers are anchoring
+        rec.gates[0].set()
+        await _until(lambda: len(rec.roots) == 1)
+        asyncio.get_running_loop().call_later(0.3, rec.gates[1].set)
+        assert await agg.drain(5)
+        assert len(rec.roots) == 2, "the drain ended while an anchor was still in flight"
+    finally:
+        await store.close()
