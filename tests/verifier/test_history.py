@@ -148,6 +148,9 @@ def test_history_schema_accepts_the_vectors_and_is_the_openapi_one() -> None:
     twice = json.loads((HISTORY / "complete.json").read_text())
     twice["window"]["anchors"] *= 2
     assert not validator.is_valid(twice)  # as the verifier: no anchor listed twice
+    untimed = json.loads((HISTORY / "complete.json").read_text())
+    untimed["window"]["window_end"] = "21 Nov 2025 08:02:01"
+    assert not validator.is_valid(untimed)  # as the verifier: a window ends at an RFC 3339 UTC time
     openapi = json.loads((HISTORY / "../../../receipt_service/openapi.json").read_text())
     text = json.dumps({k: v for k, v in schema.items() if k not in ("$schema", "$id")})
     assert openapi["components"]["schemas"]["HistoryBundle"] == json.loads(
