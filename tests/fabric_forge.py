@@ -68,23 +68,28 @@ class Signer:
 
 
 class Forger:
-    def __init__(self, orderer: Signer, client: Signer, peers: dict[str, Signer]) -> None:
-        self.orderer, self.client, self.peers = orderer, client, peers
+    def __init__(self, orderers: list[Signer], clients: dict[str, Signer], peers: dict[str, Signer]) -> None:
+        self.orderers, self.clients, self.peers = orderers, clients, peers
+        self.orderer = orderers[0]  # who reseals a block
+        self.client = clients["Hospitals"]  # who signs a transaction again
 
     @classmethod
     def of_network(cls, net: Network) -> Forger:
         lay = net.layout
         return cls(
-            Signer.of_msp("OrdererMSP", lay.node_dir(lay.orderers[0]) / "msp"),
-            Signer.of_msp("HospitalsMSP", lay.user_dir("Hospitals", "User1") / "msp"),
+            [Signer.of_msp("OrdererMSP", lay.node_dir(o) / "msp") for o in lay.orderers],
+            {p.org: Signer.of_msp(f"{p.org}MSP", lay.user_dir(p.org, "User1") / "msp") for p in lay.peers},
             {p.org: Signer.of_msp(f"{p.org}MSP", lay.node_dir(p) / "msp") for p in lay.peers},
         )
 
     @classmethod
     def of_keys(cls, doc: dict[str, Any]) -> Forger:
         """From a captured ``forge-keys.json``."""
-        peers = {org: Signer.of_doc(d) for org, d in doc["peers"].items()}
-        return cls(Signer.of_doc(doc["orderer"]), Signer.of_doc(doc["client"]), peers)
+        return cls(
+            [Signer.of_doc(d) for d in doc["orderers"]],
+            {org: Signer.of_doc(d) for org, d in doc["clients"].items()},
+            {org: Signer.of_doc(d) for org, d in doc["peers"].items()},
+        )
 
     # -- the anchor transaction inside a block
 
@@ -127,8 +132,10 @@ class Forger:
             sig = peer.sign(bytes(cap.action.proposal_response_payload) + peer.serialized)
             cap.action.endorsements.add(endorser=peer.serialized, signature=sig)
 
-    def reseal(self, block: Any, last_config: int | None = None, signer: Signer | None = None) -> bytes:
-        """Recompute the data hash and sign the block again as an orderer; return its bytes."""
+    def reseal(
+        self, block: Any, last_config: int | None = None, signer: Signer | None = None, *, also: Signer | None = None
+    ) -> bytes:
+        """Recompute the data hash and sign the block again as an orderer (and ``also`` another); its bytes."""
         block.header.data_hash = hashlib.sha256(b"".join(block.data.data)).digest()
         md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
         if last_config is not None:
@@ -140,6 +147,9 @@ class Forger:
         der = header_bytes(block.header.number, bytes(block.header.previous_hash), bytes(block.header.data_hash))
         del md.signatures[:]
         md.signatures.add(signature_header=sh, signature=s.sign(bytes(md.value) + sh + der))
+        if also is not None:
+            sh2 = common_pb2.SignatureHeader(creator=also.serialized, nonce=b"m" * 24).SerializeToString()
+            md.signatures.add(signature_header=sh2, signature=also.sign(bytes(md.value) + sh2 + der))
         block.metadata.metadata[0] = md.SerializeToString()
         return bytes(block.SerializeToString())
 

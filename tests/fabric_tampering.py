@@ -6,12 +6,14 @@ read back from the verifier."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.x509.oid import NameOID
 from fabric_protos.common import common_pb2
 from fabric_protos.ledger.rwset import rwset_pb2
@@ -24,6 +26,7 @@ from tests.fabric_forge import Forger, Signer, prp_with_value
 BLOCK_POLICY = "ANY Writers of [OR('OrdererMSP.member')]"
 ENDORSEMENT_POLICY = "AND('HospitalsMSP.peer', 'InsurersMSP.peer')"
 FAKE_ROOT = "0f" * 32
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def identity_name(serialized: bytes) -> str:
@@ -46,7 +49,11 @@ class Facts:
     signers: list[str]  # the block's orderer signers
     client: str
     peers: dict[str, str]  # org -> peer name
+    clients: dict[str, str]  # org -> client name
+    orderers: list[str]  # the forger's orderers
     first_endorser: str  # the name on the transaction's first endorsement
+    endorsers: list[str]  # the names on its endorsements, in order
+    tx_time: str  # the channel header's timestamp, RFC 3339 with microseconds
 
     @classmethod
     def of(cls, block: Any, anchor: dict[str, Any], forger: Forger) -> Facts:
@@ -66,8 +73,22 @@ class Facts:
             signers=signers,
             client=identity_name(forger.client.serialized),
             peers={org: identity_name(s.serialized) for org, s in forger.peers.items()},
+            clients={org: identity_name(s.serialized) for org, s in forger.clients.items()},
+            orderers=[identity_name(s.serialized) for s in forger.orderers],
             first_endorser=identity_name(cap.action.endorsements[0].endorser),
+            endorsers=[identity_name(e.endorser) for e in cap.action.endorsements],
+            tx_time=_rfc3339(block, anchor["tx_id"], forger),
         )
+
+
+def _rfc3339(block: Any, tx_id: str, forger: Forger) -> str:
+    """The transaction's timestamp as written by hand: seconds since the epoch, then nanoseconds."""
+    _, _, payload, _, _ = forger.tx(block, tx_id)
+    ts = common_pb2.ChannelHeader.FromString(payload.header.channel_header).timestamp
+    days, rest = divmod(int(ts.seconds), 86400)
+    date = datetime.date(1970, 1, 1) + datetime.timedelta(days=days)
+    hh, mm, ss = rest // 3600, rest % 3600 // 60, rest % 60
+    return f"{date.isoformat()}T{hh:02d}:{mm:02d}:{ss:02d}.{int(ts.nanos) // 1000:06d}Z"
 
 
 def _action(cap: Any) -> Any:
@@ -196,6 +217,39 @@ def _rogue_endorser(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
     f.endorse(cap, ["Hospitals"])
     signature = rogue.sign(bytes(cap.action.proposal_response_payload) + rogue.serialized)
     cap.action.endorsements.add(endorser=rogue.serialized, signature=signature)
+
+
+def _foreign_endorsement(make: Callable[[Forger], tuple[bytes, bytes]]) -> Callable[[Forger, Any, Any, Any], None]:
+    """Both orgs endorse; then an endorsement ``(endorser, signature)`` made by ``make`` is added."""
+
+    def change(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+        f.endorse(cap, ["Hospitals", "Insurers"])
+        endorser, signature = make(f)
+        cap.action.endorsements.add(endorser=endorser, signature=signature)
+
+    return change
+
+
+def _by(who: Callable[[Forger], Signer]) -> Callable[[Forger], tuple[bytes, bytes]]:
+    def make(f: Forger) -> tuple[bytes, bytes]:
+        return who(f).serialized, b""  # refused before any signature is checked
+
+    return make
+
+
+def _client_for_insurers(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+    """Hospitals' peer and Insurers' client (a valid identity in the wrong role) endorse."""
+    f.endorse(cap, ["Hospitals"])
+    client = f.clients["Insurers"]
+    signature = client.sign(bytes(cap.action.proposal_response_payload) + client.serialized)
+    cap.action.endorsements.add(endorser=client.serialized, signature=signature)
+
+
+def _high_s(f: Forger, payload: Any, tx: Any, cap: Any) -> None:
+    """Both orgs endorse; the first signature is replaced by its high-S twin (valid ECDSA, refused by Fabric)."""
+    f.endorse(cap, ["Hospitals", "Insurers"])
+    r, s = decode_dss_signature(cap.action.endorsements[0].signature)
+    cap.action.endorsements[0].signature = encode_dss_signature(r, P256_N - s)
 
 
 def _channel_header(**changes: Any) -> Callable[[Forger, Any, Any, Any], None]:
@@ -445,6 +499,38 @@ CASES: dict[str, tuple[Case, str]] = {
             " of InsurersMSP"
         ),
     ),
+    "an endorsement by the orderer beside both orgs'": (
+        tx_change(_foreign_endorsement(_by(lambda f: f.orderer))),
+        "EndorsementError: signer's MSP 'OrdererMSP' is not a pinned organisation allowed here",
+    ),
+    "an endorser that is not a serialized identity": (
+        tx_change(_foreign_endorsement(lambda f: (b"\xff\xff\xff", b""))),
+        "EndorsementError: a signer identity is not a serialized Fabric identity",
+    ),
+    "an endorser without a certificate": (
+        tx_change(
+            _foreign_endorsement(
+                lambda f: (
+                    identities_pb2.SerializedIdentity(mspid="InsurersMSP", id_bytes=b"no PEM").SerializeToString(),
+                    b"",
+                )
+            )
+        ),
+        "EndorsementError: a signer of InsurersMSP carries no valid PEM certificate",
+    ),
+    "a client endorsing for its org": (
+        tx_change(_client_for_insurers),
+        "EndorsementError: tx {tx}…: endorsed by {hospitals}, {insurers_client}, which does not satisfy "
+        + ENDORSEMENT_POLICY,
+    ),
+    "a high-S endorsement signature": (
+        tx_change(_high_s),
+        "EndorsementError: tx {tx}… endorsement: the signature by {hospitals} is high-S, which Fabric rejects",
+    ),
+    "both orderer signatures": (
+        lambda b, f, a: _flip_all(f.reseal(b, also=f.orderers[1])),
+        "OrdererSignatureError: block {n}: orderer signatures do not satisfy " + BLOCK_POLICY + " ({two_bad})",
+    ),
     "no endorsement": (
         tx_change(_endorsed_by()),
         "EndorsementError: tx {tx}…: endorsed by nobody, which does not satisfy " + ENDORSEMENT_POLICY,
@@ -508,24 +594,42 @@ CASES: dict[str, tuple[Case, str]] = {
     ),
 }
 
-# Changes that must not matter: the anchor still verifies.
-HARMLESS: dict[str, Case] = {
-    "a delete and a metadata key next to the anchor write": tx_change(action_change(kv_change(_harmless))),
-    "the block signed twice by the same orderer": lambda b, f, a: _signed_twice(b, f),
-    "a transaction without an id before the anchor's": lambda b, f, a: _config_like_envelope_first(b, f),
-    "a forged copy of the anchor transaction after it": lambda b, f, a: _forged_duplicate(b, f, a),
+# Changes that must not matter: the anchor still verifies, with this reason.
+RESEALED = "block {n} of insurance signed by {orderer0}; tx endorsed by {endorsers}"
+HARMLESS: dict[str, tuple[Case, str]] = {
+    "a delete and a metadata key next to the anchor write": (
+        tx_change(action_change(kv_change(_harmless))),
+        "block {n} of insurance signed by {orderer0}; tx endorsed by {hospitals}, {insurers}",
+    ),
+    "the block signed twice by the same orderer": (lambda b, f, a: _signed_twice(b, f), RESEALED),
+    "a bad orderer signature before a good one": (lambda b, f, a: _bad_signature_first(b, f), RESEALED),
+    "the block signed by two orderers": (
+        lambda b, f, a: f.reseal(b, also=f.orderers[1]),
+        "block {n} of insurance signed by {orderer0}, {orderer1}; tx endorsed by {endorsers}",
+    ),
+    "a transaction without an id before the anchor's": (lambda b, f, a: _config_like_envelope_first(b, f), RESEALED),
+    "a forged copy of the anchor transaction after it": (lambda b, f, a: _forged_duplicate(b, f, a), RESEALED),
 }
 
 
-def _forged_duplicate(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
-    """Fabric validates the first transaction with an id and marks later ones duplicates: a forged copy
-    appended after the anchor's (not signed by anyone) is never the one checked."""
-    _pos, _env, payload, tx, cap = f.tx(block, a["tx_id"])
-    cap.action.proposal_response_payload = prp_with_value(cap, kv_change(_record(root=FAKE_ROOT)))
-    tx.actions[0].payload = cap.SerializeToString()
-    payload.data = tx.SerializeToString()
-    block.data.data.append(common_pb2.Envelope(payload=payload.SerializeToString()).SerializeToString())
-    return f.reseal(block)
+def _flip_all(data: bytes) -> bytes:
+    block = common_pb2.Block.FromString(data)
+    md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
+    _flip_signatures(md)
+    block.metadata.metadata[0] = md.SerializeToString()
+    return bytes(block.SerializeToString())
+
+
+def _bad_signature_first(block: Any, f: Forger) -> bytes:
+    """A flipped copy of the orderer's signature before the good one: the good one still counts."""
+    f.reseal(block)
+    md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
+    good = common_pb2.MetadataSignature()
+    good.CopyFrom(md.signatures[0])
+    md.signatures[0].signature = flip(good.signature, 10)
+    md.signatures.add().CopyFrom(good)
+    block.metadata.metadata[0] = md.SerializeToString()
+    return bytes(block.SerializeToString())
 
 
 def _signed_twice(block: Any, f: Forger) -> bytes:
@@ -568,4 +672,21 @@ def expected(template: str, facts: Facts, channel: str) -> str:
         bad_signers=bad,
         first_endorser=facts.first_endorser,
         hospitals=facts.peers["Hospitals"],
+        insurers=facts.peers["Insurers"],
+        insurers_client=facts.clients["Insurers"],
+        orderer0=facts.orderers[0],
+        orderer1=facts.orderers[1],
+        endorsers=", ".join(facts.endorsers),
+        two_bad="; ".join(f"orderer: the signature by {s} does not verify" for s in facts.orderers[:2]),
     )
+
+
+def _forged_duplicate(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
+    """Fabric validates the first transaction with an id and marks later ones duplicates: a forged copy
+    appended after the anchor's (not signed by anyone) is never the one checked."""
+    _pos, _env, payload, tx, cap = f.tx(block, a["tx_id"])
+    cap.action.proposal_response_payload = prp_with_value(cap, kv_change(_record(root=FAKE_ROOT)))
+    tx.actions[0].payload = cap.SerializeToString()
+    payload.data = tx.SerializeToString()
+    block.data.data.append(common_pb2.Envelope(payload=payload.SerializeToString()).SerializeToString())
+    return f.reseal(block)

@@ -59,13 +59,13 @@ def _signer(msp_id: str, msp_dir: Path) -> dict[str, str]:
 
 
 def _forge_keys(net: Network) -> dict[str, Any]:
-    """The keys the tamper tests re-sign forged blocks with (an orderer, the client, each org's peer)."""
+    """The keys the tamper tests re-sign forged blocks with: every orderer, each org's client and peer."""
     lay = net.layout
     return {
         "note": "private keys of the throwaway network these vectors came from; it no longer exists."
         " Tests use them to re-sign tampered blocks so that each deeper check is reached. Never trust them.",
-        "orderer": _signer("OrdererMSP", lay.node_dir(lay.orderers[0]) / "msp"),
-        "client": _signer("HospitalsMSP", lay.user_dir("Hospitals", "User1") / "msp"),
+        "orderers": [_signer("OrdererMSP", lay.node_dir(o) / "msp") for o in lay.orderers],
+        "clients": {p.org: _signer(f"{p.org}MSP", lay.user_dir(p.org, "User1") / "msp") for p in lay.peers},
         "peers": {p.org: _signer(f"{p.org}MSP", lay.node_dir(p) / "msp") for p in lay.peers},
     }
 

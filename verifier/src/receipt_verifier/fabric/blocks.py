@@ -41,7 +41,6 @@ class Block:
     data_hash: bytes
     envelopes: tuple[bytes, ...]
     metadata: tuple[bytes, ...]
-    proto: Any
 
     @property
     def header_der(self) -> bytes:
@@ -69,7 +68,6 @@ def parse_block(data: bytes) -> Block:
         bytes(b.header.data_hash),
         envelopes,
         tuple(bytes(m) for m in b.metadata.metadata),
-        b,
     )
     if hashlib.sha256(b"".join(envelopes)).digest() != block.data_hash:
         raise DataHashError(

@@ -73,6 +73,9 @@ class FabricChecker:
     """Verifies Fabric anchors against pinned channels; caches checked blocks and transactions."""
 
     def __init__(self, channels: dict[str, ChannelTrust]) -> None:
+        wrong = sorted(name for name, t in channels.items() if t.channel != name)
+        if wrong:
+            raise TrustFileError(f"channel(s) {', '.join(wrong)} are pinned with another channel's config block")
         self.channels = channels
         self._msps: dict[str, MSPs] = {t.config_block_hash: t.msps() for t in channels.values()}
         self._configs: dict[tuple[str, str], ChannelTrust] = {}  # (channel, config block hash) -> verified newer config
@@ -234,7 +237,7 @@ class FabricChecker:
         env, payload, ch, sh = envelope_payload(block.envelopes[pos], where)
         if ch.type != ENDORSER_TRANSACTION:
             raise BlockFormatError(f"{where} is not an endorser transaction (type {ch.type})")
-        if ch.channel_id != anchor.channel or ch.channel_id != trust.channel:
+        if ch.channel_id != anchor.channel:  # the channel pinned under that name, and its newer configs
             raise ChannelMismatchError(f"{where} belongs to channel {ch.channel_id}, not {anchor.channel}")
         msps = self._msps_of(trust)
         apps = frozenset(trust.application_orgs)

@@ -42,7 +42,6 @@ class ChannelTrust:
     application_orgs: tuple[str, ...]
     block_validation: pol.Policy
     endorsement: pol.Policy
-    block_bytes: bytes
 
     def summary(self) -> dict[str, Any]:
         """The readable part of the trust file for this channel."""
@@ -131,7 +130,6 @@ def channel_trust(block_bytes: bytes) -> ChannelTrust:
         application_orgs=members[1],
         block_validation=_policy(orderer, "BlockValidation", BLOCK_VALIDATION_PATH),
         endorsement=_policy(app, "Endorsement", ENDORSEMENT_PATH),
-        block_bytes=block_bytes,
     )
 
 
