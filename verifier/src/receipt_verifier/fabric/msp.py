@@ -23,6 +23,7 @@ from ..errors import IdentityError
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # order of the P-256 group
 P256_HALF_N = P256_N // 2  # Fabric refuses signatures whose s is above this
 ROLES = ("member", "admin", "client", "peer", "orderer")
+IDENTITY_CACHE = 4096  # checked identities kept per channel config; the cache starts over beyond this
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class MSPs:
             raise IdentityError(f"a signer of {msp_id} carries no valid PEM certificate") from None
         org.validate(cert)
         ident = Identity(msp_id, cert, org.roles(cert, pem), serialized)
-        if len(self._cache) > 4096:
+        if len(self._cache) >= IDENTITY_CACHE:
             self._cache.clear()
         self._cache[serialized] = ident
         return ident
