@@ -196,6 +196,7 @@ class Aggregator:
     # ------------------------------------------------------------------ leadership
 
     async def _lease(self) -> None:
+        failed, since = 0, 0.0  # one warning per outage (checks run every second), one line when it ends
         while not self._stopping.is_set():
             await asyncio.sleep(self.lease_check_seconds)
             if self._stopping.is_set():  # draining: the lead is handed over, never taken again
@@ -203,7 +204,15 @@ class Aggregator:
             try:
                 await self._check_lead()
             except ServiceError as exc:
-                log.warning("lease check failed: %s", exc)
+                if not failed:
+                    since = time.monotonic()
+                    log.warning("lease check failed (retrying every %gs, quietly): %s", self.lease_check_seconds, exc)
+                failed += 1
+                continue
+            if failed:
+                took = time.monotonic() - since
+                log.warning("lease check works again after %d failed attempt(s) over %.1fs", failed, took)
+                failed = 0
 
     async def _check_lead(self) -> None:
         """Take, keep or lose the lead; a new leader resumes every open anchor job."""
