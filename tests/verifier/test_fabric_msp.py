@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.x509.oid import NameOID
 from fabric_protos.msp import identities_pb2
 
@@ -112,9 +113,14 @@ def test_a_key_that_is_not_ecdsa_is_named() -> None:
 def test_a_signature_verifies_and_names_its_signer() -> None:
     ident = MSPs({"M": _org((PKI_.int1, PKI_.int2))}).identity(_serialized(PKI_.leaf))
     assert ident.name == "M:leaf"
-    ident.verify(PKI_.leaf_key.sign(b"m", ec.ECDSA(hashes.SHA256())), b"m", "x")  # low or high S, one of two
+    r, s = decode_dss_signature(PKI_.leaf_key.sign(b"m", ec.ECDSA(hashes.SHA256())))
+    low, high = sorted((s, msp_module.P256_N - s))
+    ident.verify(encode_dss_signature(r, low), b"m", "x")
     with pytest.raises(IdentityError) as err:
-        ident.verify(PKI_.leaf_key.sign(b"m", ec.ECDSA(hashes.SHA256())), b"other", "x")
+        ident.verify(encode_dss_signature(r, high), b"m", "x")
+    assert str(err.value) == "x: the signature by M:leaf is high-S, which Fabric rejects"
+    with pytest.raises(IdentityError) as err:
+        ident.verify(encode_dss_signature(r, low), b"other", "x")
     assert str(err.value) == "x: the signature by M:leaf does not verify"
 
 
