@@ -143,6 +143,19 @@ def test_receipts_of_one_tree_share_the_upper_half_of_their_paths(tmp_path: Any)
         assert fast is not None and fast[1] != truth[1], level
 
 
+def test_a_tree_of_16_leaves_shares_its_upper_half_and_walks_whole_without_a_memo(tmp_path: Any) -> None:
+    docs = service_receipts(tmp_path, 16, 16)  # 4 levels: the smallest tree the memo is used for
+    memo = PathMemo()
+    for doc in docs:
+        assert parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS, memo) == _general(doc)
+        assert parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS) == _general(doc)  # no memo: the whole path
+    assert memo.hits == 16 - 4  # half-way at level 2: only the first leaf under each of its 4 nodes misses
+    verifier = Verifier([LocalLedger(tmp_path).public_key])
+    for doc in docs:
+        assert verifier.verify(json.dumps(doc)).anchors[0].status.value == "verified"
+    assert verifier._paths.hits == 12  # a verifier shares the work between the receipts it checks
+
+
 def test_the_path_memo_holds_at_most_its_size_and_a_size_0_memo_nothing() -> None:
     memo = PathMemo(size=2)
     keys = [(bytes([i]) * 32, i, 8, "") for i in range(3)]
@@ -167,6 +180,9 @@ def test_the_path_memo_holds_at_most_its_size_and_a_size_0_memo_nothing() -> Non
         (lambda d: d.update(proof_id=d["proof_id"].upper()), False),
         (lambda d: d.update(hash_received=d["hash_received"] + "x"), False),
         (lambda d: d["branches"][0]["ops"][0].update(l=d["branches"][0]["ops"][0]["l"][:63]), False),
+        (lambda d: d["branches"][0]["ops"][0].update(l=5), False),  # not text at all
+        (lambda d: d["tree"].update(window_id=5), False),
+        (lambda d: d["tree"].update(window_id="a b"), False),
     ],
 )
 def test_the_fast_path_takes_only_what_the_codec_takes(change: Any, taken: bool) -> None:
