@@ -396,6 +396,18 @@ def test_ledger_entry_integers_reach_exactly_their_bound(field: str, top: int) -
     assert str(info.value) == f"e.{field}: must be an integer in [0, {top}], got {top + 1}"
 
 
+def test_a_ledger_entry_tree_holds_1_to_2_32_leaves() -> None:
+    entry = _entry_v2()
+    for size in (1, 2**32):
+        entry["tree_size"] = size
+        assert parse_entry(entry, "e").tree_size == size
+    for size in (0, 2**32 + 1):
+        entry["tree_size"] = size
+        with pytest.raises(MalformedReceiptError) as info:
+            parse_entry(entry, "e")
+        assert str(info.value) == f"e.tree_size: must be an integer in [1, {2**32}], got {size}"
+
+
 @pytest.mark.parametrize(
     ("field", "value", "what"),
     [
@@ -405,6 +417,8 @@ def test_ledger_entry_integers_reach_exactly_their_bound(field: str, top: int) -
         ("window_id", "", "an id of [A-Za-z0-9._:-]{1,64}"),
         ("root", "zz", "64 lowercase hex characters"),
         ("time", "yesterday", "an RFC 3339 UTC time"),
+        ("window_start", "noon", "an RFC 3339 UTC time"),
+        ("window_end", "2026-01-01 00:00:00Z", "an RFC 3339 UTC time"),
     ],
 )
 def test_ledger_entry_strings_say_what_they_must_be(field: str, value: str, what: str) -> None:
