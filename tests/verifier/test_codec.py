@@ -444,3 +444,35 @@ def test_local_anchor_fields_are_named(field: str, value: Any, message: str) -> 
     with pytest.raises(MalformedReceiptError) as info:
         parse_receipt(doc)
     assert message in str(info.value) and "anchors[0]" in str(info.value)
+
+
+_FULL_TREE = {"window_id": "w", "tree_index": 0, "leaf_index": 0, "tree_size": 1}
+
+
+@pytest.mark.parametrize(
+    ("tree", "message"),
+    [
+        (5, "tree: expected an object, got a number"),
+        ({"window_id": "w"}, "tree: missing field(s): leaf_index, tree_index, tree_size"),
+        ({**_FULL_TREE, "x": 1}, "tree: unknown field(s): x"),
+        ({**_FULL_TREE, "window_id": "w w"}, "tree.window_id: must be an id of [A-Za-z0-9._:-]{1,64}, got 'w w'"),
+        ({**_FULL_TREE, "tree_index": 2**31}, f"tree.tree_index: must be an integer in [0, {2**31 - 1}], got {2**31}"),
+        ({**_FULL_TREE, "tree_index": -1}, f"tree.tree_index: must be an integer in [0, {2**31 - 1}], got -1"),
+        ({**_FULL_TREE, "leaf_index": 2**32}, f"tree.leaf_index: must be an integer in [0, {2**32 - 1}], got {2**32}"),
+        ({**_FULL_TREE, "tree_size": 0}, f"tree.tree_size: must be an integer in [1, {2**32}], got 0"),
+        ({**_FULL_TREE, "leaf_index": 3, "tree_size": 3}, "tree.leaf_index: 3 is outside a tree of 3 leaves"),
+    ],
+)
+def test_tree_fields_are_named_with_their_bounds(tree: Any, message: str) -> None:
+    doc = load_vector("valid/aggregated.json")
+    doc["tree"] = tree
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert str(info.value) == message
+
+
+def test_the_largest_tree_index_and_leaf_index_are_read() -> None:
+    doc = load_vector("valid/aggregated.json")
+    doc["tree"] = {**_FULL_TREE, "tree_index": 2**31 - 1, "leaf_index": 2**32 - 1, "tree_size": 2**32}
+    tree = parse_receipt(doc).tree
+    assert tree is not None and (tree.tree_index, tree.leaf_index, tree.tree_size) == (2**31 - 1, 2**32 - 1, 2**32)

@@ -133,7 +133,7 @@ def test_receipts_of_one_tree_share_the_upper_half_of_their_paths(tmp_path: Any)
     # a changed sibling anywhere still changes the root, with the memo primed
     truth = _general(docs[5])
     assert truth is not None
-    for level in (0, 5):  # below and above the half-way point
+    for level in (0, 3, 5):  # below, at and above the half-way point (level 3: the memo key's first sibling)
         bad = copy.deepcopy(docs[5])
         ops = bad["branches"][0]["ops"]
         sib = [op for op in ops[4:-1] if op not in ({"l": "01"}, {"op": "sha-256"})][level]
