@@ -476,3 +476,66 @@ def test_the_largest_tree_index_and_leaf_index_are_read() -> None:
     doc["tree"] = {**_FULL_TREE, "tree_index": 2**31 - 1, "leaf_index": 2**32 - 1, "tree_size": 2**32}
     tree = parse_receipt(doc).tree
     assert tree is not None and (tree.tree_index, tree.leaf_index, tree.tree_size) == (2**31 - 1, 2**32 - 1, 2**32)
+
+
+def _with_branch(change: Any) -> dict[str, Any]:
+    doc = load_vector("valid/aggregated.json")
+    change(doc["branches"][0])
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda b: b.pop("ops"), "branches[0]: missing field(s): ops"),
+        (lambda b: b.update(x=1, y=2), "branches[0]: unknown field(s): x, y"),
+        (lambda b: b.update(label="a b"), "branches[0].label: must be a label of [A-Za-z0-9_.-]{1,64}, got 'a b'"),
+        (lambda b: b.update(ops=[]), "branches[0].ops: must be a non-empty list"),
+        (lambda b: b.update(ops={}), "branches[0].ops: must be a non-empty list"),
+        (lambda b: b.update(ops="ops"), "branches[0].ops: must be a non-empty list"),
+    ],
+)
+def test_branch_fields_are_named(change: Any, message: str) -> None:
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(_with_branch(change))
+    assert str(info.value) == message
+
+
+def test_a_branch_that_is_not_an_object_is_named() -> None:
+    doc = load_vector("valid/aggregated.json")
+    doc["branches"] = [5]
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert str(info.value) == "branches[0]: expected an object, got a number"
+
+
+def test_a_branch_without_label_has_none() -> None:
+    r = parse_receipt(_with_branch(lambda b: b.pop("label")))
+    assert r.branches[0].label is None
+    assert "label" not in receipt_to_dict(r)["branches"][0]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(branches=[], state="pending"), "tree: a pending receipt (no branches) has no tree yet"),
+        (lambda d: d.pop("tree"), "tree: required once the receipt has a branch"),
+        (
+            lambda d: d.update(state="anchored"),
+            "state: says 'anchored' but the receipt's content makes it 'aggregated'",
+        ),
+        (lambda d: d.update(state="pending"), "state: says 'pending' but the receipt's content makes it 'aggregated'"),
+    ],
+)
+def test_the_state_must_match_the_content(change: Any, message: str) -> None:
+    doc = load_vector("valid/aggregated.json")
+    change(doc)
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert str(info.value) == message
+
+
+def test_a_branch_without_anchors_is_aggregated_even_with_no_target_pending() -> None:
+    doc = load_vector("valid/aggregated.json")
+    doc["pending_anchors"] = []
+    assert parse_receipt(doc).state == "aggregated"
