@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from receipt_verifier import LimitExceededError, Limits, MalformedReceiptError, UnknownContextError, parse_receipt
+from receipt_verifier import (
+    LimitExceededError,
+    Limits,
+    MalformedReceiptError,
+    UnknownContextError,
+    codec,
+    parse_receipt,
+)
+from receipt_verifier.codec import parse_anchor
 from receipt_verifier.errors import Error
 from receipt_verifier.model import CONTEXT_V1, CONTEXT_V2
 from tests.conftest import load_vector
@@ -400,3 +408,92 @@ def test_each_limit_is_named_where_it_is_passed(limits: Limits, change: Any, mes
     with pytest.raises(LimitExceededError) as info:
         parse_receipt(doc, limits)
     assert str(info.value) == message
+
+
+# ---------------------------------------------------------------------- edges and the local-anchor cache
+
+
+def test_op_values_of_1_and_512_characters_and_16_anchors_are_read() -> None:
+    doc = load_vector("valid/aggregated.json")
+    _ops(doc).extend([{"l": "a"}, {"r": "b" * 512}])
+    ops = parse_receipt(doc).branches[0].ops
+    assert (ops[-2].kind, ops[-2].value, ops[-1].kind, len(ops[-1].value)) == ("l", "a", "r", 512)
+    doc = load_vector(V1)
+    _ops(doc)[10]["anchors"] = [dict(_anchor(doc))]
+    assert len(parse_receipt(doc, Limits(max_anchors=1)).anchors()) == 1
+    doc = load_vector(V1)
+    assert len(parse_receipt(doc, Limits(max_branches=1)).branches) == 1
+
+
+def test_a_branch_with_children_and_an_unknown_field_names_only_that_field() -> None:
+    doc = load_vector("valid/aggregated.json")
+    doc["branches"][0].update(branches=[], x=1)
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert str(info.value) == "branches[0]: unknown field(s): x"
+
+
+def test_a_fabric_anchor_without_uris_has_none() -> None:
+    doc = load_vector(FABRIC)
+    _fabric(doc).pop("uris", None)
+    fabric = next(a for a in parse_receipt(doc).anchors() if a.type == "fabric")
+    assert fabric.uris == ()  # type: ignore[attr-defined]
+
+
+def test_an_anchor_parsed_alone_is_named_anchor() -> None:
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_anchor({"type": "local"})
+    assert str(info.value) == "anchor: missing field(s): anchor_id, entry, key_id, signature"
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_anchor({"type": "local"}, "window.anchors[2]")
+    assert str(info.value) == "window.anchors[2]: missing field(s): anchor_id, entry, key_id, signature"
+
+
+def test_a_signature_that_is_not_text_is_named_not_cached() -> None:
+    doc = load_vector(V1)
+    _anchor(doc).update(signature=["ab"])
+    with pytest.raises(MalformedReceiptError) as info:
+        parse_receipt(doc)
+    assert str(info.value) == f"{ANCHORS}[0].signature: must be 128 lowercase hex characters, got ['ab']"
+
+
+def test_equal_local_anchors_are_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "_LOCAL_CACHE", {})
+    first, again = load_vector(V1), load_vector(V1)
+    a = parse_receipt(first).anchors()[0]
+    assert parse_receipt(again).anchors()[0] is a  # receipts of one tree share their ledger entry
+
+
+def test_an_anchor_changed_in_place_after_parsing_is_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache keeps its own deep copy: editing the caller's object must not edit what it compares with."""
+    monkeypatch.setattr(codec, "_LOCAL_CACHE", {})
+    doc = load_vector(V1)
+    before = parse_receipt(doc).anchors()[0]
+    _anchor(doc)["entry"]["seq"] += 1
+    after = parse_receipt(doc).anchors()[0]
+    assert after.entry.seq == before.entry.seq + 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("field", ["v", "seq", "tree_index", "tree_size"])
+def test_an_equal_entry_with_a_float_or_bool_is_not_taken_from_the_cache(
+    field: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(codec, "_LOCAL_CACHE", {})
+    doc = load_vector(V1)
+    parse_receipt(load_vector(V1))
+    entry = _anchor(doc)["entry"]
+    entry[field] = float(entry[field]) if entry[field] != 1 else True  # == the int, but not an int
+    with pytest.raises(MalformedReceiptError):
+        parse_receipt(doc)
+
+
+def test_the_local_anchor_cache_starts_over_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "_LOCAL_CACHE", {})
+    monkeypatch.setattr(codec, "LOCAL_CACHE_MAX", 2)
+    docs = [load_vector(name) for name in ("valid/leaf0-of-3.json", "valid/single-leaf.json", "valid/v2-subject.json")]
+    a = parse_receipt(docs[0]).anchors()[0]
+    parse_receipt(docs[1])
+    assert parse_receipt(load_vector("valid/leaf0-of-3.json")).anchors()[0] is a  # two fit
+    parse_receipt(docs[2])  # a third: the cache starts over with it
+    assert parse_receipt(load_vector("valid/leaf0-of-3.json")).anchors()[0] is not a
+    assert len(codec._LOCAL_CACHE) == 2

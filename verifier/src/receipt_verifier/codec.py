@@ -146,6 +146,7 @@ def parse_entry(value: Any, where: str) -> LedgerEntry:
 
 
 _LOCAL_CACHE: dict[str, tuple[dict[str, Any], LocalAnchor]] = {}
+LOCAL_CACHE_MAX = 4096  # parsed local anchors kept; the cache starts over when full
 
 
 def _anchor(value: Any, where: str) -> Anchor:
@@ -160,7 +161,7 @@ def _anchor(value: Any, where: str) -> Anchor:
             if hit is not None and hit[0] == obj and _same_types(obj):
                 return hit[1]
         anchor = _local_anchor(obj, where)
-        if len(_LOCAL_CACHE) >= 4096:
+        if len(_LOCAL_CACHE) >= LOCAL_CACHE_MAX:
             _LOCAL_CACHE.clear()
         _LOCAL_CACHE[anchor.signature] = (copy.deepcopy(obj), anchor)
         return anchor
@@ -257,14 +258,12 @@ class _Walker:
                 raise _fail(f"{where}.ops[{i}]", "an op is an object with exactly one of l, r, op, anchors")
             kind = next(iter(raw))
             v = raw[kind]
-            if kind == "op":
-                if v != "sha-256":
-                    raise _fail(f"{where}.ops[{i}].op", f"unsupported hash {v!r:.40} (v1 knows only sha-256)")
-                append(_SHA_OP)
-            elif kind == "l" or kind == "r":
+            if kind == "op":  # {"op": "sha-256"} was taken above
+                raise _fail(f"{where}.ops[{i}].op", f"unsupported hash {v!r:.40} (v1 knows only sha-256)")
+            if kind == "l" or kind == "r":  # {"l": "01"} was taken above
                 if type(v) is not str or not 1 <= len(v) <= MAX_VALUE_LEN:
                     raise _fail(f"{where}.ops[{i}].{kind}", "must be a string of 1 to 512 characters")
-                append(_NODE_OP if v == "01" and kind == "l" else _new_op(Op, (kind, v, ())))
+                append(_new_op(Op, (kind, v, ())))
             elif kind == "anchors":
                 if type(v) is not list or not 1 <= len(v) <= self.limits.max_anchors:
                     raise _fail(
