@@ -272,3 +272,20 @@ def test_a_bad_anchor_policy_says_what_it_may_be(text: str) -> None:
     with pytest.raises(UsageError) as info:
         AnchorPolicy.parse(text)
     assert str(info.value) == f"anchor policy {text!r} must be 'all', 'any' or a number (0: no anchor required)"
+
+
+def test_the_json_report_says_whether_the_policy_is_met_and_why_not() -> None:
+    doc = load_vector("valid/leaf0-of-3.json")
+    key = load_public_key_file(VECTORS / "ledger-key.pem")
+    good = Verifier([key]).verify(doc)
+    unpinned = Verifier().verify(doc)  # no ledger key: the anchor is not verified
+    policy = AnchorPolicy.parse("all")
+    assert good.satisfies(policy) and not unpinned.satisfies(policy)
+    assert unpinned.satisfies(AnchorPolicy.parse("0"))
+    ok = good.to_dict(policy)
+    assert ok["valid"] is True and "reason" not in ok
+    assert ok["anchors"][0]["details"] == dict(good.anchors[0].details)
+    bad = unpinned.to_dict(policy)
+    assert bad["valid"] is False
+    assert bad["reason"] == "0 of 1 anchor verified; the policy requires all"
+    assert "valid" not in good.to_dict() and "reason" not in unpinned.to_dict()
