@@ -183,6 +183,8 @@ def test_the_path_memo_holds_at_most_its_size_and_a_size_0_memo_nothing() -> Non
         (lambda d: d["branches"][0]["ops"][0].update(l=5), False),  # not text at all
         (lambda d: d["tree"].update(window_id=5), False),
         (lambda d: d["tree"].update(window_id="a b"), False),
+        (lambda d: d["branches"][0]["ops"][4].update(op="sha-256"), False),  # a sibling op with a second key
+        (lambda d: d["branches"][0]["ops"].__setitem__(4, [d["branches"][0]["ops"][4]["r"]]), False),  # not an object
     ],
 )
 def test_the_fast_path_takes_only_what_the_codec_takes(change: Any, taken: bool) -> None:
