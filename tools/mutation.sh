@@ -7,6 +7,9 @@
 # Usage: tools/mutation.sh [GLOB ...]   (default: the modules below; e.g. src/receipt_verifier/merkle.py)
 #   MUTATION_TESTS="tests/verifier/ tests/service/test_windows.py" tools/mutation.sh src/...   only those tests (faster:
 #   the service's HTTP tests run for every mutant of a function they touch)
+# The README's figures came from one run per group, each naming the tests that cover it, e.g.
+#   MUTATION_TESTS="tests/verifier/test_codec.py tests/verifier/test_codec_messages.py tests/verifier/test_verify_path.py
+#     tests/verifier/test_vectors.py tests/verifier/test_fastpath.py" tools/mutation.sh src/receipt_verifier/codec.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
