@@ -22,6 +22,29 @@ from receipt_service.fabric.network import Network
 from receipt_verifier.fabric.blocks import header_bytes
 
 
+def name(common_name: str, ou: str | None = None) -> x509.Name:
+    """An X.509 name: an optional OU (a NodeOU role), then the CN."""
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou)] if ou else []
+    return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def certificate(
+    subject: x509.Name, key: Any, issuer: x509.Name, signer: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    """A one-day certificate for ``key``'s public half, issued by ``signer`` under ``issuer``'s name."""
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(signer, hashes.SHA256())
+    )
+
+
 class Signer:
     """A certificate, its MSP and its key."""
 
@@ -44,20 +67,7 @@ class Signer:
     def rogue(cls, msp_id: str, common_name: str, ou: str | None = None) -> Signer:
         """A signer claiming ``msp_id`` whose certificate comes from a CA nobody pinned."""
         ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-        ca = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"rogue-ca.{common_name}")])
-        attrs = [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou)] if ou else []
-        subject = x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(ca_key, hashes.SHA256())
-        )
+        cert = certificate(name(common_name, ou), key, name(f"rogue-ca.{common_name}"), ca_key)
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )

@@ -3,7 +3,6 @@ roles from NodeOUs and admin certificates, a key that is not ECDSA, and the iden
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 import pytest
@@ -11,33 +10,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from cryptography.x509.oid import NameOID
 from fabric_protos.msp import identities_pb2
 
 from receipt_verifier.errors import IdentityError
 from receipt_verifier.fabric import msp as msp_module
 from receipt_verifier.fabric.msp import MSPs, OrgMSP
-
-NOW = datetime.datetime.now(datetime.UTC)
-Key = Any
-
-
-def _name(cn: str, ou: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou)] if ou else []
-    return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(subject: x509.Name, key: Key, issuer: x509.Name, signer: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + datetime.timedelta(days=1))
-        .sign(signer, hashes.SHA256())
-    )
+from tests.fabric_forge import certificate, name
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -49,15 +27,14 @@ class PKI:
 
     def __init__(self) -> None:
         k = {n: ec.generate_private_key(ec.SECP256R1()) for n in ("root", "int1", "int2", "leaf", "direct", "fake")}
-        self.root = _cert(_name("root"), k["root"], _name("root"), k["root"])
-        self.int1 = _cert(_name("int1"), k["int1"], _name("root"), k["root"])
-        self.int2 = _cert(_name("int2"), k["int2"], _name("int1"), k["int1"])
-        self.leaf = _cert(_name("leaf", "peer"), k["leaf"], _name("int2"), k["int2"])
+        self.root = certificate(name("root"), k["root"], name("root"), k["root"])
+        self.int1 = certificate(name("int1"), k["int1"], name("root"), k["root"])
+        self.int2 = certificate(name("int2"), k["int2"], name("int1"), k["int1"])
+        self.leaf = certificate(name("leaf", "peer"), k["leaf"], name("int2"), k["int2"])
         self.leaf_key = k["leaf"]
-        self.direct = _cert(_name("direct", "client"), k["direct"], _name("root"), k["root"])
-        self.forged = _cert(
-            _name("forged", "peer"), k["leaf"], _name("root"), k["fake"]
-        )  # the root's name, not its key
+        self.direct = certificate(name("direct", "client"), k["direct"], name("root"), k["root"])
+        # the root's name, not its key
+        self.forged = certificate(name("forged", "peer"), k["leaf"], name("root"), k["fake"])
 
 
 PKI_ = PKI()
@@ -102,8 +79,8 @@ def _serialized(cert: x509.Certificate, msp_id: str = "M") -> bytes:
 def test_a_key_that_is_not_ecdsa_is_named() -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     root_key = ec.generate_private_key(ec.SECP256R1())
-    root = _cert(_name("edroot"), root_key, _name("edroot"), root_key)
-    cert = _cert(_name("ed-peer"), key, _name("edroot"), root_key)
+    root = certificate(name("edroot"), root_key, name("edroot"), root_key)
+    cert = certificate(name("ed-peer"), key, name("edroot"), root_key)
     ident = MSPs({"E": OrgMSP("E", (_pem(root),))}).identity(_serialized(cert, "E"))
     with pytest.raises(IdentityError) as err:
         ident.verify(key.sign(b"m"), b"m", "tx 1")
