@@ -17,7 +17,7 @@ from receipt_verifier import (
 )
 from receipt_verifier.codec import parse_anchor
 from receipt_verifier.errors import Error
-from receipt_verifier.model import CONTEXT_V1, CONTEXT_V2
+from receipt_verifier.model import CONTEXT_V1, CONTEXT_V2, FabricAnchor, LocalAnchor
 from tests.conftest import load_vector
 
 V1, V2, FABRIC, OTHER = (
@@ -436,8 +436,8 @@ def test_a_branch_with_children_and_an_unknown_field_names_only_that_field() -> 
 def test_a_fabric_anchor_without_uris_has_none() -> None:
     doc = load_vector(FABRIC)
     _fabric(doc).pop("uris", None)
-    fabric = next(a for a in parse_receipt(doc).anchors() if a.type == "fabric")
-    assert fabric.uris == ()  # type: ignore[attr-defined]
+    fabric = next(a for a in parse_receipt(doc).anchors() if isinstance(a, FabricAnchor))
+    assert fabric.uris == ()
 
 
 def test_an_anchor_parsed_alone_is_named_anchor() -> None:
@@ -471,7 +471,8 @@ def test_an_anchor_changed_in_place_after_parsing_is_parsed_again(monkeypatch: p
     before = parse_receipt(doc).anchors()[0]
     _anchor(doc)["entry"]["seq"] += 1
     after = parse_receipt(doc).anchors()[0]
-    assert after.entry.seq == before.entry.seq + 1  # type: ignore[attr-defined]
+    assert isinstance(before, LocalAnchor) and isinstance(after, LocalAnchor)
+    assert after.entry.seq == before.entry.seq + 1
 
 
 @pytest.mark.parametrize("field", ["v", "seq", "tree_index", "tree_size"])
