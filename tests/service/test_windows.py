@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -61,8 +63,7 @@ async def test_a_failing_target_is_retried_and_every_failure_recorded(
     target = FlakyTarget(failures=2)
     metrics = Metrics()
     agg = Aggregator(store, [target], metrics, window_seconds=3600, retry_max_seconds=0.05)
-    await agg.start()
-    try:
+    async with running(agg, store, check=False):
         await store.add_batch(Batch("t", 1, os.urandom(16), os.urandom(32), os.urandom(16)))
         caplog.set_level(logging.WARNING, logger="receipt_service.windows")
         await agg.close_window()
@@ -79,9 +80,6 @@ async def test_a_failing_target_is_retried_and_every_failure_recorded(
         assert seen_error is not None and seen_error.startswith("boom")
         assert f"anchoring {tree.window_id}/0 to flaky-1 failed, retrying in 0.05s: boom 1" in caplog.text
         assert 'receipt_anchor_failures_total{target="flaky-1"} 2.0' in metrics.render().decode()
-    finally:
-        await agg.drain(5)
-        await store.close()
 
 
 # ---------------------------------------------------------------- pure parts
@@ -210,6 +208,19 @@ def _batch(n: int, subject: str = "") -> Batch:
     return Batch("t", next(_TICKS), os.urandom(16 * n), os.urandom(32 * n), os.urandom(16 * n), subject)
 
 
+@contextlib.asynccontextmanager
+async def running(agg: Aggregator, store: SQLiteStore, *, check: bool = True) -> AsyncIterator[Aggregator]:
+    """Start ``agg``; on the way out drain it and close ``store``; with ``check`` the drain must have
+    anchored everything (when the body failed, its error is the one that counts)."""
+    await agg.start()
+    try:
+        yield agg
+    finally:
+        drained = await agg.drain(5)
+        await store.close()
+    assert drained or not check, "the drain left work open"
+
+
 async def _until(check: Any, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -223,8 +234,7 @@ async def test_a_window_is_split_into_trees_and_every_tree_anchored(tmp_path: Pa
     rec = Recorder()
     metrics = Metrics()
     agg = Aggregator(store, [local, rec], metrics, window_seconds=3600, max_leaves=3)
-    await agg.start()
-    try:
+    async with running(agg, store):
         assert await agg.close_window() == 0 and agg.last_error is None  # nothing to close
         for n in (2, 2, 3):
             await store.add_batch(_batch(n))
@@ -250,34 +260,26 @@ async def test_a_window_is_split_into_trees_and_every_tree_anchored(tmp_path: Pa
         text = metrics.render().decode()
         assert "receipt_window_leaves_count 1.0" in text and "receipt_window_leaves_sum 7.0" in text
         assert 'receipt_anchor_seconds_count{target="rec-1"} 3.0' in text
-    finally:
-        assert await agg.drain(5)
-        await store.close()
 
 
 async def test_a_backlog_larger_than_a_window_is_closed_in_several(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path)
     rec = Recorder()
     agg = Aggregator(store, [rec], Metrics(), window_seconds=3600, max_leaves=1)
-    await agg.start()
-    try:
+    async with running(agg, store):
         for _ in range(MAX_TREES_PER_WINDOW + 5):
             await store.add_batch(_batch(1))
         assert await agg.close_window() == MAX_TREES_PER_WINDOW + 5
         await _until(lambda: len(rec.roots) == MAX_TREES_PER_WINDOW + 5)
         windows = sorted({r.window_id for r in rec.roots})
         assert windows == sorted([f"{store.instance_id}-1", f"{store.instance_id}-{MAX_TREES_PER_WINDOW + 1}"])
-    finally:
-        assert await agg.drain(5)
-        await store.close()
 
 
 async def test_a_window_that_fails_says_why_until_one_closes(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
     agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
-    await agg.start()
-    try:
+    async with running(agg, store, check=False):
         await store.add_batch(_batch(1))
 
         async def broken(limit: int) -> list[Any]:
@@ -289,9 +291,6 @@ async def test_a_window_that_fails_says_why_until_one_closes(tmp_path: Path) -> 
         assert agg.last_error == "StoreError: disk on fire"
         del lead.backlog
         assert await agg.close_window() == 1 and agg.last_error is None
-    finally:
-        await agg.drain(5)
-        await store.close()
 
 
 async def test_the_lead_decides_who_closes_and_anchors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -301,8 +300,7 @@ async def test_the_lead_decides_who_closes_and_anchors(tmp_path: Path, caplog: p
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=0.02)
     agg.lease_check_seconds = 0.02
     caplog.set_level(logging.INFO, logger="receipt_service.windows")
-    await agg.start()
-    try:
+    async with running(agg, store):
         names = sorted(t.get_name() for t in agg._tasks)
         assert names == ["anchor-rec-1-0", "anchor-rec-1-1", "lease", "watch", "window-clock"]
         await store.add_batch(_batch(2))
@@ -328,9 +326,6 @@ async def test_the_lead_decides_who_closes_and_anchors(tmp_path: Path, caplog: p
         lead.leading = True  # it leads again: the open job is resumed from the store
         await _until(lambda: len(rec.roots) == 2)
         assert rec.roots[1].tree_size == 1
-    finally:
-        assert await agg.drain(5)
-        await store.close()
     assert lead.resigned == 1  # a leader that drained hands the lead over
 
 
@@ -410,8 +405,7 @@ async def test_a_log_without_its_compact_range_is_rebuilt_from_its_records(tmp_p
     store = SQLiteStore(tmp_path, domain=DOMAIN)
     rec = Recorder()
     agg = Aggregator(store, [rec], Metrics(), window_seconds=3600)
-    await agg.start()
-    try:
+    async with running(agg, store, check=False):
         first, second = _batch(2, A), _batch(2, A)
         await store.add_batch(first)
         await agg.close_window()
@@ -430,9 +424,6 @@ async def test_a_log_without_its_compact_range_is_rebuilt_from_its_records(tmp_p
         with pytest.raises(CorruptRecordError) as err:
             await agg.close_window()
         assert str(err.value) == f"the log of {A} in {DOMAIN} lacks records (retention removed them?)"
-    finally:
-        await agg.drain(5)
-        await store.close()
 
 
 async def test_retention_purges_anchored_trees_only_on_the_leader(tmp_path: Path) -> None:
@@ -479,8 +470,7 @@ async def test_a_backend_bug_is_logged_in_full_and_retried(tmp_path: Path, caplo
     metrics = Metrics()
     agg = Aggregator(store, [rec], metrics, window_seconds=3600, retry_max_seconds=0.01)
     caplog.set_level(logging.WARNING, logger="receipt_service.windows")
-    await agg.start()
-    try:
+    async with running(agg, store):
         await store.add_batch(_batch(1))
         await agg.close_window()
         await _until(lambda: len(rec.roots) == 1)
@@ -488,9 +478,6 @@ async def test_a_backend_bug_is_logged_in_full_and_retried(tmp_path: Path, caplo
         assert "failed, retrying in 0.05s: KeyError: 'a bug in the backend'" in caplog.text
         assert "failed, retrying in 0.01s" in caplog.text  # the backoff is capped
         assert 'receipt_anchor_failures_total{target="rec-1"} 2.0' in metrics.render().decode()
-    finally:
-        assert await agg.drain(5)
-        await store.close()
 
 
 async def test_the_clock_closes_windows_and_a_lost_lease_is_rechecked(
@@ -502,8 +489,7 @@ async def test_the_clock_closes_windows_and_a_lost_lease_is_rechecked(
     rec = Recorder()
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=0.05)
     agg.lease_check_seconds = 3600
-    await agg.start()
-    try:
+    async with running(agg, store, check=False):
         await store.add_batch(_batch(1))
         await _until(lambda: len(rec.roots) == 1)  # closed by the clock, not by the test
         calls = 0
@@ -533,9 +519,6 @@ async def test_the_clock_closes_windows_and_a_lost_lease_is_rechecked(
         await _until(lambda: "window not closed (its hashes stay in the backlog for the next one)" in caplog.text)
         assert "disk on fire" in caplog.text
         del lead.backlog
-    finally:
-        await agg.drain(5)
-        await store.close()
 
 
 async def test_watching_other_instances_is_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -552,13 +535,9 @@ async def test_watching_other_instances_is_retried(tmp_path: Path, caplog: pytes
     lead.watch = flaky_watch
     caplog.set_level(logging.WARNING, logger="receipt_service.windows")
     agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
-    await agg.start()
-    try:
+    async with running(agg, store, check=False):
         await _until(lambda: calls == 2, timeout=5)
         assert "watching other instances' changes failed, retrying: pubsub down" in caplog.text
-    finally:
-        await agg.drain(5)
-        await store.close()
 
 
 async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(
@@ -577,8 +556,7 @@ async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(
     again = Aggregator(store, [fixed], Metrics(), window_seconds=3600)
     again.lease_check_seconds = 0.02
     caplog.set_level(logging.WARNING, logger="receipt_service.windows")
-    await again.start()
-    try:
+    async with running(again, store):
         await _until(lambda: len(fixed.roots) == 1)  # resumed from the store, not from memory
         await asyncio.sleep(0.2)
         assert len(fixed.roots) == 1, "a leader resumes open jobs when it takes the lead, not at every lease check"
@@ -589,9 +567,6 @@ async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(
         await again.close_window()
         await _until(lambda: len(fixed.roots) == 2)
         assert fixed.roots[1].heads_root == _heads_of([a, b]).root.hex()
-    finally:
-        assert await again.drain(5)
-        await store.close()
 
 
 async def test_anchoring_wakes_waiters_and_records_its_time(tmp_path: Path) -> None:
@@ -600,8 +575,7 @@ async def test_anchoring_wakes_waiters_and_records_its_time(tmp_path: Path) -> N
     rec = Gated(gate)
     metrics = Metrics()
     agg = Aggregator(store, [rec], metrics, window_seconds=3600)
-    await agg.start()
-    try:
+    async with running(agg, store):
         assert await agg.close_window() == 0  # an empty window: the next one starts now
         before = iso_now()
         await store.add_batch(_batch(2))
@@ -625,9 +599,6 @@ async def test_anchoring_wakes_waiters_and_records_its_time(tmp_path: Path) -> N
         await _until(lambda: len(rec.roots) == 2)
         assert tree.window_end <= rec.roots[1].window_start <= again  # the next window starts at the last close
         assert sorted(t.get_name() for t in agg._tasks if t.get_name().startswith("anchor-")) == ["anchor-rec-1-0"]
-    finally:
-        assert await agg.drain(5)
-        await store.close()
 
 
 async def test_retry_delays_double_up_to_the_cap_and_failures_to_record_them_are_survived(
@@ -643,8 +614,7 @@ async def test_retry_delays_double_up_to_the_cap_and_failures_to_record_them_are
     rec = Recorder(bug=4)
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600, retry_max_seconds=0.15)
     caplog.set_level(logging.WARNING, logger="receipt_service.windows")
-    await agg.start()
-    try:
+    async with running(agg, store):
         await store.add_batch(_batch(1))
         await agg.close_window()
         await _until(lambda: len(rec.roots) == 1)
@@ -654,9 +624,6 @@ async def test_retry_delays_double_up_to_the_cap_and_failures_to_record_them_are
             if "retrying" in r.getMessage()
         ]
         assert delays == ["0.05", "0.10", "0.15", "0.15"]
-    finally:
-        assert await agg.drain(5)
-        await store.close()
 
 
 async def test_a_drain_whose_last_window_fails_says_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -710,14 +677,10 @@ async def test_retention_keeps_recent_trees_retries_and_runs_again(
     lead.purge = flaky_purge
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600, retention_seconds=0.001)
     caplog.set_level(logging.INFO, logger="receipt_service.windows")
-    await agg.start()
-    try:
+    async with running(agg, store, check=False):
         await _until(lambda: calls >= 2, timeout=5)  # the first purge failed: it runs again a period later
         await _eventually(lambda: _gone(store, 1), timeout=5)
         assert "retention: removed 2 receipts" in caplog.text
-    finally:
-        await agg.drain(5)
-        await store.close()
 
 
 async def _gone(store: SQLiteStore, seq: int) -> bool:
@@ -739,8 +702,7 @@ async def test_extending_a_log_reads_none_of_its_records(tmp_path: Path) -> None
     lead.subject_records = counted
     rec = Recorder()
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
-    await agg.start()
-    try:
+    async with running(agg, store):
         sent = [_batch(2, A), _batch(3, A)]
         for b in sent:
             await store.add_batch(b)
@@ -748,9 +710,6 @@ async def test_extending_a_log_reads_none_of_its_records(tmp_path: Path) -> None
         await _until(lambda: len(rec.roots) == 2)
         assert reads == 0
         assert rec.roots[1].heads_root == _heads_of(sent).root.hex()
-    finally:
-        assert await agg.drain(5)
-        await store.close()
 
 
 async def test_a_failing_lease_check_is_logged_once_per_outage(
@@ -771,8 +730,7 @@ async def test_a_failing_lease_check_is_logged_once_per_outage(
     agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
     agg.lease_check_seconds = 0.02
     caplog.set_level(logging.WARNING, logger="receipt_service.windows")
-    await agg.start()
-    try:
+    async with running(agg, store, check=False):
         await _until(lambda: calls >= 9)
         lines = [r.getMessage() for r in caplog.records]
         assert lines == [
@@ -781,9 +739,6 @@ async def test_a_failing_lease_check_is_logged_once_per_outage(
         ], lines
         assert re.fullmatch(r"lease check works again after 5 failed attempt\(s\) over \d+\.\ds", lines[1])
         assert agg.leading
-    finally:
-        await agg.drain(5)
-        await store.close()
 
 
 async def test_domain_trees_bind_every_leaf_and_a_failed_commit_forgets_no_head(tmp_path: Path) -> None:
@@ -791,8 +746,7 @@ async def test_domain_trees_bind_every_leaf_and_a_failed_commit_forgets_no_head(
     lead = Lead(store)
     rec = Recorder()
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
-    await agg.start()
-    try:
+    async with running(agg, store):
         a, plain = _batch(2, A), _batch(1)
         await store.add_batch(a)
         await store.add_batch(plain)
@@ -817,9 +771,6 @@ async def test_domain_trees_bind_every_leaf_and_a_failed_commit_forgets_no_head(
         await agg.close_window()  # the heads are read again from the store, A's among them
         await _until(lambda: len(rec.roots) == 2)
         assert rec.roots[1].heads_root == _heads_of([a, b]).root.hex()
-    finally:
-        assert await agg.drain(5)
-        await store.close()
 
 
 async def test_a_drain_waits_for_an_anchor_in_flight(tmp_path: Path) -> None:
