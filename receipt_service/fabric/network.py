@@ -959,48 +959,23 @@ class Network:
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
 
-            def lator(*args: str) -> None:
-                self._run_tool("configtxlator", args)
+            def lator(verb: str, kind: str, src: str, dst: str) -> None:
+                """``configtxlator proto_encode|proto_decode`` from one file of ``t`` to another."""
+                self._run_tool(
+                    "configtxlator", [verb, "--type", kind, "--input", str(t / src), "--output", str(t / dst)]
+                )
 
             self.peer_cli("Hospitals", ["channel", "fetch", "config", str(t / "config.block"), "-c", channel])
-            lator(
-                "proto_decode", "--type", "common.Block", "--input", str(t / "config.block"), "--output", str(t / "b")
-            )
-            block = json.loads((t / "b").read_text())
-            config = block["data"]["data"][0]["payload"]["data"]["config"]
+            lator("proto_decode", "common.Block", "config.block", "block.json")
+            config = json.loads((t / "block.json").read_text())["data"]["data"][0]["payload"]["data"]["config"]
             (t / "old.json").write_text(json.dumps(config))
             edit(config)
             (t / "new.json").write_text(json.dumps(config))
-            for name in ("old", "new"):
-                lator(
-                    "proto_encode",
-                    "--type",
-                    "common.Config",
-                    "--input",
-                    str(t / f"{name}.json"),
-                    "--output",
-                    str(t / f"{name}.pb"),
-                )
-            lator(
-                "compute_update",
-                "--channel_id",
-                channel,
-                "--original",
-                str(t / "old.pb"),
-                "--updated",
-                str(t / "new.pb"),
-                "--output",
-                str(t / "update.pb"),
-            )
-            lator(
-                "proto_decode",
-                "--type",
-                "common.ConfigUpdate",
-                "--input",
-                str(t / "update.pb"),
-                "--output",
-                str(t / "update.json"),
-            )
+            lator("proto_encode", "common.Config", "old.json", "old.pb")
+            lator("proto_encode", "common.Config", "new.json", "new.pb")
+            update = ["compute_update", "--channel_id", channel, "--original", str(t / "old.pb")]
+            self._run_tool("configtxlator", [*update, "--updated", str(t / "new.pb"), "--output", str(t / "update.pb")])
+            lator("proto_decode", "common.ConfigUpdate", "update.pb", "update.json")
             envelope = {
                 "payload": {
                     "header": {"channel_header": {"channel_id": channel, "type": 2}},  # CONFIG_UPDATE
@@ -1008,15 +983,7 @@ class Network:
                 }
             }
             (t / "env.json").write_text(json.dumps(envelope))
-            lator(
-                "proto_encode",
-                "--type",
-                "common.Envelope",
-                "--input",
-                str(t / "env.json"),
-                "--output",
-                str(t / "env.pb"),
-            )
+            lator("proto_encode", "common.Envelope", "env.json", "env.pb")
             admin = {
                 **self.admin_env("Hospitals"),
                 "CORE_PEER_LOCALMSPID": "OrdererMSP",
