@@ -15,6 +15,7 @@ from fabric_protos.common import common_pb2
 
 from receipt_verifier import Verifier
 from receipt_verifier.errors import TrustFileError
+from receipt_verifier.evidence import parse_blocks
 from receipt_verifier.fabric import evidence as fabric_evidence
 from receipt_verifier.fabric.evidence import FabricChecker
 from receipt_verifier.fabric.trust import ChannelTrust, last_config_index, load_trust, make_trust
@@ -45,7 +46,7 @@ def _on(bundle: dict[str, Any], channel: str, trust: dict[str, Any] = TRUST) -> 
     return mine
 
 
-def _tampered(name: str, case: Any, channel: str = "insurance") -> tuple[dict[str, Any], Facts]:
+def _tampered(case: Any, channel: str = "insurance") -> tuple[dict[str, Any], Facts]:
     bundle = copy.deepcopy(BUNDLE)
     anchor, item = fabric_anchor(bundle, channel)
     forger = Forger.of_keys(KEYS)
@@ -57,7 +58,7 @@ def _tampered(name: str, case: Any, channel: str = "insurance") -> tuple[dict[st
 
 def test_the_forge_keys_are_those_of_the_captured_network() -> None:
     """The tamper cases below only mean something if an untouched re-seal still verifies."""
-    bundle, _ = _tampered("resealed", lambda b, f, a: f.reseal(b))
+    bundle, _ = _tampered(lambda b, f, a: f.reseal(b))
     got = _on(bundle, "insurance")
     assert got.status is AnchorStatus.VERIFIED, got.reason
 
@@ -65,7 +66,7 @@ def test_the_forge_keys_are_those_of_the_captured_network() -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_each_tampered_block_fails_with_its_own_reason(name: str) -> None:
     case, template = CASES[name]
-    bundle, facts = _tampered(name, case)
+    bundle, facts = _tampered(case)
     got = _on(bundle, "insurance")
     assert got.status is AnchorStatus.FAILED
     assert got.reason == expected(template, facts, "insurance")
@@ -74,7 +75,7 @@ def test_each_tampered_block_fails_with_its_own_reason(name: str) -> None:
 @pytest.mark.parametrize("name", list(HARMLESS))
 def test_changes_fabric_ignores_do_not_fail_the_anchor(name: str) -> None:
     case, template = HARMLESS[name]
-    bundle, facts = _tampered(name, case)
+    bundle, facts = _tampered(case)
     got = _on(bundle, "insurance")
     assert got.status is AnchorStatus.VERIFIED, got.reason
     assert got.reason == expected(template, facts, "insurance")
@@ -86,7 +87,7 @@ def test_the_reason_and_details_name_signers_endorsers_and_the_tx_time(tz: str, 
     monkeypatch.setenv("TZ", tz)
     time.tzset()
     try:
-        bundle, facts = _tampered("untouched", lambda b, f, a: bytes(b.SerializeToString()))
+        bundle, facts = _tampered(lambda b, f, a: bytes(b.SerializeToString()))
         got = _on(bundle, "insurance")
     finally:
         monkeypatch.undo()
@@ -152,7 +153,7 @@ def _checkable(bundle: dict[str, Any], channel: str) -> tuple[Any, ...]:
     """The checker's arguments for the bundle's anchor on ``channel``."""
     anchor, item = fabric_anchor(bundle, channel)
     fields = ("anchor_id", "channel", "tx_id", "block_number", "key", "chaincode")
-    blocks = {(b["channel"], b["number"]): base64.b64decode(b["block"]) for b in bundle["fabric_blocks"]}
+    blocks = parse_blocks(bundle["fabric_blocks"])
     raw = base64.b64decode(item["block"])
     root = written_record(Forger.of_keys(KEYS).tx(common_pb2.Block.FromString(raw), anchor["tx_id"])[4])["root"]
     return FabricAnchor(**{k: anchor[k] for k in fields}), raw, root, None, blocks
