@@ -17,12 +17,15 @@ REDIS_CLI = shutil.which("redis-cli")
 REDIS_CHECK_AOF = shutil.which("redis-check-aof") or "redis-check-aof"
 
 
-def free_port() -> int:
-    """A free TCP port in 21000-26999: below the Fabric test network's ports (27050 on) and the kernel's
-    ephemeral range (so neither a stopped Fabric node nor an outgoing connection takes it meanwhile)."""
+def free_port(*, besides: int = 0) -> int:
+    """A free TCP port in 21000-26999 other than ``besides``: below the Fabric test network's ports (27050
+    on) and the kernel's ephemeral range (so neither a stopped Fabric node nor an outgoing connection takes
+    it meanwhile)."""
     start = (time.time_ns() // 1000) % 6000
     for k in range(6000):
         port = 21000 + (start + k) % 6000
+        if port == besides:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -43,6 +46,8 @@ class RedisServer:
     load_truncated: str = "no"  # what the service requires: a torn AOF stops Redis until it is repaired
     cluster: bool = False
     replica_of: int = 0  # the port of a primary to replicate
+    bus_port: int = 0  # a cluster node's bus port, chosen like the client port: Redis's default (port +
+    # 10000) would fall in the kernel's ephemeral range, where an outgoing connection can hold it
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     repairs: int = 0  # times start() ran redis-check-aof --fix, as the README tells an operator to
 
@@ -51,6 +56,8 @@ class RedisServer:
             raise AssertionError("redis-server is not installed: ./run test installs Debian's redis-server")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
+        if self.cluster and not self.bus_port:
+            self.bus_port = free_port(besides=self.port)
 
     @property
     def url(self) -> str:
@@ -98,6 +105,7 @@ class RedisServer:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.dir / "nodes.conf")]
+            args += ["--cluster-port", str(self.bus_port)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_timeout=1)
         deadline = time.monotonic() + 30
@@ -156,6 +164,9 @@ class RedisCluster:
                 raise AssertionError("the Redis cluster did not reach state ok")
             time.sleep(0.1)
         client.close()
+        layout = (self.dir / "node0" / "nodes.conf").read_text()
+        for n in self.nodes:
+            assert f"127.0.0.1:{n.port}@{n.bus_port}" in layout, f"node {n.port} is not on bus port {n.bus_port}"
         return self
 
     @property
