@@ -73,8 +73,13 @@ local first = redis.call('HINCRBY', KEYS[1], 'next_seq', n) - n + 1
 local logf = 0
 if ARGV[7] ~= '' then
   logf = redis.call('HINCRBY', KEYS[6], ARGV[7], n) - n
-  for i = 9, #ARGV, 500 do
-    redis.call('SADD', KEYS[7], unpack(ARGV, i, math.min(i + 499, #ARGV)))
+  for i = 9, #ARGV, 250 do  -- the subject's index: record hash -> its newest seq (retention reads it)
+    local pairs = {}
+    for j = i, math.min(i + 249, #ARGV) do
+      pairs[#pairs + 1] = ARGV[j]
+      pairs[#pairs + 1] = string.format('%d', first + j - 9)
+    end
+    redis.call('HSET', KEYS[7], unpack(pairs))
   end
   redis.call('ZADD', KEYS[8], logf, first)
 end
@@ -206,12 +211,37 @@ for i = 0, nt - 1 do
   redis.call('ZREM', KEYS[3], ARGV[5 + i])
   redis.call('DEL', KEYS[8 + i])
 end
-for i = 5 + nt, #ARGV, 3 do
-  redis.call('HDEL', KEYS[4], ARGV[i])
-  redis.call('ZREM', KEYS[5], ARGV[i + 1])
-  redis.call('ZREM', KEYS[6], ARGV[i + 2])
+local a = 5 + nt
+for i = 1, tonumber(ARGV[a]) do
+  redis.call('HDEL', KEYS[4], ARGV[a + 1])
+  redis.call('ZREM', KEYS[5], ARGV[a + 2])
+  redis.call('ZREM', KEYS[6], ARGV[a + 3])
+  a = a + 3
+end
+a = a + 1
+local upto = tonumber(ARGV[3])
+local k = 8 + nt
+while a <= #ARGV do  -- per subject: its record hashes in the purged range, then its fully purged batches
+  for i = a + 1, a + tonumber(ARGV[a]) do
+    local seq = redis.call('HGET', KEYS[k], ARGV[i])
+    if seq and tonumber(seq) <= upto then redis.call('HDEL', KEYS[k], ARGV[i]) end
+  end
+  a = a + tonumber(ARGV[a]) + 1
+  for i = a + 1, a + tonumber(ARGV[a]) do redis.call('ZREM', KEYS[k + 1], ARGV[i]) end
+  a = a + tonumber(ARGV[a]) + 1
+  k = k + 2
 end
 redis.call('HSET', KEYS[1], 'purged_upto', ARGV[3])
+return 1
+"""
+
+_INDEX_SUBJECT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do
+  local seq = redis.call('HGET', KEYS[2], ARGV[i])
+  if not seq or tonumber(seq) < tonumber(ARGV[i + 1]) then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('DEL', KEYS[1])
 return 1
 """
 
@@ -363,6 +393,7 @@ _SCRIPTS = {
     "add_key": _ADD_KEY,
     "revoke": _REVOKE,
     "purge": _PURGE,
+    "index_subject": _INDEX_SUBJECT,
 }
 
 
@@ -548,6 +579,9 @@ class RedisStore:
             stored = s.hget(meta, "domain").decode()
             if stored != self.lane:
                 raise StoreError(f"Redis lane {self.lane}: its keys hold the lane {stored!r}")
+            if s.hget(meta, "subject_index") is None:
+                self._index_subjects()
+                s.hset(meta, "subject_index", "newest-seq")
             # administration (API keys) issues no proof ids: it takes no clock sequence
             self.clock_seq, self._last_ticks = self._take_clock() if take_clock else (-1, 0)
         except RedisError as exc:
@@ -556,6 +590,30 @@ class RedisStore:
     def k(self, name: str) -> str:
         """A key of this lane (one hash slot per lane)."""
         return f"{{hr:{self.lane}}}:{name}"
+
+    def _index_subjects(self) -> None:
+        """Rebuild each subject's record set kept by older releases (``sh:``) as its index of record hash
+        to newest seq (``sq:``), which retention needs; records already purged are left out."""
+        s = self.link.sync
+        purged = int(s.hget(self.k("meta"), "purged_upto"))
+        for raw in s.hkeys(self.k("sizes")):
+            subject = raw.decode()
+            if not s.exists(self.k(f"sh:{subject}")):
+                continue
+            newest: dict[bytes, int] = {}
+            firsts = s.zrange(self.k(f"sb:{subject}"), 0, -1)
+            for i in range(0, len(firsts), _PAGE):
+                for value in s.hmget(self.k("batches"), firsts[i : i + _PAGE]):
+                    if value is None:
+                        continue
+                    stored = _stored(value)
+                    for j in range(stored.batch.count):
+                        seq, h = stored.first_seq + j, stored.batch.hashes[32 * j : 32 * j + 32]
+                        if seq > max(purged, newest.get(h, 0)):
+                            newest[h] = seq
+            keys = [self.k(f"sh:{subject}"), self.k(f"sq:{subject}")]
+            self.link.sync_scripts["index_subject"](keys=keys, args=[x for kv in newest.items() for x in kv])
+            log.info("lane %s: subject %s's record index rebuilt (%d records)", self.lane, subject, len(newest))
 
     # ------------------------------------------------------------------ clock sequences
 
@@ -661,7 +719,7 @@ class RedisStore:
             f"{clock}{_hex16(last + 1)}",  # the ticks index members that start at or before the last ticks
         ]
         if b.subject:
-            keys += [self.k("sizes"), self.k(f"sh:{b.subject}"), self.k(f"sb:{b.subject}")]
+            keys += [self.k("sizes"), self.k(f"sq:{b.subject}"), self.k(f"sb:{b.subject}")]
             args += [b.hashes[i : i + 32] for i in range(0, len(b.hashes), 32)]
         try:
             first, _ = await self.link.run("add_batch", keys, args, wait=True)
@@ -911,15 +969,41 @@ class RedisStore:
         with _redis_errors():
             members = await c.zrangebyscore(self.k("seqs"), "-inf", upto)
         tree_keys = [_tree_key(t.window_id, t.tree_index) for t in gone]
-        args: list[Any] = [self._lease, purged, upto, len(gone), *tree_keys]
+        whole = []
         for m in members:
             first, count, tick_member = m.decode().split(":", 2)
             if int(first) + int(count) - 1 <= upto:
-                args += [first, m, f"{tick_member}:{first}"]
+                whole += [first, m, f"{tick_member}:{first}"]
+        args: list[Any] = [self._lease, purged, upto, len(gone), *tree_keys, len(whole) // 3, *whole]
         keys = [self.k(n) for n in ("meta", "trees", "tree-seqs", "batches", "seqs", "ticks", "leader")]
         keys += [self.k(f"a:{k}") for k in tree_keys]
+        for subject, (hashes, firsts) in (await self._purged_subjects(members, purged, upto)).items():
+            keys += [self.k(f"sq:{subject}"), self.k(f"sb:{subject}")]
+            args += [len(hashes), *hashes, len(firsts), *firsts]
         await self.link.run("purge", keys, args)
         return upto - purged
+
+    async def _purged_subjects(
+        self, members: list[bytes], purged: int, upto: int
+    ) -> dict[str, tuple[list[bytes], list[int]]]:
+        """Per subject, the record hashes with seqs in (``purged``, ``upto``] and its batches that go whole."""
+        firsts = [m.split(b":", 1)[0] for m in members]
+        out: dict[str, tuple[list[bytes], list[int]]] = {}
+        for i in range(0, len(firsts), _PAGE):
+            with _redis_errors():
+                values = await self.link.client.hmget(self.k("batches"), firsts[i : i + _PAGE])
+            for value in values:
+                stored = None if value is None else _stored(value)
+                if stored is None or not stored.batch.subject:
+                    continue
+                hashes, whole = out.setdefault(stored.batch.subject, ([], []))
+                b = stored.batch
+                hashes += [
+                    b.hashes[32 * j : 32 * j + 32] for j in range(b.count) if purged < stored.first_seq + j <= upto
+                ]
+                if stored.first_seq + b.count - 1 <= upto:
+                    whole.append(stored.first_seq)
+        return out
 
     # ------------------------------------------------------------------ subjects, keys, access events
 
@@ -952,8 +1036,9 @@ class RedisStore:
         return out
 
     async def has_record(self, subject: str, record_hash: bytes) -> bool:
-        """Whether ``record_hash`` was submitted for ``subject`` in this lane."""
-        return bool(await self._call("sismember", self.k(f"sh:{subject}"), record_hash))
+        """Whether ``record_hash`` was submitted for ``subject`` in this lane (and retention has not dropped
+        its newest submission)."""
+        return bool(await self._call("hexists", self.k(f"sq:{subject}"), record_hash))
 
     async def _add_key(self, subject: str, tenant: str, subject_doc: str, key: SigningKeyRecord) -> None:
         keys = [self.k("subjects"), self.k("signing-keys")]

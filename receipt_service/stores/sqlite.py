@@ -61,8 +61,12 @@ CREATE TABLE IF NOT EXISTS batches (
   log_first INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS subject_logs (subject TEXT PRIMARY KEY, size INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS subject_hashes (subject TEXT NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (subject, hash))
-  WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subject_hashes (
+  subject TEXT NOT NULL,
+  hash BLOB NOT NULL,
+  last_seq INTEGER NOT NULL DEFAULT 0,  -- the newest submission of the hash for the subject (retention)
+  PRIMARY KEY (subject, hash)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subjects (subject TEXT PRIMARY KEY, tenant TEXT NOT NULL, created TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS signing_keys (
   key_id TEXT PRIMARY KEY,
@@ -175,6 +179,19 @@ def _migrate(conn: sqlite3.Connection) -> None:
     cols = {r[1] for r in conn.execute("PRAGMA table_info(api_keys)")}
     if cols and "role" not in cols:
         conn.execute("ALTER TABLE api_keys ADD COLUMN role TEXT")
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(subject_hashes)")}
+    if cols and "last_seq" not in cols:  # each hash's newest submission, from the batches; purged ones go
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ALTER TABLE subject_hashes ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0")
+        rows = conn.execute("SELECT first_seq, subject, hashes FROM batches WHERE subject != '' ORDER BY first_seq")
+        for first, subject, hashes in rows.fetchall():
+            conn.executemany(
+                "UPDATE subject_hashes SET last_seq = ? WHERE subject = ? AND hash = ?",
+                [(first + i // 32, subject, hashes[i : i + 32]) for i in range(0, len(hashes), 32)],
+            )
+        purged = conn.execute("SELECT value FROM meta WHERE key = 'purged_upto'").fetchone()
+        conn.execute("DELETE FROM subject_hashes WHERE last_seq <= ?", (int(purged[0]) if purged else 0,))
+        conn.execute("COMMIT")
 
 
 def _batch(row: tuple[Any, ...]) -> StoredBatch:
@@ -355,8 +372,9 @@ class SQLiteStore:
                     (b.subject, b.log_first + b.count),
                 )
                 conn.executemany(
-                    "INSERT OR IGNORE INTO subject_hashes(subject, hash) VALUES (?, ?)",
-                    [(b.subject, b.hashes[i : i + 32]) for i in range(0, len(b.hashes), 32)],
+                    "INSERT INTO subject_hashes(subject, hash, last_seq) VALUES (?, ?, ?)"
+                    " ON CONFLICT(subject, hash) DO UPDATE SET last_seq = excluded.last_seq",
+                    [(b.subject, b.hashes[i : i + 32], first + i // 32) for i in range(0, len(b.hashes), 32)],
                 )
             conn.execute(
                 "INSERT INTO batches(first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum,"
@@ -628,7 +646,8 @@ class SQLiteStore:
 
     async def purge(self, before_ns: int) -> int:
         """Drop the oldest trees while they closed before ``before_ns`` and are fully anchored, with
-        their submissions; returns how many submissions went (they answer 404 from then on)."""
+        their submissions and the subject index entries whose newest submission went; returns how many
+        submissions went (they answer 404 from then on)."""
 
         def write(conn: sqlite3.Connection) -> int:
             purged = int(conn.execute("SELECT value FROM meta WHERE key = 'purged_upto'").fetchone()[0])
@@ -647,6 +666,20 @@ class SQLiteStore:
             for key in gone:
                 conn.execute("DELETE FROM anchors WHERE window_id = ? AND tree_index = ?", key)
                 conn.execute("DELETE FROM trees WHERE window_id = ? AND tree_index = ?", key)
+            forget = conn.execute(  # the subjects' records in (purged, upto]
+                "SELECT first_seq, subject, hashes FROM batches WHERE subject != '' AND first_seq <= ?"
+                " AND first_seq + count - 1 > ?",
+                (upto, purged),
+            )
+            conn.executemany(
+                "DELETE FROM subject_hashes WHERE subject = ? AND hash = ? AND last_seq <= ?",
+                [
+                    (subject, hashes[i : i + 32], upto)
+                    for first, subject, hashes in forget.fetchall()
+                    for i in range(0, len(hashes), 32)
+                    if purged < first + i // 32 <= upto
+                ],
+            )
             conn.execute("DELETE FROM batches WHERE first_seq + count - 1 <= ?", (upto,))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'purged_upto'", (str(upto),))
             return upto - purged
@@ -673,7 +706,8 @@ class SQLiteStore:
         return out
 
     async def has_record(self, subject: str, record_hash: bytes) -> bool:
-        """Whether ``record_hash`` was submitted for ``subject`` in this store's domain."""
+        """Whether ``record_hash`` was submitted for ``subject`` in this store's domain (and retention has not
+        dropped its newest submission)."""
         return bool(self._read("SELECT 1 FROM subject_hashes WHERE subject = ? AND hash = ?", (subject, record_hash)))
 
     async def register_subject(self, subject: str, tenant: str, key: SigningKeyRecord) -> None:

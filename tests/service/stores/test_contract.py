@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -238,6 +239,82 @@ async def test_purge_drops_only_fully_anchored_old_trees(open_store: Opener) -> 
     assert list(rows) == [(store.clock_seq, batches[1].first_ticks)]
     assert await store.tree_for_seq(2) is None and await store.tree_for_seq(6) == trees[1]
     assert (await store.stats()).submissions == 4
+
+
+def _subject_batch(issuer: ProofIdIssuer, hashes: list[bytes]) -> Batch:
+    issued = issuer.issue_batch(hashes, 1_763_712_000_000_000_000)
+    n = len(hashes)
+    return Batch("t", issued.first_ticks, issued.proof_id_bytes, b"".join(hashes), os.urandom(16 * n), SUBJECT)
+
+
+def _subject_index(store: Store) -> dict[bytes, int]:
+    """The store's own subject index: record hash -> newest seq."""
+    if isinstance(store, RedisStore):
+        raw = store.link.sync.hgetall(store.k(f"sq:{SUBJECT}"))
+        return {h: int(seq) for h, seq in raw.items()}
+    assert isinstance(store, SQLiteStore)
+    rows = store._read("SELECT hash, last_seq FROM subject_hashes WHERE subject = ?", (SUBJECT,))
+    return {bytes(h): seq for h, seq in rows}
+
+
+async def _two_subject_trees(store: Store) -> tuple[list[bytes], list[TreeRecord]]:
+    """Records A B C | D A E of one subject (A twice) in trees of seqs 1-4 and 5-6; the second batch spans both."""
+    assert await store.lead()
+    issuer = ProofIdIssuer(store.clock_seq, store.last_ticks())
+    a, b, c, d, e = (bytes([i]) * 32 for i in range(1, 6))
+    await store.add_batch(_subject_batch(issuer, [a, b, c]))
+    await store.add_batch(_subject_batch(issuer, [d, a, e]))
+    trees = _trees(await store.backlog(100), domain="medical-history")
+    assert [(t.first_seq, t.last_seq) for t in trees] == [(1, 4), (5, 6)]
+    await store.commit_window(trees, ["local-x"])
+    return [a, b, c, d, e], trees
+
+
+async def test_retention_forgets_a_subjects_records_whose_newest_submission_went(open_store: Opener) -> None:
+    store = open_store("medical-history")
+    (a, b, c, d, e), trees = await _two_subject_trees(store)
+    assert _subject_index(store) == {a: 5, b: 2, c: 3, d: 4, e: 6}
+    await store.record_anchor(trees[0], "local-x", "{}", 1)
+    assert await store.purge(2**62) == 4
+    assert [await store.has_record(SUBJECT, h) for h in (a, b, c, d, e)] == [True, False, False, False, True]
+    assert _subject_index(store) == {a: 5, e: 6}  # A's second submission keeps it
+    assert [(r.seq, r.log_pos, r.hash) for r in await store.subject_records(SUBJECT, -1, 10)] == [(5, 4, a), (6, 5, e)]
+    await store.record_anchor(trees[1], "local-x", "{}", 1)
+    assert await store.purge(2**62) == 2
+    assert _subject_index(store) == {}
+    assert not await store.has_record(SUBJECT, a) and await store.subject_records(SUBJECT, -1, 10) == []
+    if isinstance(store, RedisStore):  # the subject's batch index goes with its batches
+        assert store.link.sync.zcard(store.k(f"sb:{SUBJECT}")) == 0
+
+
+async def test_a_subject_record_set_of_an_older_release_is_rebuilt_as_the_index(open_store: Opener) -> None:
+    store = open_store("medical-history")
+    (a, b, c, d, e), trees = await _two_subject_trees(store)
+    await store.record_anchor(trees[0], "local-x", "{}", 1)
+    await store.purge(2**62)
+    await store.close()
+    if isinstance(store, RedisStore):  # older releases: a set of the subject's hashes, never purged
+        s = store.link.sync
+        s.delete(store.k(f"sq:{SUBJECT}"))
+        s.sadd(store.k(f"sh:{SUBJECT}"), a, b, c, d, e)
+        s.hdel(store.k("meta"), "subject_index")
+    else:
+        assert isinstance(store, SQLiteStore)
+        store.close_sync()
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("DROP TABLE subject_hashes")
+            conn.execute(
+                "CREATE TABLE subject_hashes (subject TEXT, hash BLOB, PRIMARY KEY (subject, hash)) WITHOUT ROWID"
+            )
+            conn.executemany("INSERT INTO subject_hashes VALUES (?, ?)", [(SUBJECT, h) for h in (a, b, c, d, e)])
+        conn.close()
+    again = open_store("medical-history")
+    assert _subject_index(again) == {a: 5, e: 6}
+    assert [await again.has_record(SUBJECT, h) for h in (a, b, c, d, e)] == [True, False, False, False, True]
+    if isinstance(again, RedisStore):
+        assert not again.link.sync.exists(again.k(f"sh:{SUBJECT}"))
+    again2 = open_store("medical-history")  # the rebuild ran once: a later open finds the index as it was
+    assert _subject_index(again2) == {a: 5, e: 6}
 
 
 async def test_lanes_keep_their_own_submissions(open_store: Opener) -> None:
