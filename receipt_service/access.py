@@ -197,7 +197,11 @@ async def check_event(svc: Service, event: AccessEvent) -> None:
     if event.recordhash is not None and not await _lane(svc, event.domain).store.has_record(
         event.owner, bytes.fromhex(event.recordhash)
     ):
-        raise UnprocessableError(f"unknown record {event.recordhash}: not a record of {event.owner} in {event.domain}")
+        days = svc.settings.retention_days
+        why = "" if days is None else f", or its receipts passed the retention period ({days:g} days) and were removed"
+        raise UnprocessableError(
+            f"unknown record {event.recordhash}: not a record of {event.owner} in {event.domain}{why}"
+        )
 
 
 def _lane(svc: Service, domain: str) -> Lane:

@@ -607,10 +607,9 @@ class RedisStore:
                     if value is None:
                         continue
                     stored = _stored(value)
-                    for j in range(stored.batch.count):
-                        seq, h = stored.first_seq + j, stored.batch.hashes[32 * j : 32 * j + 32]
-                        if seq > max(purged, newest.get(h, 0)):
-                            newest[h] = seq
+                    for j in range(stored.batch.count):  # in log order: a hash's last seq is its newest
+                        if stored.first_seq + j > purged:
+                            newest[stored.batch.hashes[32 * j : 32 * j + 32]] = stored.first_seq + j
             keys = [self.k(f"sh:{subject}"), self.k(f"sq:{subject}")]
             self.link.sync_scripts["index_subject"](keys=keys, args=[x for kv in newest.items() for x in kv])
             log.info("lane %s: subject %s's record index rebuilt (%d records)", self.lane, subject, len(newest))

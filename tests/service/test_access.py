@@ -15,7 +15,7 @@ from receipt_verifier import Verifier
 from receipt_verifier._cli import main as verify_main
 from receipt_verifier.access_event import b64url, b64url_decode, jwk_public_key, parse_event, verify_signature
 
-from .conftest import World, openapi_validate
+from .conftest import Factory, World, openapi_validate
 from .parties import SUBJECT, Party, event, stamp
 
 ROLE_KEY = {"owner-app": "app", "provider": "provider", "insurer": "payer", "auditor": "auditor"}
@@ -70,6 +70,35 @@ async def test_a_deny_after_a_grant_closes_access(world: World) -> None:
     deny = world.owner.sign(event("deny", SUBJECT, "clinic-x", "insurance"))
     assert (await world.post("/access-events", deny, "app"))[0] == 201
     assert (await world.read("provider", "insurance"))[0] == 403
+
+
+async def test_an_event_naming_a_record_that_retention_removed_is_refused(make_env: Factory) -> None:
+    world = World(await make_env(retention_days=2e-5))  # 1.7 s
+    await world.setup()
+    record = _h("visit 1")
+    resp = await world.env.client.post(
+        "/hashes", json={"hashes": [record], "subject": SUBJECT}, headers=world.env.auth("provider")
+    )
+    assert resp.status == 202
+    proof_id = (await resp.json())["hashes"][0]["proof_id"]
+    domain = "medical-history"
+    status, body = await world.grant("insure-y", domain, recordhash=record)
+    assert status == 201, body
+    seen = []
+    for _ in range(100):
+        seen.append((await world.env.client.get(f"/proofs/{proof_id}", headers=world.env.auth("provider"))).status)
+        if seen[-1] == 404:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("retention did not remove the receipt within 10 s")
+    assert seen[0] == 200  # served until retention removed it
+    status, body = await world.grant("insure-y", domain, recordhash=record, at=datetime.now(UTC) + timedelta(seconds=1))
+    assert status == 422
+    assert body["detail"] == (
+        f"unknown record {record}: not a record of {SUBJECT} in {domain}, or its receipts passed the retention"
+        " period (2e-05 days) and were removed"
+    )
 
 
 @pytest.mark.parametrize("domain", DOMAINS)

@@ -298,6 +298,7 @@ async def test_a_subject_record_set_of_an_older_release_is_rebuilt_as_the_index(
         s.delete(store.k(f"sq:{SUBJECT}"))
         s.sadd(store.k(f"sh:{SUBJECT}"), a, b, c, d, e)
         s.hdel(store.k("meta"), "subject_index")
+        s.hset(store.k(f"sq:{SUBJECT}"), a, 99)  # meanwhile a new instance took A again: the rebuild keeps that
     else:
         assert isinstance(store, SQLiteStore)
         store.close_sync()
@@ -309,12 +310,12 @@ async def test_a_subject_record_set_of_an_older_release_is_rebuilt_as_the_index(
             conn.executemany("INSERT INTO subject_hashes VALUES (?, ?)", [(SUBJECT, h) for h in (a, b, c, d, e)])
         conn.close()
     again = open_store("medical-history")
-    assert _subject_index(again) == {a: 5, e: 6}
+    kept = {a: 99 if isinstance(again, RedisStore) else 5, e: 6}
+    assert _subject_index(again) == kept
     assert [await again.has_record(SUBJECT, h) for h in (a, b, c, d, e)] == [True, False, False, False, True]
     if isinstance(again, RedisStore):
         assert not again.link.sync.exists(again.k(f"sh:{SUBJECT}"))
-    again2 = open_store("medical-history")  # the rebuild ran once: a later open finds the index as it was
-    assert _subject_index(again2) == {a: 5, e: 6}
+    assert _subject_index(open_store("medical-history")) == kept  # a later open leaves the index as it is
 
 
 async def test_lanes_keep_their_own_submissions(open_store: Opener) -> None:
