@@ -19,11 +19,12 @@ def test_keys_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["keys", "create", "--tenant", "clinic-a", "--scope", "read", "--data-dir", str(tmp_path)]) == 0
     token = capsys.readouterr().out.strip()
     assert token.startswith("hrk_")
-    key_id = token.split("_")[1]
+    _, key_id, secret = token.split("_", 2)  # the secret is URL-safe base64: it may hold "_" too
+    assert len(key_id) == 16 and len(secret) == 43
     assert main(["keys", "list", "--data-dir", str(tmp_path)]) == 0
     listed = capsys.readouterr().out
     assert key_id in listed and "clinic-a" in listed and "active" in listed
-    assert token.split("_")[2] not in listed  # the secret is never shown again
+    assert secret not in listed  # the secret is never shown again
     assert main(["keys", "revoke", key_id, "--data-dir", str(tmp_path)]) == 0
     assert main(["keys", "revoke", key_id, "--data-dir", str(tmp_path)]) == 1
     assert "no active key" in capsys.readouterr().err
