@@ -74,12 +74,12 @@ local logf = 0
 if ARGV[7] ~= '' then
   logf = redis.call('HINCRBY', KEYS[6], ARGV[7], n) - n
   for i = 9, #ARGV, 250 do  -- the subject's index: record hash -> its newest seq (retention reads it)
-    local pairs = {}
+    local kv = {}
     for j = i, math.min(i + 249, #ARGV) do
-      pairs[#pairs + 1] = ARGV[j]
-      pairs[#pairs + 1] = string.format('%d', first + j - 9)
+      kv[#kv + 1] = ARGV[j]
+      kv[#kv + 1] = string.format('%d', first + j - 9)
     end
-    redis.call('HSET', KEYS[7], unpack(pairs))
+    redis.call('HSET', KEYS[7], unpack(kv))
   end
   redis.call('ZADD', KEYS[8], logf, first)
 end

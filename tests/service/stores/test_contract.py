@@ -287,6 +287,15 @@ async def test_retention_forgets_a_subjects_records_whose_newest_submission_went
         assert store.link.sync.zcard(store.k(f"sb:{SUBJECT}")) == 0
 
 
+async def test_a_large_subject_batch_indexes_every_hash_at_its_own_seq(open_store: Opener) -> None:
+    store = open_store("medical-history")
+    issuer = ProofIdIssuer(store.clock_seq, store.last_ticks())
+    hashes = [i.to_bytes(32, "big") for i in range(1, 602)]  # Redis writes the index 250 hashes at a time
+    await store.add_batch(_subject_batch(issuer, hashes[:1]))
+    await store.add_batch(_subject_batch(issuer, hashes[1:]))
+    assert _subject_index(store) == {h: seq for seq, h in enumerate(hashes, 1)}
+
+
 async def test_a_subject_record_set_of_an_older_release_is_rebuilt_as_the_index(open_store: Opener) -> None:
     store = open_store("medical-history")
     (a, b, c, d, e), trees = await _two_subject_trees(store)
