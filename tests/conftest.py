@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from hypothesis import HealthCheck, settings
 
 from receipt_verifier.ledger import load_public_key_file
+
+# A shared two-core machine can be slow at any moment: examples have no deadline and slow data generation is
+# not a failure (the properties still run every example; a test's own @settings adds to this)
+settings.register_profile("shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("shared-machine")
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "proof_spec" / "vectors"
