@@ -968,12 +968,12 @@ class RedisStore:
         with _redis_errors():
             members = await c.zrangebyscore(self.k("seqs"), "-inf", upto)
         tree_keys = [_tree_key(t.window_id, t.tree_index) for t in gone]
-        whole = []
+        batch_args = []  # per batch that goes whole: its key, its seqs member, its ticks member
         for m in members:
             first, count, tick_member = m.decode().split(":", 2)
             if int(first) + int(count) - 1 <= upto:
-                whole += [first, m, f"{tick_member}:{first}"]
-        args: list[Any] = [self._lease, purged, upto, len(gone), *tree_keys, len(whole) // 3, *whole]
+                batch_args += [first, m, f"{tick_member}:{first}"]
+        args: list[Any] = [self._lease, purged, upto, len(gone), *tree_keys, len(batch_args) // 3, *batch_args]
         keys = [self.k(n) for n in ("meta", "trees", "tree-seqs", "batches", "seqs", "ticks", "leader")]
         keys += [self.k(f"a:{k}") for k in tree_keys]
         for subject, (hashes, firsts) in (await self._purged_subjects(members, purged, upto)).items():
@@ -992,16 +992,18 @@ class RedisStore:
             with _redis_errors():
                 values = await self.link.client.hmget(self.k("batches"), firsts[i : i + _PAGE])
             for value in values:
-                stored = None if value is None else _stored(value)
-                if stored is None or not stored.batch.subject:
+                if value is None:
                     continue
-                hashes, whole = out.setdefault(stored.batch.subject, ([], []))
+                stored = _stored(value)
                 b = stored.batch
+                if not b.subject:
+                    continue
+                hashes, gone = out.setdefault(b.subject, ([], []))
                 hashes += [
                     b.hashes[32 * j : 32 * j + 32] for j in range(b.count) if purged < stored.first_seq + j <= upto
                 ]
                 if stored.first_seq + b.count - 1 <= upto:
-                    whole.append(stored.first_seq)
+                    gone.append(stored.first_seq)
         return out
 
     # ------------------------------------------------------------------ subjects, keys, access events
