@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -11,6 +11,11 @@ from receipt_verifier import proof_id as pid
 from receipt_verifier.model import Binding
 
 from ..receipts import Submission
+
+
+def seq_hashes(first_seq: int, hashes: bytes) -> Iterator[tuple[int, bytes]]:
+    """Each item's (seq, hash) of a batch whose first item has ``first_seq``."""
+    return ((first_seq + i // 32, hashes[i : i + 32]) for i in range(0, len(hashes), 32))
 
 
 @dataclass(frozen=True, slots=True)

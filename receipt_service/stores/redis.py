@@ -50,6 +50,7 @@ from .base import (
     SubjectHead,
     SubmissionRecord,
     TreeRecord,
+    seq_hashes,
     tree_checksum,
 )
 
@@ -607,9 +608,9 @@ class RedisStore:
                     if value is None:
                         continue
                     stored = _stored(value)
-                    for j in range(stored.batch.count):  # in log order: a hash's last seq is its newest
-                        if stored.first_seq + j > purged:
-                            newest[stored.batch.hashes[32 * j : 32 * j + 32]] = stored.first_seq + j
+                    for seq, h in seq_hashes(stored.first_seq, stored.batch.hashes):  # in log order: the
+                        if seq > purged:  # last seq of a hash is its newest
+                            newest[h] = seq
             keys = [self.k(f"sh:{subject}"), self.k(f"sq:{subject}")]
             self.link.sync_scripts["index_subject"](keys=keys, args=[x for kv in newest.items() for x in kv])
             log.info("lane %s: subject %s's record index rebuilt (%d records)", self.lane, subject, len(newest))
@@ -999,9 +1000,7 @@ class RedisStore:
                 if not b.subject:
                     continue
                 hashes, gone = out.setdefault(b.subject, ([], []))
-                hashes += [
-                    b.hashes[32 * j : 32 * j + 32] for j in range(b.count) if purged < stored.first_seq + j <= upto
-                ]
+                hashes += [h for seq, h in seq_hashes(stored.first_seq, b.hashes) if purged < seq <= upto]
                 if stored.first_seq + b.count - 1 <= upto:
                     gone.append(stored.first_seq)
         return out

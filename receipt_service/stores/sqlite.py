@@ -40,6 +40,7 @@ from .base import (
     SubmissionRecord,
     TreeRecord,
     batch_checksum,
+    seq_hashes,
     tree_checksum,
 )
 
@@ -187,7 +188,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         for first, subject, hashes in rows.fetchall():
             conn.executemany(
                 "UPDATE subject_hashes SET last_seq = ? WHERE subject = ? AND hash = ?",
-                [(first + i // 32, subject, hashes[i : i + 32]) for i in range(0, len(hashes), 32)],
+                [(seq, subject, h) for seq, h in seq_hashes(first, hashes)],
             )
         purged = conn.execute("SELECT value FROM meta WHERE key = 'purged_upto'").fetchone()
         conn.execute("DELETE FROM subject_hashes WHERE last_seq <= ?", (int(purged[0]) if purged else 0,))
@@ -374,7 +375,7 @@ class SQLiteStore:
                 conn.executemany(
                     "INSERT INTO subject_hashes(subject, hash, last_seq) VALUES (?, ?, ?)"
                     " ON CONFLICT(subject, hash) DO UPDATE SET last_seq = excluded.last_seq",
-                    [(b.subject, b.hashes[i : i + 32], first + i // 32) for i in range(0, len(b.hashes), 32)],
+                    [(b.subject, h, seq) for seq, h in seq_hashes(first, b.hashes)],
                 )
             conn.execute(
                 "INSERT INTO batches(first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum,"
@@ -674,10 +675,10 @@ class SQLiteStore:
             conn.executemany(
                 "DELETE FROM subject_hashes WHERE subject = ? AND hash = ? AND last_seq <= ?",
                 [
-                    (subject, hashes[i : i + 32], upto)
+                    (subject, h, upto)
                     for first, subject, hashes in forget.fetchall()
-                    for i in range(0, len(hashes), 32)
-                    if purged < first + i // 32 <= upto
+                    for seq, h in seq_hashes(first, hashes)
+                    if purged < seq <= upto
                 ],
             )
             conn.execute("DELETE FROM batches WHERE first_seq + count - 1 <= ?", (upto,))

@@ -59,8 +59,10 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         await link.close()
 
 
-def _batch(issuer: ProofIdIssuer, n: int, subject: str = "", tenant: str = "t") -> Batch:
-    hashes = [os.urandom(32) for _ in range(n)]
+def _batch(issuer: ProofIdIssuer, items: int | list[bytes], subject: str = "", tenant: str = "t") -> Batch:
+    """A batch of these hashes, or of that many random ones."""
+    hashes = [os.urandom(32) for _ in range(items)] if isinstance(items, int) else items
+    n = len(hashes)
     issued = issuer.issue_batch(hashes, 1_763_712_000_000_000_000)
     return Batch(tenant, issued.first_ticks, issued.proof_id_bytes, b"".join(hashes), os.urandom(16 * n), subject)
 
@@ -241,12 +243,6 @@ async def test_purge_drops_only_fully_anchored_old_trees(open_store: Opener) -> 
     assert (await store.stats()).submissions == 4
 
 
-def _subject_batch(issuer: ProofIdIssuer, hashes: list[bytes]) -> Batch:
-    issued = issuer.issue_batch(hashes, 1_763_712_000_000_000_000)
-    n = len(hashes)
-    return Batch("t", issued.first_ticks, issued.proof_id_bytes, b"".join(hashes), os.urandom(16 * n), SUBJECT)
-
-
 def _subject_index(store: Store) -> dict[bytes, int]:
     """The store's own subject index: record hash -> newest seq."""
     if isinstance(store, RedisStore):
@@ -262,8 +258,8 @@ async def _two_subject_trees(store: Store) -> tuple[list[bytes], list[TreeRecord
     assert await store.lead()
     issuer = ProofIdIssuer(store.clock_seq, store.last_ticks())
     a, b, c, d, e = (bytes([i]) * 32 for i in range(1, 6))
-    await store.add_batch(_subject_batch(issuer, [a, b, c]))
-    await store.add_batch(_subject_batch(issuer, [d, a, e]))
+    await store.add_batch(_batch(issuer, [a, b, c], SUBJECT))
+    await store.add_batch(_batch(issuer, [d, a, e], SUBJECT))
     trees = _trees(await store.backlog(100), domain="medical-history")
     assert [(t.first_seq, t.last_seq) for t in trees] == [(1, 4), (5, 6)]
     await store.commit_window(trees, ["local-x"])
@@ -291,8 +287,8 @@ async def test_a_large_subject_batch_indexes_every_hash_at_its_own_seq(open_stor
     store = open_store("medical-history")
     issuer = ProofIdIssuer(store.clock_seq, store.last_ticks())
     hashes = [i.to_bytes(32, "big") for i in range(1, 602)]  # Redis writes the index 250 hashes at a time
-    await store.add_batch(_subject_batch(issuer, hashes[:1]))
-    await store.add_batch(_subject_batch(issuer, hashes[1:]))
+    await store.add_batch(_batch(issuer, hashes[:1], SUBJECT))
+    await store.add_batch(_batch(issuer, hashes[1:], SUBJECT))
     assert _subject_index(store) == {h: seq for seq, h in enumerate(hashes, 1)}
 
 
