@@ -152,3 +152,69 @@ def root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) ->
     for side, sibling in zip(shape, path, strict=True):
         node = hashlib.sha256(b"\x01" + (sibling + node if side is Side.LEFT else node + sibling)).digest()
     return node
+
+
+def _range_root(leaf_hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
+    return MerkleTree.from_leaf_hashes(leaf_hashes[lo:hi]).root
+
+
+def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
+    """RFC 9162 §2.1.4.1: the proof that the tree of the first ``old_size`` leaves is a prefix of them all."""
+    n = len(leaf_hashes)
+    if not 1 <= old_size <= n:
+        raise ValueError(f"a consistency proof from size {old_size} needs 1 <= {old_size} <= {n}")
+    proof: list[bytes] = []
+    lo, hi, m, complete = 0, n, old_size, True
+    while m != hi - lo:  # SUBPROOF(m, D[lo:hi], complete), unrolled: hashes are collected leaf-side first
+        k = 1 << ((hi - lo - 1).bit_length() - 1)
+        if m <= k:
+            proof.append(_range_root(leaf_hashes, lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(_range_root(leaf_hashes, lo, lo + k))
+            lo, m, complete = lo + k, m - k, False
+    if not complete:
+        proof.append(_range_root(leaf_hashes, lo, hi))
+    proof.reverse()
+    return proof
+
+
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> None:
+    """RFC 9162 §2.1.4.2: raise ``ValueError`` (with the reason) unless ``proof`` takes the old root to the new."""
+    if old_size < 1 or new_size < old_size:
+        raise ValueError(f"no consistency proof goes from size {old_size} to size {new_size}")
+    if old_size == new_size:
+        if proof:
+            raise ValueError("equal sizes need an empty consistency proof")
+        if old_root != new_root:
+            raise ValueError("equal sizes but different roots")
+        return
+    path = list(proof)
+    if not path:
+        raise ValueError("the consistency proof is empty")
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ValueError("the consistency proof is too long")
+        if fn & 1 or fn == sn:
+            fr = hashlib.sha256(b"\x01" + c + fr).digest()
+            sr = hashlib.sha256(b"\x01" + c + sr).digest()
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = hashlib.sha256(b"\x01" + sr + c).digest()
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ValueError("the consistency proof is too short")
+    if fr != old_root:
+        raise ValueError("the consistency proof does not lead to the old root")
+    if sr != new_root:
+        raise ValueError("the consistency proof does not lead to the new root")
