@@ -18,6 +18,7 @@ ENV_PREFIX = "RECEIPT_SERVICE_"
 
 
 CHANNEL_NAME = re.compile(r"[a-z][a-z0-9.-]{0,248}")
+CHAIN_PREFIX = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class FabricSettings:
     gateways: tuple[GatewaySettings, ...]
     chaincode: str = "anchor"
     concurrency: int = 32
+    chain_prefix: str = ""  # lanes are chained as "<prefix>.<domain>" (several deployments on one channel)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Settings:
     max_wait_seconds: float = 60.0
     retention_days: float | None = None
     anchor_retry_max_seconds: float = 30.0
+    # a chained target (Fabric) gets an empty window after this long without one, so silence is visible; 0: never
+    empty_window_seconds: float = 60.0
     shutdown_grace_seconds: float = 30.0
     key_cache_seconds: float = 2.0
     body_timeout_seconds: float = 10.0
@@ -97,6 +101,8 @@ class Settings:
             problems.append("max_body_bytes must hold max_hashes_per_request raw hashes (32 bytes each)")
         if self.retention_days is not None and self.retention_days <= 0:
             problems.append("retention_days must be positive (leave it unset to keep receipts forever)")
+        if self.empty_window_seconds < 0:
+            problems.append("empty_window_seconds must be 0 (never) or positive")
         if self.body_timeout_seconds <= 0:
             problems.append("body_timeout_seconds must be positive")
         if self.max_wait_seconds < 0 or self.anchor_retry_max_seconds <= 0 or self.shutdown_grace_seconds < 0:
@@ -143,7 +149,7 @@ def parse_fabric(table: Any, source: str) -> FabricSettings:
     where = f"{source} [fabric]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
-    known = {"msp_id", "cert", "key", "channels", "gateways", "chaincode", "concurrency"}
+    known = {"msp_id", "cert", "key", "channels", "gateways", "chaincode", "concurrency", "chain_prefix"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -176,6 +182,9 @@ def parse_fabric(table: Any, source: str) -> FabricSettings:
     concurrency = table.get("concurrency", 32)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1024:
         raise ConfigError(f"{where}: concurrency must be an integer from 1 to 1024")
+    prefix = table.get("chain_prefix", "")
+    if not isinstance(prefix, str) or (prefix and not CHAIN_PREFIX.fullmatch(prefix)):
+        raise ConfigError(f"{where}: chain_prefix must be empty or 1-32 characters of a-z 0-9 - starting with a letter")
     return FabricSettings(
         msp_id=str(table["msp_id"]),
         cert=Path(str(table["cert"])),
@@ -184,6 +193,7 @@ def parse_fabric(table: Any, source: str) -> FabricSettings:
         gateways=tuple(parsed),
         chaincode=str(table.get("chaincode", "anchor")),
         concurrency=concurrency,
+        chain_prefix=prefix,
     )
 
 

@@ -14,9 +14,11 @@ from typing import Any
 
 from receipt_verifier.codec import parse_anchor
 from receipt_verifier.evidence import block_list
+from receipt_verifier.heads import IndexedHeads
 from receipt_verifier.history import EMPTY_ROOT, HISTORY_CONTEXT, HISTORY_TYPE, HeadsTree, log_root, pack, record_leaf
 from receipt_verifier.model import FabricAnchor
 
+from .chain import indexed_heads
 from .errors import CorruptRecordError, NotFoundError, UnprocessableError
 from .fabric.evidence import BlockCache
 from .lanes import Lane
@@ -37,6 +39,19 @@ def parse_as_of(text: str | None) -> str:
     return moment.astimezone(UTC).strftime(STAMP)
 
 
+def _heads_of(
+    heads: dict[str, tuple[int, bytes]], root: bytes | None, size: int | None
+) -> IndexedHeads | HeadsTree | None:
+    """The window's heads tree: indexed (spec section 14.5) or, for windows closed before it, sorted."""
+    indexed = indexed_heads(heads)
+    if (indexed.root, indexed.size) == (root, size):
+        return indexed
+    sorted_tree = HeadsTree(heads)
+    if (sorted_tree.root, sorted_tree.size) == (root, size):
+        return sorted_tree
+    return None
+
+
 async def history_bundle(lane: Lane, subject: str, as_of: str, evidence: BlockCache | None = None) -> dict[str, Any]:
     """The bundle for ``subject`` in the lane's domain as of the newest anchored window up to ``as_of``:
     one tree of that window with every anchor it has, and the Fabric blocks that prove those."""
@@ -53,8 +68,8 @@ async def history_bundle(lane: Lane, subject: str, as_of: str, evidence: BlockCa
     fabric = [a for a in anchors if isinstance(a, FabricAnchor)]
     blocks = await evidence.evidence(fabric) if evidence is not None and fabric else []
     all_heads = await store.subject_heads(tree.last_seq)
-    heads = await asyncio.to_thread(HeadsTree, all_heads)  # linear in subjects: off the event loop
-    if heads.root != tree.heads_root or heads.size != tree.heads_size:
+    heads = await asyncio.to_thread(_heads_of, all_heads, tree.heads_root, tree.heads_size)  # linear in subjects
+    if heads is None:
         raise CorruptRecordError(f"window {tree.window_id}: the stored subject heads do not give its committed root")
     size, root = all_heads.get(subject, (0, EMPTY_ROOT))
     rows = await store.subject_records(subject, -1, size) if size else []

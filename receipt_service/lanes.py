@@ -67,6 +67,7 @@ def make_lane(
         window_seconds=s.window_seconds,
         max_leaves=s.max_leaves,
         retry_max_seconds=s.anchor_retry_max_seconds,
+        empty_window_seconds=s.empty_window_seconds or None,
         retention_seconds=None if s.retention_days is None else s.retention_days * 86400,
     )
     agg.lease_check_seconds = s.lease_seconds / 3  # a leader renews its lease well before it runs out

@@ -89,7 +89,14 @@ def open_service(settings: Settings) -> Service:
         closers.append(client.close)
         evidence = BlockCache(store, client, settings.fabric.channels)
         backends += [
-            FabricChannelBackend(client, ch, settings.fabric.chaincode, settings.fabric.concurrency, evidence)
+            FabricChannelBackend(
+                client,
+                ch,
+                settings.fabric.chaincode,
+                settings.fabric.concurrency,
+                evidence,
+                chain_prefix=settings.fabric.chain_prefix,
+            )
             for ch in settings.fabric.channels
         ]
     return Service(settings, store, backends, closers=closers, evidence=evidence, domain_stores=domain_stores)

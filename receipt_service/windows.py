@@ -17,9 +17,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 
-from receipt_verifier.history import HeadsTree, frontier_append, frontier_root, record_leaf
+from receipt_verifier.heads import IndexedHeads
+from receipt_verifier.history import frontier_append, frontier_root, record_leaf
 
-from .anchors import AnchorBackend, anchor_json, iso_now
+from .anchors import AnchorBackend, ChainedBackend, anchor_json, iso_now
+from .chain import heads_after, indexed_heads, window_trees
 from .crashpoints import crash_point
 from .errors import CorruptRecordError, LeaseLostError, ServiceError
 from .ledger import TreeRoot
@@ -115,6 +117,7 @@ class Aggregator:
         max_leaves: int = 25_000,
         retry_max_seconds: float = 30.0,
         retention_seconds: float | None = None,
+        empty_window_seconds: float | None = None,
     ) -> None:
         self.store = store
         self.backends = {b.target: b for b in backends}
@@ -123,6 +126,7 @@ class Aggregator:
         self.max_leaves = max_leaves
         self.retry_max_seconds = retry_max_seconds
         self.retention_seconds = retention_seconds
+        self.empty_window_seconds = empty_window_seconds
         self.waiters = Waiters()
         self.trees = TreeCache()
         self.builder = TreeBuilder()
@@ -133,7 +137,8 @@ class Aggregator:
         self._window_start_ns = time.time_ns()
         self._stopping = asyncio.Event()
         self.last_error: str | None = None  # why the last window could not be closed (shown by /readyz)
-        self._heads: dict[str, tuple[int, bytes]] | None = None  # domain lanes: every subject log's head
+        self._heads: dict[str, tuple[int, bytes]] | None = None  # domain lanes: every log's head, insertion order
+        self._prev_end: tuple[int, str] | None = None  # (last seq, end) of the lane's newest window
         self.leading = False
         self.lease_check_seconds = 1.0  # how often a follower asks for the lease (and a leader renews it)
 
@@ -144,7 +149,8 @@ class Aggregator:
         clock, the workers and the watch on other instances' changes."""
         await self._check_lead()
         for target, backend in self.backends.items():
-            for i in range(max(1, backend.concurrency)):  # workers share the target's queue
+            workers = 1 if isinstance(backend, ChainedBackend) else max(1, backend.concurrency)  # a chain: in order
+            for i in range(workers):  # workers share the target's queue
                 self._tasks.append(asyncio.create_task(self._anchor_worker(target), name=f"anchor-{target}-{i}"))
         self._tasks.append(asyncio.create_task(self._clock(), name="window-clock"))
         self._tasks.append(asyncio.create_task(self._lease(), name="lease"))
@@ -219,10 +225,11 @@ class Aggregator:
         leading = await self.store.lead()
         if leading and not self.leading:
             self._heads = None  # another leader may have moved the heads
+            self._prev_end = None
             for q in self._queues.values():
                 while not q.empty():
                     q.get_nowait()
-            for tree, target in await self.store.open_anchor_jobs():
+            for tree, target in sorted(await self.store.open_anchor_jobs(), key=lambda j: j[0].first_seq):
                 if target in self._queues:
                     self._queues[target].put_nowait(tree)
                 else:
@@ -263,7 +270,8 @@ class Aggregator:
                 if not spans:
                     self._window_start_ns = time.time_ns()
                     return total
-                start, end = iso_now(self._window_start_ns), iso_now()
+                end = iso_now()  # every hash of the backlog was received by now
+                start = await self._window_start(spans[0].first_seq, end)
                 window_id = f"{self.store.instance_id}-{spans[0].first_seq}"
                 trees = await self.builder.build([s.columns(self.store.domain) for s in spans], self.max_leaves)
                 records = tree_records(window_id, spans[0].first_seq, trees, start, end)
@@ -279,7 +287,8 @@ class Aggregator:
                     self._heads = None  # reload from the store: the commit may or may not have happened
                     raise
                 if self._heads is not None:
-                    self._heads.update({h.subject: (h.size, h.root) for h in changed})
+                    self._heads = heads_after(self._heads, changed)
+                self._prev_end = (records[-1].last_seq, end)
                 crash_point("window-committed")
                 self._window_start_ns = time.time_ns()
                 for record, tree in zip(records, trees, strict=True):
@@ -293,7 +302,16 @@ class Aggregator:
                 if leaves < self.max_leaves * MAX_TREES_PER_WINDOW:
                     return total
 
-    async def _subject_heads(self, spans: Sequence[StoredBatch]) -> tuple[list[SubjectHead], HeadsTree]:
+    async def _window_start(self, first_seq: int, end: str) -> str:
+        """A window starts where the lane's previous window ended, so windows tile time (a chain needs it)."""
+        if self._prev_end is None or self._prev_end[0] != first_seq - 1:
+            prev = await self.store.tree_for_seq(first_seq - 1)
+            self._prev_end = None if prev is None else (prev.last_seq, prev.window_end)
+        if self._prev_end is None:  # the lane's first window
+            return min(iso_now(self._window_start_ns), end)
+        return min(self._prev_end[1], end)
+
+    async def _subject_heads(self, spans: Sequence[StoredBatch]) -> tuple[list[SubjectHead], IndexedHeads]:
         """The new heads of the subject logs these batches extend, and the heads tree of the domain.
 
         Each log is extended from its stored compact range with this window's entries, so the work is
@@ -324,9 +342,8 @@ class Aggregator:
             frontier = await asyncio.to_thread(_extend, frontier, size, [leaf for _, leaf in entries])
             size += len(entries)
             changed.append(SubjectHead(subject, size, frontier_root(frontier), tuple(frontier)))
-        heads = dict(self._heads)
-        heads.update({h.subject: (h.size, h.root) for h in changed})
-        return changed, await asyncio.to_thread(HeadsTree, heads)  # linear in subjects: off the event loop
+        heads = heads_after(self._heads, changed)
+        return changed, await asyncio.to_thread(indexed_heads, heads)  # linear in subjects: off the event loop
 
     # ------------------------------------------------------------------ anchoring
 
@@ -334,14 +351,63 @@ class Aggregator:
         backend = self.backends[target]
         queue = self._queues[target]
         while True:
-            tree = await queue.get()
+            idle = self.empty_window_seconds if isinstance(backend, ChainedBackend) else None
+            try:
+                tree = await asyncio.wait_for(queue.get(), idle)
+            except TimeoutError:  # a chained target idle this long gets an empty window
+                assert isinstance(backend, ChainedBackend) and idle is not None
+                if self.leading:
+                    await self._empty_window(backend, idle)
+                continue
             if not self.leading:
                 continue  # the leader resumes it from the store's open jobs
             self._inflight[target] += 1
             try:
-                await self._anchor_until_done(backend, tree)
+                if isinstance(backend, ChainedBackend):
+                    await self._chain_until_done(backend, tree)
+                else:
+                    await self._anchor_until_done(backend, tree)
             finally:
                 self._inflight[target] -= 1
+
+    async def _chain_until_done(self, backend: ChainedBackend, tree: TreeRecord) -> None:
+        """Append ``tree``'s whole window to the target's chain (its other trees are then done too)."""
+        delay = 0.05
+        while self.leading:
+            t0 = time.perf_counter()
+            try:
+                trees = await window_trees(self.store, tree)
+                open_trees = [t for t in trees if not await self._anchored(t, backend.target)]
+                if not open_trees:
+                    return  # anchored with an earlier tree of its window
+                anchors = await backend.anchor_window(self.store, trees)
+                crash_point("anchor-sent")
+                for t, anchor in zip(trees, anchors, strict=True):
+                    if t in open_trees:
+                        await self.store.record_anchor(t, backend.target, anchor_json(anchor), time.time_ns())
+            except ServiceError as exc:
+                await self._anchor_failed(backend.target, tree, delay, str(exc))
+            except Exception as exc:  # a backend bug: log it fully, keep the job open, retry
+                log.exception("anchor backend %s raised", backend.target)
+                await self._anchor_failed(backend.target, tree, delay, f"{type(exc).__name__}: {exc}")
+            else:
+                self.metrics.anchor_seconds.labels(backend.target).observe(time.perf_counter() - t0)
+                self.waiters.wake_range(trees[0].first_seq, trees[-1].last_seq)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_max_seconds)
+
+    async def _empty_window(self, backend: ChainedBackend, idle: float) -> None:
+        try:
+            seq = await backend.empty_window(self.store, idle)
+        except ServiceError as exc:
+            log.warning("empty window to %s not appended (tried again when idle): %s", backend.target, exc)
+            return
+        if seq is not None:
+            log.info("lane %s: empty window %d appended to %s", self.store.domain or "v1", seq, backend.target)
+
+    async def _anchored(self, tree: TreeRecord, target: str) -> bool:
+        return any(j.target == target and j.anchor_json is not None for j in await self.store.anchors_for(tree))
 
     async def _anchor_until_done(self, backend: AnchorBackend, tree: TreeRecord) -> None:
         delay = 0.05

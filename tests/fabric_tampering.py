@@ -54,6 +54,7 @@ class Facts:
     first_endorser: str  # the name on the transaction's first endorsement
     endorsers: list[str]  # the names on its endorsements, in order
     tx_time: str  # the channel header's timestamp, RFC 3339 with microseconds
+    chained: bool  # an AppendWindow transaction (spec section 14.8): it also writes its lane's tip
 
     @classmethod
     def of(cls, block: Any, anchor: dict[str, Any], forger: Forger) -> Facts:
@@ -78,6 +79,7 @@ class Facts:
             first_endorser=identity_name(cap.action.endorsements[0].endorser),
             endorsers=[identity_name(e.endorser) for e in cap.action.endorsements],
             tx_time=_rfc3339(block, anchor["tx_id"], forger),
+            chained="chain_seq" in record,
         )
 
 
@@ -574,11 +576,11 @@ CASES: dict[str, tuple[Case, str]] = {
     ),
     "the write deleted": (
         tx_change(action_change(kv_change(_delete_the_write))),
-        "WriteSetError: tx {tx}… writes 0 anchor keys; an anchor transaction writes exactly one",
+        "WriteSetError: tx {tx}… {zero_writes}",
     ),
     "a second write": (
         tx_change(action_change(kv_change(_second_write))),
-        "WriteSetError: tx {tx}… writes 2 anchor keys; an anchor transaction writes exactly one",
+        "WriteSetError: tx {tx}…{second_write}",
     ),
     "a value that is not JSON": (
         tx_change(action_change(kv_change(_value(b"not json")))),
@@ -678,6 +680,11 @@ def expected(template: str, facts: Facts, channel: str) -> str:
         orderer1=facts.orderers[1],
         endorsers=", ".join(facts.endorsers),
         two_bad="; ".join(f"orderer: the signature by {s} does not verify" for s in facts.orderers[:2]),
+        zero_writes="writes 0 anchor keys; "
+        + ("a chained window writes 1 to 64" if facts.chained else "an anchor transaction writes exactly one"),
+        second_write=": the value written under window-x/0 is not an anchor record for that key"
+        if facts.chained
+        else " writes 2 anchor keys; an anchor transaction writes exactly one",
     )
 
 

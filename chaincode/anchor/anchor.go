@@ -6,6 +6,11 @@
 // after a crash or a timeout); a different root for an existing key is refused. GetAnchor(key)
 // and GetAnchorByRoot(root) read records back. Every argument is validated and rejected with a
 // message naming it.
+//
+// Chained windows (spec §14.5-§14.8, chain.go): AppendWindow appends a lane's window as the successor
+// of the lane's tip with a transition proof that the heads only grew (transition.go); GetTip reads the
+// tip. ApproveWriter and GetWriter keep the one writer both consortium organisations approved; every
+// write needs it, and once a window is chained AnchorRoot is closed.
 package main
 
 import (
@@ -41,6 +46,8 @@ type Anchor struct {
 	Channel     string  `json:"channel"`
 	TxID        string  `json:"tx_id"`
 	TxTime      string  `json:"tx_time"`
+	Lane        string  `json:"lane,omitempty"`      // chained windows only (§14.8)
+	ChainSeq    *uint64 `json:"chain_seq,omitempty"` // the window's position in its lane's chain
 }
 
 // Ledger is the part of the chaincode stub the registry uses.
@@ -51,6 +58,8 @@ type Ledger interface {
 	GetTxID() string
 	GetChannelID() string
 	GetTxTimestamp() (*timestamppb.Timestamp, error)
+	GetCreator() ([]byte, error)
+	SetStateValidationParameter(key string, ep []byte) error
 }
 
 // ArgumentError is a bad argument; its message names the argument and what was wrong.
@@ -105,8 +114,15 @@ func AnchorRoot(l Ledger, key, root, treeSize, windowStart, windowEnd string) (*
 	return AnchorWindow(l, key, root, treeSize, windowStart, windowEnd, "", "")
 }
 
-// AnchorWindow is AnchorRoot with the window's subject-heads commitment ("" and "": none).
+// AnchorWindow is AnchorRoot with the window's subject-heads commitment ("" and "": none). Only the
+// approved writer may call it, and only while the channel holds no chained window.
 func AnchorWindow(l Ledger, key, root, treeSize, windowStart, windowEnd, headsRoot, headsSize string) (*Anchor, error) {
+	if err := requireWriter(l); err != nil {
+		return nil, err
+	}
+	if err := refuseIfChained(l); err != nil {
+		return nil, err
+	}
 	if err := CheckKey(key); err != nil {
 		return nil, err
 	}
@@ -159,27 +175,39 @@ func AnchorWindow(l Ledger, key, root, treeSize, windowStart, windowEnd, headsRo
 		Key: key, Root: root, TreeSize: size, WindowStart: windowStart, WindowEnd: windowEnd,
 		HeadsRoot: headsRoot, HeadsSize: heads, Channel: l.GetChannelID(), TxID: l.GetTxID(), TxTime: ts.AsTime().UTC().Format(time.RFC3339Nano),
 	}
-	doc, err := json.Marshal(a)
+	doc, err := putAnchor(l, a, true)
 	if err != nil {
 		return nil, err
-	}
-	if err := l.PutState(key, doc); err != nil {
-		return nil, fmt.Errorf("writing key %s: %w", key, err)
-	}
-	index := rootIndexKey(root)
-	first, err := l.GetState(index)
-	if err != nil {
-		return nil, fmt.Errorf("reading the root index: %w", err)
-	}
-	if first == nil { // the index names the first key anchored with a root
-		if err := l.PutState(index, []byte(key)); err != nil {
-			return nil, fmt.Errorf("writing the root index: %w", err)
-		}
 	}
 	if err := l.SetEvent(EventName, doc); err != nil {
 		return nil, fmt.Errorf("setting the event: %w", err)
 	}
 	return a, nil
+}
+
+// putAnchor writes the record and (if index) the root index, unless it names an earlier key already.
+func putAnchor(l Ledger, a *Anchor, index bool) ([]byte, error) {
+	doc, err := json.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.PutState(a.Key, doc); err != nil {
+		return nil, fmt.Errorf("writing key %s: %w", a.Key, err)
+	}
+	if !index {
+		return doc, nil
+	}
+	ik := rootIndexKey(a.Root)
+	first, err := l.GetState(ik)
+	if err != nil {
+		return nil, fmt.Errorf("reading the root index: %w", err)
+	}
+	if first == nil { // the index names the first key anchored with a root
+		if err := l.PutState(ik, []byte(a.Key)); err != nil {
+			return nil, fmt.Errorf("writing the root index: %w", err)
+		}
+	}
+	return doc, nil
 }
 
 // GetAnchor returns the record under key, or nil when the key was never anchored.

@@ -13,14 +13,25 @@ import (
 // memLedger is an in-memory Ledger for unit tests; the real peer is exercised by the
 // Python network tests.
 type memLedger struct {
-	state  map[string][]byte
-	events map[string][]byte
-	txID   string
-	puts   int
+	state   map[string][]byte
+	events  map[string][]byte
+	params  map[string][]byte // key-level endorsement policies
+	txID    string
+	txTime  time.Time
+	creator []byte
+	puts    int
 }
 
+var txTime = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+
+// newLedger is a channel whose writer both organisations approved, invoked by that writer.
 func newLedger() *memLedger {
-	return &memLedger{state: map[string][]byte{}, events: map[string][]byte{}, txID: "tx1"}
+	l := &memLedger{
+		state: map[string][]byte{}, events: map[string][]byte{}, params: map[string][]byte{}, txID: "tx1",
+		txTime: txTime, creator: writerID.creator,
+	}
+	l.state[writerKey] = []byte(`{"approvals":{"HospitalsMSP":"` + writerID.fp + `","InsurersMSP":"` + writerID.fp + `"}}`)
+	return l
 }
 
 func (m *memLedger) GetState(k string) ([]byte, error) { return m.state[k], nil }
@@ -33,7 +44,12 @@ func (m *memLedger) SetEvent(n string, p []byte) error { m.events[n] = p; return
 func (m *memLedger) GetTxID() string                   { return m.txID }
 func (m *memLedger) GetChannelID() string              { return "insurance" }
 func (m *memLedger) GetTxTimestamp() (*timestamppb.Timestamp, error) {
-	return timestamppb.New(time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)), nil
+	return timestamppb.New(m.txTime), nil
+}
+func (m *memLedger) GetCreator() ([]byte, error) { return m.creator, nil }
+func (m *memLedger) SetStateValidationParameter(k string, ep []byte) error {
+	m.params[k] = ep
+	return nil
 }
 
 const (
@@ -124,7 +140,7 @@ func TestArgumentsAreValidated(t *testing.T) {
 		if !errors.As(err, &arg) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want an ArgumentError naming %q", c.name, err, c.want)
 		}
-		if len(l.state) != 0 {
+		if l.puts != 0 {
 			t.Errorf("%s: state written despite the error", c.name)
 		}
 	}

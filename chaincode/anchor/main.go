@@ -22,45 +22,65 @@ func (Registry) Invoke(stub shim.ChaincodeStubInterface) *peer.Response {
 	return Dispatch(stub, fn, args)
 }
 
+// arity is the argument count of each function (AnchorRoot also takes 7: with the heads).
+var arity = map[string]int{
+	"AnchorRoot": 5, "AppendWindow": 10, "ApproveWriter": 1, "GetAnchor": 1, "GetAnchorByRoot": 1, "GetTip": 1,
+	"GetWriter": 0,
+}
+
 // Dispatch calls fn with args; errors become error responses (status 500 with the message).
 func Dispatch(l Ledger, fn string, args []string) *peer.Response {
-	var (
-		a   *Anchor
-		err error
-	)
-	want := map[string]int{"AnchorRoot": 5, "GetAnchor": 1, "GetAnchorByRoot": 1}
-	n, known := want[fn]
-	switch {
-	case !known:
-		return shim.Error(fmt.Sprintf("unknown function %q; known: AnchorRoot, GetAnchor, GetAnchorByRoot", fn))
-	case fn == "AnchorRoot" && len(args) == 7:
-		a, err = AnchorWindow(l, args[0], args[1], args[2], args[3], args[4], args[5], args[6])
-	case len(args) != n:
-		if fn == "AnchorRoot" {
-			return shim.Error(fmt.Sprintf("AnchorRoot takes 5 arguments (or 7 with the heads), got %d", len(args)))
-		}
-		return shim.Error(fmt.Sprintf("%s takes %d argument(s), got %d", fn, n, len(args)))
-	case fn == "AnchorRoot":
-		a, err = AnchorRoot(l, args[0], args[1], args[2], args[3], args[4])
-	case fn == "GetAnchor":
-		a, err = GetAnchor(l, args[0])
-		if err == nil && a == nil {
-			err = fmt.Errorf("key %s is not anchored", args[0])
-		}
-	default:
-		a, err = GetAnchorByRoot(l, args[0])
-		if err == nil && a == nil {
-			err = fmt.Errorf("root %s is not anchored", args[0])
-		}
-	}
-	if err != nil {
-		return shim.Error(err.Error())
-	}
-	doc, err := json.Marshal(a)
+	doc, err := call(l, fn, args)
 	if err != nil {
 		return shim.Error(err.Error())
 	}
 	return shim.Success(doc)
+}
+
+func call(l Ledger, fn string, args []string) ([]byte, error) {
+	n, known := arity[fn]
+	switch {
+	case !known:
+		return nil, fmt.Errorf("unknown function %q; known: AnchorRoot, AppendWindow, ApproveWriter, GetAnchor, "+
+			"GetAnchorByRoot, GetTip, GetWriter", fn)
+	case fn == "AnchorRoot" && len(args) == 7:
+		return anchorJSON(AnchorWindow(l, args[0], args[1], args[2], args[3], args[4], args[5], args[6]))
+	case len(args) != n:
+		if fn == "AnchorRoot" {
+			return nil, fmt.Errorf("AnchorRoot takes 5 arguments (or 7 with the heads), got %d", len(args))
+		}
+		return nil, fmt.Errorf("%s takes %d argument(s), got %d", fn, n, len(args))
+	}
+	switch fn {
+	case "AnchorRoot":
+		return anchorJSON(AnchorRoot(l, args[0], args[1], args[2], args[3], args[4]))
+	case "AppendWindow":
+		return AppendWindow(l, args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], args[9])
+	case "ApproveWriter":
+		return ApproveWriter(l, args[0])
+	case "GetTip":
+		return GetTip(l, args[0])
+	case "GetWriter":
+		return GetWriter(l)
+	case "GetAnchor":
+		a, err := GetAnchor(l, args[0])
+		if err == nil && a == nil {
+			err = fmt.Errorf("key %s is not anchored", args[0])
+		}
+		return anchorJSON(a, err)
+	}
+	a, err := GetAnchorByRoot(l, args[0])
+	if err == nil && a == nil {
+		err = fmt.Errorf("root %s is not anchored", args[0])
+	}
+	return anchorJSON(a, err)
+}
+
+func anchorJSON(a *Anchor, err error) ([]byte, error) {
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(a)
 }
 
 func main() {

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from receipt_verifier.codec import anchor_to_dict
 from receipt_verifier.model import Anchor, PendingAnchor
 
 from ..ledger import TreeRoot
+from ..stores.base import Store, TreeRecord
 
 
 class AnchorBackend(Protocol):
@@ -28,6 +30,15 @@ class AnchorBackend(Protocol):
     def pending(self) -> PendingAnchor: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChainedBackend(AnchorBackend, Protocol):
+    """A target that keeps one chain of windows per lane (spec section 14.8): windows go whole and in order."""
+
+    async def anchor_window(self, store: Store, trees: Sequence[TreeRecord]) -> Sequence[Anchor]: ...
+
+    async def empty_window(self, store: Store, idle: float) -> int | None: ...
 
 
 def iso_now(ns: int | None = None) -> str:

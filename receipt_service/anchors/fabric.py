@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 
 from receipt_verifier.model import FabricAnchor, PendingAnchor
 
+from ..chain import ChainTip, age_seconds, empty_window, lane_name, parse_tip, window_to_chain
 from ..errors import AnchorBackendError, ConflictError
 from ..fabric.evidence import BlockCache
 from ..fabric.gateway import GatewayClient, GatewayError
 from ..ledger import TreeRoot
+from ..stores.base import Store, TreeRecord
+from .base import iso_now
 
 READY_CACHE_SECONDS = 2.0
 
@@ -22,9 +26,14 @@ def anchor_key(root: TreeRoot) -> str:
 
 class FabricChannelBackend:
     """Anchors roots on one channel. Idempotent: the chaincode answers a repeated (key, root) with the
-    record first written, so a retry after a crash or timeout yields the original transaction."""
+    record first written, so a retry after a crash or timeout yields the original transaction.
+
+    Chained (spec section 14.8): each lane's windows go one at a time, whole, with ``AppendWindow``,
+    each the successor of the lane's tip; ``anchor`` (one tree, ``AnchorRoot``) is the unchained
+    write, which the chaincode refuses once a channel holds a chained window."""
 
     type = "fabric"
+    chained = True
 
     def __init__(
         self,
@@ -33,9 +42,12 @@ class FabricChannelBackend:
         chaincode: str = "anchor",
         concurrency: int = 32,
         evidence: BlockCache | None = None,
+        *,
+        chain_prefix: str = "",
     ) -> None:
         self.client = client
         self.evidence = evidence
+        self.chain_prefix = chain_prefix
         self.channel = channel
         self.chaincode = chaincode
         self.concurrency = concurrency
@@ -78,6 +90,92 @@ class FabricChannelBackend:
         if self.evidence is not None:
             await self.evidence.prefetch(anchor)
         return anchor
+
+    async def tip(self, lane: str) -> ChainTip | None:
+        """The lane's tip on this channel (None: no chained window yet)."""
+        try:
+            raw = await self.client.evaluate(self.channel, self.chaincode, "GetTip", [lane])
+        except GatewayError as exc:
+            if "has no chained window" in str(exc):
+                return None
+            raise AnchorBackendError(f"{self.target}: reading the tip of lane {lane}: {exc}") from None
+        return parse_tip(raw, lane)
+
+    async def anchor_window(self, store: Store, trees: Sequence[TreeRecord]) -> list[FabricAnchor]:
+        """Append the window of ``trees`` to its lane's chain (or find it there); one anchor per tree."""
+        window_id = trees[0].window_id
+        lane = lane_name(store.domain, self.chain_prefix)
+        try:
+            tip = await self.tip(lane)
+            written = tip.tx_id if tip is not None and tip.window_id == window_id else None  # a retry
+            if written is None:
+                written = await self._written(trees[0])  # or appended by another leader
+            if written is not None:
+                tx_id = written
+            else:
+                win = await window_to_chain(store, tip, trees, lane)
+                args = [win.lane, str(win.seq), win.prev, win.window_id, win.window_start, win.window_end]
+                args += [win.trees_json(), win.heads_root, str(win.heads_size), win.proof]
+                committed = await self.client.submit(self.channel, self.chaincode, "AppendWindow", args)
+                tx_id = json.loads(committed.result)["tx_id"]
+            code, block = await self.client.commit_status(self.channel, tx_id)
+            if code != 0:
+                raise AnchorBackendError(f"{self.target}: the recorded tx {tx_id} is not valid (code {code})")
+        except GatewayError as exc:
+            self.last_error = str(exc)
+            raise AnchorBackendError(f"{self.target}: window {window_id}: {exc}") from None
+        except (AnchorBackendError, ValueError, KeyError, TypeError) as exc:
+            self.last_error = str(exc)
+            raise AnchorBackendError(f"{self.target}: window {window_id}: {exc}") from None
+        self.last_error = None
+        anchors = [
+            FabricAnchor(
+                anchor_id=f"{self.channel}:{tx_id[:16]}",
+                channel=self.channel,
+                tx_id=tx_id,
+                block_number=block,
+                key=f"{t.window_id}/{t.tree_index}",
+                chaincode=self.chaincode,
+            )
+            for t in trees
+        ]
+        if self.evidence is not None:
+            await self.evidence.prefetch(anchors[0])
+        return anchors
+
+    async def empty_window(self, store: Store, idle: float) -> int | None:
+        """Append an empty window if the lane's tip ended ``idle`` seconds ago or more; its seq, or None.
+
+        A lane whose chain has not started yet gets none: its first window holds hashes."""
+        lane = lane_name(store.domain, self.chain_prefix)
+        try:
+            tip = await self.tip(lane)
+            if tip is None or age_seconds(tip.window_end) < idle:
+                return None
+            win = empty_window(tip, f"{store.instance_id}-e{tip.seq + 1}", iso_now())
+            args = [win.lane, str(win.seq), win.prev, win.window_id, win.window_start, win.window_end]
+            await self.client.submit(
+                self.channel,
+                self.chaincode,
+                "AppendWindow",
+                [*args, "[]", win.heads_root, str(win.heads_size), win.proof],
+            )
+        except GatewayError as exc:
+            raise AnchorBackendError(f"{self.target}: empty window of lane {lane}: {exc}") from None
+        return win.seq
+
+    async def _written(self, tree: TreeRecord) -> str | None:
+        """The tx that wrote this tree's key, if one did (a window appended by another leader)."""
+        key = f"{tree.window_id}/{tree.tree_index}"
+        try:
+            record = json.loads(await self.client.evaluate(self.channel, self.chaincode, "GetAnchor", [key]))
+        except GatewayError as exc:
+            if "is not anchored" in str(exc):
+                return None
+            raise
+        if record.get("root") != tree.root.hex():
+            raise ConflictError(f"{self.target}: key {key} is anchored with root {record.get('root')}, not ours")
+        return str(record["tx_id"])
 
     async def ready(self) -> None:
         """The channel answers a query through the Gateway, and the last anchor attempt did not fail."""

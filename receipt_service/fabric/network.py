@@ -37,6 +37,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from ..errors import ServiceError
 from .gateway import Endpoint, GatewayClient, GatewayError
 from .identity import Identity
@@ -232,7 +235,7 @@ def crypto_config(layout: Layout) -> str:
     specs = "\n".join(f"      - Hostname: orderer{i}\n        SANS: [127.0.0.1, localhost]" for i in range(ORDERERS))
     peers = "\n".join(
         f"  - Name: {org}\n    Domain: {layout.org_domain(org)}\n    EnableNodeOUs: true\n"
-        f"    Template:\n      Count: 1\n      SANS: [127.0.0.1, localhost]\n    Users:\n      Count: 1"
+        f"    Template:\n      Count: 1\n      SANS: [127.0.0.1, localhost]\n    Users:\n      Count: 2"
         for org in PEER_ORGS
     )
     return (
@@ -683,6 +686,7 @@ class Network:
         self._commit_chaincode(step)
         config = self.write_service_config()
         self._wait_for_gateways(step)
+        self._approve_writer(step)
         step(f"network up: {len(lay.nodes)} processes healthy, chaincode {CHAINCODE} on {', '.join(CHANNELS)}")
         step(f"service config: {config}")
         return config
@@ -875,6 +879,39 @@ class Network:
             for line in pool.map(on_channel, CHANNELS):
                 step(f"chaincode {CHAINCODE}: {line}")
 
+    def writer_fingerprint(self) -> str:
+        """SHA-256 (hex) of the service identity's certificate: the writer both orgs approve."""
+        cert = x509.load_pem_x509_certificate(self.client_identity_files()[0].read_bytes())
+        return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+    def invoke(self, org: str, channel: str, fn: str, args: Sequence[str]) -> str:
+        """``peer chaincode invoke`` of the anchor chaincode as the org's admin, endorsed by both orgs' peers,
+        waiting for the commit."""
+        lay = self.layout
+        peers: list[str] = []
+        for peer in lay.peers:
+            peers += ["--peerAddresses", lay.address(peer), "--tlsRootCertFiles", str(lay.tls_ca(peer.org))]
+        call = json.dumps({"Args": [fn, *args]})
+        cli = ["chaincode", "invoke", *self.orderer_args(), "-C", channel, "-n", CHAINCODE, "-c", call, *peers]
+        return self.peer_cli(org, [*cli, "--waitForEvent"])
+
+    def _approve_writer(self, step: Progress) -> None:
+        """Each org's admin approves the service identity as the only writer on every channel (spec 14.8)."""
+        fingerprint = self.writer_fingerprint()
+
+        def on_channel(channel: str) -> str:
+            query = json.dumps({"Args": ["GetWriter"]})
+            out = self.peer_cli("Hospitals", ["chaincode", "query", "-C", channel, "-n", CHAINCODE, "-c", query])
+            approvals = json.loads(out or "{}").get("approvals") or {}
+            missing = [org for org in PEER_ORGS if approvals.get(f"{org}MSP") != fingerprint]
+            for org in missing:
+                _retry(partial(self.invoke, org, channel, "ApproveWriter", [fingerprint]))
+            return f"{channel}: writer {fingerprint[:16]} approved by " + ("both orgs" if missing else "both (already)")
+
+        with ThreadPoolExecutor(len(CHANNELS)) as pool:
+            for line in pool.map(on_channel, CHANNELS):
+                step(f"chaincode {CHAINCODE}: {line}")
+
     def client_identity_files(self) -> tuple[Path, Path]:
         """(certificate, private key) of Hospitals' User1, the identity the service signs with."""
         user = self.layout.user_dir("Hospitals", "User1") / "msp"
@@ -908,12 +945,11 @@ class Network:
         """Wait until every peer's Gateway can gather endorsements from both orgs on every channel.
 
         Right after a commit or a restart, discovery does not yet know the other org's peer
-        ("no combination of peers can be derived"). The probe has an ``AnchorRoot`` proposal endorsed
+        ("no combination of peers can be derived"). The probe has a ``GetWriter`` proposal endorsed
         (both orgs must sign it under the policy) and never submits it, so nothing is written.
         """
         lay = self.layout
         identity = Identity.from_files("HospitalsMSP", *self.client_identity_files())
-        probe_args = ["probe/0", "0" * 64, "1", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"]
 
         async def probe(peer: Node) -> float:
             client = GatewayClient(identity, [Endpoint.from_files(lay.address(peer), lay.tls_ca(peer.org))])
@@ -922,11 +958,9 @@ class Network:
                 for ch in CHANNELS:
                     while True:
                         try:
-                            await client.endorse(ch, CHAINCODE, "AnchorRoot", probe_args)
+                            await client.endorse(ch, CHAINCODE, "GetWriter", [])
                             break
                         except GatewayError as exc:
-                            if "already anchored" in str(exc):
-                                break  # someone anchored the probe key: both orgs answered all the same
                             if time.monotonic() - t0 > timeout:
                                 raise NetworkError(f"the Gateway of {peer.name} is not ready on {ch}: {exc}") from None
                         await asyncio.sleep(0.25)

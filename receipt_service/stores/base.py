@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -90,6 +90,13 @@ class StoredBatch:
         """(proof ids, hashes, nonces, binding digests), packed; no binding digests without a domain (v1)."""
         b = self.batch
         return b.proof_ids, b.hashes, b.nonces, binding_column(domain, b)
+
+
+def insertion_order(rows: Iterable[tuple[str, int, bytes, int]]) -> dict[str, tuple[int, bytes]]:
+    """(subject, size, root, first window's last seq) rows -> heads in the heads tree's insertion order:
+    by the window a subject first appeared in, then by its key (spec section 14.5)."""
+    ordered = sorted(rows, key=lambda r: (r[3], hashlib.sha256(r[0].encode("utf-8")).digest()))
+    return {subject: (size, root) for subject, size, root, _ in ordered}
 
 
 def binding(domain: str | None, subject: str, position: int) -> Binding | None:
@@ -289,9 +296,9 @@ class Store(Protocol):
         self, trees: Sequence[TreeRecord], targets: Sequence[str], heads: Sequence[SubjectHead] = ()
     ) -> None: ...
 
-    async def subject_frontier(self, subject: str) -> SubjectHead | None: ...
+    async def subject_frontier(self, subject: str, upto: int | None = None) -> SubjectHead | None: ...
 
-    async def subject_heads(self, upto: int | None = None) -> dict[str, tuple[int, bytes]]: ...
+    async def subject_heads(self, upto: int | None = None) -> dict[str, tuple[int, bytes]]: ...  # insertion order
 
     async def anchored_windows(self, before: str) -> list[TreeRecord]: ...
 

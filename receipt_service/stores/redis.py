@@ -50,6 +50,7 @@ from .base import (
     SubjectHead,
     SubmissionRecord,
     TreeRecord,
+    insertion_order,
     seq_hashes,
     tree_checksum,
 )
@@ -861,29 +862,34 @@ class RedisStore:
         return [_tree(d) for d in docs]
 
     async def subject_heads(self, upto: int | None = None) -> dict[str, tuple[int, bytes]]:
-        """Every subject log's head (size, root) as of the window that ended at seq ``upto`` (None: now)."""
+        """Every subject log's head (size, root) as of the window that ended at seq ``upto`` (None: now),
+        in the heads tree's insertion order."""
         c = self.link.client
+        bound: int | str = "+inf" if upto is None else upto
         with _redis_errors():
-            if upto is None:
-                current = await c.hgetall(self.k("heads"))
-                heads = {s.decode(): _head(s.decode(), blob) for s, blob in current.items()}
-                return {s: (h.size, h.root) for s, h in heads.items()}
             subjects = [s.decode() for s in await c.hkeys(self.k("heads"))]
             async with c.pipeline(transaction=False) as pipe:
                 for s in subjects:
-                    pipe.zrevrangebyscore(self.k(f"hh:{s}"), upto, "-inf", start=0, num=1)
+                    pipe.zrevrangebyscore(self.k(f"hh:{s}"), bound, "-inf", start=0, num=1)
+                    pipe.zrange(self.k(f"hh:{s}"), 0, 0, withscores=True)
                 found = await pipe.execute()
-        out = {}
-        for s, members in zip(subjects, found, strict=True):
-            if members:
+        rows = []
+        for i, s in enumerate(subjects):
+            members, first = found[2 * i], found[2 * i + 1]
+            if members and first:
                 h = _head(s, members[0].split(b":", 1)[1])
-                out[s] = (h.size, h.root)
-        return out
+                rows.append((s, h.size, h.root, int(first[0][1])))
+        return insertion_order(rows)
 
-    async def subject_frontier(self, subject: str) -> SubjectHead | None:
-        """A subject log's newest committed head with its compact range."""
+    async def subject_frontier(self, subject: str, upto: int | None = None) -> SubjectHead | None:
+        """A subject log's head with its compact range as of the window that ended at seq ``upto`` (None:
+        the newest committed one)."""
         with _redis_errors():
-            blob = await self.link.client.hget(self.k("heads"), subject)
+            if upto is None:
+                blob = await self.link.client.hget(self.k("heads"), subject)
+            else:
+                found = await self.link.client.zrevrangebyscore(self.k(f"hh:{subject}"), upto, "-inf", start=0, num=1)
+                blob = found[0].split(b":", 1)[1] if found else None
         return None if blob is None else _head(subject, blob)
 
     async def anchored_windows(self, before: str) -> list[TreeRecord]:

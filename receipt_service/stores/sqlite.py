@@ -40,6 +40,7 @@ from .base import (
     SubmissionRecord,
     TreeRecord,
     batch_checksum,
+    insertion_order,
     seq_hashes,
     tree_checksum,
 )
@@ -533,18 +534,22 @@ class SQLiteStore:
         return tree if tree.last_seq >= seq else None
 
     async def subject_heads(self, upto: int | None = None) -> dict[str, tuple[int, bytes]]:
-        """Every subject log's head (size, root) as of the window that ended at seq ``upto`` (None: now)."""
+        """Every subject log's head (size, root) as of the window that ended at seq ``upto`` (None: now),
+        in the heads tree's insertion order."""
         rows = self._read(
-            "SELECT subject, size, root FROM subject_heads h WHERE upto = (SELECT max(upto) FROM subject_heads"
+            "SELECT subject, size, root, (SELECT min(upto) FROM subject_heads WHERE subject = h.subject)"
+            " FROM subject_heads h WHERE upto = (SELECT max(upto) FROM subject_heads"
             " WHERE subject = h.subject AND upto <= ?)",
             (_MAX_SEQ if upto is None else upto,),
         )
-        return {subject: (size, bytes(root)) for subject, size, root in rows}
+        return insertion_order((subject, size, bytes(root), since) for subject, size, root, since in rows)
 
-    async def subject_frontier(self, subject: str) -> SubjectHead | None:
-        """A subject log's newest committed head with its compact range (None: no window holds it yet)."""
+    async def subject_frontier(self, subject: str, upto: int | None = None) -> SubjectHead | None:
+        """A subject log's head with its compact range as of the window that ended at seq ``upto`` (None:
+        the newest; None is also the answer when no window holds the log yet)."""
         rows = self._read(
-            "SELECT size, root, frontier FROM subject_heads WHERE subject = ? ORDER BY upto DESC LIMIT 1", (subject,)
+            "SELECT size, root, frontier FROM subject_heads WHERE subject = ? AND upto <= ? ORDER BY upto DESC LIMIT 1",
+            (subject, _MAX_SEQ if upto is None else upto),
         )
         if not rows:
             return None

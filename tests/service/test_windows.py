@@ -24,7 +24,8 @@ from receipt_service.stores.sqlite import SQLiteStore
 from receipt_service.trees import pack_tree
 from receipt_service.windows import MAX_TREES_PER_WINDOW, Aggregator, TreeCache, Waiters, tree_records
 from receipt_verifier.hashing import bound_commitment
-from receipt_verifier.history import HeadsTree, log_root, record_leaf
+from receipt_verifier.heads import IndexedHeads, subject_key
+from receipt_verifier.history import log_root, record_leaf
 from receipt_verifier.merkle import MerkleTree
 from receipt_verifier.model import Anchor, Binding, PendingAnchor, UnknownAnchor
 
@@ -359,9 +360,14 @@ def _leaves(batches: list[Batch], subject: str) -> list[bytes]:
     return out
 
 
-def _heads_of(batches: list[Batch]) -> HeadsTree:
-    subjects = {b.subject for b in batches if b.subject}
-    return HeadsTree({s: (len(_leaves(batches, s)), log_root(_leaves(batches, s))) for s in subjects})
+def _heads_of(*windows: list[Batch]) -> IndexedHeads:
+    """The indexed heads of the logs of these windows' batches: subjects in the order they first came
+    (by window, then by key within a window)."""
+    batches = [b for w in windows for b in w]
+    subjects: list[str] = []
+    for w in windows:
+        subjects += sorted({b.subject for b in w if b.subject} - set(subjects), key=subject_key)
+    return IndexedHeads([(subject_key(s), len(_leaves(batches, s)), log_root(_leaves(batches, s))) for s in subjects])
 
 
 async def test_a_domain_window_commits_to_every_subject_log(tmp_path: Path) -> None:
@@ -384,9 +390,9 @@ async def test_a_domain_window_commits_to_every_subject_log(tmp_path: Path) -> N
         await _until(lambda: len(rec.roots) == 1)
         heads = _heads_of(sent)
         root = rec.roots[0]
-        assert (root.domain, root.heads_root, root.heads_size) == (DOMAIN, heads.root.hex(), 2)
+        assert (root.domain, root.heads_root, root.heads_size) == (DOMAIN, heads.root.hex(), 3)
         entry = local.ledger.entries()[0].entry
-        assert (entry.domain, entry.heads_root, entry.heads_size) == (DOMAIN, heads.root.hex(), 2)
+        assert (entry.domain, entry.heads_root, entry.heads_size) == (DOMAIN, heads.root.hex(), 3)
         await add(_batch(3, A))  # the log goes on from its stored compact range
         await agg.close_window()
         await add(_batch(1, B))  # a window that only moves B keeps A's newest head
@@ -566,7 +572,7 @@ async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(
         await store.add_batch(b)  # a window that only moves B still commits A's head
         await again.close_window()
         await _until(lambda: len(fixed.roots) == 2)
-        assert fixed.roots[1].heads_root == _heads_of([a, b]).root.hex()
+        assert fixed.roots[1].heads_root == _heads_of([a], [b]).root.hex()
 
 
 async def test_anchoring_wakes_waiters_and_records_its_time(tmp_path: Path) -> None:
@@ -769,7 +775,7 @@ async def test_domain_trees_bind_every_leaf_and_a_failed_commit_forgets_no_head(
             await agg.close_window()
         await agg.close_window()  # the heads are read again from the store, A's among them
         await _until(lambda: len(rec.roots) == 2)
-        assert rec.roots[1].heads_root == _heads_of([a, b]).root.hex()
+        assert rec.roots[1].heads_root == _heads_of([a], [b]).root.hex()
 
 
 async def test_a_drain_waits_for_an_anchor_in_flight(tmp_path: Path) -> None:

@@ -191,7 +191,8 @@ def test_v2_ledger_entries_carry_the_heads_and_nothing_else_may_change() -> None
     assert (e.domain, e.heads_root, e.heads_size) == (entry["domain"], entry["heads_root"], entry["heads_size"])
     assert e.to_dict() == entry  # v2 round-trips
     for change, words in [
-        ({"v": 3}, "entry.v: unsupported ledger entry version 3"),
+        ({"v": 4}, "entry.v: unsupported ledger entry version 4"),
+        ({"v": 3}, "entry: missing field(s): chain_seq, proof_hash"),  # v3 adds the chain position
         ({"v": "2"}, "entry.v"),
         ({"heads_size": -1}, "entry.heads_size"),
         ({"heads_size": 2**53}, "entry.heads_size"),

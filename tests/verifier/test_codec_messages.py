@@ -255,11 +255,11 @@ CASES: list[tuple[str, str, Any, type[Error], str]] = [  # (name, vector or '' f
         f"{ANCHORS}[0].signature: must be 128 lowercase hex characters, got {('AB' * 64)!r:.80}",
     ),
     (
-        "an entry of version 3",
+        "an entry of version 4",
         V1,
-        lambda d: _anchor(d)["entry"].update(v=3),
+        lambda d: _anchor(d)["entry"].update(v=4),
         MalformedReceiptError,
-        f"{ANCHORS}[0].entry.v: unsupported ledger entry version 3",
+        f"{ANCHORS}[0].entry.v: unsupported ledger entry version 4",
     ),
     (
         "an entry version that is true",

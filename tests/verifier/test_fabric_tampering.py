@@ -122,7 +122,7 @@ def test_the_checker_checks_each_block_transaction_and_config_once(monkeypatch: 
         return wrapper
 
     monkeypatch.setattr(fabric_evidence, "parse_block", counting("parse", fabric_evidence.parse_block))
-    monkeypatch.setattr(fabric_evidence, "_write", counting("write", fabric_evidence._write))
+    monkeypatch.setattr(fabric_evidence, "_writes", counting("write", fabric_evidence._writes))
     monkeypatch.setattr(fabric_evidence, "channel_trust", counting("config", fabric_evidence.channel_trust))
     monkeypatch.setattr(fabric_evidence, "_CACHE", 2)
     checker = FabricChecker(load_trust(TRUST))

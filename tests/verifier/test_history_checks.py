@@ -17,6 +17,7 @@ from receipt_verifier.fabric.trust import load_trust
 from receipt_verifier.history import (
     EMPTY_ROOT,
     MAX_RECORDS,
+    NO_APPEND_ONLY,
     HeadsTree,
     HistoryError,
     HistoryReport,
@@ -52,6 +53,7 @@ def test_a_complete_bundle_reports_every_field() -> None:
         "window_id": "w1763712120000",
         "window_end": WINDOW_END,
         "anchor": f"local ledger {KID} entry 0",
+        "append_only": NO_APPEND_ONLY,
         "problems": [],
     }
     assert recs == [Record(i, r.hash, r.proof_id, r.nonce) for i, r in enumerate(LOGS[SUBJECT])]

@@ -6,6 +6,7 @@ here is skipped: without Go or the source, the fixture fails with the reason.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -46,7 +47,10 @@ def service_config(net: Network, tmp_path: Path, **service: object) -> Path:
     """The TOML ``fabric up`` wrote, with extra service settings in front."""
     head = "".join(f"{k} = {v!r}\n" for k, v in service.items())
     path = tmp_path / "service.toml"
-    path.write_text(head + (net.layout.root / "receipt-service.toml").read_text())
+    # each service chains its own lanes: the tests share one network, as deployments may share a channel
+    prefix = f'chain_prefix = "t{os.urandom(4).hex()}"\n'
+    text = (net.layout.root / "receipt-service.toml").read_text().replace("[fabric]\n", "[fabric]\n" + prefix, 1)
+    path.write_text(head + text)
     return path
 
 

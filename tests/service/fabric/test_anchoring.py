@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from receipt_service.config import load_settings
 from receipt_service.fabric.gateway import GatewayClient
 from receipt_service.fabric.network import CHANNELS, Network
 from receipt_service.stores.sqlite import SQLiteStore
@@ -167,6 +168,9 @@ async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: N
     report, records = verify_history(bundle, {}, fabric_trust=trust)  # no ledger key: Fabric alone
     assert report.complete and len(records) == 3, report.problems
     assert report.anchor is not None and "Fabric medical-history" in report.anchor
+    assert report.append_only.startswith("checked by both organisations' peers"), report.append_only
+    assert "(chained: window " in report.anchor and ".medical-history)" in report.anchor
+    assert "next" in bundle["head_proof"]["member"]  # the indexed heads tree (spec 14.5)
     forged = json.loads(json.dumps(bundle))
     forged["window"]["heads_root"] = "00" * 32
     with pytest.raises(Exception, match="wrote other heads"):
@@ -269,3 +273,40 @@ async def test_kill_9_of_the_service_with_anchors_in_flight(
         for channel in CHANNELS:
             record = json.loads(await gateway.evaluate(channel, "anchor", "GetAnchor", [f"{window_id}/{index}"]))
             assert record["tree_size"] == size
+
+
+async def test_an_idle_lane_gets_empty_windows_and_the_next_window_follows_them(
+    net: Network, gateway: GatewayClient, tmp_path: Path
+) -> None:
+    """Silence is visible: an idle lane's chain moves on with empty windows, and a window of hashes
+    after them starts where the last one ended (spec section 14.7)."""
+    data = tmp_path / "data"
+    token = create_key(data)
+    cfg = service_config(net, tmp_path, anchor_retry_max_seconds=1.0, empty_window_seconds=1.0)
+    fabric = load_settings(cfg, environ={}).fabric
+    assert fabric is not None and fabric.chain_prefix
+    lane, channel = f"{fabric.chain_prefix}._", "insurance"
+
+    async def tip() -> dict[str, Any]:
+        return dict(json.loads(await gateway.evaluate(channel, "anchor", "GetTip", [lane])))
+
+    acked: dict[str, str] = {}
+    with server(data, WINDOW, "--config", str(cfg)) as (proc, base):
+        assert await load(base, token, acked, stop_after=0.3, workers=1, max_batch=5) > 0
+        await collect(base, token, list(acked), timeout=60)
+        first = await tip()
+        assert first["trees"], "the first window of a chain holds hashes"
+        deadline = time.monotonic() + 60
+        while (idle := await tip())["seq"] < first["seq"] + 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        assert idle["seq"] >= first["seq"] + 2 and idle["trees"] == [], idle
+        assert idle["heads_root"] == first["heads_root"], "an empty window changes no head"
+        more: dict[str, str] = {}
+        assert await load(base, token, more, stop_after=0.3, workers=1, max_batch=5) > 0
+        await collect(base, token, list(more), timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    last = await tip()
+    assert last["trees"] and last["seq"] > idle["seq"]
+    window = json.loads(await gateway.evaluate(channel, "anchor", "GetAnchor", [f"{last['window_id']}/0"]))
+    assert window["chain_seq"] == last["seq"] and last["window_start"] >= idle["window_end"]

@@ -1,4 +1,4 @@
-"""The anchor chaincode through the real network and our Gateway client."""
+"""The anchor chaincode's arguments through the real network and our Gateway client."""
 
 from __future__ import annotations
 
@@ -7,59 +7,64 @@ import os
 
 import pytest
 
-from receipt_service.fabric.gateway import GatewayClient, GatewayError, TransactionInvalidError
+from receipt_service.fabric.gateway import GatewayClient, GatewayError
 
-START, END = "2026-11-21T10:00:00.000000Z", "2026-11-21T10:00:01.000000Z"
+from .chainlane import ChainLane
 
-
-def _args(key: str, root: str, size: int = 4) -> list[str]:
-    return [key, root, str(size), START, END]
+CHANNEL = "personal-health"
 
 
-async def test_write_once_idempotent_and_conflicting_root_refused(gateway: GatewayClient) -> None:
-    key, root = f"test-{os.urandom(4).hex()}/0", os.urandom(32).hex()
-    first = await gateway.submit("insurance", "anchor", "AnchorRoot", _args(key, root))
-    record = json.loads(first.result)
-    assert record["tx_id"] == first.tx_id and record["root"] == root and first.block_number > 0
-
-    again = await gateway.submit("insurance", "anchor", "AnchorRoot", _args(key, root))
-    assert again.tx_id != first.tx_id
-    assert json.loads(again.result)["tx_id"] == first.tx_id, "a repeat must answer the original write"
-
-    with pytest.raises(GatewayError, match="already anchored with root " + root) as err:
-        await gateway.submit("insurance", "anchor", "AnchorRoot", _args(key, os.urandom(32).hex()))
-    assert err.value.code == "ABORTED"
-    with pytest.raises(GatewayError, match="already anchored"):
-        await gateway.submit("insurance", "anchor", "AnchorRoot", _args(key, root, size=5))
-
-    stored = json.loads(await gateway.evaluate("insurance", "anchor", "GetAnchor", [key]))
-    assert stored == record
-    by_root = json.loads(await gateway.evaluate("insurance", "anchor", "GetAnchorByRoot", [root]))
-    assert by_root == record
-    with pytest.raises(GatewayError, match="is not anchored"):  # other channels never saw this key
-        await gateway.evaluate("personal-health", "anchor", "GetAnchor", [key])
-
-
-async def test_one_org_alone_cannot_write_an_anchor(gateway: GatewayClient) -> None:
-    key, root = f"test-{os.urandom(4).hex()}/0", os.urandom(32).hex()
-    for org in ("HospitalsMSP", "InsurersMSP"):
-        with pytest.raises(TransactionInvalidError, match="ENDORSEMENT_POLICY_FAILURE"):
-            await gateway.submit("medical-history", "anchor", "AnchorRoot", _args(key, root), endorsing_orgs=[org])
-    with pytest.raises(GatewayError, match="is not anchored"):
-        await gateway.evaluate("medical-history", "anchor", "GetAnchor", [key])
+def _args(**change: str) -> list[str]:
+    """Valid ``AppendWindow`` arguments of a new lane's first window, with ``change`` applied by name."""
+    names = ["lane", "seq", "prev", "window_id", "start", "end", "trees", "heads_root", "heads_size", "proof"]
+    args = ChainLane().args({})
+    for name, value in change.items():
+        args[names.index(name)] = value
+    return args
 
 
 @pytest.mark.parametrize(
-    ("args", "reason"),
+    ("change", "reason"),
     [
-        (["bad key!", "a" * 64, "1", START, END], "key"),
-        (["k/0", "A" * 64, "1", START, END], "root"),
-        (["k/0", "a" * 64, "0", START, END], "treeSize"),
-        (["k/0", "a" * 64, "1", "yesterday", END], "windowStart"),
-        (["k/0", "a" * 64, "1", END, START], "before windowStart"),
-        (["k/0"], "takes 5 argument"),
+        ({"lane": "bad lane!"}, "lane"),
+        ({"seq": "one"}, "seq"),
+        ({"prev": "A" * 64}, "prev"),
+        ({"window_id": "bad id!"}, "windowId"),
+        ({"start": "yesterday"}, "windowStart"),
+        ({"end": "2020-01-01T00:00:00.000000Z"}, "before windowStart"),
+        ({"trees": "[{}]"}, r"trees\[0\] must hold index, root and size"),
+        ({"trees": json.dumps([{"index": 1, "root": "a" * 64, "size": 1}])}, "indexed 0..n-1"),
+        ({"heads_root": "B" * 64}, "headsRoot"),
+        ({"heads_size": "0"}, "headsSize"),
+        ({"proof": "{"}, "proof"),
+        ({"seq": "1"}, "sequence"),
     ],
 )
-async def test_bad_arguments_are_refused_with_the_reason(gateway: GatewayClient, args: list[str], reason: str) -> None:
-    with pytest.raises(GatewayError, match=reason):
-        await gateway.submit("personal-health", "anchor", "AnchorRoot", args)
+async def test_bad_arguments_are_refused_with_the_reason(
+    gateway: GatewayClient, change: dict[str, str], reason: str
+) -> None:
+    with pytest.raises(GatewayError, match=reason) as err:
+        await gateway.submit(CHANNEL, "anchor", "AppendWindow", _args(**change))
+    assert err.value.code == "ABORTED"
+
+
+async def test_argument_counts_and_unknown_functions_are_named(gateway: GatewayClient) -> None:
+    with pytest.raises(GatewayError, match="AppendWindow takes 10 argument"):
+        await gateway.submit(CHANNEL, "anchor", "AppendWindow", ["_"])
+    with pytest.raises(GatewayError, match="unknown function"):
+        await gateway.submit(CHANNEL, "anchor", "Rewrite", [])
+    with pytest.raises(GatewayError, match="is not anchored"):
+        await gateway.evaluate(CHANNEL, "anchor", "GetAnchor", [f"never-{os.urandom(4).hex()}/0"])
+    with pytest.raises(GatewayError, match="has no chained window"):
+        await gateway.evaluate(CHANNEL, "anchor", "GetTip", [f"never-{os.urandom(4).hex()}"])
+
+
+async def test_a_tree_key_is_written_once(gateway: GatewayClient) -> None:
+    first, second = ChainLane(), ChainLane()
+    args = first.args({})
+    done = await gateway.submit(CHANNEL, "anchor", "AppendWindow", args)
+    first.accept(done.result, {})
+    taken = second.args({})
+    taken[3] = args[3]  # another lane's window under the same id: its tree key exists
+    with pytest.raises(GatewayError, match="is already anchored"):
+        await gateway.submit(CHANNEL, "anchor", "AppendWindow", taken)

@@ -71,6 +71,7 @@ _ENTRY_KEYS = frozenset(
     {"v", "seq", "prev", "window_id", "tree_index", "tree_size", "root", "window_start", "window_end", "time"}
 )
 _ENTRY_KEYS_V2 = _ENTRY_KEYS | {"domain", "heads_root", "heads_size"}
+_ENTRY_KEYS_V3 = _ENTRY_KEYS_V2 | {"chain_seq", "proof_hash"}
 _LOCAL_KEYS = frozenset({"type", "anchor_id", "key_id", "entry", "signature"})
 _FABRIC_REQUIRED = frozenset({"type", "anchor_id", "channel", "tx_id", "block_number", "key", "chaincode"})
 _FABRIC_ALLOWED = _FABRIC_REQUIRED | {"uris"}
@@ -120,12 +121,15 @@ def parse_entry(value: Any, where: str) -> LedgerEntry:
     """Parse a local-ledger entry object."""
     obj = _obj(value, where)
     version = obj.get("v")
-    if type(version) is not int or version not in (1, 2):
+    if type(version) is not int or version not in (1, 2, 3):
         raise _fail(f"{where}.v", f"unsupported ledger entry version {version!r}")
-    keys = _ENTRY_KEYS if version == 1 else _ENTRY_KEYS_V2
+    keys = (_ENTRY_KEYS, _ENTRY_KEYS_V2, _ENTRY_KEYS_V3)[version - 1]
     _keys(obj, where, keys, keys)
-    domain = heads_root = heads_size = None
-    if version == 2:
+    domain = heads_root = heads_size = chain_seq = proof_hash = None
+    if version == 3:
+        chain_seq = _int(obj["chain_seq"], f"{where}.chain_seq", 0, 2**53 - 1)
+        proof_hash = _str(obj["proof_hash"], f"{where}.proof_hash", _HASH_RE, "64 lowercase hex characters")
+    if version >= 2:
         domain = _str(obj["domain"], f"{where}.domain", _DOMAIN_RE, "a domain name")
         heads_root = _str(obj["heads_root"], f"{where}.heads_root", _HASH_RE, "64 lowercase hex characters")
         heads_size = _int(obj["heads_size"], f"{where}.heads_size", 0, 2**53 - 1)
@@ -133,6 +137,8 @@ def parse_entry(value: Any, where: str) -> LedgerEntry:
         domain=domain,
         heads_root=heads_root,
         heads_size=heads_size,
+        chain_seq=chain_seq,
+        proof_hash=proof_hash,
         seq=_int(obj["seq"], f"{where}.seq", 0, 2**53 - 1),
         prev=_str(obj["prev"], f"{where}.prev", _HASH_RE, "64 lowercase hex characters"),
         window_id=_str(obj["window_id"], f"{where}.window_id", _ID_RE, "an id of [A-Za-z0-9._:-]{1,64}"),
@@ -187,7 +193,12 @@ def _same_types(obj: dict[str, Any]) -> bool:
     """Dict equality treats 1, 1.0 and True alike: a cache hit also needs exact int types."""
     e = obj["entry"]
     return (
-        type(e["v"]) is int and type(e["seq"]) is int and type(e["tree_index"]) is int and (type(e["tree_size"]) is int)
+        type(e["v"]) is int
+        and type(e["seq"]) is int
+        and type(e["tree_index"]) is int
+        and type(e["tree_size"]) is int
+        and type(e.get("heads_size", 0)) is int
+        and type(e.get("chain_seq", 0)) is int
     )
 
 

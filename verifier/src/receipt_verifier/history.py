@@ -28,6 +28,7 @@ from .evidence import parse_blocks
 from .fabric.evidence import FabricChecker
 from .fabric.trust import ChannelTrust
 from .hashing import bound_commitment, leaf_hash, node_hash
+from .heads import check_indexed_proof
 from .ledger import verify_entry_signature
 from .merkle import MerkleTree, root_from_path
 from .model import Anchor, Binding, FabricAnchor, LedgerEntry, LocalAnchor, TreeInfo
@@ -38,6 +39,7 @@ HISTORY_TYPE = "HealthReceiptHistory"
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 6962: the hash of an empty tree
 MAX_RECORDS = 1 << 22
 MAX_PROBLEMS = 50  # per-record problems listed before the rest are counted
+NO_APPEND_ONLY = "no append-only guarantee: the window is not chained, its heads are the service's word"
 
 
 class HistoryError(VerificationError):
@@ -146,6 +148,14 @@ def _leaf_of(member: Any, where: str) -> tuple[int, bytes, int, bytes, list[byte
     return index, key, size, root, path
 
 
+def is_indexed_proof(proof: Any) -> bool:
+    """Whether a head proof is of the indexed heads tree (spec section 14.5) rather than the sorted one."""
+    if not isinstance(proof, Mapping):
+        return False
+    member, absent = proof.get("member"), proof.get("absent")
+    return (isinstance(member, Mapping) and "next" in member) or (isinstance(absent, Mapping) and "low" in absent)
+
+
 def check_heads_proof(subject: str, proof: Any, heads_root: bytes, heads_size: int) -> tuple[int, bytes]:
     """The subject's (log size, log root) under an anchored heads commitment ((0, EMPTY_ROOT): no log)."""
     key = subject_key(subject)
@@ -226,6 +236,7 @@ class HistoryReport:
     window_id: str | None = None
     window_end: str | None = None
     anchor: str | None = None
+    append_only: str = NO_APPEND_ONLY
     problems: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -244,6 +255,7 @@ class HistoryReport:
             "window_id": self.window_id,
             "window_end": self.window_end,
             "anchor": self.anchor,
+            "append_only": self.append_only,
             "problems": self.problems,
         }
 
@@ -384,7 +396,8 @@ def check_window(
     fabric: FabricChecker | None,
     blocks: Mapping[tuple[str, int], bytes],
 ) -> tuple[list[str], list[str]]:
-    """(anchors that verify the window and its heads, why the others do not)."""
+    """(anchors that verify the window and its heads, why the others do not); a chained Fabric anchor's
+    entry says so ("chained: ...")."""
     verified: list[str] = []
     others: list[str] = []
     tree = TreeInfo(w.window_id, w.tree_index, 0, max(1, w.tree_size))
@@ -420,6 +433,13 @@ def check_window(
                     f"fabric anchor {a.anchor_id} wrote other heads or another window end than the bundle's"
                 )
             note = "" if a.channel == domain else f" (not the channel of {domain})"
+            if d.get("chain_seq") is not None:
+                lane = str(d.get("lane"))
+                if lane != domain and not lane.endswith("." + domain):
+                    raise HistoryError(
+                        f"fabric anchor {a.anchor_id} chains the window in lane {d.get('lane')}, not {domain}"
+                    )
+                note += f" (chained: window {d['chain_seq']} of lane {lane})"
             verified.append(f"Fabric {a.channel} block {a.block_number}{note}")
         else:
             others.append(f"{a.type} {a.anchor_id}: an anchor type this verifier does not know")
@@ -466,7 +486,16 @@ def verify_history(
     if not verified:
         raise HistoryError("no anchor of the window verifies with what is pinned: " + "; ".join(others))
     report.anchor = ", ".join(verified)
-    proven_size, proven_root = check_heads_proof(subject, doc["head_proof"], bytes.fromhex(w.heads_root), w.heads_size)
+    chained = [v for v in verified if "(chained: " in v]
+    heads_root = bytes.fromhex(w.heads_root)
+    if is_indexed_proof(doc["head_proof"]):
+        proven_size, proven_root = check_indexed_proof(subject, doc["head_proof"], heads_root, w.heads_size)
+        if chained:
+            report.append_only = "checked by both organisations' peers: " + "; ".join(chained)
+    elif chained:
+        raise HistoryError("the window is chained, but its head proof is of the sorted heads tree (heads v1)")
+    else:
+        proven_size, proven_root = check_heads_proof(subject, doc["head_proof"], heads_root, w.heads_size)
     if (proven_size, proven_root) != (size, root):
         report.problems.append(
             f"the log's head (size {size}) is not the head anchored in window {w.window_id}"

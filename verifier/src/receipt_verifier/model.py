@@ -34,12 +34,18 @@ class LedgerEntry:
     domain: str | None = None
     heads_root: str | None = None
     heads_size: int | None = None
+    # v3 entries (chained windows, spec section 14.7): the window's place in its domain's chain on this
+    # ledger and the SHA-256 of its transition proof, kept beside the ledger
+    chain_seq: int | None = None
+    proof_hash: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Wire form (field order irrelevant: canonical bytes sort keys)."""
         out = self._v1()
         if self.heads_root is not None:
             out.update(v=2, domain=self.domain, heads_root=self.heads_root, heads_size=self.heads_size)
+        if self.chain_seq is not None:
+            out.update(v=3, chain_seq=self.chain_seq, proof_hash=self.proof_hash)
         return out
 
     def _v1(self) -> dict[str, Any]:

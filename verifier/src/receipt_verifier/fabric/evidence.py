@@ -59,14 +59,18 @@ class CheckedBlock:
     trust: ChannelTrust  # the config the block was made under (the pinned one, or a newer verified one)
 
 
+TIP_PREFIX = "\x00tip\x00"  # the chaincode's key of a lane's chain record (spec section 14.7)
+MAX_CHAINED_TREES = 64
+
+
 @dataclass(frozen=True)
 class CheckedTx:
     """An anchor transaction that passed every check, with what it wrote."""
 
-    key: str
-    record: dict[str, object]
+    records: dict[str, dict[str, object]]  # anchor key -> stored record (a chained window writes one per tree)
     endorsers: tuple[str, ...]
     tx_time: str
+    tip: bytes | None = None  # a chained window's chain record, exactly as written (spec section 14.7)
 
 
 class FabricChecker:
@@ -105,14 +109,15 @@ class FabricChecker:
                 f"the evidence is block {block.number}, the anchor names block {anchor.block_number}"
             )
         tx = self._tx(checked.trust, checked, anchor)
-        if tx.key != anchor.key:
-            raise WriteSetError(f"the transaction wrote key {tx.key}, the anchor names {anchor.key}")
+        record = tx.records.get(anchor.key)
+        if record is None:
+            raise WriteSetError(f"the transaction wrote key {', '.join(tx.records)}, the anchor names {anchor.key}")
         if tree is not None and anchor.key != f"{tree.window_id}/{tree.tree_index}":
             raise WriteSetError(f"key {anchor.key} is not this receipt's tree {tree.window_id}/{tree.tree_index}")
-        if tx.record.get("root") != root_hex:
-            raise WriteSetError(f"the transaction wrote root {tx.record.get('root')}, the branch computes {root_hex}")
-        if tree is not None and tx.record.get("tree_size") != tree.tree_size:
-            raise WriteSetError(f"the transaction wrote tree size {tx.record.get('tree_size')}, not {tree.tree_size}")
+        if record.get("root") != root_hex:
+            raise WriteSetError(f"the transaction wrote root {record.get('root')}, the branch computes {root_hex}")
+        if tree is not None and record.get("tree_size") != tree.tree_size:
+            raise WriteSetError(f"the transaction wrote tree size {record.get('tree_size')}, not {tree.tree_size}")
         reason = (
             f"block {block.number} of {anchor.channel} signed by {', '.join(checked.signers)};"
             f" tx endorsed by {', '.join(tx.endorsers)}"
@@ -126,12 +131,14 @@ class FabricChecker:
             "orderers": list(checked.signers),
             "endorsers": list(tx.endorsers),
         }
-        if "heads_root" in tx.record:  # a domain window: its subject-heads commitment, in the same write
+        if "heads_root" in record:  # a domain window: its subject-heads commitment, in the same write
             details.update(
-                heads_root=tx.record["heads_root"],
-                heads_size=tx.record.get("heads_size"),
-                window_end=tx.record.get("window_end"),
+                heads_root=record["heads_root"],
+                heads_size=record.get("heads_size"),
+                window_end=record.get("window_end"),
             )
+        if tx.tip is not None:  # a chained window: its place in the lane's chain
+            details.update(chain_seq=record.get("chain_seq"), lane=record.get("lane"), chain_record=tx.tip)
         return reason, details
 
     # ------------------------------------------------------------------ block
@@ -279,11 +286,11 @@ class FabricChecker:
             raise EndorsementError(
                 f"{where}: endorsed by {names}, which does not satisfy {pol.describe(trust.endorsement)}"
             )
-        result = _write(action, anchor, where)
+        records, tip = _writes(action, anchor, where)
         ts = ch.timestamp
         when = datetime.fromtimestamp(ts.seconds, UTC).replace(microsecond=ts.nanos // 1000)
         tx_time = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        checked_tx = CheckedTx(result[0], result[1], tuple(x.name for x in endorsers), tx_time)
+        checked_tx = CheckedTx(records, tuple(x.name for x in endorsers), tx_time, tip)
         _put(self._txs, key, checked_tx)
         return checked_tx
 
@@ -295,8 +302,9 @@ def _signature_header(data: bytes) -> Any:
         raise BlockFormatError("an orderer signature header does not parse") from None
 
 
-def _write(action: Any, anchor: FabricAnchor, where: str) -> tuple[str, dict[str, object]]:
-    """(key, stored record) of the anchor chaincode's single write."""
+def _writes(action: Any, anchor: FabricAnchor, where: str) -> tuple[dict[str, dict[str, object]], bytes | None]:
+    """(anchor key -> stored record, chain record or None) of the anchor chaincode's writes: one key
+    (``AnchorRoot``), or one per tree of a chained window plus its lane's tip (``AppendWindow``)."""
     if action.response.status != 200:
         raise WriteSetError(f"{where}: the chaincode answered status {action.response.status}")
     if action.chaincode_id.name != anchor.chaincode:
@@ -306,6 +314,7 @@ def _write(action: Any, anchor: FabricAnchor, where: str) -> tuple[str, dict[str
     except DecodeError:
         raise WriteSetError(f"{where}: the read/write set does not parse") from None
     writes = []
+    tips = []
     for ns in rwset.ns_rwset:
         kv = kv_rwset_pb2.KVRWSet.FromString(ns.rwset)
         for w in kv.writes:
@@ -313,16 +322,27 @@ def _write(action: Any, anchor: FabricAnchor, where: str) -> tuple[str, dict[str
                 raise WriteSetError(f"{where} writes to namespace {ns.namespace}")
             if not w.is_delete and not w.key.startswith("\x00"):
                 writes.append((str(w.key), bytes(w.value)))
-    if len(writes) != 1:
+            elif not w.is_delete and w.key.startswith(TIP_PREFIX):
+                tips.append(bytes(w.value))
+    if len(tips) > 1:
+        raise WriteSetError(f"{where} writes {len(tips)} chain tips; a chained window writes one")
+    tip = tips[0] if tips else None
+    if tip is None and len(writes) != 1:
         raise WriteSetError(f"{where} writes {len(writes)} anchor keys; an anchor transaction writes exactly one")
-    key, value = writes[0]
-    try:
-        record = json.loads(value)
-    except ValueError:
-        raise WriteSetError(f"{where}: the value written under {key} is not an anchor record") from None
-    if not isinstance(record, dict) or record.get("key") != key:
-        raise WriteSetError(f"{where}: the value written under {key} is not an anchor record for that key")
-    return key, record
+    if tip is not None and not 1 <= len(writes) <= MAX_CHAINED_TREES:
+        raise WriteSetError(f"{where} writes {len(writes)} anchor keys; a chained window writes 1 to 64")
+    records: dict[str, dict[str, object]] = {}
+    for key, value in writes:
+        try:
+            record = json.loads(value)
+        except ValueError:
+            raise WriteSetError(f"{where}: the value written under {key} is not an anchor record") from None
+        if not isinstance(record, dict) or record.get("key") != key:
+            raise WriteSetError(f"{where}: the value written under {key} is not an anchor record for that key")
+        if tip is not None and "chain_seq" not in record:
+            raise WriteSetError(f"{where}: the record under {key} has no chain position, but the tx wrote a tip")
+        records[key] = record
+    return records, tip
 
 
 def _put(cache: OrderedDict[K, V], key: K, value: V) -> None:
