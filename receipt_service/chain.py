@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from receipt_verifier.hashing import leaf_hash
 from receipt_verifier.heads import IndexedHeads
-from receipt_verifier.history import record_leaf, subject_key
+from receipt_verifier.history import log_root, record_leaf, subject_key
+from receipt_verifier.merkle import consistency_proof
 
 from .errors import AnchorBackendError, CorruptRecordError
-from .stores.base import Store, SubjectHead, TreeRecord
+from .stores.base import Store, SubjectHead, TreeRecord, insertion_order
 from .transition import build_transition, consistency_from_frontier
 
 GENESIS_PREV = "0" * 64
@@ -135,6 +137,8 @@ async def transition(
     """The heads as of the windows ending at ``old_upto`` and ``new_upto``, and the proof between them."""
     old = await heads_at(store, old_upto)
     new = await heads_at(store, new_upto)
+    if old_upto is not None and await _lost_heads(store, old, new, old_upto):
+        old = await _with_lost_heads(store, new, old_upto)
     proofs: dict[bytes, list[bytes]] = {}
     for subject, (size, root) in new.items():
         before = old.get(subject)
@@ -147,12 +151,47 @@ async def transition(
     return old_tree, new_tree, build_transition(old_tree, new_tree, proofs)
 
 
+async def _lost_heads(
+    store: Store, old: dict[str, tuple[int, bytes]], new: dict[str, tuple[int, bytes]], upto: int
+) -> bool:
+    """Whether a log had records by ``upto`` but no stored head then (a store from before compact ranges)."""
+    for subject in new:
+        if subject not in old and (await _log(store, subject, 1))[0][0] <= upto:
+            return True
+    return False
+
+
+async def _with_lost_heads(store: Store, new: dict[str, tuple[int, bytes]], upto: int) -> dict[str, tuple[int, bytes]]:
+    """The heads as of ``upto`` rebuilt from the records, for a store whose stored heads are gone (one
+    from before compact ranges): each log placed by the window of its first record, then by key."""
+    rows: list[tuple[str, int, bytes, int]] = []
+    for subject, (size, _) in new.items():
+        log = await _log(store, subject, size)
+        leaves = [leaf for seq, leaf in log if seq <= upto]
+        first = await store.tree_for_seq(log[0][0]) if leaves else None
+        if first is not None:
+            since = (await window_trees(store, first))[-1].last_seq
+            rows.append((subject, len(leaves), log_root(leaves), since))
+    return insertion_order(rows)
+
+
+async def _log(store: Store, subject: str, size: int) -> list[tuple[int, bytes]]:
+    """(seq, entry) of a subject's first ``size`` records, in log order."""
+    domain = store.domain
+    assert domain is not None
+    rows = await store.subject_records(subject, -1, size)
+    if [r.log_pos for r in rows] != list(range(size)):
+        raise CorruptRecordError(f"the log of {subject} in {domain} lacks records (retention removed them?)")
+    return [(r.seq, record_leaf(r.nonce, r.proof_id, r.hash, domain, subject, r.log_pos)) for r in rows]
+
+
 async def _consistency(store: Store, subject: str, old_upto: int | None, old_size: int, new_size: int) -> list[bytes]:
     domain = store.domain
     assert domain is not None and old_upto is not None
     head = await store.subject_frontier(subject, old_upto)
-    if head is None or head.size != old_size:
-        raise CorruptRecordError(f"the stored head of {subject} as of #{old_upto} is missing or of another size")
+    if head is None or head.size != old_size:  # the stored head is gone: the whole log, from its records
+        leaves = [leaf for _, leaf in await _log(store, subject, new_size)]
+        return consistency_proof([leaf_hash(x) for x in leaves], old_size)
     rows = await store.subject_records(subject, old_size - 1, new_size - old_size)
     if [r.log_pos for r in rows] != list(range(old_size, new_size)):
         raise CorruptRecordError(f"the log of {subject} in {domain} lacks records (retention removed them?)")
@@ -160,25 +199,34 @@ async def _consistency(store: Store, subject: str, old_upto: int | None, old_siz
     return consistency_from_frontier(list(head.frontier), old_size, leaves)
 
 
-async def window_to_chain(store: Store, tip: ChainTip | None, trees: Sequence[TreeRecord], lane: str) -> WindowToChain:
-    """The window of ``trees`` as the successor of ``tip`` in ``lane`` (None: the lane's first window).
+async def heads_transition(
+    store: Store, tip_heads: tuple[int, str] | None, trees: Sequence[TreeRecord], where: str
+) -> tuple[IndexedHeads, str]:
+    """The heads after the window of ``trees`` and the transition proof (JSON) to them from the tip's
+    heads (size, root hex; None: a chain's first window, which starts from the empty heads).
 
     The transition starts from the heads of the store's previous window, which must be the tip's (an
-    empty window in between changes no head); the window starts where the tip ended, so the chain's
-    windows tile time (the stored start is never earlier: windows start where the previous one ended).
-    """
-    old_upto: int | None = None
-    if tip is not None:
-        prev = await store.tree_for_seq(trees[0].first_seq - 1)
-        old_upto = None if prev is None else prev.last_seq
+    empty window in between changes no head)."""
+    old_upto = None if tip_heads is None else trees[0].first_seq - 1  # heads rows outlive retention's purges
     old_tree, new_tree, proof = await transition(store, old_upto, trees[-1].last_seq)
-    if tip is not None and (old_tree.size, old_tree.root.hex()) != (tip.heads_size, tip.heads_root):
+    if tip_heads is not None and (old_tree.size, old_tree.root.hex()) != tip_heads:
         raise CorruptRecordError(
-            f"lane {lane}: the chain's tip (window {tip.window_id}) holds other heads than this store's previous"
-            " window: the chain was written by another deployment, or a window of this lane was never chained"
+            f"{where}: the chain's tip holds other heads than this store's previous window: the chain was"
+            " written by another deployment, or a window of this lane was never chained"
         )
     if trees[0].heads_root is not None and trees[0].heads_root != new_tree.root:
         raise CorruptRecordError(f"window {trees[0].window_id}: the stored heads do not give its committed root")
+    return new_tree, json.dumps(proof, separators=(",", ":"))
+
+
+async def window_to_chain(store: Store, tip: ChainTip | None, trees: Sequence[TreeRecord], lane: str) -> WindowToChain:
+    """The window of ``trees`` as the successor of ``tip`` in ``lane`` (None: the lane's first window).
+
+    The window starts where the tip ended, so the chain's windows tile time (the stored start is never
+    earlier: windows start where the previous one ended)."""
+    new_tree, proof = await heads_transition(
+        store, None if tip is None else (tip.heads_size, tip.heads_root), trees, f"lane {lane}"
+    )
     return WindowToChain(
         lane=lane,
         seq=0 if tip is None else tip.seq + 1,
@@ -189,7 +237,7 @@ async def window_to_chain(store: Store, tip: ChainTip | None, trees: Sequence[Tr
         trees=tuple(trees),
         heads_root=new_tree.root.hex(),
         heads_size=new_tree.size,
-        proof=json.dumps(proof, separators=(",", ":")),
+        proof=proof,
     )
 
 

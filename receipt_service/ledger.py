@@ -4,13 +4,22 @@ Each append is written and fsynced before it returns. On open the whole file is 
 against the ledger's own key; a torn last line (a crash mid-write, never acknowledged) is
 cut off. Appending the same (window, tree) again returns the existing entry, so retries
 after a crash are idempotent.
+
+A domain's windows are chained (spec section 14.7, ledger entries v3): each window's entries carry
+its place in the domain's chain and the hash of its transition proof, which is kept beside the
+ledger (``ledger-proofs.jsonl``, written before the entries). On open every domain's chain is
+replayed: a window that skips a place, leaves a gap in time, lacks its proof, does not grow the
+heads it follows, or an unchained entry after a chained one, stops the service with the reason.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -19,7 +28,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from receipt_verifier.errors import LedgerError
 from receipt_verifier.ledger import (
     GENESIS_PREV,
+    LaneTip,
     SignedEntry,
+    check_ledger_chains,
     entry_hash,
     key_id,
     parse_ledger_line,
@@ -29,9 +40,11 @@ from receipt_verifier.ledger import (
 from receipt_verifier.model import LedgerEntry, LocalAnchor
 
 from .errors import ConflictError
+from .stores.base import TreeRecord
 
 KEY_FILE = "ledger-key.pem"
 LEDGER_FILE = "ledger.jsonl"
+PROOFS_FILE = "ledger-proofs.jsonl"  # the transition proofs of chained windows, one JSON line each
 
 
 def load_or_create_key(data_dir: Path, name: str = KEY_FILE) -> Ed25519PrivateKey:
@@ -77,6 +90,60 @@ class TreeRoot:
     domain: str | None = None
     heads_root: str | None = None
     heads_size: int | None = None
+    # a chained window (ledger entry v3): its place in the domain's chain and its proof's hash
+    chain_seq: int | None = None
+    proof_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class WindowProof:
+    """A chained window's transition proof as kept beside the ledger."""
+
+    domain: str
+    chain_seq: int
+    window_id: str
+    proof: str  # JSON text, exactly the bytes ``proof_hash`` is taken over
+
+    def to_json(self) -> str:
+        """One line of the proofs file."""
+        return json.dumps(
+            {"domain": self.domain, "chain_seq": self.chain_seq, "window_id": self.window_id, "proof": self.proof},
+            separators=(",", ":"),
+        )
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the proof text: the entries' ``proof_hash``."""
+        return hashlib.sha256(self.proof.encode("utf-8")).hexdigest()
+
+
+def parse_proof_line(line: str | bytes, n: int) -> WindowProof:
+    """A line of the proofs file."""
+    try:
+        doc = json.loads(line)
+        return WindowProof(str(doc["domain"]), int(doc["chain_seq"]), str(doc["window_id"]), str(doc["proof"]))
+    except (ValueError, KeyError, TypeError):
+        raise LedgerError(f"{PROOFS_FILE} line {n} is not a window's transition proof") from None
+
+
+def check_lanes(entries: Iterable[SignedEntry], proofs: Iterable[WindowProof]) -> dict[str, LaneTip]:
+    """Every domain's chain of windows on a ledger, replayed with the proofs kept beside it."""
+    return check_ledger_chains(entries, {p.hash: p.proof for p in proofs})
+
+
+def tree_root(domain: str | None, tree: TreeRecord) -> TreeRoot:
+    """What anchors a stored tree (a domain lane's tree also commits to its window's heads)."""
+    return TreeRoot(
+        tree.window_id,
+        tree.tree_index,
+        tree.size,
+        tree.root.hex(),
+        tree.window_start,
+        tree.window_end,
+        domain if tree.heads_root is not None else None,
+        None if tree.heads_root is None else tree.heads_root.hex(),
+        tree.heads_size,
+    )
 
 
 def ledger_entry(root: TreeRoot, seq: int, prev: str, now: str) -> LedgerEntry:
@@ -94,6 +161,8 @@ def ledger_entry(root: TreeRoot, seq: int, prev: str, now: str) -> LedgerEntry:
         domain=root.domain if root.heads_root is not None else None,
         heads_root=root.heads_root,
         heads_size=root.heads_size,
+        chain_seq=root.chain_seq,
+        proof_hash=root.proof_hash,
     )
 
 
@@ -120,6 +189,8 @@ class LocalLedger:
     def __init__(self, data_dir: Path, private_key: Ed25519PrivateKey | None = None) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / LEDGER_FILE
+        self.proofs_path = data_dir / PROOFS_FILE
+        self.tips: dict[str, LaneTip] = {}  # each domain's newest chained window
         self._key = private_key or load_or_create_key(data_dir)
         self.public_key = self._key.public_key()
         self.key_id = key_id(self.public_key)
@@ -143,8 +214,16 @@ class LocalLedger:
             data = data[:good_end]
         entries = [parse_ledger_line(line, n) for n, line in enumerate(data.splitlines(), 1) if line.strip()]
         self._head = verify_chain(entries, self.public_key)
+        self.tips = check_lanes(entries, self.proofs())
         self._entries = entries
         self._by_tree = {(e.entry.window_id, e.entry.tree_index): e for e in entries}
+
+    def proofs(self) -> list[WindowProof]:
+        """The transition proofs kept beside the ledger (a torn last line, never used by an entry, is skipped)."""
+        if not self.proofs_path.exists():
+            return []
+        lines = self.proofs_path.read_bytes().split(b"\n")
+        return [parse_proof_line(line, n) for n, line in enumerate(lines[:-1], 1) if line.strip()]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -153,6 +232,10 @@ class LocalLedger:
         """A copy of every entry, oldest first."""
         with self._lock:
             return list(self._entries)
+
+    def lane_tip(self, domain: str) -> LaneTip | None:
+        """The domain's newest chained window on the ledger."""
+        return self.tips.get(domain)
 
     def find(self, window_id: str, tree_index: int) -> SignedEntry | None:
         """The entry for a tree, if it was anchored."""
@@ -164,6 +247,8 @@ class LocalLedger:
             existing = self._by_tree.get((root.window_id, root.tree_index))
             if existing is not None:
                 return same_tree(existing, root)
+            if root.heads_root is not None and root.domain in self.tips:
+                raise ConflictError(f"the ledger chains {root.domain}'s windows: an unchained entry would break it")
             entry = ledger_entry(root, len(self._entries), self._head, now)
             signed = SignedEntry(entry, sign_entry(self._key, entry))
             with open(self.path, "ab") as f:
@@ -174,6 +259,52 @@ class LocalLedger:
             self._by_tree[(root.window_id, root.tree_index)] = signed
             self._head = entry_hash(entry)
             return signed
+
+    def append_window(self, roots: Sequence[TreeRoot], proof: WindowProof, now: str) -> list[SignedEntry]:
+        """Anchor a chained window's trees after its domain's tip, its proof first; idempotent per tree."""
+        with self._lock:
+            done = [self._by_tree.get((r.window_id, r.tree_index)) for r in roots]
+            if all(d is not None for d in done):
+                return [d for d in done if d is not None]
+            tip = self.tips.get(proof.domain)
+            first = done[0]
+            want = (0 if tip is None else tip.chain_seq + 1) if first is None else first.entry.chain_seq
+            if proof.chain_seq != want:
+                raise ConflictError(
+                    f"window {proof.window_id} claims place {proof.chain_seq} in the chain of {proof.domain};"
+                    f" the ledger's next is {want}"
+                )
+            if first is None:
+                with open(self.proofs_path, "ab") as f:
+                    f.write(proof.to_json().encode("utf-8") + b"\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            out: list[SignedEntry] = []
+            new: list[SignedEntry] = []
+            seq, head = len(self._entries), self._head
+            for root, existing in zip(roots, done, strict=True):
+                if existing is not None:
+                    out.append(existing)
+                    continue
+                entry = ledger_entry(replace(root, chain_seq=proof.chain_seq, proof_hash=proof.hash), seq, head, now)
+                signed = SignedEntry(entry, sign_entry(self._key, entry))
+                seq, head = seq + 1, entry_hash(entry)
+                new.append(signed)
+                out.append(signed)
+            with open(self.path, "ab") as f:  # all of the window's entries, then one fsync
+                f.write(b"".join(s.to_json().encode("ascii") + b"\n" for s in new))
+                f.flush()
+                os.fsync(f.fileno())
+            for signed in new:  # on disk: now the state
+                self._entries.append(signed)
+                self._by_tree[(signed.entry.window_id, signed.entry.tree_index)] = signed
+            self._head = head
+            last = out[-1].entry
+            assert last.heads_root is not None and last.heads_size is not None
+            self.tips[proof.domain] = LaneTip(
+                proof.chain_seq, last.window_id, last.window_end, last.heads_root, last.heads_size
+            )
+            return out
 
     def public_key_pem(self) -> str:
         """The public key auditors pin."""

@@ -94,6 +94,22 @@ def transition_nodes(old: IndexedHeads, changed: Sequence[int]) -> list[list[Any
     return out
 
 
+def changed_entry(old: IndexedHeads, new: IndexedHeads, index: int, consistency: Sequence[bytes]) -> dict[str, Any]:
+    """A ``changed`` member of a transition proof: leaf ``index``'s old value and its log's new head."""
+    key, nxt, size, root = old.leaf(index)
+    _, _, new_size, new_root = new.leaf(index)
+    return {
+        "index": index,
+        "key": key.hex(),
+        "next": nxt.hex(),
+        "size": size,
+        "root": root.hex(),
+        "new_size": new_size,
+        "new_root": new_root.hex(),
+        "consistency": [h.hex() for h in consistency],
+    }
+
+
 def build_transition(old: IndexedHeads, new: IndexedHeads, consistency: Mapping[bytes, list[bytes]]) -> dict[str, Any]:
     """The §14.6 transition proof from ``old`` to ``new`` (``old`` with logs grown and keys appended).
 
@@ -107,7 +123,7 @@ def build_transition(old: IndexedHeads, new: IndexedHeads, consistency: Mapping[
     for i in range(n_old):
         if old.value(i) == new.value(i):
             continue
-        key, nxt, size, root = old.leaf(i)
+        key, _, size, root = old.leaf(i)
         new_key, _, new_size, new_root = new.leaf(i)
         if new_key != key:
             raise ValueError(f"leaf {i} holds another key in the new heads: leaves moved")
@@ -118,18 +134,7 @@ def build_transition(old: IndexedHeads, new: IndexedHeads, consistency: Mapping[
             if key not in consistency:
                 raise ValueError(f"no consistency proof for the grown log of key {key.hex()}")
             proof = consistency[key]
-        changed.append(
-            {
-                "index": i,
-                "key": key.hex(),
-                "next": nxt.hex(),
-                "size": size,
-                "root": root.hex(),
-                "new_size": new_size,
-                "new_root": new_root.hex(),
-                "consistency": [h.hex() for h in proof],
-            }
-        )
+        changed.append(changed_entry(old, new, i, proof))
     inserted: list[dict[str, Any]] = []
     previous: bytes | None = None
     for j in range(n_old, n_new):

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from receipt_verifier.heads import IndexedHeads
@@ -24,7 +24,7 @@ from .anchors import AnchorBackend, ChainedBackend, anchor_json, iso_now
 from .chain import heads_after, indexed_heads, window_trees
 from .crashpoints import crash_point
 from .errors import CorruptRecordError, LeaseLostError, ServiceError
-from .ledger import TreeRoot
+from .ledger import tree_root
 from .metrics import Metrics
 from .stores.base import Store, StoredBatch, SubjectHead, TreeRecord
 from .trees import PackedTree, TreeBuilder, commitments
@@ -352,13 +352,17 @@ class Aggregator:
         queue = self._queues[target]
         while True:
             idle = self.empty_window_seconds if isinstance(backend, ChainedBackend) else None
-            try:
-                tree = await asyncio.wait_for(queue.get(), idle)
-            except TimeoutError:  # a chained target idle this long gets an empty window
-                assert isinstance(backend, ChainedBackend) and idle is not None
-                if self.leading:
-                    await self._empty_window(backend, idle)
-                continue
+            if idle is None or queue.qsize():
+                tree = await queue.get()
+            else:
+                try:
+                    async with asyncio.timeout(idle):
+                        tree = await queue.get()
+                except TimeoutError:  # a chained target idle this long gets an empty window
+                    assert isinstance(backend, ChainedBackend)
+                    if self.leading:
+                        await self._empty_window(backend, queue, idle)
+                    continue
             if not self.leading:
                 continue  # the leader resumes it from the store's open jobs
             self._inflight[target] += 1
@@ -372,34 +376,27 @@ class Aggregator:
 
     async def _chain_until_done(self, backend: ChainedBackend, tree: TreeRecord) -> None:
         """Append ``tree``'s whole window to the target's chain (its other trees are then done too)."""
-        delay = 0.05
-        while self.leading:
-            t0 = time.perf_counter()
-            try:
-                trees = await window_trees(self.store, tree)
-                open_trees = [t for t in trees if not await self._anchored(t, backend.target)]
-                if not open_trees:
-                    return  # anchored with an earlier tree of its window
+
+        async def attempt() -> tuple[int, int]:
+            trees = await window_trees(self.store, tree)
+            open_trees = [t for t in trees if not await self._anchored(t, backend.target)]
+            if open_trees:  # else: anchored with an earlier tree of its window
                 anchors = await backend.anchor_window(self.store, trees)
                 crash_point("anchor-sent")
                 for t, anchor in zip(trees, anchors, strict=True):
                     if t in open_trees:
                         await self.store.record_anchor(t, backend.target, anchor_json(anchor), time.time_ns())
-            except ServiceError as exc:
-                await self._anchor_failed(backend.target, tree, delay, str(exc))
-            except Exception as exc:  # a backend bug: log it fully, keep the job open, retry
-                log.exception("anchor backend %s raised", backend.target)
-                await self._anchor_failed(backend.target, tree, delay, f"{type(exc).__name__}: {exc}")
-            else:
-                self.metrics.anchor_seconds.labels(backend.target).observe(time.perf_counter() - t0)
-                self.waiters.wake_range(trees[0].first_seq, trees[-1].last_seq)
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_max_seconds)
+            return trees[0].first_seq, trees[-1].last_seq
 
-    async def _empty_window(self, backend: ChainedBackend, idle: float) -> None:
+        await self._until_done(backend.target, tree, attempt)
+
+    async def _empty_window(self, backend: ChainedBackend, queue: asyncio.Queue[TreeRecord], idle: float) -> None:
+        async with self._close_lock:  # every window closed after this one ends later: the chain's order
+            if queue.qsize():
+                return  # a window came: it moves the chain on
+            end = iso_now()
         try:
-            seq = await backend.empty_window(self.store, idle)
+            seq = await backend.empty_window(self.store, idle, end)
         except ServiceError as exc:
             log.warning("empty window to %s not appended (tried again when idle): %s", backend.target, exc)
             return
@@ -410,32 +407,33 @@ class Aggregator:
         return any(j.target == target and j.anchor_json is not None for j in await self.store.anchors_for(tree))
 
     async def _anchor_until_done(self, backend: AnchorBackend, tree: TreeRecord) -> None:
+        root = tree_root(self.store.domain, tree)
+
+        async def attempt() -> tuple[int, int]:
+            anchor = await backend.anchor(root)
+            crash_point("anchor-sent")
+            await self.store.record_anchor(tree, backend.target, anchor_json(anchor), time.time_ns())
+            return tree.first_seq, tree.last_seq
+
+        await self._until_done(backend.target, tree, attempt)
+
+    async def _until_done(
+        self, target: str, tree: TreeRecord, attempt: Callable[[], Awaitable[tuple[int, int]]]
+    ) -> None:
+        """Retry ``attempt`` (which anchors and records; it answers the seqs it settled) with backoff while leading."""
         delay = 0.05
-        root = TreeRoot(
-            tree.window_id,
-            tree.tree_index,
-            tree.size,
-            tree.root.hex(),
-            tree.window_start,
-            tree.window_end,
-            self.store.domain if tree.heads_root is not None else None,
-            None if tree.heads_root is None else tree.heads_root.hex(),
-            tree.heads_size,
-        )
         while self.leading:
             t0 = time.perf_counter()
             try:
-                anchor = await backend.anchor(root)
-                crash_point("anchor-sent")
-                await self.store.record_anchor(tree, backend.target, anchor_json(anchor), time.time_ns())
+                first, last = await attempt()
             except ServiceError as exc:
-                await self._anchor_failed(backend.target, tree, delay, str(exc))
+                await self._anchor_failed(target, tree, delay, str(exc))
             except Exception as exc:  # a backend bug: log it fully, keep the job open, retry
-                log.exception("anchor backend %s raised", backend.target)
-                await self._anchor_failed(backend.target, tree, delay, f"{type(exc).__name__}: {exc}")
+                log.exception("anchor backend %s raised", target)
+                await self._anchor_failed(target, tree, delay, f"{type(exc).__name__}: {exc}")
             else:
-                self.metrics.anchor_seconds.labels(backend.target).observe(time.perf_counter() - t0)
-                self.waiters.wake_range(tree.first_seq, tree.last_seq)
+                self.metrics.anchor_seconds.labels(target).observe(time.perf_counter() - t0)
+                self.waiters.wake_range(first, last)
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_max_seconds)

@@ -576,7 +576,7 @@ CASES: dict[str, tuple[Case, str]] = {
     ),
     "the write deleted": (
         tx_change(action_change(kv_change(_delete_the_write))),
-        "WriteSetError: tx {tx}… {zero_writes}",
+        "WriteSetError: {zero_writes}",
     ),
     "a second write": (
         tx_change(action_change(kv_change(_second_write))),
@@ -680,8 +680,9 @@ def expected(template: str, facts: Facts, channel: str) -> str:
         orderer1=facts.orderers[1],
         endorsers=", ".join(facts.endorsers),
         two_bad="; ".join(f"orderer: the signature by {s} does not verify" for s in facts.orderers[:2]),
-        zero_writes="writes 0 anchor keys; "
-        + ("a chained window writes 1 to 64" if facts.chained else "an anchor transaction writes exactly one"),
+        zero_writes=f"the transaction wrote no anchor key (an empty window), the anchor names {facts.key}"
+        if facts.chained
+        else f"tx {facts.tx}… writes 0 anchor keys; an anchor transaction writes exactly one",
         second_write=": the value written under window-x/0 is not an anchor record for that key"
         if facts.chained
         else " writes 2 anchor keys; an anchor transaction writes exactly one",

@@ -14,7 +14,6 @@ from ..fabric.evidence import BlockCache
 from ..fabric.gateway import GatewayClient, GatewayError
 from ..ledger import TreeRoot
 from ..stores.base import Store, TreeRecord
-from .base import iso_now
 
 READY_CACHE_SECONDS = 2.0
 
@@ -143,8 +142,8 @@ class FabricChannelBackend:
             await self.evidence.prefetch(anchors[0])
         return anchors
 
-    async def empty_window(self, store: Store, idle: float) -> int | None:
-        """Append an empty window if the lane's tip ended ``idle`` seconds ago or more; its seq, or None.
+    async def empty_window(self, store: Store, idle: float, end: str) -> int | None:
+        """Append an empty window up to ``end`` if the lane's tip ended ``idle`` seconds before; its seq, or None.
 
         A lane whose chain has not started yet gets none: its first window holds hashes."""
         lane = lane_name(store.domain, self.chain_prefix)
@@ -152,7 +151,7 @@ class FabricChannelBackend:
             tip = await self.tip(lane)
             if tip is None or age_seconds(tip.window_end) < idle:
                 return None
-            win = empty_window(tip, f"{store.instance_id}-e{tip.seq + 1}", iso_now())
+            win = empty_window(tip, f"{store.instance_id}-e{tip.seq + 1}", end)
             args = [win.lane, str(win.seq), win.prev, win.window_id, win.window_start, win.window_end]
             await self.client.submit(
                 self.channel,

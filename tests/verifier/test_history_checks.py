@@ -6,6 +6,7 @@ import base64
 import copy
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,8 +40,35 @@ LOGS = {SUBJECT: records(SUBJECT, 3), OTHER: records(OTHER, 2)}
 
 
 def _verify(doc: Any, **kw: Any) -> list[str]:
+    if "ledger" in kw:  # a given ledger holds the bundle's own entry (or the bundle is not in it: see below)
+        kw["ledger"] = [_own_entry(doc), *kw["ledger"]]
     report, _ = verify_history(doc, KEYS, as_of=kw.pop("as_of", AS_OF), **kw)
     return report.problems
+
+
+def _own_entry(doc: Any) -> LedgerEntry:
+    from receipt_verifier.codec import parse_entry
+
+    return parse_entry(doc["window"]["anchors"][0]["entry"], "entry")
+
+
+def test_with_a_ledger_the_bundle_entry_must_be_in_it_and_another_there_is_a_fork() -> None:
+    doc = bundle(SUBJECT, LOGS)
+    own = _own_entry(doc)
+    later = _ledger_entry(1, "2025-11-21T08:01:00Z")
+    assert verify_history(doc, KEYS, as_of=AS_OF, ledger=[own, later])[0].problems == []
+    missing = verify_history(doc, KEYS, as_of=AS_OF, ledger=[later])[0].problems
+    assert missing == [
+        (
+            "the window's ledger entry 0 is not in the given ledger (1 entries): the bundle came from a ledger"
+            " the given one does not hold (fetch a newer ledger, or it is a fork)"
+        )
+    ]
+    other = replace(own, root=hashlib.sha256(b"another tree").hexdigest())  # signed by the same key, same place
+    forked = verify_history(doc, KEYS, as_of=AS_OF, ledger=[other, later])[0].problems
+    assert forked == [
+        f"fork: the given ledger's entry 0 differs from the bundle's (same key {KID}, same place: spec section 5.1)"
+    ]
 
 
 def test_a_complete_bundle_reports_every_field() -> None:
@@ -614,7 +642,7 @@ def test_as_of_defaults_to_now_and_is_used_when_given() -> None:
     doc = bundle(SUBJECT, LOGS)
     later = [_ledger_entry(1, "2026-01-01T00:00:00Z")]
     assert _verify(doc, ledger=later) == []  # judged as of AS_OF (2025)
-    report, _ = verify_history(doc, KEYS, ledger=later)
+    report, _ = verify_history(doc, KEYS, ledger=[_own_entry(doc), *later])
     assert report.problems[0].startswith("a head older than the newest anchored window given: window w-1")
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from receipt_service.transition import build_transition, transition_nodes
+from receipt_service.transition import build_transition, changed_entry, transition_nodes
 from receipt_verifier.hashing import leaf_hash
 from receipt_verifier.heads import IndexedHeads, subject_key
 from receipt_verifier.history import log_root
@@ -37,22 +37,7 @@ def heads_of(logs: Mapping[str, list[bytes]]) -> IndexedHeads:
 def forge_transition(old: IndexedHeads, new: IndexedHeads) -> dict[str, Any]:
     """A transition proof listing every changed leaf as it is, grown or not (no consistency hashes)."""
     changed = [i for i in range(old.size) if old.value(i) != new.value(i)]
-    entries = []
-    for i in changed:
-        key, nxt, size, root = old.leaf(i)
-        _, _, new_size, new_root = new.leaf(i)
-        entries.append(
-            {
-                "index": i,
-                "key": key.hex(),
-                "next": nxt.hex(),
-                "size": size,
-                "root": root.hex(),
-                "new_size": new_size,
-                "new_root": new_root.hex(),
-                "consistency": [],
-            }
-        )
+    entries = [changed_entry(old, new, i, []) for i in changed]
     assert new.size == old.size, "forged proofs here rewrite logs, they add no subject"
     return {
         "old_size": old.size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import random
@@ -15,16 +16,21 @@ from typing import Any
 
 import aiohttp
 import pytest
+from fabric_protos.common import common_pb2
 
 from receipt_service.config import load_settings
 from receipt_service.fabric.gateway import GatewayClient
 from receipt_service.fabric.network import CHANNELS, Network
 from receipt_service.stores.sqlite import SQLiteStore
 from receipt_verifier import AnchorPolicy, Verifier
+from receipt_verifier.chain import replay
 from receipt_verifier.fabric.trust import load_trust, make_trust
+from receipt_verifier.fabric.windows import read_windows
 from receipt_verifier.history import verify_history
 from receipt_verifier.ledger import iter_ledger
 
+from ...fabric_forge import Forger
+from ...fabric_tampering import _record, action_change, kv_change, tx_change
 from ..parties import Party
 from ..procs import collect, create_key, load, server
 from .conftest import service_config
@@ -60,8 +66,11 @@ async def _wait_aggregated(base: str, token: str, ids: list[str], timeout: float
             return docs
 
 
-async def _check_on_chain(gateway: GatewayClient, acked: dict[str, str], receipts: dict[str, Any]) -> None:
-    """Every receipt anchored on all three channels; each anchor read back equals the Merkle recomputation."""
+async def _check_on_chain(
+    gateway: GatewayClient, acked: dict[str, str], receipts: dict[str, Any], net: Network | None = None
+) -> None:
+    """Every receipt anchored on all three channels; each anchor read back equals the Merkle recomputation;
+    with ``net``, every channel's chains replay from its blocks with no gap and no fork (the monitor)."""
     verifier_anchors: dict[tuple[str, str], set[tuple[str, int, str]]] = defaultdict(set)
     for proof_id, hash_hex in acked.items():
         doc = receipts[proof_id]
@@ -72,12 +81,23 @@ async def _check_on_chain(gateway: GatewayClient, acked: dict[str, str], receipt
         assert result.root is not None
         for a in fabric:
             verifier_anchors[(a["channel"], a["key"])].add((a["tx_id"], a["block_number"], result.root))
+    newest: dict[str, int] = defaultdict(int)  # per channel, the newest block an anchor is in
     for (channel, key), seen in verifier_anchors.items():
+        newest[channel] = max([newest[channel], *(block for _, block, _ in seen)])
         assert len(seen) == 1, f"receipts of one tree disagree on {channel}/{key}: {seen}"
         tx_id, block, root = seen.pop()
         record = json.loads(await gateway.evaluate(channel, "anchor", "GetAnchor", [key]))
         assert record["root"] == root and record["tx_id"] == tx_id, (channel, key, record)
         assert await gateway.commit_status(channel, tx_id) == (0, block)
+        assert "chain_seq" in record, "every window is chained"
+    if net is not None:
+        trust = load_trust(make_trust(net.config_blocks().values()))
+        for channel in CHANNELS:
+            blocks = [await gateway.fetch_block(channel, n) for n in range(newest[channel] + 1)]
+            found = read_windows(blocks, trust[channel])
+            report = replay(found.windows)
+            assert not found.problems and report.ok, (channel, found.problems, report.to_dict())
+            assert found.windows, channel
 
 
 def _anchors(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
@@ -107,7 +127,7 @@ async def test_hashes_posted_over_http_are_anchored_on_all_three_channels(
             assert f'receipt_anchor_seconds_count{{target="{t}"}}' in metrics, t
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-    await _check_on_chain(gateway, acked, receipts)
+    await _check_on_chain(gateway, acked, receipts, net)
 
 
 async def test_each_domain_is_anchored_on_its_own_channel_only(
@@ -175,6 +195,19 @@ async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: N
     forged["window"]["heads_root"] = "00" * 32
     with pytest.raises(Exception, match="wrote other heads"):
         verify_history(forged, {}, fabric_trust=trust)
+    # a window that ends after the transaction that anchored it (forged with both orgs' keys): refused
+    late = json.loads(json.dumps(bundle))
+    anchor = next(a for a in late["window"]["anchors"] if a["type"] == "fabric")
+    item = next(
+        b for b in late["fabric_blocks"] if (b["channel"], b["number"]) == (anchor["channel"], anchor["block_number"])
+    )
+    end = "2099-01-01T00:00:00.000000Z"
+    block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
+    change = tx_change(action_change(kv_change(_record(window_end=end))))
+    item["block"] = base64.b64encode(change(block, Forger.of_network(net), anchor)).decode()
+    late["window"]["window_end"] = end
+    with pytest.raises(Exception, match="after its transaction"):
+        verify_history(late, {}, fabric_trust=trust)
 
 
 async def test_one_orderer_down_anchoring_goes_on(net: Network, gateway: GatewayClient, tmp_path: Path) -> None:
@@ -185,7 +218,7 @@ async def test_one_orderer_down_anchoring_goes_on(net: Network, gateway: Gateway
     with _serve(net, data) as (_, base):
         await load(base, token, acked, stop_after=1.5, workers=2, max_batch=10)
         receipts = await collect(base, token, list(acked), timeout=60)
-    await _check_on_chain(gateway, acked, receipts)
+    await _check_on_chain(gateway, acked, receipts, net)
 
 
 async def _outage(net: Network, gateway: GatewayClient, tmp_path: Path, stop: list[str], sig: int) -> None:
@@ -211,7 +244,7 @@ async def _outage(net: Network, gateway: GatewayClient, tmp_path: Path, stop: li
         receipts = await collect(base, token, list(acked), timeout=90)
         status, ready = await _get(base, token, "/readyz")
         assert status == 200, ready
-    await _check_on_chain(gateway, acked, receipts)
+    await _check_on_chain(gateway, acked, receipts, net)
 
 
 async def test_all_orderers_down_anchors_pending_then_complete(
@@ -257,7 +290,7 @@ async def test_kill_9_of_the_service_with_anchors_in_flight(
         receipts = await collect(base, token, list(acked), timeout=120)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-    await _check_on_chain(gateway, acked, receipts)
+    await _check_on_chain(gateway, acked, receipts, net)
 
     entries = list(iter_ledger((data / "ledger.jsonl").read_bytes().splitlines()))
     trees = {(e.entry.window_id, e.entry.tree_index): e.entry.tree_size for e in entries}

@@ -23,13 +23,13 @@ from typing import Any
 from . import strict_json
 from ._progress import Progress, table
 from .access_event import jwk_public_key, parse_event, thumbprint, verify_signature
-from .audit import find_items, render_history_html, render_html, run_audit
+from .audit import find_items, render_chain_html, render_history_html, render_html, run_audit
 from .chainpoint import to_chainpoint_v4
 from .codec import DEFAULT_LIMITS, Limits, parse_receipt
 from .errors import Error, EventSignatureError, UsageError
 from .fabric.trust import ChannelTrust, load_trust, make_trust
 from .history import verify_history
-from .ledger import iter_ledger, key_id, load_public_key_file, verify_chain
+from .ledger import check_ledger_chains, iter_ledger, key_id, load_public_key_file, verify_chain
 from .proof_id import parse_proof_id, ticks_to_received
 from .verify import AnchorPolicy, AnchorStatus, VerificationResult, Verifier
 
@@ -55,6 +55,8 @@ other commands:
                                                         an access event's signature (pinned JWKs) and anchoring
   receipt-verify history BUNDLE.json --ledger-key K | --trust T [--ledger L] [--records DIR] [--max-age 30d]
                                                         is a subject's history complete, and as of which window
+  receipt-verify chain --trust T BLOCKS... [--lane L] [--json R.json] [--html R.html]
+                                                        replay a channel's chained windows from its blocks
 """
 
 
@@ -517,6 +519,12 @@ def _ledger_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="receipt-verify ledger", description="Check a whole local ledger file.")
     p.add_argument("ledger", type=Path)
     p.add_argument("--ledger-key", type=Path, required=True)
+    p.add_argument(
+        "--proofs",
+        type=Path,
+        metavar="FILE",
+        help="ledger-proofs.jsonl beside the ledger: replay every domain's chain of windows with its proofs",
+    )
     args = p.parse_args(argv)
     key = load_public_key_file(args.ledger_key)
     try:
@@ -526,6 +534,25 @@ def _ledger_main(argv: list[str]) -> int:
     entries = list(iter_ledger(lines))
     head = verify_chain(entries, key)
     print(table(["ledger", "key_id", "entries", "head"], [[str(args.ledger), key_id(key), str(len(entries)), head]]))
+    chained = sorted({e.entry.domain for e in entries if e.entry.chain_seq is not None and e.entry.domain})
+    if args.proofs is None:
+        if chained:
+            print(f"chained windows of {', '.join(chained)} not replayed: pass --proofs ledger-proofs.jsonl")
+        return EXIT_VALID
+    try:
+        proof_lines = args.proofs.read_bytes().splitlines()
+    except OSError as exc:
+        raise UsageError(f"{args.proofs}: cannot read ({exc.strerror})") from None
+    proofs = {}
+    for n, line in enumerate(proof_lines, 1):
+        try:
+            text = str(json.loads(line)["proof"])
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"{args.proofs} line {n} is not a window's transition proof") from None
+        proofs[hashlib.sha256(text.encode("utf-8")).hexdigest()] = text
+    tips = check_ledger_chains(entries, proofs)
+    rows = [[d, str(t.chain_seq + 1), t.window_id, t.window_end, "append-only"] for d, t in sorted(tips.items())]
+    print(table(["domain", "windows", "tip window", "tip ended", "verdict"], rows))
     return EXIT_VALID
 
 
@@ -701,6 +728,122 @@ def _match_files(folder: Path, doc: dict[str, Any]) -> None:
     doc["complete"] = not doc["problems"]
 
 
+def _block_files(paths: list[Path]) -> list[Path]:
+    """Block files (``peer channel fetch`` output), directories expanded to the files they hold."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    if not out:
+        raise UsageError("no block files found in the given inputs")
+    return out
+
+
+def _read_blocks(paths: list[Path]) -> Iterator[bytes]:
+    for path in paths:
+        try:
+            yield path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _chain_main(argv: list[str]) -> int:
+    from .chain import replay
+    from .fabric.windows import block_info, read_windows
+
+    p = argparse.ArgumentParser(
+        prog="receipt-verify chain",
+        description="Replay a channel's chained windows (spec 14.7-14.9) from its blocks, offline: every block's"
+        " orderer signatures, every AppendWindow's endorsements, sequence, previous hash, time, transition proof"
+        " and the successor rule.",
+    )
+    p.add_argument("blocks", nargs="+", type=Path, metavar="BLOCKS", help="block files (peer channel fetch) or dirs")
+    p.add_argument("--trust", type=Path, required=True, metavar="FILE", help="pinned Fabric trust file")
+    p.add_argument("--lane", metavar="L", help="only this lane (a domain, or _ for the lane without one)")
+    p.add_argument("--chaincode", default="anchor", metavar="NAME", help="the anchor chaincode's name (anchor)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the JSON report here")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write the self-contained HTML report here")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    args = p.parse_args(argv)
+    channels = _load_trust(args.trust)
+    files = _block_files(args.blocks)
+    numbered: dict[int, Path] = {}
+    names: set[str] = set()
+    with Progress(len(files), "reading blocks", enabled=(args.progress or None) if len(files) > 50 else False) as bar:
+        for path, data in _read_blocks_paths(files):
+            try:
+                info = block_info(data)
+            except Error as exc:
+                raise UsageError(f"{path}: not a Fabric block ({exc})") from None
+            if info.number in numbered:
+                raise UsageError(f"{path} and {numbered[info.number]} are both block {info.number}")
+            numbered[info.number] = path
+            names.add(info.channel)
+            bar.advance()
+    if len(names) != 1:
+        raise UsageError(f"the blocks belong to channels {', '.join(sorted(names))}: give one channel per run")
+    channel = names.pop()
+    trust = channels.get(channel)
+    if trust is None:
+        raise UsageError(f"channel {channel} is not in the trust file {args.trust}")
+    ordered = [numbered[n] for n in sorted(numbered)]
+    with Progress(len(ordered), "checking blocks", enabled=args.progress or None) as bar:
+        found = read_windows(
+            _read_blocks(ordered), trust, chaincode=args.chaincode, lane=args.lane, advance=bar.advance
+        )
+    chain = replay(found.windows)
+    doc: dict[str, Any] = {
+        "channel": channel,
+        "checked_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "trust": {"config_block": trust.config_block_number, "config_block_hash": trust.config_block_hash},
+        "lane_filter": args.lane,
+        **found.to_dict(),
+        **chain.to_dict(),
+    }
+    missing = args.lane is not None and args.lane not in chain.lanes
+    doc["ok"] = chain.ok and not found.problems and not missing
+    if missing:
+        doc["block_problems"].append(f"lane {args.lane} has no window in these blocks")
+    rows = []
+    for lane in chain.lanes.values():
+        tip = lane.tip
+        rows.append(
+            [
+                lane.lane,
+                f"{lane.checked}/{len(lane.windows)}",
+                str(lane.first_seq),
+                "-" if tip is None else str(tip.seq),
+                "-" if tip is None else tip.window_end,
+                lane.verdict,
+            ]
+        )
+    print(
+        f"channel {channel}: blocks {found.first_block}..{found.last_block} ({found.blocks}), trust config block"
+        f" {trust.config_block_number}"
+    )
+    if rows:
+        print(table(["lane", "windows", "first seq", "tip seq", "tip window end", "verdict"], rows))
+    else:
+        print("no chained window in these blocks")
+    for t in found.left_out:
+        print(f"  left out: block {t.block} tx {t.tx} ({t.code}) lane {t.lane} seq {t.seq}: {t.note}; {t.endorsed}")
+    for problem in doc["block_problems"]:
+        print(f"  problem: {problem}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    if args.html is not None:
+        args.html.write_text(render_chain_html(doc))
+    return EXIT_VALID if doc["ok"] else EXIT_INVALID
+
+
+def _read_blocks_paths(paths: list[Path]) -> Iterator[tuple[Path, bytes]]:
+    yield from zip(paths, _read_blocks(paths), strict=True)
+
+
 def _read_json(path: Path) -> Any:
     try:
         return strict_json.loads(path.read_bytes())
@@ -727,6 +870,7 @@ def main(argv: list[str] | None = None) -> int:
         "audit": _audit_main,
         "event": _event_main,
         "history": _history_main,
+        "chain": _chain_main,
     }
     try:
         if argv and argv[0] in commands:

@@ -202,3 +202,77 @@ def render_history_html(report: dict[str, Any]) -> str:
         "<table><thead><tr><th>seq</th><th>record hash</th><th>proof id</th><th>received</th><th>file</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></body></html>\n"
     )
+
+
+_CHAIN_CSS = """
+table.chain th:nth-child(n){width:auto} table.chain td{overflow-wrap:anywhere}
+table.lanes th:nth-child(1){width:14%} table.lanes th:nth-child(2),table.lanes th:nth-child(3),
+table.lanes th:nth-child(4){width:7%} table.lanes th:nth-child(5){width:15%}
+table.windows th:nth-child(1){width:5%} table.windows th:nth-child(2){width:30%} table.windows th:nth-child(3){width:15%}
+table.windows th:nth-child(4){width:15%} table.left th:nth-child(1){width:13%} table.left th:nth-child(2){width:20%}
+table.left th:nth-child(3){width:17%}
+"""
+
+
+def render_chain_html(report: dict[str, Any]) -> str:
+    """A chain replay (``receipt-verify chain``) as a self-contained HTML page (no script, no external resource)."""
+    e = html.escape
+    ok = report["ok"]
+    lanes = report["lanes"]
+    cards = [
+        ("verdict", "✓ ok" if ok else "✗ NOT ok", "ok" if ok else "bad"),
+        ("blocks", f"{report['first_block']}..{report['last_block']}", ""),
+        ("lanes", len(lanes), ""),
+        ("windows", sum(lane["windows_checked"] for lane in lanes), ""),
+        ("left out", len(report["left_out"]), "nv" if report["left_out"] else ""),
+    ]
+    summary = "".join(
+        f"<tr><td>{e(lane['lane'])}</td><td>{lane['windows_checked']}/{lane['windows_presented']}</td>"
+        f"<td>{lane['first_seq']}</td><td>{'-' if lane['tip'] is None else lane['tip']['seq']}</td>"
+        f"<td>{'-' if lane['tip'] is None else e(_short(lane['tip']['window_end']))}</td>"
+        f"<td class='{'ok' if lane['ok'] else 'bad'}'>{e(lane['verdict'])}</td></tr>"
+        for lane in lanes
+    )
+    sections = []
+    for lane in lanes:
+        rows = []
+        for w in lane["windows"]:
+            cls = {"bad": "bad", "not checked": "nv"}.get(
+                w["status"], "ok" if w["status"].startswith("committed") else "nv"
+            )
+            reason = f"<div class='reason'>{e(w['reason'])}</div>" if w.get("reason") else ""
+            heads = str(w["heads_size"])
+            if w["status"] not in ("bad", "not checked"):
+                heads += f" (+{w['inserted']} new, {w['updated']} grown)"
+            rows.append(
+                f"<tr><td>{w['seq']}</td><td><code>{e(w['window_id'])}</code><div class='reason'>{e(w['where'])}</div></td>"
+                f"<td>{e(_short(w['window_end']))}</td><td>{heads}</td><td class='{cls}'>{e(w['status'])}{reason}</td></tr>"
+            )
+        sections.append(
+            f"<h2>Lane {e(lane['lane'])}</h2><table class='chain windows'><thead><tr><th>seq</th><th>window</th><th>window end</th>"
+            f"<th>heads</th><th>status</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+    left = "".join(
+        f"<tr><td>block {t['block']} tx {t['tx']}</td><td>{e(str(t['lane']))} seq {e(str(t['seq']))}</td>"
+        f"<td class='nv'>{e(t['code'])}</td><td>{e(t['note'])}<div class='reason'>{e(t['endorsed'])}</div></td></tr>"
+        for t in report["left_out"]
+    )
+    left_table = (
+        "<h2>Transactions left out of the chain</h2><table class='chain left'><thead><tr><th>position</th><th>window</th><th>flag</th>"
+        f"<th>why</th></tr></thead><tbody>{left}</tbody></table>"
+        if left
+        else ""
+    )
+    problems = "".join(f"<li class='bad'>{e(p)}</li>" for p in report["block_problems"]) or "<li class='ok'>none</li>"
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Chain replay</title>"
+        f"<style>{_CSS}{_CHAIN_CSS}</style></head><body><h1>Chained windows of {e(report['channel'])}</h1>"
+        f"<div class='sub'>Checked {e(report['checked_at'])} offline under config block"
+        f" {report['trust']['config_block']} (<code>{e(report['trust']['config_block_hash'])}</code>)."
+        " A window is committed when a later window's endorsed read set read it as the tip; a lane's newest"
+        " window has no successor yet, so its commit rests on the exporting peer's word.</div><div class='cards'>"
+        + "".join(f"<div class='card {c}'><b>{v}</b>{e(k)}</div>" for k, v, c in cards)
+        + "</div><table class='chain lanes'><thead><tr><th>lane</th><th>windows</th><th>first seq</th><th>tip seq</th>"
+        f"<th>tip window end</th><th>verdict</th></tr></thead><tbody>{summary}</tbody></table>"
+        f"<h2>Block problems</h2><ul>{problems}</ul>{left_table}{''.join(sections)}</body></html>\n"
+    )

@@ -29,7 +29,7 @@ from .fabric.evidence import FabricChecker
 from .fabric.trust import ChannelTrust
 from .hashing import bound_commitment, leaf_hash, node_hash
 from .heads import check_indexed_proof
-from .ledger import verify_entry_signature
+from .ledger import entry_hash, verify_entry_signature
 from .merkle import MerkleTree, root_from_path
 from .model import Anchor, Binding, FabricAnchor, LedgerEntry, LocalAnchor, TreeInfo
 from .proof_id import check_binding, parse_proof_id, ticks_to_received
@@ -39,6 +39,7 @@ HISTORY_TYPE = "HealthReceiptHistory"
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 6962: the hash of an empty tree
 MAX_RECORDS = 1 << 22
 MAX_PROBLEMS = 50  # per-record problems listed before the rest are counted
+MAX_SKEW = timedelta(seconds=10)  # the chaincode's bound on a window's end past its transaction's time
 NO_APPEND_ONLY = "no append-only guarantee: the window is not chained, its heads are the service's word"
 
 
@@ -433,6 +434,13 @@ def check_window(
                     f"fabric anchor {a.anchor_id} wrote other heads or another window end than the bundle's"
                 )
             note = "" if a.channel == domain else f" (not the channel of {domain})"
+            tx_time = _parse_time(str(d.get("tx_time")), f"fabric anchor {a.anchor_id}: tx_time")
+            if w.ended > tx_time + MAX_SKEW:
+                raise HistoryError(
+                    f"fabric anchor {a.anchor_id}: the window ends {w.window_end}, after its transaction"
+                    f" ({d.get('tx_time')}) plus {MAX_SKEW.total_seconds():g} s: a window cannot be anchored before"
+                    " it ends"
+                )
             if d.get("chain_seq") is not None:
                 lane = str(d.get("lane"))
                 if lane != domain and not lane.endswith("." + domain):
@@ -503,6 +511,8 @@ def verify_history(
         )
     if len(records) < proven_size and not log.out_of_sequence:
         report.problems.append(f"newest record(s) missing: the log has {proven_size}, the bundle {len(records)}")
+    if ledger:
+        _check_in_ledger(w, ledger_keys, ledger, report)
     cutoff = as_of or datetime.now(UTC)
     newer = [
         (t, e)
@@ -522,6 +532,27 @@ def verify_history(
     if previous is not None:
         _check_growth(previous, doc, log.leaves, report)
     return report, records
+
+
+def _check_in_ledger(
+    w: Window, keys: Mapping[str, Ed25519PublicKey], ledger: Sequence[LedgerEntry], report: HistoryReport
+) -> None:
+    """The window's ledger entry must be the given ledger's entry at its place; another one there is a fork."""
+    by_seq = {e.seq: e for e in ledger}
+    for a in w.anchors:
+        if not isinstance(a, LocalAnchor) or a.key_id not in keys:
+            continue
+        mine = by_seq.get(a.entry.seq)
+        if mine is None:
+            report.problems.append(
+                f"the window's ledger entry {a.entry.seq} is not in the given ledger ({len(ledger)} entries):"
+                " the bundle came from a ledger the given one does not hold (fetch a newer ledger, or it is a fork)"
+            )
+        elif entry_hash(mine) != entry_hash(a.entry):
+            report.problems.append(
+                f"fork: the given ledger's entry {a.entry.seq} differs from the bundle's (same key {a.key_id},"
+                " same place: spec section 5.1)"
+            )
 
 
 def _check_growth(previous: Any, doc: Mapping[str, Any], new: list[bytes], report: HistoryReport) -> None:

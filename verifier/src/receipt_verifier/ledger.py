@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from . import strict_json
 from .errors import LedgerError, MalformedReceiptError, UsageError
+from .heads import HeadsError, check_transition, empty_heads
 from .model import LedgerEntry
 
 SIGNING_PREFIX = b"health-receipt/local-ledger/v1\n"
@@ -132,3 +133,60 @@ def verify_chain(entries: Iterable[SignedEntry], public_key: Ed25519PublicKey) -
         verify_entry_signature(public_key, e, signed.signature)
         prev = entry_hash(e)
     return prev
+
+
+@dataclass(frozen=True)
+class LaneTip:
+    """The newest chained window of a domain on a ledger: what its successor must follow."""
+
+    chain_seq: int
+    window_id: str
+    window_end: str
+    heads_root: str
+    heads_size: int
+
+
+def check_ledger_chains(entries: Iterable[SignedEntry], proofs: Mapping[str, str]) -> dict[str, LaneTip]:
+    """Replay every domain's chain of windows on a ledger (spec section 14.7); the tip of each.
+
+    ``proofs`` maps a proof's SHA-256 (hex) to its JSON text. ``LedgerError`` names the first bad entry:
+    a place skipped, a gap in time, a missing proof, heads that do not only grow, or an unchained entry
+    of a domain after its first chained one (a downgrade)."""
+    tips: dict[str, LaneTip] = {}
+    for signed in entries:
+        e = signed.entry
+        if e.domain is None or e.heads_root is None or e.heads_size is None:
+            continue
+        where = f"ledger entry {e.seq} (window {e.window_id}, domain {e.domain})"
+        tip = tips.get(e.domain)
+        if e.chain_seq is None:
+            if tip is not None:
+                raise LedgerError(f"{where}: an unchained entry after chained window {tip.window_id} of its domain")
+            continue
+        if tip is not None and tip.window_id == e.window_id:  # another tree of the tip's window
+            if (e.chain_seq, e.heads_root, e.heads_size, e.window_end) != (
+                tip.chain_seq,
+                tip.heads_root,
+                tip.heads_size,
+                tip.window_end,
+            ):
+                raise LedgerError(f"{where}: a tree of window {e.window_id} with another chain position or heads")
+            continue
+        want = 0 if tip is None else tip.chain_seq + 1
+        if e.chain_seq != want:
+            raise LedgerError(f"{where}: chain position {e.chain_seq}, but the domain's next is {want}")
+        if tip is not None and e.window_start != tip.window_end:
+            raise LedgerError(
+                f"{where}: a gap in time: it starts {e.window_start}, the window before ended {tip.window_end}"
+            )
+        proof = proofs.get(e.proof_hash or "")
+        if proof is None:
+            raise LedgerError(f"{where}: its transition proof is not in ledger-proofs.jsonl")
+        old = empty_heads()
+        old_root, old_size = (old.root, old.size) if tip is None else (bytes.fromhex(tip.heads_root), tip.heads_size)
+        try:
+            check_transition(old_root, old_size, bytes.fromhex(e.heads_root), e.heads_size, json.loads(proof))
+        except (HeadsError, MalformedReceiptError, ValueError) as exc:
+            raise LedgerError(f"{where}: its heads do not only grow from the window before: {exc}") from None
+        tips[e.domain] = LaneTip(e.chain_seq, e.window_id, e.window_end, e.heads_root, e.heads_size)
+    return tips

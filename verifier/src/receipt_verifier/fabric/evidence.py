@@ -111,7 +111,8 @@ class FabricChecker:
         tx = self._tx(checked.trust, checked, anchor)
         record = tx.records.get(anchor.key)
         if record is None:
-            raise WriteSetError(f"the transaction wrote key {', '.join(tx.records)}, the anchor names {anchor.key}")
+            wrote = f"key {', '.join(tx.records)}" if tx.records else "no anchor key (an empty window)"
+            raise WriteSetError(f"the transaction wrote {wrote}, the anchor names {anchor.key}")
         if tree is not None and anchor.key != f"{tree.window_id}/{tree.tree_index}":
             raise WriteSetError(f"key {anchor.key} is not this receipt's tree {tree.window_id}/{tree.tree_index}")
         if record.get("root") != root_hex:
@@ -138,7 +139,11 @@ class FabricChecker:
                 window_end=record.get("window_end"),
             )
         if tx.tip is not None:  # a chained window: its place in the lane's chain
-            details.update(chain_seq=record.get("chain_seq"), lane=record.get("lane"), chain_record=tx.tip)
+            details.update(
+                chain_seq=record.get("chain_seq"),
+                lane=record.get("lane"),
+                chain_record=tx.tip.decode("utf-8", "replace"),
+            )
         return reason, details
 
     # ------------------------------------------------------------------ block
@@ -329,8 +334,8 @@ def _writes(action: Any, anchor: FabricAnchor, where: str) -> tuple[dict[str, di
     tip = tips[0] if tips else None
     if tip is None and len(writes) != 1:
         raise WriteSetError(f"{where} writes {len(writes)} anchor keys; an anchor transaction writes exactly one")
-    if tip is not None and not 1 <= len(writes) <= MAX_CHAINED_TREES:
-        raise WriteSetError(f"{where} writes {len(writes)} anchor keys; a chained window writes 1 to 64")
+    if tip is not None and len(writes) > MAX_CHAINED_TREES:  # none: an empty window (spec section 14.7)
+        raise WriteSetError(f"{where} writes {len(writes)} anchor keys; a chained window writes at most 64")
     records: dict[str, dict[str, object]] = {}
     for key, value in writes:
         try:
