@@ -224,6 +224,12 @@ async def window_to_chain(store: Store, tip: ChainTip | None, trees: Sequence[Tr
 
     The window starts where the tip ended, so the chain's windows tile time (the stored start is never
     earlier: windows start where the previous one ended)."""
+    if tip is not None and datetime.fromisoformat(tip.window_end) > datetime.fromisoformat(trees[0].window_end):
+        raise CorruptRecordError(
+            f"lane {lane}: the chain's tip (window {tip.window_id}) ends {tip.window_end}, after window"
+            f" {trees[0].window_id} ends ({trees[0].window_end}): clocks of instances disagree, or another writer"
+            " moved the chain"
+        )
     new_tree, proof = await heads_transition(
         store, None if tip is None else (tip.heads_size, tip.heads_root), trees, f"lane {lane}"
     )

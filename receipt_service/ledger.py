@@ -33,6 +33,7 @@ from receipt_verifier.ledger import (
     check_ledger_chains,
     entry_hash,
     key_id,
+    next_window,
     parse_ledger_line,
     sign_entry,
     verify_chain,
@@ -124,6 +125,12 @@ def parse_proof_line(line: str | bytes, n: int) -> WindowProof:
         return WindowProof(str(doc["domain"]), int(doc["chain_seq"]), str(doc["window_id"]), str(doc["proof"]))
     except (ValueError, KeyError, TypeError):
         raise LedgerError(f"{PROOFS_FILE} line {n} is not a window's transition proof") from None
+
+
+def check_before_signing(tip: LaneTip | None, roots: Sequence[TreeRoot], proof: WindowProof) -> None:
+    """Refuse to sign a window its domain's chain would not accept (the replay at the next open would)."""
+    entry = ledger_entry(replace(roots[0], chain_seq=proof.chain_seq, proof_hash=proof.hash), 0, GENESIS_PREV, "")
+    next_window(tip, entry, proof.proof, f"window {proof.window_id} of {proof.domain}")
 
 
 def check_lanes(entries: Iterable[SignedEntry], proofs: Iterable[WindowProof]) -> dict[str, LaneTip]:
@@ -275,6 +282,7 @@ class LocalLedger:
                     f" the ledger's next is {want}"
                 )
             if first is None:
+                check_before_signing(tip, roots, proof)
                 with open(self.proofs_path, "ab") as f:
                     f.write(proof.to_json().encode("utf-8") + b"\n")
                     f.flush()

@@ -32,6 +32,9 @@ const MaxTreeSize = 1 << 32
 var (
 	keyPattern  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$`)
 	rootPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	// the RFC 3339 form verifiers parse too: Go's parser alone also takes a comma before the fraction
+	// and a +24:00 offset, which would let a window through that a monitor then refuses
+	timePattern = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$`)
 )
 
 // Anchor is the record stored under its key (JSON); it holds the root it anchors.
@@ -103,7 +106,7 @@ func parseTreeSize(s string) (uint64, error) {
 
 func parseTime(name, s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil || len(s) > 40 {
+	if err != nil || len(s) > 40 || !timePattern.MatchString(s) {
 		return time.Time{}, argErr("%s %q must be an RFC 3339 time such as 2026-01-02T03:04:05.123456Z", name, s)
 	}
 	return t, nil

@@ -152,6 +152,17 @@ func parseTrees(s string) ([]TreeRoot, error) {
 	if err := dec.Decode(&args); err != nil || args == nil || !atEOF(dec) {
 		return nil, argErr("trees must be a JSON list of {\"index\", \"root\", \"size\"} (%.80q)", s)
 	}
+	var names []map[string]json.RawMessage // the decoder matches names in any case: require them exactly
+	if err := json.Unmarshal([]byte(s), &names); err != nil {
+		return nil, argErr("trees must be a JSON list of {\"index\", \"root\", \"size\"} (%.80q)", s)
+	}
+	for i, m := range names {
+		for name := range m {
+			if name != "index" && name != "root" && name != "size" {
+				return nil, argErr("trees[%d] has member %q: a tree has exactly index, root and size", i, name)
+			}
+		}
+	}
 	if len(args) > MaxTrees {
 		return nil, argErr("trees holds %d trees; a window holds at most %d", len(args), MaxTrees)
 	}

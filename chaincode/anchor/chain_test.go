@@ -447,3 +447,25 @@ func sortedOrgs(ep statebased.KeyEndorsementPolicy) []string {
 	slices.Sort(orgs)
 	return orgs
 }
+
+// Go's parsers are looser than a verifier's: the chaincode refuses what a monitor would refuse.
+func TestTimesAndTreesTakeOnlyTheFormsVerifiersParse(t *testing.T) {
+	for _, s := range []string{"2026-01-02T03:04:05,5Z", "2026-01-02T03:04:05+24:00", "2026-01-02T03:04:05"} {
+		if _, err := parseTime("windowEnd", s); err == nil || !strings.Contains(err.Error(), "windowEnd") {
+			t.Errorf("time %q: want a refusal naming windowEnd, got %v", s, err)
+		}
+	}
+	for _, s := range []string{"2026-01-02T03:04:05Z", "2026-01-02T03:04:05.123456789Z", "2026-01-02T03:04:05+23:59"} {
+		if _, err := parseTime("windowEnd", s); err != nil {
+			t.Errorf("time %q: %v", s, err)
+		}
+	}
+	root := strings.Repeat("a", 64)
+	_, err := parseTrees(`[{"INDEX":0,"root":"` + root + `","size":1}]`)
+	if err == nil || !strings.Contains(err.Error(), `trees[0] has member "INDEX"`) {
+		t.Errorf("a member name in another case: want a refusal naming it, got %v", err)
+	}
+	if trees, err := parseTrees(`[{"index":0,"root":"` + root + `","size":1}]`); err != nil || len(trees) != 1 {
+		t.Errorf("exact names: %v %v", trees, err)
+	}
+}

@@ -30,7 +30,7 @@ from receipt_verifier.ledger import (
 )
 
 from ..errors import AnchorBackendError, ConflictError
-from ..ledger import TreeRoot, WindowProof, ledger_entry, parse_proof_line, same_tree
+from ..ledger import TreeRoot, WindowProof, check_before_signing, ledger_entry, parse_proof_line, same_tree
 
 KEYS = ("{hr:ledger}:lines", "{hr:ledger}:trees", "{hr:ledger}:head", "{hr:ledger}:key")
 CHAIN_KEYS = ("{hr:ledger}:tips", "{hr:ledger}:proofs")  # each domain's chain tip; the windows' proofs
@@ -130,6 +130,7 @@ class RedisLedger:
                     f"window {proof.window_id} claims place {proof.chain_seq} in the chain of {proof.domain};"
                     f" the ledger's next is {want}"
                 )
+            check_before_signing(tip, roots, proof)
             pipe = self._client.pipeline(transaction=False)
             pipe.llen(KEYS[0])
             pipe.get(KEYS[2])

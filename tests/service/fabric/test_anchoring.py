@@ -188,8 +188,13 @@ async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: N
     report, records = verify_history(bundle, {}, fabric_trust=trust)  # no ledger key: Fabric alone
     assert report.complete and len(records) == 3, report.problems
     assert report.anchor is not None and "Fabric medical-history" in report.anchor
+    assert report.append_only.startswith("no append-only guarantee: chained only in another lane"), report.append_only
+    fabric = load_settings(tmp_path / "service.toml", environ={}).fabric
+    assert fabric is not None
+    lane = f"{fabric.chain_prefix}.medical-history"  # this deployment's lane: the insurer pins it
+    report, _ = verify_history(bundle, {}, fabric_trust=trust, lane=lane)
     assert report.append_only.startswith("checked by both organisations' peers"), report.append_only
-    assert "(chained: window " in report.anchor and ".medical-history)" in report.anchor
+    assert "(chained: window " in report.anchor and f" of lane {lane} on medical-history)" in report.anchor
     assert "next" in bundle["head_proof"]["member"]  # the indexed heads tree (spec 14.5)
     forged = json.loads(json.dumps(bundle))
     forged["window"]["heads_root"] = "00" * 32

@@ -20,6 +20,9 @@ from receipt_service.fabric.gateway import Endpoint, GatewayClient, GatewayError
 from receipt_service.fabric.identity import Identity
 from receipt_service.fabric.network import Network
 from receipt_service.transition import transition_nodes
+from receipt_verifier.chain import replay
+from receipt_verifier.fabric.trust import load_trust, make_trust
+from receipt_verifier.fabric.windows import read_windows
 from receipt_verifier.heads import subject_key
 
 from .chainlane import ChainLane, heads_of, now, records
@@ -53,7 +56,7 @@ async def _tip(gateway: GatewayClient, lane: ChainLane) -> bytes:
     return await gateway.evaluate(CHANNEL, "anchor", "GetTip", [lane.name])
 
 
-async def test_a_lane_chains_windows_that_only_grow(gateway: GatewayClient, lane: ChainLane) -> None:
+async def test_a_lane_chains_windows_that_only_grow(net: Network, gateway: GatewayClient, lane: ChainLane) -> None:
     assert await _tip(gateway, lane) == lane.tip, "the tip answered is the record the window wrote"
     tip = json.loads(lane.tip or b"")
     assert (tip["seq"], tip["lane"], tip["heads_size"]) == (1, lane.name, 4)  # the sentinel and three subjects
@@ -67,6 +70,13 @@ async def test_a_lane_chains_windows_that_only_grow(gateway: GatewayClient, lane
         assert (anchor["tx_id"], anchor["chain_seq"], anchor["lane"]) == (done.tx_id, 2, lane.name)
     again = await gateway.submit(CHANNEL, "anchor", "AppendWindow", args)  # a retry after a lost answer
     assert json.loads(again.result)["tx_id"] == done.tx_id, "a repeat of the tip's window answers the tip"
+    # the monitor lists the committed retry (it wrote nothing) and still checks the whole lane
+    trust = load_trust(make_trust(net.config_blocks().values()))[CHANNEL]
+    blocks = [await gateway.fetch_block(CHANNEL, n) for n in range(again.block_number + 1)]
+    found = read_windows(blocks, trust, lane=lane.name)
+    report = replay(found.windows)
+    assert report.ok and [w.seq for w in found.windows] == [0, 1, 2], report.to_dict()
+    assert [t.tx_id for t in found.left_out] == [again.tx_id] and "retry" in found.left_out[0].note
 
 
 @pytest.mark.parametrize(

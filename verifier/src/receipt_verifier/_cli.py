@@ -637,6 +637,11 @@ def _history_main(argv: list[str]) -> int:
     p.add_argument("--records", type=Path, metavar="DIR", help="hash every file here and match them to the log")
     p.add_argument("--max-age", type=_duration, metavar="DURATION", help="refuse a window older than this (30d, 12h)")
     p.add_argument("--as-of", help="judge freshness as of this RFC 3339 time (default: now)")
+    p.add_argument(
+        "--lane",
+        help="the chain the domain's windows are in on its channel (default: the domain; PREFIX.DOMAIN for a"
+        " deployment with a chain_prefix): only a window of that chain is append-only",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--html", type=Path, metavar="FILE", help="write the report as an HTML page")
     args = p.parse_args(argv)
@@ -668,6 +673,7 @@ def _history_main(argv: list[str]) -> int:
         previous=_read_json(args.previous) if args.previous else None,
         max_age=args.max_age,
         as_of=as_of,
+        lane=args.lane,
     )
     doc = report.to_dict()
     doc["checked_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

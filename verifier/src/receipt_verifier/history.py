@@ -442,12 +442,7 @@ def check_window(
                     " it ends"
                 )
             if d.get("chain_seq") is not None:
-                lane = str(d.get("lane"))
-                if lane != domain and not lane.endswith("." + domain):
-                    raise HistoryError(
-                        f"fabric anchor {a.anchor_id} chains the window in lane {d.get('lane')}, not {domain}"
-                    )
-                note += f" (chained: window {d['chain_seq']} of lane {lane})"
+                note += f" (chained: window {d['chain_seq']} of lane {d.get('lane')} on {a.channel})"
             verified.append(f"Fabric {a.channel} block {a.block_number}{note}")
         else:
             others.append(f"{a.type} {a.anchor_id}: an anchor type this verifier does not know")
@@ -463,6 +458,7 @@ def verify_history(
     previous: Any = None,
     max_age: timedelta | None = None,
     as_of: datetime | None = None,
+    lane: str | None = None,
 ) -> tuple[HistoryReport, list[Record]]:
     """Check a history bundle: its log, the head proof, the window's anchors, freshness and growth.
 
@@ -471,7 +467,8 @@ def verify_history(
     ``as_of`` (default now; the bundle's own ``as_of`` is the holder's word, not evidence): ``ledger``
     entries of the pinned ledger with a newer window of the domain ended by then make the bundle
     stale, and so does a window older than ``max_age``. ``previous``: an older bundle of the same log,
-    which must be a prefix of this one.
+    which must be a prefix of this one. ``lane``: the chain the domain's windows must be in on the domain's
+    own channel (default: the domain's name; a deployment with a ``chain_prefix`` names ``PREFIX.DOMAIN``).
     """
     if not isinstance(doc, Mapping) or doc.get("@context") != HISTORY_CONTEXT or doc.get("type") != HISTORY_TYPE:
         raise MalformedReceiptError(f"not a history bundle (@context {HISTORY_CONTEXT}, type {HISTORY_TYPE})")
@@ -495,11 +492,21 @@ def verify_history(
         raise HistoryError("no anchor of the window verifies with what is pinned: " + "; ".join(others))
     report.anchor = ", ".join(verified)
     chained = [v for v in verified if "(chained: " in v]
+    pinned = f" of lane {lane or domain} on {domain})"  # a lane's chain is one per channel: pin both
     heads_root = bytes.fromhex(w.heads_root)
     if is_indexed_proof(doc["head_proof"]):
         proven_size, proven_root = check_indexed_proof(subject, doc["head_proof"], heads_root, w.heads_size)
-        if chained:
-            report.append_only = "checked by both organisations' peers: " + "; ".join(chained)
+        if any(v.endswith(pinned) for v in chained):
+            report.append_only = (
+                "checked by both organisations' peers (the commit of the newest window rests on the peer that"
+                " served the bundle: no successor travels in it): "
+                + "; ".join(v for v in chained if v.endswith(pinned))
+            )
+        elif chained:
+            report.append_only = (
+                f"no append-only guarantee: chained only in another lane or channel than lane {lane or domain} on"
+                f" {domain} ({'; '.join(chained)}), and anyone the writer rule allows can start a lane"
+            )
     elif chained:
         raise HistoryError("the window is chained, but its head proof is of the sorted heads tree (heads v1)")
     else:

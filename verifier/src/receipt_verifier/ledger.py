@@ -172,21 +172,27 @@ def check_ledger_chains(entries: Iterable[SignedEntry], proofs: Mapping[str, str
             ):
                 raise LedgerError(f"{where}: a tree of window {e.window_id} with another chain position or heads")
             continue
-        want = 0 if tip is None else tip.chain_seq + 1
-        if e.chain_seq != want:
-            raise LedgerError(f"{where}: chain position {e.chain_seq}, but the domain's next is {want}")
-        if tip is not None and e.window_start != tip.window_end:
-            raise LedgerError(
-                f"{where}: a gap in time: it starts {e.window_start}, the window before ended {tip.window_end}"
-            )
-        proof = proofs.get(e.proof_hash or "")
-        if proof is None:
-            raise LedgerError(f"{where}: its transition proof is not in ledger-proofs.jsonl")
-        old = empty_heads()
-        old_root, old_size = (old.root, old.size) if tip is None else (bytes.fromhex(tip.heads_root), tip.heads_size)
-        try:
-            check_transition(old_root, old_size, bytes.fromhex(e.heads_root), e.heads_size, json.loads(proof))
-        except (HeadsError, MalformedReceiptError, ValueError) as exc:
-            raise LedgerError(f"{where}: its heads do not only grow from the window before: {exc}") from None
-        tips[e.domain] = LaneTip(e.chain_seq, e.window_id, e.window_end, e.heads_root, e.heads_size)
+        tips[e.domain] = next_window(tip, e, proofs.get(e.proof_hash or ""), where)
     return tips
+
+
+def next_window(tip: LaneTip | None, e: LedgerEntry, proof: str | None, where: str) -> LaneTip:
+    """The domain's tip once chained window ``e`` (with its proof's text) follows ``tip``; ``LedgerError``
+    names what is wrong: the place, a gap in time, a missing proof, heads that do not only grow."""
+    assert e.heads_root is not None and e.heads_size is not None and e.chain_seq is not None
+    want = 0 if tip is None else tip.chain_seq + 1
+    if e.chain_seq != want:
+        raise LedgerError(f"{where}: chain position {e.chain_seq}, but the domain's next is {want}")
+    if tip is not None and e.window_start != tip.window_end:
+        raise LedgerError(
+            f"{where}: a gap in time: it starts {e.window_start}, the window before ended {tip.window_end}"
+        )
+    if proof is None or hashlib.sha256(proof.encode("utf-8")).hexdigest() != e.proof_hash:
+        raise LedgerError(f"{where}: its transition proof is not in ledger-proofs.jsonl")
+    old = empty_heads()
+    old_root, old_size = (old.root, old.size) if tip is None else (bytes.fromhex(tip.heads_root), tip.heads_size)
+    try:
+        check_transition(old_root, old_size, bytes.fromhex(e.heads_root), e.heads_size, strict_json.loads(proof))
+    except (HeadsError, MalformedReceiptError, ValueError) as exc:
+        raise LedgerError(f"{where}: its heads do not only grow from the window before: {exc}") from None
+    return LaneTip(e.chain_seq, e.window_id, e.window_end, e.heads_root, e.heads_size)

@@ -260,7 +260,7 @@ def _read_block(
         if code != VALID:
             out.left_out.append(replace(listed, note="flagged invalid by the peer: left out of the chain"))
             continue
-        if not parsed.tip_writes and parsed.fn == APPEND_WINDOW and why_not is None and tx is not None:
+        if not parsed.tip_writes and parsed.fn == APPEND_WINDOW:  # wrote nothing, so it cannot move a chain
             out.left_out.append(replace(listed, note="a retry of the tip's own window: it wrote nothing"))
             continue
         where = f"{out.channel} block {n} tx {i}"
