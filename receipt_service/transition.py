@@ -96,14 +96,8 @@ def transition_nodes(old: IndexedHeads, changed: Sequence[int]) -> list[list[Any
 
 def changed_entry(old: IndexedHeads, new: IndexedHeads, index: int, consistency: Sequence[bytes]) -> dict[str, Any]:
     """A ``changed`` member of a transition proof: leaf ``index``'s old value and its log's new head."""
-    key, nxt, size, root = old.leaf(index)
     _, _, new_size, new_root = new.leaf(index)
-    return {
-        "index": index,
-        "key": key.hex(),
-        "next": nxt.hex(),
-        "size": size,
-        "root": root.hex(),
+    return old.leaf_fields(index) | {
         "new_size": new_size,
         "new_root": new_root.hex(),
         "consistency": [h.hex() for h in consistency],

@@ -93,7 +93,8 @@ def test_a_chained_ledger_reopens_and_goes_on(tmp_path: Path) -> None:
     assert all(e.to_dict()["v"] == 3 for e in entries)
     lane.ledger = again
     lane.window({B: 1})
-    assert LocalLedger(tmp_path).lane_tip(DOMAIN).chain_seq == 2  # type: ignore[union-attr]
+    reopened = LocalLedger(tmp_path).lane_tip(DOMAIN)
+    assert reopened is not None and reopened.chain_seq == 2
     with pytest.raises(ConflictError, match="unchained entry would break it"):  # no downgrade at write time
         again.append(TreeRoot("w9", 0, 1, "ab" * 32, _t(9), _t(9), DOMAIN, "cd" * 32, 3), _t(9))
 
@@ -183,7 +184,7 @@ async def test_the_service_chains_a_domain_on_the_ledger_and_the_verifier_replay
             await agg.close_window()
         ledger = local.ledger
         assert isinstance(ledger, LocalLedger)
-        await _until(lambda: ledger.lane_tip(DOMAIN) is not None and ledger.lane_tip(DOMAIN).chain_seq == 2)  # type: ignore[union-attr]
+        await _until(lambda: (tip := ledger.lane_tip(DOMAIN)) is not None and tip.chain_seq == 2)
     finally:
         assert await agg.drain(5)
         await store.close()

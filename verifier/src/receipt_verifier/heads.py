@@ -120,16 +120,13 @@ class IndexedHeads:
         """The index of the leaf with the largest key below ``key``."""
         return self._sorted_index[bisect.bisect_left(self._sorted, key) - 1]
 
-    def _member(self, index: int) -> dict[str, Any]:
+    def leaf_fields(self, index: int) -> dict[str, Any]:
+        """Leaf ``index`` as proofs spell it: ``index``, ``key``, ``next``, ``size``, ``root`` (hex)."""
         key, nxt, size, root = self.leaf(index)
-        return {
-            "index": index,
-            "key": key.hex(),
-            "next": nxt.hex(),
-            "size": size,
-            "root": root.hex(),
-            "path": [h.hex() for _, h in self._tree.audit_path(index)],
-        }
+        return {"index": index, "key": key.hex(), "next": nxt.hex(), "size": size, "root": root.hex()}
+
+    def _member(self, index: int) -> dict[str, Any]:
+        return self.leaf_fields(index) | {"path": [h.hex() for _, h in self._tree.audit_path(index)]}
 
     def prove(self, subject: str) -> dict[str, Any]:
         """``{"member": leaf}`` for a subject with a log, else ``{"absent": {"low": leaf}}`` (§14.5)."""
