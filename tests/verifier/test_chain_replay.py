@@ -180,6 +180,12 @@ def _breaks() -> list[tuple[str, Any, str, str]]:
             "the old heads root is not the tip's",
         ),
         (
+            "a window that ends after its transaction",
+            lambda ws: ws.__setitem__(3, _record(ws[3], tx_time=now(-60))),
+            "time",
+            "is more than 10 s after its transaction",
+        ),
+        (
             "successor read another version",
             lambda ws: ws.__setitem__(3, dataclasses.replace(ws[3], read_version=(12, 1))),
             "successor",

@@ -27,6 +27,7 @@ from .heads import TransitionSummary, check_transition, empty_heads
 
 ZERO_PREV = "0" * 64
 RECORD_VERSION = 1
+MAX_SKEW_NS = 10 * 10**9  # the chaincode's MaxSkew
 RECORD_MEMBERS = frozenset(
     {
         "v",
@@ -341,6 +342,13 @@ def _check_record(w: ChainWindow) -> None:
         if got != value or type(got) is not type(value):
             what = "the SHA-256 of the proof argument" if name == "proof_hash" else "the window's"
             raise ChainBreak("record", f"the record's {name} {got!r:.80} is not {what} {value!r:.80}")
+    if w.on_fabric:  # the chaincode's clock rule, again: no window ends after its transaction (plus the skew)
+        tx_time = rec["tx_time"]
+        if not isinstance(tx_time, str):
+            raise ChainBreak("record", f"the record's tx_time {tx_time!r:.80} is not a time")
+        (end_s, end_ns), (tx_s, tx_ns) = _time(w.window_end, "window_end"), _time(tx_time, "tx_time")
+        if (end_s - tx_s) * 10**9 + end_ns - tx_ns > MAX_SKEW_NS:
+            raise ChainBreak("time", f"window_end {w.window_end} is more than 10 s after its transaction ({tx_time})")
 
 
 def _time(text: str, name: str) -> tuple[int, ...]:
