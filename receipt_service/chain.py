@@ -61,6 +61,7 @@ class ChainTip:
     """A lane's newest chained window on one target, as the target stored it."""
 
     raw: bytes  # the stored record, exactly (its hash is the successor's ``prev``)
+    lane: str
     seq: int
     window_id: str
     window_end: str
@@ -80,6 +81,7 @@ def parse_tip(raw: bytes, lane: str) -> ChainTip:
         doc = json.loads(raw)
         tip = ChainTip(
             raw,
+            str(doc["lane"]),
             int(doc["seq"]),
             str(doc["window_id"]),
             str(doc["window_end"]),
@@ -87,7 +89,7 @@ def parse_tip(raw: bytes, lane: str) -> ChainTip:
             int(doc["heads_size"]),
             str(doc["tx_id"]),
         )
-        if doc["lane"] != lane:
+        if tip.lane != lane:
             raise ValueError("another lane's tip")
     except (ValueError, KeyError, TypeError) as exc:
         raise AnchorBackendError(f"the tip of lane {lane} is not a chain record ({exc}): {raw[:160]!r}") from None
@@ -109,11 +111,13 @@ class WindowToChain:
     heads_size: int
     proof: str  # the transition proof, JSON
 
-    def trees_json(self) -> str:
-        """The ``trees`` argument: index, root and size of each tree."""
-        return json.dumps(
+    def args(self) -> list[str]:
+        """``AppendWindow``'s ten arguments (spec section 14.8)."""
+        trees = json.dumps(
             [{"index": t.tree_index, "root": t.root.hex(), "size": t.size} for t in self.trees], separators=(",", ":")
         )
+        head = [self.lane, str(self.seq), self.prev, self.window_id, self.window_start, self.window_end]
+        return [*head, trees, self.heads_root, str(self.heads_size), self.proof]
 
 
 async def window_trees(store: Store, first: TreeRecord) -> list[TreeRecord]:
@@ -250,7 +254,7 @@ async def window_to_chain(store: Store, tip: ChainTip | None, trees: Sequence[Tr
 def empty_window(tip: ChainTip, window_id: str, end: str) -> WindowToChain:
     """An empty window after ``tip`` up to ``end``: no tree, no head changed, so that silence is visible."""
     return WindowToChain(
-        lane=str(json.loads(tip.raw)["lane"]),
+        lane=tip.lane,
         seq=tip.seq + 1,
         prev=tip.hash,
         window_id=window_id,

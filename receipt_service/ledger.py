@@ -127,10 +127,21 @@ def parse_proof_line(line: str | bytes, n: int) -> WindowProof:
         raise LedgerError(f"{PROOFS_FILE} line {n} is not a window's transition proof") from None
 
 
-def check_before_signing(tip: LaneTip | None, roots: Sequence[TreeRoot], proof: WindowProof) -> None:
-    """Refuse to sign a window its domain's chain would not accept (the replay at the next open would)."""
+def check_place(proof: WindowProof, want: int) -> None:
+    """The window must take the place the ledger has next (``ConflictError`` names both)."""
+    if proof.chain_seq != want:
+        raise ConflictError(
+            f"window {proof.window_id} claims place {proof.chain_seq} in the chain of {proof.domain};"
+            f" the ledger's next is {want}"
+        )
+
+
+def check_before_signing(tip: LaneTip | None, roots: Sequence[TreeRoot], proof: WindowProof) -> LaneTip:
+    """Refuse to sign a window its domain's chain would not accept (the replay at the next open would);
+    the domain's tip once it is appended."""
+    check_place(proof, 0 if tip is None else tip.chain_seq + 1)
     entry = ledger_entry(replace(roots[0], chain_seq=proof.chain_seq, proof_hash=proof.hash), 0, GENESIS_PREV, "")
-    next_window(tip, entry, proof.proof, f"window {proof.window_id} of {proof.domain}")
+    return next_window(tip, entry, proof.proof, f"window {proof.window_id} of {proof.domain}")
 
 
 def check_lanes(entries: Iterable[SignedEntry], proofs: Iterable[WindowProof]) -> dict[str, LaneTip]:
@@ -273,16 +284,12 @@ class LocalLedger:
             done = [self._by_tree.get((r.window_id, r.tree_index)) for r in roots]
             if all(d is not None for d in done):
                 return [d for d in done if d is not None]
-            tip = self.tips.get(proof.domain)
             first = done[0]
-            want = (0 if tip is None else tip.chain_seq + 1) if first is None else first.entry.chain_seq
-            if proof.chain_seq != want:
-                raise ConflictError(
-                    f"window {proof.window_id} claims place {proof.chain_seq} in the chain of {proof.domain};"
-                    f" the ledger's next is {want}"
-                )
-            if first is None:
-                check_before_signing(tip, roots, proof)
+            new_tip = None
+            if first is not None:  # the rest of a window cut short by a crash: its place stands
+                check_place(proof, first.entry.chain_seq or 0)
+            else:
+                new_tip = check_before_signing(self.tips.get(proof.domain), roots, proof)
                 with open(self.proofs_path, "ab") as f:
                     f.write(proof.to_json().encode("utf-8") + b"\n")
                     f.flush()
@@ -307,11 +314,8 @@ class LocalLedger:
                 self._entries.append(signed)
                 self._by_tree[(signed.entry.window_id, signed.entry.tree_index)] = signed
             self._head = head
-            last = out[-1].entry
-            assert last.heads_root is not None and last.heads_size is not None
-            self.tips[proof.domain] = LaneTip(
-                proof.chain_seq, last.window_id, last.window_end, last.heads_root, last.heads_size
-            )
+            if new_tip is not None:
+                self.tips[proof.domain] = new_tip
             return out
 
     def public_key_pem(self) -> str:

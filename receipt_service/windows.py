@@ -378,14 +378,15 @@ class Aggregator:
         """Append ``tree``'s whole window to the target's chain (its other trees are then done too)."""
 
         async def attempt() -> tuple[int, int]:
+            if await self._anchored(tree, backend.target):  # appended with an earlier tree of its window
+                return tree.first_seq, tree.last_seq
             trees = await window_trees(self.store, tree)
             open_trees = [t for t in trees if not await self._anchored(t, backend.target)]
-            if open_trees:  # else: anchored with an earlier tree of its window
-                anchors = await backend.anchor_window(self.store, trees)
-                crash_point("anchor-sent")
-                for t, anchor in zip(trees, anchors, strict=True):
-                    if t in open_trees:
-                        await self.store.record_anchor(t, backend.target, anchor_json(anchor), time.time_ns())
+            anchors = await backend.anchor_window(self.store, trees)
+            crash_point("anchor-sent")
+            for t, anchor in zip(trees, anchors, strict=True):
+                if t in open_trees:
+                    await self.store.record_anchor(t, backend.target, anchor_json(anchor), time.time_ns())
             return trees[0].first_seq, trees[-1].last_seq
 
         await self._until_done(backend.target, tree, attempt)

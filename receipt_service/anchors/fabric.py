@@ -32,7 +32,6 @@ class FabricChannelBackend:
     write, which the chaincode refuses once a channel holds a chained window."""
 
     type = "fabric"
-    chained = True
 
     def __init__(
         self,
@@ -113,9 +112,7 @@ class FabricChannelBackend:
                 tx_id = written
             else:
                 win = await window_to_chain(store, tip, trees, lane)
-                args = [win.lane, str(win.seq), win.prev, win.window_id, win.window_start, win.window_end]
-                args += [win.trees_json(), win.heads_root, str(win.heads_size), win.proof]
-                committed = await self.client.submit(self.channel, self.chaincode, "AppendWindow", args)
+                committed = await self.client.submit(self.channel, self.chaincode, "AppendWindow", win.args())
                 tx_id = json.loads(committed.result)["tx_id"]
             code, block = await self.client.commit_status(self.channel, tx_id)
             if code != 0:
@@ -152,13 +149,7 @@ class FabricChannelBackend:
             if tip is None or age_seconds(tip.window_end) < idle:
                 return None
             win = empty_window(tip, f"{store.instance_id}-e{tip.seq + 1}", end)
-            args = [win.lane, str(win.seq), win.prev, win.window_id, win.window_start, win.window_end]
-            await self.client.submit(
-                self.channel,
-                self.chaincode,
-                "AppendWindow",
-                [*args, "[]", win.heads_root, str(win.heads_size), win.proof],
-            )
+            await self.client.submit(self.channel, self.chaincode, "AppendWindow", win.args())
         except GatewayError as exc:
             raise AnchorBackendError(f"{self.target}: empty window of lane {lane}: {exc}") from None
         return win.seq

@@ -29,7 +29,7 @@ from receipt_verifier.ledger import (
     sign_entry,
 )
 
-from ..errors import AnchorBackendError, ConflictError
+from ..errors import AnchorBackendError
 from ..ledger import TreeRoot, WindowProof, check_before_signing, ledger_entry, parse_proof_line, same_tree
 
 KEYS = ("{hr:ledger}:lines", "{hr:ledger}:trees", "{hr:ledger}:head", "{hr:ledger}:key")
@@ -124,30 +124,20 @@ class RedisLedger:
             if all(d is not None for d in done):
                 return [d for d in done if d is not None]
             tip = self.lane_tip(proof.domain)
-            want = 0 if tip is None else tip.chain_seq + 1
-            if proof.chain_seq != want:
-                raise ConflictError(
-                    f"window {proof.window_id} claims place {proof.chain_seq} in the chain of {proof.domain};"
-                    f" the ledger's next is {want}"
-                )
-            check_before_signing(tip, roots, proof)
+            new_tip = check_before_signing(tip, roots, proof)
             pipe = self._client.pipeline(transaction=False)
             pipe.llen(KEYS[0])
             pipe.get(KEYS[2])
             size, raw_head = pipe.execute()
             seq, head = int(size), raw_head.decode() if raw_head else GENESIS_PREV
-            args: list[Any] = [seq, proof.domain, "" if tip is None else json.dumps(asdict(tip)), "", proof.to_json()]
-            args.append(len(roots))
+            old = "" if tip is None else json.dumps(asdict(tip))
+            args: list[Any] = [seq, proof.domain, old, json.dumps(asdict(new_tip)), proof.to_json(), len(roots)]
             signed = []
             for root in roots:
                 entry = ledger_entry(replace(root, chain_seq=proof.chain_seq, proof_hash=proof.hash), seq, head, now)
                 signed.append(SignedEntry(entry, sign_entry(self._key, entry)))
                 args += [f"{root.window_id}/{root.tree_index}", signed[-1].to_json()]
                 seq, head = seq + 1, entry_hash(entry)
-            last = signed[-1].entry
-            assert last.heads_root is not None and last.heads_size is not None
-            new_tip = LaneTip(proof.chain_seq, last.window_id, last.window_end, last.heads_root, last.heads_size)
-            args[3] = json.dumps(asdict(new_tip))
             args.append(head)
             (status,) = self._append_window(keys=[*KEYS[:3], *CHAIN_KEYS], args=args)
             if status == b"ok":
