@@ -18,7 +18,7 @@ import pytest
 
 from receipt_service.fabric.gateway import Endpoint, GatewayClient, GatewayError, TransactionInvalidError
 from receipt_service.fabric.identity import Identity
-from receipt_service.fabric.network import Network
+from receipt_service.fabric.network import CHAINCODE, CHAINCODE_VERSION, Network, NetworkError
 from receipt_service.transition import transition_nodes
 from receipt_verifier.chain import replay
 from receipt_verifier.fabric.trust import load_trust, make_trust
@@ -223,3 +223,29 @@ async def test_one_organisation_alone_cannot_append(gateway: GatewayClient, lane
         with pytest.raises(TransactionInvalidError, match="ENDORSEMENT_POLICY_FAILURE"):
             await gateway.submit(CHANNEL, "anchor", "AppendWindow", args, endorsing_orgs=[org])
     assert await _tip(gateway, lane) == lane.tip
+
+
+def test_one_organisation_alone_cannot_redefine_the_chaincode(net: Network) -> None:
+    """The attacker holds the Hospitals admin's keys. It approves a definition under which its own peer
+    alone endorses (a weaker chaincode could then accept any window) and commits it: the lifecycle's
+    endorsement policy, a majority of the two organisations, needs the Insurers too."""
+    lay = net.layout
+    pkg = json.loads(net.state_file.read_text())["package_id"]
+    weak = ["--channelID", CHANNEL, "--name", CHAINCODE, "--version", CHAINCODE_VERSION, "--sequence", "2"]
+    weak += ["--signature-policy", "OR('HospitalsMSP.peer')"]
+    net.peer_cli(
+        "Hospitals", ["lifecycle", "chaincode", "approveformyorg", *net.orderer_args(), *weak, "--package-id", pkg]
+    )
+
+    def commit(orgs: tuple[str, ...]) -> str:
+        peers: list[str] = []
+        for peer in (p for p in lay.peers if p.org in orgs):
+            peers += ["--peerAddresses", lay.address(peer), "--tlsRootCertFiles", str(lay.tls_ca(peer.org))]
+        with pytest.raises(NetworkError) as err:
+            net.peer_cli("Hospitals", ["lifecycle", "chaincode", "commit", *net.orderer_args(), *weak, *peers])
+        return str(err.value)
+
+    assert "ENDORSEMENT_POLICY_FAILURE" in commit(("Hospitals",))  # its own peer's endorsement is not enough
+    assert "chaincode definition not agreed to by this org (InsurersMSP)" in commit(("Hospitals", "Insurers"))
+    committed = net.peer_cli("Insurers", ["lifecycle", "chaincode", "querycommitted", "-C", CHANNEL, "-n", CHAINCODE])
+    assert "Sequence: 1," in committed and "Version: 1.0" in committed
