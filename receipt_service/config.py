@@ -53,6 +53,9 @@ class Settings:
     data_dir: Path = Path("receipt-data")
     window_seconds: float = 1.0
     max_leaves: int = 25_000
+    # a domain window changing more subject logs is split into several chained windows, so that its
+    # transition proof (about 1.2 KB per subject) fits one Fabric transaction
+    max_subjects_per_window: int = 4_000
     max_hashes_per_request: int = 1000
     max_ids_per_request: int = 250
     max_body_bytes: int = 256 * 1024
@@ -93,6 +96,8 @@ class Settings:
             problems.append(f"window_seconds {self.window_seconds} must be between 0.01 and 3600")
         if not 1 <= self.max_leaves <= 2**32:
             problems.append(f"max_leaves {self.max_leaves} must be between 1 and 2^32")
+        if not 1 <= self.max_subjects_per_window <= 100_000:
+            problems.append(f"max_subjects_per_window {self.max_subjects_per_window} must be between 1 and 100000")
         if not 1 <= self.max_hashes_per_request <= 100_000:
             problems.append("max_hashes_per_request must be between 1 and 100000")
         if not 1 <= self.max_ids_per_request <= 10_000:

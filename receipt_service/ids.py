@@ -6,6 +6,7 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from receipt_verifier import proof_id as pid
 
@@ -18,6 +19,39 @@ class IssuedId:
     proof_id_bytes: bytes
     hash_received: str
     ticks: int
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TICKS_PER_US = 10  # window times are whole microseconds; receive times are 100 ns ticks
+
+
+def ceil_us(ticks: int) -> int:
+    """The first whole microsecond at or after ``ticks`` (in ticks)."""
+    return -(-ticks // TICKS_PER_US) * TICKS_PER_US
+
+
+def ticks_unix_ns(ticks: int) -> int:
+    """Unix nanoseconds of proof-id ticks."""
+    return (ticks - pid.UUID_EPOCH_OFFSET) * 100
+
+
+def iso_ticks(iso: str) -> int:
+    """Proof-id ticks of an RFC 3339 UTC time with at most microseconds (a window's start or end)."""
+    moment = datetime.fromisoformat(iso)
+    return (moment - _EPOCH) // timedelta(microseconds=1) * TICKS_PER_US + pid.UUID_EPOCH_OFFSET
+
+
+def ticks_iso(ticks: int) -> str:
+    """A window time (whole microseconds) in ticks, as RFC 3339 UTC with microseconds."""
+    if ticks % TICKS_PER_US:
+        raise ValueError("window times are whole microseconds")
+    return iso_us(ticks_unix_ns(ticks))
+
+
+def iso_us(unix_ns: int) -> str:
+    """RFC 3339 UTC with microseconds, truncated (never later than ``unix_ns``)."""
+    seconds, rest = divmod(unix_ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{rest // 1000:06d}Z"
 
 
 class ProofIdIssuer:

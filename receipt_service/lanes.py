@@ -66,6 +66,7 @@ def make_lane(
         metrics,
         window_seconds=s.window_seconds,
         max_leaves=s.max_leaves,
+        max_subjects=s.max_subjects_per_window,
         retry_max_seconds=s.anchor_retry_max_seconds,
         empty_window_seconds=s.empty_window_seconds or None,
         retention_seconds=None if s.retention_days is None else s.retention_days * 86400,

@@ -16,14 +16,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from itertools import accumulate
 
+from receipt_verifier import proof_id as pid
 from receipt_verifier.heads import IndexedHeads
 from receipt_verifier.history import frontier_append, frontier_root, record_leaf
 
-from .anchors import AnchorBackend, ChainedBackend, anchor_json, iso_now
+from .anchors import AnchorBackend, ChainedBackend, anchor_json
 from .chain import heads_after, indexed_heads, window_trees
 from .crashpoints import crash_point
 from .errors import CorruptRecordError, LeaseLostError, ServiceError
+from .ids import TICKS_PER_US, ceil_us, ticks_iso
 from .ledger import tree_root
 from .metrics import Metrics
 from .stores.base import Store, StoredBatch, SubjectHead, TreeRecord
@@ -115,6 +118,7 @@ class Aggregator:
         *,
         window_seconds: float = 1.0,
         max_leaves: int = 25_000,
+        max_subjects: int = 4_000,
         retry_max_seconds: float = 30.0,
         retention_seconds: float | None = None,
         empty_window_seconds: float | None = None,
@@ -124,6 +128,7 @@ class Aggregator:
         self.metrics = metrics
         self.window_seconds = window_seconds
         self.max_leaves = max_leaves
+        self.max_subjects = max_subjects
         self.retry_max_seconds = retry_max_seconds
         self.retention_seconds = retention_seconds
         self.empty_window_seconds = empty_window_seconds
@@ -266,12 +271,11 @@ class Aggregator:
             total = 0
             while True:
                 t0 = time.perf_counter()
-                spans = await self.store.backlog(self.max_leaves * MAX_TREES_PER_WINDOW)
+                spans, end, capped = await self._sealed_backlog()
                 if not spans:
                     self._window_start_ns = time.time_ns()
                     return total
-                end = iso_now()  # every hash of the backlog was received by now
-                start = await self._window_start(spans[0].first_seq, end)
+                start = await self._window_start(spans, end)
                 window_id = f"{self.store.instance_id}-{spans[0].first_seq}"
                 trees = await self.builder.build([s.columns(self.store.domain) for s in spans], self.max_leaves)
                 records = tree_records(window_id, spans[0].first_seq, trees, start, end)
@@ -299,17 +303,75 @@ class Aggregator:
                 total += leaves
                 self.metrics.window_build_seconds.observe(time.perf_counter() - t0)
                 self.metrics.window_leaves.observe(leaves)
-                if leaves < self.max_leaves * MAX_TREES_PER_WINDOW:
+                if not capped:
                     return total
 
-    async def _window_start(self, first_seq: int, end: str) -> str:
-        """A window starts where the lane's previous window ended, so windows tile time (a chain needs it)."""
+    async def _sealed_backlog(self) -> tuple[list[StoredBatch], str, bool]:
+        """The next window's batches, its end, and whether more batches wait (a cut window).
+
+        The store is sealed first: every hash stored by then was received by the seal's floor, and
+        any later one at or after it. So each hash of a window was received within its start and end
+        (spec section 14.7), even when a request received before the close is stored after it. A
+        window is cut at ``MAX_TREES_PER_WINDOW`` trees and, on a domain lane, at ``max_subjects``
+        subject logs (its transition proof must fit one Fabric transaction)."""
+        limit = self.max_leaves * MAX_TREES_PER_WINDOW
+        last, floor = await self.store.seal(ceil_us(pid.unix_ns_to_ticks(time.time_ns())))
+        spans = await self.store.backlog(limit, last)
+        keep = self._within_subjects(spans)
+        if keep == len(spans) and (not spans or spans[-1].last_seq >= last):
+            return spans, ticks_iso(floor), False
+        cut = await self._cut(spans, keep, last)
+        if cut is not None:
+            return cut[0], cut[1], True
+        log.warning(
+            "lane %s: no cut in receive-time order within %d batches; one window takes the whole backlog",
+            self.store.domain or "v1",
+            keep,
+        )
+        spans = await self.store.backlog(2**62, last)
+        return spans, ticks_iso(floor), False
+
+    def _within_subjects(self, spans: Sequence[StoredBatch]) -> int:
+        """How many leading batches change at most ``max_subjects`` subject logs."""
+        if self.store.domain is None:
+            return len(spans)
+        subjects: set[str] = set()
+        for i, span in enumerate(spans):
+            if span.batch.subject and span.batch.subject not in subjects:
+                if len(subjects) == self.max_subjects:
+                    return i
+                subjects.add(span.batch.subject)
+        return len(spans)
+
+    async def _cut(self, spans: Sequence[StoredBatch], keep: int, last: int) -> tuple[list[StoredBatch], str] | None:
+        """The longest prefix of at most ``keep`` of ``spans`` whose hashes were all received no later
+        than every hash after it up to ``last``, with its end (instances' clocks interleave on a shared
+        store); None when there is none."""
+        rest = None if spans[-1].last_seq >= last else await self.store.min_ticks(spans[-1].last_seq, last)
+        after = [0] * (len(spans) + 1)  # after[i]: the earliest receive time from spans[i] on (0: none)
+        after[len(spans)] = rest if rest is not None else 0
+        for i in range(len(spans) - 1, -1, -1):
+            first = spans[i].batch.first_ticks
+            after[i] = first if not after[i + 1] else min(first, after[i + 1])
+        received_by = list(accumulate((s.batch.first_ticks + s.batch.count - 1 for s in spans), max))
+        for i in range(keep, 0, -1):
+            end = ceil_us(received_by[i - 1])
+            if not after[i] or end <= after[i]:
+                return list(spans[:i]), ticks_iso(end)
+        return None
+
+    async def _window_start(self, spans: Sequence[StoredBatch], end: str) -> str:
+        """A window starts where the lane's previous window ended, so windows tile time (a chain needs it);
+        a lane's first window starts at its first receive time at the latest."""
+        first_seq = spans[0].first_seq
         if self._prev_end is None or self._prev_end[0] != first_seq - 1:
             prev = await self.store.tree_for_seq(first_seq - 1)
             self._prev_end = None if prev is None else (prev.last_seq, prev.window_end)
-        if self._prev_end is None:  # the lane's first window
-            return min(iso_now(self._window_start_ns), end)
-        return min(self._prev_end[1], end)
+        if self._prev_end is not None:
+            return min(self._prev_end[1], end)
+        earliest = min(s.batch.first_ticks for s in spans)
+        started = pid.unix_ns_to_ticks(self._window_start_ns)
+        return ticks_iso(min(earliest, started) // TICKS_PER_US * TICKS_PER_US)
 
     async def _subject_heads(self, spans: Sequence[StoredBatch]) -> tuple[list[SubjectHead], IndexedHeads]:
         """The new heads of the subject logs these batches extend, and the heads tree of the domain.
@@ -395,7 +457,10 @@ class Aggregator:
         async with self._close_lock:  # every window closed after this one ends later: the chain's order
             if queue.qsize():
                 return  # a window came: it moves the chain on
-            end = iso_now()
+            last, floor = await self.store.seal(ceil_us(pid.unix_ns_to_ticks(time.time_ns())))
+            if await self.store.backlog(1, last):
+                return  # hashes wait for the next window, which moves the chain on; none may predate this end
+            end = ticks_iso(floor)
         try:
             seq = await backend.empty_window(self.store, idle, end)
         except ServiceError as exc:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from receipt_verifier.codec import anchor_to_dict
 from receipt_verifier.model import Anchor, PendingAnchor
 
+from ..ids import iso_us
 from ..ledger import TreeRoot
 from ..stores.base import Store, TreeRecord
 
@@ -42,9 +42,8 @@ class ChainedBackend(AnchorBackend, Protocol):
 
 
 def iso_now(ns: int | None = None) -> str:
-    """RFC 3339 UTC with microseconds."""
-    ns = time.time_ns() if ns is None else ns
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds, truncated (never later than ``ns``)."""
+    return iso_us(time.time_ns() if ns is None else ns)
 
 
 def anchor_json(anchor: Anchor) -> str:

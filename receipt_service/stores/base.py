@@ -290,7 +290,18 @@ class Store(Protocol):
 
     async def watch(self, wake: Callable[[int, int], None]) -> None: ...
 
-    async def backlog(self, limit: int) -> list[StoredBatch]: ...
+    async def backlog(self, limit: int, upto: int | None = None) -> list[StoredBatch]: ...  # seqs <= upto
+
+    async def seal(self, floor: int) -> tuple[int, int]:
+        """Raise the receive-time floor to at least ``floor`` ticks and past every stored receive time;
+        returns (the last seq stored, the floor). From then on the store refuses a batch received
+        before the floor (``TicksTakenError``: re-issue after it), so a window ending at the floor
+        holds every hash received before it (spec section 14.7)."""
+        ...
+
+    async def min_ticks(self, after: int, upto: int) -> int | None:
+        """The earliest receive ticks among seqs ``after+1..upto`` (None: none stored)."""
+        ...
 
     async def commit_window(
         self, trees: Sequence[TreeRecord], targets: Sequence[str], heads: Sequence[SubjectHead] = ()

@@ -39,6 +39,7 @@ from redis.exceptions import RedisError, ResponseError
 from receipt_verifier.history import frontier_root
 
 from ..errors import ConfigError, ConflictError, CorruptRecordError, LeaseLostError, StoreError, TicksTakenError
+from ..ids import ceil_us
 from .base import (
     AnchorRecord,
     ApiKeyRecord,
@@ -66,6 +67,8 @@ _PAGE = 512
 # ---------------------------------------------------------------------- scripts
 
 _ADD_BATCH = """
+local floor = redis.call('HGET', KEYS[1], 'floor')
+if floor and ARGV[3] < floor then return redis.error_reply('FLOOR ' .. floor) end
 local prev = redis.call('ZREVRANGEBYLEX', KEYS[4], '(' .. ARGV[8], '[' .. ARGV[1], 'LIMIT', 0, 1)[1]
 if prev and string.sub(prev, 22, 37) >= ARGV[3] then
   return redis.error_reply('TICKS ' .. (redis.call('HGET', KEYS[5], ARGV[1]) or string.sub(prev, 22, 37)))
@@ -92,6 +95,16 @@ redis.call('ZADD', KEYS[4], 0, ARGV[2] .. ':' .. f)
 local top = redis.call('HGET', KEYS[5], ARGV[1])
 if not top or top < ARGV[4] then redis.call('HSET', KEYS[5], ARGV[1], ARGV[4]) end
 return {first, logf}
+"""
+
+_SEAL = """
+local top = ARGV[1]
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do if v > top then top = v end end
+local floor = redis.call('HGET', KEYS[1], 'floor')
+if floor and floor > top then top = floor end
+if top > ARGV[1] then return {'HIGHER', top} end
+redis.call('HSET', KEYS[1], 'floor', ARGV[1])
+return {'SEALED', redis.call('HGET', KEYS[1], 'next_seq')}
 """
 
 _COMMIT_WINDOW = """
@@ -388,6 +401,7 @@ class RedisLink:
 _SCRIPTS = {
     "add_batch": _ADD_BATCH,
     "commit_window": _COMMIT_WINDOW,
+    "seal": _SEAL,
     "record_anchor": _RECORD_ANCHOR,
     "lead": _LEAD,
     "resign": _RESIGN,
@@ -727,8 +741,39 @@ class RedisStore:
         except ScriptRefusedError as exc:
             if exc.reply.startswith("TICKS "):
                 raise TicksTakenError(int(exc.reply.split()[1], 16)) from None
+            if exc.reply.startswith("FLOOR "):  # received before a closing window's end: re-issue past it
+                raise TicksTakenError(int(exc.reply.split()[1], 16) - 1) from None
             raise
         return int(first)
+
+    async def seal(self, floor: int) -> tuple[int, int]:
+        """Raise the lane's receive-time floor (see ``Store.seal``): one script, so no batch of any
+        instance slips between the floor and the last seq it returns."""
+        while True:  # another instance's clock may be ahead: its newest ticks become the floor
+            state, value = await self.link.run("seal", [self.k("meta"), self.k("clock-ticks")], [_hex16(floor)])
+            if state == b"SEALED":
+                return int(value), floor
+            floor = ceil_us(int(value, 16))
+
+    async def min_ticks(self, after: int, upto: int) -> int | None:
+        """The earliest receive ticks among seqs ``after+1..upto`` (from the seq index's members)."""
+        best: int | None = None
+        with _redis_errors():
+            before = await self.link.client.zrevrangebyscore(self.k("seqs"), after, "-inf", start=0, num=1)
+            members = list(before)
+            start = after + 1
+            while True:
+                page = await self.link.client.zrangebyscore(self.k("seqs"), start, upto, start=0, num=_PAGE)
+                members += page
+                for m in members:  # "<first seq>:<count>:<clock><first ticks>:<last ticks>"
+                    first, count, ticks = m.decode().split(":")[:3]
+                    if int(first) + int(count) - 1 > after:
+                        t = int(ticks[4:], 16) + max(0, after + 1 - int(first))
+                        best = t if best is None else min(best, t)
+                if len(page) < _PAGE:
+                    return best
+                start = int(page[-1].decode().split(":")[0]) + 1
+                members = []
 
     async def get_submissions(self, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], SubmissionRecord]:
         """Submissions by (clock sequence, receive ticks); purged ones are absent."""
@@ -783,12 +828,12 @@ class RedisStore:
                         return out
                 start = int(members[-1][1]) + 1
 
-    async def backlog(self, limit: int) -> list[StoredBatch]:
-        """Up to about ``limit`` submissions after the watermark, as consecutive batches."""
+    async def backlog(self, limit: int, upto: int | None = None) -> list[StoredBatch]:
+        """Up to about ``limit`` submissions after the watermark (up to seq ``upto``), as consecutive batches."""
         with _redis_errors():
             mark = int(await self.link.client.hget(self.k("meta"), "watermark"))
         out: list[StoredBatch] = []
-        for stored in await self._batches_from(mark + 1, 2**53, limit):
+        for stored in await self._batches_from(mark + 1, 2**53 if upto is None else upto, limit):
             if stored.last_seq <= mark:
                 continue
             stored = stored.between(mark + 1, stored.last_seq)

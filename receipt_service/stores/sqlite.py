@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 
 from receipt_verifier.history import frontier_root
 
-from ..errors import ConflictError, CorruptRecordError, StoreError
+from ..errors import ConflictError, CorruptRecordError, StoreError, TicksTakenError
+from ..ids import ceil_us, iso_ticks
 from .base import (
     AnchorRecord,
     ApiKeyRecord,
@@ -258,6 +259,8 @@ class SQLiteStore:
             self._meta_init("watermark", "0")
             self._meta_init("purged_upto", "0")
             self._next_seq = self._max_seq() + 1
+            newest = self._w.execute("SELECT window_end FROM trees ORDER BY last_seq DESC LIMIT 1").fetchone()
+            self._floor = 0 if newest is None else iso_ticks(newest[0])  # receive times to refuse: before it
             self._r = _connect(self.path, readonly=True)
             self._bulk = _connect(self.path, readonly=True)
         except sqlite3.Error as exc:
@@ -363,6 +366,8 @@ class SQLiteStore:
         """Store a request's hashes durably (one row); returns the seq of its first item."""
 
         def write(conn: sqlite3.Connection) -> int:
+            if batch.first_ticks < self._floor:  # received before a window that is closing (or closed) ended
+                raise TicksTakenError(self._floor - 1)
             first = self._next_seq
             b = batch
             if b.subject:  # the next positions of the subject's log
@@ -398,6 +403,28 @@ class SQLiteStore:
             return first
 
         return await self._write(write)
+
+    async def seal(self, floor: int) -> tuple[int, int]:
+        """Raise the receive-time floor (see ``Store.seal``); runs in the writer's order."""
+
+        def write(conn: sqlite3.Connection) -> tuple[int, int]:
+            row = conn.execute(
+                "SELECT first_ticks + count - 1 FROM batches ORDER BY first_ticks DESC LIMIT 1"
+            ).fetchone()
+            self._floor = max(self._floor, floor, ceil_us(int(row[0])) if row else 0)
+            return self._next_seq - 1, self._floor
+
+        return await self._write(write)
+
+    async def min_ticks(self, after: int, upto: int) -> int | None:
+        """The earliest receive ticks among seqs ``after+1..upto``."""
+
+        rows = self._read(  # a catch-up window's cut only: a range scan of the primary key
+            "SELECT MIN(first_ticks + MAX(0, ? - first_seq)) FROM batches WHERE first_seq <= ?"
+            " AND first_seq + count - 1 > ?",
+            (after + 1, upto, after),
+        )
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     def last_ticks(self) -> int:
         """The newest receive time stored (0 when empty): the id issuer resumes after it."""
@@ -444,8 +471,9 @@ class SQLiteStore:
     async def watch(self, wake: Callable[[int, int], None]) -> None:
         """No other instance writes this file: nothing to watch."""
 
-    async def backlog(self, limit: int) -> list[StoredBatch]:
-        """Up to about ``limit`` submissions after the aggregation watermark, as consecutive batches."""
+    async def backlog(self, limit: int, upto: int | None = None) -> list[StoredBatch]:
+        """Up to about ``limit`` submissions after the aggregation watermark (up to seq ``upto``), as
+        consecutive batches."""
 
         def read() -> list[StoredBatch]:
             out: list[StoredBatch] = []
@@ -459,6 +487,8 @@ class SQLiteStore:
                         stored = _batch(row)
                         if stored.last_seq <= mark:
                             continue
+                        if upto is not None and stored.first_seq > upto:
+                            break
                         stored = stored.between(mark + 1, stored.last_seq)
                         expected = out[-1].last_seq + 1 if out else mark + 1
                         if stored.first_seq != expected:

@@ -178,9 +178,9 @@ async def test_the_service_chains_a_domain_on_the_ledger_and_the_verifier_replay
     agg = Aggregator(store, [local], Metrics(), window_seconds=3600, max_leaves=2)
     await agg.start()
     try:
-        for batches in ([_batch(3, A), _batch(1, B)], [_batch(1, A)], [_batch(2, B), _batch(1, A)]):
-            for b in batches:
-                await store.add_batch(b)
+        for batches in ([(3, A), (1, B)], [(1, A)], [(2, B), (1, A)]):
+            for n, subject in batches:  # received after the window before closed
+                await store.add_batch(_batch(n, subject))
             await agg.close_window()
         ledger = local.ledger
         assert isinstance(ledger, LocalLedger)

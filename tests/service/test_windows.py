@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,6 +23,7 @@ from receipt_service.stores.base import Batch, Store
 from receipt_service.stores.sqlite import SQLiteStore
 from receipt_service.trees import pack_tree
 from receipt_service.windows import MAX_TREES_PER_WINDOW, Aggregator, TreeCache, Waiters, tree_records
+from receipt_verifier import proof_id as pid
 from receipt_verifier.hashing import bound_commitment
 from receipt_verifier.heads import IndexedHeads, subject_key
 from receipt_verifier.history import log_root, record_leaf
@@ -202,7 +203,15 @@ class Lead:
         return cast(Store, self)
 
 
-_TICKS = iter(range(1_000, 10**9, 1_000))
+def _receive_times() -> Iterator[int]:
+    """Receive ticks as a lane's issuer gives them: from the clock, strictly increasing."""
+    last = 0
+    while True:
+        last = max(last + 1_000, pid.unix_ns_to_ticks(time.time_ns()))
+        yield last
+
+
+_TICKS = _receive_times()
 
 
 def _batch(n: int, subject: str = "") -> Batch:
@@ -283,7 +292,7 @@ async def test_a_window_that_fails_says_why_until_one_closes(tmp_path: Path) -> 
     async with running(agg, store, check=False):
         await store.add_batch(_batch(1))
 
-        async def broken(limit: int) -> list[Any]:
+        async def broken(limit: int, upto: int | None = None) -> list[Any]:
             raise StoreError("disk on fire")
 
         lead.backlog = broken
@@ -412,9 +421,10 @@ async def test_a_log_without_its_compact_range_is_rebuilt_from_its_records(tmp_p
     rec = Recorder()
     agg = Aggregator(store, [rec], Metrics(), window_seconds=3600)
     async with running(agg, store, check=False):
-        first, second = _batch(2, A), _batch(2, A)
+        first = _batch(2, A)
         await store.add_batch(first)
         await agg.close_window()
+        second = _batch(2, A)  # received after that window closed (one received before it is refused)
         await store.add_batch(second)
         store._w.execute("DELETE FROM subject_heads WHERE subject = ?", (A,))  # the stored range is gone
         agg._heads = None
@@ -518,7 +528,7 @@ async def test_the_clock_closes_windows_and_a_lost_lease_is_rechecked(
         lead.leading = True
         await agg._check_lead()
 
-        async def broken(limit: int) -> list[Any]:
+        async def broken(limit: int, upto: int | None = None) -> list[Any]:
             raise StoreError("disk on fire")
 
         lead.backlog = broken
@@ -554,7 +564,7 @@ async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(
     first = Aggregator(store, [broken, gone], Metrics(), window_seconds=3600, retry_max_seconds=0.01)
     assert first.last_error is None and not first.leading
     await first.start()
-    a, b = _batch(2, A), _batch(1, B)
+    a = _batch(2, A)
     await store.add_batch(a)
     await first.close_window()
     assert not await first.drain(0.2)  # its anchor job stays open
@@ -569,6 +579,7 @@ async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(
         window = f"{store.instance_id}-1"
         warning = f"tree {window}/0 waits for target gone-1, which is not configured"
         assert caplog.text.count(warning) == 1  # at the takeover only, not at each of the ten lease checks since
+        b = _batch(1, B)
         await store.add_batch(b)  # a window that only moves B still commits A's head
         await again.close_window()
         await _until(lambda: len(fixed.roots) == 2)
@@ -638,7 +649,7 @@ async def test_a_drain_whose_last_window_fails_says_why(tmp_path: Path, caplog: 
     agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
     await agg.start()
 
-    async def broken(limit: int) -> list[Any]:
+    async def broken(limit: int, upto: int | None = None) -> list[Any]:
         raise StoreError("disk on fire")
 
     lead.backlog = broken
@@ -709,9 +720,10 @@ async def test_extending_a_log_reads_none_of_its_records(tmp_path: Path) -> None
     rec = Recorder()
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
     async with running(agg, store):
-        sent = [_batch(2, A), _batch(3, A)]
-        for b in sent:
-            await store.add_batch(b)
+        sent = []
+        for n in (2, 3):
+            sent.append(_batch(n, A))
+            await store.add_batch(sent[-1])
             await agg.close_window()
         await _until(lambda: len(rec.roots) == 2)
         assert reads == 0

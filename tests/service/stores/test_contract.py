@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from receipt_service.errors import ConflictError, CorruptRecordError, StoreError
-from receipt_service.ids import ProofIdIssuer
+from receipt_service.errors import ConflictError, CorruptRecordError, StoreError, TicksTakenError
+from receipt_service.ids import ProofIdIssuer, ceil_us
 from receipt_service.stores.base import (
     ApiKeyRecord,
     Batch,
@@ -124,6 +124,35 @@ async def test_a_window_commits_trees_jobs_and_the_watermark_once(open_store: Op
     assert len(await store.open_anchor_jobs()) == 5
     stats = await store.stats()
     assert (stats.submissions, stats.backlog, stats.trees, stats.pending_anchors) == (10, 0, 3, 5)
+
+
+async def test_a_seal_refuses_later_batches_received_before_it(open_store: Opener) -> None:
+    store = open_store()
+    assert await store.lead()
+    issuer = ProofIdIssuer(store.clock_seq, store.last_ticks())
+    early, straggler = _batch(issuer, 2), _batch(issuer, 3)  # issued together, the second stored late
+    await store.add_batch(early)
+    assert await store.seal(0) == (2, ceil_us(early.first_ticks + 1))  # past every stored receive time
+    last, floor = await store.seal(ceil_us(early.first_ticks) + 1000)
+    assert (last, floor) == (2, ceil_us(early.first_ticks) + 1000)
+    assert await store.seal(floor - 10) == (2, floor), "a floor never goes down"
+    with pytest.raises(TicksTakenError) as err:
+        await store.add_batch(straggler)
+    assert err.value.last_ticks == floor - 1
+    issuer.resume_after(err.value.last_ticks)
+    again = _batch(issuer, 3)
+    assert again.first_ticks == floor and await store.add_batch(again) == 3
+    assert [(s.first_seq, s.last_seq) for s in await store.backlog(100, 2)] == [(1, 2)]
+    assert [(s.first_seq, s.last_seq) for s in await store.backlog(100)] == [(1, 2), (3, 5)]
+    assert await store.min_ticks(0, 5) == early.first_ticks
+    assert await store.min_ticks(1, 5) == early.first_ticks + 1  # inside a batch
+    assert await store.min_ticks(2, 5) == floor
+    assert await store.min_ticks(5, 5) is None
+    await store.commit_window(_trees(await store.backlog(100)), [])
+    reopened = open_store()  # the floor outlives the process that set it
+    late = _batch(ProofIdIssuer(store.clock_seq, 0), 1)
+    with pytest.raises(TicksTakenError):
+        await reopened.add_batch(late)
 
 
 async def test_subject_logs_heads_and_frontiers(open_store: Opener) -> None:

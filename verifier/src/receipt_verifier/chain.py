@@ -14,6 +14,7 @@ skipped for them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from . import proof_id as pid
 from . import strict_json
 from .errors import Error
 from .heads import TransitionSummary, check_transition, empty_heads
@@ -351,6 +353,23 @@ def _check_record(w: ChainWindow) -> None:
             raise ChainBreak("time", f"window_end {w.window_end} is more than 10 s after its transaction ({tx_time})")
 
 
+def received_outside(received: str, start: str, end: str) -> str | None:
+    """Why a hash received at ``received`` (``hash_received``) may not be in a chained window from
+    ``start`` to ``end`` (section 14.7: every hash of a chained window was received within it), or None."""
+    ticks = pid.received_to_ticks(received) - pid.UUID_EPOCH_OFFSET
+    at = (ticks // 10_000_000, ticks % 10_000_000 * 100)
+    try:
+        lo, hi = _time(start, "window_start"), _time(end, "window_end")
+    except ChainBreak as exc:
+        return str(exc)
+    if at < lo:
+        return f"received at {received}, before its chained window started ({start})"
+    if at > hi:
+        return f"received at {received}, after its chained window ended ({end})"
+    return None
+
+
+@functools.lru_cache(maxsize=256)
 def _time(text: str, name: str) -> tuple[int, ...]:
     """An RFC 3339 time as a comparable (UTC seconds, nanoseconds)."""
     m = _TIME.fullmatch(text)

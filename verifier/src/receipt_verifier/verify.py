@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import proof_id as pid
+from .chain import received_outside
 from .codec import DEFAULT_LIMITS, Limits, load_json, parse_receipt
 from .errors import AnchorPolicyError, BranchError, FabricEvidenceError, HashMismatchError, LedgerError, UsageError
 from .evidence import Blocks, is_bundle, load_document, split_bundle
@@ -355,6 +358,12 @@ class Verifier:
             reason, more = self._fabric.check(anchor, block, root_hex, receipt.tree, blocks)
         except FabricEvidenceError as exc:
             return AnchorStatus.FAILED, f"{type(exc).__name__}: {exc}", details
+        record = more.get("chain_record")
+        if isinstance(record, str):  # a chained window holds only hashes received within it
+            start, end = _window_times(record)
+            outside = received_outside(receipt.hash_received, start, end)
+            if outside is not None:
+                return AnchorStatus.FAILED, f"the chained window of tx {anchor.tx_id}: {outside}", details
         return AnchorStatus.VERIFIED, reason, {**details, **more}
 
     def _local(self, a: LocalAnchor, receipt: Receipt, root_hex: str) -> tuple[AnchorStatus, str]:
@@ -370,6 +379,10 @@ class Verifier:
             return AnchorStatus.FAILED, f"ledger entry {e.seq} holds root {e.root}, the branch computes {root_hex}"
         if (e.window_id, e.tree_index, e.tree_size) != (tree.window_id, tree.tree_index, tree.tree_size):
             return AnchorStatus.FAILED, f"ledger entry {e.seq} is for another tree (window, index or size differ)"
+        if e.chain_seq is not None:  # a chained window holds only hashes received within it
+            outside = received_outside(receipt.hash_received, e.window_start, e.window_end)
+            if outside is not None:
+                return AnchorStatus.FAILED, f"ledger entry {e.seq}: {outside}"
         if checked is not None and known:
             return AnchorStatus.VERIFIED, checked[1]
         key = self._keys.get(a.key_id)
@@ -394,3 +407,10 @@ class Verifier:
             self._checked_anchors.clear()
         self._checked_anchors[id(a)] = (a, reason)  # holding it keeps its id from being reused
         return AnchorStatus.VERIFIED, reason
+
+
+@functools.lru_cache(maxsize=256)
+def _window_times(chain_record: str) -> tuple[str, str]:
+    """(window_start, window_end) of a chain record that the evidence check already parsed."""
+    doc = json.loads(chain_record)
+    return str(doc.get("window_start")), str(doc.get("window_end"))
