@@ -310,9 +310,16 @@ def test_malformed_policies_get_their_exact_message(policy: Any, message: str) -
     assert str(err.value) == message
 
 
-def test_only_role_principals_are_read_from_a_policy_envelope() -> None:
+def test_role_and_identity_principals_are_read_from_a_policy_envelope() -> None:
+    """Roles (every policy but BFT's), identities (BFT's SignedBy(consenter_i)); anything else is refused."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
     from fabric_protos.common import policies_pb2
-    from fabric_protos.msp import msp_principal_pb2
+    from fabric_protos.msp import identities_pb2, msp_principal_pb2
+
+    from tests.fabric_forge import Signer
 
     role = msp_principal_pb2.MSPRole(msp_identifier="H", role=msp_principal_pb2.MSPRole.MSPRoleType.PEER)
     env = policies_pb2.SignaturePolicyEnvelope(
@@ -324,10 +331,24 @@ def test_only_role_principals_are_read_from_a_policy_envelope() -> None:
         "rule": {"signed_by": 0},
         "principals": [{"msp_id": "H", "role": "peer"}],
     }
+    consenter = Signer.rogue("RegulatorMSP", "orderer2.regulator")
+    pem = bytes(identities_pb2.SerializedIdentity.FromString(consenter.serialized).id_bytes)
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
     env.identities[0].principal_classification = msp_principal_pb2.MSPPrincipal.Classification.IDENTITY
+    env.identities[0].principal = consenter.serialized
+    assert pol.from_signature_envelope(env.SerializeToString())["principals"] == [
+        {"msp_id": "RegulatorMSP", "identity_sha256": hashlib.sha256(der).hexdigest()}
+    ]
+    env.identities[0].principal = identities_pb2.SerializedIdentity(
+        mspid="R", id_bytes=b"not a pem"
+    ).SerializeToString()
     with pytest.raises(TrustFileError) as err:
         pol.from_signature_envelope(env.SerializeToString())
-    assert str(err.value) == "only role principals (member, admin, client, peer, orderer) are supported"
+    assert str(err.value) == "an identity principal carries no valid PEM certificate"
+    env.identities[0].principal_classification = msp_principal_pb2.MSPPrincipal.Classification.ORGANIZATION_UNIT
+    with pytest.raises(TrustFileError) as err:
+        pol.from_signature_envelope(env.SerializeToString())
+    assert str(err.value) == "only role and identity principals are supported"
 
 
 # ---- the checker itself, on the captured blocks (each check with its exact message)

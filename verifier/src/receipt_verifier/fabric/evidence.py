@@ -42,7 +42,7 @@ from ..model import FabricAnchor, TreeInfo
 from . import policy as pol
 from .blocks import ENDORSER_TRANSACTION, Block, envelope_payload, orderer_metadata, parse_block
 from .msp import Identity, MSPs
-from .trust import ChannelTrust, channel_trust
+from .trust import ChannelTrust, bft_quorum, channel_trust
 
 _CACHE = 1024
 K = TypeVar("K")
@@ -167,16 +167,31 @@ class FabricChecker:
         return checked
 
     def _orderer_signers(self, trust: ChannelTrust, block: Block, md: Any) -> list[Identity]:
-        """The distinct valid orderer signers of a block; ``OrdererSignatureError`` unless they satisfy the policy."""
+        """The distinct valid orderer signers of a block; ``OrdererSignatureError`` unless they satisfy the policy.
+
+        As Fabric's ``BlockSignatureVerifier``: on a BFT channel a signature with an empty signature header
+        and an identifier header is the consenter's of that id in the config's mapping (an unknown id is
+        skipped), over ``OrdererBlockMetadata || IdentifierHeader || DER(header)``; any other signature
+        names its signer in its signature header, over ``OrdererBlockMetadata || SignatureHeader || DER(header)``.
+        """
         msps = self._msps_of(trust)
         signers: list[Identity] = []
         header = block.header_der
         problems = []
         for sig in md.signatures:
             try:
-                sh = _signature_header(bytes(sig.signature_header))
-                ident = msps.identity(bytes(sh.creator), frozenset(trust.orderer_orgs))
-                ident.verify(bytes(sig.signature), bytes(md.value) + bytes(sig.signature_header) + header, "orderer")
+                if trust.bft and not sig.signature_header and sig.identifier_header:
+                    ident_id = _identifier(bytes(sig.identifier_header))
+                    consenter = trust.consenter(ident_id)
+                    if consenter is None:
+                        problems.append(f"a signature names consenter id {ident_id}, not in the consenter mapping")
+                        continue
+                    creator, signed_header = consenter.serialized, bytes(sig.identifier_header)
+                else:
+                    signed_header = bytes(sig.signature_header)
+                    creator = bytes(_signature_header(signed_header).creator)
+                ident = msps.identity(creator, frozenset(trust.orderer_orgs))
+                ident.verify(bytes(sig.signature), bytes(md.value) + signed_header + header, "orderer")
             except (IdentityError, BlockFormatError) as exc:
                 problems.append(str(exc))
                 continue
@@ -184,6 +199,10 @@ class FabricChecker:
                 signers.append(ident)
         if not pol.satisfied(trust.block_validation, signers):
             detail = "; ".join(problems) or f"{len(signers)} valid signature(s)"
+            if trust.bft:
+                consenters = sum(1 for s in signers if any(s.serialized == c.serialized for c in trust.consenters))
+                detail = f"{consenters} distinct consenter(s) signed, the quorum is {bft_quorum(len(trust.consenters))}"
+                detail += "".join(f"; {p}" for p in problems)
             raise OrdererSignatureError(
                 f"block {block.number}: orderer signatures do not satisfy {pol.describe(trust.block_validation)}"
                 f" ({detail})"
@@ -298,6 +317,14 @@ class FabricChecker:
         checked_tx = CheckedTx(records, tuple(x.name for x in endorsers), tx_time, tip)
         _put(self._txs, key, checked_tx)
         return checked_tx
+
+
+def _identifier(data: bytes) -> int:
+    """The consenter id of a BFT signature's identifier header."""
+    try:
+        return int(common_pb2.IdentifierHeader.FromString(data).identifier)
+    except DecodeError:
+        raise BlockFormatError("an orderer identifier header does not parse") from None
 
 
 def _signature_header(data: bytes) -> Any:

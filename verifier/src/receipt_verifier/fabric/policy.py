@@ -1,6 +1,8 @@
 """Fabric policies in the trust file's JSON form, and their evaluation over checked signers.
 
-A signature policy is ``{"type": "signature", "rule": R, "principals": [{"msp_id", "role"}]}`` with
+A signature policy is ``{"type": "signature", "rule": R, "principals": [P, ...]}``, each principal
+``{"msp_id", "role"}`` or, for one identity (a BFT consenter), ``{"msp_id", "identity_sha256"}`` (the
+SHA-256 of its certificate, DER), with
 ``R`` either ``{"signed_by": i}`` or ``{"n_out_of": {"n": n, "rules": [R, ...]}}``; an implicit-meta
 policy is stored resolved: ``{"type": "implicit_meta", "rule": "ANY|ALL|MAJORITY", "sub_policy": name,
 "policies": [each organisation's policy of that name]}``. Evaluation follows Fabric's: a signer
@@ -9,11 +11,14 @@ satisfies at most one principal of a signature policy.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from fabric_protos.common import policies_pb2
-from fabric_protos.msp import msp_principal_pb2
+from fabric_protos.msp import identities_pb2, msp_principal_pb2
 
 from ..errors import TrustFileError
 from .msp import ROLES, Identity
@@ -26,10 +31,15 @@ _ROLE_NAMES = {0: "member", 1: "admin", 2: "client", 3: "peer", 4: "orderer"}
 def from_signature_envelope(data: bytes) -> Policy:
     """A ``SignaturePolicyEnvelope`` (protobuf bytes) in JSON form."""
     env = policies_pb2.SignaturePolicyEnvelope.FromString(data)
-    principals = []
+    principals: list[dict[str, str]] = []
     for p in env.identities:
-        if p.principal_classification != msp_principal_pb2.MSPPrincipal.Classification.ROLE:
-            raise TrustFileError("only role principals (member, admin, client, peer, orderer) are supported")
+        kind = p.principal_classification
+        if kind == msp_principal_pb2.MSPPrincipal.Classification.IDENTITY:  # BFT: SignedBy(consenter_i)
+            sid = identities_pb2.SerializedIdentity.FromString(p.principal)
+            principals.append({"msp_id": str(sid.mspid), "identity_sha256": cert_sha256(bytes(sid.id_bytes))})
+            continue
+        if kind != msp_principal_pb2.MSPPrincipal.Classification.ROLE:
+            raise TrustFileError("only role and identity principals are supported")
         role = msp_principal_pb2.MSPRole.FromString(p.principal)
         principals.append({"msp_id": str(role.msp_identifier), "role": _ROLE_NAMES[int(role.role)]})
 
@@ -47,9 +57,14 @@ def check(policy: Policy, where: str) -> None:
     if kind == "signature":
         principals = policy.get("principals")
         if not isinstance(principals, list) or not all(
-            isinstance(p, dict) and isinstance(p.get("msp_id"), str) and p.get("role") in ROLES for p in principals
+            isinstance(p, dict)
+            and isinstance(p.get("msp_id"), str)
+            and (p.get("role") in ROLES or isinstance(p.get("identity_sha256"), str))
+            for p in principals
         ):
-            raise TrustFileError(f"{where}: principals must be a list of {{msp_id, role}}")
+            raise TrustFileError(
+                f"{where}: principals must be a list of {{msp_id, role}} or {{msp_id, identity_sha256}}"
+            )
 
         def rule(r: Any) -> None:
             if isinstance(r, dict) and isinstance(r.get("signed_by"), int) and 0 <= r["signed_by"] < len(principals):
@@ -92,7 +107,7 @@ def satisfied(policy: Policy, signers: Sequence[Identity]) -> bool:
         if "signed_by" in rule:
             want = principals[rule["signed_by"]]
             for j, s in enumerate(signers):
-                if not used[j] and s.msp_id == want["msp_id"] and want["role"] in s.roles:
+                if not used[j] and s.msp_id == want["msp_id"] and _holds(s, want):
                     used[j] = True
                     return True
             return False
@@ -110,6 +125,23 @@ def satisfied(policy: Policy, signers: Sequence[Identity]) -> bool:
     return evaluate(policy["rule"], used)
 
 
+def cert_sha256(pem: bytes) -> str:
+    """SHA-256 (hex) of a PEM certificate's DER: how an identity principal names its certificate."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise TrustFileError("an identity principal carries no valid PEM certificate") from None
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _holds(signer: Identity, principal: dict[str, Any]) -> bool:
+    """Whether a signer (of the principal's MSP) is the principal: its role, or its very certificate."""
+    if "identity_sha256" in principal:
+        der = signer.cert.public_bytes(serialization.Encoding.DER)
+        return bool(hashlib.sha256(der).hexdigest() == principal["identity_sha256"])
+    return bool(principal["role"] in signer.roles)
+
+
 def describe(policy: Policy) -> str:
     """Readable form: ``AND('A.peer','B.peer')``, ``ANY of Writers(...)``."""
     if policy["type"] == "implicit_meta":
@@ -120,6 +152,8 @@ def describe(policy: Policy) -> str:
     def rule(r: dict[str, Any]) -> str:
         if "signed_by" in r:
             p = principals[r["signed_by"]]
+            if "identity_sha256" in p:
+                return f"'{p['msp_id']}:{p['identity_sha256'][:16]}'"
             return f"'{p['msp_id']}.{p['role']}'"
         n, rules = r["n_out_of"]["n"], r["n_out_of"]["rules"]
         name = "OR" if n == 1 else "AND" if n == len(rules) else f"OutOf({n},"

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fabric_protos.common import policies_pb2
-from fabric_protos.msp import msp_config_pb2
+from fabric_protos.common import configuration_pb2, policies_pb2
+from fabric_protos.msp import identities_pb2, msp_config_pb2
+from fabric_protos.orderer import configuration_pb2 as orderer_config_pb2
 from google.protobuf.message import DecodeError
 
 from .. import strict_json
@@ -31,6 +32,18 @@ BLOCK_VALIDATION_PATH = "/Channel/Orderer/BlockValidation"
 
 
 @dataclass(frozen=True)
+class Consenter:
+    """A BFT consenter as the config maps it: the numeric id its block signatures name, and its identity."""
+
+    id: int
+    msp_id: str
+    host: str
+    port: int
+    serialized: bytes  # SerializedIdentity{msp_id, identity}: what its signatures are checked under
+    identity_sha256: str
+
+
+@dataclass(frozen=True)
 class ChannelTrust:
     """One channel as pinned: its config block and everything verification takes from it."""
 
@@ -42,10 +55,21 @@ class ChannelTrust:
     application_orgs: tuple[str, ...]
     block_validation: pol.Policy
     endorsement: pol.Policy
+    consensus: str = "etcdraft"  # the orderer's ConsensusType: "etcdraft" or "BFT"
+    consenters: tuple[Consenter, ...] = ()  # BFT: the consenter mapping
+
+    @property
+    def bft(self) -> bool:
+        """Whether blocks are ordered and signed by SmartBFT consenters."""
+        return self.consensus == "BFT"
+
+    def consenter(self, ident: int) -> Consenter | None:
+        """The consenter with this numeric id (None: not in the mapping; Fabric ignores its signature)."""
+        return next((c for c in self.consenters if c.id == ident), None)
 
     def summary(self) -> dict[str, Any]:
         """The readable part of the trust file for this channel."""
-        return {
+        out: dict[str, Any] = {
             "config_block_number": self.config_block_number,
             "config_block_hash": self.config_block_hash,
             "orderer_orgs": list(self.orderer_orgs),
@@ -54,10 +78,25 @@ class ChannelTrust:
             "block_validation_policy": pol.describe(self.block_validation),
             "endorsement_policy": pol.describe(self.endorsement),
         }
+        if self.bft:  # who signs blocks, and how many of them a block needs
+            n = len(self.consenters)
+            out["consensus"] = self.consensus
+            out["consenters"] = [
+                {"id": c.id, "msp_id": c.msp_id, "endpoint": f"{c.host}:{c.port}", "identity_sha256": c.identity_sha256}
+                for c in self.consenters
+            ]
+            out["quorum"] = bft_quorum(n)
+            out["tolerates"] = (n - 1) // 3
+        return out
 
     def msps(self) -> MSPs:
         """An identity checker over this channel's organisations."""
         return MSPs(self.orgs)
+
+
+def bft_quorum(n: int) -> int:
+    """Distinct consenter signatures a BFT block needs: ceil((n + f + 1) / 2), f = (n - 1) // 3."""
+    return -(-(n + (n - 1) // 3 + 1) // 2)
 
 
 def _org(group: Any, name: str) -> OrgMSP:
@@ -121,6 +160,7 @@ def channel_trust(block_bytes: bytes) -> ChannelTrust:
         found = [_org(g, name) for name, g in group.groups.items()]
         orgs.update((org.msp_id, org) for org in found)
         members.append(tuple(sorted(org.msp_id for org in found)))
+    consensus, consenters = _consensus(orderer)
     return ChannelTrust(
         channel=channel,
         config_block_number=block.number,
@@ -130,7 +170,37 @@ def channel_trust(block_bytes: bytes) -> ChannelTrust:
         application_orgs=members[1],
         block_validation=_policy(orderer, "BlockValidation", BLOCK_VALIDATION_PATH),
         endorsement=_policy(app, "Endorsement", ENDORSEMENT_PATH),
+        consensus=consensus,
+        consenters=consenters,
     )
+
+
+def _consensus(orderer: Any) -> tuple[str, tuple[Consenter, ...]]:
+    """The orderer's consensus type and, for BFT, its consenter mapping."""
+    value = orderer.values.get("ConsensusType")
+    if value is None:
+        raise TrustFileError("the config has no /Channel/Orderer/ConsensusType")
+    try:
+        kind = str(orderer_config_pb2.ConsensusType.FromString(value.value).type)
+    except DecodeError:
+        raise TrustFileError("/Channel/Orderer/ConsensusType does not parse") from None
+    if kind != "BFT":
+        return kind, ()
+    mapping = orderer.values.get("Orderers")
+    if mapping is None:
+        raise TrustFileError("a BFT config has no /Channel/Orderer/Orderers (the consenter mapping)")
+    try:
+        found = configuration_pb2.Orderers.FromString(mapping.value).consenter_mapping
+    except DecodeError:
+        raise TrustFileError("/Channel/Orderer/Orderers does not parse") from None
+    consenters = []
+    for c in found:
+        sid = identities_pb2.SerializedIdentity(mspid=c.msp_id, id_bytes=c.identity).SerializeToString()
+        sha = pol.cert_sha256(bytes(c.identity))
+        consenters.append(Consenter(int(c.id), str(c.msp_id), str(c.host), int(c.port), sid, sha))
+    if len({c.id for c in consenters}) != len(consenters):
+        raise TrustFileError("the consenter mapping names one id twice")
+    return kind, tuple(sorted(consenters, key=lambda c: c.id))
 
 
 def make_trust(blocks: Iterable[bytes]) -> dict[str, Any]:
