@@ -154,7 +154,7 @@ def _fabric(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     if args.fabric_command == "up":
-        net = Network(args.dir, args.base_port)
+        net = Network(args.dir, args.base_port, args.consensus)
         print(net.up(progress))
         return 0
     net = Network(args.dir)
@@ -180,6 +180,14 @@ def _fabric(args: argparse.Namespace) -> int:
         for n in st.nodes
     ]
     print(table(["process", "kind", "pid", "port", "health", "detail"], rows))
+    lay = net.layout
+    consenters = [
+        [o.name, lay.msp_id(o.org), ", ".join(ch for ch, who in st.leaders.items() if who == o.name) or "-"]
+        for o in lay.orderers
+    ]
+    f = (len(lay.orderers) - 1) // 3 if st.consensus == "bft" else (len(lay.orderers) - 1) // 2
+    print(f"ordering: {st.consensus}, {len(lay.orderers)} consenters, tolerates {f} faulty", file=sys.stderr)
+    print(table(["consenter", "organisation", "leads"], consenters))
     heights = [[peer, *(str(h) for h in per.values())] for peer, per in st.heights.items()]
     channels = next(iter(st.heights.values()), {})
     print(table(["peer", *(f"{ch} height" for ch in channels)], heights))
@@ -232,7 +240,12 @@ def _parser() -> argparse.ArgumentParser:
     fdir = argparse.ArgumentParser(add_help=False)
     fdir.add_argument("--dir", type=Path, default=Path("fabric-net"), help="network directory (default ./fabric-net)")
     fu = fsub.add_parser("up", parents=[fdir], help="bring the network up, or check it when it runs")
-    fu.add_argument("--base-port", type=int, help="first of 31 consecutive ports (default 7050)")
+    fu.add_argument("--base-port", type=int, help="first of 40 consecutive ports (default 7050)")
+    fu.add_argument(
+        "--consensus",
+        choices=["bft", "raft"],
+        help="bft (default): SmartBFT on four orderers of four organisations; raft: three of one organisation",
+    )
     fsub.add_parser("status", parents=[fdir], help="every process and channel height; exit 0 only when healthy")
     fe = fsub.add_parser("env", parents=[fdir], help="shell exports for Fabric's peer CLI as an org's admin")
     fe.add_argument("--org", required=True, choices=["Hospitals", "Insurers"])

@@ -78,18 +78,27 @@ class Signer:
 
 
 class Forger:
-    def __init__(self, orderers: list[Signer], clients: dict[str, Signer], peers: dict[str, Signer]) -> None:
+    def __init__(
+        self, orderers: list[Signer], clients: dict[str, Signer], peers: dict[str, Signer], *, bft: bool = False
+    ) -> None:
         self.orderers, self.clients, self.peers = orderers, clients, peers
-        self.orderer = orderers[0]  # who reseals a block
+        self.bft = bft  # orderers are SmartBFT consenters 1..n: a block needs a quorum of their signatures
+        self.orderer = orderers[0]  # who reseals a block (Raft)
         self.client = clients["Hospitals"]  # who signs a transaction again
+
+    @property
+    def quorum(self) -> int:
+        n = len(self.orderers)
+        return -(-(n + (n - 1) // 3 + 1) // 2)
 
     @classmethod
     def of_network(cls, net: Network) -> Forger:
         lay = net.layout
         return cls(
-            [Signer.of_msp("OrdererMSP", lay.node_dir(o) / "msp") for o in lay.orderers],
+            [Signer.of_msp(lay.msp_id(o.org), lay.node_dir(o) / "msp") for o in lay.orderers],
             {p.org: Signer.of_msp(f"{p.org}MSP", lay.user_dir(p.org, "User1") / "msp") for p in lay.peers},
             {p.org: Signer.of_msp(f"{p.org}MSP", lay.node_dir(p) / "msp") for p in lay.peers},
+            bft=lay.consensus == "bft",
         )
 
     @classmethod
@@ -99,6 +108,7 @@ class Forger:
             [Signer.of_doc(d) for d in doc["orderers"]],
             {org: Signer.of_doc(d) for org, d in doc["clients"].items()},
             {org: Signer.of_doc(d) for org, d in doc["peers"].items()},
+            bft=doc.get("consensus") == "bft",
         )
 
     # -- the anchor transaction inside a block
@@ -145,23 +155,35 @@ class Forger:
     def reseal(
         self, block: Any, last_config: int | None = None, signer: Signer | None = None, *, also: Signer | None = None
     ) -> bytes:
-        """Recompute the data hash and sign the block again as an orderer (and ``also`` another); its bytes."""
+        """Recompute the data hash and sign the block again as an orderer (and ``also`` another; on BFT as a
+        quorum of consenters, and one more with ``also``); its bytes."""
         block.header.data_hash = hashlib.sha256(b"".join(block.data.data)).digest()
         md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
         if last_config is not None:
             obm = common_pb2.OrdererBlockMetadata.FromString(md.value)
             obm.last_config.index = last_config
             md.value = obm.SerializeToString()
-        s = signer or self.orderer
-        sh = common_pb2.SignatureHeader(creator=s.serialized, nonce=b"n" * 24).SerializeToString()
         der = header_bytes(block.header.number, bytes(block.header.previous_hash), bytes(block.header.data_hash))
         del md.signatures[:]
+        if self.bft and signer is None:  # a quorum of consenters (one more with ``also``), as SmartBFT signs
+            for i in range(self.quorum + (also is not None)):
+                self.consenter_sign(md, der, i + 1, self.orderers[i])
+            block.metadata.metadata[0] = md.SerializeToString()
+            return bytes(block.SerializeToString())
+        s = signer or self.orderer
+        sh = common_pb2.SignatureHeader(creator=s.serialized, nonce=b"n" * 24).SerializeToString()
         md.signatures.add(signature_header=sh, signature=s.sign(bytes(md.value) + sh + der))
         if also is not None:
             sh2 = common_pb2.SignatureHeader(creator=also.serialized, nonce=b"m" * 24).SerializeToString()
             md.signatures.add(signature_header=sh2, signature=also.sign(bytes(md.value) + sh2 + der))
         block.metadata.metadata[0] = md.SerializeToString()
         return bytes(block.SerializeToString())
+
+    @staticmethod
+    def consenter_sign(md: Any, der: bytes, ident: int, signer: Signer) -> None:
+        """Add a BFT consenter signature under ``ident`` over ``md.value || IdentifierHeader || DER(header)``."""
+        ih = common_pb2.IdentifierHeader(identifier=ident, nonce=b"i" * 24).SerializeToString()
+        md.signatures.add(identifier_header=ih, signature=signer.sign(bytes(md.value) + ih + der))
 
 
 def prp_with_value(cap: Any, change: Any) -> bytes:

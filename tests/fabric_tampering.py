@@ -7,12 +7,14 @@ read back from the verifier."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.x509.oid import NameOID
 from fabric_protos.common import common_pb2
@@ -21,6 +23,7 @@ from fabric_protos.ledger.rwset.kvrwset import kv_rwset_pb2
 from fabric_protos.msp import identities_pb2
 from fabric_protos.peer import proposal_pb2, proposal_response_pb2
 
+from receipt_verifier.fabric.blocks import header_bytes
 from tests.fabric_forge import Forger, Signer, prp_with_value
 
 BLOCK_POLICY = "ANY Writers of [OR('OrdererMSP.member')]"
@@ -55,12 +58,19 @@ class Facts:
     endorsers: list[str]  # the names on its endorsements, in order
     tx_time: str  # the channel header's timestamp, RFC 3339 with microseconds
     chained: bool  # an AppendWindow transaction (spec section 14.8): it also writes its lane's tip
+    bft: bool  # SmartBFT ordering: a block needs a quorum of distinct consenters (1..n, the forger's orderers)
+    quorum: int
+    block_policy: str  # the channel's BlockValidation policy, as the verifier describes it
 
     @classmethod
     def of(cls, block: Any, anchor: dict[str, Any], forger: Forger) -> Facts:
         md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
-        signers = [
-            identity_name(common_pb2.SignatureHeader.FromString(s.signature_header).creator) for s in md.signatures
+        orderers = [identity_name(s.serialized) for s in forger.orderers]
+        signers = [  # a BFT consenter's signature names its id in the consenter mapping (1..n, as the forger's)
+            identity_name(common_pb2.SignatureHeader.FromString(s.signature_header).creator)
+            if s.signature_header
+            else orderers[common_pb2.IdentifierHeader.FromString(s.identifier_header).identifier - 1]
+            for s in md.signatures
         ]
         _, _, _, _, cap = forger.tx(block, anchor["tx_id"])
         record = written_record(cap)
@@ -75,12 +85,25 @@ class Facts:
             client=identity_name(forger.client.serialized),
             peers={org: identity_name(s.serialized) for org, s in forger.peers.items()},
             clients={org: identity_name(s.serialized) for org, s in forger.clients.items()},
-            orderers=[identity_name(s.serialized) for s in forger.orderers],
+            orderers=orderers,
             first_endorser=identity_name(cap.action.endorsements[0].endorser),
             endorsers=[identity_name(e.endorser) for e in cap.action.endorsements],
             tx_time=_rfc3339(block, anchor["tx_id"], forger),
             chained="chain_seq" in record,
+            bft=forger.bft,
+            quorum=forger.quorum if forger.bft else 1,
+            block_policy=_bft_policy(forger) if forger.bft else BLOCK_POLICY,
         )
+
+
+def _bft_policy(forger: Forger) -> str:
+    """configtxgen's BFT BlockValidation: NOutOf(quorum, SignedBy(consenter_i)) over identity principals."""
+    names = []
+    for s in forger.orderers:
+        sid = identities_pb2.SerializedIdentity.FromString(s.serialized)
+        der = x509.load_pem_x509_certificate(bytes(sid.id_bytes)).public_bytes(serialization.Encoding.DER)
+        names.append(f"'{sid.mspid}:{hashlib.sha256(der).hexdigest()[:16]}'")
+    return f"OutOf({forger.quorum}, {', '.join(names)})"
 
 
 def _rfc3339(block: Any, tx_id: str, forger: Forger) -> str:
@@ -403,33 +426,27 @@ CASES: dict[str, tuple[Case, str]] = {
     ),
     "each orderer signature": (
         _signatures(_flip_signatures),
-        "OrdererSignatureError: block {n}: orderer signatures do not satisfy " + BLOCK_POLICY + " ({bad_signers})",
+        "OrdererSignatureError: block {n}: orderer signatures do not satisfy {block_policy} ({bad_detail})",
     ),
     "the header's number": (
         _header("number"),
-        "OrdererSignatureError: block {n1}: orderer signatures do not satisfy " + BLOCK_POLICY + " ({bad_signers})",
+        "OrdererSignatureError: block {n1}: orderer signatures do not satisfy {block_policy} ({bad_detail})",
     ),
     "the header's previous hash": (
         _header("previous_hash"),
-        "OrdererSignatureError: block {n}: orderer signatures do not satisfy " + BLOCK_POLICY + " ({bad_signers})",
+        "OrdererSignatureError: block {n}: orderer signatures do not satisfy {block_policy} ({bad_detail})",
     ),
     "no orderer signature": (
         _signatures(lambda md: md.ClearField("signatures")),
-        "OrdererSignatureError: block {n}: orderer signatures do not satisfy "
-        + BLOCK_POLICY
-        + " (0 valid signature(s))",
+        "OrdererSignatureError: block {n}: orderer signatures do not satisfy {block_policy} ({none_detail})",
     ),
     "an orderer signature header that does not parse": (
-        _signatures(_unparsable_signature_header),
-        "OrdererSignatureError: block {n}: orderer signatures do not satisfy "
-        + BLOCK_POLICY
-        + " (an orderer signature header does not parse)",
+        lambda b, f, a: _signatures(_unparsable_signature_header)(common_pb2.Block.FromString(f.reseal(b)), f, a),
+        "OrdererSignatureError: block {n}: orderer signatures do not satisfy {block_policy} ({unparsable_detail})",
     ),
     "the block signed by a peer": (
         _resealed_by_peer,
-        "OrdererSignatureError: block {n}: orderer signatures do not satisfy "
-        + BLOCK_POLICY
-        + " (signer's MSP 'HospitalsMSP' is not a pinned organisation allowed here)",
+        "OrdererSignatureError: block {n}: orderer signatures do not satisfy {block_policy} ({peer_detail})",
     ),
     "another config than the pinned one": (
         lambda b, f, a: f.reseal(b, last_config=1),
@@ -459,7 +476,7 @@ CASES: dict[str, tuple[Case, str]] = {
     ),
     "the creator is the orderer": (
         _creator_is_the_orderer,
-        "CreatorSignatureError: signer's MSP 'OrdererMSP' is not a pinned organisation allowed here",
+        "CreatorSignatureError: signer's MSP '{orderer_msp}' is not a pinned organisation allowed here",
     ),
     "the nonce (tx id binding)": (
         tx_change(_nonce),
@@ -503,7 +520,7 @@ CASES: dict[str, tuple[Case, str]] = {
     ),
     "an endorsement by the orderer beside both orgs'": (
         tx_change(_foreign_endorsement(_by(lambda f: f.orderer))),
-        "EndorsementError: signer's MSP 'OrdererMSP' is not a pinned organisation allowed here",
+        "EndorsementError: signer's MSP '{orderer_msp}' is not a pinned organisation allowed here",
     ),
     "an endorser that is not a serialized identity": (
         tx_change(_foreign_endorsement(lambda f: (b"\xff\xff\xff", b""))),
@@ -531,7 +548,7 @@ CASES: dict[str, tuple[Case, str]] = {
     ),
     "both orderer signatures": (
         lambda b, f, a: _flip_all(f.reseal(b, also=f.orderers[1])),
-        "OrdererSignatureError: block {n}: orderer signatures do not satisfy " + BLOCK_POLICY + " ({two_bad})",
+        "OrdererSignatureError: block {n}: orderer signatures do not satisfy {block_policy} ({two_bad})",
     ),
     "no endorsement": (
         tx_change(_endorsed_by()),
@@ -597,17 +614,20 @@ CASES: dict[str, tuple[Case, str]] = {
 }
 
 # Changes that must not matter: the anchor still verifies, with this reason.
-RESEALED = "block {n} of insurance signed by {orderer0}; tx endorsed by {endorsers}"
+RESEALED = "block {n} of insurance signed by {sealed}; tx endorsed by {endorsers}"
 HARMLESS: dict[str, tuple[Case, str]] = {
     "a delete and a metadata key next to the anchor write": (
         tx_change(action_change(kv_change(_harmless))),
-        "block {n} of insurance signed by {orderer0}; tx endorsed by {hospitals}, {insurers}",
+        "block {n} of insurance signed by {sealed}; tx endorsed by {hospitals}, {insurers}",
     ),
     "the block signed twice by the same orderer": (lambda b, f, a: _signed_twice(b, f), RESEALED),
-    "a bad orderer signature before a good one": (lambda b, f, a: _bad_signature_first(b, f), RESEALED),
+    "a bad orderer signature before a good one": (
+        lambda b, f, a: _bad_signature_first(b, f),
+        "block {n} of insurance signed by {sealed_bad_first}; tx endorsed by {endorsers}",
+    ),
     "the block signed by two orderers": (
         lambda b, f, a: f.reseal(b, also=f.orderers[1]),
-        "block {n} of insurance signed by {orderer0}, {orderer1}; tx endorsed by {endorsers}",
+        "block {n} of insurance signed by {sealed_also}; tx endorsed by {endorsers}",
     ),
     "a transaction without an id before the anchor's": (lambda b, f, a: _config_like_envelope_first(b, f), RESEALED),
     "a forged copy of the anchor transaction after it": (lambda b, f, a: _forged_duplicate(b, f, a), RESEALED),
@@ -660,7 +680,19 @@ def fabric_anchor(bundle: dict[str, Any], channel: str) -> tuple[dict[str, Any],
 
 def expected(template: str, facts: Facts, channel: str) -> str:
     """The reason a case's template gives for this block."""
-    bad = "; ".join(f"orderer: the signature by {s} does not verify" for s in facts.signers)
+
+    def bad(names: list[str]) -> list[str]:
+        return [f"orderer: the signature by {s} does not verify" for s in names]
+
+    def fail(problems: list[str], valid: int = 0) -> str:
+        """The verifier's account of signatures that do not make the policy (Raft, or a BFT quorum)."""
+        if facts.bft:
+            return "; ".join([f"{valid} distinct consenter(s) signed, the quorum is {facts.quorum}", *problems])
+        return "; ".join(problems) or f"{valid} valid signature(s)"
+
+    q = facts.quorum
+    sealed = facts.orderers[:q] if facts.bft else facts.orderers[:1]  # who signs a resealed block
+    sealed_also = facts.orderers[: q + 1] if facts.bft else facts.orderers[:2]
     return template.format(
         n=facts.n,
         n1=facts.n + 1,
@@ -671,15 +703,21 @@ def expected(template: str, facts: Facts, channel: str) -> str:
         tree_size=facts.tree_size,
         client=facts.client,
         channel=channel,
-        bad_signers=bad,
+        bad_detail=fail(bad(facts.signers)),
+        none_detail=fail([]),
+        unparsable_detail=fail(["an orderer signature header does not parse"], q - 1 if facts.bft else 0),
+        peer_detail=fail(["signer's MSP 'HospitalsMSP' is not a pinned organisation allowed here"]),
+        block_policy=facts.block_policy,
+        orderer_msp=facts.orderers[0].split(":", 1)[0],
+        sealed=", ".join(sealed),
+        sealed_also=", ".join(sealed_also),
+        sealed_bad_first=", ".join([*sealed[1:], sealed[0]]),
         first_endorser=facts.first_endorser,
         hospitals=facts.peers["Hospitals"],
         insurers=facts.peers["Insurers"],
         insurers_client=facts.clients["Insurers"],
-        orderer0=facts.orderers[0],
-        orderer1=facts.orderers[1],
         endorsers=", ".join(facts.endorsers),
-        two_bad="; ".join(f"orderer: the signature by {s} does not verify" for s in facts.orderers[:2]),
+        two_bad=fail(bad(sealed_also)),
         zero_writes=f"the transaction wrote no anchor key (an empty window), the anchor names {facts.key}"
         if facts.chained
         else f"tx {facts.tx}… writes 0 anchor keys; an anchor transaction writes exactly one",
@@ -698,3 +736,71 @@ def _forged_duplicate(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
     payload.data = tx.SerializeToString()
     block.data.data.append(common_pb2.Envelope(payload=payload.SerializeToString()).SerializeToString())
     return f.reseal(block)
+
+
+# ---------------------------------------------------------------------- SmartBFT: quorums of consenters
+
+
+def _bft_signed(plan: list[tuple[str, int, int]]) -> Case:
+    """Reseal with exactly these signatures, in order: (style, id, signer), where style is ``bft`` (an
+    identifier header naming ``id``), ``raft`` (a signature header naming the signer) or ``forged`` (a
+    bft signature whose bytes are flipped); ``signer`` indexes the forger's orderers, -1 the Hospitals peer."""
+
+    def case(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
+        f.reseal(block)
+        md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
+        del md.signatures[:]
+        h = block.header
+        der = header_bytes(h.number, bytes(h.previous_hash), bytes(h.data_hash))
+        for style, ident, who in plan:
+            signer = f.peers["Hospitals"] if who < 0 else f.orderers[who]
+            if style == "raft":
+                sh = common_pb2.SignatureHeader(creator=signer.serialized, nonce=b"r" * 24).SerializeToString()
+                md.signatures.add(signature_header=sh, signature=signer.sign(bytes(md.value) + sh + der))
+                continue
+            Forger.consenter_sign(md, der, ident, signer)
+            if style == "forged":
+                md.signatures[-1].signature = flip(md.signatures[-1].signature, 10)
+        block.metadata.metadata[0] = md.SerializeToString()
+        return bytes(block.SerializeToString())
+
+    return case
+
+
+# name -> (case, reason template); templates name the forger's orderers as {c0}..{c3} (consenters 1..4).
+# A reason that starts with "block" is a valid anchor's; the others are refusals.
+REFUSED = "OrdererSignatureError: block {n}: orderer signatures do not satisfy {block_policy} ({detail})"
+BELOW = "2 distinct consenter(s) signed, the quorum is 3"
+BFT_CASES: dict[str, tuple[Case, str]] = {
+    "one consenter's signature forged, the other three a quorum": (
+        _bft_signed([("bft", 1, 0), ("forged", 2, 1), ("bft", 3, 2), ("bft", 4, 3)]),
+        "block {n} of insurance signed by {c0}, {c2}, {c3}; tx endorsed by {endorsers}",
+    ),
+    "signatures below the quorum": (_bft_signed([("bft", 1, 0), ("bft", 2, 1)]), REFUSED.replace("{detail}", BELOW)),
+    "one consenter counted twice": (
+        _bft_signed([("bft", 1, 0), ("bft", 2, 1), ("bft", 2, 1)]),
+        REFUSED.replace("{detail}", BELOW),
+    ),
+    "a third signature under an id not in the mapping": (
+        _bft_signed([("bft", 1, 0), ("bft", 2, 1), ("bft", 9, 2)]),
+        REFUSED.replace("{detail}", BELOW + "; a signature names consenter id 9, not in the consenter mapping"),
+    ),
+    "a consenter's key signing under another consenter's id": (
+        _bft_signed([("bft", 1, 0), ("bft", 2, 1), ("bft", 4, 2)]),
+        REFUSED.replace("{detail}", BELOW + "; orderer: the signature by {c3} does not verify"),
+    ),
+    "a Raft-style signature header by a consenter (Fabric counts it)": (
+        _bft_signed([("bft", 1, 0), ("bft", 2, 1), ("raft", 0, 2)]),
+        "block {n} of insurance signed by {c0}, {c1}, {c2}; tx endorsed by {endorsers}",
+    ),
+    "a Raft-style signature header by a peer": (
+        _bft_signed([("bft", 1, 0), ("bft", 2, 1), ("raft", 0, -1)]),
+        REFUSED.replace("{detail}", BELOW + "; signer's MSP 'HospitalsMSP' is not a pinned organisation allowed here"),
+    ),
+}
+
+
+def bft_expected(template: str, facts: Facts) -> str:
+    """The reason a BFT case's template gives for this block."""
+    names = {f"c{i}": name for i, name in enumerate(facts.orderers)}
+    return template.format(n=facts.n, block_policy=facts.block_policy, endorsers=", ".join(facts.endorsers), **names)

@@ -3,7 +3,10 @@ against the trust file captured with it, the record it covers, a subject's histo
 window (with its subject-heads commitment) is anchored on the medical-history channel, a bundle
 anchored after a channel config update, and the network's keys to forge tampered blocks with.
 
-    python proof_spec/tools/capture_fabric_vectors.py [OUT_DIR]   (default: proof_spec/vectors/fabric)
+    python proof_spec/tools/capture_fabric_vectors.py [OUT_DIR] [--consensus raft|bft]
+
+The default is Raft into ``proof_spec/vectors/fabric``; ``--consensus bft`` captures from four SmartBFT
+orderers of four organisations into ``proof_spec/vectors/fabric-bft``.
 
 Brings up a throwaway network and service, stamps one record, saves ``bundle.json``,
 ``trust.json``, ``ledger-key.pub.json`` and ``record.json``; then, on a second service with an
@@ -18,6 +21,7 @@ consistent with each other).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -64,7 +68,8 @@ def _forge_keys(net: Network) -> dict[str, Any]:
     return {
         "note": "private keys of the throwaway network these vectors came from; it no longer exists."
         " Tests use them to re-sign tampered blocks so that each deeper check is reached. Never trust them.",
-        "orderers": [_signer("OrdererMSP", lay.node_dir(o) / "msp") for o in lay.orderers],
+        "consensus": lay.consensus,
+        "orderers": [_signer(lay.msp_id(o.org), lay.node_dir(o) / "msp") for o in lay.orderers],
         "clients": {p.org: _signer(f"{p.org}MSP", lay.user_dir(p.org, "User1") / "msp") for p in lay.peers},
         "peers": {p.org: _signer(f"{p.org}MSP", lay.node_dir(p) / "msp") for p in lay.peers},
     }
@@ -125,10 +130,14 @@ def _history(config: Path) -> tuple[dict[str, object], dict[str, object]]:
 
 
 def main() -> int:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "proof_spec" / "vectors" / "fabric"
+    parser = argparse.ArgumentParser(description="capture Fabric evidence vectors from a throwaway network")
+    parser.add_argument("out", nargs="?", type=Path, help="output directory")
+    parser.add_argument("--consensus", choices=["raft", "bft"], default="raft")
+    args = parser.parse_args()
+    out = args.out or ROOT / "proof_spec" / "vectors" / ("fabric" if args.consensus == "raft" else "fabric-bft")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fabric-vectors-") as tmp:
-        net = Network(Path(tmp) / "net", free_base_port(17050))
+        net = Network(Path(tmp) / "net", free_base_port(17050), args.consensus)
         try:
             config = net.up(lambda m: print(m, file=sys.stderr))
             with local_server(0.2, "--config", str(config)) as (url, key):

@@ -10,6 +10,7 @@ given; a call that cannot reach one tries the next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -196,7 +197,26 @@ class GatewayClient:
         if code != transaction_pb2.TxValidationCode.VALID:
             name = transaction_pb2.TxValidationCode.Name(code)
             raise TransactionInvalidError(f"transaction {tx_id} on {channel} was committed invalid: {name}", name)
+        await self._committed_elsewhere(channel, tx_id)
         return Committed(tx_id, block, result)
+
+    async def _committed_elsewhere(self, channel: str, tx_id: str, timeout: float = 5.0) -> None:
+        """Wait (briefly) until the other gateway peers committed the transaction too, so that the next
+        proposal, endorsed by any of them, reads this write (under BFT a peer may take blocks a moment
+        later than another). A peer that is down or slower than ``timeout`` is not waited for."""
+        others = [e for k, e in enumerate(self.endpoints) if k != self._preferred]
+        if not others:
+            return
+        request = gateway_pb2.CommitStatusRequest(
+            transaction_id=tx_id, channel_id=channel, identity=self.identity.creator
+        ).SerializeToString()
+        signed = gateway_pb2.SignedCommitStatusRequest(request=request, signature=self.identity.sign(request))
+
+        async def one(endpoint: Endpoint) -> None:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self._stub(endpoint).CommitStatus(signed, timeout=timeout)
+
+        await asyncio.gather(*(one(e) for e in others))
 
     async def endorse(
         self, channel: str, chaincode: str, fn: str, args: Sequence[str] = (), endorsing_orgs: Sequence[str] = ()

@@ -1,6 +1,7 @@
 """A Fabric network of plain processes on 127.0.0.1, no Docker: ``receipt-service fabric up|status|env|down``.
 
-Three Raft orderers (org ``Orderer``), one peer each for ``Hospitals`` and ``Insurers``, the three
+Four SmartBFT orderers, each of its own organisation (``--consensus raft``: three Raft orderers of the
+org ``Orderer``), one peer each for ``Hospitals`` and ``Insurers``, the three
 domain channels joined through the channel participation API, and the ``anchor`` chaincode run as
 one external chaincode server, committed on every channel with ``AND('HospitalsMSP.peer',
 'InsurersMSP.peer')``. TLS is on everywhere, mutual between the peers and the chaincode server.

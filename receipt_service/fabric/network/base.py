@@ -8,24 +8,27 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .layout import DEFAULT_BASE_PORT, Layout, NetworkError, Node, ephemeral_ports
+from .layout import CONSENSUS, DEFAULT_BASE_PORT, PORT_SPAN, Layout, NetworkError, Node, ephemeral_ports
 
 
 class NetworkBase:
     """One network directory: its layout, its state file and the helpers that run Fabric's programs."""
 
-    def __init__(self, root: Path, base_port: int | None = None) -> None:
+    def __init__(self, root: Path, base_port: int | None = None, consensus: str | None = None) -> None:
         state_file = root / "network.json"
         state = json.loads(state_file.read_text()) if state_file.exists() else {}
         stored = state.get("base_port")
         if stored is not None and base_port is not None and stored != base_port:
             raise NetworkError(f"{root} was set up with base port {stored}, not {base_port}; use --wipe to start over")
-        self.layout = Layout(root, stored or base_port or DEFAULT_BASE_PORT)
+        was = state.get("consensus", "raft") if state else None  # networks from before BFT ran Raft
+        if was is not None and consensus is not None and was != consensus:
+            raise NetworkError(f"{root} was set up with {was} ordering, not {consensus}; use --wipe to start over")
+        self.layout = Layout(root, stored or base_port or DEFAULT_BASE_PORT, was or consensus or CONSENSUS[0])
         eph = ephemeral_ports()
-        b = self.layout.base_port
-        if not 1024 <= b <= 65535 - 30 or (b + 30 >= eph.start and b <= eph.stop - 1):
+        b, last = self.layout.base_port, PORT_SPAN - 1
+        if not 1024 <= b <= 65535 - last or (b + last >= eph.start and b <= eph.stop - 1):
             raise NetworkError(
-                f"base port {b}: the network takes ports {b}..{b + 30}, which must lie in 1024..65535 and outside"
+                f"base port {b}: the network takes ports {b}..{b + last}, which must lie in 1024..65535 and outside"
                 f" the kernel's ephemeral range {eph.start}..{eph.stop - 1} (choose e.g. 7050 or 17050)"
             )
         self.home = Path(state["fabric_home"]) if "fabric_home" in state else None
@@ -60,7 +63,7 @@ class NetworkBase:
     def orderer_args(self, orderer: Node | None = None) -> list[str]:
         """``-o ADDR --tls --cafile CA`` for peer CLI commands that reach an orderer."""
         o = orderer or self.layout.orderers[0]
-        return ["-o", self.layout.address(o), "--tls", "--cafile", str(self.layout.tls_ca("Orderer"))]
+        return ["-o", self.layout.address(o), "--tls", "--cafile", str(self.layout.tls_ca(o.org))]
 
     def peer_cli(self, org: str, args: Sequence[str], timeout: float = 60) -> str:
         """Run ``peer ARGS`` as the org's admin; stdout, or ``NetworkError`` with stderr."""

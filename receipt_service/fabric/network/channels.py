@@ -11,12 +11,25 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from fabric_protos.common import common_pb2
+
 from .base import NetworkBase
 from .layout import BATCH_TIMEOUT, CHANNELS, ENDORSEMENT_POLICY, PEER_ORGS, Layout, NetworkError, Node, Progress
 
+# Every option, so none falls to a zero value. A leader that stops ordering pending requests is replaced
+# within seconds (RequestComplainTimeout); an idle one within LeaderHeartbeatTimeout.
+SMARTBFT_OPTIONS = (
+    "{RequestBatchMaxCount: 100, RequestBatchMaxBytes: 10485760, RequestBatchMaxInterval: 250ms,"
+    " IncomingMessageBufferSize: 200, RequestPoolSize: 2000, RequestForwardTimeout: 2s,"
+    " RequestComplainTimeout: 6s, RequestAutoRemoveTimeout: 3m0s, ViewChangeResendInterval: 2s,"
+    " ViewChangeTimeout: 10s, LeaderHeartbeatTimeout: 20s, LeaderHeartbeatCount: 10, CollectTimeout: 1s,"
+    " SyncOnStart: false, SpeedUpViewChange: false}"
+)
+
 
 def configtx(layout: Layout) -> str:
-    """configtxgen's input: Raft on three orderers, the two peer orgs, our batch timeout."""
+    """configtxgen's input: SmartBFT on four orderers of four organisations (or Raft on three of one),
+    the two peer orgs, our batch timeout."""
 
     def sig(rule: str) -> str:
         return f'{{Type: Signature, Rule: "{rule}"}}'
@@ -25,15 +38,17 @@ def configtx(layout: Layout) -> str:
         return f'{{Type: ImplicitMeta, Rule: "{rule}"}}'
 
     orgs = []
-    endpoints = ", ".join(f'"{layout.address(o)}"' for o in layout.orderers)
-    member, admin = sig("OR('OrdererMSP.member')"), sig("OR('OrdererMSP.admin')")
-    orgs.append(
-        f"  - &Orderer\n    Name: OrdererMSP\n    ID: OrdererMSP\n    MSPDir: {layout.org_dir('Orderer') / 'msp'}\n"
-        f"    Policies:\n      Readers: {member}\n      Writers: {member}\n      Admins: {admin}\n"
-        f"    OrdererEndpoints: [{endpoints}]"
-    )
+    for org in layout.orderer_orgs:
+        m = layout.msp_id(org)
+        endpoints = ", ".join(f'"{layout.address(o)}"' for o in layout.orderers if o.org == org)
+        member, admin = sig(f"OR('{m}.member')"), sig(f"OR('{m}.admin')")
+        orgs.append(
+            f"  - &{org}\n    Name: {m}\n    ID: {m}\n    MSPDir: {layout.org_dir(org) / 'msp'}\n"
+            f"    Policies:\n      Readers: {member}\n      Writers: {member}\n      Admins: {admin}\n"
+            f"    OrdererEndpoints: [{endpoints}]"
+        )
     for org in PEER_ORGS:
-        m = f"{org}MSP"
+        m = layout.msp_id(org)
         peer = layout.peer_of(org)
         readers = sig(f"OR('{m}.admin','{m}.peer','{m}.client')")
         writers = sig(f"OR('{m}.admin','{m}.client')")
@@ -44,14 +59,30 @@ def configtx(layout: Layout) -> str:
             f"      Admins: {admins}\n      Endorsement: {endorsement}\n"
             f"    AnchorPeers: [{{Host: 127.0.0.1, Port: {peer.port}}}]"
         )
-    consenters = "\n".join(
-        f"          - {{Host: 127.0.0.1, Port: {o.port}, ClientTLSCert: {layout.node_dir(o) / 'tls/server.crt'},"
-        f" ServerTLSCert: {layout.node_dir(o) / 'tls/server.crt'}}}"
-        for o in layout.orderers
-    )
+    if layout.consensus == "raft":
+        consenters = "\n".join(
+            f"          - {{Host: 127.0.0.1, Port: {o.port}, ClientTLSCert: {layout.node_dir(o) / 'tls/server.crt'},"
+            f" ServerTLSCert: {layout.node_dir(o) / 'tls/server.crt'}}}"
+            for o in layout.orderers
+        )
+        consensus = (
+            f"      OrdererType: etcdraft\n      EtcdRaft:\n        Consenters:\n{consenters}\n"
+            "        Options: {TickInterval: 100ms, ElectionTick: 10, HeartbeatTick: 1, MaxInflightBlocks: 5,\n"
+            "                   SnapshotIntervalSize: 16 MB}"
+        )
+    else:  # the BlockValidation policy is then computed by configtxgen: a quorum of distinct consenters
+        mapping = "\n".join(
+            f"        - {{ID: {i + 1}, Host: 127.0.0.1, Port: {o.port}, MSPID: {layout.msp_id(o.org)},"
+            f" Identity: {layout.signing_cert(o)},"
+            f" ClientTLSCert: {layout.node_dir(o) / 'tls/server.crt'},"
+            f" ServerTLSCert: {layout.node_dir(o) / 'tls/server.crt'}}}"
+            for i, o in enumerate(layout.orderers)
+        )
+        consensus = f"      OrdererType: BFT\n      ConsenterMapping:\n{mapping}\n      SmartBFT: {SMARTBFT_OPTIONS}"
     any_r, any_w, maj_a = meta("ANY Readers"), meta("ANY Writers"), meta("MAJORITY Admins")
     maj_e = meta("MAJORITY Endorsement")
     anchor_policy = sig(ENDORSEMENT_POLICY)  # the anchor chaincode refers to it, so config blocks carry it
+    orderer_orgs = ", ".join(f"*{org}" for org in layout.orderer_orgs)
     return f"""Organizations:
 {chr(10).join(orgs)}
 Profiles:
@@ -62,15 +93,10 @@ Profiles:
       Admins: {maj_a}
     Capabilities: {{V3_0: true}}
     Orderer:
-      OrdererType: etcdraft
+{consensus}
       BatchTimeout: {BATCH_TIMEOUT}
       BatchSize: {{MaxMessageCount: 100, AbsoluteMaxBytes: 10 MB, PreferredMaxBytes: 2 MB}}
-      EtcdRaft:
-        Consenters:
-{consenters}
-        Options: {{TickInterval: 100ms, ElectionTick: 10, HeartbeatTick: 1, MaxInflightBlocks: 5,
-                   SnapshotIntervalSize: 16 MB}}
-      Organizations: [*Orderer]
+      Organizations: [{orderer_orgs}]
       Policies:
         Readers: {any_r}
         Writers: {any_w}
@@ -94,20 +120,20 @@ class Channels(NetworkBase):
 
     def _osnadmin(self, orderer: Node, args: Sequence[str]) -> str:
         lay = self.layout
-        admin = lay.user_dir("Orderer", "Admin") / "tls"
+        admin = lay.user_dir(orderer.org, "Admin") / "tls"  # each orderer's own organisation administers it
         cmd = [
             self._bin("osnadmin"),
             *args,
             "-o",
             f"127.0.0.1:{orderer.admin_port}",
             "--ca-file",
-            str(lay.tls_ca("Orderer")),
+            str(lay.tls_ca(orderer.org)),
             "--client-cert",
             str(admin / "client.crt"),
             "--client-key",
             str(admin / "client.key"),
         ]
-        deadline = time.monotonic() + 15  # the admin endpoint may open a moment after /healthz answers
+        deadline = time.monotonic() + 60  # the admin endpoint opens after /healthz, once channels are loaded
         while True:
             proc = subprocess.run(cmd, env=self._base_env(), capture_output=True, text=True, timeout=30, check=False)
             if proc.returncode == 0:
@@ -159,7 +185,9 @@ class Channels(NetworkBase):
     def update_channel_config(self, channel: str, edit: Callable[[dict[str, Any]], None]) -> None:
         """Change ``channel``'s config as an operator does with Fabric's own tools: fetch the config
         block, ``edit`` its JSON config in place, compute the update with ``configtxlator`` and submit
-        it signed by the orderer admin; returns once the orderer accepted it."""
+        it signed by the admins of a majority of the orderer organisations (the Orderer group's
+        ``MAJORITY Admins``: one under Raft, three of four under BFT); returns once the Hospitals peer
+        committed the new config block."""
         lay = self.layout
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
@@ -189,13 +217,27 @@ class Channels(NetworkBase):
             }
             (t / "env.json").write_text(json.dumps(envelope))
             lator("proto_encode", "common.Envelope", "env.json", "env.pb")
-            admin = {
-                **self.admin_env("Hospitals"),
-                "CORE_PEER_LOCALMSPID": "OrdererMSP",
-                "CORE_PEER_MSPCONFIGPATH": str(lay.user_dir("Orderer", "Admin") / "msp"),
-            }
-            argv = ["channel", "update", "-f", str(t / "env.pb"), "-c", channel, *self.orderer_args()]
-            self._run_tool("peer", argv, admin)
+            signers = lay.orderer_orgs[: len(lay.orderer_orgs) // 2 + 1]
+            for org in signers:
+                admin = {
+                    **self.admin_env("Hospitals"),
+                    "CORE_PEER_LOCALMSPID": lay.msp_id(org),
+                    "CORE_PEER_MSPCONFIGPATH": str(lay.user_dir(org, "Admin") / "msp"),
+                }
+                if org != signers[-1]:
+                    self._run_tool("peer", ["channel", "signconfigtx", "-f", str(t / "env.pb")], admin)
+                    continue
+                argv = ["channel", "update", "-f", str(t / "env.pb"), "-c", channel, *self.orderer_args()]
+                self._run_tool("peer", argv, admin)
+            before = common_pb2.Block.FromString((t / "config.block").read_bytes()).header.number
+            deadline = time.monotonic() + 60  # accepted is not ordered: a BFT follower forwards it to the leader
+            while True:
+                self.peer_cli("Hospitals", ["channel", "fetch", "config", str(t / "now.block"), "-c", channel])
+                if common_pb2.Block.FromString((t / "now.block").read_bytes()).header.number > before:
+                    return
+                if time.monotonic() > deadline:
+                    raise NetworkError(f"the config update of {channel} was accepted but not committed within 60 s")
+                time.sleep(0.3)
 
     def set_batch_timeout(self, channel: str, timeout: str) -> None:
         """Set ``channel``'s ``Orderer/BatchTimeout`` (e.g. ``"300ms"``) through a config update."""

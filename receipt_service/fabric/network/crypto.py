@@ -8,21 +8,26 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .base import NetworkBase
-from .layout import ORDERERS, PEER_ORGS, Layout
+from .layout import PEER_ORGS, Layout
 
 
 def crypto_config(layout: Layout) -> str:
-    """cryptogen's input: one orderer org with three nodes, two peer orgs, NodeOUs, IP SANs."""
-    specs = "\n".join(f"      - Hostname: orderer{i}\n        SANS: [127.0.0.1, localhost]" for i in range(ORDERERS))
+    """cryptogen's input: the orderer organisations (Raft: one with three nodes; BFT: four with one each),
+    two peer orgs, NodeOUs, IP SANs."""
+    orderer_orgs = []
+    for org in layout.orderer_orgs:
+        specs = "\n".join(
+            f"      - Hostname: {o.name}\n        SANS: [127.0.0.1, localhost]" for o in layout.orderers if o.org == org
+        )
+        orderer_orgs.append(
+            f"  - Name: {org}\n    Domain: {layout.org_domain(org)}\n    EnableNodeOUs: true\n    Specs:\n{specs}"
+        )
     peers = "\n".join(
         f"  - Name: {org}\n    Domain: {layout.org_domain(org)}\n    EnableNodeOUs: true\n"
         f"    Template:\n      Count: 1\n      SANS: [127.0.0.1, localhost]\n    Users:\n      Count: 2"
         for org in PEER_ORGS
     )
-    return (
-        f"OrdererOrgs:\n  - Name: Orderer\n    Domain: {layout.org_domain('Orderer')}\n    EnableNodeOUs: true\n"
-        f"    Specs:\n{specs}\nPeerOrgs:\n{peers}\n"
-    )
+    return f"OrdererOrgs:\n{chr(10).join(orderer_orgs)}\nPeerOrgs:\n{peers}\n"
 
 
 def issue_tls_pair(ca_cert: Path, ca_key: Path, out: Path, name: str, *, server: bool) -> None:

@@ -17,8 +17,12 @@ ENDORSEMENT_POLICY = "AND('HospitalsMSP.peer','InsurersMSP.peer')"
 ENDORSEMENT_POLICY_REF = "/Channel/Application/Endorsement"
 BATCH_TIMEOUT = "250ms"
 DEFAULT_BASE_PORT = 7050
+PORT_SPAN = 40  # a network takes ports base .. base + PORT_SPAN - 1
 DOMAIN = "receipts.test"
-ORDERERS = 3
+CONSENSUS = ("bft", "raft")  # SmartBFT (the default): no organisation orders alone; Raft: one orderer organisation
+ORDERERS = 3  # Raft's orderers, all of the organisation "Orderer"
+# SmartBFT's consenters, each of its own organisation: n = 4 tolerates f = 1 faulty or malicious consenter
+BFT_ORDERER_ORGS = ("HospitalsOrdering", "InsurersOrdering", "Regulator", "PatientsTrust")
 PEER_ORGS = ("Hospitals", "Insurers")
 
 Progress = Callable[[str], None]
@@ -63,6 +67,8 @@ class NetworkStatus:
 
     nodes: list[NodeStatus]
     heights: dict[str, dict[str, int | str]] = field(default_factory=dict)
+    consensus: str = "bft"
+    leaders: dict[str, str] = field(default_factory=dict)  # channel -> the orderer that leads it
 
     @property
     def healthy(self) -> bool:
@@ -75,14 +81,24 @@ class NetworkStatus:
 class Layout:
     """Ports and paths of a network directory (pure: no I/O)."""
 
-    def __init__(self, root: Path, base_port: int) -> None:
+    def __init__(self, root: Path, base_port: int, consensus: str = "bft") -> None:
+        if consensus not in CONSENSUS:
+            raise NetworkError(f"consensus {consensus!r}: choose {' or '.join(CONSENSUS)}")
         self.root = root.resolve()
         self.base_port = base_port
+        self.consensus = consensus
         b = base_port
-        self.orderers = [
-            Node(f"orderer{i}", "orderer", b + i, ops_port=b + 3 + i, admin_port=b + 6 + i, org="Orderer")
-            for i in range(ORDERERS)
-        ]
+        if consensus == "raft":
+            self.orderers = [
+                Node(f"orderer{i}", "orderer", b + i, ops_port=b + 3 + i, admin_port=b + 6 + i, org="Orderer")
+                for i in range(ORDERERS)
+            ]
+        else:  # base+0..3 listen, base+31..34 operations, base+35..38 admin
+            self.orderers = [
+                Node(f"orderer{i}", "orderer", b + i, ops_port=b + 31 + i, admin_port=b + 35 + i, org=org)
+                for i, org in enumerate(BFT_ORDERER_ORGS)
+            ]
+        self.orderer_orgs = tuple(dict.fromkeys(o.org for o in self.orderers))
         self.peers = [  # base+10 and base+20: listen, +1 chaincode, +2 operations
             Node(f"peer0.{org.lower()}", "peer", p, ops_port=p + 2, chaincode_port=p + 1, org=org)
             for org, p in ((org, b + 10 * (k + 1)) for k, org in enumerate(PEER_ORGS))
@@ -114,7 +130,7 @@ class Layout:
 
     def org_dir(self, org: str) -> Path:
         """The org's cryptogen directory."""
-        kind = "ordererOrganizations" if org == "Orderer" else "peerOrganizations"
+        kind = "ordererOrganizations" if org in self.orderer_orgs else "peerOrganizations"
         return self.crypto / kind / self.org_domain(org)
 
     def node_dir(self, node: Node) -> Path:
@@ -123,6 +139,11 @@ class Layout:
         host = node.name.split(".")[0]
         return self.org_dir(node.org) / sub / f"{host}.{self.org_domain(node.org)}"
 
+    def signing_cert(self, node: Node) -> Path:
+        """The node's signing certificate (cryptogen names it after the host)."""
+        host = node.name.split(".")[0]
+        return self.node_dir(node) / "msp" / "signcerts" / f"{host}.{self.org_domain(node.org)}-cert.pem"
+
     def user_dir(self, org: str, user: str) -> Path:
         """``Admin`` or ``User1``'s MSP and TLS directory."""
         return self.org_dir(org) / "users" / f"{user}@{self.org_domain(org)}"
@@ -130,6 +151,10 @@ class Layout:
     def tls_ca(self, org: str) -> Path:
         """The org's TLS root certificate."""
         return self.org_dir(org) / "tlsca" / f"tlsca.{self.org_domain(org)}-cert.pem"
+
+    def msp_id(self, org: str) -> str:
+        """``HospitalsMSP``."""
+        return f"{org}MSP"
 
     def peer_of(self, org: str) -> Node:
         """The org's peer."""
@@ -157,15 +182,16 @@ def _port_open(port: int) -> bool:
 
 
 def free_base_port(start: int = DEFAULT_BASE_PORT, step: int = 100) -> int:
-    """The first base port from ``start`` whose 31 ports are free and outside the ephemeral range."""
+    """The first base port from ``start`` whose ``PORT_SPAN`` ports are free and outside the ephemeral range."""
     eph = ephemeral_ports()
     base = start
-    while base + 30 <= 65535:
-        clear = base + 30 < eph.start or base >= eph.stop
-        if clear and not any(_port_open(p) for p in range(base, base + 31)):
+    last = PORT_SPAN - 1
+    while base + last <= 65535:
+        clear = base + last < eph.start or base >= eph.stop
+        if clear and not any(_port_open(p) for p in range(base, base + PORT_SPAN)):
             return base
         base += step
-    raise NetworkError(f"no free range of 31 ports from {start} on")
+    raise NetworkError(f"no free range of {PORT_SPAN} ports from {start} on")
 
 
 def ephemeral_ports() -> range:

@@ -48,6 +48,8 @@ class Network(Processes, Channels, Lifecycle, Crypto):
             self.start(node.name)
         self.wait_healthy(lay.orderers)
         self._join_orderers(step)
+        leaders = self.wait_for_leaders(CHANNELS)
+        step(f"ordering ({lay.consensus}): leaders {', '.join(f'{ch} {who}' for ch, who in leaders.items())}")
         for node in lay.peers:
             self.start(node.name)
         self.wait_healthy(lay.peers)
@@ -67,7 +69,8 @@ class Network(Processes, Channels, Lifecycle, Crypto):
         lay = self.layout
         assert self.home is not None
         if not (lay.crypto / ".complete").exists():
-            step("crypto material: cryptogen (3 orderers, Hospitals and Insurers)")
+            orderers = ", ".join(lay.orderer_orgs)
+            step(f"crypto material: cryptogen ({len(lay.orderers)} orderers of {orderers}; Hospitals and Insurers)")
             shutil.rmtree(lay.crypto, ignore_errors=True)
             (lay.root / "crypto-config.yaml").write_text(crypto_config(lay))
             self._run_tool(
@@ -107,6 +110,7 @@ class Network(Processes, Channels, Lifecycle, Crypto):
         (lay.artifacts / "anchor.tgz").write_bytes(package)
         state = {
             "base_port": lay.base_port,
+            "consensus": lay.consensus,
             "fabric_home": str(self.home),
             "package_id": package_id(package),
             "channels": list(CHANNELS),
@@ -192,7 +196,12 @@ class Network(Processes, Channels, Lifecycle, Crypto):
                 except (NetworkError, IndexError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
                     per[ch] = f"error: {str(exc)[-120:]}"
             heights[peer.name] = per
-        return NetworkStatus(nodes, heights)
+        leaders = {}
+        for orderer in self.layout.orderers:
+            for channel, leads in self.leading(orderer).items():
+                if leads:
+                    leaders[channel] = orderer.name
+        return NetworkStatus(nodes, heights, self.layout.consensus, dict(sorted(leaders.items())))
 
     def env(self, org: str) -> dict[str, str]:
         """Shell variables for Fabric's own CLI as the org's admin."""
@@ -203,7 +212,7 @@ class Network(Processes, Channels, Lifecycle, Crypto):
         env = self.admin_env(org)
         env.pop("FABRIC_LOGGING_SPEC")
         env["PATH"] = f"{self.home / 'bin'}:{os.environ.get('PATH', '')}"
-        env["ORDERER_CA"] = str(self.layout.tls_ca("Orderer"))
+        env["ORDERER_CA"] = str(self.layout.tls_ca(self.layout.orderers[0].org))
         env["ORDERER_ADDRESS"] = self.layout.address(self.layout.orderers[0])
         env["FABRIC_LOGGING_SPEC"] = "grpc=error:info"  # the peer CLI logs every gRPC state change at INFO
         return env

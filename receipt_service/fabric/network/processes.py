@@ -59,24 +59,26 @@ class Processes(NetworkBase):
         if node.kind == "orderer":
             tls = d / "tls"
             data = lay.data / node.name
-            ca = str(lay.tls_ca("Orderer"))
+            ca = str(lay.tls_ca(node.org))
+            cluster_cas = ",".join(str(lay.tls_ca(org)) for org in lay.orderer_orgs)
+            wal = "smartbft" if lay.consensus == "bft" else "etcdraft"
             env.update(
                 ORDERER_GENERAL_LISTENADDRESS="127.0.0.1",
                 ORDERER_GENERAL_LISTENPORT=str(node.port),
-                ORDERER_GENERAL_LOCALMSPID="OrdererMSP",
+                ORDERER_GENERAL_LOCALMSPID=lay.msp_id(node.org),
                 ORDERER_GENERAL_LOCALMSPDIR=str(d / "msp"),
                 ORDERER_GENERAL_TLS_ENABLED="true",
                 ORDERER_GENERAL_TLS_PRIVATEKEY=str(tls / "server.key"),
                 ORDERER_GENERAL_TLS_CERTIFICATE=str(tls / "server.crt"),
-                ORDERER_GENERAL_TLS_ROOTCAS=f"[{tls / 'ca.crt'}]",
+                ORDERER_GENERAL_TLS_ROOTCAS=f"[{cluster_cas}]",
                 ORDERER_GENERAL_CLUSTER_CLIENTCERTIFICATE=str(tls / "server.crt"),
                 ORDERER_GENERAL_CLUSTER_CLIENTPRIVATEKEY=str(tls / "server.key"),
-                ORDERER_GENERAL_CLUSTER_ROOTCAS=f"[{tls / 'ca.crt'}]",
+                ORDERER_GENERAL_CLUSTER_ROOTCAS=f"[{cluster_cas}]",
                 ORDERER_GENERAL_BOOTSTRAPMETHOD="none",
                 ORDERER_CHANNELPARTICIPATION_ENABLED="true",
                 ORDERER_FILELEDGER_LOCATION=str(data / "ledger"),
-                ORDERER_CONSENSUS_WALDIR=str(data / "etcdraft" / "wal"),
-                ORDERER_CONSENSUS_SNAPDIR=str(data / "etcdraft" / "snapshot"),
+                ORDERER_CONSENSUS_WALDIR=str(data / wal / "wal"),
+                ORDERER_CONSENSUS_SNAPDIR=str(data / wal / "snapshot"),
                 ORDERER_OPERATIONS_LISTENADDRESS=f"127.0.0.1:{node.ops_port}",
                 ORDERER_METRICS_PROVIDER="prometheus",
                 ORDERER_ADMIN_LISTENADDRESS=f"127.0.0.1:{node.admin_port}",
@@ -188,6 +190,49 @@ class Processes(NetworkBase):
             return False, exc.read().decode(errors="replace").strip()[:300]
         except (OSError, ValueError) as exc:
             return False, f"health endpoint: {exc}"
+
+    def _metrics(self, node: Node, name: str) -> dict[str, float]:
+        """Per channel, an orderer's consensus metric (``is_leader``, ``leader_id``); {} when down."""
+        if node.kind != "orderer" or self.pid(node) is None:
+            return {}
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{node.ops_port}/metrics", timeout=2) as resp:
+                text = resp.read().decode(errors="replace")
+        except (OSError, ValueError):
+            return {}
+        pattern = rf'^consensus_(?:BFT|etcdraft)_{name}\{{channel="([^"]+)"\}} (\S+)$'
+        return {m[1]: float(m[2]) for m in re.finditer(pattern, text, re.MULTILINE)}
+
+    def leading(self, node: Node) -> dict[str, bool]:
+        """Per channel, whether this orderer leads its consensus (its ``is_leader`` metric); {} when down."""
+        return {ch: v == 1.0 for ch, v in self._metrics(node, "is_leader").items()}
+
+    def wait_for_leaders(self, channels: Sequence[str], timeout: float = 90) -> dict[str, str]:
+        """Wait until every channel has a running leader that the running orderers agree on (SmartBFT
+        may change its view right after the joins or a restart; a request sent meanwhile waits for it)."""
+        deadline = time.monotonic() + timeout
+        lay = self.layout
+        while True:
+            running = [o for o in lay.orderers if self.pid(o) is not None]
+            leads = {o.name: self.leading(o) for o in running}
+            leaders: dict[str, str] = {}
+            for ch in channels:
+                who = [name for name, per in leads.items() if per.get(ch)]
+                if lay.consensus == "bft":  # the view most running consenters are in names its leader
+                    views = [self._metrics(o, "leader_id").get(ch) for o in running]
+                    top = max(set(views), key=views.count) if views else None
+                    agreed = top is not None and views.count(top) * 2 > len(running)
+                    leader = lay.orderers[int(top) - 1].name if agreed and top is not None else None
+                    if leader in who:
+                        leaders[ch] = leader
+                elif len(who) == 1:
+                    leaders[ch] = who[0]
+            if len(leaders) == len(channels):
+                return leaders
+            if time.monotonic() > deadline:
+                missing = ", ".join(ch for ch in channels if ch not in leaders)
+                raise NetworkError(f"no agreed consensus leader on {missing} after {timeout:.0f} s")
+            time.sleep(0.5)
 
     def wait_healthy(self, nodes: Sequence[Node], timeout: float = 60) -> None:
         """Wait for every node's health check; on failure name the node and show its log."""

@@ -1,4 +1,5 @@
-"""One real Fabric network for the session (3 Raft orderers, 2 peers, 3 channels, the anchor chaincode).
+"""One real Fabric network for the session (4 SmartBFT orderers of 4 organisations, 2 peers, 3 channels,
+the anchor chaincode); test_raft.py brings up its own Raft network.
 
 Fabric's programs are built from ../shared/fabric (or the cache) by ``fabric up`` itself; nothing
 here is skipped: without Go or the source, the fixture fails with the reason.
@@ -19,7 +20,7 @@ from receipt_service.server import fabric_client
 
 
 def _free_base(start: int = 27050) -> int:
-    """A base port whose 31 ports are all free (the network takes base .. base+30)."""
+    """A base port whose ports are all free (the network takes base .. base+PORT_SPAN-1)."""
     return free_base_port(start)
 
 

@@ -226,8 +226,63 @@ async def test_one_orderer_down_anchoring_goes_on(net: Network, gateway: Gateway
     await _check_on_chain(gateway, acked, receipts, net)
 
 
-async def _outage(net: Network, gateway: GatewayClient, tmp_path: Path, stop: list[str], sig: int) -> None:
-    """Stop nodes; ingest goes on and Fabric anchors stay pending; restart; every anchor completes."""
+async def test_the_leader_killed_under_load_anchoring_goes_on(
+    net: Network, gateway: GatewayClient, tmp_path: Path
+) -> None:
+    """SmartBFT: kill -9 the orderer that leads the most channels while hashes stream in; the other
+    three elect another leader by a view change, every anchor completes, the killed one catches up."""
+    leaders = net.status().leaders
+    assert set(leaders) == set(CHANNELS)
+    victim = max(set(leaders.values()), key=list(leaders.values()).count)
+    data = tmp_path / "data"
+    token = create_key(data)
+    acked: dict[str, str] = {}
+    with _serve(net, data) as (_, base):
+        task = asyncio.create_task(load(base, token, acked, stop_after=3.0, workers=2, max_batch=10))
+        await asyncio.sleep(1.0)
+        assert net.stop(victim, signal.SIGKILL)
+        assert await task > 0
+        receipts = await collect(base, token, list(acked), timeout=120)
+    after = net.status().leaders
+    assert all(who != victim for who in after.values()), after  # each channel moved to another leader
+    await asyncio.to_thread(net.up)  # the killed orderer restarts and catches up
+    await _check_on_chain(gateway, acked, receipts, net)
+
+
+async def test_one_orderer_killed_and_restarted_under_load(
+    net: Network, gateway: GatewayClient, tmp_path: Path
+) -> None:
+    """A follower killed with -9 mid-load and started again while the load goes on."""
+    leaders = set(net.status().leaders.values())
+    victim = next(o.name for o in net.layout.orderers if o.name not in leaders)
+    data = tmp_path / "data"
+    token = create_key(data)
+    acked: dict[str, str] = {}
+    with _serve(net, data) as (_, base):
+        task = asyncio.create_task(load(base, token, acked, stop_after=4.0, workers=2, max_batch=10))
+        await asyncio.sleep(1.0)
+        assert net.stop(victim, signal.SIGKILL)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(net.start, victim)
+        assert await task > 0
+        receipts = await collect(base, token, list(acked), timeout=120)
+    await _check_on_chain(gateway, acked, receipts, net)
+
+
+async def test_two_of_four_orderers_down_anchors_pending_then_complete(
+    net: Network, gateway: GatewayClient, tmp_path: Path
+) -> None:
+    """Two consenters of four down: no quorum (3), so nothing is ordered and anchors stay pending; once
+    one of them is back, three make a quorum and every anchor completes."""
+    down = [o.name for o in net.layout.orderers[:2]]
+    await _outage(net, gateway, tmp_path, down, signal.SIGKILL, back=down[:1])
+
+
+async def _outage(
+    net: Network, gateway: GatewayClient, tmp_path: Path, stop: list[str], sig: int, back: list[str] | None = None
+) -> None:
+    """Stop nodes; ingest goes on and Fabric anchors stay pending; restart them (or only ``back``);
+    every anchor completes."""
     for name in stop:
         assert net.stop(name, sig)
     data = tmp_path / "data"
@@ -245,8 +300,12 @@ async def _outage(net: Network, gateway: GatewayClient, tmp_path: Path, stop: li
         status, ready = await _get(base, token, "/readyz")
         assert status == 503
         assert all(ready["checks"][t] != "ok" for t in TARGETS), ready
-        await asyncio.to_thread(net.up)
-        receipts = await collect(base, token, list(acked), timeout=90)
+        if back is None:
+            await asyncio.to_thread(net.up)
+        else:
+            for name in back:
+                await asyncio.to_thread(net.start, name)
+        receipts = await collect(base, token, list(acked), timeout=120)
         status, ready = await _get(base, token, "/readyz")
         assert status == 200, ready
     await _check_on_chain(gateway, acked, receipts, net)

@@ -17,7 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fabric_protos.common import common_pb2
+from fabric_protos.common import common_pb2, configtx_pb2, configuration_pb2
+from fabric_protos.msp import identities_pb2
 
 from receipt_service.fabric.gateway import GatewayError
 from receipt_service.fabric.network import Network
@@ -27,7 +28,7 @@ from receipt_verifier.fabric.trust import load_trust, make_trust
 from receipt_verifier.ledger import load_public_key
 from receipt_verifier.verify import AnchorStatus
 from tests.fabric_forge import Forger, Signer
-from tests.fabric_tampering import CASES, Facts, expected, fabric_anchor, flip
+from tests.fabric_tampering import BFT_CASES, CASES, Facts, bft_expected, expected, fabric_anchor, flip
 
 from ..procs import collect, create_key, load, server
 from .conftest import _free_base, service_config
@@ -116,7 +117,9 @@ def test_a_bundle_verifies_every_anchor_offline(evidence: Evidence, tmp_path: Pa
         assert statuses == {("fabric", AnchorStatus.VERIFIED), ("local", AnchorStatus.VERIFIED)}, result.anchors
         fabric = [a for a in result.anchors if a.type == "fabric"]
         assert len(fabric) == 3
-        assert all("signed by OrdererMSP" in a.reason and "InsurersMSP" in a.reason for a in fabric)
+        for a in fabric:  # a quorum of SmartBFT consenters, each of its own organisation, signed the block
+            signers = a.reason.split("signed by ", 1)[1].split(";", 1)[0].split(", ")
+            assert len({s.split(":")[0] for s in signers}) >= 3 and "InsurersMSP" in a.reason, a.reason
 
     (tmp_path / "bundle.json").write_text(json.dumps(evidence.bundles[0]))
     (tmp_path / "trust.json").write_text(json.dumps(evidence.trust))
@@ -170,6 +173,27 @@ def test_tampered_block_fails_with_its_own_error(evidence: Evidence, name: str) 
     error = template.split(":", 1)[0]
     reason = _expect(evidence, bundle, error)
     assert reason == expected(template, facts, "insurance")
+
+
+@pytest.mark.parametrize("name", list(BFT_CASES))
+def test_bft_quorum_of_a_live_block(evidence: Evidence, name: str) -> None:
+    """SmartBFT's block validation over a live block re-signed with the consenters' keys: a quorum of
+    distinct consenters of the pinned mapping (tests/fabric_tampering.py BFT_CASES)."""
+    case, template = BFT_CASES[name]
+    bundle = copy.deepcopy(evidence.bundles[0])
+    anchor, item = _insurance(bundle)
+    forger = Forger.of_network(evidence.net)
+    assert forger.bft and forger.quorum == 3
+    facts = Facts.of(common_pb2.Block.FromString(base64.b64decode(item["block"])), anchor, forger)
+    block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
+    item["block"] = base64.b64encode(case(block, forger, anchor)).decode()
+    want = bft_expected(template, facts)
+    result = _verifier(evidence).verify(json.dumps(bundle))
+    insurance = next(a for a in result.anchors if a.anchor_id.startswith("insurance:"))
+    if want.startswith("block "):
+        assert insurance.status is AnchorStatus.VERIFIED and insurance.reason == want
+    else:
+        assert insurance.status is AnchorStatus.FAILED and insurance.reason == want
 
 
 def _expect(evidence: Evidence, bundle: dict[str, Any], error: str, trust: dict[str, Any] | None = None) -> str:
@@ -411,7 +435,7 @@ def test_an_anchor_made_under_a_newer_config_verifies_through_that_config(eviden
         and "does not include" in got.reason
     )
 
-    for how in ("flipped", "signed by an unpinned orderer"):
+    for how in ("flipped", "signed by an unpinned orderer", "its consenters replaced, signed by the new ones"):
         forged = copy.deepcopy(bundle)
         item = next(
             b for b in forged["fabric_blocks"] if b["channel"] == "personal-health" and b["number"] == config_number
@@ -421,11 +445,32 @@ def test_an_anchor_made_under_a_newer_config_verifies_through_that_config(eviden
             raw = flip(raw, len(raw) // 2)
         else:
             rogue = Forger.of_network(evidence.net)
-            rogue.orderer = Signer.rogue("OrdererMSP", "orderer9.orderer.receipts.test")
-            raw = rogue.reseal(common_pb2.Block.FromString(raw))
+            rogue.orderers = [
+                Signer.rogue(f"{o}MSP", f"orderer9.{o.lower()}") for o in evidence.net.layout.orderer_orgs
+            ]
+            block = common_pb2.Block.FromString(raw)
+            if how.startswith("its consenters"):  # a consenter set nobody pinned, in a config block it signs itself
+                _replace_consenters(block, rogue.orderers)
+            raw = rogue.reseal(block)
         item["block"] = base64.b64encode(raw).decode()
         got = personal_health(forged)
         assert got.status is AnchorStatus.FAILED and got.reason.startswith("ConfigMismatchError:"), (how, got.reason)
+
+
+def _replace_consenters(block: Any, signers: list[Signer]) -> None:
+    """Put these signers' certificates in the config block's consenter mapping."""
+    env = common_pb2.Envelope.FromString(block.data.data[0])
+    payload = common_pb2.Payload.FromString(env.payload)
+    cfg = configtx_pb2.ConfigEnvelope.FromString(payload.data)
+    value = cfg.config.channel_group.groups["Orderer"].values["Orderers"]
+    mapping = configuration_pb2.Orderers.FromString(value.value)
+    assert len(mapping.consenter_mapping) == len(signers)
+    for consenter, signer in zip(mapping.consenter_mapping, signers, strict=True):
+        consenter.identity = identities_pb2.SerializedIdentity.FromString(signer.serialized).id_bytes
+    value.value = mapping.SerializeToString()
+    payload.data = cfg.SerializeToString()
+    env.payload = payload.SerializeToString()
+    block.data.data[0] = env.SerializeToString()
 
 
 async def _stamp(base: str, token: str, hash_hex: str) -> dict[str, Any]:
