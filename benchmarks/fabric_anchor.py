@@ -4,7 +4,10 @@ per channel and on three channels at once, and submit-to-anchored latency throug
 Brings up its own network in a temporary directory (Fabric's programs come from the build cache, or
 are built first), prints one table, and stops the network. Everything runs on this machine.
 
-    python benchmarks/fabric_anchor.py [--roots 300] [--concurrency 50] [--seconds 10]
+    python benchmarks/fabric_anchor.py [--roots 300] [--concurrency 50] [--seconds 10] [--consensus bft,raft]
+
+SmartBFT (four orderers of four organisations) and Raft (three of one) are measured one after the
+other in the same run and printed side by side.
 """
 
 from __future__ import annotations
@@ -96,18 +99,13 @@ async def _throughput(net: Network, roots: int, concurrency: int) -> list[list[s
     return rows
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--roots", type=int, default=300, help="AnchorRoot transactions per channel")
-    p.add_argument("--concurrency", type=int, default=50, help="transactions in flight per channel")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of the service latency phase")
-    p.add_argument("--idle-seconds", type=float, default=10.0)
-    args = p.parse_args()
+def _measure(consensus: str, args: argparse.Namespace) -> list[list[str]]:
+    """Every figure on a new network of this consensus: [figure, value, detail] rows."""
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory(prefix="fabric-bench-") as tmp:
-        net = Network(Path(tmp) / "net", free_base_port(17050))
+        net = Network(Path(tmp) / "net", free_base_port(17050), consensus)
         try:
-            print("fabric up (cold: new crypto, channels, chaincode; programs from the build cache)", file=sys.stderr)
+            print(f"[{consensus}] fabric up (cold: new crypto, channels, chaincode; programs cached)", file=sys.stderr)
             t0 = time.perf_counter()
             config = net.up(lambda m: print("  " + m, file=sys.stderr))
             rows.append(["fabric up, cold (new network)", f"{time.perf_counter() - t0:.1f} s", "binaries cached"])
@@ -117,27 +115,30 @@ def main() -> int:
 
             pids = [pid for n in net.layout.nodes if (pid := net.pid(n)) is not None]
             time.sleep(3)
-            print(f"idle for {args.idle_seconds:.0f} s", file=sys.stderr)
+            print(f"[{consensus}] idle for {args.idle_seconds:.0f} s", file=sys.stderr)
             c0, _ = _cpu_rss(pids)
             time.sleep(args.idle_seconds)
             c1, rss = _cpu_rss(pids)
             rows.append(
                 [
-                    "idle network (3 orderers, 2 peers, chaincode)",
+                    f"idle network ({len(net.layout.orderers)} orderers, 2 peers, chaincode)",
                     f"{100 * (c1 - c0) / args.idle_seconds:.1f} % of one core",
                     f"{rss / 2**20:,.0f} MiB RSS",
                 ]
             )
 
-            print("anchoring through the Gateway", file=sys.stderr)
+            print(
+                f"[{consensus}] anchoring through the Gateway (AnchorRoot: the ordering service's pace)",
+                file=sys.stderr,
+            )
             rows += asyncio.run(_throughput(net, args.roots, args.concurrency))
 
-            print(f"service: submit then wait=anchored (local + 3 channels), {args.seconds:.0f} s", file=sys.stderr)
+            print(f"[{consensus}] service: submit then wait=anchored, {args.seconds:.0f} s", file=sys.stderr)
             with local_server(1.0, "--config", str(config)) as (url, key):
                 res = asyncio.run(run_anchored(url, key, args.seconds, 50))
             rows.append(
                 [
-                    "submit to anchored on all channels, window 1 s, 50 clients",
+                    "submit to anchored on all channels (chained windows), window 1 s, 50 clients",
                     f"p50 {res.pct(res.anchored, 0.5) / 1000:.3f} s",
                     f"p99 {res.pct(res.anchored, 0.99) / 1000:.3f} s ({len(res.anchored)} receipts, {res.errors} errors)",
                 ]
@@ -146,8 +147,30 @@ def main() -> int:
             rows.append(["network CPU for the whole run", f"{c2 - c0:.1f} CPU-s", f"{rss2 / 2**20:,.0f} MiB RSS after"])
         finally:
             net.down()
-    widths = [max(len(r[i]) for r in [["figure", "value", "detail"], *rows]) for i in range(3)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(["figure", "value", "detail"], widths, strict=True)) + " |")
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--roots", type=int, default=300, help="AnchorRoot transactions per channel")
+    p.add_argument("--concurrency", type=int, default=50, help="transactions in flight per channel")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the service latency phase")
+    p.add_argument("--idle-seconds", type=float, default=10.0)
+    p.add_argument("--consensus", default="bft,raft", help="networks to measure, one after the other")
+    args = p.parse_args()
+    kinds = args.consensus.split(",")
+    measured = {kind: _measure(kind, args) for kind in kinds}
+    head = ["figure", *(f"{kind}: {col}" for kind in kinds for col in ("value", "detail"))]
+    rows = [
+        [row[0].replace("(4 orderers", "(orderers").replace("(3 orderers", "(orderers"), *cells]
+        for row, cells in zip(
+            measured[kinds[0]],
+            ([c for kind in kinds for c in measured[kind][i][1:]] for i in range(len(measured[kinds[0]]))),
+            strict=True,
+        )
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")

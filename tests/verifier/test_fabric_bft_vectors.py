@@ -12,10 +12,11 @@ import json
 from typing import Any
 
 import pytest
-from fabric_protos.common import common_pb2, configtx_pb2, configuration_pb2
-from fabric_protos.msp import identities_pb2
+from fabric_protos.common import common_pb2, configtx_pb2, configuration_pb2, policies_pb2
+from fabric_protos.msp import identities_pb2, msp_principal_pb2
 
 from receipt_verifier import Verifier
+from receipt_verifier.fabric.blocks import header_bytes
 from receipt_verifier.fabric.trust import load_trust
 from receipt_verifier.ledger import load_public_key_file
 from receipt_verifier.verify import AnchorResult, AnchorStatus
@@ -134,3 +135,74 @@ def test_a_consenter_set_changed_by_an_unverified_config_block_is_refused() -> N
         " orderer signatures do not satisfy OutOf(3, "
     )
     assert "(0 distinct consenter(s) signed, the quorum is 3; orderer: the signature by " in got.reason
+
+
+def _drop_last_consenter(block: Any) -> None:
+    """The config block with consenter 4 removed and the BlockValidation policy recomputed as
+    configtxgen does: NOutOf(ceil((n + f + 1) / 2)) over the remaining consenters (2 of 3)."""
+    env = common_pb2.Envelope.FromString(block.data.data[0])
+    payload = common_pb2.Payload.FromString(env.payload)
+    cfg = configtx_pb2.ConfigEnvelope.FromString(payload.data)
+    orderer = cfg.config.channel_group.groups["Orderer"]
+    mapping = configuration_pb2.Orderers.FromString(orderer.values["Orderers"].value)
+    del mapping.consenter_mapping[3]
+    orderer.values["Orderers"].value = mapping.SerializeToString()
+    principals = [
+        msp_principal_pb2.MSPPrincipal(
+            principal_classification=msp_principal_pb2.MSPPrincipal.Classification.IDENTITY,
+            principal=identities_pb2.SerializedIdentity(mspid=c.msp_id, id_bytes=c.identity).SerializeToString(),
+        )
+        for c in mapping.consenter_mapping
+    ]
+    rule = policies_pb2.SignaturePolicy(
+        n_out_of=policies_pb2.SignaturePolicy.NOutOf(
+            n=2, rules=[policies_pb2.SignaturePolicy(signed_by=i) for i in range(len(principals))]
+        )
+    )
+    envelope = policies_pb2.SignaturePolicyEnvelope(rule=rule, identities=principals)
+    orderer.policies["BlockValidation"].policy.value = envelope.SerializeToString()
+    payload.data = cfg.SerializeToString()
+    env.payload = payload.SerializeToString()
+    block.data.data[0] = env.SerializeToString()
+
+
+def _signed_by(block: Any, forger: Forger, ids: list[int], last_config: int | None = None) -> bytes:
+    """Reseal, then keep exactly the BFT signatures of these consenter ids (the forger's orderers 1..4)."""
+    forger.reseal(block, last_config=last_config)
+    md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
+    del md.signatures[:]
+    der = header_bytes(block.header.number, bytes(block.header.previous_hash), bytes(block.header.data_hash))
+    for ident in ids:
+        Forger.consenter_sign(md, der, ident, forger.orderers[ident - 1])
+    block.metadata.metadata[0] = md.SerializeToString()
+    return bytes(block.SerializeToString())
+
+
+@pytest.mark.parametrize("config_signers", [[1, 2, 3], [1, 2]])
+def test_a_consenter_removed_by_a_config_update_is_followed(config_signers: list[int]) -> None:
+    """A config block that removes consenter 4 (n = 3, quorum 2), signed by a quorum of the pinned
+    consenters, becomes the config later blocks are checked under: a block that two consenters signed
+    verifies under it (it would not under the pinned 3 of 4). Signed by two pinned consenters only, the
+    config block is refused, and so is the anchor."""
+    channel = "personal-health"
+    forged = copy.deepcopy(NEWER)
+    _, item = fabric_anchor(forged, channel)
+    config = _config_item(forged, channel)
+    number = config["number"]
+    forger = Forger.of_keys(KEYS)
+    cfg_block = common_pb2.Block.FromString(base64.b64decode(config["block"]))
+    _drop_last_consenter(cfg_block)
+    config["block"] = base64.b64encode(_signed_by(cfg_block, forger, config_signers)).decode()
+    block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
+    item["block"] = base64.b64encode(_signed_by(block, forger, [1, 2], last_config=number)).decode()
+    got = _on(forged, channel)
+    if len(config_signers) == 3:
+        assert got.status is AnchorStatus.VERIFIED, got.reason
+        assert got.reason.endswith(f"; under config block {number}, verified under the pinned one")
+        assert len(got.reason.split("signed by ", 1)[1].split(";", 1)[0].split(", ")) == 2
+    else:
+        assert got.status is AnchorStatus.FAILED
+        assert got.reason.startswith(
+            f"ConfigMismatchError: config block {number} does not verify under the pinned config"
+        )
+        assert "(2 distinct consenter(s) signed, the quorum is 3)" in got.reason
