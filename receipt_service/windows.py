@@ -189,6 +189,8 @@ class Aggregator:
 
     async def _clock(self) -> None:
         next_at = time.monotonic() + self.window_seconds
+        failed, since = 0, 0.0  # a store outage: one line when it starts, one when it ends (not one per tick)
+        lane = self.store.domain or "v1"
         while not self._stopping.is_set():
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             next_at += self.window_seconds
@@ -201,8 +203,25 @@ class Aggregator:
             except LeaseLostError as exc:
                 log.warning("%s", exc)
                 await self._check_lead()
-            except Exception:
-                log.exception("window not closed (its hashes stay in the backlog for the next one)")
+                continue
+            except ServiceError as exc:
+                if not failed:
+                    since = time.monotonic()
+                    log.error(
+                        "lane %s: window not closed (its hashes stay in the backlog; retrying every %gs, quietly): %s",
+                        lane,
+                        self.window_seconds,
+                        exc,
+                    )
+                failed += 1
+                continue
+            except Exception:  # a bug, not an outage: every occurrence with its traceback
+                log.exception("lane %s: window not closed (its hashes stay in the backlog for the next one)", lane)
+                continue
+            if failed:
+                took = time.monotonic() - since
+                log.warning("lane %s: windows close again after %d failed attempt(s) over %.1fs", lane, failed, took)
+                failed = 0
 
     # ------------------------------------------------------------------ leadership
 
@@ -246,12 +265,15 @@ class Aggregator:
         self.leading = leading
 
     async def _watch(self) -> None:
+        failed = 0  # an outage: one line, not one per retry
         while not self._stopping.is_set():
             try:
                 await self.store.watch(self.waiters.wake_range)
                 return  # nothing to watch (a store of one process)
             except ServiceError as exc:
-                log.warning("watching other instances' changes failed, retrying: %s", exc)
+                if not failed:
+                    log.warning("watching other instances' changes failed, retrying every second, quietly: %s", exc)
+                failed += 1
                 await asyncio.sleep(1.0)
 
     # ------------------------------------------------------------------ windows

@@ -545,15 +545,16 @@ async def test_watching_other_instances_is_retried(tmp_path: Path, caplog: pytes
     async def flaky_watch(wake: Any) -> None:
         nonlocal calls
         calls += 1
-        if calls == 1:
+        if calls <= 2:
             raise StoreError("pubsub down")
 
     lead.watch = flaky_watch
     caplog.set_level(logging.WARNING, logger="receipt_service.windows")
     agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
     async with running(agg, store, check=False):
-        await _until(lambda: calls == 2, timeout=5)
-        assert "watching other instances' changes failed, retrying: pubsub down" in caplog.text
+        await _until(lambda: calls == 3, timeout=8)
+        line = "watching other instances' changes failed, retrying every second, quietly: pubsub down"
+        assert caplog.text.count("watching other instances") == 1 and line in caplog.text  # once per outage
 
 
 async def test_a_restarted_aggregator_resumes_open_jobs_and_keeps_every_head(
@@ -756,6 +757,42 @@ async def test_a_failing_lease_check_is_logged_once_per_outage(
         assert re.fullmatch(r"lease check works again after 5 failed attempt\(s\) over \d+\.\ds", lines[1])
         assert re.fullmatch(r"lease check works again after 2 failed attempt\(s\) over \d+\.\ds", lines[3])
         assert agg.leading
+
+
+async def test_a_store_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 24: while the store is down, the leader's clock fails every tick; the log says so once, without
+    a traceback, and once more when windows close again (a bug still logs every time, with its traceback)."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    calls = 0
+    real = store.seal
+
+    async def flaky_seal(floor: int) -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        if 2 <= calls <= 30:
+            raise StoreError("redis went away")
+        if calls == 31:
+            raise KeyError("a bug")
+        return await real(floor)
+
+    lead.seal = flaky_seal
+    agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=0.01)
+    caplog.set_level(logging.WARNING, logger="receipt_service.windows")
+    async with running(agg, store, check=False):
+        await _until(lambda: calls >= 34)
+    records = [r for r in caplog.records if "window" in r.getMessage()]
+    lines = [r.getMessage() for r in records]
+    assert lines[0] == (
+        "lane v1: window not closed (its hashes stay in the backlog; retrying every 0.01s, quietly): redis went away"
+    )
+    assert records[0].levelname == "ERROR" and records[0].exc_info is None
+    assert re.fullmatch(r"lane v1: windows close again after 29 failed attempt\(s\) over \d+\.\ds", lines[2]), lines
+    assert lines[1] == "lane v1: window not closed (its hashes stay in the backlog for the next one)"
+    assert records[1].exc_info is not None  # the bug, in full
+    assert len(lines) == 3, lines
 
 
 async def test_domain_trees_bind_every_leaf_and_a_failed_commit_forgets_no_head(tmp_path: Path) -> None:

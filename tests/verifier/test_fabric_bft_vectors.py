@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 from typing import Any
 
@@ -206,3 +207,77 @@ def test_a_consenter_removed_by_a_config_update_is_followed(config_signers: list
             f"ConfigMismatchError: config block {number} does not verify under the pinned config"
         )
         assert "(2 distinct consenter(s) signed, the quorum is 3)" in got.reason
+
+
+def _edit_config(block: Any, edit: Any) -> None:
+    env = common_pb2.Envelope.FromString(block.data.data[0])
+    payload = common_pb2.Payload.FromString(env.payload)
+    cfg = configtx_pb2.ConfigEnvelope.FromString(payload.data)
+    edit(cfg.config.channel_group.groups["Orderer"])
+    payload.data = cfg.SerializeToString()
+    env.payload = payload.SerializeToString()
+    block.data.data[0] = env.SerializeToString()
+
+
+def _weaker_policy(orderer: Any) -> None:
+    """BlockValidation lowered to one consenter of four (Fabric's BFT orderers refuse such a config)."""
+    env = policies_pb2.SignaturePolicyEnvelope.FromString(orderer.policies["BlockValidation"].policy.value)
+    env.rule.n_out_of.n = 1
+    orderer.policies["BlockValidation"].policy.value = env.SerializeToString()
+
+
+def _one_certificate_twice(orderer: Any) -> None:
+    """Consenter 4 carries consenter 1's certificate (PEM with other line breaks), and the policy with it."""
+    mapping = configuration_pb2.Orderers.FromString(orderer.values["Orderers"].value)
+    pem = bytes(mapping.consenter_mapping[0].identity).replace(b"\n", b"\r\n")
+    mapping.consenter_mapping[3].msp_id = mapping.consenter_mapping[0].msp_id
+    mapping.consenter_mapping[3].identity = pem
+    orderer.values["Orderers"].value = mapping.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (_weaker_policy, "the BFT block validation policy is not the quorum of the consenter mapping"),
+        (_one_certificate_twice, "the consenter mapping names one certificate twice"),
+    ],
+)
+def test_a_bft_config_fabric_would_refuse_is_refused(edit: Any, reason: str) -> None:
+    """Pinned, or as a newer config block signed by a quorum of the pinned consenters."""
+    from receipt_verifier.errors import TrustFileError
+    from receipt_verifier.fabric.trust import make_trust
+
+    genesis = common_pb2.Block.FromString(base64.b64decode(TRUST["channels"]["insurance"]["config_block"]))
+    _edit_config(genesis, edit)
+    genesis.header.data_hash = hashlib.sha256(b"".join(genesis.data.data)).digest()  # an operator's own genesis
+    with pytest.raises(TrustFileError, match=reason):
+        make_trust([genesis.SerializeToString()])
+    channel = "personal-health"
+    forged = copy.deepcopy(NEWER)
+    config = _config_item(forged, channel)
+    block = common_pb2.Block.FromString(base64.b64decode(config["block"]))
+    _edit_config(block, edit)
+    config["block"] = base64.b64encode(_signed_by(block, Forger.of_keys(KEYS), [1, 2, 3])).decode()
+    got = _on(forged, channel)
+    assert got.status is AnchorStatus.FAILED
+    assert got.reason.startswith(f"ConfigMismatchError: config block {config['number']}: ") and reason in got.reason
+
+
+def test_a_verified_config_block_in_the_cache_is_still_checked_for_its_number() -> None:
+    """A config block once verified, offered again under another number, is refused as on a first look."""
+    channel = "personal-health"
+    verifier = Verifier([load_public_key_file(BFT / "ledger-key.pub.json")], fabric_trust=load_trust(TRUST))
+    assert all(a.status is AnchorStatus.VERIFIED for a in verifier.verify(json.dumps(NEWER)).anchors)
+    forged = copy.deepcopy(NEWER)
+    _, item = fabric_anchor(forged, channel)
+    config = _config_item(forged, channel)
+    wrong = item["number"] - 1 if item["number"] - 1 != config["number"] else item["number"] - 2
+    block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
+    item["block"] = base64.b64encode(_signed_by(block, Forger.of_keys(KEYS), [1, 2, 3], last_config=wrong)).decode()
+    config["number"] = wrong
+    for v in (verifier, Verifier([], fabric_trust=load_trust(TRUST))):
+        got = next(a for a in v.verify(json.dumps(forged)).anchors if a.anchor_id.startswith(channel + ":"))
+        assert got.status is AnchorStatus.FAILED
+        assert got.reason.endswith(
+            f"the evidence's config block is block {_config_item(NEWER, channel)['number']}, not {wrong}"
+        )

@@ -17,6 +17,7 @@ from receipt_verifier import Verifier
 from receipt_verifier.errors import TrustFileError
 from receipt_verifier.evidence import parse_blocks
 from receipt_verifier.fabric import evidence as fabric_evidence
+from receipt_verifier.fabric.blocks import header_bytes
 from receipt_verifier.fabric.evidence import FabricChecker
 from receipt_verifier.fabric.trust import ChannelTrust, last_config_index, load_trust, make_trust
 from receipt_verifier.ledger import load_public_key_file
@@ -286,3 +287,22 @@ def test_a_block_made_under_a_config_older_than_the_pinned_one_is_refused() -> N
         f"ConfigMismatchError: the block was made under config block 0, older than the pinned config block"
         f" {CONFIG_NUMBER}"
     )
+
+
+def test_a_signature_by_id_on_a_raft_channel_is_ignored_as_fabric_does() -> None:
+    """Raft channels here have the V3_0 capability, under which Fabric reads an identifier-header signature
+    by consenter id; a Raft config has no consenter mapping, so the signature is skipped (not an error)."""
+
+    def case(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
+        f.reseal(block)
+        md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
+        h = block.header
+        Forger.consenter_sign(md, header_bytes(h.number, bytes(h.previous_hash), bytes(h.data_hash)), 1, f.orderer)
+        block.metadata.metadata[0] = md.SerializeToString()
+        return bytes(block.SerializeToString())
+
+    assert load_trust(TRUST)["insurance"].v3
+    bundle, facts = _tampered(case)
+    got = _on(bundle, "insurance")
+    assert got.status is AnchorStatus.VERIFIED, got.reason
+    assert got.reason.startswith(f"block {facts.n} of insurance signed by {facts.orderers[0]};")

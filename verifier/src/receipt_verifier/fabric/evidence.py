@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives import serialization
 from fabric_protos.common import common_pb2
 from fabric_protos.ledger.rwset import rwset_pb2
 from fabric_protos.ledger.rwset.kvrwset import kv_rwset_pb2
@@ -178,9 +179,10 @@ class FabricChecker:
         signers: list[Identity] = []
         header = block.header_der
         problems = []
+        seen: set[tuple[str, bytes]] = set()  # Fabric counts an identity once: by MSP and certificate
         for sig in md.signatures:
             try:
-                if trust.bft and not sig.signature_header and sig.identifier_header:
+                if trust.v3 and not sig.signature_header and sig.identifier_header:
                     ident_id = _identifier(bytes(sig.identifier_header))
                     consenter = trust.consenter(ident_id)
                     if consenter is None:
@@ -190,17 +192,23 @@ class FabricChecker:
                 else:
                     signed_header = bytes(sig.signature_header)
                     creator = bytes(_signature_header(signed_header).creator)
+            except BlockFormatError as exc:  # Fabric rejects the whole block, not only this signature
+                raise OrdererSignatureError(f"block {block.number}: {exc}") from None
+            try:
                 ident = msps.identity(creator, frozenset(trust.orderer_orgs))
                 ident.verify(bytes(sig.signature), bytes(md.value) + signed_header + header, "orderer")
-            except (IdentityError, BlockFormatError) as exc:
+            except IdentityError as exc:
                 problems.append(str(exc))
                 continue
-            if ident.serialized not in (s.serialized for s in signers):
+            key = (ident.msp_id, hashlib.sha256(ident.cert.public_bytes(serialization.Encoding.DER)).digest())
+            if key not in seen:
+                seen.add(key)
                 signers.append(ident)
         if not pol.satisfied(trust.block_validation, signers):
             detail = "; ".join(problems) or f"{len(signers)} valid signature(s)"
             if trust.bft:
-                consenters = sum(1 for s in signers if any(s.serialized == c.serialized for c in trust.consenters))
+                shas = {c.identity_sha256 for c in trust.consenters}
+                consenters = sum(1 for s in signers if _cert_sha256(s) in shas)
                 detail = f"{consenters} distinct consenter(s) signed, the quorum is {bft_quorum(len(trust.consenters))}"
                 detail += "".join(f"; {p}" for p in problems)
             raise OrdererSignatureError(
@@ -226,14 +234,14 @@ class FabricChecker:
             cfg_block = parse_block(data)
         except FabricEvidenceError as exc:
             raise ConfigMismatchError(f"config block {index}: {type(exc).__name__}: {exc}") from None
-        cached = self._configs.get((pinned.channel, cfg_block.header_hash))
-        if cached is not None:
-            return cached
         if cfg_block.number != index:
             raise ConfigMismatchError(f"the evidence's config block is block {cfg_block.number}, not {index}")
         md, own = orderer_metadata(cfg_block)
         if own != index:
             raise ConfigMismatchError(f"block {index} is not a config block (it names config block {own})")
+        cached = self._configs.get((pinned.channel, cfg_block.header_hash))
+        if cached is not None:
+            return cached
         try:
             self._orderer_signers(pinned, cfg_block, md)
         except OrdererSignatureError as exc:
@@ -242,6 +250,8 @@ class FabricChecker:
             newer = channel_trust(data)
         except TrustFileError as exc:
             raise ConfigMismatchError(f"config block {index}: {exc}") from None
+        except (DecodeError, KeyError, ValueError) as exc:  # signed by the orderers, yet not a config we can read
+            raise ConfigMismatchError(f"config block {index}: {type(exc).__name__}: {exc}") from None
         if newer.channel != pinned.channel:
             raise ChannelMismatchError(f"config block {index} is for channel {newer.channel}")
         self._configs[(pinned.channel, cfg_block.header_hash)] = newer
@@ -317,6 +327,10 @@ class FabricChecker:
         checked_tx = CheckedTx(records, tuple(x.name for x in endorsers), tx_time, tip)
         _put(self._txs, key, checked_tx)
         return checked_tx
+
+
+def _cert_sha256(ident: Identity) -> str:
+    return hashlib.sha256(ident.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _identifier(data: bytes) -> int:

@@ -56,7 +56,8 @@ class ChannelTrust:
     block_validation: pol.Policy
     endorsement: pol.Policy
     consensus: str = "etcdraft"  # the orderer's ConsensusType: "etcdraft" or "BFT"
-    consenters: tuple[Consenter, ...] = ()  # BFT: the consenter mapping
+    consenters: tuple[Consenter, ...] = ()  # the consenter mapping (BFT; empty when the config has none)
+    v3: bool = False  # the channel capability V3_0: Fabric then reads identifier-header signatures by id
 
     @property
     def bft(self) -> bool:
@@ -161,6 +162,12 @@ def channel_trust(block_bytes: bytes) -> ChannelTrust:
         orgs.update((org.msp_id, org) for org in found)
         members.append(tuple(sorted(org.msp_id for org in found)))
     consensus, consenters = _consensus(orderer)
+    block_validation = _policy(orderer, "BlockValidation", BLOCK_VALIDATION_PATH)
+    if consensus == "BFT" and block_validation != bft_policy(consenters):
+        raise TrustFileError(
+            f"channel {channel}: the BFT block validation policy is not the quorum of the consenter mapping"
+            f" (Fabric's orderers require OutOf({bft_quorum(len(consenters))}) over the {len(consenters)} consenters)"
+        )
     return ChannelTrust(
         channel=channel,
         config_block_number=block.number,
@@ -168,11 +175,35 @@ def channel_trust(block_bytes: bytes) -> ChannelTrust:
         orgs=orgs,
         orderer_orgs=members[0],
         application_orgs=members[1],
-        block_validation=_policy(orderer, "BlockValidation", BLOCK_VALIDATION_PATH),
+        block_validation=block_validation,
         endorsement=_policy(app, "Endorsement", ENDORSEMENT_PATH),
         consensus=consensus,
         consenters=consenters,
+        v3=_capability(root, "V3_0"),
     )
+
+
+def bft_policy(consenters: tuple[Consenter, ...]) -> pol.Policy:
+    """The block validation policy Fabric's BFT orderers require of a consenter mapping (configtxgen
+    writes it; ``orderer/consensus/smartbft/configverifier.go`` refuses any other)."""
+    return {
+        "type": "signature",
+        "rule": {
+            "n_out_of": {"n": bft_quorum(len(consenters)), "rules": [{"signed_by": i} for i in range(len(consenters))]}
+        },
+        "principals": [{"msp_id": c.msp_id, "identity_sha256": c.identity_sha256} for c in consenters],
+    }
+
+
+def _capability(group: Any, name: str) -> bool:
+    """Whether a config group's ``Capabilities`` value holds ``name``."""
+    value = group.values.get("Capabilities")
+    if value is None:
+        return False
+    try:
+        return name in configuration_pb2.Capabilities.FromString(value.value).capabilities
+    except DecodeError:
+        raise TrustFileError("/Channel/Capabilities does not parse") from None
 
 
 def _consensus(orderer: Any) -> tuple[str, tuple[Consenter, ...]]:
@@ -184,11 +215,11 @@ def _consensus(orderer: Any) -> tuple[str, tuple[Consenter, ...]]:
         kind = str(orderer_config_pb2.ConsensusType.FromString(value.value).type)
     except DecodeError:
         raise TrustFileError("/Channel/Orderer/ConsensusType does not parse") from None
-    if kind != "BFT":
-        return kind, ()
     mapping = orderer.values.get("Orderers")
     if mapping is None:
-        raise TrustFileError("a BFT config has no /Channel/Orderer/Orderers (the consenter mapping)")
+        if kind == "BFT":
+            raise TrustFileError("a BFT config has no /Channel/Orderer/Orderers (the consenter mapping)")
+        return kind, ()
     try:
         found = configuration_pb2.Orderers.FromString(mapping.value).consenter_mapping
     except DecodeError:
@@ -200,7 +231,9 @@ def _consensus(orderer: Any) -> tuple[str, tuple[Consenter, ...]]:
         consenters.append(Consenter(int(c.id), str(c.msp_id), str(c.host), int(c.port), sid, sha))
     if len({c.id for c in consenters}) != len(consenters):
         raise TrustFileError("the consenter mapping names one id twice")
-    return kind, tuple(sorted(consenters, key=lambda c: c.id))
+    if len({(c.msp_id, c.identity_sha256) for c in consenters}) != len(consenters):
+        raise TrustFileError("the consenter mapping names one certificate twice")
+    return kind, tuple(consenters)  # in the mapping's order, as the policy names them
 
 
 def make_trust(blocks: Iterable[bytes]) -> dict[str, Any]:
