@@ -9,6 +9,7 @@ Writes loadtest/out/locust_stats.csv (and the other locust CSVs) and loadtest/ou
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +36,15 @@ def services(n: int, window: float) -> Iterator[tuple[list[str], str]]:
         with redis_server(Path(tmp) / "redis") as store, instances(Path(tmp), store, n, window) as (urls, key):
             print(f"{n} instances on {store}: {', '.join(urls)}", file=sys.stderr)
             yield urls, key
+
+
+def _name_every_host(report: Path, first: str, urls: list[str]) -> None:
+    """Make the HTML report's target host name every instance the users were spread over."""
+    if not report.exists():
+        return
+    html = report.read_text()
+    every = f"{', '.join(urls)} ({len(urls)} instances, users round robin)"
+    report.write_text(html.replace(json.dumps({"host": first})[1:-1], json.dumps({"host": every})[1:-1]))
 
 
 def main() -> int:
@@ -73,6 +83,8 @@ def main() -> int:
         print("running:", " ".join(cmd[2:]), file=sys.stderr)
         env = {**os.environ, "RECEIPT_API_KEY": key, "RECEIPT_HOSTS": ",".join(urls)}
         rc = subprocess.run(cmd, env=env, check=False).returncode
+        if len(urls) > 1:  # locust names its --host; the users spread over every instance
+            _name_every_host(args.out / "locust_report.html", url, urls)
     print(f"CSV: {args.out}/locust_stats.csv  HTML: {args.out}/locust_report.html", file=sys.stderr)
     return rc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,4 +76,9 @@ def test_locust_users_run_headless(tmp_path: Path, instances: int) -> None:
     assert int(stats["Aggregated"]["Request Count"]) > 0
     assert int(stats["Aggregated"]["Failure Count"]) == 0
     assert int(stats["POST /hashes (single)"]["Request Count"]) > 0
-    assert (tmp_path / "locust_report.html").stat().st_size > 1000
+    html = (tmp_path / "locust_report.html").read_text()
+    assert len(html) > 1000
+    hosts = set(re.findall(r"http://127\.0\.0\.1:\d+", html))
+    assert len(hosts) == instances, hosts  # the report names every instance the users were spread over
+    if instances > 1:
+        assert f"({instances} instances, users round robin)" in html
