@@ -7,6 +7,8 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 from tests.conftest import ROOT, VECTORS
 
 PROBE = """
@@ -47,8 +49,9 @@ def test_verifier_distribution_dependencies() -> None:
             assert banned not in text, f"{path.name} mentions {banned}"
 
 
-def test_fabric_evidence_is_checked_without_a_socket_or_grpc() -> None:
-    fabric = VECTORS / "fabric"
+@pytest.mark.parametrize("vectors", ["fabric", "fabric-bft"])
+def test_fabric_evidence_is_checked_without_a_socket_or_grpc(vectors: str) -> None:
+    fabric = VECTORS / vectors
     code = PROBE.replace('"--strict-schema", ', '"--trust", {trust}, ').format(
         inputs=repr(str(fabric / "bundle.json")),
         key=repr(str(fabric / "ledger-key.pub.json")),
