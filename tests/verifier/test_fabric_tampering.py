@@ -8,6 +8,7 @@ import base64
 import copy
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -306,3 +307,33 @@ def test_a_signature_by_id_on_a_raft_channel_is_ignored_as_fabric_does() -> None
     got = _on(bundle, "insurance")
     assert got.status is AnchorStatus.VERIFIED, got.reason
     assert got.reason.startswith(f"block {facts.n} of insurance signed by {facts.orderers[0]};")
+
+
+def test_a_bundle_whose_config_block_contradicts_the_trust_file_warns_and_fails_under_strict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 24: the verdict rests on the pinned block; a bundle carrying another block of that number
+    says so (a warning), and ``--strict`` fails the anchor."""
+    from receipt_verifier._cli import main
+
+    bundle = copy.deepcopy(BUNDLE)
+    item = next(b for b in bundle["fabric_blocks"] if (b["channel"], b["number"]) == ("insurance", 0))
+    item["block"] = base64.b64encode(flip(base64.b64decode(item["block"]), 200)).decode()
+    (tmp_path / "bundle.json").write_text(json.dumps(bundle))
+    (tmp_path / "trust.json").write_text(json.dumps(TRUST))
+    args = [str(tmp_path / "bundle.json"), "--trust", str(tmp_path / "trust.json")]
+    args += ["--ledger-key", str(FABRIC / "ledger-key.pub.json"), "--jobs", "1"]
+    warning = "the evidence holds a config block 0 of insurance that differs from the pinned one"
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {tmp_path / 'bundle.json'}: {warning}" in out and "1 receipt(s) with warnings" in out
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["results"][0]["warnings"] == [warning] and report["summary"]["warned"] == 1
+    assert main([*args, "--strict", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    insurance = next(a for a in report["results"][0]["anchors"] if a["anchor_id"].startswith("insurance:"))
+    assert insurance["reason"] == f"ConfigMismatchError: {warning} (--strict)"
+    (tmp_path / "clean.json").write_text(json.dumps(BUNDLE))  # an untouched bundle: no warning, strict or not
+    assert main([str(tmp_path / "clean.json"), *args[1:], "--strict"]) == 0
+    assert "warning" not in capsys.readouterr().out

@@ -188,6 +188,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="how many anchors must verify for a receipt to be valid: all (default), any, or N; 0 checks a pending receipt's form only",
     )
     p.add_argument("--strict-schema", action="store_true", help="also validate with the full JSON Schema engine (slow)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail a Fabric anchor whose evidence contradicts the trust file (a config block of the pinned number"
+        " that is not the pinned one); without it, a warning",
+    )
     p.add_argument("--max-bytes", type=int, default=DEFAULT_LIMITS.max_bytes, help="largest receipt accepted")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of a table (written as it goes)")
     p.add_argument(
@@ -232,13 +238,16 @@ def _verify_main(argv: list[str]) -> int:
         policy,
         record,
         args.hash,
+        args.strict,
     )
     summary = _Summary(policy)
     out = _JsonWriter(sys.stdout) if args.json else None
     show = total is not None and total > 1
     with Progress(total or 0, "verifying", enabled=(args.progress or None) if show else False) as bar:
         if jobs == 1:
-            verifier = Verifier(keys, limits=limits, strict_schema=args.strict_schema, fabric_trust=trust)
+            verifier = Verifier(
+                keys, limits=limits, strict_schema=args.strict_schema, fabric_trust=trust, strict_evidence=args.strict
+            )
             results: Iterator[dict[str, Any]] = (
                 _verify_one(verifier, item, policy, record, args.hash) for item in _iter_inputs(files)
             )
@@ -267,6 +276,7 @@ class _Setup:
     policy: AnchorPolicy
     record: bytes | None
     record_hash: str | None
+    strict_evidence: bool = False
 
 
 _WORKER: tuple[Verifier, _Setup] | None = None
@@ -278,7 +288,14 @@ def _init_worker(setup: _Setup) -> None:
 
     keys = [Ed25519PublicKey.from_public_bytes(k) for k in setup.keys]
     trust = load_trust(setup.trust) if setup.trust is not None else None
-    _WORKER = (Verifier(keys, limits=setup.limits, strict_schema=setup.strict_schema, fabric_trust=trust), setup)
+    verifier = Verifier(
+        keys,
+        limits=setup.limits,
+        strict_schema=setup.strict_schema,
+        fabric_trust=trust,
+        strict_evidence=setup.strict_evidence,
+    )
+    _WORKER = (verifier, setup)
 
 
 def _work(chunk: list[Item]) -> list[dict[str, Any]]:
@@ -321,9 +338,15 @@ class _Summary:
         self.invalid = 0
         self.first: list[dict[str, Any]] = []  # the first SHOWN reports
         self.invalid_shown: list[dict[str, Any]] = []  # the first SHOWN invalid reports
+        self.warned = 0
+        self.warnings: list[str] = []  # the first SHOWN warnings, with their receipts
 
     def add(self, report: dict[str, Any]) -> None:
         self.receipts += 1
+        if report.get("warnings"):
+            self.warned += 1
+            if len(self.warnings) < self.SHOWN:
+                self.warnings += [f"{report['source']}: {w}" for w in report["warnings"]]
         if len(self.first) < self.SHOWN:
             self.first.append(report)
         if not report["valid"]:
@@ -332,12 +355,15 @@ class _Summary:
                 self.invalid_shown.append(report)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "receipts": self.receipts,
             "valid": self.receipts - self.invalid,
             "invalid": self.invalid,
             "policy": self.policy.describe(),
         }
+        if self.warned:  # receipts valid, whose evidence says something the trust file does not
+            out["warned"] = self.warned
+        return out
 
 
 class _JsonWriter:
@@ -366,6 +392,9 @@ def _verify_one(
         return {"source": item.source, "valid": False, "error": type(exc).__name__, "reason": exc.diagnostics()}
     report = result.to_dict(policy)
     report["source"] = item.source
+    warnings = sorted({w for a in report["anchors"] for w in a.get("details", {}).get("warnings", [])})
+    if warnings:  # valid, but the evidence says something the trust file does not
+        report["warnings"] = warnings
     return report
 
 
@@ -397,6 +426,11 @@ def _print_table(summary: _Summary) -> None:
         print()
     elif not every:
         print(f"(all {summary.receipts} receipts valid; use --json for each one)")
+        print()
+    for line in summary.warnings:
+        print(f"warning: {line}")
+    if summary.warned:
+        print(f"({summary.warned} receipt(s) with warnings; --strict makes them fail)")
         print()
     s = summary.to_dict()
     print(

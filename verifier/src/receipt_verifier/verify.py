@@ -252,9 +252,10 @@ class Verifier:
         limits: Limits = DEFAULT_LIMITS,
         strict_schema: bool = False,
         fabric_trust: Mapping[str, ChannelTrust] | None = None,
+        strict_evidence: bool = False,
     ) -> None:
         self._keys = {key_id(k): k for k in ledger_keys}
-        self._fabric = FabricChecker(dict(fabric_trust)) if fabric_trust else None
+        self._fabric = FabricChecker(dict(fabric_trust), strict=strict_evidence) if fabric_trust else None
         self._limits = limits
         self._strict_schema = strict_schema
         self._sig_cache: dict[tuple[str, str, LedgerEntry], None] = {}

@@ -77,11 +77,12 @@ class CheckedTx:
 class FabricChecker:
     """Verifies Fabric anchors against pinned channels; caches checked blocks and transactions."""
 
-    def __init__(self, channels: dict[str, ChannelTrust]) -> None:
+    def __init__(self, channels: dict[str, ChannelTrust], *, strict: bool = False) -> None:
         wrong = sorted(name for name, t in channels.items() if t.channel != name)
         if wrong:
             raise TrustFileError(f"channel(s) {', '.join(wrong)} are pinned with another channel's config block")
         self.channels = channels
+        self.strict = strict  # evidence that contradicts the trust file fails the anchor instead of a warning
         self._msps: dict[str, MSPs] = {t.config_block_hash: t.msps() for t in channels.values()}
         self._configs: dict[tuple[str, str], ChannelTrust] = {}  # (channel, config block hash) -> verified newer config
         self._blocks: OrderedDict[tuple[str, bytes], CheckedBlock] = OrderedDict()
@@ -103,6 +104,9 @@ class FabricChecker:
         pinned = self.channels.get(anchor.channel)
         if pinned is None:
             raise ChannelMismatchError(f"channel {anchor.channel} is not in the trust file")
+        warnings = self._contradictions(pinned, blocks or {})
+        if warnings and self.strict:
+            raise ConfigMismatchError(f"{warnings[0]} (--strict)")
         checked = self._block(pinned, block_bytes, blocks or {})
         block = checked.block
         if block.number != anchor.block_number:
@@ -145,7 +149,22 @@ class FabricChecker:
                 lane=record.get("lane"),
                 chain_record=tx.tip.decode("utf-8", "replace"),
             )
+        if warnings:
+            details["warnings"] = warnings
         return reason, details
+
+    @staticmethod
+    def _contradictions(pinned: ChannelTrust, blocks: Mapping[tuple[str, int], bytes]) -> list[str]:
+        """The evidence's copy of the pinned config block, when it is not byte for byte the pinned one
+        (the verdict rests on the pinned block either way; a bundle that contradicts the trust file
+        deserves a word)."""
+        copy = blocks.get((pinned.channel, pinned.config_block_number))
+        if copy is None or not pinned.config_block_sha256:
+            return []
+        if hashlib.sha256(copy).hexdigest() == pinned.config_block_sha256:
+            return []
+        number = pinned.config_block_number
+        return [f"the evidence holds a config block {number} of {pinned.channel} that differs from the pinned one"]
 
     # ------------------------------------------------------------------ block
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ class ChannelTrust:
     consensus: str = "etcdraft"  # the orderer's ConsensusType: "etcdraft" or "BFT"
     consenters: tuple[Consenter, ...] = ()  # the consenter mapping (BFT; empty when the config has none)
     v3: bool = False  # the channel capability V3_0: Fabric then reads identifier-header signatures by id
+    config_block_sha256: str = ""  # SHA-256 of the pinned block's bytes (an evidence copy must be the same)
 
     @property
     def bft(self) -> bool:
@@ -180,6 +182,7 @@ def channel_trust(block_bytes: bytes) -> ChannelTrust:
         consensus=consensus,
         consenters=consenters,
         v3=_capability(root, "V3_0"),
+        config_block_sha256=hashlib.sha256(block_bytes).hexdigest(),
     )
 
 
