@@ -32,7 +32,9 @@ from receipt_verifier.access_event import (
     verify_signature,
 )
 from receipt_verifier.errors import Error
-from receipt_verifier.ledger import load_public_key
+from receipt_verifier.fabric.trust import load_trust
+from receipt_verifier.history import verify_history
+from receipt_verifier.ledger import key_id, load_public_key
 
 from .auth import make_key
 from .config import load_settings
@@ -92,8 +94,16 @@ class DemoFailed(Error):
     """A step of the scenario did not answer as the paper's model says it must."""
 
 
-async def run_paper(data_dir: Path, print_: Callable[[str], None] = print) -> int:
-    """Run the scenario against a service on ``data_dir``; 0 when every check passed."""
+async def run_paper(
+    data_dir: Path,
+    print_: Callable[[str], None] = print,
+    config: Path | None = None,
+    trust: dict[str, Any] | None = None,
+) -> int:
+    """Run the scenario against a service on ``data_dir``; 0 when every check passed. With ``config`` (a
+    service config that anchors on Fabric) and ``trust`` (the channels' trust file), every receipt is
+    fetched with its Fabric evidence and checked under the trust file, and the insurer checks the
+    patient's whole medical history offline."""
     store = SQLiteStore(data_dir)
     tokens = {}
     try:
@@ -109,20 +119,28 @@ async def run_paper(data_dir: Path, print_: Callable[[str], None] = print) -> in
             tokens[name] = key.token
     finally:
         store.close_sync()
-    settings = load_settings(overrides={"data_dir": data_dir, "port": 0, "host": "127.0.0.1", "window_seconds": 0.5})
+    overrides = {"data_dir": data_dir, "port": 0, "host": "127.0.0.1", "window_seconds": 0.5}
+    settings = load_settings(config, environ={}, overrides=overrides)
     stop = asyncio.Event()
     port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     server = asyncio.create_task(serve(settings, ready=port.set_result, stop=stop))
     try:
         base = f"http://127.0.0.1:{await asyncio.wait_for(asyncio.shield(port), 30)}"
         async with aiohttp.ClientSession(base) as http:
-            return await _story(http, tokens, print_)
+            lane_prefix = settings.fabric.chain_prefix if settings.fabric is not None else ""
+            return await _story(http, tokens, print_, trust, lane_prefix)
     finally:
         stop.set()
         await server
 
 
-async def _story(http: aiohttp.ClientSession, tokens: dict[str, str], print_: Callable[[str], None]) -> int:
+async def _story(
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],
+    print_: Callable[[str], None],
+    trust: dict[str, Any] | None = None,
+    lane_prefix: str = "",
+) -> int:
     subject = "hmac-sha256:" + hmac.new(APP_SECRET, PATIENT_ID.encode(), hashlib.sha256).hexdigest()[:32]
     owner, clinic, insurer = Signer(), Signer(p256=True), Signer()
     steps: list[list[str]] = []
@@ -139,6 +157,22 @@ async def _story(http: aiohttp.ClientSession, tokens: dict[str, str], print_: Ca
         detail = detail.rsplit(" (", 1)[-1].rstrip(")")  # the reason, without the subject's long pseudonym
         steps.append([str(len(steps) + 1), who, step, str(resp.status), detail[:70]])
         return doc
+
+    async def anchored(proof_id: str, who: str) -> dict[str, Any]:
+        """The receipt once every anchor is done (with its Fabric blocks when Fabric is on)."""
+        params = {"wait": "anchored", "timeout": "60"}
+        async with http.get(
+            f"/proofs/{proof_id}", params=params, headers={"Authorization": f"Bearer {tokens[who]}"}
+        ) as resp:
+            if resp.status != 200:
+                raise DemoFailed(f"receipt {proof_id}: {resp.status} {await resp.text()}")
+        if trust is not None:
+            params = {"evidence": "embed"}
+        async with http.get(
+            f"/proofs/{proof_id}", params=params, headers={"Authorization": f"Bearer {tokens[who]}"}
+        ) as resp:
+            doc: dict[str, Any] = await resp.json()
+            return doc
 
     await call(
         "wearco",
@@ -177,6 +211,18 @@ async def _story(http: aiohttp.ClientSession, tokens: dict[str, str], print_: Ca
     if len(doc["receipts"]) != len(RECORDS["medical-history"]):
         raise DemoFailed("the insurer did not get every medical-history receipt")
     events.append({"event": doc["access_event"]["event"], "proof_id": doc["access_event"]["proof_id"]})
+    history = None
+    if trust is not None:  # the insurer takes the whole history, with Fabric evidence, while it may
+        for proof_id in [p for p, r in records.items() if r in RECORDS["medical-history"]]:
+            await anchored(proof_id, "clinic")
+        history = await call(
+            "insurer",
+            "GET",
+            f"/subjects/{subject}/history?domain=medical-history",
+            None,
+            200,
+            "insurer fetches the medical history as a bundle",
+        )
     ev = owner.sign(_event("revoke", subject, "insurer", "medical-history"))
     events.append({"event": ev, **await call("wearco", "POST", "/access-events", ev, 201, "owner revokes the grant")})
     await call("insurer", "GET", read, None, 403, "insurer reads again: refused, revoked")
@@ -189,20 +235,11 @@ async def _story(http: aiohttp.ClientSession, tokens: dict[str, str], print_: Ca
     )
 
     # every receipt, once anchored, checked offline with pinned keys only
-    async def anchored(proof_id: str, who: str) -> dict[str, Any]:
-        async with http.get(
-            f"/proofs/{proof_id}",
-            params={"wait": "anchored", "timeout": "30"},
-            headers={"Authorization": f"Bearer {tokens[who]}"},
-        ) as resp:
-            if resp.status != 200:
-                raise DemoFailed(f"receipt {proof_id}: {resp.status} {await resp.text()}")
-            doc: dict[str, Any] = await resp.json()
-            return doc
-
     t0 = time.perf_counter()
     async with http.get("/ledger/key") as resp:
-        verifier = Verifier([load_public_key(await resp.read())])
+        ledger_key = load_public_key(await resp.read())
+    channels = load_trust(trust) if trust is not None else None
+    verifier = Verifier([ledger_key], fabric_trust=channels)
     async with http.get("/signing-keys/service", headers={"Authorization": f"Bearer {tokens['audit']}"}) as resp:
         service_key = (await resp.json())["jwk"]
     pinned = {
@@ -210,17 +247,21 @@ async def _story(http: aiohttp.ClientSession, tokens: dict[str, str], print_: Ca
     }
     owner_of = {"personal-health": "wearco", "medical-history": "clinic", "insurance": "insurer"}
     rows = []
+    fabric_rows: list[dict[str, Any]] = []  # what each verified Fabric anchor's evidence showed
     for proof_id, record in records.items():
         who = next(w for d, w in owner_of.items() if record in RECORDS[d])
         receipt = await anchored(proof_id, who)
         result = verifier.verify_policy(receipt, AnchorPolicy(), record=record)
-        rows.append(["record", receipt["domain"], f"#{receipt['subject_seq']}", proof_id[:13] + "…", _status(result)])
+        fabric_rows += [dict(a.details) for a in result.anchors if a.type == "fabric"]
+        r = receipt.get("receipt", receipt)  # an evidence bundle holds the receipt beside its blocks
+        rows.append(["record", r["domain"], f"#{r['subject_seq']}", proof_id[:13] + "…", _status(result)])
     for item in events:
         event = parse_event(item["event"])
         verify_signature(event, pinned[event.key_id])
         poster = "wearco" if event.action in ("grant", "revoke") else "insurer"
         receipt = await anchored(item["proof_id"], poster)
         result = verifier.verify_policy(receipt, AnchorPolicy(), record_hash=event.event_hash())
+        fabric_rows += [dict(a.details) for a in result.anchors if a.type == "fabric"]
         signer = {owner.key_id: "owner", insurer.key_id: "insurer", clinic.key_id: "clinic"}.get(
             event.key_id, "service"
         )
@@ -233,11 +274,44 @@ async def _story(http: aiohttp.ClientSession, tokens: dict[str, str], print_: Ca
                 _status(result),
             ]
         )
-    print_("\nchecked offline (pinned ledger key and JWKs only):")
+    pins = "pinned ledger key, JWKs" + (" and the Fabric trust file" if channels is not None else "")
+    print_(f"\nchecked offline ({pins} only):")
     print_(table(["what", "domain", "binding / signature", "proof_id", "anchors"], rows))
     print_(f"\nall {len(rows)} receipts anchored and verified ({time.perf_counter() - t0:.1f} s after the last step)")
     print_(f"subject {subject} is HMAC-SHA256(app key, {PATIENT_ID!r}): the service never saw the patient id")
+    if history is not None and channels is not None:
+        _insurer_checks(history, ledger_key, channels, fabric_rows, lane_prefix, print_)
     return 0
+
+
+def _insurer_checks(
+    history: dict[str, Any],
+    ledger_key: Any,
+    channels: dict[str, Any],
+    fabric_rows: list[dict[str, Any]],
+    lane_prefix: str,
+    print_: Callable[[str], None],
+) -> None:
+    """The insurer's offline check of the medical history, under the trust file alone, and what was proven."""
+    lane = f"{lane_prefix}.medical-history" if lane_prefix else "medical-history"
+    report, _ = verify_history(history, {key_id(ledger_key): ledger_key}, fabric_trust=channels, lane=lane)
+    if not report.complete:
+        raise DemoFailed(f"the insurer's history check failed: {'; '.join(report.problems)}")
+    print_("\nthe insurer checks the patient's medical history offline (trust file from `peer channel fetch config`):")
+    for label, value in (
+        ("complete", f"all {report.size} records of the subject's log, none hidden (window {report.window_id})"),
+        ("append-only", report.append_only),
+        ("anchored", str(report.anchor)),
+    ):
+        print_(f"  {label:12} {value}")
+    blocks = sorted({(d["channel"], d["block_number"]) for d in fabric_rows})
+    endorsers = sorted({e.split(":")[0] for d in fabric_rows for e in d["endorsers"]})
+    orderers = sorted({o.split(":")[0] for d in fabric_rows for o in d["orderers"]})
+    print_(
+        f"proven on Fabric: {len(fabric_rows)} anchors (each domain's roots on its own channel) in {len(blocks)}"
+        f" blocks of {len({c for c, _ in blocks})} channels ({', '.join(sorted({c for c, _ in blocks}))});"
+        f" endorsed by {', '.join(endorsers)}; blocks signed by {', '.join(orderers)}"
+    )
 
 
 def _status(result: Any) -> str:
