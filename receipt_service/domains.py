@@ -109,7 +109,7 @@ def may(role: Role, operation: Operation, domain: str) -> Decision:
 
 
 def table_markdown() -> str:
-    """Table I as the README prints it."""
+    """Table I as docs/health-model.md prints it."""
     lines = ["| Health data (domain) | Operator (role) | Operation |", "|---|---|---|"]
     for domain, rows in TABLE_I.items():
         for role, ops in rows.items():
