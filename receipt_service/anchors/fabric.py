@@ -171,6 +171,9 @@ class FabricChannelBackend:
         """The channel answers a query through the Gateway, and the last anchor attempt did not fail."""
         if self.last_error is not None:
             raise AnchorBackendError(f"anchoring on {self.channel} is failing: {self.last_error}")
+        stalled = self.client.stalled.get(self.channel)
+        if stalled is not None:
+            raise AnchorBackendError(f"anchoring on {self.channel} waits for an ordering quorum: {stalled}")
         if time.monotonic() - self._ready_at < READY_CACHE_SECONDS:
             return
         try:

@@ -73,6 +73,10 @@ class Committed:
     result: bytes
 
 
+_NO_QUORUM = "insufficient number of orderers"  # the Gateway's BFT submit reached fewer orderers than a quorum
+STALLED_WAIT_SECONDS = 20.0  # how long such a transaction may still be ordered before a retry sends another
+
+
 class GatewayClient:
     """Signed calls to one network through any of its gateway peers."""
 
@@ -90,6 +94,7 @@ class GatewayClient:
             raise ConfigError("fabric: at least one gateway endpoint is required")
         self.identity = identity
         self.endpoints = list(endpoints)
+        self.stalled: dict[str, str] = {}  # channel -> why a submitted transaction waits for an ordering quorum
         self.timeouts = {
             "Endorse": endorse_timeout,
             "Submit": submit_timeout,
@@ -116,7 +121,7 @@ class GatewayClient:
             self._channels[endpoint.address] = channel
         return channel
 
-    async def _call(self, method: str, request: object) -> object:
+    async def _call(self, method: str, request: object, timeout: float | None = None) -> object:
         """Call ``method`` on the preferred peer, failing over to the others on connection errors."""
         failures = []
         n = len(self.endpoints)
@@ -124,7 +129,8 @@ class GatewayClient:
             k = (self._preferred + i) % n
             endpoint = self.endpoints[k]
             try:
-                response = await getattr(self._stub(endpoint), method)(request, timeout=self.timeouts[method])
+                wait = self.timeouts[method] if timeout is None else timeout
+                response = await getattr(self._stub(endpoint), method)(request, timeout=wait)
             except grpc.aio.AioRpcError as exc:
                 failures.append((endpoint.address, exc))
                 if exc.code() in _FAILOVER:
@@ -190,10 +196,26 @@ class GatewayClient:
         peers that satisfy the chaincode's endorsement policy)."""
         tx_id, envelope, result = await self.endorse(channel, chaincode, fn, args, endorsing_orgs)
         envelope.signature = self.identity.sign(envelope.payload)
-        await self._call(
-            "Submit", gateway_pb2.SubmitRequest(transaction_id=tx_id, channel_id=channel, prepared_transaction=envelope)
-        )
-        code, block = await self.commit_status(channel, tx_id)
+        try:
+            await self._call(
+                "Submit",
+                gateway_pb2.SubmitRequest(transaction_id=tx_id, channel_id=channel, prepared_transaction=envelope),
+            )
+        except GatewayError as exc:
+            if _NO_QUORUM not in str(exc):
+                raise
+            # BFT without a quorum of orderers: the live ones may still hold the transaction and order it once
+            # a quorum is back. Wait for it (up to the commit timeout) rather than let a retry send a second
+            # transaction for the same write that would compete with it.
+            self.stalled[channel] = str(exc)
+            try:
+                code, block = await self.commit_status(channel, tx_id, STALLED_WAIT_SECONDS)
+            except GatewayError:
+                raise exc from None
+            finally:
+                self.stalled.pop(channel, None)
+        else:
+            code, block = await self.commit_status(channel, tx_id)
         if code != transaction_pb2.TxValidationCode.VALID:
             name = transaction_pb2.TxValidationCode.Name(code)
             raise TransactionInvalidError(f"transaction {tx_id} on {channel} was committed invalid: {name}", name)
@@ -234,13 +256,13 @@ class GatewayClient:
         envelope = endorsed.prepared_transaction
         return tx_id, envelope, chaincode_result(envelope)
 
-    async def commit_status(self, channel: str, tx_id: str) -> tuple[int, int]:
+    async def commit_status(self, channel: str, tx_id: str, timeout: float | None = None) -> tuple[int, int]:
         """(validation code, block number) of a transaction; waits until the peer has committed it."""
         request = gateway_pb2.CommitStatusRequest(
             transaction_id=tx_id, channel_id=channel, identity=self.identity.creator
         ).SerializeToString()
         signed = gateway_pb2.SignedCommitStatusRequest(request=request, signature=self.identity.sign(request))
-        response = await self._call("CommitStatus", signed)
+        response = await self._call("CommitStatus", signed, timeout)
         assert isinstance(response, gateway_pb2.CommitStatusResponse)
         return int(response.result), int(response.block_number)
 

@@ -39,9 +39,13 @@ WINDOW = 0.2
 TARGETS = {f"fabric:{ch}" for ch in CHANNELS}
 
 
+SERVICE_LOG: list[str] = []  # what the last service logged (shown when a test fails)
+
+
 def _serve(net: Network, data_dir: Path) -> Any:
     cfg = service_config(net, data_dir.parent, anchor_retry_max_seconds=1.0)
-    return server(data_dir, WINDOW, "--config", str(cfg))
+    SERVICE_LOG.clear()
+    return server(data_dir, WINDOW, "--config", str(cfg), lines=SERVICE_LOG)
 
 
 async def _get(base: str, token: str, path: str) -> tuple[int, Any]:
@@ -305,7 +309,10 @@ async def _outage(
         else:
             for name in back:
                 await asyncio.to_thread(net.start, name)
-        receipts = await collect(base, token, list(acked), timeout=120)
+        try:
+            receipts = await collect(base, token, list(acked), timeout=120)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the service's last lines:\n{''.join(SERVICE_LOG[-60:])}") from None
         status, ready = await _get(base, token, "/readyz")
         assert status == 200, ready
     await _check_on_chain(gateway, acked, receipts, net)

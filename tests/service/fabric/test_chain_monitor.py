@@ -56,8 +56,7 @@ async def _append(gateway: GatewayClient, lane: ChainLane, grow: dict[str, list[
 
 async def _two_successors(gateway: GatewayClient, lane: ChainLane) -> tuple[str, int, str, int]:
     """Endorse two successors of the tip, then submit one after the other: the first commits, the second
-    is committed MVCC_READ_CONFLICT (in a later block; in the same block, the first one's key-level policy
-    update of the tip would make it ENDORSEMENT_POLICY_FAILURE). (winner tx, block, loser tx, block)."""
+    is committed MVCC_READ_CONFLICT (the tip key it read has a new version). (winner tx, block, loser tx, block)."""
     first, second = lane.grown({A: records(1)}), lane.grown({B: records(1)})
     endorsed = [
         await gateway.endorse(CHANNEL, "anchor", "AppendWindow", lane.args(first)),
