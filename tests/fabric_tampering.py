@@ -6,6 +6,8 @@ read back from the verifier."""
 
 from __future__ import annotations
 
+import base64
+import copy
 import datetime
 import hashlib
 import json
@@ -797,6 +799,18 @@ BFT_CASES: dict[str, tuple[Case, str]] = {
         REFUSED.replace("{detail}", BELOW + "; signer's MSP 'HospitalsMSP' is not a pinned organisation allowed here"),
     ),
 }
+
+
+def tampered(
+    bundle: dict[str, Any], forger: Forger, case: Case, channel: str = "insurance"
+) -> tuple[dict[str, Any], Facts]:
+    """A copy of ``bundle`` whose ``channel`` anchor's block went through ``case``, and that block's facts."""
+    bundle = copy.deepcopy(bundle)
+    anchor, item = fabric_anchor(bundle, channel)
+    facts = Facts.of(common_pb2.Block.FromString(base64.b64decode(item["block"])), anchor, forger)
+    block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
+    item["block"] = base64.b64encode(case(block, forger, anchor)).decode()
+    return bundle, facts
 
 
 def bft_expected(template: str, facts: Facts) -> str:

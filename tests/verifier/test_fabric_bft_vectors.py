@@ -23,7 +23,7 @@ from receipt_verifier.ledger import load_public_key_file
 from receipt_verifier.verify import AnchorResult, AnchorStatus
 from tests.conftest import VECTORS
 from tests.fabric_forge import Forger, Signer
-from tests.fabric_tampering import BFT_CASES, CASES, HARMLESS, Facts, bft_expected, expected, fabric_anchor
+from tests.fabric_tampering import BFT_CASES, CASES, HARMLESS, Facts, bft_expected, expected, fabric_anchor, tampered
 
 BFT = VECTORS / "fabric-bft"
 BUNDLE: dict[str, Any] = json.loads((BFT / "bundle.json").read_text())
@@ -44,13 +44,7 @@ def _on(bundle: dict[str, Any], channel: str = "insurance") -> AnchorResult:
 
 
 def _tampered(case: Any) -> tuple[dict[str, Any], Facts]:
-    bundle = copy.deepcopy(BUNDLE)
-    anchor, item = fabric_anchor(bundle, "insurance")
-    forger = Forger.of_keys(KEYS)
-    facts = Facts.of(common_pb2.Block.FromString(base64.b64decode(item["block"])), anchor, forger)
-    block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
-    item["block"] = base64.b64encode(case(block, forger, anchor)).decode()
-    return bundle, facts
+    return tampered(BUNDLE, Forger.of_keys(KEYS), case)
 
 
 def test_the_trust_file_shows_the_consenters_and_the_quorum() -> None:

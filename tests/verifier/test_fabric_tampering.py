@@ -26,7 +26,17 @@ from receipt_verifier.model import FabricAnchor
 from receipt_verifier.verify import AnchorResult, AnchorStatus
 from tests.conftest import VECTORS
 from tests.fabric_forge import Forger, Signer
-from tests.fabric_tampering import BLOCK_POLICY, CASES, HARMLESS, Facts, expected, fabric_anchor, flip, written_record
+from tests.fabric_tampering import (
+    BLOCK_POLICY,
+    CASES,
+    HARMLESS,
+    Facts,
+    expected,
+    fabric_anchor,
+    flip,
+    tampered,
+    written_record,
+)
 
 FABRIC = VECTORS / "fabric"
 BUNDLE: dict[str, Any] = json.loads((FABRIC / "bundle.json").read_text())
@@ -49,13 +59,7 @@ def _on(bundle: dict[str, Any], channel: str, trust: dict[str, Any] = TRUST) -> 
 
 
 def _tampered(case: Any, channel: str = "insurance") -> tuple[dict[str, Any], Facts]:
-    bundle = copy.deepcopy(BUNDLE)
-    anchor, item = fabric_anchor(bundle, channel)
-    forger = Forger.of_keys(KEYS)
-    facts = Facts.of(common_pb2.Block.FromString(base64.b64decode(item["block"])), anchor, forger)
-    block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
-    item["block"] = base64.b64encode(case(block, forger, anchor)).decode()
-    return bundle, facts
+    return tampered(BUNDLE, Forger.of_keys(KEYS), case, channel)
 
 
 def test_the_forge_keys_are_those_of_the_captured_network() -> None:

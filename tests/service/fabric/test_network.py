@@ -36,6 +36,14 @@ def test_status_lists_every_process_and_channel_height(net: Network) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     for node in net.layout.nodes:
         assert node.name in out.stdout and str(net.pid(node)) in out.stdout
+    assert "ordering: bft, 4 consenters, tolerates 1 faulty" in out.stderr
+    consenters = {  # the consenter table comes after the process table: its rows win
+        line.split()[0]: line.split()[1:] for line in out.stdout.splitlines() if line.startswith("orderer")
+    }
+    orgs = [row[0] for _, row in sorted(consenters.items())]
+    assert orgs == ["HospitalsOrderingMSP", "InsurersOrderingMSP", "RegulatorMSP", "PatientsTrustMSP"], consenters
+    leads = " ".join(" ".join(row[1:]) for row in consenters.values())
+    assert all(leads.count(ch) == 1 for ch in CHANNELS), leads  # each channel has exactly one leader
     st = net.status()
     assert st.healthy
     for peer, heights in st.heights.items():
