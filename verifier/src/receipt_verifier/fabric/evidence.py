@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from cryptography.hazmat.primitives import serialization
 from fabric_protos.common import common_pb2
 from fabric_protos.ledger.rwset import rwset_pb2
 from fabric_protos.ledger.rwset.kvrwset import kv_rwset_pb2
@@ -198,7 +197,7 @@ class FabricChecker:
         signers: list[Identity] = []
         header = block.header_der
         problems = []
-        seen: set[tuple[str, bytes]] = set()  # Fabric counts an identity once: by MSP and certificate
+        seen: set[tuple[str, str]] = set()  # Fabric counts an identity once: by MSP and certificate
         for sig in md.signatures:
             try:
                 if trust.v3 and not sig.signature_header and sig.identifier_header:
@@ -219,7 +218,7 @@ class FabricChecker:
             except IdentityError as exc:
                 problems.append(str(exc))
                 continue
-            key = (ident.msp_id, hashlib.sha256(ident.cert.public_bytes(serialization.Encoding.DER)).digest())
+            key = (ident.msp_id, pol.der_sha256(ident.cert))
             if key not in seen:
                 seen.add(key)
                 signers.append(ident)
@@ -227,7 +226,7 @@ class FabricChecker:
             detail = "; ".join(problems) or f"{len(signers)} valid signature(s)"
             if trust.bft:
                 shas = {c.identity_sha256 for c in trust.consenters}
-                consenters = sum(1 for s in signers if _cert_sha256(s) in shas)
+                consenters = sum(1 for s in signers if pol.der_sha256(s.cert) in shas)
                 detail = f"{consenters} distinct consenter(s) signed, the quorum is {bft_quorum(len(trust.consenters))}"
                 detail += "".join(f"; {p}" for p in problems)
             raise OrdererSignatureError(
@@ -346,10 +345,6 @@ class FabricChecker:
         checked_tx = CheckedTx(records, tuple(x.name for x in endorsers), tx_time, tip)
         _put(self._txs, key, checked_tx)
         return checked_tx
-
-
-def _cert_sha256(ident: Identity) -> str:
-    return hashlib.sha256(ident.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _identifier(data: bytes) -> int:

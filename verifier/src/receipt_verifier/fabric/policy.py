@@ -131,14 +131,18 @@ def cert_sha256(pem: bytes) -> str:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
         raise TrustFileError("an identity principal carries no valid PEM certificate") from None
+    return der_sha256(cert)
+
+
+def der_sha256(cert: x509.Certificate) -> str:
+    """SHA-256 (hex) of a certificate's DER: one identity, however its PEM was written."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _holds(signer: Identity, principal: dict[str, Any]) -> bool:
     """Whether a signer (of the principal's MSP) is the principal: its role, or its very certificate."""
     if "identity_sha256" in principal:
-        der = signer.cert.public_bytes(serialization.Encoding.DER)
-        return bool(hashlib.sha256(der).hexdigest() == principal["identity_sha256"])
+        return bool(der_sha256(signer.cert) == principal["identity_sha256"])
     return bool(principal["role"] in signer.roles)
 
 
