@@ -63,6 +63,7 @@ type Ledger interface {
 	GetTxTimestamp() (*timestamppb.Timestamp, error)
 	GetCreator() ([]byte, error)
 	SetStateValidationParameter(key string, ep []byte) error
+	GetStateValidationParameter(key string) ([]byte, error)
 }
 
 // ArgumentError is a bad argument; its message names the argument and what was wrong.

@@ -13,13 +13,14 @@ import (
 // memLedger is an in-memory Ledger for unit tests; the real peer is exercised by the
 // Python network tests.
 type memLedger struct {
-	state   map[string][]byte
-	events  map[string][]byte
-	params  map[string][]byte // key-level endorsement policies
-	txID    string
-	txTime  time.Time
-	creator []byte
-	puts    int
+	state     map[string][]byte
+	events    map[string][]byte
+	params    map[string][]byte // key-level endorsement policies
+	txID      string
+	txTime    time.Time
+	creator   []byte
+	puts      int
+	paramSets int // SetStateValidationParameter calls
 }
 
 var txTime = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
@@ -49,8 +50,10 @@ func (m *memLedger) GetTxTimestamp() (*timestamppb.Timestamp, error) {
 func (m *memLedger) GetCreator() ([]byte, error) { return m.creator, nil }
 func (m *memLedger) SetStateValidationParameter(k string, ep []byte) error {
 	m.params[k] = ep
+	m.paramSets++
 	return nil
 }
+func (m *memLedger) GetStateValidationParameter(k string) ([]byte, error) { return m.params[k], nil }
 
 const (
 	root1 = "1111111111111111111111111111111111111111111111111111111111111111"

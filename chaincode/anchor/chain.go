@@ -5,6 +5,7 @@ package main
 // consortium organisations approved.
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -319,11 +320,8 @@ func writeWindow(l Ledger, w *window, proof string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// No key-level endorsement policy on the tip: the chaincode's own policy already needs a peer of each
-	// organisation, and Fabric 3.1.5's state-based validation stalled the committing peers on blocks with
-	// transactions that update key-level policies under orderer faults (proof_spec/chain.md, section 14.8).
-	if err := l.PutState(tipKey(w.lane), doc); err != nil {
-		return nil, fmt.Errorf("writing key %q: %w", tipKey(w.lane), err)
+	if err := putEndorsed(l, tipKey(w.lane), doc); err != nil { // both organisations, whatever the definition says
+		return nil, err
 	}
 	if err := markChained(l); err != nil {
 		return nil, err
@@ -372,26 +370,47 @@ func refuseIfChained(l Ledger) error {
 	return nil
 }
 
-// putEndorsed writes key and sets its key-level endorsement policy: a peer of each consortium organisation.
+// putEndorsed writes key and makes sure it carries the consortium's key-level endorsement policy.
 func putEndorsed(l Ledger, key string, value []byte) error {
 	if err := l.PutState(key, value); err != nil {
 		return fmt.Errorf("writing key %q: %w", key, err)
 	}
-	ep, err := statebased.NewStateEP(nil)
+	return endorseOnce(l, key)
+}
+
+// endorseOnce sets key's key-level endorsement policy (a peer of each consortium organisation) unless
+// it already carries exactly that policy. Fabric keeps a key's policy when only its value changes, so
+// a lane's tip gets it with its first window and no later window writes it again: a block in which a
+// transaction that writes a key-level policy is invalidated before validation (a replayed
+// transaction) would stall Fabric 3.1.5's validation of later writes of that key (§14.8).
+func endorseOnce(l Ledger, key string) error {
+	policy, err := consortiumPolicy()
 	if err != nil {
 		return err
 	}
-	if err := ep.AddOrgs(statebased.RoleTypePeer, Consortium...); err != nil {
-		return err
-	}
-	policy, err := ep.Policy()
+	current, err := l.GetStateValidationParameter(key)
 	if err != nil {
-		return err
+		return fmt.Errorf("reading the endorsement policy of key %q: %w", key, err)
+	}
+	if bytes.Equal(current, policy) {
+		return nil
 	}
 	if err := l.SetStateValidationParameter(key, policy); err != nil {
 		return fmt.Errorf("setting the endorsement policy of key %q: %w", key, err)
 	}
 	return nil
+}
+
+// consortiumPolicy is the key-level endorsement policy: a peer of each consortium organisation.
+func consortiumPolicy() ([]byte, error) {
+	ep, err := statebased.NewStateEP(nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := ep.AddOrgs(statebased.RoleTypePeer, Consortium...); err != nil {
+		return nil, err
+	}
+	return ep.Policy()
 }
 
 // GetTip answers the stored tip record of lane, exactly as stored.

@@ -15,6 +15,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from fabric_protos.common import common_pb2, policies_pb2
+from fabric_protos.ledger.rwset import rwset_pb2
+from fabric_protos.ledger.rwset.kvrwset import kv_rwset_pb2
+from fabric_protos.msp import msp_principal_pb2
+from fabric_protos.peer import proposal_pb2, proposal_response_pb2, transaction_pb2
 
 from receipt_service.fabric.gateway import Endpoint, GatewayClient, GatewayError, TransactionInvalidError
 from receipt_service.fabric.identity import Identity
@@ -77,6 +82,49 @@ async def test_a_lane_chains_windows_that_only_grow(net: Network, gateway: Gatew
     report = replay(found.windows)
     assert report.ok and [w.seq for w in found.windows] == [0, 1, 2], report.to_dict()
     assert [t.tx_id for t in found.left_out] == [again.tx_id] and "retry" in found.left_out[0].note
+
+
+def _tip_policies(blocks: list[bytes], lane: str) -> list[tuple[str, list[str]]]:
+    """Each transaction's key-level policy writes on ``lane``'s tip: (tx id, the policy's peer MSPs)."""
+    key = f"\x00tip\x00{lane}\x00"
+    found: list[tuple[str, list[str]]] = []
+    for raw in blocks:
+        for env_raw in common_pb2.Block.FromString(raw).data.data:
+            payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(env_raw).payload)
+            ch = common_pb2.ChannelHeader.FromString(payload.header.channel_header)
+            if ch.type != common_pb2.ENDORSER_TRANSACTION:
+                continue
+            tx = transaction_pb2.Transaction.FromString(payload.data)
+            cap = transaction_pb2.ChaincodeActionPayload.FromString(tx.actions[0].payload)
+            prp = proposal_response_pb2.ProposalResponsePayload.FromString(cap.action.proposal_response_payload)
+            rw = rwset_pb2.TxReadWriteSet.FromString(proposal_pb2.ChaincodeAction.FromString(prp.extension).results)
+            for ns in rw.ns_rwset:
+                for mw in kv_rwset_pb2.KVRWSet.FromString(ns.rwset).metadata_writes:
+                    if mw.key != key:
+                        continue
+                    for entry in mw.entries:
+                        assert entry.name == "VALIDATION_PARAMETER", entry.name
+                        env = policies_pb2.SignaturePolicyEnvelope.FromString(entry.value)
+                        roles = [msp_principal_pb2.MSPRole.FromString(p.principal) for p in env.identities]
+                        assert all(r.role == msp_principal_pb2.MSPRole.PEER for r in roles)
+                        assert env.rule.n_out_of.n == len(env.identities)  # every one of them
+                        found.append((ch.tx_id, sorted(r.msp_identifier for r in roles)))
+    return found
+
+
+async def test_the_tip_needs_both_organisations_whatever_the_definition_says(
+    net: Network, gateway: GatewayClient, lane: ChainLane
+) -> None:
+    """The tip key carries a key-level policy of a peer of each organisation, so even a chaincode
+    definition both organisations weakened later could not let one of them move a lane on alone. The
+    lane's first window writes it; Fabric keeps it, and no later window writes it again (spec 14.8)."""
+    logs = lane.grown({C: records(1)})
+    done = await gateway.submit(CHANNEL, "anchor", "AppendWindow", lane.args(logs))
+    lane.accept(done.result, logs)
+    blocks = [await gateway.fetch_block(CHANNEL, n) for n in range(done.block_number + 1)]
+    first = read_windows(blocks, load_trust(make_trust(net.config_blocks().values()))[CHANNEL], lane=lane.name)
+    assert [w.seq for w in first.windows] == [0, 1, 2]
+    assert _tip_policies(blocks, lane.name) == [(first.windows[0].tx_id, ["HospitalsMSP", "InsurersMSP"])]
 
 
 @pytest.mark.parametrize(
