@@ -7,10 +7,8 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"regexp"
@@ -20,13 +18,17 @@ import (
 	"time"
 
 	"github.com/hyperledger/fabric-chaincode-go/v2/pkg/statebased"
-	"github.com/hyperledger/fabric-protos-go-apiv2/msp"
-	"google.golang.org/protobuf/proto"
 )
 
 const (
 	// AppendEventName is the chaincode event emitted with the new tip record.
 	AppendEventName = "AppendWindow"
+	// BatchEventName is AppendWindows' event: the new records, one per line.
+	BatchEventName = "AppendWindows"
+	// MaxBatch is the most windows one AppendWindows transaction appends.
+	MaxBatch = 64
+	// WindowArgs is the number of arguments per window after the lane.
+	WindowArgs = 9
 	// MaxSkew is how far a window's end and the transaction time may be from the peer's clock.
 	MaxSkew = 10 * time.Second
 	// MaxTrees is the most trees a window may hold.
@@ -196,48 +198,148 @@ func treeKey(windowID string, index uint64) string {
 // AppendWindow appends a window to its lane's chain as the successor of the tip (§14.8) and answers
 // the new tip record; a repeat of the tip's own window answers the stored tip without writing.
 func AppendWindow(l Ledger, lane, seq, prev, windowID, windowStart, windowEnd, trees, headsRoot, headsSize, proof string) ([]byte, error) {
-	if err := requireWriter(l); err != nil {
+	records, err := appendWindows(l, lane, [][]string{{seq, prev, windowID, windowStart, windowEnd, trees, headsRoot, headsSize, proof}}, AppendEventName)
+	if err != nil {
 		return nil, err
 	}
-	w, err := parseWindow(lane, seq, prev, windowID, windowStart, windowEnd, trees, headsRoot, headsSize)
+	return records[0], nil
+}
+
+// AppendWindows appends several consecutive windows of a lane in one transaction (§14.8): args are the
+// lane, then nine arguments per window, as AppendWindow's after the lane. Each window after the first
+// takes an empty prev: it succeeds the record of the window before it in the transaction, which the
+// chaincode hashes. It answers the new records, one per line (the event's payload too); a repeat of
+// the tip's own last window answers the stored tip without writing.
+func AppendWindows(l Ledger, args []string) ([]byte, error) {
+	if len(args) < 1+WindowArgs || (len(args)-1)%WindowArgs != 0 {
+		return nil, argErr("AppendWindows takes the lane and %d arguments per window (seq, prev, windowId, windowStart, "+
+			"windowEnd, trees, headsRoot, headsSize, proof), got %d argument(s)", WindowArgs, len(args))
+	}
+	n := (len(args) - 1) / WindowArgs
+	if n > MaxBatch {
+		return nil, argErr("AppendWindows takes at most %d windows, got %d", MaxBatch, n)
+	}
+	windows := make([][]string, n)
+	for i := range windows {
+		windows[i] = args[1+i*WindowArgs : 1+(i+1)*WindowArgs]
+	}
+	records, err := appendWindows(l, args[0], windows, BatchEventName)
 	if err != nil {
+		return nil, err
+	}
+	return bytes.Join(records, []byte("\n")), nil
+}
+
+// appendWindows checks and writes windows (nine arguments each, after the lane) as successive tips of
+// lane, and answers their records. A repeat of the tip's own (last) window answers the stored tip.
+func appendWindows(l Ledger, lane string, windows [][]string, event string) ([][]byte, error) {
+	if err := requireWriter(l); err != nil {
 		return nil, err
 	}
 	stored, tip, err := readTip(l, lane)
 	if err != nil {
 		return nil, err
 	}
-	if tip != nil && tip.WindowID == w.id && tip.HeadsRoot == w.headsRoot && tip.HeadsSize == w.headsSize &&
-		slices.Equal(tip.Trees, w.trees) {
-		return stored, nil
+	batch := len(windows) > 1
+	parsed := make([]*window, len(windows))
+	for i, a := range windows {
+		prev := a[1]
+		if batch && i > 0 {
+			if prev != "" {
+				return nil, inWindow(i, batch, argErr("prev %q must be empty: a window after the first succeeds the record "+
+					"of the window before it in the transaction, which the chaincode hashes", prev))
+			}
+			prev = zeroPrev // replaced by the hash of the record before it, below
+		}
+		if parsed[i], err = parseWindow(lane, a[0], prev, a[2], a[3], a[4], a[5], a[6], a[7]); err != nil {
+			return nil, inWindow(i, batch, err)
+		}
+		for j := 0; j < i; j++ {
+			if parsed[j].id == parsed[i].id {
+				return nil, inWindow(i, batch, argErr("windowId %s repeats window %d's", parsed[i].id, j))
+			}
+		}
 	}
-	if err := succeeds(w, stored, tip); err != nil {
+	if last := parsed[len(parsed)-1]; tip != nil && tip.WindowID == last.id && tip.HeadsRoot == last.headsRoot &&
+		tip.HeadsSize == last.headsSize && slices.Equal(tip.Trees, last.trees) {
+		return [][]byte{stored}, nil
+	}
+	ts, err := l.GetTxTimestamp()
+	if err != nil {
+		return nil, fmt.Errorf("reading the transaction time: %w", err)
+	}
+	txTime := ts.AsTime().UTC().Format(time.RFC3339Nano)
+	records := make([][]byte, 0, len(windows))
+	for i, w := range parsed { // every check first: a refused transaction writes nothing
+		if batch && i > 0 {
+			sum := sha256.Sum256(stored)
+			w.prev = hex.EncodeToString(sum[:])
+		}
+		if err := checkWindow(l, w, stored, tip, windows[i][8]); err != nil {
+			return nil, inWindow(i, batch, err)
+		}
+		doc, next, err := chainRecord(l, w, windows[i][8], txTime)
+		if err != nil {
+			return nil, err
+		}
+		records = append(records, doc)
+		stored, tip = doc, next
+	}
+	indexed := map[string]bool{} // roots whose index this transaction wrote (it does not read its own writes)
+	for _, w := range parsed {
+		if err := writeTrees(l, w, txTime, indexed); err != nil {
+			return nil, err
+		}
+	}
+	if err := putEndorsed(l, tipKey(lane), stored); err != nil { // both organisations, whatever the definition says
 		return nil, err
+	}
+	if err := markChained(l); err != nil {
+		return nil, err
+	}
+	if err := l.SetEvent(event, bytes.Join(records, []byte("\n"))); err != nil {
+		return nil, fmt.Errorf("setting the event: %w", err)
+	}
+	return records, nil
+}
+
+// checkWindow runs the succession, clock, transition and write-once checks of w against the tip.
+func checkWindow(l Ledger, w *window, stored []byte, tip *Tip, proof string) error {
+	if err := succeeds(w, stored, tip); err != nil {
+		return err
 	}
 	if err := checkClock(l, w); err != nil {
-		return nil, err
+		return err
 	}
 	oldRoot, oldSize := EmptyHeadsRoot(), uint64(1)
 	if tip != nil {
 		if !rootPattern.MatchString(tip.HeadsRoot) {
-			return nil, fmt.Errorf("the stored tip of lane %s has a bad heads_root", lane)
+			return fmt.Errorf("the stored tip of lane %s has a bad heads_root", w.lane)
 		}
 		_, _ = hex.Decode(oldRoot[:], []byte(tip.HeadsRoot))
 		oldSize = tip.HeadsSize
 	}
 	newRoot, _ := hex.DecodeString(w.headsRoot)
 	if err := CheckTransition(oldRoot[:], oldSize, newRoot, w.headsSize, []byte(proof)); err != nil {
-		return nil, err
+		return err
 	}
 	for _, t := range w.trees {
 		key := treeKey(w.id, t.Index)
 		if doc, err := l.GetState(key); err != nil {
-			return nil, fmt.Errorf("reading key %s: %w", key, err)
+			return fmt.Errorf("reading key %s: %w", key, err)
 		} else if doc != nil {
-			return nil, &ConflictError{fmt.Sprintf("key %s is already anchored: a window's tree keys are written once", key)}
+			return &ConflictError{fmt.Sprintf("key %s is already anchored: a window's tree keys are written once", key)}
 		}
 	}
-	return writeWindow(l, w, proof)
+	return nil
+}
+
+// inWindow prefixes err's message with the window's place in a batch (errors.As still finds its kind).
+func inWindow(i int, batch bool, err error) error {
+	if !batch {
+		return err
+	}
+	return fmt.Errorf("window %d of the transaction: %w", i, err)
 }
 
 // readTip answers the lane's stored tip record and its bytes (nil: no chained window yet).
@@ -302,14 +404,8 @@ func checkClock(l Ledger, w *window) error {
 	return nil
 }
 
-// writeWindow writes the tip (endorsed by every consortium organisation), the chained flag, each
-// tree's anchor record and root index, and emits the event.
-func writeWindow(l Ledger, w *window, proof string) ([]byte, error) {
-	ts, err := l.GetTxTimestamp()
-	if err != nil {
-		return nil, fmt.Errorf("reading the transaction time: %w", err)
-	}
-	txTime := ts.AsTime().UTC().Format(time.RFC3339Nano)
+// chainRecord is w's chain record (§14.7): its bytes, as the tip key would hold them, and parsed.
+func chainRecord(l Ledger, w *window, proof, txTime string) ([]byte, *Tip, error) {
 	proofHash := sha256.Sum256([]byte(proof))
 	tip := Tip{
 		V: TipVersion, Lane: w.lane, Seq: w.seq, Prev: w.prev, WindowID: w.id, Trees: w.trees,
@@ -318,31 +414,26 @@ func writeWindow(l Ledger, w *window, proof string) ([]byte, error) {
 	}
 	doc, err := json.Marshal(tip)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := putEndorsed(l, tipKey(w.lane), doc); err != nil { // both organisations, whatever the definition says
-		return nil, err
-	}
-	if err := markChained(l); err != nil {
-		return nil, err
-	}
-	indexed := map[string]bool{} // roots whose index this transaction wrote (it does not read its own writes)
+	return doc, &tip, nil
+}
+
+// writeTrees writes each tree's anchor record (with its chain position) and root index.
+func writeTrees(l Ledger, w *window, txTime string, indexed map[string]bool) error {
 	for _, t := range w.trees {
 		seq, heads := w.seq, w.headsSize
 		a := &Anchor{
 			Key: treeKey(w.id, t.Index), Root: t.Root, TreeSize: t.Size, WindowStart: w.startText, WindowEnd: w.endText,
-			HeadsRoot: w.headsRoot, HeadsSize: &heads, Channel: l.GetChannelID(), TxID: tip.TxID, TxTime: txTime,
+			HeadsRoot: w.headsRoot, HeadsSize: &heads, Channel: l.GetChannelID(), TxID: l.GetTxID(), TxTime: txTime,
 			Lane: w.lane, ChainSeq: &seq,
 		}
 		if _, err := putAnchor(l, a, !indexed[t.Root]); err != nil {
-			return nil, err
+			return err
 		}
 		indexed[t.Root] = true
 	}
-	if err := l.SetEvent(AppendEventName, doc); err != nil {
-		return nil, fmt.Errorf("setting the event: %w", err)
-	}
-	return doc, nil
+	return nil
 }
 
 func markChained(l Ledger) error {
@@ -426,154 +517,4 @@ func GetTip(l Ledger, lane string) ([]byte, error) {
 		return nil, fmt.Errorf("lane %s has no chained window", lane)
 	}
 	return doc, nil
-}
-
-// identity is the transaction creator: MSP id, certificate fingerprint (hex SHA-256 of the DER) and
-// whether the certificate's OU names an admin.
-type identity struct {
-	msp, fp string
-	admin   bool
-}
-
-func creator(l Ledger) (*identity, error) {
-	raw, err := l.GetCreator()
-	if err != nil {
-		return nil, fmt.Errorf("reading the creator: %w", err)
-	}
-	var sid msp.SerializedIdentity
-	if err := proto.Unmarshal(raw, &sid); err != nil {
-		return nil, fmt.Errorf("the creator is not a serialized identity: %w", err)
-	}
-	block, _ := pem.Decode(sid.GetIdBytes())
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("the creator of MSP %s holds no PEM certificate", sid.GetMspid())
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("the creator's certificate (MSP %s) does not parse: %w", sid.GetMspid(), err)
-	}
-	sum := sha256.Sum256(block.Bytes)
-	return &identity{
-		msp: sid.GetMspid(), fp: hex.EncodeToString(sum[:]),
-		admin: slices.Contains(cert.Subject.OrganizationalUnit, "admin"),
-	}, nil
-}
-
-// writerState is the stored approvals: consortium MSP id -> approved certificate fingerprint.
-type writerState struct {
-	Approvals map[string]string `json:"approvals"`
-}
-
-func readWriter(l Ledger) (*writerState, error) {
-	doc, err := l.GetState(writerKey)
-	if err != nil {
-		return nil, fmt.Errorf("reading the writer approvals: %w", err)
-	}
-	w := &writerState{}
-	if doc != nil {
-		if err := json.Unmarshal(doc, w); err != nil {
-			return nil, fmt.Errorf("the stored writer approvals do not parse: %w", err)
-		}
-	}
-	if w.Approvals == nil {
-		w.Approvals = map[string]string{}
-	}
-	return w, nil
-}
-
-// active is the writer: the fingerprint every consortium organisation's approval names ("" if none).
-func (w *writerState) active() string {
-	first := w.Approvals[Consortium[0]]
-	for _, org := range Consortium {
-		if fp := w.Approvals[org]; fp == "" || fp != first {
-			return ""
-		}
-	}
-	return first
-}
-
-func (w *writerState) summary() string {
-	parts := make([]string, len(Consortium))
-	for i, org := range Consortium {
-		fp := w.Approvals[org]
-		if fp == "" {
-			fp = "none"
-		} else {
-			fp = fp[:16] + "…"
-		}
-		parts[i] = org + " " + fp
-	}
-	return strings.Join(parts, ", ")
-}
-
-// requireWriter refuses a creator who is not the approved writer.
-func requireWriter(l Ledger) error {
-	w, err := readWriter(l)
-	if err != nil {
-		return err
-	}
-	active := w.active()
-	if active == "" {
-		return &WriterError{fmt.Sprintf("no writer is approved yet: an admin of each of %s must call ApproveWriter "+
-			"with the same certificate (approved so far: %s)", strings.Join(Consortium, ", "), w.summary())}
-	}
-	id, err := creator(l)
-	if err != nil {
-		return err
-	}
-	if id.fp != active {
-		return &WriterError{fmt.Sprintf("only the anchoring service's identity may write: the creator (MSP %s, "+
-			"certificate sha256 %s…) is not the writer %s… that %s approved", id.msp, id.fp[:16], active[:16],
-			strings.Join(Consortium, " and "))}
-	}
-	return nil
-}
-
-// ApproveWriter records the creator's organisation's approval of the writer certificate certSha256
-// (hex SHA-256 of its DER); the creator must be an admin of a consortium organisation.
-func ApproveWriter(l Ledger, certSha256 string) ([]byte, error) {
-	id, err := creator(l)
-	if err != nil {
-		return nil, err
-	}
-	rule := "only an admin of a consortium organisation (" + strings.Join(Consortium, ", ") + ") may approve the writer"
-	if !slices.Contains(Consortium, id.msp) {
-		return nil, &WriterError{fmt.Sprintf("%s: the creator's MSP %s is not one", rule, id.msp)}
-	}
-	if !id.admin {
-		return nil, &WriterError{fmt.Sprintf("%s: the creator (MSP %s, certificate sha256 %s…) has no OU admin", rule, id.msp, id.fp[:16])}
-	}
-	if !rootPattern.MatchString(certSha256) {
-		return nil, argErr("certSha256 %q must be 64 lowercase hex characters (the SHA-256 of the writer's DER certificate)", certSha256)
-	}
-	w, err := readWriter(l)
-	if err != nil {
-		return nil, err
-	}
-	w.Approvals[id.msp] = certSha256
-	doc, err := json.Marshal(w)
-	if err != nil {
-		return nil, err
-	}
-	if err := putEndorsed(l, writerKey, doc); err != nil {
-		return nil, err
-	}
-	return w.answer() // not GetWriter: a transaction does not read its own writes
-}
-
-// GetWriter answers the approvals and, when every consortium organisation approved the same
-// certificate, the writer.
-func GetWriter(l Ledger) ([]byte, error) {
-	w, err := readWriter(l)
-	if err != nil {
-		return nil, err
-	}
-	return w.answer()
-}
-
-func (w *writerState) answer() ([]byte, error) {
-	return json.Marshal(struct {
-		Approvals map[string]string `json:"approvals"`
-		Writer    string            `json:"writer,omitempty"`
-	}{w.Approvals, w.active()})
 }

@@ -425,7 +425,7 @@ func TestDispatchChainFunctions(t *testing.T) {
 		status int32
 		want   string
 	}{
-		{"Nope", nil, 500, "known: AnchorRoot, AppendWindow, ApproveWriter, GetAnchor, GetAnchorByRoot, GetTip, GetWriter"},
+		{"Nope", nil, 500, "known: AnchorRoot, AppendWindow, AppendWindows, ApproveWriter, GetAnchor, GetAnchorByRoot, GetTip, GetWriter"},
 		{"AppendWindow", args[:9], 500, "AppendWindow takes 10 argument(s), got 9"},
 		{"GetTip", nil, 500, "GetTip takes 1 argument(s), got 0"},
 		{"GetWriter", []string{"x"}, 500, "GetWriter takes 0 argument(s), got 1"},

@@ -22,9 +22,10 @@ func (Registry) Invoke(stub shim.ChaincodeStubInterface) *peer.Response {
 	return Dispatch(stub, fn, args)
 }
 
-// arity is the argument count of each function (AnchorRoot also takes 7: with the heads).
+// arity is the argument count of each function (AnchorRoot also takes 7: with the heads; AppendWindows
+// checks its own).
 var arity = map[string]int{
-	"AnchorRoot": 5, "AppendWindow": 10, "ApproveWriter": 1, "GetAnchor": 1, "GetAnchorByRoot": 1, "GetTip": 1,
+	"AnchorRoot": 5, "AppendWindow": 10, "AppendWindows": -1, "ApproveWriter": 1, "GetAnchor": 1, "GetAnchorByRoot": 1, "GetTip": 1,
 	"GetWriter": 0,
 }
 
@@ -41,8 +42,10 @@ func call(l Ledger, fn string, args []string) ([]byte, error) {
 	n, known := arity[fn]
 	switch {
 	case !known:
-		return nil, fmt.Errorf("unknown function %q; known: AnchorRoot, AppendWindow, ApproveWriter, GetAnchor, "+
+		return nil, fmt.Errorf("unknown function %q; known: AnchorRoot, AppendWindow, AppendWindows, ApproveWriter, GetAnchor, "+
 			"GetAnchorByRoot, GetTip, GetWriter", fn)
+	case fn == "AppendWindows":
+		return AppendWindows(l, args)
 	case fn == "AnchorRoot" && len(args) == 7:
 		return anchorJSON(AnchorWindow(l, args[0], args[1], args[2], args[3], args[4], args[5], args[6]))
 	case len(args) != n:
