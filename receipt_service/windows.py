@@ -21,8 +21,9 @@ from itertools import accumulate
 from receipt_verifier import proof_id as pid
 from receipt_verifier.heads import IndexedHeads
 from receipt_verifier.history import frontier_append, frontier_root, record_leaf
+from receipt_verifier.model import Anchor
 
-from .anchors import AnchorBackend, ChainedBackend, anchor_json
+from .anchors import AnchorBackend, BatchedBackend, ChainedBackend, anchor_json
 from .chain import heads_after, indexed_heads, window_trees
 from .crashpoints import crash_point
 from .errors import CorruptRecordError, LeaseLostError, ServiceError
@@ -459,21 +460,40 @@ class Aggregator:
                 self._inflight[target] -= 1
 
     async def _chain_until_done(self, backend: ChainedBackend, tree: TreeRecord) -> None:
-        """Append ``tree``'s whole window to the target's chain (its other trees are then done too)."""
+        """Append ``tree``'s whole window to the target's chain (its other trees are then done too); a
+        target that takes several windows at once also gets the closed windows after it (a backlog)."""
 
         async def attempt() -> tuple[int, int]:
             if await self._anchored(tree, backend.target):  # appended with an earlier tree of its window
                 return tree.first_seq, tree.last_seq
-            trees = await window_trees(self.store, tree)
-            open_trees = [t for t in trees if not await self._anchored(t, backend.target)]
-            anchors = await backend.anchor_window(self.store, trees)
+            windows = [await window_trees(self.store, tree)]
+            if isinstance(backend, BatchedBackend):
+                windows += await self._closed_after(windows[0][-1], backend.target, backend.max_batch - 1)
+            if len(windows) == 1:
+                done: Sequence[Sequence[Anchor]] = [await backend.anchor_window(self.store, windows[0])]
+            else:
+                assert isinstance(backend, BatchedBackend)
+                done = await backend.anchor_windows(self.store, windows)
             crash_point("anchor-sent")
-            for t, anchor in zip(trees, anchors, strict=True):
-                if t in open_trees:
-                    await self.store.record_anchor(t, backend.target, anchor_json(anchor), time.time_ns())
-            return trees[0].first_seq, trees[-1].last_seq
+            for trees, anchors in zip(windows, done, strict=False):  # a prefix of the windows, if not all fit
+                for t, anchor in zip(trees, anchors, strict=True):
+                    if not await self._anchored(t, backend.target):
+                        await self.store.record_anchor(t, backend.target, anchor_json(anchor), time.time_ns())
+            return windows[0][0].first_seq, windows[len(done) - 1][-1].last_seq
 
         await self._until_done(backend.target, tree, attempt)
+
+    async def _closed_after(self, last: TreeRecord, target: str, limit: int) -> list[list[TreeRecord]]:
+        """Up to ``limit`` closed windows right after the tree ``last`` not yet anchored on ``target``."""
+        out: list[list[TreeRecord]] = []
+        while len(out) < limit:
+            nxt = await self.store.tree_for_seq(last.last_seq + 1)
+            if nxt is None or nxt.first_seq != last.last_seq + 1 or await self._anchored(nxt, target):
+                break
+            trees = await window_trees(self.store, nxt)
+            out.append(trees)
+            last = trees[-1]
+        return out
 
     async def _empty_window(self, backend: ChainedBackend, queue: asyncio.Queue[TreeRecord], idle: float) -> None:
         async with self._close_lock:  # every window closed after this one ends later: the chain's order

@@ -41,6 +41,17 @@ class ChainedBackend(AnchorBackend, Protocol):
     async def empty_window(self, store: Store, idle: float, end: str) -> int | None: ...
 
 
+@runtime_checkable
+class BatchedBackend(ChainedBackend, Protocol):
+    """A chained target that appends several consecutive windows of a lane at once (a backlog)."""
+
+    max_batch: int
+
+    async def anchor_windows(self, store: Store, windows: Sequence[Sequence[TreeRecord]]) -> Sequence[Sequence[Anchor]]:
+        """Anchors per window appended: a prefix of ``windows``, at least the first."""
+        ...
+
+
 def iso_now(ns: int | None = None) -> str:
     """RFC 3339 UTC with microseconds, truncated (never later than ``ns``)."""
     return iso_us(time.time_ns() if ns is None else ns)

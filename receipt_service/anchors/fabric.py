@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from receipt_verifier.model import FabricAnchor, PendingAnchor
 
-from ..chain import ChainTip, age_seconds, empty_window, lane_name, parse_tip, window_to_chain
+from ..chain import ChainTip, WindowToChain, age_seconds, empty_window, lane_name, parse_tip, window_to_chain
 from ..errors import AnchorBackendError, ConflictError
 from ..fabric.evidence import BlockCache
 from ..fabric.gateway import GatewayClient, GatewayError
@@ -16,6 +16,7 @@ from ..ledger import TreeRoot
 from ..stores.base import Store, TreeRecord
 
 READY_CACHE_SECONDS = 2.0
+BATCH_PROOF_BYTES = 4_000_000  # transition proofs in one AppendWindows transaction (a block holds 10 MB)
 
 
 def anchor_key(root: TreeRoot) -> str:
@@ -32,6 +33,7 @@ class FabricChannelBackend:
     write, which the chaincode refuses once a channel holds a chained window."""
 
     type = "fabric"
+    max_batch = 32  # windows per AppendWindows transaction (the chaincode takes up to 64)
 
     def __init__(
         self,
@@ -138,6 +140,86 @@ class FabricChannelBackend:
         if self.evidence is not None:
             await self.evidence.prefetch(anchors[0])
         return anchors
+
+    async def anchor_windows(self, store: Store, windows: Sequence[Sequence[TreeRecord]]) -> list[list[FabricAnchor]]:
+        """Append consecutive windows of a lane in one ``AppendWindows`` transaction (a backlog after an
+        outage catches up this way); windows the chain already holds are found, not sent again. One list
+        of anchors per window appended, in order: a prefix of ``windows`` when their proofs would not
+        fit one transaction."""
+        if len(windows) == 1:
+            return [await self.anchor_window(store, windows[0])]
+        lane = lane_name(store.domain, self.chain_prefix)
+        first = windows[0][0].window_id
+        try:
+            tip = await self.tip(lane)
+            done: list[list[FabricAnchor]] = []
+            while len(done) < len(windows) and await self._chained(tip, windows[len(done)][0]):
+                done.append(await self.anchor_window(store, windows[len(done)]))  # finds it, sends nothing
+            rest = windows[len(done) :]
+            if not rest:
+                return done
+            if done:
+                tip = await self.tip(lane)
+            wins = await self._successors(store, tip, rest, lane)
+            args = [lane]
+            for i, win in enumerate(wins):
+                one = win.args()[1:]
+                if i > 0:
+                    one[1] = ""  # the chaincode links it to the record before it (spec section 14.8)
+                args += one
+            committed = await self.client.submit(self.channel, self.chaincode, "AppendWindows", args)
+            last = json.loads(committed.result.split(b"\n")[-1])
+            if last.get("window_id") != wins[-1].window_id:
+                raise AnchorBackendError(f"{self.target}: AppendWindows answered {committed.result[-200:]!r}")
+            tx_id = str(last["tx_id"])
+            code, block = await self.client.commit_status(self.channel, tx_id)
+            if code != 0:
+                raise AnchorBackendError(f"{self.target}: the recorded tx {tx_id} is not valid (code {code})")
+        except GatewayError as exc:
+            self.last_error = str(exc)
+            raise AnchorBackendError(f"{self.target}: windows from {first}: {exc}") from None
+        except (AnchorBackendError, ValueError, KeyError, TypeError) as exc:
+            self.last_error = str(exc)
+            raise AnchorBackendError(f"{self.target}: windows from {first}: {exc}") from None
+        self.last_error = None
+        for trees in rest[: len(wins)]:
+            done.append(
+                [
+                    FabricAnchor(
+                        anchor_id=f"{self.channel}:{tx_id[:16]}",
+                        channel=self.channel,
+                        tx_id=tx_id,
+                        block_number=block,
+                        key=f"{t.window_id}/{t.tree_index}",
+                        chaincode=self.chaincode,
+                    )
+                    for t in trees
+                ]
+            )
+        if self.evidence is not None:
+            await self.evidence.prefetch(done[-1][0])
+        return done
+
+    async def _chained(self, tip: ChainTip | None, tree: TreeRecord) -> bool:
+        """Whether the window of ``tree`` is already on the chain (the tip's, or appended earlier)."""
+        return (tip is not None and tip.window_id == tree.window_id) or await self._written(tree) is not None
+
+    async def _successors(
+        self, store: Store, tip: ChainTip | None, windows: Sequence[Sequence[TreeRecord]], lane: str
+    ) -> list[WindowToChain]:
+        """Each window as the successor of the one before it, the first of ``tip``; the proofs together
+        stay within ``BATCH_PROOF_BYTES`` (the first window goes whatever its size), so the transaction
+        fits a block."""
+        wins: list[WindowToChain] = []
+        total = 0
+        for trees in windows:
+            win = await window_to_chain(store, tip, trees, lane)
+            total += len(win.proof)
+            if wins and total > BATCH_PROOF_BYTES:
+                break
+            wins.append(win)
+            tip = ChainTip(b"", lane, win.seq, win.window_id, win.window_end, win.heads_root, win.heads_size, "")
+        return wins
 
     async def empty_window(self, store: Store, idle: float, end: str) -> int | None:
         """Append an empty window up to ``end`` if the lane's tip ended ``idle`` seconds before; its seq, or None.

@@ -72,9 +72,11 @@ class ChainLane:
         """The tip's window end (the next window's start)."""
         return None if self.tip is None else str(json.loads(self.tip)["window_end"])
 
-    def grown(self, grow: Mapping[str, list[bytes]]) -> dict[str, list[bytes]]:
-        """The logs with ``grow``'s entries appended (new subjects at the end, by key)."""
-        out = {s: list(entries) for s, entries in self.logs.items()}
+    def grown(
+        self, grow: Mapping[str, list[bytes]], logs: Mapping[str, list[bytes]] | None = None
+    ) -> dict[str, list[bytes]]:
+        """The logs (the lane's, or ``logs``) with ``grow``'s entries appended (new subjects at the end, by key)."""
+        out = {s: list(entries) for s, entries in (self.logs if logs is None else logs).items()}
         for s in sorted((s for s in grow if s not in out), key=subject_key):
             out[s] = []
         for s, extra in grow.items():
@@ -126,6 +128,20 @@ class ChainLane:
             values["heads_size"],
             json.dumps(proof),
         ]
+
+    def batch(self, windows: list[dict[str, list[bytes]]]) -> list[str]:
+        """``AppendWindows``' arguments for consecutive windows whose heads are the logs given, in order."""
+        args = [self.name]
+        logs, tip = self.logs, self.tip
+        for i, new_logs in enumerate(windows):
+            one = self.args(new_logs)
+            if i > 0:
+                one[2] = ""  # the chaincode links it to the record before it
+            args += one[1:]
+            self.tip = json.dumps({"seq": int(one[1]), "window_end": one[5]}).encode()  # what the next needs
+            self.logs = new_logs
+        self.logs, self.tip = logs, tip
+        return args
 
     def accept(self, result: bytes, new_logs: Mapping[str, list[bytes]]) -> None:
         """The window committed: ``result`` is the new tip."""

@@ -22,7 +22,7 @@ from receipt_service.config import load_settings
 from receipt_service.fabric.gateway import GatewayClient
 from receipt_service.fabric.network import CHANNELS, Network
 from receipt_service.stores.sqlite import SQLiteStore
-from receipt_verifier import AnchorPolicy, Verifier
+from receipt_verifier import AnchorPolicy, AnchorStatus, Verifier
 from receipt_verifier.chain import replay
 from receipt_verifier.fabric.trust import load_trust, make_trust
 from receipt_verifier.fabric.windows import read_windows
@@ -72,9 +72,10 @@ async def _wait_aggregated(base: str, token: str, ids: list[str], timeout: float
 
 async def _check_on_chain(
     gateway: GatewayClient, acked: dict[str, str], receipts: dict[str, Any], net: Network | None = None
-) -> None:
+) -> int:
     """Every receipt anchored on all three channels; each anchor read back equals the Merkle recomputation;
-    with ``net``, every channel's chains replay from its blocks with no gap and no fork (the monitor)."""
+    with ``net``, every channel's chains replay from its blocks with no gap and no fork (the monitor).
+    Answers the most windows one transaction appended (0 without ``net``)."""
     verifier_anchors: dict[tuple[str, str], set[tuple[str, int, str]]] = defaultdict(set)
     for proof_id, hash_hex in acked.items():
         doc = receipts[proof_id]
@@ -94,14 +95,27 @@ async def _check_on_chain(
         assert record["root"] == root and record["tx_id"] == tx_id, (channel, key, record)
         assert await gateway.commit_status(channel, tx_id) == (0, block)
         assert "chain_seq" in record, "every window is chained"
+    most = 0
     if net is not None:
         trust = load_trust(make_trust(net.config_blocks().values()))
+        evidence: dict[tuple[str, int], bytes] = {}
         for channel in CHANNELS:
             blocks = [await gateway.fetch_block(channel, n) for n in range(newest[channel] + 1)]
+            evidence.update({(channel, n): b for n, b in enumerate(blocks)})
             found = read_windows(blocks, trust[channel])
             report = replay(found.windows)
             assert not found.problems and report.ok, (channel, found.problems, report.to_dict())
             assert found.windows, channel
+            per_tx: dict[str | None, int] = defaultdict(int)
+            for w in found.windows:
+                per_tx[w.tx_id] += 1
+            most = max(most, *per_tx.values())
+        offline = Verifier([], fabric_trust=trust)  # each receipt with its blocks, as an auditor checks it
+        for proof_id, hash_hex in acked.items():
+            result = offline.verify(json.dumps(receipts[proof_id]), record_hash=hash_hex, blocks=evidence)
+            fabric = [a for a in result.anchors if a.type == "fabric"]
+            assert len(fabric) == 3 and all(a.status is AnchorStatus.VERIFIED for a in fabric), fabric
+    return most
 
 
 def _anchors(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
@@ -315,7 +329,8 @@ async def _outage(
             raise AssertionError(f"{exc}; the service's last lines:\n{''.join(SERVICE_LOG[-60:])}") from None
         status, ready = await _get(base, token, "/readyz")
         assert status == 200, ready
-    await _check_on_chain(gateway, acked, receipts, net)
+    most = await _check_on_chain(gateway, acked, receipts, net)
+    assert most > 1, "the backlog of windows went one per transaction (AppendWindows takes several)"
 
 
 async def test_all_orderers_down_anchors_pending_then_complete(

@@ -9,6 +9,7 @@ lane's tip where it was.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from receipt_service.fabric.gateway import Endpoint, GatewayClient, GatewayError
 from receipt_service.fabric.identity import Identity
 from receipt_service.fabric.network import CHAINCODE, CHAINCODE_VERSION, Network, NetworkError
 from receipt_service.transition import transition_nodes
-from receipt_verifier.chain import replay
+from receipt_verifier.chain import COMMITTED, TIP_NO_SUCCESSOR, replay
 from receipt_verifier.fabric.trust import load_trust, make_trust
 from receipt_verifier.fabric.windows import read_windows
 from receipt_verifier.heads import subject_key
@@ -194,6 +195,60 @@ async def test_the_operator_cannot_rewrite_a_history(
         await gateway.submit(CHANNEL, "anchor", "AppendWindow", args)
     assert err.value.code == "ABORTED", f"{attack}: refused at endorsement, not later"
     assert await _tip(gateway, lane) == lane.tip, f"{attack}: the tip did not move"
+
+
+async def test_a_backlog_goes_in_one_transaction_and_the_monitor_replays_it(
+    net: Network, gateway: GatewayClient, lane: ChainLane
+) -> None:
+    """``AppendWindows``: three windows (the second empty) in one transaction, each checked as its own
+    successor; the monitor replays them and a later window's read makes all three committed."""
+    first = lane.grown({A: records(1)})
+    third = lane.grown({B: records(2), "did:example:dan-0004": records(1)}, first)
+    done = await gateway.submit(CHANNEL, "anchor", "AppendWindows", lane.batch([first, first, third]))
+    recs = [json.loads(x) for x in done.result.split(b"\n")]
+    assert [r["seq"] for r in recs] == [2, 3, 4] and {r["tx_id"] for r in recs} == {done.tx_id}
+    assert recs[1]["prev"] == hashlib.sha256(done.result.split(b"\n")[0]).hexdigest()
+    assert await _tip(gateway, lane) == done.result.split(b"\n")[-1]
+    lane.accept(done.result.split(b"\n")[-1], third)
+    after = await gateway.submit(CHANNEL, "anchor", "AppendWindow", lane.args(lane.grown({C: records(1)})))
+    trust = load_trust(make_trust(net.config_blocks().values()))[CHANNEL]
+    blocks = [await gateway.fetch_block(CHANNEL, n) for n in range(after.block_number + 1)]
+    found = read_windows(blocks, trust, lane=lane.name)
+    report = replay(found.windows).lanes[lane.name]
+    assert report.ok, report.to_dict()
+    assert [(w.seq, w.status, w.tx_id == done.tx_id) for w in report.windows[2:]] == [
+        (2, COMMITTED, True),
+        (3, COMMITTED, True),
+        (4, COMMITTED, True),
+        (5, TIP_NO_SUCCESSOR, False),
+    ]
+    assert (report.windows[4].updated, report.windows[4].inserted) == (1, 1)  # B grew, dan is new
+
+
+@pytest.mark.parametrize(
+    ("attack", "reason"),
+    [
+        ("drop A's newest record in the second window", "window 1 of the transaction: transition check"),
+        ("skip a sequence number in the second window", "window 1 of the transaction: sequence"),
+        ("name a previous record in the second window", "window 1 of the transaction: prev"),
+    ],
+)
+async def test_a_backlog_that_rewrites_a_history_is_refused_whole(
+    gateway: GatewayClient, lane: ChainLane, attack: str, reason: str
+) -> None:
+    first = lane.grown({A: records(1)})
+    second = lane.grown({B: records(1)}, first)
+    if attack.startswith("drop"):
+        second[A] = second[A][:-1]
+    args = lane.batch([first, second])
+    if attack.startswith("skip"):
+        args[1 + 9] = str(lane.seq + 2)
+    elif attack.startswith("name"):
+        args[1 + 9 + 1] = hashlib.sha256(b"x").hexdigest()
+    with pytest.raises(GatewayError, match=reason) as err:
+        await gateway.submit(CHANNEL, "anchor", "AppendWindows", args)
+    assert err.value.code == "ABORTED"
+    assert await _tip(gateway, lane) == lane.tip, "nothing of the batch was written"
 
 
 async def test_two_successors_of_one_tip_at_once_exactly_one_commits(gateway: GatewayClient, lane: ChainLane) -> None:

@@ -50,6 +50,7 @@ RECORD_MEMBERS = frozenset(
 TIP_NO_SUCCESSOR = "tip (no successor yet: committed status rests on the peer's word)"
 TIP = "tip"
 COMMITTED = "committed (a successor read it as the tip)"
+BATCHED = "in one transaction with the window after it"
 CHECKED = "checked"
 
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
@@ -67,7 +68,9 @@ class ChainWindow:
     the version of the tip key its endorsed read set holds (``None``: it read no tip, as the first
     window of a lane must); both ``None`` for a window of the local ledger. ``trees`` (the trees
     argument, parsed) and ``tx_id`` are compared with the record when given. ``problem`` is set when
-    the window's evidence already failed (for example its endorsements): the lane stops there."""
+    the window's evidence already failed (for example its endorsements): the lane stops there. A window
+    after the first of an ``AppendWindows`` transaction (``batch_index`` > 0) read no tip: it succeeds
+    the window before it in the same transaction."""
 
     lane: str
     seq: int
@@ -85,6 +88,7 @@ class ChainWindow:
     trees: list[Any] | None = None
     tx_id: str | None = None
     problem: str | None = None
+    batch_index: int = 0  # the window's place in its transaction (AppendWindows appends several)
 
     @property
     def proof_bytes(self) -> bytes:
@@ -230,9 +234,15 @@ def replay(windows: Iterable[ChainWindow]) -> ChainReport:
             lane.check = exc.check
             lane.windows.append(lane.bad)
             continue
-        if lane.windows and state.window is not None and state.window.on_fabric and w.on_fabric:
-            previous = lane.windows[-1]
-            lane.windows[-1] = _replace_status(previous, COMMITTED)
+        previous = state.window
+        if lane.windows and previous is not None and previous.on_fabric and w.on_fabric:
+            if w.batch_index > 0:  # the same transaction: as committed as its last window will be
+                lane.windows[-1] = _replace_status(lane.windows[-1], BATCHED)
+            else:  # it read the previous transaction's write: every window of that transaction committed
+                for i in range(len(lane.windows) - 1, -1, -1):
+                    if lane.windows[i].status not in (TIP_NO_SUCCESSOR, BATCHED):
+                        break
+                    lane.windows[i] = _replace_status(lane.windows[i], COMMITTED)
         lane.windows.append(_result(w, TIP_NO_SUCCESSOR if w.on_fabric else CHECKED, summary))
         state.window = w
         state.record_hash = hashlib.sha256(w.record).hexdigest()
@@ -287,8 +297,16 @@ def _check(state: _State, w: ChainWindow) -> TransitionSummary:
         raise ChainBreak(
             "gap in time", f"window_start {w.window_start} is not the previous window's end {previous.window_end}"
         )
-    # the successor rule: the transaction read the previous window's write as the tip
-    if w.on_fabric and (previous is None or previous.on_fabric):
+    # the successor rule: the transaction read the previous window's write as the tip, or (a window
+    # after the first of AppendWindows) the previous window is the one before it in the same transaction
+    if w.on_fabric and w.batch_index > 0:
+        if previous is None or previous.position != w.position or previous.batch_index != w.batch_index - 1:
+            raise ChainBreak(
+                "successor",
+                f"window {w.batch_index} of its transaction does not follow window {w.batch_index - 1} of the same"
+                f" transaction ({previous.where if previous else 'no previous window'})",
+            )
+    elif w.on_fabric and (previous is None or previous.on_fabric):
         want = None if previous is None else previous.position
         if w.read_version != want:
             got = "no tip" if w.read_version is None else "the tip at block {} tx {}".format(*w.read_version)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from fabric_protos.common import common_pb2
 from fabric_protos.ledger.rwset import rwset_pb2
 from fabric_protos.ledger.rwset.kvrwset import kv_rwset_pb2
-from fabric_protos.peer import proposal_pb2, proposal_response_pb2, transaction_pb2
+from fabric_protos.peer import chaincode_event_pb2, proposal_pb2, proposal_response_pb2, transaction_pb2
 from google.protobuf.message import DecodeError
 
 from ..errors import (
@@ -61,6 +61,7 @@ class CheckedBlock:
 
 TIP_PREFIX = "\x00tip\x00"  # the chaincode's key of a lane's chain record (spec section 14.7)
 MAX_CHAINED_TREES = 64
+BATCH_EVENT = "AppendWindows"  # the chaincode's event of several windows in one transaction (spec section 14.8)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,18 @@ class CheckedTx:
     endorsers: tuple[str, ...]
     tx_time: str
     tip: bytes | None = None  # a chained window's chain record, exactly as written (spec section 14.7)
+    chain_records: tuple[bytes, ...] = ()  # every window's record, in order (AppendWindows: several; the last is tip)
+
+    def chain_record(self, window_id: str) -> bytes | None:
+        """The chain record of the window ``window_id`` among those the transaction appended."""
+        for raw in self.chain_records:
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("window_id") == window_id:
+                return raw
+        return None
 
 
 class FabricChecker:
@@ -143,10 +156,14 @@ class FabricChecker:
                 window_end=record.get("window_end"),
             )
         if tx.tip is not None:  # a chained window: its place in the lane's chain
+            window_id = anchor.key.rsplit("/", 1)[0]
+            chain_record = tx.chain_record(window_id)
+            if chain_record is None:
+                raise WriteSetError(f"the transaction holds no chain record of window {window_id}")
             details.update(
                 chain_seq=record.get("chain_seq"),
                 lane=record.get("lane"),
-                chain_record=tx.tip.decode("utf-8", "replace"),
+                chain_record=chain_record.decode("utf-8", "replace"),
             )
         if warnings:
             details["warnings"] = warnings
@@ -338,11 +355,11 @@ class FabricChecker:
             raise EndorsementError(
                 f"{where}: endorsed by {names}, which does not satisfy {pol.describe(trust.endorsement)}"
             )
-        records, tip = _writes(action, anchor, where)
+        records, tip, chain_records = _writes(action, anchor, where)
         ts = ch.timestamp
         when = datetime.fromtimestamp(ts.seconds, UTC).replace(microsecond=ts.nanos // 1000)
         tx_time = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        checked_tx = CheckedTx(records, tuple(x.name for x in endorsers), tx_time, tip)
+        checked_tx = CheckedTx(records, tuple(x.name for x in endorsers), tx_time, tip, chain_records)
         _put(self._txs, key, checked_tx)
         return checked_tx
 
@@ -362,9 +379,12 @@ def _signature_header(data: bytes) -> Any:
         raise BlockFormatError("an orderer signature header does not parse") from None
 
 
-def _writes(action: Any, anchor: FabricAnchor, where: str) -> tuple[dict[str, dict[str, object]], bytes | None]:
-    """(anchor key -> stored record, chain record or None) of the anchor chaincode's writes: one key
-    (``AnchorRoot``), or one per tree of a chained window plus its lane's tip (``AppendWindow``)."""
+def _writes(
+    action: Any, anchor: FabricAnchor, where: str
+) -> tuple[dict[str, dict[str, object]], bytes | None, tuple[bytes, ...]]:
+    """(anchor key -> stored record, chain record or None, every window's chain record) of the anchor
+    chaincode's writes: one key (``AnchorRoot``), or one per tree of a chained window plus its lane's tip
+    (``AppendWindow``), or of several windows (``AppendWindows``, whose event holds each window's record)."""
     if action.response.status != 200:
         raise WriteSetError(f"{where}: the chaincode answered status {action.response.status}")
     if action.chaincode_id.name != anchor.chaincode:
@@ -387,10 +407,20 @@ def _writes(action: Any, anchor: FabricAnchor, where: str) -> tuple[dict[str, di
     if len(tips) > 1:
         raise WriteSetError(f"{where} writes {len(tips)} chain tips; a chained window writes one")
     tip = tips[0] if tips else None
+    chain_records: tuple[bytes, ...] = () if tip is None else (tip,)
+    if tip is not None:
+        batch = batch_records(action.events)
+        if batch is not None:
+            if not batch or batch[-1] != tip:
+                raise WriteSetError(f"{where}: the last record of its {BATCH_EVENT} event is not the tip it wrote")
+            chain_records = batch
     if tip is None and len(writes) != 1:
         raise WriteSetError(f"{where} writes {len(writes)} anchor keys; an anchor transaction writes exactly one")
-    if tip is not None and len(writes) > MAX_CHAINED_TREES:  # none: an empty window (spec section 14.7)
-        raise WriteSetError(f"{where} writes {len(writes)} anchor keys; a chained window writes at most 64")
+    if tip is not None and len(writes) > MAX_CHAINED_TREES * len(chain_records):  # none: empty windows (§14.7)
+        raise WriteSetError(
+            f"{where} writes {len(writes)} anchor keys; {len(chain_records)} chained window(s) write at most"
+            f" {MAX_CHAINED_TREES * len(chain_records)}"
+        )
     records: dict[str, dict[str, object]] = {}
     for key, value in writes:
         try:
@@ -402,7 +432,20 @@ def _writes(action: Any, anchor: FabricAnchor, where: str) -> tuple[dict[str, di
         if tip is not None and "chain_seq" not in record:
             raise WriteSetError(f"{where}: the record under {key} has no chain position, but the tx wrote a tip")
         records[key] = record
-    return records, tip
+    return records, tip, chain_records
+
+
+def batch_records(events: bytes) -> tuple[bytes, ...] | None:
+    """The window records of an ``AppendWindows`` event (one per line), or None for any other event."""
+    if not events:
+        return None
+    try:
+        event = chaincode_event_pb2.ChaincodeEvent.FromString(events)
+    except DecodeError:
+        return None
+    if event.event_name != BATCH_EVENT:
+        return None
+    return tuple(bytes(event.payload).split(b"\n"))
 
 
 def _put(cache: OrderedDict[K, V], key: K, value: V) -> None:

@@ -32,10 +32,12 @@ from ..chain import ChainWindow
 from ..errors import BlockFormatError, FabricEvidenceError
 from ..model import FabricAnchor
 from .blocks import ENDORSER_TRANSACTION, TRANSACTIONS_FILTER, Block, envelope_payload, orderer_metadata, parse_block
-from .evidence import TIP_PREFIX, CheckedBlock, CheckedTx, FabricChecker
+from .evidence import TIP_PREFIX, CheckedBlock, CheckedTx, FabricChecker, batch_records
 from .trust import ChannelTrust
 
 APPEND_WINDOW = "AppendWindow"
+APPEND_WINDOWS = "AppendWindows"
+WINDOW_ARGS = 9  # per window, after the lane
 VALID = "VALID"
 
 
@@ -125,6 +127,7 @@ class _Parsed:
     args: list[bytes]
     tip_writes: list[tuple[str, bytes]]
     tip_reads: list[tuple[str, tuple[int, int] | None]]
+    events: bytes = b""
 
 
 def read_windows(
@@ -237,7 +240,7 @@ def _read_block(
         )
     for i, raw in enumerate(block.envelopes):
         parsed = _parse(raw, chaincode)
-        if parsed is None or (parsed.fn != APPEND_WINDOW and not parsed.tip_writes):
+        if parsed is None or (parsed.fn not in (APPEND_WINDOW, APPEND_WINDOWS) and not parsed.tip_writes):
             continue
         tx_lane = parsed.args[0].decode("utf-8", "replace") if parsed.args else None
         if lane is not None and tx_lane != lane:
@@ -260,17 +263,19 @@ def _read_block(
         if code != VALID:
             out.left_out.append(replace(listed, note="flagged invalid by the peer: left out of the chain"))
             continue
-        if not parsed.tip_writes and parsed.fn == APPEND_WINDOW:  # wrote nothing, so it cannot move a chain
+        if not parsed.tip_writes and parsed.fn in (APPEND_WINDOW, APPEND_WINDOWS):  # wrote nothing: moves no chain
             out.left_out.append(replace(listed, note="a retry of the tip's own window: it wrote nothing"))
             continue
         where = f"{out.channel} block {n} tx {i}"
         problem = why_not or (None if tx is not None else endorsed)
         if problem is None and repeated:
             problem = f"tx id {parsed.tx_id[:16]}… repeats an earlier transaction's, yet it is flagged valid"
-        window = _window(parsed, where, (n, i), problem)
-        if window.problem is None and tx is not None:
-            window = replace(window, problem=_records_problem(window, tx))
-        out.windows.append(window)
+        windows = _windows(parsed, where, (n, i), problem)
+        if windows[0].problem is None and tx is not None:
+            found = _records_problem(windows, tx)
+            if found is not None:
+                windows = [replace(w, problem=found) for w in windows]
+        out.windows.extend(windows)
 
 
 def _arg(args: list[bytes], i: int) -> str | None:
@@ -329,18 +334,61 @@ def _parse(raw: bytes, chaincode: str) -> _Parsed | None:
     except DecodeError:
         return None
     args = [bytes(a) for a in spec.input.args]
-    return _Parsed(str(ch.tx_id), args[0].decode("utf-8", "replace"), args[1:], writes, reads)
+    return _Parsed(str(ch.tx_id), args[0].decode("utf-8", "replace"), args[1:], writes, reads, bytes(action.events))
 
 
-def _window(p: _Parsed, where: str, position: tuple[int, int], problem: str | None) -> ChainWindow:
+def _windows(p: _Parsed, where: str, position: tuple[int, int], problem: str | None) -> list[ChainWindow]:
+    """The windows a valid-flagged transaction presents (``AppendWindows``: several, in order); ``problem``
+    says why they cannot be chained."""
+    if p.fn != APPEND_WINDOWS:
+        return [_window(p, where, position, problem)]
+    count, extra = divmod(len(p.args) - 1, WINDOW_ARGS)
+    if count < 1 or extra:
+        return [_window(p, where, position, problem or f"an AppendWindows transaction with {len(p.args)} arguments")]
+    records = batch_records(p.events)
+    if problem is None and (records is None or len(records) != count):
+        got = "no AppendWindows event" if records is None else f"{len(records)} records in its event"
+        problem = f"the transaction appends {count} windows but holds {got}"
+    lane = p.args[0]
+    tip = tip_key(lane.decode("utf-8", "replace"))
+    if problem is None and records and p.tip_writes != [(tip, records[-1])]:
+        problem = "the tip the transaction wrote is not the last record of its AppendWindows event"
+    out: list[ChainWindow] = []
+    for i in range(count):
+        args = [lane, *p.args[1 + i * WINDOW_ARGS : 1 + (i + 1) * WINDOW_ARGS]]
+        record = records[i] if records is not None and i < len(records) else b""
+        why = problem
+        if i > 0:
+            if why is None and args[2]:
+                why = f"window {i} of the transaction names a prev; only the first may (the chaincode links the rest)"
+            args[2] = _member(record, "prev").encode()  # the link the chaincode made, checked by the replay
+        part = replace(p, fn=APPEND_WINDOW, args=args)
+        w = _window(part, f"{where} window {i}", position, why, record=record)
+        out.append(replace(w, batch_index=i, read_version=w.read_version if i == 0 else None))
+    return out
+
+
+def _member(record: bytes, name: str) -> str:
+    try:
+        doc = json.loads(record)
+    except ValueError:
+        return ""
+    value = doc.get(name) if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _window(
+    p: _Parsed, where: str, position: tuple[int, int], problem: str | None, *, record: bytes | None = None
+) -> ChainWindow:
     """The window a valid-flagged transaction presents; ``problem`` says why it cannot be chained."""
     a = [x.decode("utf-8", "replace") for x in p.args]
     if problem is None and (p.fn != APPEND_WINDOW or len(a) != 10):
         problem = f"a {p.fn} transaction with {len(a)} arguments writes a chain tip; only AppendWindow (10) may"
     a += [""] * (10 - len(a))
     lane = a[0]
-    record = b""
-    if len(p.tip_writes) == 1 and p.tip_writes[0][0] == tip_key(lane):
+    if record is not None:  # a window of AppendWindows: its record is in the event (the caller checked the tip)
+        pass
+    elif len(p.tip_writes) == 1 and p.tip_writes[0][0] == tip_key(lane):
         record = p.tip_writes[0][1]
     elif problem is None:
         keys = ", ".join(repr(k) for k, _ in p.tip_writes) or "none"
@@ -364,7 +412,7 @@ def _window(p: _Parsed, where: str, position: tuple[int, int], problem: str | No
         lane=lane,
         seq=seq,
         prev=a[2],
-        record=record,
+        record=record or b"",
         window_id=a[3],
         window_start=a[4],
         window_end=a[5],
@@ -380,18 +428,21 @@ def _window(p: _Parsed, where: str, position: tuple[int, int], problem: str | No
     )
 
 
-def _records_problem(w: ChainWindow, tx: CheckedTx) -> str | None:
-    """Each tree's anchor record (what receipts verify against) says what the window's arguments say."""
-    trees = w.trees or []
-    wanted = {f"{w.window_id}/{t.get('index')}": t for t in trees if isinstance(t, dict)}
+def _records_problem(windows: list[ChainWindow], tx: CheckedTx) -> str | None:
+    """Each tree's anchor record (what receipts verify against) says what its window's arguments say."""
+    wanted: dict[str, tuple[ChainWindow, dict[str, Any]]] = {}
+    for w in windows:
+        for t in w.trees or []:
+            if isinstance(t, dict):
+                wanted[f"{w.window_id}/{t.get('index')}"] = (w, t)
     if set(tx.records) != set(wanted):
         return f"the transaction wrote anchor keys {sorted(tx.records)}, its trees are {sorted(wanted)}"
     for key, rec in tx.records.items():
-        t = wanted[key]
+        w, t = wanted[key]
         got = (rec.get("root"), rec.get("tree_size"), rec.get("lane"), rec.get("chain_seq"), rec.get("heads_root"))
         want = (t.get("root"), t.get("size"), w.lane, w.seq, w.heads_root)
         if got != want:
             return f"the anchor record under {key} says (root, size, lane, seq, heads) {got}, the window {want}"
-    if tx.tip is not None and tx.tip != w.record:
+    if tx.tip is not None and tx.tip != windows[-1].record:
         return "the checked transaction's tip record is not the one parsed"
     return None
