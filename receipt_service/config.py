@@ -42,6 +42,7 @@ class FabricSettings:
     chaincode: str = "anchor"
     concurrency: int = 32
     chain_prefix: str = ""  # lanes are chained as "<prefix>.<domain>" (several deployments on one channel)
+    chain_batch: int = 32  # a backlog's windows per AppendWindows transaction (1: one window per transaction)
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def parse_fabric(table: Any, source: str) -> FabricSettings:
     where = f"{source} [fabric]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
-    known = {"msp_id", "cert", "key", "channels", "gateways", "chaincode", "concurrency", "chain_prefix"}
+    known = {"msp_id", "cert", "key", "channels", "gateways", "chaincode", "concurrency", "chain_prefix", "chain_batch"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -187,6 +188,11 @@ def parse_fabric(table: Any, source: str) -> FabricSettings:
     concurrency = table.get("concurrency", 32)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1024:
         raise ConfigError(f"{where}: concurrency must be an integer from 1 to 1024")
+    batch = table.get("chain_batch", 32)
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 64:
+        raise ConfigError(
+            f"{where}: chain_batch must be an integer from 1 to 64 (windows per AppendWindows transaction)"
+        )
     prefix = table.get("chain_prefix", "")
     if not isinstance(prefix, str) or (prefix and not CHAIN_PREFIX.fullmatch(prefix)):
         raise ConfigError(f"{where}: chain_prefix must be empty or 1-32 characters of a-z 0-9 - starting with a letter")
@@ -199,6 +205,7 @@ def parse_fabric(table: Any, source: str) -> FabricSettings:
         chaincode=str(table.get("chaincode", "anchor")),
         concurrency=concurrency,
         chain_prefix=prefix,
+        chain_batch=batch,
     )
 
 

@@ -96,6 +96,7 @@ def open_service(settings: Settings) -> Service:
                 settings.fabric.concurrency,
                 evidence,
                 chain_prefix=settings.fabric.chain_prefix,
+                max_batch=settings.fabric.chain_batch,
             )
             for ch in settings.fabric.channels
         ]

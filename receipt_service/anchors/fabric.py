@@ -33,7 +33,6 @@ class FabricChannelBackend:
     write, which the chaincode refuses once a channel holds a chained window."""
 
     type = "fabric"
-    max_batch = 32  # windows per AppendWindows transaction (the chaincode takes up to 64)
 
     def __init__(
         self,
@@ -44,10 +43,12 @@ class FabricChannelBackend:
         evidence: BlockCache | None = None,
         *,
         chain_prefix: str = "",
+        max_batch: int = 32,
     ) -> None:
         self.client = client
         self.evidence = evidence
         self.chain_prefix = chain_prefix
+        self.max_batch = max_batch  # windows per AppendWindows transaction (the chaincode takes up to 64)
         self.channel = channel
         self.chaincode = chaincode
         self.concurrency = concurrency

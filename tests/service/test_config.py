@@ -73,3 +73,30 @@ def test_domain_targets(tmp_path: Path) -> None:
         cfg.write_text(toml)
         with pytest.raises(ConfigError, match=words):
             load_settings(cfg, environ={})
+
+
+FABRIC = """[fabric]
+msp_id = "HospitalsMSP"
+cert = "c.pem"
+key = "k.pem"
+channels = ["medical-history"]
+[[fabric.gateways]]
+endpoint = "127.0.0.1:7051"
+tls_root_cert = "ca.pem"
+"""
+
+
+@pytest.mark.parametrize(("line", "batch"), [("", 32), ("chain_batch = 1\n", 1), ("chain_batch = 64\n", 64)])
+def test_fabric_chain_batch(tmp_path: Path, line: str, batch: int) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(FABRIC.replace("[[fabric.gateways]]", line + "[[fabric.gateways]]"))
+    fabric = load_settings(cfg, environ={}).fabric
+    assert fabric is not None and fabric.chain_batch == batch
+
+
+@pytest.mark.parametrize("value", ["0", "65", "true", '"32"'])
+def test_fabric_chain_batch_out_of_range_is_named(tmp_path: Path, value: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(FABRIC.replace("[[fabric.gateways]]", f"chain_batch = {value}\n[[fabric.gateways]]"))
+    with pytest.raises(ConfigError, match="chain_batch must be an integer from 1 to 64"):
+        load_settings(cfg, environ={})

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from receipt_verifier.chain import COMMITTED, TIP, TIP_NO_SUCCESSOR, ChainWindow, replay
+from receipt_verifier.chain import BATCHED, COMMITTED, TIP, TIP_NO_SUCCESSOR, ChainWindow, replay
 from tests.service.fabric.chainlane import ChainLane, heads_of, now, records
 
 A, B, C = "did:example:alice-0001", "did:example:bob-0002", "did:example:carol-0003"
@@ -266,3 +266,48 @@ def test_evidence_problems_stop_the_lane() -> None:
     lane = replay(windows).lanes["medical-history"]
     assert lane.check == "evidence" and lane.checked == 2
     assert lane.bad is not None and lane.bad.reason == "evidence: EndorsementError: endorsed by nobody"
+
+
+def batched(windows: list[ChainWindow], block: int, first: int, count: int) -> list[ChainWindow]:
+    """Windows ``first``..``first+count-1`` moved into one AppendWindows transaction at (block, 0): they
+    share its position, only the first keeps a read, and later windows read the transaction's."""
+    out = list(windows)
+    for k in range(count):
+        w = out[first + k]
+        out[first + k] = dataclasses.replace(
+            w, position=(block, 0), batch_index=k, read_version=w.read_version if k == 0 else None
+        )
+    if first + count < len(out):
+        out[first + count] = dataclasses.replace(out[first + count], read_version=(block, 0))
+    return out
+
+
+def test_windows_of_one_transaction_replay_and_commit_together() -> None:
+    _, windows = build()
+    report = replay(batched(windows, 11, 1, 3)).lanes["medical-history"]  # seqs 1-3 in one transaction
+    assert report.ok, report.to_dict()
+    assert [w.status for w in report.windows] == [COMMITTED] * 4 + [TIP_NO_SUCCESSOR]
+    newest = replay(batched(windows, 11, 2, 3)).lanes["medical-history"]  # the newest transaction: 2-4
+    assert [w.status for w in newest.windows] == [COMMITTED, COMMITTED, BATCHED, BATCHED, TIP_NO_SUCCESSOR]
+
+
+@pytest.mark.parametrize(
+    ("what", "edit"),
+    [
+        (
+            "the second window is placed in another transaction",
+            lambda ws: [ws[0], ws[1], dataclasses.replace(ws[2], position=(99, 0)), *ws[3:]],
+        ),
+        (
+            "the windows are presented out of their order",
+            lambda ws: [ws[0], ws[1], dataclasses.replace(ws[2], batch_index=2), *ws[3:]],
+        ),
+        ("a window of the transaction is left out", lambda ws: [ws[0], ws[1], *ws[3:]]),
+    ],
+)
+def test_a_broken_transaction_of_several_windows_is_named(what: str, edit: Any) -> None:
+    _, windows = build()
+    report = replay(edit(batched(windows, 11, 1, 3))).lanes["medical-history"]
+    assert not report.ok, what
+    assert report.check in ("successor", "sequence", "previous hash"), (what, report.check)
+    assert report.bad is not None and report.bad.seq in (2, 3), (what, report.bad)

@@ -6,7 +6,8 @@ once they verify under the pinned one). Blocks older than the pinned config bloc
 by the header chain back from it instead. Every endorser transaction of the anchor chaincode that
 calls ``AppendWindow`` is then parsed: its arguments (from the proposal payload), the tip record it
 wrote and the version of the tip key it read (from its endorsed read/write set), and its creator and
-endorsements are checked against the channel's endorsement policy, as for a receipt.
+endorsements are checked against the channel's endorsement policy, as for a receipt. An
+``AppendWindows`` transaction gives several windows, each record taken from its endorsed event.
 
 The validation flags (``TRANSACTIONS_FILTER``) are written by the exporting peer and signed by nobody.
 They only decide which transactions are offered to the chain: a transaction flagged invalid is listed
