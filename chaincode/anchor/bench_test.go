@@ -7,9 +7,17 @@ import (
 )
 
 // BenchmarkCheckTransition: a window that changes 1,000 of 100,000 subjects (950 logs grow, 50
-// subjects are new).
+// subjects are new), and one that changes 10,000 of 1,000,000 (9,500 and 500; the service splits such
+// a window into transactions of at most 4,000 subjects, so this is the total over them).
 func BenchmarkCheckTransition(b *testing.B) {
-	const subjects, updates, inserts = 100_000, 950, 50
+	for _, c := range []struct{ subjects, updates, inserts int }{{100_000, 950, 50}, {1_000_000, 9_500, 500}} {
+		b.Run(fmt.Sprintf("%d-of-%d", c.updates+c.inserts, c.subjects), func(b *testing.B) {
+			benchTransition(b, c.subjects, c.updates, c.inserts)
+		})
+	}
+}
+
+func benchTransition(b *testing.B, subjects, updates, inserts int) {
 	rng := rand.New(rand.NewSource(7))
 	entries := make([]subject, subjects)
 	for i := range entries {
