@@ -5,6 +5,8 @@ Starts a server on a temporary data directory (or targets --url with --key), the
   batch     1000-hash octet-stream requests, closed loop: peak hashes/s, ack latency p50/p99
   paced     1000-hash requests at a fixed rate (100/s = 100,000 hashes/s): ack latency at that load
   anchored  single submissions each followed by GET ?wait=anchored: submit-to-anchored p50/p99
+  wrk-single, wrk-batch  the single and batch phases driven by wrk (a compiled client, one thread)
+                         instead of this Python client, so that the client is not what is measured
 and prints a table (and writes CSV with --csv).
 
     python loadtest/loadclient.py                     # all phases, 10 s each
@@ -43,10 +45,11 @@ class PhaseResult:
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
     anchored: list[float] = field(default_factory=list)
+    reported: dict[float, float] = field(default_factory=dict)  # percentile -> ms, from a client that keeps no samples
 
     def pct(self, values: list[float], p: float) -> float:
         if not values:
-            return float("nan")
+            return self.reported.get(p, float("nan")) if values is self.latencies else float("nan")
         ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
 
@@ -185,6 +188,28 @@ async def run_anchored(url: str, key: str, seconds: float, concurrency: int) -> 
     return res
 
 
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_hashes.lua"
+
+
+def run_wrk(url: str, key: str, seconds: float, connections: int, size: int) -> PhaseResult:
+    """A closed loop driven by wrk (one thread, ``connections`` connections), ``size`` hashes per request."""
+    name = "single-hash requests (wrk)" if size == 1 else f"{size}-hash batches, closed loop x{connections} (wrk)"
+    cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--latency", "-s", str(WRK_SCRIPT), url]
+    try:
+        out = subprocess.run(
+            cmd, env={**os.environ, "KEY": key, "HASHES": str(size)}, capture_output=True, text=True, check=True
+        ).stdout
+    except FileNotFoundError:
+        raise SystemExit("wrk is not installed: apt-get install wrk (Debian), or leave out the wrk phases") from None
+    m = re.search(r"RESULT requests=(\d+) errors=(\d+) p50_ms=([\d.]+) p99_ms=([\d.]+) seconds=([\d.]+)", out)
+    if m is None:
+        raise SystemExit(f"wrk printed no result:\n{out}")
+    requests, errors = int(m[1]), int(m[2])
+    res = PhaseResult(name, float(m[5]), requests - errors, (requests - errors) * size, errors)
+    res.reported = {0.5: float(m[3]), 0.99: float(m[4])}
+    return res
+
+
 async def _run_workers(url: str, worker: Callable[[aiohttp.ClientSession], Awaitable[None]], concurrency: int) -> None:
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -227,10 +252,14 @@ async def main_async(args: argparse.Namespace, url: str, key: str) -> list[Phase
             )
         elif phase == "paced":
             results.append(await run_paced(url, key, args.seconds, args.batch_size, args.paced_rate))
+        elif phase in ("wrk-single", "wrk-batch"):
+            single = phase == "wrk-single"
+            conns, size = (args.concurrency, 1) if single else (args.batch_concurrency, args.batch_size)
+            results.append(await asyncio.to_thread(run_wrk, url, key, args.seconds, conns, size))
         elif phase == "anchored":
             results.append(await run_anchored(url, key, args.seconds, args.anchored_concurrency))
         else:
-            raise SystemExit(f"unknown phase {phase!r}: use single, batch, paced, anchored")
+            raise SystemExit(f"unknown phase {phase!r}: use single, batch, paced, anchored, wrk-single, wrk-batch")
         r = results[-1]
         print(f"   {r.requests:,} requests, {r.hashes:,} hashes, {r.errors} errors", file=sys.stderr, flush=True)
     return results

@@ -47,6 +47,28 @@ def test_load_client_runs_every_phase(tmp_path: Path) -> None:
         assert int(r["requests"]) > 0 and int(r["errors"]) == 0
 
 
+def test_the_wrk_phases_drive_the_same_service(tmp_path: Path) -> None:
+    """wrk (installed by ./run test) sends single hashes and 1000-hash batches; the service acknowledges them."""
+    out = tmp_path / "wrk.csv"
+    proc = subprocess.run(
+        [
+            *(sys.executable, str(ROOT / "loadtest" / "loadclient.py"), "--phases", "wrk-single,wrk-batch"),
+            *("--seconds", "1", "--concurrency", "4", "--batch-concurrency", "2", "--csv", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "(wrk)" in proc.stdout
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [r["phase"] for r in rows] == ["single-hash requests (wrk)", "1000-hash batches, closed loop x2 (wrk)"]
+    for r in rows:
+        assert int(r["requests"]) > 0 and int(r["errors"]) == 0
+        assert float(r["ack_p99_ms"]) >= float(r["ack_p50_ms"]) > 0
+    assert int(rows[1]["hashes"]) == 1000 * int(rows[1]["requests"])
+
+
 @pytest.mark.parametrize("instances", [1, 3])
 def test_locust_users_run_headless(tmp_path: Path, instances: int) -> None:
     """On one SQLite service, and spread over three instances on one Redis (receipts read across them)."""
