@@ -16,6 +16,15 @@ from receipt_verifier import dumps
 OUT = Path(__file__).resolve().parent / "out"
 
 
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table with padded columns."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def best_of(repeats: int, fn: Callable[[], object]) -> float:
     """Fastest wall time of ``repeats`` runs (the least disturbed by a shared machine)."""
     best = float("inf")

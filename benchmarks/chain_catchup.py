@@ -24,6 +24,8 @@ import aiohttp
 
 from receipt_service.fabric.network import Network, free_base_port
 
+from _common import markdown_table
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loadtest"))
 from loadclient import local_server
 
@@ -111,12 +113,8 @@ def main() -> int:
         [str(b), f"{r['windows']:.0f}", f"{r['seconds']:.1f} s", f"{r['rate']:.1f}", f"{r['rate'] / base:.1f}x"]
         for b, r in results.items()
     ]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     print(f"outage {args.outage:.0f} s, 1 s windows, one lane on three channels (SmartBFT)")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print(markdown_table(head, rows))
     return 0
 
 

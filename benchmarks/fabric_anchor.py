@@ -25,6 +25,8 @@ from receipt_service.fabric.gateway import GatewayClient
 from receipt_service.fabric.network import CHANNELS, Network, free_base_port
 from receipt_service.server import fabric_client
 
+from _common import markdown_table
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loadtest"))
 from loadclient import local_server, run_anchored
 
@@ -169,11 +171,7 @@ def main() -> int:
             strict=True,
         )
     ]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print(markdown_table(head, rows))
     return 0
 
 

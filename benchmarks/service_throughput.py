@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from _common import markdown_table
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loadtest"))
 from loadclient import PhaseResult, local_server, run_batch, run_single, run_wrk
 
@@ -60,11 +62,7 @@ def main() -> int:
                         ]
                     )
     head = ["service", "client", "figure", "value", "ack p50 ms", "ack p99 ms", "vs first", "errors"]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print(markdown_table(head, rows))
     return 0
 
 

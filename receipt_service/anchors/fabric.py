@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from receipt_verifier.model import FabricAnchor, PendingAnchor
 
@@ -106,7 +107,7 @@ class FabricChannelBackend:
         """Append the window of ``trees`` to its lane's chain (or find it there); one anchor per tree."""
         window_id = trees[0].window_id
         lane = lane_name(store.domain, self.chain_prefix)
-        try:
+        with self._failures(f"window {window_id}"):
             tip = await self.tip(lane)
             written = tip.tx_id if tip is not None and tip.window_id == window_id else None  # a retry
             if written is None:
@@ -117,27 +118,8 @@ class FabricChannelBackend:
                 win = await window_to_chain(store, tip, trees, lane)
                 committed = await self.client.submit(self.channel, self.chaincode, "AppendWindow", win.args())
                 tx_id = json.loads(committed.result)["tx_id"]
-            code, block = await self.client.commit_status(self.channel, tx_id)
-            if code != 0:
-                raise AnchorBackendError(f"{self.target}: the recorded tx {tx_id} is not valid (code {code})")
-        except GatewayError as exc:
-            self.last_error = str(exc)
-            raise AnchorBackendError(f"{self.target}: window {window_id}: {exc}") from None
-        except (AnchorBackendError, ValueError, KeyError, TypeError) as exc:
-            self.last_error = str(exc)
-            raise AnchorBackendError(f"{self.target}: window {window_id}: {exc}") from None
-        self.last_error = None
-        anchors = [
-            FabricAnchor(
-                anchor_id=f"{self.channel}:{tx_id[:16]}",
-                channel=self.channel,
-                tx_id=tx_id,
-                block_number=block,
-                key=f"{t.window_id}/{t.tree_index}",
-                chaincode=self.chaincode,
-            )
-            for t in trees
-        ]
+            block = await self._valid_block(tx_id)
+        anchors = self._tree_anchors(tx_id, block, trees)
         if self.evidence is not None:
             await self.evidence.prefetch(anchors[0])
         return anchors
@@ -151,14 +133,14 @@ class FabricChannelBackend:
             return [await self.anchor_window(store, windows[0])]
         lane = lane_name(store.domain, self.chain_prefix)
         first = windows[0][0].window_id
-        try:
+        with self._failures(f"windows from {first}"):
             tip = await self.tip(lane)
             done: list[list[FabricAnchor]] = []
             while len(done) < len(windows) and await self._chained(tip, windows[len(done)][0]):
                 done.append(await self.anchor_window(store, windows[len(done)]))  # finds it, sends nothing
             rest = windows[len(done) :]
             if not rest:
-                return done
+                return done  # every one was on the chain already
             if done:
                 tip = await self.tip(lane)
             wins = await self._successors(store, tip, rest, lane)
@@ -173,33 +155,46 @@ class FabricChannelBackend:
             if last.get("window_id") != wins[-1].window_id:
                 raise AnchorBackendError(f"{self.target}: AppendWindows answered {committed.result[-200:]!r}")
             tx_id = str(last["tx_id"])
-            code, block = await self.client.commit_status(self.channel, tx_id)
-            if code != 0:
-                raise AnchorBackendError(f"{self.target}: the recorded tx {tx_id} is not valid (code {code})")
+            block = await self._valid_block(tx_id)
+        done += [self._tree_anchors(tx_id, block, trees) for trees in rest[: len(wins)]]
+        if self.evidence is not None:
+            await self.evidence.prefetch(done[-1][0])  # every window of a backlog holds trees
+        return done
+
+    @contextlib.contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """A Gateway error or a bad answer becomes an ``AnchorBackendError`` naming ``what`` (and is kept
+        for ``ready``); success clears the last error."""
+        try:
+            yield
         except GatewayError as exc:
             self.last_error = str(exc)
-            raise AnchorBackendError(f"{self.target}: windows from {first}: {exc}") from None
+            raise AnchorBackendError(f"{self.target}: {what}: {exc}") from None
         except (AnchorBackendError, ValueError, KeyError, TypeError) as exc:
             self.last_error = str(exc)
-            raise AnchorBackendError(f"{self.target}: windows from {first}: {exc}") from None
+            raise AnchorBackendError(f"{self.target}: {what}: {exc}") from None
         self.last_error = None
-        for trees in rest[: len(wins)]:
-            done.append(
-                [
-                    FabricAnchor(
-                        anchor_id=f"{self.channel}:{tx_id[:16]}",
-                        channel=self.channel,
-                        tx_id=tx_id,
-                        block_number=block,
-                        key=f"{t.window_id}/{t.tree_index}",
-                        chaincode=self.chaincode,
-                    )
-                    for t in trees
-                ]
+
+    async def _valid_block(self, tx_id: str) -> int:
+        """The block of a transaction the peer validated; an invalid one is an error."""
+        code, block = await self.client.commit_status(self.channel, tx_id)
+        if code != 0:
+            raise AnchorBackendError(f"{self.target}: the recorded tx {tx_id} is not valid (code {code})")
+        return block
+
+    def _tree_anchors(self, tx_id: str, block: int, trees: Sequence[TreeRecord]) -> list[FabricAnchor]:
+        """The anchor of each tree a transaction wrote."""
+        return [
+            FabricAnchor(
+                anchor_id=f"{self.channel}:{tx_id[:16]}",
+                channel=self.channel,
+                tx_id=tx_id,
+                block_number=block,
+                key=f"{t.window_id}/{t.tree_index}",
+                chaincode=self.chaincode,
             )
-        if self.evidence is not None:
-            await self.evidence.prefetch(done[-1][0])
-        return done
+            for t in trees
+        ]
 
     async def _chained(self, tip: ChainTip | None, tree: TreeRecord) -> bool:
         """Whether the window of ``tree`` is already on the chain (the tip's, or appended earlier)."""
