@@ -280,7 +280,7 @@ func appendWindows(l Ledger, lane string, windows [][]string, event string) ([][
 		}
 		doc, next, err := chainRecord(l, w, windows[i][8], txTime)
 		if err != nil {
-			return nil, err
+			return nil, inWindow(i, batch, err)
 		}
 		records = append(records, doc)
 		stored, tip = doc, next

@@ -151,10 +151,12 @@ class FabricChannelBackend:
                     one[1] = ""  # the chaincode links it to the record before it (spec section 14.8)
                 args += one
             committed = await self.client.submit(self.channel, self.chaincode, "AppendWindows", args)
-            last = json.loads(committed.result.split(b"\n")[-1])
-            if last.get("window_id") != wins[-1].window_id:
-                raise AnchorBackendError(f"{self.target}: AppendWindows answered {committed.result[-200:]!r}")
-            tx_id = str(last["tx_id"])
+            records = [json.loads(line) for line in committed.result.split(b"\n")]
+            if [r.get("window_id") for r in records] != [w.window_id for w in wins]:
+                # the chaincode answered the stored tip: another leader appended these windows, maybe in
+                # other transactions; each is found where it was written
+                return done + [await self.anchor_window(store, trees) for trees in rest[: len(wins)]]
+            tx_id = str(records[-1]["tx_id"])
             block = await self._valid_block(tx_id)
         done += [self._tree_anchors(tx_id, block, trees) for trees in rest[: len(wins)]]
         if self.evidence is not None:

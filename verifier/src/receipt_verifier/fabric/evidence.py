@@ -75,15 +75,17 @@ class CheckedTx:
     chain_records: tuple[bytes, ...] = ()  # every window's record, in order (AppendWindows: several; the last is tip)
 
     def chain_record(self, window_id: str) -> bytes | None:
-        """The chain record of the window ``window_id`` among those the transaction appended."""
+        """The chain record of the window ``window_id`` among those the transaction appended (None: none,
+        or more than one)."""
+        found = []
         for raw in self.chain_records:
             try:
                 doc = json.loads(raw)
             except ValueError:
                 continue
             if isinstance(doc, dict) and doc.get("window_id") == window_id:
-                return raw
-        return None
+                found.append(raw)
+        return found[0] if len(found) == 1 else None
 
 
 class FabricChecker:
@@ -159,7 +161,8 @@ class FabricChecker:
             window_id = anchor.key.rsplit("/", 1)[0]
             chain_record = tx.chain_record(window_id)
             if chain_record is None:
-                raise WriteSetError(f"the transaction holds no chain record of window {window_id}")
+                raise WriteSetError(f"the transaction holds no single chain record of window {window_id}")
+            _same_window(json.loads(chain_record), record, anchor.key)
             details.update(
                 chain_seq=record.get("chain_seq"),
                 lane=record.get("lane"),
@@ -433,6 +436,22 @@ def _writes(
             raise WriteSetError(f"{where}: the record under {key} has no chain position, but the tx wrote a tip")
         records[key] = record
     return records, tip, chain_records
+
+
+def _same_window(chain: dict[str, Any], record: Mapping[str, object], key: str) -> None:
+    """The chain record of a tree's window says what the tree's anchor record says of that window."""
+    for mine, theirs in (
+        ("seq", "chain_seq"),
+        ("lane", "lane"),
+        ("heads_root", "heads_root"),
+        ("window_start", "window_start"),
+        ("window_end", "window_end"),
+    ):
+        if chain.get(mine) != record.get(theirs):
+            raise WriteSetError(
+                f"the chain record of {key}'s window says {mine} {chain.get(mine)!r}, its anchor record"
+                f" {theirs} {record.get(theirs)!r}"
+            )
 
 
 def batch_records(events: bytes) -> tuple[bytes, ...] | None:

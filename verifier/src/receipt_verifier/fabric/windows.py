@@ -19,6 +19,7 @@ so its commit rests on the peer's word.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -39,6 +40,7 @@ from .trust import ChannelTrust
 APPEND_WINDOW = "AppendWindow"
 APPEND_WINDOWS = "AppendWindows"
 WINDOW_ARGS = 9  # per window, after the lane
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")  # the chaincode's decimal form (str.isdigit takes "²")
 VALID = "VALID"
 
 
@@ -397,8 +399,8 @@ def _window(
     reads = [v for k, v in p.tip_reads if k == tip_key(lane)]
     if problem is None and (len(reads) != 1 or len(p.tip_reads) != 1):
         problem = f"the transaction reads {len(p.tip_reads)} chain tip(s); AppendWindow reads its lane's tip once"
-    seq = int(a[1]) if a[1].isdigit() else -1
-    size = int(a[8]) if a[8].isdigit() else -1
+    seq = int(a[1]) if _DECIMAL.fullmatch(a[1]) else -1
+    size = int(a[8]) if _DECIMAL.fullmatch(a[8]) else -1
     if problem is None and (seq < 0 or size < 1):
         problem = f"seq {a[1]!r} or headsSize {a[8]!r} is not a decimal number"
     trees: list[Any] | None = None
