@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from receipt_verifier import Verifier
 from receipt_verifier.errors import LedgerError, MalformedReceiptError, WriteSetError
@@ -23,6 +25,9 @@ from receipt_verifier.history import (
     HistoryError,
     HistoryReport,
     Record,
+    _BindingDigests,
+    _check_id,
+    _id_binds,
     check_heads_proof,
     check_log,
     pack,
@@ -30,7 +35,8 @@ from receipt_verifier.history import (
     verify_history,
 )
 from receipt_verifier.ledger import key_id, load_public_key_file
-from receipt_verifier.model import LedgerEntry
+from receipt_verifier.model import Binding, LedgerEntry
+from receipt_verifier.proof_id import make_proof_id
 from tests.conftest import VECTORS
 
 from .histories import DOMAIN, KEYS, KID, OTHER, SUBJECT, WINDOW_END, bundle, entry, heads, local_anchor, log, records
@@ -770,3 +776,27 @@ def test_a_fabric_anchor_of_another_domains_channel_says_so() -> None:
     report, _ = verify_history(doc, {}, fabric_trust=FABRIC_TRUST)
     assert report.anchor == f"Fabric {DOMAIN} block {block} (not the channel of insurance)"
     assert report.problems and "is not a record of" in report.problems[1]
+
+
+@given(
+    domain=st.text(min_size=1, max_size=20),
+    subject=st.text(min_size=1, max_size=40),
+    seq=st.integers(min_value=0, max_value=2**53),
+)
+def test_binding_digests_of_one_log_equal_the_bindings(domain: str, subject: str, seq: int) -> None:
+    assert _BindingDigests(domain, subject).at(seq) == Binding(domain, subject, seq).digest()
+
+
+@given(
+    ticks=st.integers(min_value=0, max_value=2**60 - 1), clock=st.integers(0, 2**14 - 1), flip=st.integers(0, 16 * 8)
+)
+def test_the_quick_id_check_agrees_with_the_named_one(ticks: int, clock: int, flip: int) -> None:
+    """A proof id of the hash binds it; one bit flipped anywhere (flip < 128) binds it only if the
+    named check also finds nothing to report."""
+    h = hashlib.sha256(str((ticks, clock)).encode()).digest()
+    pid = bytearray(make_proof_id(ticks, clock, h.hex()).bytes)
+    if flip < 128:
+        pid[flip // 8] ^= 1 << (flip % 8)
+    report = HistoryReport(subject="s", domain="d")
+    _check_id(bytes(pid), h, 0, report)
+    assert _id_binds(bytes(pid), h) == (not report.problems), report.problems
