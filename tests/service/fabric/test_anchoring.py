@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from fabric_protos.common import common_pb2
+from fabric_protos.peer import chaincode_event_pb2
 
 from receipt_service.config import load_settings
 from receipt_service.fabric.gateway import GatewayClient
@@ -226,11 +227,44 @@ async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: N
     )
     end = "2099-01-01T00:00:00.000000Z"
     block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
-    change = tx_change(action_change(kv_change(_record(window_end=end))))
+    change = tx_change(action_change(_window_end_everywhere(end)))  # the tree's record, the tip, the event
     item["block"] = base64.b64encode(change(block, Forger.of_network(net), anchor)).decode()
     late["window"]["window_end"] = end
     with pytest.raises(Exception, match="after its transaction"):
         verify_history(late, {}, fabric_trust=trust)
+    # the tree's record alone changed: it contradicts the window's chain record
+    torn = json.loads(json.dumps(late))
+    item = next(
+        b for b in torn["fabric_blocks"] if (b["channel"], b["number"]) == (anchor["channel"], anchor["block_number"])
+    )
+    original = next(
+        b for b in bundle["fabric_blocks"] if (b["channel"], b["number"]) == (item["channel"], item["number"])
+    )
+    block = common_pb2.Block.FromString(base64.b64decode(original["block"]))
+    change = tx_change(action_change(kv_change(_record(window_end=end))))
+    item["block"] = base64.b64encode(change(block, Forger.of_network(net), anchor)).decode()
+    with pytest.raises(Exception, match=r"the chain record of \S+ window says window_end"):
+        verify_history(torn, {}, fabric_trust=trust)
+
+
+def _window_end_everywhere(end: str) -> Any:
+    """Set ``window_end`` in every record a chained window's transaction writes or emits."""
+
+    def edit(raw: bytes) -> bytes:
+        doc = json.loads(raw)
+        doc["window_end"] = end
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def on_action(action: Any) -> None:
+        kv_change(lambda rw, kv: [setattr(w, "value", edit(w.value)) for w in kv.writes if b"window_end" in w.value])(
+            action
+        )
+        if action.events:
+            event = chaincode_event_pb2.ChaincodeEvent.FromString(action.events)
+            event.payload = b"\n".join(edit(line) for line in event.payload.split(b"\n"))
+            action.events = event.SerializeToString()
+
+    return on_action
 
 
 async def test_one_orderer_down_anchoring_goes_on(net: Network, gateway: GatewayClient, tmp_path: Path) -> None:
