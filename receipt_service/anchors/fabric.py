@@ -153,9 +153,9 @@ class FabricChannelBackend:
             committed = await self.client.submit(self.channel, self.chaincode, "AppendWindows", args)
             records = [json.loads(line) for line in committed.result.split(b"\n")]
             if [r.get("window_id") for r in records] != [w.window_id for w in wins]:
-                # the chaincode answered the stored tip: another leader appended these windows, maybe in
-                # other transactions; each is found where it was written
-                return done + [await self.anchor_window(store, trees) for trees in rest[: len(wins)]]
+                # the chaincode answered the stored tip: these windows are on the chain already (a retry of
+                # ours, or another leader's, maybe in other transactions); each is found where it was written
+                return done + [await self._found(lane, trees) for trees in rest[: len(wins)]]
             tx_id = str(records[-1]["tx_id"])
             block = await self._valid_block(tx_id)
         done += [self._tree_anchors(tx_id, block, trees) for trees in rest[: len(wins)]]
@@ -197,6 +197,14 @@ class FabricChannelBackend:
             )
             for t in trees
         ]
+
+    async def _found(self, lane: str, trees: Sequence[TreeRecord]) -> list[FabricAnchor]:
+        """The anchors of a window already on the chain (never sent again: found, or an error to retry)."""
+        tip = await self.tip(lane)
+        tx_id = tip.tx_id if tip is not None and tip.window_id == trees[0].window_id else await self._written(trees[0])
+        if tx_id is None:
+            raise AnchorBackendError(f"window {trees[0].window_id} is not on the chain yet (the peer may lag)")
+        return self._tree_anchors(tx_id, await self._valid_block(tx_id), trees)
 
     async def _chained(self, tip: ChainTip | None, tree: TreeRecord) -> bool:
         """Whether the window of ``tree`` is already on the chain (the tip's, or appended earlier)."""

@@ -49,6 +49,14 @@ def _serve(net: Network, data_dir: Path) -> Any:
     return server(data_dir, WINDOW, "--config", str(cfg), lines=SERVICE_LOG)
 
 
+async def _collect(base: str, token: str, ids: list[str], timeout: float) -> dict[str, Any]:
+    """Every receipt anchored; when some are not, the failure shows what the service logged last."""
+    try:
+        return await collect(base, token, ids, timeout=timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the service's last lines:\n{''.join(SERVICE_LOG[-60:])}") from None
+
+
 async def _get(base: str, token: str, path: str) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {token}"}) as http,
@@ -138,7 +146,7 @@ async def test_hashes_posted_over_http_are_anchored_on_all_three_channels(
     acked: dict[str, str] = {}
     with _serve(net, data) as (proc, base):
         assert await load(base, token, acked, stop_after=1.5, workers=2, max_batch=10) > 0
-        receipts = await collect(base, token, list(acked), timeout=60)
+        receipts = await _collect(base, token, list(acked), timeout=60)
         status, ready = await _get(base, token, "/readyz")
         assert status == 200 and all(ready["checks"][t] == "ok" for t in TARGETS), ready
         status, metrics = await _get(base, token, "/metrics")
@@ -274,7 +282,7 @@ async def test_one_orderer_down_anchoring_goes_on(net: Network, gateway: Gateway
     acked: dict[str, str] = {}
     with _serve(net, data) as (_, base):
         await load(base, token, acked, stop_after=1.5, workers=2, max_batch=10)
-        receipts = await collect(base, token, list(acked), timeout=60)
+        receipts = await _collect(base, token, list(acked), timeout=60)
     await _check_on_chain(gateway, acked, receipts, net)
 
 
@@ -294,7 +302,7 @@ async def test_the_leader_killed_under_load_anchoring_goes_on(
         await asyncio.sleep(1.0)
         assert net.stop(victim, signal.SIGKILL)
         assert await task > 0
-        receipts = await collect(base, token, list(acked), timeout=120)
+        receipts = await _collect(base, token, list(acked), timeout=120)
     after = net.status().leaders
     assert all(who != victim for who in after.values()), after  # each channel moved to another leader
     await asyncio.to_thread(net.up)  # the killed orderer restarts and catches up
@@ -317,7 +325,7 @@ async def test_one_orderer_killed_and_restarted_under_load(
         await asyncio.sleep(1.0)
         await asyncio.to_thread(net.start, victim)
         assert await task > 0
-        receipts = await collect(base, token, list(acked), timeout=120)
+        receipts = await _collect(base, token, list(acked), timeout=120)
     await _check_on_chain(gateway, acked, receipts, net)
 
 
@@ -357,10 +365,7 @@ async def _outage(
         else:
             for name in back:
                 await asyncio.to_thread(net.start, name)
-        try:
-            receipts = await collect(base, token, list(acked), timeout=120)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; the service's last lines:\n{''.join(SERVICE_LOG[-60:])}") from None
+        receipts = await _collect(base, token, list(acked), timeout=120)
         status, ready = await _get(base, token, "/readyz")
         assert status == 200, ready
     most = await _check_on_chain(gateway, acked, receipts, net)
