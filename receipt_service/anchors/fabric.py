@@ -109,9 +109,7 @@ class FabricChannelBackend:
         lane = lane_name(store.domain, self.chain_prefix)
         with self._failures(f"window {window_id}"):
             tip = await self.tip(lane)
-            written = tip.tx_id if tip is not None and tip.window_id == window_id else None  # a retry
-            if written is None:
-                written = await self._written(trees[0])  # or appended by another leader
+            written = await self._written_tx(tip, trees[0])  # a retry, or appended by another leader
             if written is not None:
                 tx_id = written
             else:
@@ -136,8 +134,8 @@ class FabricChannelBackend:
         with self._failures(f"windows from {first}"):
             tip = await self.tip(lane)
             done: list[list[FabricAnchor]] = []
-            while len(done) < len(windows) and await self._chained(tip, windows[len(done)][0]):
-                done.append(await self.anchor_window(store, windows[len(done)]))  # finds it, sends nothing
+            while len(done) < len(windows) and (tx := await self._written_tx(tip, windows[len(done)][0])) is not None:
+                done.append(self._tree_anchors(tx, await self._valid_block(tx), windows[len(done)]))  # sends nothing
             rest = windows[len(done) :]
             if not rest:
                 return done  # every one was on the chain already
@@ -200,15 +198,16 @@ class FabricChannelBackend:
 
     async def _found(self, lane: str, trees: Sequence[TreeRecord]) -> list[FabricAnchor]:
         """The anchors of a window already on the chain (never sent again: found, or an error to retry)."""
-        tip = await self.tip(lane)
-        tx_id = tip.tx_id if tip is not None and tip.window_id == trees[0].window_id else await self._written(trees[0])
+        tx_id = await self._written_tx(await self.tip(lane), trees[0])
         if tx_id is None:
             raise AnchorBackendError(f"window {trees[0].window_id} is not on the chain yet (the peer may lag)")
         return self._tree_anchors(tx_id, await self._valid_block(tx_id), trees)
 
-    async def _chained(self, tip: ChainTip | None, tree: TreeRecord) -> bool:
-        """Whether the window of ``tree`` is already on the chain (the tip's, or appended earlier)."""
-        return (tip is not None and tip.window_id == tree.window_id) or await self._written(tree) is not None
+    async def _written_tx(self, tip: ChainTip | None, tree: TreeRecord) -> str | None:
+        """The transaction that appended the window of ``tree`` (the tip's, or an earlier one), or None."""
+        if tip is not None and tip.window_id == tree.window_id:
+            return tip.tx_id
+        return await self._written(tree)
 
     async def _successors(
         self, store: Store, tip: ChainTip | None, windows: Sequence[Sequence[TreeRecord]], lane: str
