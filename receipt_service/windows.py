@@ -467,13 +467,12 @@ class Aggregator:
             if await self._anchored(tree, backend.target):  # appended with an earlier tree of its window
                 return tree.first_seq, tree.last_seq
             windows = [await window_trees(self.store, tree)]
+            done: Sequence[Sequence[Anchor]]
             if isinstance(backend, BatchedBackend):
                 windows += await self._closed_after(windows[0][-1], backend.target, backend.max_batch - 1)
-            if len(windows) == 1:
-                done: Sequence[Sequence[Anchor]] = [await backend.anchor_window(self.store, windows[0])]
-            else:
-                assert isinstance(backend, BatchedBackend)
                 done = await backend.anchor_windows(self.store, windows)
+            else:
+                done = [await backend.anchor_window(self.store, windows[0])]
             crash_point("anchor-sent")
             for trees, anchors in zip(windows, done, strict=False):  # a prefix of the windows, if not all fit
                 for t, anchor in zip(trees, anchors, strict=True):

@@ -29,7 +29,7 @@ def test_the_event_of_several_windows_gives_one_record_per_line_and_nothing_else
 
 def test_a_window_named_twice_has_no_record() -> None:
     tx = CheckedTx({}, (), "", _rec("w2", 2), (_rec("w1", 1), _rec("w2", 2)))
-    assert tx.chain_record("w1") == _rec("w1", 1) and tx.chain_record("w3") is None
+    assert tx.chain_record("w1") == (_rec("w1", 1), json.loads(_rec("w1", 1))) and tx.chain_record("w3") is None
     twice = CheckedTx({}, (), "", _rec("w1", 2), (_rec("w1", 1), _rec("w1", 2)))
     assert twice.chain_record("w1") is None
 

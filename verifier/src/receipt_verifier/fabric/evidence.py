@@ -12,6 +12,7 @@ a peer and signed by nobody: it is never read; the transaction is re-validated i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import OrderedDict
@@ -74,18 +75,24 @@ class CheckedTx:
     tip: bytes | None = None  # a chained window's chain record, exactly as written (spec section 14.7)
     chain_records: tuple[bytes, ...] = ()  # every window's record, in order (AppendWindows: several; the last is tip)
 
-    def chain_record(self, window_id: str) -> bytes | None:
-        """The chain record of the window ``window_id`` among those the transaction appended (None: none,
-        or more than one)."""
-        found = []
+    def chain_record(self, window_id: str) -> tuple[bytes, dict[str, Any]] | None:
+        """The chain record of the window ``window_id`` among those the transaction appended, raw and
+        parsed (None: none, or more than one)."""
+        found = self._by_window.get(window_id, [])
+        return found[0] if len(found) == 1 else None
+
+    @functools.cached_property
+    def _by_window(self) -> dict[str, list[tuple[bytes, dict[str, Any]]]]:
+        """Every chain record by its window id, parsed once (a transaction's receipts share them)."""
+        out: dict[str, list[tuple[bytes, dict[str, Any]]]] = {}
         for raw in self.chain_records:
             try:
                 doc = json.loads(raw)
             except ValueError:
                 continue
-            if isinstance(doc, dict) and doc.get("window_id") == window_id:
-                found.append(raw)
-        return found[0] if len(found) == 1 else None
+            if isinstance(doc, dict) and isinstance(doc.get("window_id"), str):
+                out.setdefault(doc["window_id"], []).append((raw, doc))
+        return out
 
 
 class FabricChecker:
@@ -159,10 +166,11 @@ class FabricChecker:
             )
         if tx.tip is not None:  # a chained window: its place in the lane's chain
             window_id = anchor.key.rsplit("/", 1)[0]
-            chain_record = tx.chain_record(window_id)
-            if chain_record is None:
+            found = tx.chain_record(window_id)
+            if found is None:
                 raise WriteSetError(f"the transaction holds no single chain record of window {window_id}")
-            _same_window(json.loads(chain_record), record, anchor.key)
+            chain_record, chain = found
+            _same_window(chain, record, anchor.key)
             details.update(
                 chain_seq=record.get("chain_seq"),
                 lane=record.get("lane"),

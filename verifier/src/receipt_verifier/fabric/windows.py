@@ -389,13 +389,14 @@ def _window(
         problem = f"a {p.fn} transaction with {len(a)} arguments writes a chain tip; only AppendWindow (10) may"
     a += [""] * (10 - len(a))
     lane = a[0]
-    if record is not None:  # a window of AppendWindows: its record is in the event (the caller checked the tip)
-        pass
-    elif len(p.tip_writes) == 1 and p.tip_writes[0][0] == tip_key(lane):
-        record = p.tip_writes[0][1]
-    elif problem is None:
-        keys = ", ".join(repr(k) for k, _ in p.tip_writes) or "none"
-        problem = f"the transaction writes chain tip(s) {keys}; AppendWindow writes its lane's tip {tip_key(lane)!r}"
+    if record is None:  # AppendWindow: the tip it wrote (AppendWindows: the event's, the caller checked the tip)
+        if len(p.tip_writes) == 1 and p.tip_writes[0][0] == tip_key(lane):
+            record = p.tip_writes[0][1]
+        elif problem is None:
+            keys = ", ".join(repr(k) for k, _ in p.tip_writes) or "none"
+            problem = (
+                f"the transaction writes chain tip(s) {keys}; AppendWindow writes its lane's tip {tip_key(lane)!r}"
+            )
     reads = [v for k, v in p.tip_reads if k == tip_key(lane)]
     if problem is None and (len(reads) != 1 or len(p.tip_reads) != 1):
         problem = f"the transaction reads {len(p.tip_reads)} chain tip(s); AppendWindow reads its lane's tip once"
