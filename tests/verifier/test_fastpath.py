@@ -124,16 +124,17 @@ def test_verifier_caches_are_bounded_and_forks_still_caught(tmp_path: Any, monke
     assert len(v._seen_entries) == 5  # fork detection forgets nothing
 
 
-def test_receipts_of_one_tree_share_the_upper_half_of_their_paths(tmp_path: Any) -> None:
+def test_receipts_of_one_tree_share_the_nodes_their_paths_meet_at(tmp_path: Any) -> None:
     docs = service_receipts(tmp_path, 64, 64)
     memo = PathMemo()
     for doc in docs:
         assert parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS, memo) == _general(doc)
-    assert memo.hits == 64 - 8  # 6 levels, half-way at level 3: only the first leaf under each of its 8 nodes misses
+    # every leaf meets a node an earlier path passed, but leaf 0 and leaf 32 (whose path meets the others' at the root)
+    assert memo.hits == 64 - 2
     # a changed sibling anywhere still changes the root, with the memo primed
     truth = _general(docs[5])
     assert truth is not None
-    for level in (0, 3, 5):  # below, at and above the half-way point (level 3: the memo key's first sibling)
+    for level in range(6):  # below, at and above the node where leaf 5 meets leaf 4 (level 1)
         bad = copy.deepcopy(docs[5])
         ops = bad["branches"][0]["ops"]
         sib = [op for op in ops[4:-1] if op not in ({"l": "01"}, {"op": "sha-256"})][level]
@@ -141,32 +142,34 @@ def test_receipts_of_one_tree_share_the_upper_half_of_their_paths(tmp_path: Any)
         sib[side] = ("0" if sib[side][0] != "0" else "1") + sib[side][1:]
         fast = parse_and_walk(bad, DEFAULT_LIMITS, memo)
         assert fast is not None and fast[1] != truth[1], level
+        assert fast == _general(bad), level  # the same wrong root and ops as the general walk
 
 
-def test_a_tree_of_16_leaves_shares_its_upper_half_and_walks_whole_without_a_memo(tmp_path: Any) -> None:
-    docs = service_receipts(tmp_path, 16, 16)  # 4 levels: the smallest tree the memo is used for
+def test_out_of_order_receipts_share_nodes_and_walk_whole_without_a_memo(tmp_path: Any) -> None:
+    docs = service_receipts(tmp_path, 16, 16)
     memo = PathMemo()
-    for doc in docs:
+    for doc in reversed(docs):
         assert parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS, memo) == _general(doc)
         assert parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS) == _general(doc)  # no memo: the whole path
-    assert memo.hits == 16 - 4  # half-way at level 2: only the first leaf under each of its 4 nodes misses
+    assert memo.hits == 16 - 2  # leaf 15 first, leaf 7 meeting the others at the root
     verifier = Verifier([LocalLedger(tmp_path).public_key])
     for doc in docs:
         assert verifier.verify(json.dumps(doc)).anchors[0].status.value == "verified"
-    assert verifier._paths.hits == 12  # a verifier shares the work between the receipts it checks
+    assert verifier._paths.hits == 14  # a verifier shares the work between the receipts it checks
 
 
-def test_the_path_memo_holds_at_most_its_size_and_a_size_0_memo_nothing() -> None:
+def test_the_path_memo_holds_at_most_its_size_and_a_size_0_memo_nothing(tmp_path: Any) -> None:
+    docs = service_receipts(tmp_path, 8, 8)  # 3 levels: a leaf's path passes 2 nodes above it
     memo = PathMemo(size=2)
-    keys = [(bytes([i]) * 32, i, 8, "") for i in range(3)]
-    memo.put(keys[0], b"r0")
-    memo.put(keys[1], b"r1")
-    assert memo.get(keys[0]) == b"r0" and memo.get(keys[1]) == b"r1"  # two fit
-    memo.put(keys[2], b"r2")  # a third clears it first
-    assert memo.get(keys[0]) is None and memo.get(keys[2]) == b"r2"
+    parse_and_walk(copy.deepcopy(docs[0]), DEFAULT_LIMITS, memo)
+    first = dict(memo.nodes)
+    assert len(first) == 2
+    parse_and_walk(copy.deepcopy(docs[7]), DEFAULT_LIMITS, memo)  # meets leaf 0 at the root only: 2 new nodes
+    assert len(memo.nodes) == 2 and not first.keys() & memo.nodes.keys()  # cleared first, then filled
     empty = PathMemo(size=0)
-    empty.put(keys[0], b"r0")
-    assert empty.get(keys[0]) is None and empty.hits == 0
+    for doc in docs:
+        assert parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS, empty) == _general(doc)
+    assert not empty.nodes and empty.hits == 0
 
 
 @pytest.mark.parametrize(

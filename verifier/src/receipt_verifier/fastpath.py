@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from functools import partial
-from itertools import repeat
 from typing import Any, TypeVar
 
 from .codec import (
@@ -37,7 +35,10 @@ _NODE = Op("l", "01")
 _LEAF = Op("l", "00")
 _HEX_RE = re.compile(r"[0-9a-f]*")
 _new = tuple.__new__
-_MAKE_OP = partial(tuple.__new__, Op)
+# A path's siblings in the service's text layout, one segment per level: {"<side>":"<hex>"},{"l":"01"},{"op":"sha-256"},
+SIBLING_TAIL = '"},{"l":"01"},{"op":"sha-256"},'
+SEG = 6 + 64 + len(SIBLING_TAIL)
+SIDE_AT, VALUE_AT = 2, 6
 T = TypeVar("T")
 
 
@@ -50,32 +51,28 @@ def _build(cls: type[T], **fields: Any) -> T:
 
 
 class PathMemo:
-    """Work shared between receipts of one tree: the paths of neighbouring leaves meet below the root.
+    """Work shared between receipts of one tree: their paths meet below the root.
 
-    Maps (node value at the middle level, its position, the tree size, every sibling above it) to the
-    root they give: a receipt whose path reaches the same node with the same siblings above has the
-    same root, so the upper half of its path is not hashed again. Bounded; cleared when full.
+    Maps a node a path passed through to (its step on that path, the path's siblings in text layout,
+    the root they gave, the path's ops). A later path that reaches the same node with the same
+    siblings above it has the same root and the same ops above it, so neither is made again: a
+    receipt whose neighbour was checked before hashes about two levels. Bounded; cleared when full.
     """
 
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._roots: dict[tuple[bytes, int, int, str], bytes] = {}
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self.nodes: dict[bytes, tuple[int, str, bytes, tuple[Op, ...]]] = {}
         self.hits = 0
 
-    def get(self, key: tuple[bytes, int, int, str]) -> bytes | None:
-        """The root for this half-way point, if seen."""
-        root = self._roots.get(key)
-        if root is not None:
-            self.hits += 1
-        return root
-
-    def put(self, key: tuple[bytes, int, int, str], root: bytes) -> None:
-        """Remember a half-way point's root (a size-0 memo remembers nothing)."""
-        if len(self._roots) >= self._size:
-            self._roots.clear()
-            if not self._size:
+    def put(self, values: list[bytes], path: str, root: bytes, ops: tuple[Op, ...]) -> None:
+        """Remember the nodes a path passed through (``values[j]`` at step ``j + 1``), its root and ops."""
+        nodes = self.nodes
+        if len(nodes) + len(values) > self.size:
+            nodes.clear()
+            if len(values) > self.size:
                 return
-        self._roots[key] = root
+        for j, v in enumerate(values, 1):
+            nodes[v] = (j, path, root, ops)
 
 
 def parse_and_walk(
@@ -138,9 +135,8 @@ def parse_and_walk(
     values: list[Any] = list(map(dict.get, sibs, kinds))  # None where the op holds the other side
     if k and (set(map(type, values)) != {str} or set(map(len, values)) != {64}):
         return None
-    joined = "".join(values)
     # one pattern for the record hash, the salt and every sibling (each of checked length)
-    if _HEX_RE.fullmatch(h + salt + joined) is None or anchors_op.keys() != {"anchors"}:
+    if _HEX_RE.fullmatch(h + salt + "".join(values)) is None or anchors_op.keys() != {"anchors"}:
         return None
     listed = anchors_op["anchors"]
     if type(listed) is not list or not 1 <= len(listed) <= limits.max_anchors:
@@ -152,37 +148,55 @@ def parse_and_walk(
     if len({(a.type, a.anchor_id) for a in anchors}) != len(anchors):  # a repeated anchor: the general path names it
         return None
 
+    path = "".join([f'{{"{side}":"{v}{SIBLING_TAIL}' for side, v in zip(kinds, values, strict=True)])
+    return walk_and_build(h, proof_id, received, tree, salt, path, anchors, memo)
+
+
+def walk_and_build(
+    h: str,
+    proof_id: str,
+    received: str,
+    tree: TreeInfo,
+    salt: str,
+    path: str,
+    anchors: tuple[Anchor, ...],
+    memo: PathMemo | None,
+) -> tuple[Receipt, bytes, tuple[Anchor, ...]]:
+    """Hash a checked v1 path to its root and build the receipt: the shared tail of the one-pass paths.
+
+    Every value is already checked: ``h`` and ``salt`` are lowercase hex of their lengths, ``path`` is
+    the siblings in text layout (``SEG`` characters a level) with the sides ``sibling_kinds`` gives."""
     sha = hashlib.sha256
     value = sha(b"\x00" + sha(bytes.fromhex(salt) + bytes.fromhex(h)).digest()).digest()
-    nodes = bytes.fromhex(joined)
-    mid = k // 2 if memo is not None and k >= 4 else k
-    for j in range(mid):
-        node = nodes[32 * j : 32 * j + 32]
-        value = sha(b"\x01" + node + value if kinds[j] == "l" else b"\x01" + value + node).digest()
-    if mid < k:
+    seen = memo.nodes.get if memo is not None else None
+    passed: list[bytes] = []
+    lower: list[Op] = []
+    upper: tuple[Op, ...] = ()
+    for at in range(0, len(path), SEG):
+        if at and seen is not None:
+            hit = seen(value)
+            # the same node with the same siblings above: the same root, the same ops above
+            if hit is not None and hit[1][SEG * hit[0] :] == path[at:]:
+                assert memo is not None
+                memo.hits += 1
+                value, upper = hit[2], hit[3][4 + 3 * hit[0] : -1]
+                break
+            passed.append(value)
+        side, hex_value = path[at + SIDE_AT], path[at + VALUE_AT : at + VALUE_AT + 64]
+        node = bytes.fromhex(hex_value)
+        value = sha(b"\x01" + node + value if side == "l" else b"\x01" + value + node).digest()
+        lower += (_new(Op, (side, hex_value, ())), _NODE, _SHA)
+    ops = (_new(Op, ("l", salt, ())), _SHA, _LEAF, _SHA, *lower, *upper, _new(Op, ("anchors", "", anchors)))
+    if passed:
         assert memo is not None
-        key = (value, index >> mid, size, joined[64 * mid :])
-        shared = memo.get(key)
-        if shared is None:
-            for j in range(mid, k):
-                node = nodes[32 * j : 32 * j + 32]
-                value = sha(b"\x01" + node + value if kinds[j] == "l" else b"\x01" + value + node).digest()
-            memo.put(key, value)
-        else:
-            value = shared
-    ops: list[Op] = [_SHA] * (end + 1)
-    ops[0] = _new(Op, ("l", salt, ()))
-    ops[2] = _LEAF
-    ops[4:end:3] = map(_MAKE_OP, zip(kinds, values, repeat(())))
-    ops[5:end:3] = [_NODE] * k
-    ops[end] = _new(Op, ("anchors", "", anchors))
+        memo.put(passed, path, value, ops)
     receipt = _build(
         Receipt,
         hash=h,
         proof_id=proof_id,
         hash_received=received,
         state="anchored",
-        branches=(_build(Branch, ops=tuple(ops), label=BRANCH_LABEL, branches=()),),
+        branches=(_build(Branch, ops=ops, label=BRANCH_LABEL, branches=()),),
         tree=tree,
         pending_anchors=(),
     )

@@ -6,6 +6,7 @@ RFC 6962 tree (split at the largest power of two below n).
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 from collections.abc import Sequence
@@ -54,6 +55,22 @@ def sibling_kinds(index: int, size: int) -> list[str]:
         index >>= 1
         size = (size + 1) >> 1
     return kinds
+
+
+_LOW_SIDES = ["".join("l" if i >> level & 1 else "r" for level in range(6)) for i in range(64)]
+
+
+def path_sides(index: int, size: int) -> str:
+    """``sibling_kinds`` as one string, faster: below level 6 a leaf of a whole 64-leaf block has every
+    sibling, its side read from the index's bits; the levels above are cached per block."""
+    if index | 63 < size:
+        return _LOW_SIDES[index & 63] + _upper_sides(index >> 6, (size + 63) >> 6)
+    return "".join(sibling_kinds(index, size))
+
+
+@functools.lru_cache(maxsize=4096)
+def _upper_sides(block: int, blocks: int) -> str:
+    return "".join(sibling_kinds(block, blocks))
 
 
 @dataclass(frozen=True)

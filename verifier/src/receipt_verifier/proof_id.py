@@ -102,14 +102,33 @@ def parse_proof_id(text: str) -> ProofIdParts:
     """Parse and check the UUID version and variant of a proof id."""
     if _UUID_RE.fullmatch(text) is None:
         raise MalformedReceiptError(f"proof_id {text!r} must be a lowercase hyphenated UUID")
-    n = int(text.replace("-", ""), 16)
+    parts = _fields(int(text.replace("-", ""), 16))
+    if parts is None:
+        raise MalformedReceiptError(f"proof_id {text!r} is not an RFC 9562 version-1 UUID")
+    return ProofIdParts(*parts)
+
+
+def _fields(n: int) -> tuple[int, int, bytes] | None:
+    """(ticks, clock_seq, node) of a UUID as an integer; None unless it is version 1, variant RFC 9562."""
     time_hi_version = (n >> 64) & 0xFFFF
     clock_hi = (n >> 56) & 0xFF
     if time_hi_version >> 12 != 1 or clock_hi >> 6 != 0b10:
-        raise MalformedReceiptError(f"proof_id {text!r} is not an RFC 9562 version-1 UUID")
+        return None
     ticks = ((time_hi_version & 0x0FFF) << 48) | (((n >> 80) & 0xFFFF) << 32) | (n >> 96)
     clock_seq = ((clock_hi & 0x3F) << 8) | ((n >> 48) & 0xFF)
-    return ProofIdParts(ticks, clock_seq, (n & 0xFFFFFFFFFFFF).to_bytes(6, "big"))
+    return ticks, clock_seq, (n & 0xFFFFFFFFFFFF).to_bytes(6, "big")
+
+
+def binding_holds(proof_id: str, hash_hex: str, hash_received: str) -> bool:
+    """Whether a proof id already known to be a lowercase hyphenated UUID binds the hash and time.
+
+    The one-pass paths' check; ``check_binding`` says what is wrong when this is False."""
+    parts = _fields(int(proof_id.replace("-", ""), 16))
+    return (
+        parts is not None
+        and parts[2] == node_field(parts[0], parts[1], hash_hex)
+        and ticks_to_received(parts[0]) == hash_received
+    )
 
 
 def check_binding(proof_id: str, hash_hex: str, hash_received: str) -> None:

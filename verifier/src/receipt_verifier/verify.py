@@ -24,6 +24,7 @@ from .fastpath import PathMemo, parse_and_walk
 from .ledger import entry_hash, key_id, verify_entry_signature
 from .merkle import Side, path_shape, sibling_kinds
 from .model import BRANCH_LABEL, Anchor, FabricAnchor, LedgerEntry, LocalAnchor, Op, Receipt, UnknownAnchor
+from .textpath import TextPath
 
 _HEX = frozenset("0123456789abcdef")
 _EVIDENCE_MARK = "/health-receipt/evidence/v1"  # a bundle's @context: bundles are parsed without receipt limits
@@ -262,6 +263,7 @@ class Verifier:
         self._seen_entries: dict[tuple[str, int], str] = {}
         self._checked_anchors: dict[int, tuple[LocalAnchor, str]] = {}
         self._paths = PathMemo()  # receipts of one tree share the upper half of their paths
+        self._text = TextPath(limits, self._paths)
 
     def verify(
         self,
@@ -281,6 +283,10 @@ class Verifier:
         if isinstance(receipt, Mapping) and is_bundle(receipt):
             receipt, bundled = split_bundle(receipt)
             blocks = {**bundled, **(blocks or {})}
+        if isinstance(receipt, str | bytes) and not self._strict_schema:
+            walked_text = self._text.parse_and_walk(receipt)
+            if walked_text is not None:
+                receipt, walked = walked_text[0], walked_text[1:]
         if not isinstance(receipt, Receipt):
             if self._strict_schema:
                 from .schema import validate_schema
@@ -298,7 +304,8 @@ class Verifier:
             raise HashMismatchError(
                 f"the record's SHA-256 {record_hash.lower()} is not the hash this receipt covers ({receipt.hash})"
             )
-        pid.check_binding(receipt.proof_id, receipt.hash, receipt.hash_received)
+        if walked is None or not pid.binding_holds(receipt.proof_id, receipt.hash, receipt.hash_received):
+            pid.check_binding(receipt.proof_id, receipt.hash, receipt.hash_received)
         if not receipt.branches:
             return VerificationResult(receipt, None, ())
         root, anchors = walked or recompute_root(receipt)

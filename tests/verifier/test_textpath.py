@@ -1,0 +1,252 @@
+"""The one-pass path on a receipt's text agrees with decoding it and taking the general parser and walk."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from receipt_service.ledger import LocalLedger
+from receipt_verifier import Limits, MalformedReceiptError, Verifier, parse_receipt
+from receipt_verifier.codec import DEFAULT_LIMITS, load_json
+from receipt_verifier.errors import Error
+from receipt_verifier.fastpath import PathMemo
+from receipt_verifier.merkle import path_sides, sibling_kinds
+from receipt_verifier.proof_id import binding_holds, check_binding
+from receipt_verifier.textpath import TextPath
+from receipt_verifier.verify import recompute_root
+from tests.conftest import load_vector, service_receipts
+
+
+def _text(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))  # as the service writes it
+
+
+def _general(text: str | bytes) -> tuple[Any, bytes, Any] | None:
+    try:
+        r = parse_receipt(load_json(text))
+        root, anchors = recompute_root(r)
+    except Error:
+        return None
+    return r, root, anchors
+
+
+def _agree(text: str | bytes, path: TextPath | None = None) -> bool:
+    """Whether the text path took it; when it did, it must give exactly what the general path gives."""
+    fast = (path or TextPath(DEFAULT_LIMITS, PathMemo())).parse_and_walk(text)
+    if fast is not None:
+        assert _general(text) == fast, "the text path accepted or computed something the general path does not"
+    return fast is not None
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 17, 64])
+def test_service_receipts_take_the_text_path_with_identical_results(tmp_path: Any, n: int) -> None:
+    path = TextPath(DEFAULT_LIMITS, PathMemo())
+    for doc in service_receipts(tmp_path, n, max(1, n // 2)):
+        text = _text(doc)
+        assert _agree(text, path)
+        assert _agree(text.encode(), path)  # bytes too, as files are read
+
+
+def test_the_verifier_reports_the_same_through_text_and_general_paths(tmp_path: Any) -> None:
+    docs = service_receipts(tmp_path, 9, 4)
+    key = LocalLedger(tmp_path).public_key
+    v = Verifier([key])
+    for doc in docs:
+        assert v.verify(_text(doc)) == Verifier([key]).verify(parse_receipt(doc))
+    assert v._paths.hits > 0
+
+
+def test_every_receipt_of_a_tree_shares_one_parse_of_its_anchors(tmp_path: Any) -> None:
+    docs = service_receipts(tmp_path, 8, 8)
+    path = TextPath(DEFAULT_LIMITS, PathMemo())
+    results = [path.parse_and_walk(_text(d)) for d in docs]
+    assert all(r is not None for r in results)
+    assert len({id(r[2][0]) for r in results if r is not None}) == 1
+    assert len(path._anchors) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda t: t + "\n",  # JSON whitespace around the document: still taken
+        lambda t: " \r\n\t" + t,
+    ],
+)
+def test_whitespace_around_the_document_is_taken(tmp_path: Any, change: Any) -> None:
+    assert _agree(change(_text(service_receipts(tmp_path, 3)[1])))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: json.dumps(d),  # other separators
+        lambda d: json.dumps(dict(reversed(list(d.items()))), separators=(",", ":")),  # another key order
+        lambda d: _text(d).replace('"hash":"' + d["hash"][:1], '"hash":"\\u00' + hex(ord(d["hash"][0]))[2:], 1),
+        lambda d: _text(d).replace('"tree_index":0', '"tree_index":0.0'),
+        lambda d: _text(d).replace('"tree_index":0', '"tree_index":00'),
+        lambda d: _text(d).replace('"state":"anchored",', '"state":"anchored","state":"anchored",'),
+        lambda d: _text(d).replace('"anchors":[{', '"anchors":[{"type":"local",'),  # a repeated key in an anchor
+        lambda d: _text(d).replace("}]}]}]}", "}]}]},{}]}"),  # a second branch
+        lambda d: _text(d)[:-1],
+    ],
+)
+def test_other_layouts_go_to_the_general_path(tmp_path: Any, change: Any) -> None:
+    doc = service_receipts(tmp_path, 3)[1]
+    text = change(doc)
+    assert not _agree(text)
+    general = _general(text)
+    if general is not None:  # valid in another layout: the general path still takes it
+        assert general == _general(_text(doc))
+
+
+def test_a_repeated_key_inside_the_anchors_is_refused_as_the_general_path_refuses_it(tmp_path: Any) -> None:
+    text = _text(service_receipts(tmp_path, 3)[1]).replace('"anchors":[{', '"anchors":[{"type":"local",')
+    path = TextPath(DEFAULT_LIMITS, PathMemo())
+    assert path.parse_and_walk(text) is None and not path._anchors  # not taken, nothing kept
+    with pytest.raises(MalformedReceiptError, match="duplicate key 'type'"):
+        Verifier().verify(text)
+
+
+def test_unknown_anchor_types_are_taken_but_never_shared() -> None:
+    text = _text(load_vector("valid/unknown-anchor-type.json"))
+    path = TextPath(DEFAULT_LIMITS, PathMemo())
+    for _ in range(2):
+        _agree(text, path)
+    assert not path._anchors
+
+
+_CHARS = st.sampled_from([*'0123456789abcdefABCDEF"{}[],:\\ lr-.TZx\u00e9\u0660', "\\u0030", '""', "}]", "0.0"])
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_texts_never_take_the_text_path_wrongly(tmp_path_factory: Any, data: st.DataObject) -> None:
+    base = [_text(d) for d in service_receipts(tmp_path_factory.mktemp("tp"), 6, 3)]
+    base.append(_text(load_vector("valid/local-and-fabric.json")))
+    text = data.draw(st.sampled_from(base))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(text)))
+        action = data.draw(st.sampled_from(["replace", "insert", "delete", "swap"]))
+        if action == "replace":
+            text = text[:at] + data.draw(_CHARS) + text[at + 1 :]
+        elif action == "insert":
+            text = text[:at] + data.draw(_CHARS) + text[at:]
+        elif action == "delete":
+            text = text[:at] + text[at + data.draw(st.integers(1, 70)) :]
+        else:  # move a piece elsewhere, as a reordering would
+            n = data.draw(st.integers(1, 120))
+            piece, rest = text[at : at + n], text[:at] + text[at + n :]
+            to = data.draw(st.integers(0, len(rest)))
+            text = rest[:to] + piece + rest[to:]
+    _agree(text)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_changed_values_in_the_service_layout_agree(tmp_path_factory: Any, data: st.DataObject) -> None:
+    """Valid JSON in the service's layout with values changed: what the text path takes, it takes rightly."""
+    docs = service_receipts(tmp_path_factory.mktemp("tv"), 5, 5)
+    doc = json.loads(_text(data.draw(st.sampled_from(docs))))
+    ops = doc["branches"][0]["ops"]
+    field = data.draw(st.sampled_from(["hash", "proof_id", "hash_received", "tree", "salt", "sibling", "side"]))
+    hexes = st.text("0123456789abcdef", min_size=0, max_size=66)
+    if field in ("hash", "proof_id", "hash_received"):
+        doc[field] = data.draw(st.one_of(hexes, st.just(doc[field].upper()), st.just(doc[field][::-1])))
+    elif field == "tree":
+        key = data.draw(st.sampled_from(["window_id", "tree_index", "leaf_index", "tree_size"]))
+        doc["tree"][key] = data.draw(st.one_of(st.integers(-1, 2**33), st.text(max_size=70)))
+    elif field == "salt":
+        ops[0]["l"] = data.draw(hexes)
+    else:
+        i = 4 + 3 * data.draw(st.integers(0, (len(ops) - 5) // 3 - 1)) if len(ops) > 5 else 4
+        if field == "sibling" and len(ops) > 5:
+            (side,) = ops[i]
+            ops[i][side] = data.draw(hexes)
+        elif len(ops) > 5:
+            ((side, value),) = ops[i].items()
+            ops[i] = {{"l": "r", "r": "l"}[side]: value}
+    _agree(_text(doc))
+
+
+def test_a_changed_sibling_changes_the_root_with_the_memo_primed(tmp_path: Any) -> None:
+    docs = service_receipts(tmp_path, 32, 32)
+    path = TextPath(DEFAULT_LIMITS, PathMemo())
+    for doc in docs:
+        assert _agree(_text(doc), path)
+    truth = _general(_text(docs[9]))
+    assert truth is not None
+    for level in range(5):
+        bad = json.loads(_text(docs[9]))
+        sib = bad["branches"][0]["ops"][4 + 3 * level]
+        (side,) = sib
+        sib[side] = ("0" if sib[side][0] != "0" else "1") + sib[side][1:]
+        fast = path.parse_and_walk(_text(bad))
+        assert fast is not None and fast[1] != truth[1], level
+        assert _agree(_text(bad), path), level
+
+
+def test_the_text_path_keeps_to_the_limits_at_their_edges() -> None:
+    text = _text(load_vector("valid/leaf0-of-3.json"))  # 11 ops, one anchor, one branch at depth 1
+    for limits, taken in [
+        (Limits(max_ops=11), True),
+        (Limits(max_ops=10), False),
+        (Limits(max_anchors=1), True),
+        (Limits(max_anchors=0), False),
+        (Limits(max_branches=1, max_depth=1), True),
+        (Limits(max_branches=0), False),
+        (Limits(max_depth=0), False),
+        (Limits(max_bytes=len(text)), True),
+        (Limits(max_bytes=len(text) - 1), False),
+    ]:
+        assert (TextPath(limits, None).parse_and_walk(text) is not None) is taken, limits
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [('"tree_index":0', '"tree_index":2147483648'), ('"tree_size":3', '"tree_size":4294967297')],
+)
+def test_numbers_past_their_bounds_go_to_the_codec(old: str, new: str) -> None:
+    text = _text(load_vector("valid/leaf0-of-3.json")).replace(old, new)
+    assert not _agree(text)
+    with pytest.raises(MalformedReceiptError):
+        parse_receipt(load_json(text))
+
+
+def test_path_sides_equal_sibling_kinds() -> None:
+    for size in range(1, 300):
+        for index in range(size):
+            assert path_sides(index, size) == "".join(sibling_kinds(index, size)), (index, size)
+    rng = random.Random(7)
+    for _ in range(3000):
+        size = rng.randrange(1, 1 << 32)
+        index = rng.choice([rng.randrange(size), size - 1, max(0, size - 64), (size - 1) & ~63])
+        assert path_sides(index, size) == "".join(sibling_kinds(index, size)), (index, size)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pid=st.uuids(), h=st.text("0123456789abcdef", min_size=64, max_size=64), received=st.text(max_size=30))
+def test_binding_holds_exactly_when_check_binding_passes(pid: Any, h: str, received: str) -> None:
+    try:
+        check_binding(str(pid), h, received)
+        passed = True
+    except Error:
+        passed = False
+    assert binding_holds(str(pid), h, received) is passed
+
+
+def test_binding_holds_for_service_receipts_and_not_for_another_hash(tmp_path: Any) -> None:
+    for doc in service_receipts(tmp_path, 4):
+        assert binding_holds(doc["proof_id"], doc["hash"], doc["hash_received"])
+        other = ("0" if doc["hash"][0] != "0" else "1") + doc["hash"][1:]
+        assert not binding_holds(doc["proof_id"], other, doc["hash_received"])
+        assert not binding_holds(doc["proof_id"], doc["hash"], doc["hash_received"][:-2] + "9Z")
+
+
+def test_bytes_that_are_not_ascii_go_to_the_general_path(tmp_path: Any) -> None:
+    text = _text(service_receipts(tmp_path, 3)[1]).encode()
+    assert not _agree(text.replace(b'"window_tree"', '"window_tr\u00e9e"'.encode()))

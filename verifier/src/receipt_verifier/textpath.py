@@ -1,0 +1,114 @@
+"""The one-pass path on a receipt's text: an anchored v1 receipt exactly as the reference service writes it.
+
+The service writes compact JSON with its keys in one order. ``TextPath.parse_and_walk`` matches that
+layout with one regular expression, whose every value class excludes ``"`` and ``\\``, so each value
+is read straight from the text. The text then decodes, as JSON, to exactly the document
+``fastpath.parse_and_walk`` takes: the same keys, once each, holding the same values. Only the anchors
+list is decoded (strictly, refusing repeated keys), once per distinct text, since every receipt of a
+tree carries the same one. Anything else (other whitespace, key order, escapes, a bound crossed)
+returns None and the caller decodes the text. A differential test holds this path to the others.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .codec import MAX_TREE_SIZE, Limits, parse_anchor
+from .errors import MalformedReceiptError
+from .fastpath import SEG, SIBLING_TAIL, SIDE_AT, PathMemo, _build, walk_and_build
+from .merkle import path_sides
+from .model import BRANCH_LABEL, CONTEXT_V1, RECEIPT_TYPE, Anchor, FabricAnchor, LocalAnchor, Receipt, TreeInfo
+from .strict_json import loads
+
+_HEX64 = "[0-9a-f]{64}"
+_INT = "(0|[1-9][0-9]{0,9})"
+_WS = "[ \t\n\r]*"
+_RECEIPT = re.compile(
+    _WS
+    + re.escape(f'{{"@context":"{CONTEXT_V1}","type":"{RECEIPT_TYPE}","hash":"')
+    + f"({_HEX64})"
+    + re.escape('","proof_id":"')
+    + "([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    + re.escape('","hash_received":"')
+    + r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{7}Z)"
+    + re.escape('","state":"anchored","tree":{"window_id":"')
+    + "([A-Za-z0-9._:-]{1,64})"
+    + re.escape('","tree_index":')
+    + _INT
+    + re.escape(',"leaf_index":')
+    + _INT
+    + re.escape(',"tree_size":')
+    + _INT
+    + re.escape(f'}},"branches":[{{"label":"{BRANCH_LABEL}","ops":[{{"l":"')
+    + f"({_HEX64})"
+    + re.escape('"},{"op":"sha-256"},{"l":"00"},{"op":"sha-256"},')
+    + "((?:"
+    + re.escape('{"')
+    + "[lr]"
+    + re.escape('":"')
+    + _HEX64
+    + re.escape(SIBLING_TAIL)
+    + ")*)"
+    + re.escape('{"anchors":')
+    + r"(\[.*\])"
+    + re.escape("}]}]}")
+    + _WS,
+    re.DOTALL,
+)
+_ANCHORS_MAX = 4096  # distinct anchors lists kept; the cache starts over when full
+
+
+class TextPath:
+    """Parses and walks receipts from their text, sharing work between receipts of one tree."""
+
+    def __init__(self, limits: Limits, memo: PathMemo | None) -> None:
+        self._limits = limits
+        self._memo = memo
+        self._anchors: dict[str, tuple[Anchor, ...]] = {}
+
+    def parse_and_walk(self, text: str | bytes) -> tuple[Receipt, bytes, tuple[Anchor, ...]] | None:
+        """(receipt, root, anchors) for an anchored v1 receipt in the service's layout, else None."""
+        limits = self._limits
+        if len(text) > limits.max_bytes or limits.max_branches < 1 or limits.max_depth < 1:
+            return None
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+        m = _RECEIPT.fullmatch(text)
+        if m is None:
+            return None
+        h, proof_id, received, window_id, tree_index, index, size, salt, path, listed = m.groups()
+        tree_index_i, index_i, size_i = int(tree_index), int(index), int(size)
+        if tree_index_i >= 2**31 or not index_i < size_i <= MAX_TREE_SIZE:
+            return None
+        if salt[32:] != proof_id.replace("-", ""):
+            return None
+        sides = path_sides(index_i, size_i)
+        k = len(sides)
+        if len(path) != k * SEG or 5 + 3 * k > limits.max_ops or path[SIDE_AT::SEG] != sides:
+            return None
+        anchors = self._anchors.get(listed) or self._parse_anchors(listed)
+        if anchors is None:
+            return None
+        tree = _build(TreeInfo, window_id=window_id, tree_index=tree_index_i, leaf_index=index_i, tree_size=size_i)
+        return walk_and_build(h, proof_id, received, tree, salt, path, anchors, self._memo)
+
+    def _parse_anchors(self, listed: str) -> tuple[Anchor, ...] | None:
+        """The anchors list decoded and parsed as ``fastpath`` does; kept when made of known anchor types."""
+        try:
+            doc: Any = loads(listed)
+            if type(doc) is not list or not 1 <= len(doc) <= self._limits.max_anchors:
+                return None
+            anchors = tuple([parse_anchor(a) for a in doc])
+        except (ValueError, RecursionError, MalformedReceiptError):
+            return None
+        if len({(a.type, a.anchor_id) for a in anchors}) != len(anchors):
+            return None
+        if all(type(a) in (LocalAnchor, FabricAnchor) for a in anchors):  # immutable: safe to share
+            if len(self._anchors) >= _ANCHORS_MAX:
+                self._anchors.clear()
+            self._anchors[listed] = anchors
+        return anchors
