@@ -58,3 +58,18 @@ def anchored_receipts(n: int, max_leaves: int = 25_000) -> tuple[list[str], Loca
         )
         texts += [dumps(r) for r in render_tree(wt, [to_anchor(ledger.key_id, signed)])]
     return texts, ledger
+
+
+def window_receipts(windows: int, leaves: int = 64) -> tuple[list[str], LocalLedger]:
+    """One receipt from each of ``windows`` windows of ``leaves`` hashes: every receipt its own signed entry."""
+    ledger = LocalLedger(Path(tempfile.mkdtemp(prefix="bench-ledger-")))
+    subs = submissions(windows * leaves)
+    texts = []
+    for w in range(windows):
+        for wt in build_window(f"w{w}", subs[w * leaves : (w + 1) * leaves], leaves):
+            root = TreeRoot(
+                f"w{w}", wt.tree_index, wt.tree.size, wt.root_hex, "2025-01-01T00:00:00Z", "2025-01-01T00:00:01Z"
+            )
+            signed = ledger.append(root, "2025-01-01T00:00:01Z")
+            texts.append(dumps(render_tree(wt, [to_anchor(ledger.key_id, signed)])[w % leaves]))
+    return texts, ledger

@@ -155,9 +155,11 @@ _LOCAL_CACHE: dict[str, tuple[dict[str, Any], LocalAnchor]] = {}
 LOCAL_CACHE_MAX = 4096  # parsed local anchors kept; the cache starts over when full
 
 
-def _anchor(value: Any, where: str) -> Anchor:
+def _anchor(value: Any, where: str, remember: bool = True) -> Anchor:
     obj = _obj(value, where)
     kind = obj.get("type")
+    if kind == "local" and not remember:
+        return _local_anchor(obj, where)
     if kind == "local":
         # Receipts of one tree share one ledger entry: reuse its parse when the raw object is
         # exactly equal (a C-level dict compare), keyed by the signature it carries.
@@ -174,9 +176,12 @@ def _anchor(value: Any, where: str) -> Anchor:
     return _other_anchor(obj, kind, where)
 
 
-def parse_anchor(value: Any, where: str = "anchor") -> Anchor:
-    """Parse one anchor object (as found in an ``anchors`` op); raise on anything off-spec."""
-    return _anchor(value, where)
+def parse_anchor(value: Any, where: str = "anchor", remember: bool = True) -> Anchor:
+    """Parse one anchor object (as found in an ``anchors`` op); raise on anything off-spec.
+
+    ``remember`` keeps a copy of a local anchor to reuse its parse for an equal object later; a
+    caller that keeps its own (the text path) passes False."""
+    return _anchor(value, where, remember)
 
 
 def _local_anchor(obj: dict[str, Any], where: str) -> LocalAnchor:

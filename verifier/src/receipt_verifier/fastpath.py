@@ -42,7 +42,7 @@ SIDE_AT, VALUE_AT = 2, 6
 T = TypeVar("T")
 
 
-def _build(cls: type[T], **fields: Any) -> T:
+def make_frozen(cls: type[T], **fields: Any) -> T:
     """A frozen model object with every field given, without the per-field frozen ``__setattr__``
     of the generated ``__init__`` (half the cost; these models have no ``__post_init__``)."""
     obj = object.__new__(cls)
@@ -114,7 +114,7 @@ def parse_and_walk(
         or not 0 <= index < size <= MAX_TREE_SIZE
     ):
         return None
-    tree = _build(TreeInfo, window_id=window_id, tree_index=tree_index, leaf_index=index, tree_size=size)
+    tree = make_frozen(TreeInfo, window_id=window_id, tree_index=tree_index, leaf_index=index, tree_size=size)
     kinds = sibling_kinds(index, size)
     k = len(kinds)
     end = 4 + 3 * k
@@ -190,13 +190,13 @@ def walk_and_build(
     if passed:
         assert memo is not None
         memo.put(passed, path, value, ops)
-    receipt = _build(
+    receipt = make_frozen(
         Receipt,
         hash=h,
         proof_id=proof_id,
         hash_received=received,
         state="anchored",
-        branches=(_build(Branch, ops=ops, label=BRANCH_LABEL, branches=()),),
+        branches=(make_frozen(Branch, ops=ops, label=BRANCH_LABEL, branches=()),),
         tree=tree,
         pending_anchors=(),
     )

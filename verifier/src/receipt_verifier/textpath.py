@@ -16,10 +16,10 @@ from typing import Any
 
 from .codec import MAX_TREE_SIZE, Limits, parse_anchor
 from .errors import MalformedReceiptError
-from .fastpath import SEG, SIBLING_TAIL, SIDE_AT, PathMemo, _build, walk_and_build
+from .fastpath import SEG, SIBLING_TAIL, SIDE_AT, PathMemo, make_frozen, walk_and_build
 from .merkle import path_sides
 from .model import BRANCH_LABEL, CONTEXT_V1, RECEIPT_TYPE, Anchor, FabricAnchor, LocalAnchor, Receipt, TreeInfo
-from .strict_json import loads
+from .strict_json import loads_anchors
 
 _HEX64 = "[0-9a-f]{64}"
 _INT = "(0|[1-9][0-9]{0,9})"
@@ -49,7 +49,7 @@ _RECEIPT = re.compile(
     + re.escape('":"')
     + _HEX64
     + re.escape(SIBLING_TAIL)
-    + ")*)"
+    + ")*+)"  # possessive: a level given back could never match {"anchors": (a level starts {"l or {"r)
     + re.escape('{"anchors":')
     + r"(\[.*\])"
     + re.escape("}]}]}")
@@ -93,16 +93,16 @@ class TextPath:
         anchors = self._anchors.get(listed) or self._parse_anchors(listed)
         if anchors is None:
             return None
-        tree = _build(TreeInfo, window_id=window_id, tree_index=tree_index_i, leaf_index=index_i, tree_size=size_i)
+        tree = make_frozen(TreeInfo, window_id=window_id, tree_index=tree_index_i, leaf_index=index_i, tree_size=size_i)
         return walk_and_build(h, proof_id, received, tree, salt, path, anchors, self._memo)
 
     def _parse_anchors(self, listed: str) -> tuple[Anchor, ...] | None:
         """The anchors list decoded and parsed as ``fastpath`` does; kept when made of known anchor types."""
         try:
-            doc: Any = loads(listed)
+            doc: Any = loads_anchors(listed)
             if type(doc) is not list or not 1 <= len(doc) <= self._limits.max_anchors:
                 return None
-            anchors = tuple([parse_anchor(a) for a in doc])
+            anchors = tuple([parse_anchor(a, remember=False) for a in doc])
         except (ValueError, RecursionError, MalformedReceiptError):
             return None
         if len({(a.type, a.anchor_id) for a in anchors}) != len(anchors):

@@ -20,8 +20,8 @@ from .errors import AnchorPolicyError, BranchError, FabricEvidenceError, HashMis
 from .evidence import Blocks, is_bundle, load_document, split_bundle
 from .fabric.evidence import FabricChecker
 from .fabric.trust import ChannelTrust
-from .fastpath import PathMemo, parse_and_walk
-from .ledger import entry_hash, key_id, verify_entry_signature
+from .fastpath import PathMemo, make_frozen, parse_and_walk
+from .ledger import key_id, verify_entry_signature
 from .merkle import Side, path_shape, sibling_kinds
 from .model import BRANCH_LABEL, Anchor, FabricAnchor, LedgerEntry, LocalAnchor, Op, Receipt, UnknownAnchor
 from .textpath import TextPath
@@ -276,17 +276,18 @@ class Verifier:
         """Verify one receipt (or evidence bundle); raise a ``receipt_verifier.errors.Error`` if it is malformed
         or tampered. ``blocks`` are Fabric blocks keyed by (channel, number), as an evidence bundle holds them."""
         walked: tuple[bytes, tuple[Anchor, ...]] | None = None
-        if (isinstance(receipt, str) and _EVIDENCE_MARK in receipt[:300]) or (
-            isinstance(receipt, bytes) and _EVIDENCE_MARK_B in receipt[:300]
-        ):
-            receipt = load_document(receipt)
-        if isinstance(receipt, Mapping) and is_bundle(receipt):
-            receipt, bundled = split_bundle(receipt)
-            blocks = {**bundled, **(blocks or {})}
-        if isinstance(receipt, str | bytes) and not self._strict_schema:
-            walked_text = self._text.parse_and_walk(receipt)
+        if type(receipt) in (str, bytes) and not self._strict_schema:  # a receipt as the service writes it
+            walked_text = self._text.parse_and_walk(receipt)  # type: ignore[arg-type]
             if walked_text is not None:
                 receipt, walked = walked_text[0], walked_text[1:]
+        if walked is None:
+            if (isinstance(receipt, str) and _EVIDENCE_MARK in receipt[:300]) or (
+                isinstance(receipt, bytes) and _EVIDENCE_MARK_B in receipt[:300]
+            ):
+                receipt = load_document(receipt)
+            if isinstance(receipt, Mapping) and is_bundle(receipt):
+                receipt, bundled = split_bundle(receipt)
+                blocks = {**bundled, **(blocks or {})}
         if not isinstance(receipt, Receipt):
             if self._strict_schema:
                 from .schema import validate_schema
@@ -311,7 +312,7 @@ class Verifier:
         root, anchors = walked or recompute_root(receipt)
         root_hex = root.hex()
         results = tuple([self._anchor(a, receipt, root_hex, blocks) for a in anchors])
-        return VerificationResult(receipt, root_hex, results)
+        return make_frozen(VerificationResult, receipt=receipt, root=root_hex, anchors=results)
 
     def verify_policy(
         self,
@@ -344,7 +345,15 @@ class Verifier:
         else:
             assert isinstance(anchor, UnknownAnchor)
             status, reason = AnchorStatus.NOT_VERIFIED, f"unknown anchor type {anchor.type!r}: kept, not checked"
-        return AnchorResult(anchor.type, anchor.anchor_id, status, reason, root_hex, details)
+        return make_frozen(
+            AnchorResult,
+            type=anchor.type,
+            anchor_id=anchor.anchor_id,
+            status=status,
+            reason=reason,
+            expected_value=root_hex,
+            details=details,
+        )
 
     def _fabric_anchor(
         self, anchor: FabricAnchor, receipt: Receipt, root_hex: str, blocks: Blocks | None
@@ -398,12 +407,13 @@ class Verifier:
             return AnchorStatus.NOT_VERIFIED, f"no pinned ledger key with id {a.key_id} (pass --ledger-key)"
         cache_key = (a.key_id, a.signature, e)
         if cache_key not in self._sig_cache:
+            canonical = e.canonical_bytes()
             try:
-                verify_entry_signature(key, e, a.signature)
+                verify_entry_signature(key, e, a.signature, canonical)
             except LedgerError as exc:
                 return AnchorStatus.FAILED, str(exc)
-            seen = self._seen_entries.setdefault((a.key_id, e.seq), entry_hash(e))
-            if seen != entry_hash(e):
+            digest = hashlib.sha256(canonical).hexdigest()  # entry_hash(e)
+            if self._seen_entries.setdefault((a.key_id, e.seq), digest) != digest:
                 return AnchorStatus.FAILED, (
                     f"ledger fork: key {a.key_id} signed two different entries with seq {e.seq}"
                 )
