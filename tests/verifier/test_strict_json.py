@@ -67,3 +67,33 @@ def test_the_cheap_check_agrees_with_the_strict_parser(pairs: list[tuple[str, An
             strict_json.loads_receipt(text)
         return
     assert strict_json.loads_receipt(text) == expected
+
+
+ANCHORS = json.dumps(json.loads(RECEIPT)["branches"][0]["ops"][-1]["anchors"], separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ANCHORS.replace('"type":', '"type":"local","type":', 1),
+        ANCHORS.replace('"seq":', '"seq":1,"seq":', 1),  # inside the ledger entry
+        ANCHORS.replace('"seq":', '"seq" :1,"seq":', 1),  # spaced: counting is not trusted
+        "[" + ANCHORS[1:-1] + ',{"a":1,"a":2}]',
+    ],
+)
+def test_a_repeated_key_in_an_anchors_list_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="duplicate key"):
+        strict_json.loads_anchors(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(st.tuples(keys, values), max_size=6), max_size=3))
+def test_the_anchors_count_agrees_with_the_strict_parser(anchors: list[list[tuple[str, Any]]]) -> None:
+    text = "[" + ",".join(_render(a) if a else "{}" for a in anchors) + "]"
+    try:
+        expected = strict_json.loads(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            strict_json.loads_anchors(text)
+        return
+    assert strict_json.loads_anchors(text) == expected
