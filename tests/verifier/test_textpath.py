@@ -250,3 +250,25 @@ def test_binding_holds_for_service_receipts_and_not_for_another_hash(tmp_path: A
 def test_bytes_that_are_not_ascii_go_to_the_general_path(tmp_path: Any) -> None:
     text = _text(service_receipts(tmp_path, 3)[1]).encode()
     assert not _agree(text.replace(b'"window_tree"', '"window_tr\u00e9e"'.encode()))
+
+
+@pytest.mark.parametrize("bad", ["A", '"', "\\", " ", "\u00e9", "g"])
+@pytest.mark.parametrize("where", ["hash", "salt", "lowest", "highest"])
+def test_a_hash_that_is_not_lowercase_hex_is_never_taken_even_with_the_memo_primed(
+    tmp_path: Any, bad: str, where: str
+) -> None:
+    docs = service_receipts(tmp_path, 32, 32)
+    path = TextPath(DEFAULT_LIMITS, PathMemo())
+    for doc in docs:
+        assert path.parse_and_walk(_text(doc)) is not None
+    doc = json.loads(_text(docs[6]))
+    ops = doc["branches"][0]["ops"]
+    if where in ("hash", "salt"):
+        target, key = (doc, "hash") if where == "hash" else (ops[0], "l")
+    else:
+        target = ops[4] if where == "lowest" else ops[-4]
+        (key,) = target
+    target[key] = target[key][:40] + bad + target[key][41:]
+    text = _text(doc).replace("\\\\", "\\")  # the raw character in the text, as an attacker would write it
+    assert path.parse_and_walk(text) is None
+    assert _general(text) is None

@@ -161,13 +161,21 @@ def walk_and_build(
     path: str,
     anchors: tuple[Anchor, ...],
     memo: PathMemo | None,
-) -> tuple[Receipt, bytes, tuple[Anchor, ...]]:
-    """Hash a checked v1 path to its root and build the receipt: the shared tail of the one-pass paths.
+) -> tuple[Receipt, bytes, tuple[Anchor, ...]] | None:
+    """Hash a v1 path to its root and build the receipt: the shared tail of the one-pass paths; None when
+    ``h``, ``salt`` or a sibling is not lowercase hex of its length.
 
-    Every value is already checked: ``h`` and ``salt`` are lowercase hex of their lengths, ``path`` is
-    the siblings in text layout (``SEG`` characters a level) with the sides ``sibling_kinds`` gives."""
+    ``path`` is the siblings in text layout (``SEG`` characters a level) with the sides ``sibling_kinds``
+    gives. Each sibling hashed is checked here; a level taken from the memo is text equal to a path
+    whose every level was checked when it was walked."""
     sha = hashlib.sha256
-    value = sha(b"\x00" + sha(bytes.fromhex(salt) + bytes.fromhex(h)).digest()).digest()
+    try:
+        record, salt_bytes = bytes.fromhex(h), bytes.fromhex(salt)
+    except ValueError:
+        return None
+    if len(record) != 32 or len(salt_bytes) != 32 or record.hex() != h or salt_bytes.hex() != salt:
+        return None
+    value = sha(b"\x00" + sha(salt_bytes + record).digest()).digest()
     seen = memo.nodes.get if memo is not None else None
     passed: list[bytes] = []
     lower: list[Op] = []
@@ -183,7 +191,12 @@ def walk_and_build(
                 break
             passed.append(value)
         side, hex_value = path[at + SIDE_AT], path[at + VALUE_AT : at + VALUE_AT + 64]
-        node = bytes.fromhex(hex_value)
+        try:
+            node = bytes.fromhex(hex_value)
+        except ValueError:
+            return None
+        if node.hex() != hex_value:  # upper case, whitespace, a short value
+            return None
         value = sha(b"\x01" + node + value if side == "l" else b"\x01" + value + node).digest()
         lower += (_new(Op, (side, hex_value, ())), _NODE, _SHA)
     ops = (_new(Op, ("l", salt, ())), _SHA, _LEAF, _SHA, *lower, *upper, _new(Op, ("anchors", "", anchors)))

@@ -262,6 +262,7 @@ class Verifier:
         self._sig_cache: dict[tuple[str, str, LedgerEntry], None] = {}
         self._seen_entries: dict[tuple[str, int], str] = {}
         self._checked_anchors: dict[int, tuple[LocalAnchor, str]] = {}
+        self._local_results: dict[int, tuple[LocalAnchor, AnchorResult]] = {}
         self._paths = PathMemo()  # receipts of one tree share the upper half of their paths
         self._text = TextPath(limits, self._paths)
 
@@ -339,12 +340,32 @@ class Verifier:
         details: Mapping[str, Any] = {}
         if isinstance(anchor, LocalAnchor):
             status, reason = self._local(anchor, receipt, root_hex)
+            if status is AnchorStatus.VERIFIED:  # receipts of one tree share their anchor's (frozen) result
+                kept = self._local_results.get(id(anchor))
+                if (
+                    kept is not None
+                    and kept[0] is anchor
+                    and (kept[1].expected_value, kept[1].reason) == (root_hex, reason)
+                ):
+                    return kept[1]
             details = {"ledger_key": anchor.key_id, "seq": anchor.entry.seq, "time": anchor.entry.time}
+            result = self._result(anchor, status, reason, root_hex, details)
+            if status is AnchorStatus.VERIFIED:
+                if len(self._local_results) >= _CACHE_MAX:
+                    self._local_results.clear()
+                self._local_results[id(anchor)] = (anchor, result)  # holding it keeps its id from being reused
+            return result
         elif isinstance(anchor, FabricAnchor):
             status, reason, details = self._fabric_anchor(anchor, receipt, root_hex, blocks)
         else:
             assert isinstance(anchor, UnknownAnchor)
             status, reason = AnchorStatus.NOT_VERIFIED, f"unknown anchor type {anchor.type!r}: kept, not checked"
+        return self._result(anchor, status, reason, root_hex, details)
+
+    @staticmethod
+    def _result(
+        anchor: Anchor, status: AnchorStatus, reason: str, root_hex: str, details: Mapping[str, Any]
+    ) -> AnchorResult:
         return make_frozen(
             AnchorResult,
             type=anchor.type,
