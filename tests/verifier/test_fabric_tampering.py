@@ -155,6 +155,31 @@ def test_the_checker_checks_each_block_transaction_and_config_once(monkeypatch: 
     assert calls["config"] == calls["msps"] == 1
 
 
+def test_block_bytes_are_hashed_once_per_object_and_a_changed_copy_is_checked_anew(monkeypatch: Any) -> None:
+    hashed: list[int] = []
+    real = fabric_evidence.hashlib.sha256
+
+    def counting(data: bytes = b"") -> Any:
+        hashed.append(len(data))
+        return real(data)
+
+    checker = FabricChecker(load_trust(TRUST))
+    anchor, raw, root, tree, blocks = _checkable(BUNDLE, "insurance")
+    checker.check(anchor, raw, root, tree, blocks)
+    monkeypatch.setattr(fabric_evidence.hashlib, "sha256", counting)
+    for _ in range(3):
+        checker.check(anchor, raw, root, tree, blocks)
+    assert len(raw) not in hashed  # the same object: its digest is kept
+    same = bytes(bytearray(raw))  # equal bytes, another object: hashed once, then the checked block is found
+    assert same is not raw
+    checker.check(anchor, same, root, tree, blocks)
+    assert hashed.count(len(raw)) == 1
+    block = common_pb2.Block.FromString(raw)
+    block.metadata.metadata[0] = block.metadata.metadata[0][:-1] + bytes([block.metadata.metadata[0][-1] ^ 1])
+    with pytest.raises(fabric_evidence.FabricEvidenceError):  # a changed copy is parsed and checked again
+        checker.check(anchor, block.SerializeToString(), root, tree, blocks)
+
+
 def _checkable(bundle: dict[str, Any], channel: str) -> tuple[Any, ...]:
     """The checker's arguments for the bundle's anchor on ``channel``."""
     anchor, item = fabric_anchor(bundle, channel)

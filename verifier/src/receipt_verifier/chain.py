@@ -371,6 +371,7 @@ def _check_record(w: ChainWindow) -> None:
             raise ChainBreak("time", f"window_end {w.window_end} is more than 10 s after its transaction ({tx_time})")
 
 
+@functools.lru_cache(maxsize=256)  # a receipt asks once per anchor of its window
 def received_outside(received: str, start: str, end: str) -> str | None:
     """Why a hash received at ``received`` (``hash_received``) may not be in a chained window from
     ``start`` to ``end`` (section 14.7: every hash of a chained window was received within it), or None."""

@@ -80,13 +80,18 @@ def received_to_ticks(received: str) -> int:
     m = _RECEIVED_RE.fullmatch(received)
     if m is None:
         raise MalformedReceiptError(f"hash_received {received!r} is not of the form YYYY-MM-DDTHH:MM:SS.fffffffZ")
-    y, mo, d, h, mi, s, frac = m.groups()
     try:
-        moment = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=UTC)
+        seconds = _seconds(*m.groups()[:6])
     except ValueError as exc:
         raise MalformedReceiptError(f"hash_received {received!r} is not a real time: {exc}") from None
-    seconds = (moment - _EPOCH) // timedelta(seconds=1)
-    return seconds * 10_000_000 + int(frac) + UUID_EPOCH_OFFSET
+    return seconds * 10_000_000 + int(m[7]) + UUID_EPOCH_OFFSET
+
+
+@functools.lru_cache(maxsize=1024)
+def _seconds(y: str, mo: str, d: str, h: str, mi: str, s: str) -> int:
+    """Unix seconds of a ``hash_received``'s whole-second fields (receipts of a window share them)."""
+    moment = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(seconds=1)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -42,14 +43,14 @@ class Block:
     envelopes: tuple[bytes, ...]
     metadata: tuple[bytes, ...]
 
-    @property
+    @functools.cached_property
     def header_der(self) -> bytes:
-        """The bytes orderers sign and the next block's previous_hash covers."""
+        """The bytes orderers sign and the next block's previous_hash covers (made once)."""
         return header_bytes(self.number, self.previous_hash, self.data_hash)
 
-    @property
+    @functools.cached_property
     def header_hash(self) -> str:
-        """SHA-256 of the DER header, hex."""
+        """SHA-256 of the DER header, hex (made once: every anchor checked in this block asks for it)."""
         return hashlib.sha256(self.header_der).hexdigest()
 
 

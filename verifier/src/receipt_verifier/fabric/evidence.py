@@ -106,8 +106,9 @@ class FabricChecker:
         self.strict = strict  # evidence that contradicts the trust file fails the anchor instead of a warning
         self._msps: dict[str, MSPs] = {t.config_block_hash: t.msps() for t in channels.values()}
         self._configs: dict[tuple[str, str], ChannelTrust] = {}  # (channel, config block hash) -> verified newer config
-        self._blocks: OrderedDict[tuple[str, bytes], CheckedBlock] = OrderedDict()
+        self._blocks: OrderedDict[tuple[str, str], CheckedBlock] = OrderedDict()
         self._txs: OrderedDict[tuple[str, str, str], CheckedTx] = OrderedDict()
+        self._hashed: dict[int, tuple[bytes, str]] = {}  # id(block bytes) -> (those bytes, SHA-256 hex)
 
     def check(
         self,
@@ -180,15 +181,14 @@ class FabricChecker:
             details["warnings"] = warnings
         return reason, details
 
-    @staticmethod
-    def _contradictions(pinned: ChannelTrust, blocks: Mapping[tuple[str, int], bytes]) -> list[str]:
+    def _contradictions(self, pinned: ChannelTrust, blocks: Mapping[tuple[str, int], bytes]) -> list[str]:
         """The evidence's copy of the pinned config block, when it is not byte for byte the pinned one
         (the verdict rests on the pinned block either way; a bundle that contradicts the trust file
         deserves a word)."""
         copy = blocks.get((pinned.channel, pinned.config_block_number))
         if copy is None or not pinned.config_block_sha256:
             return []
-        if hashlib.sha256(copy).hexdigest() == pinned.config_block_sha256:
+        if _digest(self._hashed, copy) == pinned.config_block_sha256:
             return []
         number = pinned.config_block_number
         return [f"the evidence holds a config block {number} of {pinned.channel} that differs from the pinned one"]
@@ -196,7 +196,7 @@ class FabricChecker:
     # ------------------------------------------------------------------ block
 
     def _block(self, pinned: ChannelTrust, data: bytes, blocks: Mapping[tuple[str, int], bytes]) -> CheckedBlock:
-        key = (pinned.channel, hashlib.sha256(data).digest())
+        key = (pinned.channel, _digest(self._hashed, data))
         cached = self._blocks.get(key)
         if cached is not None:
             return cached
@@ -473,6 +473,19 @@ def batch_records(events: bytes) -> tuple[bytes, ...] | None:
     if event.event_name != BATCH_EVENT:
         return None
     return tuple(bytes(event.payload).split(b"\n"))
+
+
+def _digest(hashed: dict[int, tuple[bytes, str]], data: bytes) -> str:
+    """SHA-256 hex of ``data``, hashed once per bytes object: every receipt of a block passes the same
+    object, and hashing a block of a few hundred kilobytes again per receipt was most of a warm check.
+    The entry holds the object, so its id cannot be reused while it is there."""
+    hit = hashed.get(id(data))
+    if hit is not None and hit[0] is data:
+        return hit[1]
+    if len(hashed) >= _CACHE:
+        hashed.clear()
+    digest = hashed[id(data)] = (data, hashlib.sha256(data).hexdigest())
+    return digest[1]
 
 
 def _put(cache: OrderedDict[K, V], key: K, value: V) -> None:
