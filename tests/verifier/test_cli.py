@@ -177,3 +177,22 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert out.stdout == '{"results": [\n'
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
     assert out.returncode == 141  # killed by SIGPIPE, like any Unix filter
+
+
+def test_a_summary_fed_encoded_reports_keeps_what_one_fed_reports_keeps() -> None:
+    from receipt_verifier._cli import _Summary
+    from receipt_verifier.verify import AnchorPolicy
+
+    reports: list[dict[str, object]] = []
+    for i in range(130):
+        report: dict[str, object] = {"source": f"r:{i}", "valid": i % 7 != 3}
+        if i % 11 == 5:
+            report["warnings"] = [f"w{i}"]
+        reports.append(report)
+    plain, encoded = _Summary(AnchorPolicy()), _Summary(AnchorPolicy())
+    for r in reports:
+        plain.add(r)
+        encoded.add_encoded(bool(r["valid"]), "warnings" in r, json.dumps(r))
+    for name in ("receipts", "invalid", "first", "invalid_shown", "warned", "warnings"):
+        assert getattr(plain, name) == getattr(encoded, name), name
+    assert plain.invalid == 19 and plain.warned == 12 and len(plain.first) == _Summary.SHOWN

@@ -248,16 +248,19 @@ def _verify_main(argv: list[str]) -> int:
             verifier = Verifier(
                 keys, limits=limits, strict_schema=args.strict_schema, fabric_trust=trust, strict_evidence=args.strict
             )
-            results: Iterator[dict[str, Any]] = (
-                _verify_one(verifier, item, policy, record, args.hash) for item in _iter_inputs(files)
-            )
+            for item in _iter_inputs(files):
+                report = _verify_one(verifier, item, policy, record, args.hash)
+                summary.add(report)
+                if out is not None:
+                    out.result(report)
+                bar.advance()
         else:
-            results = _parallel(setup, _iter_inputs(files), jobs)
-        for report in results:
-            summary.add(report)
-            if out is not None:
-                out.result(report)
-            bar.advance()
+            for lines in _parallel(setup, _iter_inputs(files), jobs):
+                for valid, warned, text in lines:
+                    summary.add_encoded(valid, warned, text)
+                if out is not None:
+                    out.results([text for _, _, text in lines])
+                bar.advance(len(lines))
     if out is not None:
         out.close(summary.to_dict())
     else:
@@ -298,33 +301,45 @@ def _init_worker(setup: _Setup) -> None:
     _WORKER = (verifier, setup)
 
 
-def _work(chunk: list[Item]) -> list[dict[str, Any]]:
+# A report as a worker sends it back: (valid, has warnings, the report as JSON text). The parent only
+# counts and writes; it decodes the few reports it keeps for the summary.
+_Encoded = tuple[bool, bool, str]
+
+
+def _work(chunk: list[tuple[str, bytes]]) -> list[_Encoded]:
     assert _WORKER is not None
     verifier, setup = _WORKER
-    return [_verify_one(verifier, item, setup.policy, setup.record, setup.record_hash) for item in chunk]
+    out = []
+    for source, data in chunk:
+        report = _verify_one(verifier, Item(source, data), setup.policy, setup.record, setup.record_hash)
+        out.append((bool(report["valid"]), "warnings" in report, json.dumps(report)))
+    return out
 
 
-def _parallel(setup: _Setup, items: Iterator[Item], jobs: int, chunk: int = 1000) -> Iterator[dict[str, Any]]:
-    """Results in input order from ``jobs`` processes; at most 2 chunks per process in flight (bounded memory).
+def _parallel(setup: _Setup, items: Iterator[Item], jobs: int, chunk: int = 1000) -> Iterator[list[_Encoded]]:
+    """Chunks of encoded reports in input order from ``jobs`` processes; at most 2 chunks per process in
+    flight (bounded memory).
 
     Receipts of one tree sit next to each other in the service's output, so a chunk mostly shares its
-    tree's anchors, ledger signatures and Fabric blocks, which each process checks once and caches."""
+    tree's anchors, ledger signatures and Fabric blocks, which each process checks once and caches. The
+    workers also encode the reports: the parent, which reads the input and writes the output for every
+    process, would otherwise be the limit."""
     from concurrent.futures import Future, ProcessPoolExecutor
 
-    pending: deque[Future[list[dict[str, Any]]]] = deque()
+    pending: deque[Future[list[_Encoded]]] = deque()
     with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(setup,)) as pool:
-        batch: list[Item] = []
+        batch: list[tuple[str, bytes]] = []
         for item in items:
-            batch.append(item)
+            batch.append((item.source, item.data))
             if len(batch) == chunk:
                 pending.append(pool.submit(_work, batch))
                 batch = []
                 while len(pending) >= 2 * jobs:
-                    yield from pending.popleft().result()
+                    yield pending.popleft().result()
         if batch:
             pending.append(pool.submit(_work, batch))
         while pending:
-            yield from pending.popleft().result()
+            yield pending.popleft().result()
 
 
 class _Summary:
@@ -340,6 +355,13 @@ class _Summary:
         self.invalid_shown: list[dict[str, Any]] = []  # the first SHOWN invalid reports
         self.warned = 0
         self.warnings: list[str] = []  # the first SHOWN warnings, with their receipts
+
+    def add_encoded(self, valid: bool, warned: bool, text: str) -> None:
+        """``add`` for a report sent as JSON text: decoded only when it is kept or its warnings are."""
+        if valid and not warned and len(self.first) >= self.SHOWN:
+            self.receipts += 1
+            return
+        self.add(json.loads(text))
 
     def add(self, report: dict[str, Any]) -> None:
         self.receipts += 1
@@ -375,8 +397,13 @@ class _JsonWriter:
         stream.write('{"results": [')
 
     def result(self, report: dict[str, Any]) -> None:
-        self.stream.write((",\n  " if self.n else "\n  ") + json.dumps(report))
-        self.n += 1
+        self.results([json.dumps(report)])
+
+    def results(self, texts: list[str]) -> None:
+        """Reports already encoded, in one write."""
+        if texts:
+            self.stream.write((",\n  " if self.n else "\n  ") + ",\n  ".join(texts))
+            self.n += len(texts)
 
     def close(self, summary: dict[str, Any]) -> None:
         self.stream.write(f'\n], "summary": {json.dumps(summary)}}}\n')
