@@ -272,3 +272,36 @@ def test_a_hash_that_is_not_lowercase_hex_is_never_taken_even_with_the_memo_prim
     text = _text(doc).replace("\\\\", "\\")  # the raw character in the text, as an attacker would write it
     assert path.parse_and_walk(text) is None
     assert _general(text) is None
+
+
+def test_the_memo_never_holds_a_receipts_anchors(tmp_path: Any) -> None:
+    docs = service_receipts(tmp_path, 16, 16)
+    memo = PathMemo()
+    path = TextPath(DEFAULT_LIMITS, memo)
+    for doc in docs:
+        assert path.parse_and_walk(_text(doc)) is not None
+    assert memo.nodes
+    assert all(op.kind != "anchors" for _, _, _, ops in memo.nodes.values() for op in ops)
+
+
+def test_the_anchors_cache_is_bounded_by_the_text_it_holds(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from receipt_verifier import textpath
+
+    docs = service_receipts(tmp_path, 6, 1)  # six trees: six anchors lists
+    listed = len(json.dumps(docs[0]["branches"][0]["ops"][-1]["anchors"], separators=(",", ":")))
+    monkeypatch.setattr(textpath, "_ANCHORS_CHARS", 2 * listed + 10)  # room for two lists
+    path = TextPath(DEFAULT_LIMITS, PathMemo())
+    for i, doc in enumerate(docs):
+        assert _agree(_text(doc), path)
+        assert len(path._anchors) == 1 + i % 2
+        assert path._anchors_chars <= textpath._ANCHORS_CHARS
+
+
+def test_a_shared_local_anchor_result_is_read_only(tmp_path: Any) -> None:
+    docs = service_receipts(tmp_path, 4, 4)
+    v = Verifier([LocalLedger(tmp_path).public_key])
+    first, second = (v.verify(_text(d)).anchors[0] for d in docs[:2])
+    assert first is second  # one tree, one ledger entry: one result
+    with pytest.raises(TypeError):
+        first.details["seq"] = 999  # type: ignore[index]
+    assert first.to_dict()["details"]["seq"] == 0

@@ -54,18 +54,21 @@ class PathMemo:
     """Work shared between receipts of one tree: their paths meet below the root.
 
     Maps a node a path passed through to (its step on that path, the path's siblings in text layout,
-    the root they gave, the path's ops). A later path that reaches the same node with the same
-    siblings above it has the same root and the same ops above it, so neither is made again: a
-    receipt whose neighbour was checked before hashes about two levels. Bounded; cleared when full.
+    the root they gave, the path's ops without the anchors). A later path that reaches the same node
+    with the same siblings above it has the same root and the same ops above it, so neither is made
+    again: a receipt whose neighbour was checked before hashes about two levels. At most ``size``
+    nodes, cleared when full; an entry holds only a path (at most 32 levels of 101 characters) and
+    its ops, never a receipt's anchors, so the memo stays within a few tens of MiB whatever it is fed.
     """
 
-    def __init__(self, size: int = 8192) -> None:
+    def __init__(self, size: int = 4096) -> None:
         self.size = size
         self.nodes: dict[bytes, tuple[int, str, bytes, tuple[Op, ...]]] = {}
         self.hits = 0
 
     def put(self, values: list[bytes], path: str, root: bytes, ops: tuple[Op, ...]) -> None:
-        """Remember the nodes a path passed through (``values[j]`` at step ``j + 1``), its root and ops."""
+        """Remember the nodes a path passed through (``values[j]`` at step ``j + 1``), its root and its
+        ops up to the root (no anchors op)."""
         nodes = self.nodes
         if len(nodes) + len(values) > self.size:
             nodes.clear()
@@ -187,7 +190,7 @@ def walk_and_build(
             if hit is not None and hit[1][SEG * hit[0] :] == path[at:]:
                 assert memo is not None
                 memo.hits += 1
-                value, upper = hit[2], hit[3][4 + 3 * hit[0] : -1]
+                value, upper = hit[2], hit[3][4 + 3 * hit[0] :]
                 break
             passed.append(value)
         side, hex_value = path[at + SIDE_AT], path[at + VALUE_AT : at + VALUE_AT + 64]
@@ -199,10 +202,11 @@ def walk_and_build(
             return None
         value = sha(b"\x01" + node + value if side == "l" else b"\x01" + value + node).digest()
         lower += (_new(Op, (side, hex_value, ())), _NODE, _SHA)
-    ops = (_new(Op, ("l", salt, ())), _SHA, _LEAF, _SHA, *lower, *upper, _new(Op, ("anchors", "", anchors)))
+    path_ops = (_new(Op, ("l", salt, ())), _SHA, _LEAF, _SHA, *lower, *upper)
+    ops = (*path_ops, _new(Op, ("anchors", "", anchors)))
     if passed:
         assert memo is not None
-        memo.put(passed, path, value, ops)
+        memo.put(passed, path, value, path_ops)
     receipt = make_frozen(
         Receipt,
         hash=h,

@@ -4,8 +4,9 @@ The service writes compact JSON with its keys in one order. ``TextPath.parse_and
 layout with one regular expression and reads each value straight from the text. Every value class
 excludes ``"`` and ``\\`` (the hashes once ``walk_and_build`` has checked them as lowercase hex), so the
 text decodes, as JSON, to exactly the document ``fastpath.parse_and_walk`` takes: the same keys, once
-each, holding the same values. Only the anchors list is decoded (refusing repeated keys), once per
-distinct text, since every receipt of a tree carries the same one. Anything else (other whitespace,
+each, holding the same values. Only the anchors list is decoded (refusing repeated keys), and a list of
+local and Fabric anchors only once per distinct text (kept up to 8 MiB of text), since every receipt
+of a tree carries the same one. Anything else (other whitespace,
 key order, escapes, a bound crossed) returns None and the caller decodes the text. Differential
 tests hold this path to the others.
 """
@@ -60,7 +61,8 @@ _RECEIPT = re.compile(
     + _WS,
     re.DOTALL,
 )
-_ANCHORS_MAX = 4096  # distinct anchors lists kept; the cache starts over when full
+_ANCHORS_CHARS = 8 << 20  # characters of anchors lists kept (about 3,000 of a local and three Fabric
+# anchors); the cache starts over when it would pass this
 
 
 class TextPath:
@@ -70,6 +72,7 @@ class TextPath:
         self._limits = limits
         self._memo = memo
         self._anchors: dict[str, tuple[Anchor, ...]] = {}
+        self._anchors_chars = 0
 
     def parse_and_walk(self, text: str | bytes) -> tuple[Receipt, bytes, tuple[Anchor, ...]] | None:
         """(receipt, root, anchors) for an anchored v1 receipt in the service's layout, else None."""
@@ -112,7 +115,9 @@ class TextPath:
         if len({(a.type, a.anchor_id) for a in anchors}) != len(anchors):
             return None
         if all(type(a) in (LocalAnchor, FabricAnchor) for a in anchors):  # immutable: safe to share
-            if len(self._anchors) >= _ANCHORS_MAX:
+            if self._anchors_chars + len(listed) > _ANCHORS_CHARS:
                 self._anchors.clear()
+                self._anchors_chars = 0
             self._anchors[listed] = anchors
+            self._anchors_chars += len(listed)
         return anchors

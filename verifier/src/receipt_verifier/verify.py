@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -263,7 +264,7 @@ class Verifier:
         self._seen_entries: dict[tuple[str, int], str] = {}
         self._checked_anchors: dict[int, tuple[LocalAnchor, str]] = {}
         self._local_results: dict[int, tuple[LocalAnchor, AnchorResult]] = {}
-        self._paths = PathMemo()  # receipts of one tree share the upper half of their paths
+        self._paths = PathMemo()  # receipts of one tree share the nodes where their paths meet
         self._text = TextPath(limits, self._paths)
 
     def verify(
@@ -340,7 +341,7 @@ class Verifier:
         details: Mapping[str, Any] = {}
         if isinstance(anchor, LocalAnchor):
             status, reason = self._local(anchor, receipt, root_hex)
-            if status is AnchorStatus.VERIFIED:  # receipts of one tree share their anchor's (frozen) result
+            if status is AnchorStatus.VERIFIED:  # receipts of one tree share their anchor's result (read-only)
                 kept = self._local_results.get(id(anchor))
                 if (
                     kept is not None
@@ -348,7 +349,9 @@ class Verifier:
                     and (kept[1].expected_value, kept[1].reason) == (root_hex, reason)
                 ):
                     return kept[1]
-            details = {"ledger_key": anchor.key_id, "seq": anchor.entry.seq, "time": anchor.entry.time}
+            details = MappingProxyType(
+                {"ledger_key": anchor.key_id, "seq": anchor.entry.seq, "time": anchor.entry.time}
+            )
             result = self._result(anchor, status, reason, root_hex, details)
             if status is AnchorStatus.VERIFIED:
                 if len(self._local_results) >= _CACHE_MAX:
