@@ -180,6 +180,16 @@ def test_block_bytes_are_hashed_once_per_object_and_a_changed_copy_is_checked_an
         checker.check(anchor, block.SerializeToString(), root, tree, blocks)
 
 
+def test_the_block_digests_hold_at_most_their_limit_of_bytes() -> None:
+    digests = fabric_evidence._Digests(limit=100)
+    chunks = [bytes([i]) * 40 for i in range(5)]
+    for c in chunks:
+        assert digests.of(c) == fabric_evidence.hashlib.sha256(c).hexdigest()
+        assert digests.held <= 100
+    big = b"x" * 101  # more than the limit: hashed, never held
+    assert digests.of(big) == fabric_evidence.hashlib.sha256(big).hexdigest() and digests.held <= 100
+
+
 def _checkable(bundle: dict[str, Any], channel: str) -> tuple[Any, ...]:
     """The checker's arguments for the bundle's anchor on ``channel``."""
     anchor, item = fabric_anchor(bundle, channel)

@@ -108,7 +108,7 @@ class FabricChecker:
         self._configs: dict[tuple[str, str], ChannelTrust] = {}  # (channel, config block hash) -> verified newer config
         self._blocks: OrderedDict[tuple[str, str], CheckedBlock] = OrderedDict()
         self._txs: OrderedDict[tuple[str, str, str], CheckedTx] = OrderedDict()
-        self._hashed: dict[int, tuple[bytes, str]] = {}  # id(block bytes) -> (those bytes, SHA-256 hex)
+        self._digests = _Digests()
 
     def check(
         self,
@@ -188,7 +188,7 @@ class FabricChecker:
         copy = blocks.get((pinned.channel, pinned.config_block_number))
         if copy is None or not pinned.config_block_sha256:
             return []
-        if _digest(self._hashed, copy) == pinned.config_block_sha256:
+        if self._digests.of(copy) == pinned.config_block_sha256:
             return []
         number = pinned.config_block_number
         return [f"the evidence holds a config block {number} of {pinned.channel} that differs from the pinned one"]
@@ -196,7 +196,7 @@ class FabricChecker:
     # ------------------------------------------------------------------ block
 
     def _block(self, pinned: ChannelTrust, data: bytes, blocks: Mapping[tuple[str, int], bytes]) -> CheckedBlock:
-        key = (pinned.channel, _digest(self._hashed, data))
+        key = (pinned.channel, self._digests.of(data))
         cached = self._blocks.get(key)
         if cached is not None:
             return cached
@@ -475,17 +475,29 @@ def batch_records(events: bytes) -> tuple[bytes, ...] | None:
     return tuple(bytes(event.payload).split(b"\n"))
 
 
-def _digest(hashed: dict[int, tuple[bytes, str]], data: bytes) -> str:
-    """SHA-256 hex of ``data``, hashed once per bytes object: every receipt of a block passes the same
+class _Digests:
+    """SHA-256 hex of block bytes, hashed once per bytes object: every receipt of a block passes the same
     object, and hashing a block of a few hundred kilobytes again per receipt was most of a warm check.
-    The entry holds the object, so its id cannot be reused while it is there."""
-    hit = hashed.get(id(data))
-    if hit is not None and hit[0] is data:
-        return hit[1]
-    if len(hashed) >= _CACHE:
-        hashed.clear()
-    digest = hashed[id(data)] = (data, hashlib.sha256(data).hexdigest())
-    return digest[1]
+    An entry holds its object, so its id cannot be reused while it is there; at most ``limit`` bytes
+    are held, and the map starts over when it would hold more."""
+
+    def __init__(self, limit: int = 64 << 20) -> None:
+        self.limit = limit
+        self.held = 0
+        self._by_id: dict[int, tuple[bytes, str]] = {}
+
+    def of(self, data: bytes) -> str:
+        hit = self._by_id.get(id(data))
+        if hit is not None and hit[0] is data:
+            return hit[1]
+        digest = hashlib.sha256(data).hexdigest()
+        if len(data) <= self.limit:
+            if self.held + len(data) > self.limit:
+                self._by_id.clear()
+                self.held = 0
+            self._by_id[id(data)] = (data, digest)
+            self.held += len(data)
+        return digest
 
 
 def _put(cache: OrderedDict[K, V], key: K, value: V) -> None:
