@@ -5,11 +5,13 @@ fresh verifier: the cost of a block and transaction checked from scratch).
 Brings up its own network and service in a temporary directory, posts hashes, fetches the receipts
 and each distinct block once, then verifies on one core. Prints one table.
 
-    python benchmarks/verify_fabric.py [--hashes 20000] [--fresh 50] [--keep DIR]
+    python benchmarks/verify_fabric.py [--hashes 20000] [--fresh 50] [--keep DIR] [--compare CHECKOUT]
 
 ``--keep DIR`` saves the receipts, blocks, key and trust file there on the first run and reuses them
 (no network) on the next. Receipts are kept as the service serves them (compact JSON: the verifier's
 text path); the table also shows them re-serialised with spaces (decoded, then checked).
+``--compare CHECKOUT`` (needs ``--keep``) measures the warm pass of another checkout's verifier on the
+same evidence in the same run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -78,6 +81,30 @@ def _pass(verifier: Verifier, docs: list[bytes], blocks: dict[tuple[str, int], b
     return time.perf_counter() - t0, anchors
 
 
+# The warm pass, measured by another checkout's verifier through the public API only.
+_OTHER = """
+import json, sys, time
+from pathlib import Path
+from receipt_verifier import Verifier
+from receipt_verifier.fabric.trust import load_trust
+from receipt_verifier.ledger import load_public_key
+folder = Path(sys.argv[1])
+blocks = {}
+for f in (folder / "blocks").iterdir():
+    channel, number, _ = f.name.rsplit(".", 2)
+    blocks[(channel, int(number))] = f.read_bytes()
+docs = (folder / "receipts.jsonl").read_bytes().split(b"\\n")
+v = Verifier([load_public_key((folder / "key.json").read_bytes())], fabric_trust=load_trust((folder / "trust.json").read_bytes()))
+def once():
+    t, n = time.perf_counter(), 0
+    for d in docs:
+        n += sum(a.type == "fabric" and a.status.value == "verified" for a in v.verify(d, blocks=blocks).anchors)
+    return n, n / (time.perf_counter() - t)
+once()
+print(json.dumps(max(once() for _ in range(3))))
+"""
+
+
 def _fetch(hashes: int) -> tuple[list[bytes], dict[tuple[str, int], bytes], bytes, bytes]:
     with tempfile.TemporaryDirectory(prefix="verify-fabric-") as tmp:
         net = Network(Path(tmp) / "net", free_base_port(17050))
@@ -117,7 +144,10 @@ def main() -> int:
     p.add_argument("--hashes", type=int, default=20_000)
     p.add_argument("--fresh", type=int, default=50, help="receipts verified each by a new verifier")
     p.add_argument("--keep", type=Path, help="save the evidence here, or reuse it when present")
+    p.add_argument("--compare", type=Path, help="another checkout of the repository (with --keep)")
     args = p.parse_args()
+    if args.compare is not None and args.keep is None:
+        p.error("--compare needs --keep (the other checkout reads the kept evidence)")
     docs, blocks, key_doc, trust_doc = (
         _load(args.keep) if args.keep and (args.keep / "trust.json").exists() else _fetch(args.hashes)
     )
@@ -142,6 +172,14 @@ def main() -> int:
         fresh += _pass(Verifier(keys, fabric_trust=trust), [doc], blocks)[1]
     per = time.perf_counter() - t0
     rows.append([f"from scratch: a new verifier per receipt ({args.fresh} receipts)", fresh, fresh / per])
+    if args.compare is not None:
+        print(f"measuring {args.compare}", file=sys.stderr)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(args.compare / "verifier" / "src"), str(args.compare)])}
+        out = subprocess.run(
+            [sys.executable, "-c", _OTHER, str(args.keep)], env=env, check=True, capture_output=True, text=True
+        )
+        n, rate = json.loads(out.stdout)
+        rows.append([f"{args.compare}: warm (best of 3)", n, rate])
     print("| mode | Fabric anchors | anchors/s (one core) |")
     print("|---|---|---|")
     for name, count, rate in rows:
