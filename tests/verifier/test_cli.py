@@ -196,3 +196,18 @@ def test_a_summary_fed_encoded_reports_keeps_what_one_fed_reports_keeps() -> Non
     for name in ("receipts", "invalid", "first", "invalid_shown", "warned", "warnings"):
         assert getattr(plain, name) == getattr(encoded, name), name
     assert plain.invalid == 19 and plain.warned == 12 and len(plain.first) == _Summary.SHOWN
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 1 << 21])
+@pytest.mark.parametrize("text", [b"", b"a\n", b"a", b"\n\nab\n\ncd", b"x" * 150 + b"\nyy\n" + b"z" * 90, b"1\n2\n3\n"])
+def test_line_ranges_cover_the_file_and_number_its_lines(tmp_path: Path, size: int, text: bytes) -> None:
+    from receipt_verifier._cli import _line_ranges
+
+    f = tmp_path / "r.jsonl"
+    f.write_bytes(text)
+    pieces = list(_line_ranges(f, size))
+    assert b"".join(text[a:b] for a, b, _ in pieces) == text
+    assert all(a < b for a, b, _ in pieces) and all(text[b - 1 : b] == b"\n" for _, b, _ in pieces[:-1])
+    numbered = [(n, line) for a, b, first in pieces for n, line in enumerate(text[a:b].split(b"\n"), first)]
+    expected = list(enumerate(text.split(b"\n"), 1))
+    assert [x for x in numbered if x[1]] == [x for x in expected if x[1]]

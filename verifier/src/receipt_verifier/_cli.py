@@ -255,7 +255,7 @@ def _verify_main(argv: list[str]) -> int:
                     out.result(report)
                 bar.advance()
         else:
-            for lines in _parallel(setup, _iter_inputs(files), jobs):
+            for lines in _parallel(setup, files, jobs):
                 for valid, warned, text in lines:
                     summary.add_encoded(valid, warned, text)
                 if out is not None:
@@ -316,28 +316,68 @@ def _work(chunk: list[tuple[str, bytes]]) -> list[_Encoded]:
     return out
 
 
-def _parallel(setup: _Setup, items: Iterator[Item], jobs: int, chunk: int = 1000) -> Iterator[list[_Encoded]]:
+def _work_lines(path: str, start: int, end: int, first_line: int) -> list[_Encoded]:
+    """``_work`` on the lines of a JSON-lines file between two byte offsets, read by the worker itself."""
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read(end - start)
+    lines = data.split(b"\n")
+    return _work([(f"{path}:{n}", line) for n, line in enumerate(lines, first_line) if line.strip()])
+
+
+def _line_ranges(path: Path, size: int = 1 << 21) -> Iterator[tuple[int, int, int]]:
+    """(start, end, first line number) of consecutive pieces of about ``size`` bytes, each ending after a
+    newline (the last one at the end of the file): the file is read once, in blocks, counting newlines.
+    A piece ends at its block's last newline, so what a block leaves over holds none."""
+    start = pos = 0
+    line = 1
+    with open(path, "rb") as handle:
+        while block := handle.read(size):
+            base, pos = pos, pos + len(block)
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:  # one long line: the piece goes on into the next block
+                continue
+            yield start, base + cut, line
+            line += block.count(b"\n", 0, cut)
+            start = base + cut
+    if start < pos:
+        yield start, pos, line
+
+
+def _parallel(setup: _Setup, files: list[Path | None], jobs: int, chunk: int = 1000) -> Iterator[list[_Encoded]]:
     """Chunks of encoded reports in input order from ``jobs`` processes; at most 2 chunks per process in
     flight (bounded memory).
 
     Receipts of one tree sit next to each other in the service's output, so a chunk mostly shares its
     tree's anchors, ledger signatures and Fabric blocks, which each process checks once and caches. The
-    workers also encode the reports: the parent, which reads the input and writes the output for every
-    process, would otherwise be the limit."""
+    workers read JSON-lines files themselves (the parent hands out byte ranges) and encode the reports:
+    the parent, which would otherwise read, send and write everything for every process, stays light."""
     from concurrent.futures import Future, ProcessPoolExecutor
 
     pending: deque[Future[list[_Encoded]]] = deque()
+
+    def submit(future: Future[list[_Encoded]]) -> Iterator[list[_Encoded]]:
+        pending.append(future)
+        while len(pending) >= 2 * jobs:
+            yield pending.popleft().result()
+
     with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(setup,)) as pool:
-        batch: list[tuple[str, bytes]] = []
-        for item in items:
-            batch.append((item.source, item.data))
-            if len(batch) == chunk:
-                pending.append(pool.submit(_work, batch))
-                batch = []
-                while len(pending) >= 2 * jobs:
-                    yield pending.popleft().result()
-        if batch:
-            pending.append(pool.submit(_work, batch))
+        for f in files:
+            if f is not None and f.suffix == ".jsonl":
+                try:
+                    for start, end, first in _line_ranges(f):
+                        yield from submit(pool.submit(_work_lines, str(f), start, end, first))
+                except OSError as exc:
+                    raise UsageError(f"{f}: cannot read ({exc.strerror})") from None
+                continue
+            batch: list[tuple[str, bytes]] = []
+            for item in _iter_inputs([f]):
+                batch.append((item.source, item.data))
+                if len(batch) == chunk:
+                    yield from submit(pool.submit(_work, batch))
+                    batch = []
+            if batch:
+                yield from submit(pool.submit(_work, batch))
         while pending:
             yield pending.popleft().result()
 
