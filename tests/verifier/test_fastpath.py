@@ -158,6 +158,14 @@ def test_out_of_order_receipts_share_nodes_and_walk_whole_without_a_memo(tmp_pat
     assert verifier._paths.hits == 14  # a verifier shares the work between the receipts it checks
 
 
+def test_a_path_memo_filled_exactly_to_its_size_is_not_cleared(tmp_path: Any) -> None:
+    docs = service_receipts(tmp_path, 8, 8)
+    memo = PathMemo(size=3)
+    parse_and_walk(copy.deepcopy(docs[0]), DEFAULT_LIMITS, memo)  # passes 2 nodes above its leaf
+    parse_and_walk(copy.deepcopy(docs[2]), DEFAULT_LIMITS, memo)  # 1 new node, then meets leaf 0's path
+    assert len(memo.nodes) == 3 and memo.hits == 1
+
+
 def test_the_path_memo_holds_at_most_its_size_and_a_size_0_memo_nothing(tmp_path: Any) -> None:
     docs = service_receipts(tmp_path, 8, 8)  # 3 levels: a leaf's path passes 2 nodes above it
     memo = PathMemo(size=2)
@@ -181,6 +189,10 @@ def test_the_path_memo_holds_at_most_its_size_and_a_size_0_memo_nothing(tmp_path
         (lambda d: d["tree"].update(leaf_index=-1), False),
         (lambda d: d.update(hash=d["hash"][:63]), False),
         (lambda d: d.update(proof_id=d["proof_id"].upper()), False),
+        (
+            lambda d: d.update(proof_id=d["proof_id"][:7] + "-" + d["proof_id"][7] + d["proof_id"][9:]),
+            False,
+        ),  # a dash moved
         (lambda d: d.update(hash_received=d["hash_received"] + "x"), False),
         (lambda d: d["branches"][0]["ops"][0].update(l=d["branches"][0]["ops"][0]["l"][:63]), False),
         (lambda d: d["branches"][0]["ops"][0].update(l=5), False),  # not text at all
@@ -210,6 +222,15 @@ def test_the_fast_path_keeps_to_the_limits_at_their_edges() -> None:
         (Limits(max_depth=0), False),
     ]:
         assert (parse_and_walk(copy.deepcopy(doc), limits) is not None) is taken, limits
+
+
+def test_a_tree_of_the_largest_size_takes_the_fast_path() -> None:
+    doc = load_vector("valid/leaf0-of-3.json")
+    ops = doc["branches"][0]["ops"]
+    doc["tree"]["tree_size"] = 2**32  # leaf 0's path: 32 right siblings
+    doc["branches"][0]["ops"] = ops[:4] + [{"r": "ab" * 32}, {"l": "01"}, {"op": "sha-256"}] * 32 + ops[-1:]
+    assert parse_and_walk(copy.deepcopy(doc), DEFAULT_LIMITS) is not None
+    _agree(doc)
 
 
 def test_a_leaf_index_equal_to_the_tree_size_is_left_to_the_codec() -> None:

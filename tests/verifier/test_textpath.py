@@ -93,6 +93,7 @@ def test_whitespace_around_the_document_is_taken(tmp_path: Any, change: Any) -> 
         lambda d: _text(d).replace('"anchors":[{', '"anchors":[{"type":"local",'),  # a repeated key in an anchor
         lambda d: _text(d).replace("}]}]}]}", "}]}]},{}]}"),  # a second branch
         lambda d: _text(d)[:-1],
+        lambda d: _text(d).replace(d["proof_id"], d["proof_id"][:7] + "-" + d["proof_id"][7] + d["proof_id"][9:]),
     ],
 )
 def test_other_layouts_go_to_the_general_path(tmp_path: Any, change: Any) -> None:
@@ -207,14 +208,42 @@ def test_the_text_path_keeps_to_the_limits_at_their_edges() -> None:
 
 
 @pytest.mark.parametrize(
-    ("old", "new"),
-    [('"tree_index":0', '"tree_index":2147483648'), ('"tree_size":3', '"tree_size":4294967297')],
+    ("old", "new", "taken"),
+    [
+        ('"tree_index":0', '"tree_index":2147483647', True),
+        ('"tree_index":0', '"tree_index":2147483648', False),
+        ('"tree_size":3', '"tree_size":4294967297', False),
+        ('"leaf_index":0', '"leaf_index":3', False),  # a leaf index equal to the tree size
+    ],
 )
-def test_numbers_past_their_bounds_go_to_the_codec(old: str, new: str) -> None:
-    text = _text(load_vector("valid/leaf0-of-3.json")).replace(old, new)
-    assert not _agree(text)
-    with pytest.raises(MalformedReceiptError):
-        parse_receipt(load_json(text))
+def test_numbers_at_and_past_their_bounds(old: str, new: str, taken: bool) -> None:
+    """Only the receipt's own tree fields change (the ledger entry's stay): at a bound the text path
+    takes what the codec takes; past it, the codec names the problem."""
+    text = _text(load_vector("valid/leaf0-of-3.json")).replace(old, new, 1)
+    assert _agree(text) is taken
+    if not taken:
+        with pytest.raises(MalformedReceiptError):
+            parse_receipt(load_json(text))
+
+
+def test_a_tree_of_the_largest_size_is_taken() -> None:
+    """2**32 leaves: leaf 0's path has 32 right siblings; both paths take it and compute one root."""
+    doc = load_vector("valid/leaf0-of-3.json")
+    ops = doc["branches"][0]["ops"]
+    doc["tree"]["tree_size"] = 2**32
+    level = [{"r": "ab" * 32}, {"l": "01"}, {"op": "sha-256"}]
+    doc["branches"][0]["ops"] = ops[:4] + level * 32 + ops[-1:]
+    assert _agree(_text(doc))
+
+
+def test_the_text_path_keeps_no_copy_in_the_codecs_anchor_cache(tmp_path: Any) -> None:
+    from receipt_verifier import codec
+
+    texts = [_text(doc) for doc in service_receipts(tmp_path, 3)]
+    codec._LOCAL_CACHE.clear()
+    path = TextPath(DEFAULT_LIMITS, PathMemo())
+    assert all(path.parse_and_walk(t) is not None for t in texts)
+    assert not codec._LOCAL_CACHE and path._anchors  # the text path keeps its own, by text
 
 
 def test_path_sides_equal_sibling_kinds() -> None:
@@ -289,7 +318,7 @@ def test_the_anchors_cache_is_bounded_by_the_text_it_holds(tmp_path: Any, monkey
 
     docs = service_receipts(tmp_path, 6, 1)  # six trees: six anchors lists
     listed = len(json.dumps(docs[0]["branches"][0]["ops"][-1]["anchors"], separators=(",", ":")))
-    monkeypatch.setattr(textpath, "_ANCHORS_CHARS", 2 * listed + 10)  # room for two lists
+    monkeypatch.setattr(textpath, "_ANCHORS_CHARS", 2 * listed)  # room for exactly two lists
     path = TextPath(DEFAULT_LIMITS, PathMemo())
     for i, doc in enumerate(docs):
         assert _agree(_text(doc), path)
@@ -305,3 +334,13 @@ def test_a_shared_local_anchor_result_is_read_only(tmp_path: Any) -> None:
     with pytest.raises(TypeError):
         first.details["seq"] = 999  # type: ignore[index]
     assert first.to_dict()["details"]["seq"] == 0
+
+
+def test_leaf_1_of_a_one_leaf_tree_is_left_to_the_codec() -> None:
+    """Leaf 1 of 1 would need no siblings, like leaf 0 of 1: only the index bound refuses it."""
+    text = _text(load_vector("valid/single-leaf.json"))
+    assert _agree(text)
+    bad = text.replace('"leaf_index":0', '"leaf_index":1', 1)
+    assert not _agree(bad)
+    with pytest.raises(MalformedReceiptError, match="1 is outside a tree of 1 leaves"):
+        parse_receipt(load_json(bad))
