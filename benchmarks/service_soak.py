@@ -35,6 +35,7 @@ class Soak:
     errors: int = 0
     anchored: int = 0  # long polls answered with an anchored receipt
     samples: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds, RSS bytes, hashes acked)
+    anon: list[int] = field(default_factory=list)  # RssAnon bytes, one per sample
 
 
 async def _post(http: aiohttp.ClientSession, soak: Soak, body: bytes, headers: dict[str, str]) -> None:
@@ -82,11 +83,21 @@ async def _poller(http: aiohttp.ClientSession, soak: Soak, auth: dict[str, str],
             await asyncio.sleep(1)
 
 
+def _anon(pid: int) -> int:
+    """RssAnon: the process's own heap (Python objects, SQLite's page caches), not mapped files."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 async def _sample(pid: int, soak: Soak, every: float, until: float, start: float) -> None:
     while (now := time.perf_counter()) < until:
         soak.samples.append((now - start, _rss(pid), soak.acked))
-        mib = soak.samples[-1][1] / 2**20
-        print(f"\r  {now - start:5.0f} s  RSS {mib:6.1f} MiB  {soak.acked:,} hashes", end="", file=sys.stderr)
+        soak.anon.append(_anon(pid))
+        mib, anon = soak.samples[-1][1] / 2**20, soak.anon[-1] / 2**20
+        line = f"\r  {now - start:5.0f} s  RSS {mib:6.1f} MiB (anonymous {anon:6.1f})  {soak.acked:,} hashes"
+        print(line, end="", file=sys.stderr, flush=True)
         await asyncio.sleep(every)
     print(file=sys.stderr)
 
@@ -108,6 +119,7 @@ async def _soak(url: str, key: str, args: argparse.Namespace) -> Soak:
             *[_poller(http, soak, auth, until) for _ in range(args.polls)],
         )
         soak.samples.append((time.perf_counter() - start, _rss(pid), soak.acked))
+        soak.anon.append(_anon(pid))
     return soak
 
 
@@ -141,13 +153,14 @@ def main() -> int:
         soak = asyncio.run(_soak(url, key, args))
     rows = []
     for minute in range(int(args.seconds // 60) + 1):
-        near = min(soak.samples, key=lambda s: abs(s[0] - 60 * minute))
-        rows.append([str(minute), f"{near[1] / 2**20:.1f}", f"{near[2]:,}"])
+        i = min(range(len(soak.samples)), key=lambda j: abs(soak.samples[j][0] - 60 * minute))
+        _, rss, acked = soak.samples[i]
+        rows.append([str(minute), f"{rss / 2**20:.1f}", f"{soak.anon[i] / 2**20:.1f}", f"{acked:,}"])
     half = [s for s in soak.samples if s[0] >= args.seconds / 2]
     first, last = half[0], half[-1]
     growth = (last[1] - first[1]) / 2**20
     per_million = (last[1] - first[1]) / max(1, last[2] - first[2]) * 1e6 / 2**20
-    print(markdown_table(["minute", "RSS MiB", "hashes acknowledged"], rows))
+    print(markdown_table(["minute", "RSS MiB", "of which anonymous MiB", "hashes acknowledged"], rows))
     print(
         f"\nsecond half: RSS {first[1] / 2**20:.1f} -> {last[1] / 2**20:.1f} MiB ({growth:+.1f} MiB,"
         f" {per_million:+.2f} MiB per million hashes); peak {max(r for _, r, _ in soak.samples) / 2**20:.1f} MiB;"
