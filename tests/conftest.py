@@ -63,3 +63,19 @@ def service_receipts(ledger_dir: Path, n: int, max_leaves: int | None = None) ->
         signed = ledger.append(root, "2026-01-01T00:00:01Z")
         out += [json.loads(json.dumps(receipt_to_dict(r))) for r in render_tree(wt, [to_anchor(ledger.key_id, signed)])]
     return out
+
+
+def leaf0_of_3_limits() -> list[tuple[Any, bool]]:
+    """(limits, whether a one-pass path takes valid/leaf0-of-3.json under them): each limit at its edge
+    (the vector has 11 ops, one anchor, one branch at depth 1)."""
+    from receipt_verifier import Limits
+
+    return [
+        (Limits(max_ops=11), True),
+        (Limits(max_ops=10), False),
+        (Limits(max_anchors=1), True),
+        (Limits(max_anchors=0), False),
+        (Limits(max_branches=1, max_depth=1), True),
+        (Limits(max_branches=0), False),
+        (Limits(max_depth=0), False),
+    ]

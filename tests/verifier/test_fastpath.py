@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from receipt_service.ledger import LocalLedger
-from receipt_verifier import Limits, MalformedReceiptError, Verifier, parse_receipt
+from receipt_verifier import MalformedReceiptError, Verifier, parse_receipt
 from receipt_verifier.codec import DEFAULT_LIMITS
 from receipt_verifier.errors import Error
 from receipt_verifier.fastpath import PathMemo, parse_and_walk
 from receipt_verifier.verify import recompute_root
-from tests.conftest import VECTORS, load_vector, service_receipts
+from tests.conftest import VECTORS, leaf0_of_3_limits, load_vector, service_receipts
 
 
 def _general(doc: Any) -> tuple[Any, bytes, Any] | None:
@@ -211,16 +211,8 @@ def test_the_fast_path_takes_only_what_the_codec_takes(change: Any, taken: bool)
 
 
 def test_the_fast_path_keeps_to_the_limits_at_their_edges() -> None:
-    doc = load_vector("valid/leaf0-of-3.json")  # 11 ops, one anchor, one branch at depth 1
-    for limits, taken in [
-        (Limits(max_ops=11), True),
-        (Limits(max_ops=10), False),
-        (Limits(max_anchors=1), True),
-        (Limits(max_anchors=0), False),
-        (Limits(max_branches=1, max_depth=1), True),
-        (Limits(max_branches=0), False),
-        (Limits(max_depth=0), False),
-    ]:
+    doc = load_vector("valid/leaf0-of-3.json")
+    for limits, taken in leaf0_of_3_limits():
         assert (parse_and_walk(copy.deepcopy(doc), limits) is not None) is taken, limits
 
 

@@ -19,7 +19,7 @@ from receipt_verifier.merkle import path_sides, sibling_kinds
 from receipt_verifier.proof_id import binding_holds, check_binding
 from receipt_verifier.textpath import TextPath
 from receipt_verifier.verify import recompute_root
-from tests.conftest import load_vector, service_receipts
+from tests.conftest import leaf0_of_3_limits, load_vector, service_receipts
 
 
 def _text(doc: dict[str, Any]) -> str:
@@ -192,18 +192,9 @@ def test_a_changed_sibling_changes_the_root_with_the_memo_primed(tmp_path: Any) 
 
 
 def test_the_text_path_keeps_to_the_limits_at_their_edges() -> None:
-    text = _text(load_vector("valid/leaf0-of-3.json"))  # 11 ops, one anchor, one branch at depth 1
-    for limits, taken in [
-        (Limits(max_ops=11), True),
-        (Limits(max_ops=10), False),
-        (Limits(max_anchors=1), True),
-        (Limits(max_anchors=0), False),
-        (Limits(max_branches=1, max_depth=1), True),
-        (Limits(max_branches=0), False),
-        (Limits(max_depth=0), False),
-        (Limits(max_bytes=len(text)), True),
-        (Limits(max_bytes=len(text) - 1), False),
-    ]:
+    text = _text(load_vector("valid/leaf0-of-3.json"))
+    edges = [(Limits(max_bytes=len(text)), True), (Limits(max_bytes=len(text) - 1), False)]
+    for limits, taken in [*leaf0_of_3_limits(), *edges]:
         assert (TextPath(limits, None).parse_and_walk(text) is not None) is taken, limits
 
 
