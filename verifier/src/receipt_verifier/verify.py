@@ -278,8 +278,8 @@ class Verifier:
         """Verify one receipt (or evidence bundle); raise a ``receipt_verifier.errors.Error`` if it is malformed
         or tampered. ``blocks`` are Fabric blocks keyed by (channel, number), as an evidence bundle holds them."""
         walked: tuple[bytes, tuple[Anchor, ...]] | None = None
-        if type(receipt) in (str, bytes) and not self._strict_schema:  # a receipt as the service writes it
-            walked_text = self._text.parse_and_walk(receipt)  # type: ignore[arg-type]
+        if isinstance(receipt, str | bytes) and not self._strict_schema:  # a receipt as the service writes it
+            walked_text = self._text.parse_and_walk(receipt)
             if walked_text is not None:
                 receipt, walked = walked_text[0], walked_text[1:]
         if walked is None:
