@@ -335,3 +335,19 @@ def test_leaf_1_of_a_one_leaf_tree_is_left_to_the_codec() -> None:
     assert not _agree(bad)
     with pytest.raises(MalformedReceiptError, match="1 is outside a tree of 1 leaves"):
         parse_receipt(load_json(bad))
+
+
+def test_another_trees_signed_anchors_are_refused_with_every_cache_warm(tmp_path: Any) -> None:
+    """The operator's key signed both trees' entries; a receipt of tree 0 carrying tree 1's anchors (already
+    checked and cached for tree 1's receipts) is refused: the root and the tree fields are checked per receipt."""
+    from receipt_verifier import AnchorPolicy, AnchorPolicyError
+
+    docs = service_receipts(tmp_path, 8, 4)  # two trees of four leaves, two signed ledger entries
+    v = Verifier([LocalLedger(tmp_path).public_key])
+    for doc in docs:
+        assert v.verify_policy(_text(doc), AnchorPolicy()).anchors[0].status.value == "verified"
+    forged = json.loads(_text(docs[1]))
+    forged["branches"][0]["ops"][-1] = docs[5]["branches"][0]["ops"][-1]  # tree 1's anchors on a tree-0 receipt
+    assert v._text.parse_and_walk(_text(forged)) is not None  # the text path reads it (a well-formed receipt)
+    with pytest.raises(AnchorPolicyError, match="holds root"):
+        v.verify_policy(_text(forged), AnchorPolicy())
