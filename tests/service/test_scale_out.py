@@ -120,7 +120,13 @@ async def spread_load(
 def check_everything_anchored_once(inst: Instances, client: redis.Redis, token: str, acked: dict[str, str]) -> None:
     """Every acknowledged hash anchored and verified offline; trees contiguous, each anchored once; every
     instance serves the same receipt."""
-    receipts = asyncio.run(collect(inst.bases[0], token, list(acked), timeout=120))
+    try:
+        receipts = asyncio.run(collect(inst.bases[0], token, list(acked), timeout=120))
+    except AssertionError as exc:  # say what the instances were doing, for a failure seen only under CI load
+        tails = "\n".join(
+            f"--- instance {i}, last 60 log lines:\n" + "".join(log[-60:]) for i, log in enumerate(inst.logs)
+        )
+        raise AssertionError(f"{exc}\n{tails}") from None
     pub = ledger_public_key(inst.tmp / "i0")
     verifier = Verifier([pub])
     for proof_id, hash_hex in acked.items():
