@@ -120,7 +120,7 @@ def test_verifier_caches_are_bounded_and_forks_still_caught(tmp_path: Any, monke
     v = Verifier([LocalLedger(tmp_path).public_key])
     for doc in docs * 2:
         assert v.verify(json.dumps(doc)).anchors[0].status.value == "verified"
-        assert len(v._checked_anchors) <= 2 and len(v._sig_cache) <= 2
+        assert len(v._local_results) <= 2 and len(v._sig_cache) <= 2
     assert len(v._seen_entries) == 5  # fork detection forgets nothing
 
 

@@ -262,7 +262,8 @@ class Verifier:
         self._strict_schema = strict_schema
         self._sig_cache: dict[tuple[str, str, LedgerEntry], None] = {}
         self._seen_entries: dict[tuple[str, int], str] = {}
-        self._checked_anchors: dict[int, tuple[LocalAnchor, str]] = {}
+        # a verified local anchor object and its result: every check that depends on the anchor alone is
+        # done, and receipts of its tree share the result
         self._local_results: dict[int, tuple[LocalAnchor, AnchorResult]] = {}
         self._paths = PathMemo()  # receipts of one tree share the nodes where their paths meet
         self._text = TextPath(limits, self._paths)
@@ -412,8 +413,8 @@ class Verifier:
         tree = receipt.tree
         assert tree is not None
         # This very object passed every check that depends on the anchor alone (a tree's receipts share it).
-        checked = self._checked_anchors.get(id(a))
-        known = checked is not None and checked[0] is a
+        kept = self._local_results.get(id(a))
+        known = kept is not None and kept[0] is a
         if not known and a.anchor_id != f"{a.key_id}:{e.seq}":
             return AnchorStatus.FAILED, f"anchor_id must be {a.key_id}:{e.seq}"
         if e.root != root_hex:
@@ -424,8 +425,8 @@ class Verifier:
             outside = received_outside(receipt.hash_received, e.window_start, e.window_end)
             if outside is not None:
                 return AnchorStatus.FAILED, f"ledger entry {e.seq}: {outside}"
-        if checked is not None and known:
-            return AnchorStatus.VERIFIED, checked[1]
+        if kept is not None and known:
+            return AnchorStatus.VERIFIED, kept[1].reason
         key = self._keys.get(a.key_id)
         if key is None:
             return AnchorStatus.NOT_VERIFIED, f"no pinned ledger key with id {a.key_id} (pass --ledger-key)"
@@ -444,11 +445,7 @@ class Verifier:
             if len(self._sig_cache) >= _CACHE_MAX:
                 self._sig_cache.clear()
             self._sig_cache[cache_key] = None
-        reason = f"signed ledger entry {e.seq}"
-        if len(self._checked_anchors) >= _CACHE_MAX:
-            self._checked_anchors.clear()
-        self._checked_anchors[id(a)] = (a, reason)  # holding it keeps its id from being reused
-        return AnchorStatus.VERIFIED, reason
+        return AnchorStatus.VERIFIED, f"signed ledger entry {e.seq}"  # _anchor keeps the result
 
 
 @functools.lru_cache(maxsize=256)
