@@ -14,11 +14,13 @@ heads it follows, or an unchained entry after a chained one, stops the service w
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,6 +47,7 @@ from .stores.base import TreeRecord
 
 KEY_FILE = "ledger-key.pem"
 LEDGER_FILE = "ledger.jsonl"
+LOCK_FILE = "ledger.lock"  # held (flock) by whichever process reads or appends the files
 PROOFS_FILE = "ledger-proofs.jsonl"  # the transition proofs of chained windows, one JSON line each
 
 
@@ -202,7 +205,12 @@ def to_anchor(key_id_hex: str, signed: SignedEntry) -> LocalAnchor:
 
 
 class LocalLedger:
-    """The embedded anchor: thread-safe appends to one ledger file."""
+    """The embedded anchor: appends to one ledger file, safe across threads and across the worker
+    processes of one data directory (``serve --workers``).
+
+    Every read and append holds an exclusive ``flock`` on ``ledger.lock``; a process that finds the
+    files grown since it last looked (another worker led meanwhile) reloads and re-checks them first.
+    """
 
     def __init__(self, data_dir: Path, private_key: Ed25519PrivateKey | None = None) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -213,14 +221,36 @@ class LocalLedger:
         self.public_key = self._key.public_key()
         self.key_id = key_id(self.public_key)
         self._lock = threading.Lock()
+        self._lock_path = data_dir / LOCK_FILE
         self._entries: list[SignedEntry] = []
         self._by_tree: dict[tuple[str, int], SignedEntry] = {}
         self._head = GENESIS_PREV
-        self._load()
+        self._seen: tuple[int, int] = (-1, -1)  # (ledger, proofs) sizes as last read or written
+        with self._exclusive():  # loads the files: nothing has been seen yet
+            pass
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """This thread alone in this process, this process alone on the files; reloaded if they grew."""
+        with self._lock, open(self._lock_path, "ab") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+            if self._sizes() != self._seen:
+                self._load()
+            yield
+
+    def _sizes(self) -> tuple[int, int]:
+        sizes = []
+        for path in (self.path, self.proofs_path):
+            try:
+                sizes.append(path.stat().st_size)
+            except FileNotFoundError:
+                sizes.append(0)
+        return sizes[0], sizes[1]
 
     def _load(self) -> None:
         if not self.path.exists():
             self.path.touch()
+            self._seen = self._sizes()
             return
         data = self.path.read_bytes()
         good_end = data.rfind(b"\n") + 1
@@ -235,6 +265,7 @@ class LocalLedger:
         self.tips = check_lanes(entries, self.proofs())
         self._entries = entries
         self._by_tree = {(e.entry.window_id, e.entry.tree_index): e for e in entries}
+        self._seen = self._sizes()
 
     def proofs(self) -> list[WindowProof]:
         """The transition proofs kept beside the ledger (a torn last line, never used by an entry, is skipped)."""
@@ -244,24 +275,27 @@ class LocalLedger:
         return [parse_proof_line(line, n) for n, line in enumerate(lines[:-1], 1) if line.strip()]
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._exclusive():
+            return len(self._entries)
 
     def entries(self) -> list[SignedEntry]:
         """A copy of every entry, oldest first."""
-        with self._lock:
+        with self._exclusive():
             return list(self._entries)
 
     def lane_tip(self, domain: str) -> LaneTip | None:
         """The domain's newest chained window on the ledger."""
-        return self.tips.get(domain)
+        with self._exclusive():
+            return self.tips.get(domain)
 
     def find(self, window_id: str, tree_index: int) -> SignedEntry | None:
         """The entry for a tree, if it was anchored."""
-        return self._by_tree.get((window_id, tree_index))
+        with self._exclusive():
+            return self._by_tree.get((window_id, tree_index))
 
     def append(self, root: TreeRoot, now: str) -> SignedEntry:
         """Anchor a tree root; idempotent for the same root, ``ConflictError`` for a different one."""
-        with self._lock:
+        with self._exclusive():
             existing = self._by_tree.get((root.window_id, root.tree_index))
             if existing is not None:
                 return same_tree(existing, root)
@@ -276,11 +310,12 @@ class LocalLedger:
             self._entries.append(signed)
             self._by_tree[(root.window_id, root.tree_index)] = signed
             self._head = entry_hash(entry)
+            self._seen = self._sizes()
             return signed
 
     def append_window(self, roots: Sequence[TreeRoot], proof: WindowProof, now: str) -> list[SignedEntry]:
         """Anchor a chained window's trees after its domain's tip, its proof first; idempotent per tree."""
-        with self._lock:
+        with self._exclusive():
             done = [self._by_tree.get((r.window_id, r.tree_index)) for r in roots]
             if all(d is not None for d in done):
                 return [d for d in done if d is not None]
@@ -316,6 +351,7 @@ class LocalLedger:
             self._head = head
             if new_tip is not None:
                 self.tips[proof.domain] = new_tip
+            self._seen = self._sizes()
             return out
 
     def public_key_pem(self) -> str:

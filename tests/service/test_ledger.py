@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import fcntl
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
 from receipt_service.errors import ConflictError
-from receipt_service.ledger import KEY_FILE, LocalLedger, TreeRoot, ledger_entry, load_or_create_key, to_anchor
+from receipt_service.ledger import (
+    KEY_FILE,
+    LOCK_FILE,
+    LocalLedger,
+    TreeRoot,
+    ledger_entry,
+    load_or_create_key,
+    to_anchor,
+)
 from receipt_verifier import LedgerError
 from receipt_verifier.ledger import (
     GENESIS_PREV,
     entry_hash,
     key_id,
     load_public_key,
+    parse_ledger_line,
     raw_public_key,
+    verify_chain,
     verify_entry_signature,
 )
 from receipt_verifier.model import LedgerEntry, LocalAnchor
@@ -154,3 +167,39 @@ def test_a_nested_data_dir_is_created_and_a_bad_line_is_named_by_number(tmp_path
         f.write(b'{"entry": 1, "signature": "00"}\n')
     with pytest.raises(LedgerError, match=r"^ledger line 2: "):
         LocalLedger(nested)
+
+
+def test_two_processes_ledgers_append_in_turn_on_one_chain(tmp_path: Path) -> None:
+    """Workers of one data directory: whoever leads appends after the other's entries, never beside them."""
+    a, b = LocalLedger(tmp_path), LocalLedger(tmp_path)
+    a.append(_root(0), "2025-01-01T00:00:01Z")
+    assert b.append(_root(1), "2025-01-01T00:00:02Z").entry.seq == 1  # b reloads a's entry first
+    assert b.append(_root(0), "2025-01-01T00:00:09Z") == a.find("w1", 0)  # a's tree is not anchored again
+    assert a.append(_root(2), "2025-01-01T00:00:03Z").entry.seq == 2
+    entries = [parse_ledger_line(line, n) for n, line in enumerate(a.path.read_bytes().splitlines(), 1)]
+    assert verify_chain(entries, a.public_key) == entry_hash(entries[-1].entry)
+    assert [e.entry.tree_index for e in entries] == [0, 1, 2]
+    assert [e.entry.tree_index for e in b.entries()] == [0, 1, 2]
+
+
+def test_a_line_being_written_by_another_process_is_not_taken_for_a_torn_one(tmp_path: Path) -> None:
+    """Opening waits for the writer's lock: a line half written is finished, never truncated."""
+    src = LocalLedger(tmp_path / "src")
+    src.append(_root(0), "2025-01-01T00:00:01Z")
+    src.append(_root(1), "2025-01-01T00:00:02Z")
+    first, second = src.path.read_bytes().splitlines(keepends=True)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    shutil.copy(tmp_path / "src" / KEY_FILE, dst / KEY_FILE)
+    (dst / "ledger.jsonl").write_bytes(first + second[:40])
+    opened: list[LocalLedger] = []
+    with open(dst / LOCK_FILE, "ab") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # the writer, mid-append
+        opener = threading.Thread(target=lambda: opened.append(LocalLedger(dst)))
+        opener.start()
+        opener.join(0.3)
+        assert opener.is_alive() and not opened, "the ledger opened while another process was writing"
+        with open(dst / "ledger.jsonl", "ab") as f:
+            f.write(second[40:])
+    opener.join(10)
+    assert len(opened[0]) == 2
