@@ -8,6 +8,11 @@ bulk reads (a window's backlog, the submissions of a tree) run in a worker threa
 
 Submissions get consecutive ``seq`` numbers from the writer; a window is a ``seq`` range,
 so closing one writes a few tree rows and moves a watermark, never touching submission rows.
+
+The worker processes of ``serve --workers`` share the files (``worker`` set): each issues proof ids
+on its own clock sequence, write transactions take turns under a ``WriterLock`` and read the next
+seq and the receive-time floor from the file, the lead is a ``LeaderLock``, and commits and anchors
+are noted in ``changes``, which the other workers poll to wake their long polls.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from .base import (
     seq_hashes,
     tree_checksum,
 )
+from .workers import LEADER_FILE, LeaderLock, WriterLock
 
 DB_FILE = "receipts.sqlite3"
 SCHEMA_VERSION = "1"
@@ -61,7 +67,8 @@ CREATE TABLE IF NOT EXISTS batches (
   nonces BLOB NOT NULL,
   checksum BLOB NOT NULL,
   subject TEXT NOT NULL DEFAULT '',
-  log_first INTEGER NOT NULL DEFAULT 0
+  log_first INTEGER NOT NULL DEFAULT 0,
+  clock INTEGER NOT NULL DEFAULT -1  -- the clock sequence of the proof ids (-1: the file's own, meta clock_seq)
 );
 CREATE TABLE IF NOT EXISTS subject_logs (subject TEXT PRIMARY KEY, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS subject_hashes (
@@ -93,7 +100,7 @@ CREATE TABLE IF NOT EXISTS access_events (
   tenant TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS access_events_owner ON access_events(owner, receiver, domain);
-CREATE UNIQUE INDEX IF NOT EXISTS batches_ticks ON batches(first_ticks);
+CREATE UNIQUE INDEX IF NOT EXISTS batches_clock_ticks ON batches(clock, first_ticks);
 CREATE INDEX IF NOT EXISTS batches_subject ON batches(subject, first_seq) WHERE subject != '';
 CREATE TABLE IF NOT EXISTS trees (
   window_id TEXT NOT NULL,
@@ -137,6 +144,11 @@ CREATE TABLE IF NOT EXISTS fabric_blocks (
   checksum BLOB NOT NULL,
   PRIMARY KEY (channel, number)
 );
+CREATE TABLE IF NOT EXISTS changes (  -- commits and anchors, for the other workers' long polls
+  n INTEGER PRIMARY KEY AUTOINCREMENT,
+  first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS api_keys (
   key_id TEXT PRIMARY KEY,
   tenant TEXT NOT NULL,
@@ -155,6 +167,7 @@ _BATCHES_FROM = (  # the batches from the one holding seq ?1 on, up to seq ?2
     " AND first_seq <= ?2 ORDER BY first_seq"
 )
 _MAX_SEQ = 2**63 - 1
+_KEEP_CHANGES = 10_000  # rows of ``changes`` kept (a worker polls them every few tens of milliseconds)
 
 T = TypeVar("T")
 log = logging.getLogger("receipt_service.store")
@@ -175,6 +188,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if cols and "subject" not in cols:
         conn.execute("ALTER TABLE batches ADD COLUMN subject TEXT NOT NULL DEFAULT ''")
         conn.execute("ALTER TABLE batches ADD COLUMN log_first INTEGER NOT NULL DEFAULT 0")
+    if cols and "clock" not in cols:  # a receive time is unique per clock sequence, no longer per file
+        conn.execute("ALTER TABLE batches ADD COLUMN clock INTEGER NOT NULL DEFAULT -1")
+    conn.execute("DROP INDEX IF EXISTS batches_ticks")
     cols = {r[1] for r in conn.execute("PRAGMA table_info(trees)")}
     if cols and "heads_root" not in cols:
         conn.execute("ALTER TABLE trees ADD COLUMN heads_root BLOB")
@@ -237,10 +253,14 @@ class SQLiteStore:
         name: str = DB_FILE,
         domain: str | None = None,
         avoid_clock_seqs: Collection[int] = (),
+        worker: int | None = None,
+        leader: LeaderLock | None = None,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / name
         self.domain = domain
+        self.worker = worker  # None: the only process on the file
+        self.watch_seconds = 0.025  # how often a worker polls the others' commits and anchors
         try:
             self._w = _connect(self.path)
             _migrate(self._w)
@@ -248,9 +268,12 @@ class SQLiteStore:
             # Checkpoints run in their own thread (PASSIVE: they never block the writer's commits).
             self._w.execute("PRAGMA wal_autocheckpoint = 0")
             fresh = secrets.choice([c for c in range(1 << 14) if c not in avoid_clock_seqs])
-            self.clock_seq = int(self._meta_init("clock_seq", str(fresh)))
-            if self.clock_seq in avoid_clock_seqs:
-                raise StoreError(f"{self.path}: its clock sequence {self.clock_seq} is another store's")
+            own = int(self._meta_init("clock_seq", str(fresh)))
+            if own in avoid_clock_seqs:
+                raise StoreError(f"{self.path}: its clock sequence {own} is another store's")
+            self._clocks = self._lane_clocks(self._w)  # clock sequence -> value of batches.clock
+            self.clock_seq = own if not worker else self._worker_clock(worker)
+            self._col = self._clocks[self.clock_seq]
             stored_domain = self._meta_init("domain", domain or "")
             if stored_domain != (domain or ""):
                 raise StoreError(f"{self.path} holds the domain {stored_domain or '(none)'!r}, not {domain!r}")
@@ -258,6 +281,7 @@ class SQLiteStore:
             self._meta_init("schema_version", SCHEMA_VERSION)
             self._meta_init("watermark", "0")
             self._meta_init("purged_upto", "0")
+            self._meta_init("floor", "0")  # the receive-time floor of the last seal, for the other workers
             self._next_seq = self._max_seq() + 1
             newest = self._w.execute("SELECT window_end FROM trees ORDER BY last_seq DESC LIMIT 1").fetchone()
             self._floor = 0 if newest is None else iso_ticks(newest[0])  # receive times to refuse: before it
@@ -266,6 +290,9 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
         self._bulk_lock = threading.Lock()
+        shared = worker is not None
+        self._writer_lock = WriterLock(self.path.with_name(self.path.name + "-writer.lock")) if shared else None
+        self._leader = (leader or LeaderLock(data_dir / LEADER_FILE)) if shared else None
         self._queue: list[_Job] = []
         self._cond = threading.Condition()
         self._closing = False
@@ -283,6 +310,32 @@ class SQLiteStore:
         self._w.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
         row = self._w.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return str(row[0])
+
+    @staticmethod
+    def _lane_clocks(conn: sqlite3.Connection) -> dict[int, int]:
+        rows = conn.execute("SELECT key, value FROM meta WHERE key = 'clock_seq' OR key LIKE 'clock_seq.%'")
+        return {int(v): -1 if k == "clock_seq" else int(v) for k, v in rows.fetchall()}
+
+    def _worker_clock(self, worker: int) -> int:
+        row = self._w.execute("SELECT value FROM meta WHERE key = ?", (f"clock_seq.{worker}",)).fetchone()
+        if row is None:
+            raise StoreError(
+                f"{self.path}: no clock sequence is reserved for worker {worker}; start workers with"
+                " 'receipt-service serve --workers N', which reserves them"
+            )
+        return int(row[0])
+
+    def lane_clocks(self) -> dict[str, int]:
+        """Every clock sequence of this lane by meta key (``clock_seq``: worker 0's, ``clock_seq.<k>``)."""
+        rows = self._read("SELECT key, value FROM meta WHERE key = 'clock_seq' OR key LIKE 'clock_seq.%'", ())
+        return {k: int(v) for k, v in rows}
+
+    def reserve_clock(self, worker: int, clock_seq: int) -> None:
+        """Keep ``clock_seq`` for worker ``worker`` of ``serve --workers`` (administrative, synchronous)."""
+        with self._admin() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (f"clock_seq.{worker}", str(clock_seq))
+            )
 
     def _max_seq(self) -> int:
         row = self._w.execute("SELECT first_seq + count - 1 FROM batches ORDER BY first_seq DESC LIMIT 1").fetchone()
@@ -325,10 +378,21 @@ class SQLiteStore:
         self._resolve(jobs)
 
     def _transaction(self, jobs: list[_Job]) -> None:
+        if self._writer_lock is None:
+            self._run_jobs(jobs)
+            return
+        with self._writer_lock.held():
+            self._run_jobs(jobs)
+
+    def _run_jobs(self, jobs: list[_Job]) -> None:
         conn = self._w
         start_seq = self._next_seq
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if self.worker is not None:  # other workers wrote since: their seqs and their seals count
+                self._next_seq = self._max_seq() + 1
+                floor = conn.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()
+                self._floor = max(self._floor, int(floor[0]))
             for job in jobs:
                 job.result = job.fn(conn)
             conn.execute("COMMIT")
@@ -385,7 +449,7 @@ class SQLiteStore:
                 )
             conn.execute(
                 "INSERT INTO batches(first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum,"
-                " subject, log_first) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " subject, log_first, clock) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     first,
                     b.count,
@@ -397,6 +461,7 @@ class SQLiteStore:
                     batch_checksum(first, b),
                     b.subject,
                     b.log_first,
+                    self._col,
                 ),
             )
             self._next_seq = first + b.count
@@ -408,10 +473,10 @@ class SQLiteStore:
         """Raise the receive-time floor (see ``Store.seal``); runs in the writer's order."""
 
         def write(conn: sqlite3.Connection) -> tuple[int, int]:
-            row = conn.execute(
-                "SELECT first_ticks + count - 1 FROM batches ORDER BY first_ticks DESC LIMIT 1"
-            ).fetchone()
-            self._floor = max(self._floor, floor, ceil_us(int(row[0])) if row else 0)
+            newest = max((self._newest_ticks(conn, col) for col in self._lane_clocks(conn).values()), default=0)
+            self._floor = max(self._floor, floor, ceil_us(newest) if newest else 0)
+            if self.worker is not None:
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'floor'", (str(self._floor),))
             return self._next_seq - 1, self._floor
 
         return await self._write(write)
@@ -427,9 +492,14 @@ class SQLiteStore:
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     def last_ticks(self) -> int:
-        """The newest receive time stored (0 when empty): the id issuer resumes after it."""
-        row = self._r.execute(
-            "SELECT first_ticks + count - 1 FROM batches ORDER BY first_ticks DESC LIMIT 1"
+        """The newest receive time stored on this store's clock sequence (0 when none): the id issuer
+        resumes after it."""
+        return self._newest_ticks(self._r, self._col)
+
+    @staticmethod
+    def _newest_ticks(conn: sqlite3.Connection, col: int) -> int:
+        row = conn.execute(
+            "SELECT first_ticks + count - 1 FROM batches WHERE clock = ? ORDER BY first_ticks DESC LIMIT 1", (col,)
         ).fetchone()
         return int(row[0]) if row else 0
 
@@ -440,12 +510,12 @@ class SQLiteStore:
         out: dict[tuple[int, int], SubmissionRecord] = {}
         seen: dict[int, StoredBatch] = {}
         for clock, t in ids:
-            if clock != self.clock_seq:
+            if not await self.has_clock(clock):
                 continue
             rows = self._read(
                 "SELECT first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum, subject, log_first"
-                " FROM batches WHERE first_ticks <= ? ORDER BY first_ticks DESC LIMIT 1",
-                (t,),
+                " FROM batches WHERE clock = ? AND first_ticks <= ? ORDER BY first_ticks DESC LIMIT 1",
+                (self._clocks[clock], t),
             )
             if not rows:
                 continue
@@ -458,18 +528,36 @@ class SQLiteStore:
         return out
 
     async def has_clock(self, clock_seq: int) -> bool:
-        """Whether proof ids with this clock sequence are this store's."""
-        return clock_seq == self.clock_seq
+        """Whether proof ids with this clock sequence are this lane's (issued by any worker)."""
+        if clock_seq in self._clocks:
+            return True
+        if self.worker is None:
+            return False
+        clocks = self._lane_clocks(self._r)  # a supervisor started since with more workers
+        self._clocks = clocks
+        return clock_seq in clocks
 
     async def lead(self) -> bool:
-        """One process owns the database file: it always leads."""
-        return True
+        """The only process on the file always leads; a worker leads while it holds the leader lock."""
+        return True if self._leader is None else self._leader.take()
 
     async def resign(self) -> None:
-        """Nothing to hand over: no other instance shares the file."""
+        """Nothing to hand over now: a worker's lead goes when it closes (or dies)."""
 
     async def watch(self, wake: Callable[[int, int], None]) -> None:
-        """No other instance writes this file: nothing to watch."""
+        """A worker polls ``changes`` for the others' commits and anchors until cancelled; the only
+        process on the file returns at once."""
+        if self.worker is None:
+            return
+        rows = self._read("SELECT coalesce(max(n), 0) FROM changes", ())
+        seen = int(rows[0][0])
+        while True:
+            await asyncio.sleep(self.watch_seconds)
+            for n, first, last in self._read(
+                "SELECT n, first_seq, last_seq FROM changes WHERE n > ? ORDER BY n", (seen,)
+            ):
+                wake(int(first), int(last))
+                seen = int(n)
 
     async def backlog(self, limit: int, upto: int | None = None) -> list[StoredBatch]:
         """Up to about ``limit`` submissions after the aggregation watermark (up to seq ``upto``), as
@@ -548,6 +636,7 @@ class SQLiteStore:
                 [(t.window_id, t.tree_index, target, now) for t in trees for target in targets],
             )
             conn.execute("UPDATE meta SET value = ? WHERE key = 'watermark'", (str(last),))
+            self._note_change(conn, first, last)
 
         await self._write(write)
 
@@ -641,6 +730,7 @@ class SQLiteStore:
                 " WHERE window_id = ? AND tree_index = ? AND target = ?",
                 (anchor_json, done_ns, tree.window_id, tree.tree_index, target),
             )
+            self._note_change(conn, tree.first_seq, tree.last_seq)
 
         await self._write(write)
 
@@ -655,6 +745,14 @@ class SQLiteStore:
             )
 
         await self._write(write)
+
+    def _note_change(self, conn: sqlite3.Connection, first: int, last: int) -> None:
+        """Tell the other workers (their ``watch``) that submissions ``first..last`` changed state."""
+        if self.worker is None:
+            return
+        n = conn.execute("INSERT INTO changes(first_seq, last_seq) VALUES (?, ?)", (first, last)).lastrowid
+        if n is not None and n % 1000 == 0:
+            conn.execute("DELETE FROM changes WHERE n <= ?", (n - _KEEP_CHANGES,))
 
     async def put_fabric_block(self, channel: str, number: int, block: bytes) -> None:
         """Keep a Fabric block (evidence for anchors); a block already kept stays as it is."""
@@ -869,10 +967,14 @@ class SQLiteStore:
         """Row counts for metrics."""
         (mark,) = self._read("SELECT value FROM meta WHERE key = 'watermark'", ())[0]
         (purged,) = self._read("SELECT value FROM meta WHERE key = 'purged_upto'", ())[0]
-        total = self._next_seq - 1 - int(purged)
+        last = self._next_seq - 1
+        if self.worker is not None:  # the other workers' submissions count too
+            rows = self._read("SELECT first_seq + count - 1 FROM batches ORDER BY first_seq DESC LIMIT 1", ())
+            last = int(rows[0][0]) if rows else int(purged)
+        total = last - int(purged)
         (trees,) = self._read("SELECT count(*) FROM trees", ())[0]
         (open_,) = self._read("SELECT count(*) FROM anchors WHERE anchor IS NULL", ())[0]
-        return StoreStats(int(total), max(0, self._next_seq - 1 - int(mark)), int(trees), int(open_))
+        return StoreStats(int(total), max(0, last - int(mark)), int(trees), int(open_))
 
     async def ping(self) -> None:
         """Raise ``StoreError`` unless the database answers and the writer runs."""
@@ -899,6 +1001,8 @@ class SQLiteStore:
         self._checkpointer.join()
         for conn in (self._r, self._bulk, self._w):
             conn.close()
+        if self._leader is not None:
+            self._leader.release()
 
     # ------------------------------------------------------------------ helpers
 
@@ -964,11 +1068,19 @@ def _settle(jobs: list[_Job]) -> None:
 
 
 def open_domain_stores(data_dir: Path, main: SQLiteStore, domains: Iterable[str]) -> dict[str, SQLiteStore]:
-    """One store per data-sharing domain beside the main one, each with its own clock sequence."""
+    """One store per data-sharing domain beside the main one, each with its own clock sequence (a worker's
+    stores share its leader lock: one process leads every lane)."""
     used = {main.clock_seq}
     out: dict[str, SQLiteStore] = {}
     for domain in domains:
-        store = SQLiteStore(data_dir, name=f"receipts.{domain}.sqlite3", domain=domain, avoid_clock_seqs=used)
+        store = SQLiteStore(
+            data_dir,
+            name=f"receipts.{domain}.sqlite3",
+            domain=domain,
+            avoid_clock_seqs=used,
+            worker=main.worker,
+            leader=main._leader,
+        )
         used.add(store.clock_seq)
         out[domain] = store
     return out

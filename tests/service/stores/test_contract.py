@@ -33,17 +33,30 @@ SUBJECT = "pseudonym-0000000000000001"
 Opener = Callable[..., Store]
 
 
-@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
+@pytest.fixture(params=["sqlite", "sqlite-worker", "redis", "redis-cluster"])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     opened: list[Store] = []
+    used: set[int] = set()  # clock sequences taken by the lanes opened so far
     links: list[RedisLink] = []
     url = {"redis": "redis_url", "redis-cluster": "redis_cluster_url"}.get(request.param)
     url = request.getfixturevalue(url) if url else ""
 
     def make(domain: str | None = None) -> Store:
         store: Store
+        name = f"receipts.{domain or 'v1'}.sqlite3"
         if request.param == "sqlite":
-            store = SQLiteStore(tmp_path, name=f"receipts.{domain or 'v1'}.sqlite3", domain=domain)
+            store = SQLiteStore(tmp_path, name=name, domain=domain)
+        elif request.param == "sqlite-worker":  # worker 1 of two sharing the file (serve --workers)
+            if (tmp_path / name).exists():  # opened again: the same worker, after a restart
+                store = SQLiteStore(tmp_path, name=name, domain=domain, worker=1)
+                opened.append(store)
+                return store
+            first = SQLiteStore(tmp_path, name=name, domain=domain, avoid_clock_seqs=used)
+            used.add(first.clock_seq)
+            first.reserve_clock(1, next(c for c in range(1, 1 << 14) if c not in used))
+            first.close_sync()
+            store = SQLiteStore(tmp_path, name=name, domain=domain, worker=1)
+            used.add(store.clock_seq)
         else:
             links.append(RedisLink(RedisTarget.parse(url)))
             store = RedisStore(links[-1], domain=domain)

@@ -1,0 +1,204 @@
+"""Worker processes sharing a data directory's SQLite files (``serve --workers``): one seq order, a clock
+sequence each, one leader, the floor of a seal, and long polls woken by the others' commits.
+
+Each worker here is a store opened on the same files with its own connections, writer thread and
+locks: ``flock`` locks belong to open files, so two of them in one process exclude each other as two
+processes do (``tests/service/test_workers.py`` runs real processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from receipt_service.errors import StoreError, TicksTakenError
+from receipt_service.ids import ProofIdIssuer, ceil_us
+from receipt_service.stores.base import Batch, TreeRecord
+from receipt_service.stores.sqlite import DB_FILE, SQLiteStore, open_domain_stores
+from receipt_service.stores.workers import ServeLock, leader_pid, reserve_clocks
+from receipt_service.trees import build_packed
+from receipt_service.windows import tree_records
+
+NOW_NS = 1_763_712_000_000_000_000
+Workers = Callable[[int], list[SQLiteStore]]
+
+
+def _batch(issuer: ProofIdIssuer, n: int, unix_ns: int = NOW_NS) -> Batch:
+    hashes = [os.urandom(32) for _ in range(n)]
+    issued = issuer.issue_batch(hashes, unix_ns)
+    return Batch("t", issued.first_ticks, issued.proof_id_bytes, b"".join(hashes), os.urandom(16 * n))
+
+
+def _keys(b: Batch, clock: int) -> list[tuple[int, int]]:
+    return [(clock, b.first_ticks + i) for i in range(b.count)]
+
+
+async def _window(store: SQLiteStore, window: str = "w-1") -> list[TreeRecord]:
+    spans = await store.backlog(10_000)
+    trees = tree_records(
+        window,
+        spans[0].first_seq,
+        build_packed([s.columns(None) for s in spans], 8),
+        "2026-01-01T00:00:00Z",
+        "2026-01-01T00:00:01Z",
+    )
+    await store.commit_window(trees, ["local"])
+    return trees
+
+
+@pytest.fixture
+async def workers(tmp_path: Path) -> AsyncIterator[Workers]:
+    """``workers(n)``: n stores on one file, as ``serve --workers n`` opens them."""
+    opened: list[SQLiteStore] = []
+
+    def make(n: int) -> list[SQLiteStore]:
+        first = SQLiteStore(tmp_path)
+        reserve_clocks([first], n)
+        first.close_sync()
+        group = [SQLiteStore(tmp_path, worker=k) for k in range(n)]
+        opened.extend(group)
+        return group
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+async def test_workers_share_one_seq_order_and_find_each_others_submissions(workers: Workers) -> None:
+    a, b = workers(2)
+    assert a.clock_seq != b.clock_seq
+    ia, ib = ProofIdIssuer(a.clock_seq, a.last_ticks()), ProofIdIssuer(b.clock_seq, b.last_ticks())
+    batches = [(a, _batch(ia, 3)) if i % 2 else (b, _batch(ib, 2)) for i in range(60)]
+    firsts = await asyncio.gather(*(s.add_batch(x) for s, x in batches))
+    spans = sorted((f, f + x.count - 1) for f, (_, x) in zip(firsts, batches, strict=True))
+    assert spans[0][0] == 1 and all(q[0] == p[1] + 1 for p, q in itertools.pairwise(spans))
+    assert (await a.stats()).submissions == (await b.stats()).submissions == 150
+    # the same receive ticks on both clocks are two submissions, each found by its own proof id
+    assert batches[0][1].first_ticks == batches[1][1].first_ticks
+    for reader in (a, b):
+        for (store, x), first in zip(batches, firsts, strict=True):
+            found = await reader.get_submissions(_keys(x, store.clock_seq))
+            assert [r.seq for r in found.values()] == list(range(first, first + x.count))
+            assert b"".join(r.proof_id for r in found.values()) == x.proof_ids
+
+
+async def test_one_worker_leads_until_it_closes(workers: Workers, tmp_path: Path) -> None:
+    a, b = workers(2)
+    assert leader_pid(tmp_path) is None
+    assert await a.lead() and await a.lead()
+    assert not await b.lead()
+    assert leader_pid(tmp_path) == os.getpid()
+    await a.close()
+    assert await b.lead()
+
+
+async def test_a_seal_by_the_leader_refuses_another_workers_straggler(workers: Workers) -> None:
+    a, b = workers(2)
+    ia, ib = ProofIdIssuer(a.clock_seq, 0), ProofIdIssuer(b.clock_seq, 0)
+    early = _batch(ib, 2)
+    straggler = _batch(ib, 1)  # issued by b before the seal, stored after it
+    await b.add_batch(early)
+    late_on_a = _batch(ia, 1, NOW_NS + 5_000)  # a's newest receive time is later than b's
+    await a.add_batch(late_on_a)
+    last, floor = await a.seal(0)
+    assert (last, floor) == (3, ceil_us(late_on_a.first_ticks))  # past every worker's receive times
+    with pytest.raises(TicksTakenError) as err:
+        await b.add_batch(straggler)
+    assert err.value.last_ticks == floor - 1
+    ib.resume_after(err.value.last_ticks)
+    assert await b.add_batch(_batch(ib, 1)) == 4
+
+
+async def test_a_worker_is_woken_by_the_leaders_commits_and_anchors(workers: Workers) -> None:
+    a, b = workers(2)
+    b.watch_seconds = 0.01
+    woken: list[tuple[int, int]] = []
+    watching = asyncio.create_task(b.watch(lambda first, last: woken.append((first, last))))
+    try:
+        await asyncio.sleep(0.05)  # changes before the watch began are not replayed
+        await b.add_batch(_batch(ProofIdIssuer(b.clock_seq, 0), 20))
+        trees = await _window(a)
+        await a.record_anchor(trees[0], "local", "{}", 1)
+        for _ in range(100):
+            if len(woken) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert woken == [(1, 20), (trees[0].first_seq, trees[0].last_seq)]
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+
+
+async def test_a_clock_reserved_after_a_worker_started_is_still_found(workers: Workers, tmp_path: Path) -> None:
+    a, b = workers(2)
+    admin = SQLiteStore(tmp_path)
+    reserve_clocks([admin], 3)  # a supervisor started later with three workers
+    admin.close_sync()
+    c = SQLiteStore(tmp_path, worker=2)
+    try:
+        x = _batch(ProofIdIssuer(c.clock_seq, 0), 1)
+        await c.add_batch(x)
+        assert await a.has_clock(c.clock_seq)
+        assert next(iter((await a.get_submissions(_keys(x, c.clock_seq))).values())).hash == x.hashes
+        assert not await a.has_clock(
+            next(cs for cs in range(1 << 14) if cs not in {a.clock_seq, b.clock_seq, c.clock_seq})
+        )
+    finally:
+        await c.close()
+
+
+def test_clocks_are_distinct_across_lanes_and_workers_and_kept(tmp_path: Path) -> None:
+    main = SQLiteStore(tmp_path)
+    lanes = [main, *open_domain_stores(tmp_path, main, ["a", "b"]).values()]
+    try:
+        reserve_clocks(lanes, 4)
+        first = [s.lane_clocks() for s in lanes]
+        clocks = [cs for c in first for cs in c.values()]
+        assert len(clocks) == 12 == len(set(clocks))
+        reserve_clocks(lanes, 2)  # fewer workers later: the reservations stay
+        assert [s.lane_clocks() for s in lanes] == first
+    finally:
+        for s in lanes:
+            s.close_sync()
+    with pytest.raises(StoreError, match="no clock sequence is reserved for worker 4; start workers with"):
+        SQLiteStore(tmp_path, worker=4)
+
+
+async def test_a_database_from_before_workers_keeps_its_receipts(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    x = _batch(ProofIdIssuer(store.clock_seq, 0), 4)
+    await store.add_batch(x)
+    clock = store.clock_seq
+    await store.close()
+    conn = sqlite3.connect(tmp_path / DB_FILE)  # the schema of the release before: no clock column
+    conn.executescript(
+        "DROP INDEX batches_clock_ticks; ALTER TABLE batches DROP COLUMN clock;"
+        " CREATE UNIQUE INDEX batches_ticks ON batches(first_ticks);"
+    )
+    conn.close()
+    again = SQLiteStore(tmp_path)
+    try:
+        assert [r.seq for r in (await again.get_submissions(_keys(x, clock))).values()] == [1, 2, 3, 4]
+        assert again.last_ticks() == x.first_ticks + 3
+        with sqlite3.connect(tmp_path / DB_FILE) as check:
+            names = {r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "batches_clock_ticks" in names and "batches_ticks" not in names
+    finally:
+        await again.close()
+
+
+def test_one_service_per_data_directory(tmp_path: Path) -> None:
+    first = ServeLock(tmp_path)
+    first.take()
+    with pytest.raises(StoreError, match=rf"another receipt-service \(pid {os.getpid()}\) serves the data directory"):
+        ServeLock(tmp_path).take()
+    first.release()
+    again = ServeLock(tmp_path)
+    again.take()
+    again.release()
