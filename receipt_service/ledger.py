@@ -52,24 +52,32 @@ PROOFS_FILE = "ledger-proofs.jsonl"  # the transition proofs of chained windows,
 
 
 def load_or_create_key(data_dir: Path, name: str = KEY_FILE) -> Ed25519PrivateKey:
-    """A signing key of the data directory (the ledger's by default), generated on first start (mode 0600)."""
+    """A signing key of the data directory (the ledger's by default), generated on first start (mode 0600).
+
+    Several processes starting at once agree on one key: the first to link its file in place wins and
+    the others load that one."""
     path = data_dir / name
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise LedgerError(f"{path} does not hold an Ed25519 private key")
-        return key
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(data_dir)
-    return key
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):  # another process made it first: theirs stands
+                os.link(tmp, path)
+        finally:
+            tmp.unlink()
+        _fsync_dir(data_dir)
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise LedgerError(f"{path} does not hold an Ed25519 private key")
+    return loaded
 
 
 def _fsync_dir(path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -94,6 +96,20 @@ def test_a_named_key_is_created_once_private_and_without_leftovers(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["event-key.pem"]
     again = load_or_create_key(tmp_path, "event-key.pem")
     assert raw_public_key(again.public_key()) == raw_public_key(key.public_key())
+
+
+def test_processes_creating_a_key_at_once_agree_on_one(tmp_path: Path) -> None:
+    """Workers starting together: one key is made and every one of them loads it, never two keys."""
+    code = (
+        "import sys; from pathlib import Path; from receipt_service.ledger import load_or_create_key;from receipt_verifier.ledger import raw_public_key;"
+        "print(raw_public_key(load_or_create_key(Path(sys.argv[1]), 'event-key.pem').public_key()).hex())"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    keys = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert len(keys) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["event-key.pem"]
 
 
 def test_entries_chain_and_every_line_is_the_signed_entry(tmp_path: Path) -> None:
