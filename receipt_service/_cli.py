@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -27,7 +28,8 @@ from .auth import make_key, parse_scopes
 from .config import ENV_PREFIX, Settings, load_settings
 from .demo_paper import run_paper
 from .domains import ROLES, parse_role
-from .server import DEFAULT_KEY_FILE, open_key_store, serve
+from .server import DEFAULT_KEY_FILE, WorkerLink, open_key_store, serve
+from .supervisor import supervise
 
 SAMPLE_RECORDS: list[tuple[str, bytes]] = [
     ("wearable: heart rate", b'{"type":"heart_rate","bpm":72,"device":"wrist-01"}'),
@@ -262,6 +264,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-leaves", type=int, help="leaves per tree before a window splits (default 25000)")
     s.add_argument("--retention-days", type=float, help="drop anchored receipts after this many days (default: keep)")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.add_argument(
+        "--workers",
+        type=int,
+        help="processes serving the port on the embedded store, watched by this one (default 1: this process)",
+    )
+    s.add_argument("--worker", help=argparse.SUPPRESS)  # set by the supervisor of --workers for each worker
 
     k = sub.add_parser("keys", help="manage tenant API keys")
     ksub = k.add_subparsers(dest="keys_command", required=True)
@@ -321,6 +329,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
@@ -350,9 +359,19 @@ def main(argv: list[str] | None = None) -> int:
             window_seconds=args.window_seconds,
             max_leaves=args.max_leaves,
             retention_days=args.retention_days,
+            workers=args.workers,
         )
         settings = load_settings(config, overrides=overrides)
+        if args.worker is not None:  # one of the supervisor's workers
+            link = WorkerLink.parse(args.worker)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops its workers in order
+            fmt = f"%(asctime)s %(levelname)s worker {link.index} %(name)s: %(message)s"
+            logging.basicConfig(level=args.log_level, format=fmt)
+            asyncio.run(serve(settings, worker=link))
+            return 0
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if settings.workers > 1:
+            return supervise(settings, argv)
         asyncio.run(serve(settings))
         return 0
     except Error as exc:

@@ -13,6 +13,7 @@ from typing import Any
 
 from .domains import check_domain
 from .errors import ConfigError
+from .stores.workers import MAX_WORKERS
 
 ENV_PREFIX = "RECEIPT_SERVICE_"
 
@@ -73,6 +74,7 @@ class Settings:
     redis_unsafe_persistence: bool = False  # run on a Redis that could lose writes (see check_persistence)
     redis_wait_replicas: int = 0  # WAIT for this many replicas before acknowledging
     lease_seconds: float = 5.0  # the leader lease of a shared store: a dead leader is replaced within it
+    workers: int = 1  # processes serving one port on the embedded store (``serve --workers``); 1: this process
     fabric: FabricSettings | None = None  # only from a TOML file's [fabric] table
     # only from a TOML file's [domains] table: domain -> anchor targets ("local", "fabric:<channel>");
     # a domain not listed goes to the local ledger and, with Fabric, to the channel of its own name
@@ -126,6 +128,13 @@ class Settings:
             problems.append("redis_wait_replicas must be between 0 and 16")
         if not 0.5 <= self.lease_seconds <= 300:
             problems.append(f"lease_seconds {self.lease_seconds} must be between 0.5 and 300")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            problems.append(f"workers {self.workers} must be between 1 and {MAX_WORKERS}")
+        elif self.workers > 1 and self.store != "sqlite":
+            problems.append(
+                "workers > 1 shares the embedded store; with a Redis store, run several instances instead"
+                " (each its own 'receipt-service serve')"
+            )
         channels = self.fabric.channels if self.fabric is not None else ()
         for domain, targets in self.domain_targets:
             for t in targets:

@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +30,7 @@ from .service import Service
 from .stores.base import Store
 from .stores.redis import RedisLink, RedisStore, RedisTarget, open_redis_stores
 from .stores.sqlite import SQLiteStore, open_domain_stores
+from .stores.workers import ServeLock
 
 log = logging.getLogger("receipt_service")
 
@@ -37,11 +40,31 @@ DEFAULT_KEY_FILE = "default-api-key"
 PUBLIC_KEY_FILE = "ledger-key.pub.json"
 
 
-def open_stores(settings: Settings) -> tuple[Store, dict[str, Store], RedisLink | None]:
-    """The v1 lane's store and one per domain: SQLite files in the data directory, or a shared Redis
-    (whose persistence settings are checked first)."""
+@dataclass(frozen=True)
+class WorkerLink:
+    """What a worker of ``serve --workers`` gets from its supervisor: its index, the port (each worker
+    listens on it with ``SO_REUSEPORT``, so the kernel spreads connections evenly) and its end of a
+    control socket (it says ``ready`` there; end of file there means the supervisor died)."""
+
+    index: int
+    port: int
+    control_fd: int
+
+    @classmethod
+    def parse(cls, text: str) -> WorkerLink:
+        """From ``INDEX:PORT:CONTROL_FD``."""
+        index, port, control_fd = (int(x) for x in text.split(":"))
+        return cls(index, port, control_fd)
+
+    def __str__(self) -> str:
+        return f"{self.index}:{self.port}:{self.control_fd}"
+
+
+def open_stores(settings: Settings, worker: int | None = None) -> tuple[Store, dict[str, Store], RedisLink | None]:
+    """The v1 lane's store and one per domain: SQLite files in the data directory (``worker``: as that
+    worker of ``serve --workers``), or a shared Redis (whose persistence settings are checked first)."""
     if settings.store == "sqlite":
-        store = SQLiteStore(settings.data_dir)
+        store = SQLiteStore(settings.data_dir, worker=worker)
         return store, dict(open_domain_stores(settings.data_dir, store, DOMAINS)), None
     link = RedisLink(RedisTarget.parse(settings.store), wait_replicas=settings.redis_wait_replicas)
     try:
@@ -68,11 +91,12 @@ def open_key_store(settings: Settings) -> tuple[Store, Callable[[], None]]:
     return RedisStore(link, take_clock=False), link.sync.close
 
 
-def open_service(settings: Settings) -> Service:
-    """The store and anchor backends of a data directory, wired into a service."""
+def open_service(settings: Settings, worker: int | None = None) -> Service:
+    """The store and anchor backends of a data directory, wired into a service (``worker``: as that
+    worker of ``serve --workers``)."""
     data_dir = settings.data_dir
     private_dir(data_dir)
-    store, domain_stores, link = open_stores(settings)
+    store, domain_stores, link = open_stores(settings, worker)
     closers: list[Callable[[], Awaitable[None]]] = []
     shared = None
     if link is not None:
@@ -80,9 +104,7 @@ def open_service(settings: Settings) -> Service:
         shared = RedisLedger(link.sync, load_or_create_key(data_dir))
     ledger = LocalLedgerBackend(data_dir, shared)
     backends: list[AnchorBackend] = [ledger]
-    public = data_dir / PUBLIC_KEY_FILE  # what auditors pin; ledger-key.pem beside it is the private key
-    public.write_text(json.dumps(ledger_key_doc(ledger), indent=2) + "\n")
-    public.chmod(0o644)
+    write_public_key(data_dir, ledger)
     evidence = None
     if settings.fabric is not None:
         client = fabric_client(settings.fabric)
@@ -101,6 +123,16 @@ def open_service(settings: Settings) -> Service:
             for ch in settings.fabric.channels
         ]
     return Service(settings, store, backends, closers=closers, evidence=evidence, domain_stores=domain_stores)
+
+
+def write_public_key(data_dir: Path, ledger: LocalLedgerBackend) -> None:
+    """What auditors pin (``ledger-key.pem`` beside it is the private key); replaced whole, so a worker
+    starting beside others never shows a reader half a file."""
+    public = data_dir / PUBLIC_KEY_FILE
+    tmp = public.with_name(f".{PUBLIC_KEY_FILE}.{os.getpid()}")
+    tmp.write_text(json.dumps(ledger_key_doc(ledger), indent=2) + "\n")
+    tmp.chmod(0o644)
+    tmp.replace(public)
 
 
 def fabric_client(fabric: FabricSettings) -> GatewayClient:
@@ -136,42 +168,89 @@ def ensure_default_key(store: Store, data_dir: Path) -> Path | None:
 
 
 async def serve(
-    settings: Settings, ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None
+    settings: Settings,
+    ready: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+    worker: WorkerLink | None = None,
 ) -> None:
-    """Serve until SIGTERM, SIGINT (or ``stop``), then stop accepting, close and anchor the open window."""
-    service = open_service(settings)
+    """Serve until SIGTERM, SIGINT (or ``stop``), then stop accepting, close and anchor the open window.
+
+    As a worker of ``serve --workers`` (``worker``): on the supervisor's listening socket, without
+    taking the data directory (the supervisor holds it), until SIGTERM or the supervisor's end."""
+    held = None
+    if worker is None and settings.store == "sqlite":  # one service per embedded data directory
+        private_dir(settings.data_dir)
+        held = ServeLock(settings.data_dir)
+        held.take()
+    try:
+        await _serve(settings, ready, stop or asyncio.Event(), worker)
+    finally:
+        if held is not None:
+            held.release()
+
+
+async def _serve(
+    settings: Settings, ready: Callable[[int], None] | None, stop: asyncio.Event, worker: WorkerLink | None
+) -> None:
+    service = open_service(settings, None if worker is None else worker.index)
     runner = web.AppRunner(
         init_app(service), handle_signals=False, access_log=None, max_line_size=MAX_LINE, max_field_size=MAX_LINE
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+    if worker is None:
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+    else:
+        site = web.TCPSite(runner, settings.host, worker.port, backlog=1024, reuse_port=True)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port
-    ensure_default_key(service.store, settings.data_dir)  # only once the service could bind its address
     ledger = service.ledger()
-    log.info(
-        "serving on http://%s:%d (data %s, store %s, instance %s, window %.3gs, ledger key id %s)",
-        settings.host,
-        port,
-        settings.data_dir,
-        "sqlite"
-        if settings.store == "sqlite"
-        else urlsplit(settings.store)._replace(netloc=_host(settings.store)).geturl(),
-        service.store.token if isinstance(service.store, RedisStore) else service.store.instance_id,
-        settings.window_seconds,
-        ledger.ledger.key_id if ledger else "-",
-    )
+    loop = asyncio.get_running_loop()
+    if worker is None:
+        ensure_default_key(service.store, settings.data_dir)  # only once the service could bind its address
+        log.info(
+            "serving on http://%s:%d (data %s, store %s, instance %s, window %.3gs, ledger key id %s)",
+            settings.host,
+            port,
+            settings.data_dir,
+            "sqlite"
+            if settings.store == "sqlite"
+            else urlsplit(settings.store)._replace(netloc=_host(settings.store)).geturl(),
+            service.store.token if isinstance(service.store, RedisStore) else service.store.instance_id,
+            settings.window_seconds,
+            ledger.ledger.key_id if ledger else "-",
+        )
+    else:
+        log.info("worker %d ready (pid %d, clock sequence %d)", worker.index, os.getpid(), service.store.clock_seq)
+        control = socket.socket(fileno=worker.control_fd)
+        control.sendall(b"ready\n")
+        control.setblocking(False)
+        loop.add_reader(control, lambda: _supervisor_gone(control, stop))
     if ready is not None:
         ready(port)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT) if worker is None else (signal.SIGTERM,)  # workers: SIGINT goes
+    for sig in signals:  # to the whole terminal group; the supervisor stops its workers in order instead
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
         log.info("stopping: no new hashes; closing and anchoring the open window")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.remove_signal_handler(sig)
+        if worker is not None:
+            loop.remove_reader(worker.control_fd)
         await runner.cleanup()
     log.info("stopped")
+
+
+def _supervisor_gone(control: socket.socket, stop: asyncio.Event) -> None:
+    """The control socket is readable: the supervisor closed it (it died); a worker then stops too."""
+    try:
+        data = control.recv(64)
+    except BlockingIOError:
+        return
+    except OSError:
+        data = b""
+    if not data:
+        log.warning("the supervisor is gone: stopping this worker")
+        asyncio.get_running_loop().remove_reader(control)
+        stop.set()

@@ -1003,6 +1003,8 @@ class SQLiteStore:
             conn.close()
         if self._leader is not None:
             self._leader.release()
+        if self._writer_lock is not None:
+            self._writer_lock.close()
 
     # ------------------------------------------------------------------ helpers
 

@@ -84,13 +84,22 @@ class WriterLock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         """Wait for the lock (blocking: the caller is the store's writer thread), hold it inside."""
-        with open(self.path, "ab") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
             yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Let go of the file (the store is closed)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class ClockFile(Protocol):

@@ -54,12 +54,14 @@ def server(
         assert proc.stderr is not None
         deadline = time.monotonic() + 60
         port = None
+        said: list[str] = []
         while port is None and time.monotonic() < deadline:
             line = proc.stderr.readline()
+            said.append(line)
             if lines is not None:
                 lines.append(line)
             if not line:
-                raise AssertionError(f"server exited early with {proc.wait()}")
+                raise AssertionError(f"server exited early with {proc.wait()}:\n{''.join(said[-20:])}")
             m = _SERVING.search(line)
             port = m.group(1) if m else None
         assert port is not None, "server did not report its port"
@@ -110,6 +112,40 @@ async def load(
     async with aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {token}"}, timeout=timeout) as http:
         await asyncio.gather(*(worker(http) for _ in range(workers)))
     return done
+
+
+async def spread_load(
+    bases: list[str],
+    token: str,
+    acked: dict[str, str],
+    stop: asyncio.Event,
+    max_batch: int = 20,
+    fresh_connections: bool = False,
+) -> None:
+    """Workers posting to random instances until ``stop``; an error (instance or Redis down) is retried."""
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        while not stop.is_set():
+            base = random.choice(bases)
+            hashes = [os.urandom(32).hex() for _ in range(random.randint(1, max_batch))]
+            try:
+                async with http.post(f"{base}/hashes", json={"hashes": hashes}) as resp:
+                    if resp.status != 202:
+                        await asyncio.sleep(0.05)
+                        continue
+                    body = await resp.json()
+            except (TimeoutError, aiohttp.ClientError):
+                await asyncio.sleep(0.05)
+                continue
+            for item in body["hashes"]:
+                acked[item["proof_id"]] = item["hash"]
+
+    timeout = aiohttp.ClientTimeout(total=10)
+    connector = aiohttp.TCPConnector(force_close=fresh_connections)  # fresh: a connection per request
+    async with aiohttp.ClientSession(
+        headers={"Authorization": f"Bearer {token}"}, timeout=timeout, connector=connector
+    ) as http:
+        await asyncio.gather(*(worker(http) for _ in range(4)))
 
 
 def ledger_public_key(data_dir: Path) -> Ed25519PublicKey:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import random
 import re
 import shutil
@@ -18,14 +17,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import aiohttp
 import redis
 
 from receipt_service.ledger import load_or_create_key
 from receipt_verifier import AnchorPolicy, Verifier
 from receipt_verifier.ledger import iter_ledger, parse_ledger_line, verify_chain
 
-from .procs import CLI, collect, ledger_public_key, server
+from .procs import CLI, collect, ledger_public_key, server, spread_load
 from .redisproc import REDIS_CLI, RedisCluster, RedisServer
 
 _INSTANCE = re.compile(r"instance ([0-9a-f]{8})")
@@ -89,32 +87,6 @@ def token_for(url: str, data_dir: Path) -> str:
         timeout=60,
     )
     return out.stdout.strip()
-
-
-async def spread_load(
-    bases: list[str], token: str, acked: dict[str, str], stop: asyncio.Event, max_batch: int = 20
-) -> None:
-    """Workers posting to random instances until ``stop``; an error (instance or Redis down) is retried."""
-
-    async def worker(http: aiohttp.ClientSession) -> None:
-        while not stop.is_set():
-            base = random.choice(bases)
-            hashes = [os.urandom(32).hex() for _ in range(random.randint(1, max_batch))]
-            try:
-                async with http.post(f"{base}/hashes", json={"hashes": hashes}) as resp:
-                    if resp.status != 202:
-                        await asyncio.sleep(0.05)
-                        continue
-                    body = await resp.json()
-            except (TimeoutError, aiohttp.ClientError):
-                await asyncio.sleep(0.05)
-                continue
-            for item in body["hashes"]:
-                acked[item["proof_id"]] = item["hash"]
-
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}, timeout=timeout) as http:
-        await asyncio.gather(*(worker(http) for _ in range(4)))
 
 
 def check_everything_anchored_once(inst: Instances, client: redis.Redis, token: str, acked: dict[str, str]) -> None:

@@ -1,0 +1,231 @@
+"""``serve --workers``: real worker processes on one port and one data directory. Every acknowledged hash
+is anchored once and verifies offline, whichever worker took it and whichever worker is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import aiohttp
+
+from receipt_service.stores.workers import leader_pid
+from receipt_verifier import AnchorPolicy, Verifier
+from receipt_verifier.ledger import iter_ledger, verify_chain
+
+from .procs import CLI, collect, create_key, ledger_public_key, server, spread_load
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie (this container's PID 1 does not reap orphans)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _workers(supervisor: int) -> list[int]:
+    """The live worker pids of a supervisor."""
+    out = subprocess.run(["pgrep", "-P", str(supervisor)], check=False, capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out if not _gone(int(p))]
+
+
+def _wait(predicate: object, timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _check_store(data_dir: Path, acked: dict[str, str], receipts: dict[str, dict[str, object]]) -> set[int]:
+    """Receipts verified offline; trees contiguous and anchored once on a verified ledger; returns the
+    clock columns the stored batches carry (one per worker that took hashes)."""
+    pub = ledger_public_key(data_dir)
+    verifier = Verifier([pub])
+    for proof_id, hash_hex in acked.items():
+        result = verifier.verify_policy(json.dumps(receipts[proof_id]), AnchorPolicy(), record_hash=hash_hex)
+        assert result.anchors[0].status.value == "verified", proof_id
+    entries = list(iter_ledger((data_dir / "ledger.jsonl").read_bytes().splitlines()))
+    verify_chain(entries, pub)
+    trees = [(e.entry.window_id, e.entry.tree_index) for e in entries]
+    assert len(trees) == len(set(trees)), "a tree was anchored twice"
+    with sqlite3.connect(data_dir / "receipts.sqlite3") as db:
+        stored = db.execute("SELECT coalesce(max(first_seq + count - 1), 0) FROM batches").fetchone()[0]
+        ranges = db.execute("SELECT first_seq, last_seq FROM trees ORDER BY first_seq").fetchall()
+        clocks = {r[0] for r in db.execute("SELECT DISTINCT clock FROM batches")}
+        open_jobs = db.execute("SELECT count(*) FROM anchors WHERE anchor IS NULL").fetchone()[0]
+    assert stored >= len(acked) and sum(e.entry.tree_size for e in entries) == stored
+    assert ranges[0][0] == 1 and ranges[-1][1] == stored
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges)), "trees overlap or leave a gap"
+    assert open_jobs == 0
+    return clocks
+
+
+def test_workers_share_one_port_and_stop_leader_last(tmp_path: Path) -> None:
+    token = create_key(tmp_path)
+    acked: dict[str, str] = {}
+    lines: list[str] = []
+    with server(tmp_path, 0.2, "--workers", "2", lines=lines) as (proc, base):
+        stop = asyncio.Event()
+
+        async def run() -> None:
+            task = asyncio.create_task(spread_load([base], token, acked, stop, fresh_connections=True))
+            await asyncio.sleep(2.0)
+            stop.set()
+            await task
+
+        asyncio.run(run())
+        receipts = asyncio.run(collect(base, token, list(acked), timeout=60))
+        leader = leader_pid(tmp_path)
+        assert leader in _workers(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+    assert len(acked) > 100
+    clocks = _check_store(tmp_path, acked, receipts)
+    assert len(clocks) == 2, "both workers took hashes"
+    text = "".join(lines)
+    stopped = [line for line in text.splitlines() if "receipt_service: stopped" in line]
+    assert len(stopped) == 2 and f"worker {leader_pid_index(text, leader)} " in stopped[-1], "the leader stops last"
+
+
+def leader_pid_index(log: str, pid: int | None) -> int:
+    """The worker index the log gives the process ``pid``."""
+    for line in log.splitlines():
+        if f"ready (pid {pid}," in line:
+            return int(line.split("worker ")[1].split()[0])
+    raise AssertionError(f"no worker with pid {pid} in the log")
+
+
+def test_kill_9_of_the_leader_and_of_a_follower_loses_nothing(tmp_path: Path) -> None:
+    token = create_key(tmp_path)
+    acked: dict[str, str] = {}
+    lines: list[str] = []
+    with server(tmp_path, 0.2, "--workers", "2", env={"RECEIPT_SERVICE_LEASE_SECONDS": "0.6"}, lines=lines) as (
+        proc,
+        base,
+    ):
+        stop = asyncio.Event()
+
+        async def run() -> None:
+            task = asyncio.create_task(spread_load([base], token, acked, stop, fresh_connections=True))
+            for victim in ("leader", "follower"):
+                await asyncio.sleep(1.0)
+                leader = leader_pid(tmp_path)
+                assert leader is not None
+                pids = _workers(proc.pid)
+                pid = leader if victim == "leader" else next(p for p in pids if p != leader)
+                os.kill(pid, signal.SIGKILL)
+                await asyncio.to_thread(_wait, lambda pid=pid: _gone(pid), 10, f"the {victim} to die")
+                await asyncio.to_thread(
+                    _wait,
+                    lambda pid=pid: len(_workers(proc.pid)) == 2 and leader_pid(tmp_path) not in (None, pid),
+                    30,
+                    "a new leader",
+                )
+            await asyncio.sleep(1.0)
+            stop.set()
+            await task
+
+        asyncio.run(run())
+        receipts = asyncio.run(collect(base, token, list(acked), timeout=120))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+    text = "".join(lines)
+    assert text.count("exited with code -9") == 2 and text.count("serves again") == 2
+    assert "this instance leads now" in text
+    assert len(acked) > 100
+    _check_store(tmp_path, acked, receipts)
+
+
+def test_long_polls_on_every_worker_wake_when_the_leader_anchors(tmp_path: Path) -> None:
+    token = create_key(tmp_path)
+    with server(tmp_path, 0.5, "--workers", "2") as (proc, base):
+
+        async def poll(i: int) -> tuple[str, float]:
+            async with aiohttp.ClientSession(  # a connection each, so the kernel spreads them over the workers
+                base, headers={"Authorization": f"Bearer {token}"}, connector=aiohttp.TCPConnector(force_close=True)
+            ) as http:
+                async with http.post("/hashes", json={"hashes": [os.urandom(32).hex()]}) as resp:
+                    proof_id = (await resp.json())["hashes"][0]["proof_id"]
+                t0 = time.monotonic()
+                async with http.get(f"/proofs/{proof_id}", params={"wait": "anchored", "timeout": "10"}) as resp:
+                    doc = await resp.json()
+                return str(doc["state"]), time.monotonic() - t0
+
+        async def polls() -> list[tuple[str, float]]:
+            return await asyncio.wait_for(asyncio.gather(*(poll(i) for i in range(16))), 30)
+
+        results = asyncio.run(polls())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+    assert [state for state, _ in results] == ["anchored"] * 16
+    assert max(took for _, took in results) < 5, "a long poll waited far past its window"
+    with sqlite3.connect(tmp_path / "receipts.sqlite3") as db:
+        assert len({r[0] for r in db.execute("SELECT DISTINCT clock FROM batches")}) == 2, "both workers served"
+
+
+def test_a_killed_supervisor_takes_its_workers_along_and_nothing_is_lost(tmp_path: Path) -> None:
+    token = create_key(tmp_path)
+    acked: dict[str, str] = {}
+    with server(tmp_path, 3600, "--workers", "2") as (proc, base):  # no window closes on its own
+        stop = asyncio.Event()
+
+        async def run() -> None:
+            task = asyncio.create_task(spread_load([base], token, acked, stop, fresh_connections=True))
+            await asyncio.sleep(1.0)
+            stop.set()
+            await task
+
+        asyncio.run(run())
+        workers = _workers(proc.pid)
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        _wait(lambda: all(_gone(p) for p in workers), 60, "the workers to stop")
+    assert acked
+    with server(tmp_path, 0.2) as (proc, base):  # the data directory is free again; the leader had drained
+        receipts = asyncio.run(collect(base, token, list(acked), timeout=60))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    _check_store(tmp_path, acked, receipts)
+
+
+def test_a_second_service_on_the_data_directory_is_refused(tmp_path: Path) -> None:
+    with server(tmp_path, 1.0, "--workers", "2") as (proc, _):
+        other = subprocess.run(
+            [*CLI, "serve", "--data-dir", str(tmp_path), "--port", "0"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert other.returncode == 1
+        assert f"another receipt-service (pid {proc.pid}) serves the data directory {tmp_path}" in other.stderr
+        again = subprocess.run(
+            [*CLI, "serve", "--data-dir", str(tmp_path), "--port", "0", "--workers", "3"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 1 and "another receipt-service" in again.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    redis_workers = subprocess.run(
+        [*CLI, "serve", "--data-dir", str(tmp_path), "--workers", "2", "--store", "redis://127.0.0.1:1/0"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert redis_workers.returncode == 1
+    assert "with a Redis store, run several instances instead" in redis_workers.stderr
