@@ -36,6 +36,7 @@ class Soak:
     anchored: int = 0  # long polls answered with an anchored receipt
     samples: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds, RSS bytes, hashes acked)
     anon: list[int] = field(default_factory=list)  # RssAnon bytes, one per sample
+    sqlite: list[int] = field(default_factory=list)  # SQLite's own heap (receipt_sqlite_heap_bytes), per sample
 
 
 async def _post(http: aiohttp.ClientSession, soak: Soak, body: bytes, headers: dict[str, str]) -> None:
@@ -91,12 +92,31 @@ def _anon(pid: int) -> int:
     return 0
 
 
-async def _sample(pid: int, soak: Soak, every: float, until: float, start: float) -> None:
+async def _sqlite_heap(http: aiohttp.ClientSession) -> int:
+    """SQLite's heap in the server, from ``/metrics`` (-1 when it cannot be read)."""
+    try:
+        async with http.get("/metrics") as resp:
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return -1
+    line = next((x for x in text.splitlines() if x.startswith("receipt_sqlite_heap_bytes ")), None)
+    return -1 if line is None else int(float(line.split()[1]))
+
+
+async def _take(http: aiohttp.ClientSession, pid: int, soak: Soak, at: float) -> None:
+    soak.samples.append((at, _rss(pid), soak.acked))
+    soak.anon.append(_anon(pid))
+    soak.sqlite.append(await _sqlite_heap(http))
+
+
+async def _sample(http: aiohttp.ClientSession, pid: int, soak: Soak, every: float, until: float, start: float) -> None:
     while (now := time.perf_counter()) < until:
-        soak.samples.append((now - start, _rss(pid), soak.acked))
-        soak.anon.append(_anon(pid))
-        mib, anon = soak.samples[-1][1] / 2**20, soak.anon[-1] / 2**20
-        line = f"\r  {now - start:5.0f} s  RSS {mib:6.1f} MiB (anonymous {anon:6.1f})  {soak.acked:,} hashes"
+        await _take(http, pid, soak, now - start)
+        mib, anon, lite = soak.samples[-1][1] / 2**20, soak.anon[-1] / 2**20, soak.sqlite[-1] / 2**20
+        line = (
+            f"\r  {now - start:5.0f} s  RSS {mib:6.1f} MiB (anonymous {anon:6.1f}, SQLite {lite:5.1f})"
+            f"  {soak.acked:,} hashes"
+        )
         print(line, end="", file=sys.stderr, flush=True)
         await asyncio.sleep(every)
     print(file=sys.stderr)
@@ -113,13 +133,12 @@ async def _soak(url: str, key: str, args: argparse.Namespace) -> Soak:
         start = time.perf_counter()
         until = start + args.seconds
         await asyncio.gather(
-            _sample(pid, soak, args.every, until + 0.001, start),
+            _sample(http, pid, soak, args.every, until + 0.001, start),
             _paced(http, soak, args.single_rate, 1, octets, until),
             _paced(http, soak, args.batch_rate, 1000, octets, until),
             *[_poller(http, soak, auth, until) for _ in range(args.polls)],
         )
-        soak.samples.append((time.perf_counter() - start, _rss(pid), soak.acked))
-        soak.anon.append(_anon(pid))
+        await _take(http, pid, soak, time.perf_counter() - start)
     return soak
 
 
@@ -130,9 +149,13 @@ def _plot(soak: Soak, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot([s / 60 for s, _, _ in soak.samples], [r / 2**20 for _, r, _ in soak.samples])
+    minutes = [s / 60 for s, _, _ in soak.samples]
+    ax.plot(minutes, [r / 2**20 for _, r, _ in soak.samples], label="RSS")
+    ax.plot(minutes, [a / 2**20 for a in soak.anon], label="anonymous")
+    ax.plot(minutes, [q / 2**20 for q in soak.sqlite], label="SQLite's heap")
+    ax.legend(loc="lower right")
     ax.set_xlabel("minutes")
-    ax.set_ylabel("server RSS (MiB)")
+    ax.set_ylabel("server memory (MiB)")
     ax.set_ylim(bottom=0)
     ax.set_title("receipt-service RSS under steady load (embedded defaults)")
     ax.grid(alpha=0.3)
@@ -155,12 +178,21 @@ def main() -> int:
     for minute in range(int(args.seconds // 60) + 1):
         i = min(range(len(soak.samples)), key=lambda j: abs(soak.samples[j][0] - 60 * minute))
         _, rss, acked = soak.samples[i]
-        rows.append([str(minute), f"{rss / 2**20:.1f}", f"{soak.anon[i] / 2**20:.1f}", f"{acked:,}"])
+        rows.append(
+            [
+                str(minute),
+                f"{rss / 2**20:.1f}",
+                f"{soak.anon[i] / 2**20:.1f}",
+                f"{soak.sqlite[i] / 2**20:.1f}",
+                f"{acked:,}",
+            ]
+        )
     half = [s for s in soak.samples if s[0] >= args.seconds / 2]
     first, last = half[0], half[-1]
     growth = (last[1] - first[1]) / 2**20
     per_million = (last[1] - first[1]) / max(1, last[2] - first[2]) * 1e6 / 2**20
-    print(markdown_table(["minute", "RSS MiB", "of which anonymous MiB", "hashes acknowledged"], rows))
+    head = ["minute", "RSS MiB", "of which anonymous MiB", "SQLite's heap MiB", "hashes acknowledged"]
+    print(markdown_table(head, rows))
     print(
         f"\nsecond half: RSS {first[1] / 2**20:.1f} -> {last[1] / 2**20:.1f} MiB ({growth:+.1f} MiB,"
         f" {per_million:+.2f} MiB per million hashes); peak {max(r for _, r, _ in soak.samples) / 2**20:.1f} MiB;"

@@ -43,6 +43,7 @@ from .lanes import Lane
 from .metrics import CONTENT_TYPE
 from .proofs import Located, WaitFor, parse_ids
 from .service import SERVICE, Service, check_params, find_receipts, json_response, principal
+from .stores.sqlite import sqlite_heap_bytes
 
 log = logging.getLogger("receipt_service.app")
 
@@ -427,6 +428,9 @@ async def metrics(request: web.Request) -> web.Response:
     svc.metrics.open_anchors.set(sum(st.pending_anchors for st in every))
     svc.metrics.stored.set(sum(st.submissions for st in every))
     svc.metrics.leading.set(sum(lane.aggregator.leading for lane in svc.lanes.all))
+    heap = sqlite_heap_bytes()
+    if heap is not None:
+        svc.metrics.sqlite_heap.set(heap)
     return web.Response(body=svc.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

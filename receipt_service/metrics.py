@@ -44,6 +44,11 @@ class Metrics:
         self.backlog = Gauge("receipt_backlog_hashes", "Accepted hashes not yet in a window tree.", registry=r)
         self.open_anchors = Gauge("receipt_open_anchor_jobs", "Tree roots not yet anchored, all targets.", registry=r)
         self.stored = Gauge("receipt_stored_submissions", "Submissions held in the store.", registry=r)
+        self.sqlite_heap = Gauge(
+            "receipt_sqlite_heap_bytes",
+            "Memory SQLite holds in this process (its page caches and statements), from sqlite3_status.",
+            registry=r,
+        )
         self.leading = Gauge(
             "receipt_leading_lanes",
             "Lanes this instance leads (closes windows and anchors); on a shared store the others follow.",

@@ -17,8 +17,11 @@ are noted in ``changes``, which the other workers poll to wake their long polls.
 
 from __future__ import annotations
 
+import _sqlite3
 import asyncio
 import contextlib
+import ctypes
+import functools
 import hashlib
 import logging
 import secrets
@@ -1067,6 +1070,26 @@ def _settle(jobs: list[_Job]) -> None:
             job.future.set_exception(job.error)
         else:
             job.future.set_result(job.result)
+
+
+def sqlite_heap_bytes() -> int | None:
+    """The memory SQLite holds in this process now (``sqlite3_status64(SQLITE_STATUS_MEMORY_USED)``), or None
+    where the sqlite3 module does not export it."""
+    fn = _status_fn()
+    if fn is None:
+        return None
+    current, highwater = ctypes.c_int64(), ctypes.c_int64()
+    if fn(0, ctypes.byref(current), ctypes.byref(highwater), 0) != 0:
+        return None
+    return int(current.value)
+
+
+@functools.cache
+def _status_fn() -> Any:
+    try:
+        return ctypes.CDLL(_sqlite3.__file__).sqlite3_status64
+    except (OSError, AttributeError):
+        return None
 
 
 def open_domain_stores(data_dir: Path, main: SQLiteStore, domains: Iterable[str]) -> dict[str, SQLiteStore]:

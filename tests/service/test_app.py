@@ -14,7 +14,7 @@ import pytest
 from openapi_spec_validator import validate as validate_openapi
 
 from receipt_service.errors import CorruptRecordError
-from receipt_service.stores.sqlite import DB_FILE
+from receipt_service.stores.sqlite import DB_FILE, SQLiteStore
 from receipt_verifier import AnchorPolicy, Verifier, parse_receipt
 from receipt_verifier.ledger import load_public_key
 
@@ -286,6 +286,9 @@ async def test_health_ready_metrics_openapi(env: Env) -> None:
     assert 'receipt_http_requests_total{route="/hashes",status="202"} 1.0' in text
     assert "receipt_window_leaves_count" in text and "receipt_backlog_hashes 0.0" in text
     assert f"receipt_leading_lanes {len(env.service.lanes.all)}.0" in text  # alone on its store: it leads them all
+    heap = next(line for line in text.splitlines() if line.startswith("receipt_sqlite_heap_bytes "))
+    if isinstance(env.service.store, SQLiteStore):
+        assert float(heap.split()[1]) > 100_000  # page caches of the open store files, at least
     doc = await (await env.client.get("/openapi.json")).json()
     assert doc == OPENAPI
     validate_openapi(doc)
