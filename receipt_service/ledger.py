@@ -220,7 +220,7 @@ class LocalLedger:
     files grown since it last looked (another worker led meanwhile) reloads and re-checks them first.
     """
 
-    def __init__(self, data_dir: Path, private_key: Ed25519PrivateKey | None = None) -> None:
+    def __init__(self, data_dir: Path, private_key: Ed25519PrivateKey | None = None, *, lazy: bool = False) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / LEDGER_FILE
         self.proofs_path = data_dir / PROOFS_FILE
@@ -234,8 +234,9 @@ class LocalLedger:
         self._by_tree: dict[tuple[str, int], SignedEntry] = {}
         self._head = GENESIS_PREV
         self._seen: tuple[int, int] = (-1, -1)  # (ledger, proofs) sizes as last read or written
-        with self._exclusive():  # loads the files: nothing has been seen yet
-            pass
+        if not lazy:  # read and check the files now (lazy: at first use; a worker that never leads never reads them)
+            with self._exclusive():  # loads the files: nothing has been seen yet
+                pass
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:

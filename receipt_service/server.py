@@ -102,7 +102,7 @@ def open_service(settings: Settings, worker: int | None = None) -> Service:
     if link is not None:
         closers.append(link.close)
         shared = RedisLedger(link.sync, load_or_create_key(data_dir))
-    ledger = LocalLedgerBackend(data_dir, shared)
+    ledger = LocalLedgerBackend(data_dir, shared, lazy=worker is not None)  # the supervisor checked it
     backends: list[AnchorBackend] = [ledger]
     write_public_key(data_dir, ledger)
     evidence = None
@@ -222,9 +222,14 @@ async def _serve(
     else:
         log.info("worker %d ready (pid %d, clock sequence %d)", worker.index, os.getpid(), service.store.clock_seq)
         control = socket.socket(fileno=worker.control_fd)
-        control.sendall(b"ready\n")
-        control.setblocking(False)
-        loop.add_reader(control, lambda: _supervisor_gone(control, stop))
+        try:
+            control.sendall(b"ready\n")
+        except OSError:  # the supervisor died while this worker started: stop (draining) at once
+            log.warning("the supervisor is gone: stopping this worker")
+            stop.set()
+        else:
+            control.setblocking(False)
+            loop.add_reader(control, lambda: _supervisor_gone(control, stop))
     if ready is not None:
         ready(port)
     signals = (signal.SIGTERM, signal.SIGINT) if worker is None else (signal.SIGTERM,)  # workers: SIGINT goes

@@ -51,6 +51,7 @@ class _Group:
     settings: Settings
     argv: Sequence[str]
     port: int
+    serve_lock_fd: int  # every worker keeps it: no other service starts here while one of them runs
     workers: dict[int, _Worker] = field(default_factory=dict)
     stopping: bool = False
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
@@ -60,7 +61,7 @@ class _Group:
         link = WorkerLink(index, self.port, child.fileno())
         cmd = [sys.executable, "-m", "receipt_service._cli", *self.argv, "--worker", str(link)]
         try:
-            proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),))  # noqa: S603 (our own argv)
+            proc = subprocess.Popen(cmd, pass_fds=(child.fileno(), self.serve_lock_fd))  # noqa: S603 (our own argv)
         finally:
             child.close()
         self.workers[index] = _Worker(index, proc, parent, time.monotonic(), backoff=backoff)
@@ -176,7 +177,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
         reserved = socket.socket(family, socket.SOCK_STREAM)
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         reserved.bind((settings.host, settings.port))
-        group = _Group(settings, argv, reserved.getsockname()[1])
+        group = _Group(settings, argv, reserved.getsockname()[1], held.fileno())
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             group.stopping = True

@@ -28,8 +28,9 @@ class LocalLedgerBackend:
     type = "local"
     concurrency = 1  # appends are serialised by the ledger anyway
 
-    def __init__(self, data_dir: Path, shared: RedisLedger | None = None) -> None:
-        self.ledger: LocalLedger | RedisLedger = shared if shared is not None else LocalLedger(data_dir)
+    def __init__(self, data_dir: Path, shared: RedisLedger | None = None, *, lazy: bool = False) -> None:
+        """``lazy``: a worker of ``serve --workers`` reads the ledger file only once it leads."""
+        self.ledger: LocalLedger | RedisLedger = shared if shared is not None else LocalLedger(data_dir, lazy=lazy)
         self.target = f"local-{self.ledger.key_id}"
 
     async def anchor(self, root: TreeRoot) -> Anchor:

@@ -1093,19 +1093,32 @@ def _status_fn() -> Any:
 
 
 def open_domain_stores(data_dir: Path, main: SQLiteStore, domains: Iterable[str]) -> dict[str, SQLiteStore]:
-    """One store per data-sharing domain beside the main one, each with its own clock sequence (a worker's
-    stores share its leader lock: one process leads every lane)."""
-    used = {main.clock_seq}
+    """One store per data-sharing domain beside the main one (a worker's stores share its leader lock:
+    one process leads every lane). Every clock sequence of every lane (each file's own and those reserved
+    for workers) is distinct: files that exist are opened first, so a new one avoids all of theirs."""
+    names = {d: f"receipts.{d}.sqlite3" for d in domains}
+    used = set(main.lane_clocks().values())
     out: dict[str, SQLiteStore] = {}
-    for domain in domains:
-        store = SQLiteStore(
-            data_dir,
-            name=f"receipts.{domain}.sqlite3",
-            domain=domain,
-            avoid_clock_seqs=used,
-            worker=main.worker,
-            leader=main._leader,
-        )
-        used.add(store.clock_seq)
-        out[domain] = store
-    return out
+    try:
+        for domain in sorted(names, key=lambda d: not (data_dir / names[d]).exists()):
+            store = SQLiteStore(
+                data_dir,
+                name=names[domain],
+                domain=domain,
+                avoid_clock_seqs=used,
+                worker=main.worker,
+                leader=main._leader,
+            )
+            out[domain] = store
+            clocks = set(store.lane_clocks().values())
+            if clocks & used:
+                raise StoreError(
+                    f"{store.path}: clock sequence(s) {sorted(clocks & used)} belong to another lane too, so their"
+                    " proof ids could not be told apart; restore the data directory from a backup"
+                )
+            used |= clocks
+    except BaseException:
+        for opened in out.values():
+            opened.close_sync()
+        raise
+    return {d: out[d] for d in names}

@@ -151,8 +151,14 @@ class ServeLock:
         os.set_inheritable(f.fileno(), False)
         self._file = f
 
+    def fileno(self) -> int:
+        """The lock's file: a worker that inherits it holds the directory too, until the last of them exits."""
+        if self._file is None:
+            raise ValueError("the serve lock is not held")
+        return self._file.fileno()
+
     def release(self) -> None:
-        """Let another service start here."""
+        """Let another service start here (once every process sharing the lock's file let go of it)."""
         if self._file is not None:
             self._file.close()
             self._file = None

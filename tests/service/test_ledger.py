@@ -198,6 +198,17 @@ def test_two_processes_ledgers_append_in_turn_on_one_chain(tmp_path: Path) -> No
     assert [e.entry.tree_index for e in b.entries()] == [0, 1, 2]
 
 
+def test_a_lazy_ledger_reads_and_checks_the_file_at_first_use(tmp_path: Path) -> None:
+    """A worker that never leads never reads the ledger; one that leads checks it before appending."""
+    ledger = LocalLedger(tmp_path)
+    ledger.append(_root(0), "2025-01-01T00:00:01Z")
+    ledger.path.write_text(ledger.path.read_text().replace(f"{1:064x}", "ab" * 32))
+    worker = LocalLedger(tmp_path, lazy=True)
+    assert worker.key_id == ledger.key_id
+    with pytest.raises(LedgerError, match="signature invalid"):
+        worker.append(_root(1), "2025-01-01T00:00:02Z")
+
+
 def test_a_line_being_written_by_another_process_is_not_taken_for_a_torn_one(tmp_path: Path) -> None:
     """Opening waits for the writer's lock: a line half written is finished, never truncated."""
     src = LocalLedger(tmp_path / "src")

@@ -117,7 +117,7 @@ def test_kill_9_of_the_leader_and_of_a_follower_loses_nothing(tmp_path: Path) ->
 
         async def run() -> None:
             task = asyncio.create_task(spread_load([base], token, acked, stop, fresh_connections=True))
-            for victim in ("leader", "follower"):
+            for n, victim in enumerate(("leader", "follower"), 1):
                 await asyncio.sleep(1.0)
                 leader = leader_pid(tmp_path)
                 assert leader is not None
@@ -130,6 +130,9 @@ def test_kill_9_of_the_leader_and_of_a_follower_loses_nothing(tmp_path: Path) ->
                     lambda pid=pid: len(_workers(proc.pid)) == 2 and leader_pid(tmp_path) not in (None, pid),
                     30,
                     "a new leader",
+                )
+                await asyncio.to_thread(  # the restarted worker serves again before the next kill
+                    _wait, lambda n=n: "".join(lines).count("serves again") == n, 30, "the worker to be restarted"
                 )
             await asyncio.sleep(1.0)
             stop.set()
@@ -188,8 +191,20 @@ def test_a_killed_supervisor_takes_its_workers_along_and_nothing_is_lost(tmp_pat
         asyncio.run(run())
         workers = _workers(proc.pid)
         assert len(workers) == 2
+        for pid in workers:  # workers still busy when the supervisor dies: they keep the data directory
+            os.kill(pid, signal.SIGSTOP)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+        other = subprocess.run(
+            [*CLI, "serve", "--data-dir", str(tmp_path), "--port", "0"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert other.returncode == 1 and "another receipt-service" in other.stderr, other.stderr
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
         _wait(lambda: all(_gone(p) for p in workers), 60, "the workers to stop")
     assert acked
     with server(tmp_path, 0.2) as (proc, base):  # the data directory is free again; the leader had drained

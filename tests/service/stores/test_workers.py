@@ -202,3 +202,35 @@ def test_one_service_per_data_directory(tmp_path: Path) -> None:
     again = ServeLock(tmp_path)
     again.take()
     again.release()
+
+
+def test_a_new_lane_file_avoids_every_clock_reserved_in_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clock sequences are drawn at random; here the smallest free one is drawn, so a new lane would take
+    a reserved worker clock of another lane if it only avoided the other lanes' own clocks."""
+    monkeypatch.setattr("secrets.choice", min)
+    main = SQLiteStore(tmp_path)
+    lanes = open_domain_stores(tmp_path, main, ["a"])
+    reserve_clocks([main, *lanes.values()], 8)
+    for s in (main, *lanes.values()):
+        s.close_sync()
+    main = SQLiteStore(tmp_path)
+    lanes = open_domain_stores(tmp_path, main, ["a", "b"])  # b is a new domain
+    try:
+        clocks = [cs for s in (main, *lanes.values()) for cs in s.lane_clocks().values()]
+        assert len(clocks) == 17 == len(set(clocks)), clocks
+        assert list(lanes) == ["a", "b"]
+    finally:
+        for s in (main, *lanes.values()):
+            s.close_sync()
+
+
+def test_a_clock_held_by_two_lanes_is_refused_by_name(tmp_path: Path) -> None:
+    main = SQLiteStore(tmp_path)
+    lane = open_domain_stores(tmp_path, main, ["a"])["a"]
+    lane.reserve_clock(1, main.clock_seq)  # damaged: lane a's worker 1 would issue main's proof ids
+    lane.close_sync()
+    with pytest.raises(StoreError, match=rf"clock sequence\(s\) \[{main.clock_seq}\] belong to another lane too"):
+        open_domain_stores(tmp_path, main, ["a"])
+    main.close_sync()
