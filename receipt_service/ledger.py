@@ -212,6 +212,19 @@ def to_anchor(key_id_hex: str, signed: SignedEntry) -> LocalAnchor:
     )
 
 
+def _cut_torn_line(path: Path) -> bytes:
+    """The file's bytes without a torn final line (a crash mid-append: never acknowledged), cut from the file."""
+    data = path.read_bytes()
+    good_end = data.rfind(b"\n") + 1
+    if good_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+            f.flush()
+            os.fsync(f.fileno())
+        data = data[:good_end]
+    return data
+
+
 class LocalLedger:
     """The embedded anchor: appends to one ledger file, safe across threads and across the worker
     processes of one data directory (``serve --workers``).
@@ -261,14 +274,9 @@ class LocalLedger:
             self.path.touch()
             self._seen = self._sizes()
             return
-        data = self.path.read_bytes()
-        good_end = data.rfind(b"\n") + 1
-        if good_end < len(data):  # torn final line from a crash: it was never acknowledged
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
-                f.flush()
-                os.fsync(f.fileno())
-            data = data[:good_end]
+        data = _cut_torn_line(self.path)
+        if self.proofs_path.exists():  # a proof torn by a crash: the next one must start on its own line
+            _cut_torn_line(self.proofs_path)
         entries = [parse_ledger_line(line, n) for n, line in enumerate(data.splitlines(), 1) if line.strip()]
         self._head = verify_chain(entries, self.public_key)
         self.tips = check_lanes(entries, self.proofs())

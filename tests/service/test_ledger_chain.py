@@ -99,6 +99,20 @@ def test_a_chained_ledger_reopens_and_goes_on(tmp_path: Path) -> None:
         again.append(TreeRoot("w9", 0, 1, "ab" * 32, _t(9), _t(9), DOMAIN, "cd" * 32, 3), _t(9))
 
 
+def test_a_proof_line_torn_by_a_crash_is_cut_so_the_next_window_still_opens(tmp_path: Path) -> None:
+    lane = Lane(LocalLedger(tmp_path))
+    lane.window({A: 2})
+    ledger = lane.ledger
+    with open(ledger.proofs_path, "ab") as f:  # the crash: half a proof, no entries
+        f.write(b'{"domain": "medical-history", "chain_seq": 1, "win')
+    torn = ledger.proofs_path.stat().st_size
+    lane.ledger = LocalLedger(tmp_path)  # a restart
+    assert ledger.proofs_path.stat().st_size < torn and ledger.proofs_path.read_bytes().endswith(b"\n")
+    lane.window({A: 1})
+    tip = LocalLedger(tmp_path).lane_tip(DOMAIN)  # it opens: the next proof began on its own line
+    assert tip is not None and tip.chain_seq == 1
+
+
 def _sign_after(ledger: LocalLedger, root: TreeRoot, **fields: object) -> None:
     """The operator appends an entry signed with the ledger's own key, bypassing the service."""
     last = ledger.entries()[-1]
