@@ -40,6 +40,7 @@ from .errors import (
     UnsupportedMediaTypeError,
 )
 from .lanes import Lane
+from .memory import trim_every
 from .metrics import CONTENT_TYPE
 from .proofs import Located, WaitFor, parse_ids
 from .service import SERVICE, Service, check_params, find_receipts, json_response, principal
@@ -482,8 +483,17 @@ def init_app(service: Service) -> web.Application:
 
 
 async def _start(app: web.Application) -> None:
-    for lane in app[SERVICE].lanes.all:
+    svc = app[SERVICE]
+    for lane in svc.lanes.all:
         await lane.aggregator.start()
+    if svc.settings.memory_trim_seconds > 0:  # keeps RSS flat under steady load (memory.py)
+        task = asyncio.create_task(trim_every(svc.settings.memory_trim_seconds), name="memory-trim")
+
+        async def stop_trimming() -> None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        svc.closers.append(stop_trimming)
 
 
 async def _drain(app: web.Application) -> None:

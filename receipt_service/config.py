@@ -74,6 +74,7 @@ class Settings:
     redis_unsafe_persistence: bool = False  # run on a Redis that could lose writes (see check_persistence)
     redis_wait_replicas: int = 0  # WAIT for this many replicas before acknowledging
     lease_seconds: float = 5.0  # the leader lease of a shared store: a dead leader is replaced within it
+    memory_trim_seconds: float = 10.0  # how often freed heap goes back to the system (glibc); 0: never
     workers: int = 1  # processes serving one port on the embedded store (``serve --workers``); 1: this process
     fabric: FabricSettings | None = None  # only from a TOML file's [fabric] table
     # only from a TOML file's [domains] table: domain -> anchor targets ("local", "fabric:<channel>");
@@ -128,6 +129,8 @@ class Settings:
             problems.append("redis_wait_replicas must be between 0 and 16")
         if not 0.5 <= self.lease_seconds <= 300:
             problems.append(f"lease_seconds {self.lease_seconds} must be between 0.5 and 300")
+        if not 0 <= self.memory_trim_seconds <= 3600:
+            problems.append(f"memory_trim_seconds {self.memory_trim_seconds} must be between 0 (never) and 3600")
         if not 1 <= self.workers <= MAX_WORKERS:
             problems.append(f"workers {self.workers} must be between 1 and {MAX_WORKERS}")
         elif self.workers > 1 and self.store != "sqlite":

@@ -44,6 +44,7 @@ def test_precedence(tmp_path: Path) -> None:
         ("", {"RECEIPT_SERVICE_WINDOW_SECONDS": "soon"}, "environment: window_seconds = 'soon'"),
         ("max_hashes_per_request = 10000\n", {}, "max_body_bytes must hold"),
         ("workers = 0\n", {}, "workers 0 must be between 1 and 64"),
+        ("memory_trim_seconds = -1\n", {}, "memory_trim_seconds -1.0 must be between 0 (never) and 3600"),
         ("", {"RECEIPT_SERVICE_WORKERS": "65"}, "workers 65 must be between 1 and 64"),
         ("workers = 2\nstore = 'redis://127.0.0.1:6379/0'\n", {}, "with a Redis store, run several instances"),
     ],
