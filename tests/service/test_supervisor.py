@@ -46,6 +46,26 @@ def _wait(predicate: object, timeout: float = 30, what: str = "") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _load_for(base: str, token: str, acked: dict[str, str], seconds: float) -> None:
+    """Load from fresh connections (so the kernel spreads them over the workers) for ``seconds``."""
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(spread_load([base], token, acked, stop, fresh_connections=True))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await task
+
+    asyncio.run(run())
+
+
+def _serve(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``receipt-service serve`` on ``data_dir``, expected to stop at once (refused)."""
+    return subprocess.run(
+        [*CLI, "serve", "--data-dir", str(data_dir), *extra], check=False, capture_output=True, text=True, timeout=60
+    )
+
+
 def _check_store(data_dir: Path, acked: dict[str, str], receipts: dict[str, dict[str, object]]) -> set[int]:
     """Receipts verified offline; trees contiguous and anchored once on a verified ledger; returns the
     clock columns the stored batches carry (one per worker that took hashes)."""
@@ -75,15 +95,7 @@ def test_workers_share_one_port_and_stop_leader_last(tmp_path: Path) -> None:
     acked: dict[str, str] = {}
     lines: list[str] = []
     with server(tmp_path, 0.2, "--workers", "2", lines=lines) as (proc, base):
-        stop = asyncio.Event()
-
-        async def run() -> None:
-            task = asyncio.create_task(spread_load([base], token, acked, stop, fresh_connections=True))
-            await asyncio.sleep(2.0)
-            stop.set()
-            await task
-
-        asyncio.run(run())
+        _load_for(base, token, acked, 2.0)
         receipts = asyncio.run(collect(base, token, list(acked), timeout=60))
         leader = leader_pid(tmp_path)
         assert leader in _workers(proc.pid)
@@ -180,28 +192,14 @@ def test_a_killed_supervisor_takes_its_workers_along_and_nothing_is_lost(tmp_pat
     token = create_key(tmp_path)
     acked: dict[str, str] = {}
     with server(tmp_path, 3600, "--workers", "2") as (proc, base):  # no window closes on its own
-        stop = asyncio.Event()
-
-        async def run() -> None:
-            task = asyncio.create_task(spread_load([base], token, acked, stop, fresh_connections=True))
-            await asyncio.sleep(1.0)
-            stop.set()
-            await task
-
-        asyncio.run(run())
+        _load_for(base, token, acked, 1.0)
         workers = _workers(proc.pid)
         assert len(workers) == 2
         for pid in workers:  # workers still busy when the supervisor dies: they keep the data directory
             os.kill(pid, signal.SIGSTOP)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        other = subprocess.run(
-            [*CLI, "serve", "--data-dir", str(tmp_path), "--port", "0"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        other = _serve(tmp_path, "--port", "0")
         assert other.returncode == 1 and "another receipt-service" in other.stderr, other.stderr
         for pid in workers:
             os.kill(pid, signal.SIGCONT)
@@ -216,31 +214,13 @@ def test_a_killed_supervisor_takes_its_workers_along_and_nothing_is_lost(tmp_pat
 
 def test_a_second_service_on_the_data_directory_is_refused(tmp_path: Path) -> None:
     with server(tmp_path, 1.0, "--workers", "2") as (proc, _):
-        other = subprocess.run(
-            [*CLI, "serve", "--data-dir", str(tmp_path), "--port", "0"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        other = _serve(tmp_path, "--port", "0")
         assert other.returncode == 1
         assert f"another receipt-service (pid {proc.pid}) serves the data directory {tmp_path}" in other.stderr
-        again = subprocess.run(
-            [*CLI, "serve", "--data-dir", str(tmp_path), "--port", "0", "--workers", "3"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        again = _serve(tmp_path, "--port", "0", "--workers", "3")
         assert again.returncode == 1 and "another receipt-service" in again.stderr
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-    redis_workers = subprocess.run(
-        [*CLI, "serve", "--data-dir", str(tmp_path), "--workers", "2", "--store", "redis://127.0.0.1:1/0"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    redis_workers = _serve(tmp_path, "--workers", "2", "--store", "redis://127.0.0.1:1/0")
     assert redis_workers.returncode == 1
     assert "with a Redis store, run several instances instead" in redis_workers.stderr
