@@ -264,6 +264,7 @@ class SQLiteStore:
         self.domain = domain
         self.worker = worker  # None: the only process on the file
         self.watch_seconds = 0.025  # how often a worker polls the others' commits and anchors
+        self._watched: int | None = None  # the last row of ``changes`` a watch passed on
         try:
             self._w = _connect(self.path)
             _migrate(self._w)
@@ -552,15 +553,15 @@ class SQLiteStore:
         process on the file returns at once."""
         if self.worker is None:
             return
-        rows = self._read("SELECT coalesce(max(n), 0) FROM changes", ())
-        seen = int(rows[0][0])
+        if self._watched is None:  # from now on; a watch started again after an error goes on where it was
+            self._watched = int(self._read("SELECT coalesce(max(n), 0) FROM changes", ())[0][0])
         while True:
             await asyncio.sleep(self.watch_seconds)
             for n, first, last in self._read(
-                "SELECT n, first_seq, last_seq FROM changes WHERE n > ? ORDER BY n", (seen,)
+                "SELECT n, first_seq, last_seq FROM changes WHERE n > ? ORDER BY n", (self._watched,)
             ):
                 wake(int(first), int(last))
-                seen = int(n)
+                self._watched = int(n)
 
     async def backlog(self, limit: int, upto: int | None = None) -> list[StoredBatch]:
         """Up to about ``limit`` submissions after the aggregation watermark (up to seq ``upto``), as

@@ -135,6 +135,26 @@ async def test_a_worker_is_woken_by_the_leaders_commits_and_anchors(workers: Wor
         await asyncio.gather(watching, return_exceptions=True)
 
 
+async def test_a_watch_started_again_passes_on_what_changed_while_it_was_down(workers: Workers) -> None:
+    """The aggregator starts the watch again after an error: a long poll must still wake for a window
+    committed in between."""
+    a, b = workers(2)
+    b.watch_seconds = 0.01
+    woken: list[tuple[int, int]] = []
+
+    async def watch_for(seconds: float) -> None:
+        task = asyncio.create_task(b.watch(lambda first, last: woken.append((first, last))))
+        await asyncio.sleep(seconds)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    await watch_for(0.03)
+    await b.add_batch(_batch(ProofIdIssuer(b.clock_seq, 0), 5))
+    trees = await _window(a)  # committed while b's watch is down
+    await watch_for(0.05)
+    assert woken == [(1, 5)] and trees[0].last_seq == 5
+
+
 async def test_a_clock_reserved_after_a_worker_started_is_still_found(workers: Workers, tmp_path: Path) -> None:
     a, b = workers(2)
     admin = SQLiteStore(tmp_path)
