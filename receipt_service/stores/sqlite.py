@@ -316,9 +316,14 @@ class SQLiteStore:
         return str(row[0])
 
     @staticmethod
-    def _lane_clocks(conn: sqlite3.Connection) -> dict[int, int]:
+    def _clocks_by_key(conn: sqlite3.Connection) -> dict[str, int]:
         rows = conn.execute("SELECT key, value FROM meta WHERE key = 'clock_seq' OR key LIKE 'clock_seq.%'")
-        return {int(v): -1 if k == "clock_seq" else int(v) for k, v in rows.fetchall()}
+        return {k: int(v) for k, v in rows.fetchall()}
+
+    @classmethod
+    def _lane_clocks(cls, conn: sqlite3.Connection) -> dict[int, int]:
+        """Clock sequence -> its value in ``batches.clock`` (-1: the file's own)."""
+        return {cs: -1 if k == "clock_seq" else cs for k, cs in cls._clocks_by_key(conn).items()}
 
     def _worker_clock(self, worker: int) -> int:
         row = self._w.execute("SELECT value FROM meta WHERE key = ?", (f"clock_seq.{worker}",)).fetchone()
@@ -331,8 +336,10 @@ class SQLiteStore:
 
     def lane_clocks(self) -> dict[str, int]:
         """Every clock sequence of this lane by meta key (``clock_seq``: worker 0's, ``clock_seq.<k>``)."""
-        rows = self._read("SELECT key, value FROM meta WHERE key = 'clock_seq' OR key LIKE 'clock_seq.%'", ())
-        return {k: int(v) for k, v in rows}
+        try:
+            return self._clocks_by_key(self._r)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read: {exc}") from None
 
     def reserve_clock(self, worker: int, clock_seq: int) -> None:
         """Keep ``clock_seq`` for worker ``worker`` of ``serve --workers`` (administrative, synchronous)."""

@@ -26,6 +26,22 @@ SERVE_FILE = "serve.lock"
 MAX_WORKERS = 64
 
 
+def _hold(path: Path) -> tuple[BinaryIO | None, str]:
+    """``path`` locked exclusively (``flock``) with this process's pid in it; or (None, the pid written by the
+    process that holds it). The lock lasts while the file stays open (here, or in a child it was passed to)."""
+    f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = f.read().decode(errors="replace").strip()
+        f.close()
+        return None, holder
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n".encode())
+    f.flush()
+    return f, ""
+
+
 class LeaderLock:
     """The lead of a data directory's lanes: held by one process (and its every lane) until it exits."""
 
@@ -39,22 +55,8 @@ class LeaderLock:
         with self._mutex:
             if self._file is not None:
                 return True
-            f = open(self.path, "r+b" if self.path.exists() else "w+b")  # noqa: SIM115 (held while leading)
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.close()
-                return False
-            f.truncate(0)
-            f.write(f"{os.getpid()}\n".encode())
-            f.flush()
-            self._file = f
-            return True
-
-    @property
-    def held(self) -> bool:
-        """Whether this process leads."""
-        return self._file is not None
+            self._file, _ = _hold(self.path)
+            return self._file is not None
 
     def release(self) -> None:
         """Hand the lead over (it goes anyway when the process exits)."""
@@ -135,21 +137,12 @@ class ServeLock:
 
     def take(self) -> None:
         """Hold the data directory; ``StoreError`` naming the holder when another service has it."""
-        f = open(self.path, "r+b" if self.path.exists() else "w+b")  # noqa: SIM115 (held while serving)
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = f.read().decode(errors="replace").strip() or "unknown"
-            f.close()
+        self._file, holder = _hold(self.path)
+        if self._file is None:
             raise StoreError(
-                f"another receipt-service (pid {holder}) serves the data directory {self.path.parent};"
+                f"another receipt-service (pid {holder or 'unknown'}) serves the data directory {self.path.parent};"
                 " stop it first, or give this one its own --data-dir"
-            ) from None
-        f.truncate(0)
-        f.write(f"{os.getpid()}\n".encode())
-        f.flush()
-        os.set_inheritable(f.fileno(), False)
-        self._file = f
+            )
 
     def fileno(self) -> int:
         """The lock's file: a worker that inherits it holds the directory too, until the last of them exits."""

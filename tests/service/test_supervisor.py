@@ -4,6 +4,7 @@ is anchored once and verifies offline, whichever worker took it and whichever wo
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -37,10 +39,20 @@ def _workers(supervisor: int) -> list[int]:
     return [int(p) for p in out if not _gone(int(p))]
 
 
-def _wait(predicate: object, timeout: float = 30, what: str = "") -> None:
+def _led_by_another(supervisor: int, data_dir: Path, killed: int) -> bool:
+    """Two workers run again and one other than ``killed`` leads."""
+    return len(_workers(supervisor)) == 2 and leader_pid(data_dir) not in (None, killed)
+
+
+def _restarted(lines: list[str], times: int) -> bool:
+    """The supervisor has said ``times`` times that a worker serves again."""
+    return "".join(lines).count("serves again") == times
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
@@ -136,16 +148,11 @@ def test_kill_9_of_the_leader_and_of_a_follower_loses_nothing(tmp_path: Path) ->
                 pids = _workers(proc.pid)
                 pid = leader if victim == "leader" else next(p for p in pids if p != leader)
                 os.kill(pid, signal.SIGKILL)
-                await asyncio.to_thread(_wait, lambda pid=pid: _gone(pid), 10, f"the {victim} to die")
-                await asyncio.to_thread(
-                    _wait,
-                    lambda pid=pid: len(_workers(proc.pid)) == 2 and leader_pid(tmp_path) not in (None, pid),
-                    30,
-                    "a new leader",
-                )
-                await asyncio.to_thread(  # the restarted worker serves again before the next kill
-                    _wait, lambda n=n: "".join(lines).count("serves again") == n, 30, "the worker to be restarted"
-                )
+                new_leader = functools.partial(_led_by_another, proc.pid, tmp_path, pid)
+                restarted = functools.partial(_restarted, lines, n)  # it serves again before the next kill
+                await asyncio.to_thread(_wait, functools.partial(_gone, pid), 10, f"the {victim} to die")
+                await asyncio.to_thread(_wait, new_leader, 30, "a new leader")
+                await asyncio.to_thread(_wait, restarted, 30, "the worker to be restarted")
             await asyncio.sleep(1.0)
             stop.set()
             await task
