@@ -104,7 +104,8 @@ def open_service(settings: Settings, worker: int | None = None) -> Service:
         shared = RedisLedger(link.sync, load_or_create_key(data_dir))
     ledger = LocalLedgerBackend(data_dir, shared, lazy=worker is not None)  # the supervisor checked it
     backends: list[AnchorBackend] = [ledger]
-    write_public_key(data_dir, ledger)
+    if worker is None:  # the supervisor of workers wrote it once, before they started
+        write_public_key(data_dir, ledger)
     evidence = None
     if settings.fabric is not None:
         client = fabric_client(settings.fabric)
@@ -126,8 +127,8 @@ def open_service(settings: Settings, worker: int | None = None) -> Service:
 
 
 def write_public_key(data_dir: Path, ledger: LocalLedgerBackend) -> None:
-    """What auditors pin (``ledger-key.pem`` beside it is the private key); replaced whole, so a worker
-    starting beside others never shows a reader half a file."""
+    """What auditors pin (``ledger-key.pem`` beside it is the private key); replaced whole, so a reader
+    never sees half a file."""
     public = data_dir / PUBLIC_KEY_FILE
     tmp = public.with_name(f".{PUBLIC_KEY_FILE}.{os.getpid()}")
     tmp.write_text(json.dumps(ledger_key_doc(ledger), indent=2) + "\n")
@@ -175,8 +176,9 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM, SIGINT (or ``stop``), then stop accepting, close and anchor the open window.
 
-    As a worker of ``serve --workers`` (``worker``): on the supervisor's listening socket, without
-    taking the data directory (the supervisor holds it), until SIGTERM or the supervisor's end."""
+    As a worker of ``serve --workers`` (``worker``): on the supervisor's port beside the other workers
+    (``SO_REUSEPORT``), without taking the data directory (the supervisor holds it), until SIGTERM or
+    the supervisor's end."""
     held = None
     if worker is None and settings.store == "sqlite":  # one service per embedded data directory
         private_dir(settings.data_dir)

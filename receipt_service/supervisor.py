@@ -150,7 +150,7 @@ class _Group:
 
 def prepare(settings: Settings) -> None:
     """The data directory ready for ``settings.workers`` workers: every lane's file, a clock sequence per
-    worker and lane, the first API key and the public key file."""
+    worker and lane, the first API key, the ledger (checked) and its public key file, the event key."""
     store, lanes, _ = open_stores(settings)
     stores = [s for s in (store, *lanes.values()) if isinstance(s, SQLiteStore)]
     try:

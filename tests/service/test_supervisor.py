@@ -19,7 +19,7 @@ import aiohttp
 
 from receipt_service.stores.workers import leader_pid
 from receipt_verifier import AnchorPolicy, Verifier
-from receipt_verifier.ledger import iter_ledger, verify_chain
+from receipt_verifier.ledger import iter_ledger, key_id, verify_chain
 
 from .procs import CLI, collect, create_key, ledger_public_key, server, spread_load
 
@@ -116,6 +116,8 @@ def test_workers_share_one_port_and_stop_leader_last(tmp_path: Path) -> None:
     assert len(acked) > 100
     clocks = _check_store(tmp_path, acked, receipts)
     assert len(clocks) == 2, "both workers took hashes"
+    pinned = json.loads((tmp_path / "ledger-key.pub.json").read_text())  # written once, by the supervisor
+    assert pinned["key_id"] == key_id(ledger_public_key(tmp_path))
     text = "".join(lines)
     stopped = [line for line in text.splitlines() if "receipt_service: stopped" in line]
     assert len(stopped) == 2 and f"worker {leader_pid_index(text, leader)} " in stopped[-1], "the leader stops last"
