@@ -254,3 +254,36 @@ def test_a_clock_held_by_two_lanes_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=rf"clock sequence\(s\) \[{main.clock_seq}\] belong to another lane too"):
         open_domain_stores(tmp_path, main, ["a"])
     main.close_sync()
+
+
+@pytest.mark.parametrize("count", [1, 2], ids=["one-process", "two-workers"])
+async def test_the_wal_starts_again_under_steady_writes(workers: Workers, tmp_path: Path, count: int) -> None:
+    """Each commit appends at least a page to the WAL; unless the WAL starts again from its beginning, its
+    file holds every commit. Under steady commits (of one process, or two workers) it stays far smaller."""
+    stores = workers(2) if count == 2 else [SQLiteStore(tmp_path)]
+    for s in stores:
+        s.checkpoint_seconds = 0.05
+    issuers = {s: ProofIdIssuer(s.clock_seq, s.last_ticks()) for s in stores}
+    wal = stores[0].path.with_name(DB_FILE + "-wal")
+    page = stores[0]._r.execute("PRAGMA page_size").fetchone()[0]
+    largest, loop = 0, asyncio.get_running_loop()
+    end = loop.time() + 1.5
+
+    async def write(s: SQLiteStore) -> None:
+        while loop.time() < end:
+            await s.add_batch(_batch(issuers[s], 20))
+
+    async def watch() -> None:
+        nonlocal largest
+        while loop.time() < end:
+            largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.gather(*(write(s) for s in stores for _ in range(8 // count)), watch())
+        commits = sum(s.commits for s in stores)
+        assert commits > 200 and all(s.checkpoints > 2 for s in stores)
+        assert largest < commits * page / 4, (largest, commits)  # before: 60 MB after 2,680 commits
+    finally:
+        if count == 1:
+            await stores[0].close()
