@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -54,6 +54,7 @@ PROBLEM_BASE = "https://w3id.org/health-receipt/problems/"
 
 # 250 proof ids in a query string are ~9.3 kB: above aiohttp's default 8190-byte request line.
 MAX_LINE = 16384
+OWN_GAUGES_SECONDS = 1.0  # how often a worker of serve --workers refreshes its own gauges for the others
 
 
 def problem(status: int, title: str, detail: str, kind: str | None = None, **extra: Any) -> web.Response:
@@ -428,11 +429,23 @@ async def metrics(request: web.Request) -> web.Response:
     svc.metrics.backlog.set(sum(st.backlog for st in every))
     svc.metrics.open_anchors.set(sum(st.pending_anchors for st in every))
     svc.metrics.stored.set(sum(st.submissions for st in every))
+    _own_gauges(svc)
+    return web.Response(body=svc.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _own_gauges(svc: Service) -> None:
+    """The gauges that are this process's own (a worker's, under ``serve --workers``)."""
     svc.metrics.leading.set(sum(lane.aggregator.leading for lane in svc.lanes.all))
     heap = sqlite_heap_bytes()
     if heap is not None:
         svc.metrics.sqlite_heap.set(heap)
-    return web.Response(body=svc.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _own_gauges_every(svc: Service, seconds: float) -> None:
+    """Under ``serve --workers``: keep this worker's own gauges fresh for whichever worker renders them."""
+    while True:
+        _own_gauges(svc)
+        await asyncio.sleep(seconds)
 
 
 async def ledger_key(request: web.Request) -> web.Response:
@@ -487,13 +500,20 @@ async def _start(app: web.Application) -> None:
     for lane in svc.lanes.all:
         await lane.aggregator.start()
     if svc.settings.memory_trim_seconds > 0:  # keeps RSS flat under steady load (memory.py)
-        task = asyncio.create_task(trim_every(svc.settings.memory_trim_seconds), name="memory-trim")
+        _background(svc, trim_every(svc.settings.memory_trim_seconds), "memory-trim")
+    if svc.metrics.shared:
+        _background(svc, _own_gauges_every(svc, OWN_GAUGES_SECONDS), "own-gauges")
 
-        async def stop_trimming() -> None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
-        svc.closers.append(stop_trimming)
+def _background(svc: Service, work: Coroutine[Any, Any, None], name: str) -> None:
+    """Run ``work`` until the app's cleanup cancels it."""
+    task = asyncio.create_task(work, name=name)
+
+    async def stop() -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    svc.closers.append(stop)
 
 
 async def _drain(app: web.Application) -> None:

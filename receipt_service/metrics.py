@@ -1,10 +1,24 @@
-"""Prometheus metrics, one registry per service instance."""
+"""Prometheus metrics, one registry per service instance.
+
+Under ``serve --workers`` the supervisor gives its workers one directory (``MULTIPROC_ENV``, read by
+prometheus_client when it is imported): each worker keeps its values there, and ``/metrics``, whichever
+worker answers, renders them all (counters and histograms summed, dead workers' counts included).
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def forget_process(pid: int, directory: str) -> None:
+    """A worker exited: its gauges stop counting (its counters and histograms keep counting)."""
+    mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -41,20 +55,46 @@ class Metrics:
         self.anchor_failures = Counter(
             "receipt_anchor_failures", "Failed anchor attempts (each is retried).", ["target"], registry=r
         )
-        self.backlog = Gauge("receipt_backlog_hashes", "Accepted hashes not yet in a window tree.", registry=r)
-        self.open_anchors = Gauge("receipt_open_anchor_jobs", "Tree roots not yet anchored, all targets.", registry=r)
-        self.stored = Gauge("receipt_stored_submissions", "Submissions held in the store.", registry=r)
+        # Read from the store when /metrics is asked: the same for every worker, the latest set counts.
+        self.backlog = Gauge(
+            "receipt_backlog_hashes",
+            "Accepted hashes not yet in a window tree.",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.open_anchors = Gauge(
+            "receipt_open_anchor_jobs",
+            "Tree roots not yet anchored, all targets.",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.stored = Gauge(
+            "receipt_stored_submissions", "Submissions held in the store.", registry=r, multiprocess_mode="mostrecent"
+        )
+        # A process's own: summed over the live workers.
         self.sqlite_heap = Gauge(
             "receipt_sqlite_heap_bytes",
-            "Memory SQLite holds in this process (its page caches and statements), from sqlite3_status.",
+            "Memory SQLite holds in this process (its page caches and statements), from sqlite3_status;"
+            " under serve --workers, summed over the workers.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.leading = Gauge(
             "receipt_leading_lanes",
             "Lanes this instance leads (closes windows and anchors); on a shared store the others follow.",
             registry=r,
+            multiprocess_mode="livesum",
         )
 
+    @property
+    def shared(self) -> bool:
+        """The values are kept with other processes' (``serve --workers``)."""
+        return bool(os.environ.get(MULTIPROC_ENV))
+
     def render(self) -> bytes:
-        """The text exposition format."""
-        return generate_latest(self.registry)
+        """The text exposition format (every worker's values under ``serve --workers``)."""
+        if not self.shared:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, os.environ[MULTIPROC_ENV])  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from .anchors import LocalLedgerBackend
 from .config import Settings
 from .errors import ServiceError
 from .ledger import load_or_create_key
+from .metrics import MULTIPROC_ENV, forget_process
 from .server import WorkerLink, ensure_default_key, open_stores, private_dir, write_public_key
 from .stores.sqlite import SQLiteStore
 from .stores.workers import ServeLock, leader_pid, reserve_clocks
@@ -52,6 +55,7 @@ class _Group:
     argv: Sequence[str]
     port: int
     serve_lock_fd: int  # every worker keeps it: no other service starts here while one of them runs
+    metrics_dir: str  # the workers' metric values, which /metrics renders together
     workers: dict[int, _Worker] = field(default_factory=dict)
     stopping: bool = False
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
@@ -61,7 +65,9 @@ class _Group:
         link = WorkerLink(index, self.port, child.fileno())
         cmd = [sys.executable, "-m", "receipt_service._cli", *self.argv, "--worker", str(link)]
         try:
-            proc = subprocess.Popen(cmd, pass_fds=(child.fileno(), self.serve_lock_fd))  # noqa: S603 (our own argv)
+            proc = subprocess.Popen(  # noqa: S603 (our own argv)
+                cmd, pass_fds=(child.fileno(), self.serve_lock_fd), env={**os.environ, MULTIPROC_ENV: self.metrics_dir}
+            )
         finally:
             child.close()
         self.workers[index] = _Worker(index, proc, parent, time.monotonic(), backoff=backoff)
@@ -105,6 +111,7 @@ class _Group:
                 self.selector.unregister(w.control)
                 w.control.close()
                 code = w.proc.wait()  # restarted below unless the group is stopping by then
+                forget_process(w.proc.pid, self.metrics_dir)
                 lived = time.monotonic() - w.started
                 backoff = RESTART_BACKOFF[0] if lived > 60 else min(RESTART_BACKOFF[1], w.backoff * 2)
                 log.warning(
@@ -177,7 +184,8 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
         reserved = socket.socket(family, socket.SOCK_STREAM)
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         reserved.bind((settings.host, settings.port))
-        group = _Group(settings, argv, reserved.getsockname()[1], held.fileno())
+        metrics_dir = tempfile.mkdtemp(prefix="receipt-metrics-")
+        group = _Group(settings, argv, reserved.getsockname()[1], held.fileno(), metrics_dir)
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             group.stopping = True
@@ -203,6 +211,7 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
         finally:
             code = group.stop()
             reserved.close()
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("stopped")
         return code
     finally:

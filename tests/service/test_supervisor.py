@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from receipt_service.stores.workers import leader_pid
 from receipt_verifier import AnchorPolicy, Verifier
@@ -233,3 +234,46 @@ def test_a_second_service_on_the_data_directory_is_refused(tmp_path: Path) -> No
     redis_workers = _serve(tmp_path, "--workers", "2", "--store", "redis://127.0.0.1:1/0")
     assert redis_workers.returncode == 1
     assert "with a Redis store, run several instances instead" in redis_workers.stderr
+
+
+def _metrics(base: str, reads: int = 8) -> list[dict[str, float]]:
+    """``/metrics`` read ``reads`` times, each on a fresh connection (the kernel picks the worker)."""
+
+    async def read() -> list[dict[str, float]]:
+        out = []
+        async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(force_close=True)) as http:
+            for _ in range(reads):
+                async with http.get("/metrics") as resp:
+                    families = text_string_to_metric_families(await resp.text())
+                out.append({s.name: s.value for f in families for s in f.samples if not s.labels})
+        return out
+
+    return asyncio.run(read())
+
+
+def test_metrics_count_every_worker_and_a_dead_workers_counts_stay(tmp_path: Path) -> None:
+    token = create_key(tmp_path)
+    acked: dict[str, str] = {}
+    lines: list[str] = []
+    env = {"RECEIPT_SERVICE_LEASE_SECONDS": "0.6"}
+    with server(tmp_path, 3600, "--workers", "2", env=env, lines=lines) as (proc, base):
+        _load_for(base, token, acked, 1.0)
+        lanes = len(list(tmp_path.glob("receipts*.sqlite3")))
+        environ = Path(f"/proc/{_workers(proc.pid)[0]}/environ").read_bytes().split(b"\0")
+        shared = next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR="))
+        for m in _metrics(base):  # whichever worker answers: both workers' hashes, one leader's lanes
+            assert m["receipt_hashes_accepted_total"] == len(acked)
+            assert m["receipt_leading_lanes"] == lanes and m["receipt_sqlite_heap_bytes"] > 0
+        leader = leader_pid(tmp_path)
+        assert leader is not None
+        os.kill(leader, signal.SIGKILL)
+        _wait(functools.partial(_led_by_another, proc.pid, tmp_path, leader), 30, "a new leader")
+        _wait(functools.partial(_restarted, lines, 1), 30, "the worker to be restarted")
+        for m in _metrics(base):  # the dead leader's hashes still count; its lanes no longer do
+            assert m["receipt_hashes_accepted_total"] == len(acked)
+            assert m["receipt_leading_lanes"] == lanes
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+    with sqlite3.connect(tmp_path / "receipts.sqlite3") as db:
+        assert len({r[0] for r in db.execute("SELECT DISTINCT clock FROM batches")}) == 2, "both workers took hashes"
+    assert not Path(shared).exists(), "the supervisor removes the workers' metric values when it stops"
