@@ -4,8 +4,9 @@ Starts ``receipt-service serve`` on the embedded defaults (SQLite, local ledger,
 ``--seconds`` drives it with single-hash requests at ``--single-rate`` per second, 1000-hash batches at
 ``--batch-rate`` per second and ``--polls`` clients that each submit a hash and wait for its receipt
 (``?wait=anchored``), over and over. Samples the server's RSS every ``--every`` seconds. Prints a table
-by minute and the growth over the second half of the run (where start-up caches have filled), and
-writes ``benchmarks/out/service_soak.png``. Issue 25's target: RSS flat over a 10-minute run.
+by minute (with SQLite's heap and the WAL files on disk, from ``/metrics``) and the growth over the second
+half of the run (where start-up caches have filled), and writes ``benchmarks/out/service_soak.png``.
+Issue 25's target: RSS flat over a 10-minute run.
 
     python benchmarks/service_soak.py [--seconds 600] [--single-rate 2000] [--batch-rate 20] [--polls 20]
 """
@@ -37,6 +38,7 @@ class Soak:
     samples: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds, RSS bytes, hashes acked)
     anon: list[int] = field(default_factory=list)  # RssAnon bytes, one per sample
     sqlite: list[int] = field(default_factory=list)  # SQLite's own heap (receipt_sqlite_heap_bytes), per sample
+    wal: list[int] = field(default_factory=list)  # the WAL files on disk (receipt_sqlite_wal_bytes), per sample
 
 
 async def _post(http: aiohttp.ClientSession, soak: Soak, body: bytes, headers: dict[str, str]) -> None:
@@ -92,21 +94,23 @@ def _anon(pid: int) -> int:
     return 0
 
 
-async def _sqlite_heap(http: aiohttp.ClientSession) -> int:
-    """SQLite's heap in the server, from ``/metrics`` (-1 when it cannot be read)."""
+async def _gauges(http: aiohttp.ClientSession, *names: str) -> list[int]:
+    """Gauges of the server's ``/metrics`` (-1 for one that cannot be read)."""
     try:
         async with http.get("/metrics") as resp:
             text = await resp.text()
     except aiohttp.ClientError:
-        return -1
-    line = next((x for x in text.splitlines() if x.startswith("receipt_sqlite_heap_bytes ")), None)
-    return -1 if line is None else int(float(line.split()[1]))
+        return [-1] * len(names)
+    values = {x.split()[0]: int(float(x.split()[1])) for x in text.splitlines() if x.startswith(names)}
+    return [values.get(name, -1) for name in names]
 
 
 async def _take(http: aiohttp.ClientSession, pid: int, soak: Soak, at: float) -> None:
     soak.samples.append((at, _rss(pid), soak.acked))
     soak.anon.append(_anon(pid))
-    soak.sqlite.append(await _sqlite_heap(http))
+    heap, wal = await _gauges(http, "receipt_sqlite_heap_bytes", "receipt_sqlite_wal_bytes")
+    soak.sqlite.append(heap)
+    soak.wal.append(wal)
 
 
 async def _sample(http: aiohttp.ClientSession, pid: int, soak: Soak, every: float, until: float, start: float) -> None:
@@ -115,6 +119,7 @@ async def _sample(http: aiohttp.ClientSession, pid: int, soak: Soak, every: floa
         mib, anon, lite = soak.samples[-1][1] / 2**20, soak.anon[-1] / 2**20, soak.sqlite[-1] / 2**20
         line = (
             f"\r  {now - start:5.0f} s  RSS {mib:6.1f} MiB (anonymous {anon:6.1f}, SQLite {lite:5.1f})"
+            f"  WAL {soak.wal[-1] / 2**20:5.1f} MiB"
             f"  {soak.acked:,} hashes"
         )
         print(line, end="", file=sys.stderr, flush=True)
@@ -184,6 +189,7 @@ def main() -> int:
                 f"{rss / 2**20:.1f}",
                 f"{soak.anon[i] / 2**20:.1f}",
                 f"{soak.sqlite[i] / 2**20:.1f}",
+                f"{soak.wal[i] / 2**20:.1f}",
                 f"{acked:,}",
             ]
         )
@@ -191,12 +197,20 @@ def main() -> int:
     first, last = half[0], half[-1]
     growth = (last[1] - first[1]) / 2**20
     per_million = (last[1] - first[1]) / max(1, last[2] - first[2]) * 1e6 / 2**20
-    head = ["minute", "RSS MiB", "of which anonymous MiB", "SQLite's heap MiB", "hashes acknowledged"]
+    head = [
+        "minute",
+        "RSS MiB",
+        "of which anonymous MiB",
+        "SQLite's heap MiB",
+        "WAL on disk MiB",
+        "hashes acknowledged",
+    ]
     print(markdown_table(head, rows))
     print(
         f"\nsecond half: RSS {first[1] / 2**20:.1f} -> {last[1] / 2**20:.1f} MiB ({growth:+.1f} MiB,"
         f" {per_million:+.2f} MiB per million hashes); peak {max(r for _, r, _ in soak.samples) / 2**20:.1f} MiB;"
-        f" {soak.acked:,} hashes acknowledged, {soak.anchored:,} long polls answered anchored, {soak.errors} errors"
+        f" {soak.acked:,} hashes acknowledged, {soak.anchored:,} long polls answered anchored, {soak.errors} errors;"
+        f" largest WAL {max(soak.wal) / 2**20:.1f} MiB"
     )
     _plot(soak, OUT / "service_soak.png")
     print(f"plot: {OUT / 'service_soak.png'}")

@@ -429,6 +429,7 @@ async def metrics(request: web.Request) -> web.Response:
     svc.metrics.backlog.set(sum(st.backlog for st in every))
     svc.metrics.open_anchors.set(sum(st.pending_anchors for st in every))
     svc.metrics.stored.set(sum(st.submissions for st in every))
+    svc.metrics.wal.set(sum(st.wal_bytes for st in every))
     _own_gauges(svc)
     return web.Response(body=svc.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 

@@ -71,6 +71,12 @@ class Metrics:
         self.stored = Gauge(
             "receipt_stored_submissions", "Submissions held in the store.", registry=r, multiprocess_mode="mostrecent"
         )
+        self.wal = Gauge(
+            "receipt_sqlite_wal_bytes",
+            "Bytes of the embedded store's write-ahead logs on disk, every lane (checkpointed every 0.5 s).",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         # A process's own: summed over the live workers.
         self.sqlite_heap = Gauge(
             "receipt_sqlite_heap_bytes",

@@ -258,6 +258,7 @@ class StoreStats:
     backlog: int
     trees: int
     pending_anchors: int
+    wal_bytes: int = 0  # the embedded store's write-ahead log on disk (0 for Redis)
 
 
 class Store(Protocol):

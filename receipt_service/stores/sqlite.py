@@ -1008,6 +1008,9 @@ class SQLiteStore:
         total = last - int(purged)
         (trees,) = self._read("SELECT count(*) FROM trees", ())[0]
         (open_,) = self._read("SELECT count(*) FROM anchors WHERE anchor IS NULL", ())[0]
+        wal = self.path.with_name(self.path.name + "-wal")
+        with contextlib.suppress(FileNotFoundError):
+            return StoreStats(int(total), max(0, last - int(mark)), int(trees), int(open_), wal.stat().st_size)
         return StoreStats(int(total), max(0, last - int(mark)), int(trees), int(open_))
 
     async def ping(self) -> None:

@@ -287,8 +287,13 @@ async def test_health_ready_metrics_openapi(env: Env) -> None:
     assert "receipt_window_leaves_count" in text and "receipt_backlog_hashes 0.0" in text
     assert f"receipt_leading_lanes {len(env.service.lanes.all)}.0" in text  # alone on its store: it leads them all
     heap = next(line for line in text.splitlines() if line.startswith("receipt_sqlite_heap_bytes "))
+    wal = float(next(line for line in text.splitlines() if line.startswith("receipt_sqlite_wal_bytes ")).split()[1])
     if isinstance(env.service.store, SQLiteStore):
         assert float(heap.split()[1]) > 100_000  # page caches of the open store files, at least
+        on_disk = sum(p.stat().st_size for p in env.service.store.path.parent.glob("receipts*.sqlite3-wal"))
+        assert wal == on_disk > 0
+    else:
+        assert wal == 0
     doc = await (await env.client.get("/openapi.json")).json()
     assert doc == OPENAPI
     validate_openapi(doc)

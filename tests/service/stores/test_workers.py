@@ -287,3 +287,4 @@ async def test_the_wal_starts_again_under_steady_writes(workers: Workers, tmp_pa
     finally:
         if count == 1:
             await stores[0].close()
+
