@@ -587,9 +587,10 @@ class SQLiteStore:
             self._watched = int(self._read("SELECT coalesce(max(n), 0) FROM changes", ())[0][0])
         while True:
             await asyncio.sleep(self.watch_seconds)
-            for n, first, last in self._read(
-                "SELECT n, first_seq, last_seq FROM changes WHERE n > ? ORDER BY n", (self._watched,)
-            ):
+            rows = self._read("SELECT n, first_seq, last_seq FROM changes WHERE n > ? ORDER BY n", (self._watched,))
+            if rows and int(rows[0][0]) > self._watched + 1:  # pruned before this worker saw them: wake all
+                wake(1, _MAX_SEQ)
+            for n, first, last in rows:
                 wake(int(first), int(last))
                 self._watched = int(n)
 

@@ -20,7 +20,7 @@ import pytest
 from receipt_service.errors import StoreError, TicksTakenError
 from receipt_service.ids import ProofIdIssuer, ceil_us
 from receipt_service.stores.base import Batch, TreeRecord
-from receipt_service.stores.sqlite import DB_FILE, SQLiteStore, open_domain_stores
+from receipt_service.stores.sqlite import _KEEP_CHANGES, _MAX_SEQ, DB_FILE, SQLiteStore, open_domain_stores
 from receipt_service.stores.workers import ServeLock, leader_pid, reserve_clocks
 from receipt_service.trees import build_packed
 from receipt_service.windows import tree_records
@@ -288,3 +288,24 @@ async def test_the_wal_starts_again_under_steady_writes(workers: Workers, tmp_pa
         if count == 1:
             await stores[0].close()
 
+
+async def test_a_watch_that_fell_behind_the_kept_changes_wakes_every_poll(workers: Workers) -> None:
+    a, b = workers(2)
+    woken: list[tuple[int, int]] = []
+    task = asyncio.create_task(b.watch(lambda first, last: woken.append((first, last))))
+    await asyncio.sleep(0.1)  # the watch has read where the changes stand
+    many = _KEEP_CHANGES + 2_000  # more changes than are kept before the watch looks again: the first are pruned
+
+    def note(conn: sqlite3.Connection) -> None:
+        for seq in range(1, many + 1):
+            a._note_change(conn, seq, seq)
+
+    await a._write(note)
+    for _ in range(100):
+        if woken:
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert woken[0] == (1, _MAX_SEQ), "the pruned changes are not skipped: every waiter rechecks"
+    assert woken[1:] == [(seq, seq) for seq in range(many - len(woken) + 2, many + 1)]
