@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ log = logging.getLogger("receipt_service.supervisor")
 
 READY_SECONDS = 120.0  # a worker that has not said ready by then is taken for broken
 RESTART_BACKOFF = (0.5, 30.0)  # a worker that dies soon after starting waits longer each time
+METRICS_DIR = "workers-metrics"  # in the data directory: the workers' values for /metrics
 
 
 @dataclass
@@ -184,8 +184,12 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
         reserved = socket.socket(family, socket.SOCK_STREAM)
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         reserved.bind((settings.host, settings.port))
-        metrics_dir = tempfile.mkdtemp(prefix="receipt-metrics-")
-        group = _Group(settings, argv, reserved.getsockname()[1], held.fileno(), metrics_dir)
+        # the workers' metric values: anything left by a service killed earlier is gone (no worker of it
+        # runs: they hold the serve lock), so the counters start from zero as one process's do
+        metrics_dir = settings.data_dir / METRICS_DIR
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(mode=0o700)
+        group = _Group(settings, argv, reserved.getsockname()[1], held.fileno(), str(metrics_dir))
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             group.stopping = True

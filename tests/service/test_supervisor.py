@@ -11,6 +11,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,9 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from receipt_service.metrics import MULTIPROC_ENV
 from receipt_service.stores.workers import leader_pid
+from receipt_service.supervisor import METRICS_DIR
 from receipt_verifier import AnchorPolicy, Verifier
 from receipt_verifier.ledger import iter_ledger, key_id, verify_chain
 
@@ -253,14 +256,17 @@ def _metrics(base: str, reads: int = 8) -> list[dict[str, float]]:
 
 def test_metrics_count_every_worker_and_a_dead_workers_counts_stay(tmp_path: Path) -> None:
     token = create_key(tmp_path)
+    stale = tmp_path / METRICS_DIR  # values left by an earlier service killed with its supervisor
+    stale.mkdir()
+    left = "from prometheus_client import Counter; Counter('receipt_hashes_accepted', '').inc(1000)"
+    subprocess.run([sys.executable, "-c", left], env={**os.environ, MULTIPROC_ENV: str(stale)}, check=True)
+    assert list(stale.iterdir())
     acked: dict[str, str] = {}
     lines: list[str] = []
     env = {"RECEIPT_SERVICE_LEASE_SECONDS": "0.6"}
     with server(tmp_path, 3600, "--workers", "2", env=env, lines=lines) as (proc, base):
         _load_for(base, token, acked, 1.0)
         lanes = len(list(tmp_path.glob("receipts*.sqlite3")))
-        environ = Path(f"/proc/{_workers(proc.pid)[0]}/environ").read_bytes().split(b"\0")
-        shared = next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR="))
         for m in _metrics(base):  # whichever worker answers: both workers' hashes, one leader's lanes
             assert m["receipt_hashes_accepted_total"] == len(acked)
             assert m["receipt_leading_lanes"] == lanes and m["receipt_sqlite_heap_bytes"] > 0
@@ -276,4 +282,4 @@ def test_metrics_count_every_worker_and_a_dead_workers_counts_stay(tmp_path: Pat
         assert proc.wait(timeout=90) == 0
     with sqlite3.connect(tmp_path / "receipts.sqlite3") as db:
         assert len({r[0] for r in db.execute("SELECT DISTINCT clock FROM batches")}) == 2, "both workers took hashes"
-    assert not Path(shared).exists(), "the supervisor removes the workers' metric values when it stops"
+    assert not stale.exists(), "the supervisor removes the workers' metric values when it stops"
