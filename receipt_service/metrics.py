@@ -55,41 +55,28 @@ class Metrics:
         self.anchor_failures = Counter(
             "receipt_anchor_failures", "Failed anchor attempts (each is retried).", ["target"], registry=r
         )
-        # Read from the store when /metrics is asked: the same for every worker, the latest set counts.
-        self.backlog = Gauge(
-            "receipt_backlog_hashes",
-            "Accepted hashes not yet in a window tree.",
-            registry=r,
-            multiprocess_mode="mostrecent",
-        )
-        self.open_anchors = Gauge(
-            "receipt_open_anchor_jobs",
-            "Tree roots not yet anchored, all targets.",
-            registry=r,
-            multiprocess_mode="mostrecent",
-        )
-        self.stored = Gauge(
-            "receipt_stored_submissions", "Submissions held in the store.", registry=r, multiprocess_mode="mostrecent"
-        )
-        self.wal = Gauge(
+
+        def store_gauge(name: str, doc: str) -> Gauge:  # read from the store: the same in every worker
+            return Gauge(name, doc, registry=r, multiprocess_mode="mostrecent")
+
+        def own_gauge(name: str, doc: str) -> Gauge:  # a process's own: summed over the live workers
+            return Gauge(name, doc, registry=r, multiprocess_mode="livesum")
+
+        self.backlog = store_gauge("receipt_backlog_hashes", "Accepted hashes not yet in a window tree.")
+        self.open_anchors = store_gauge("receipt_open_anchor_jobs", "Tree roots not yet anchored, all targets.")
+        self.stored = store_gauge("receipt_stored_submissions", "Submissions held in the store.")
+        self.wal = store_gauge(
             "receipt_sqlite_wal_bytes",
             "Bytes of the embedded store's write-ahead logs on disk, every lane (checkpointed every 0.5 s).",
-            registry=r,
-            multiprocess_mode="mostrecent",
         )
-        # A process's own: summed over the live workers.
-        self.sqlite_heap = Gauge(
+        self.sqlite_heap = own_gauge(
             "receipt_sqlite_heap_bytes",
             "Memory SQLite holds in this process (its page caches and statements), from sqlite3_status;"
             " under serve --workers, summed over the workers.",
-            registry=r,
-            multiprocess_mode="livesum",
         )
-        self.leading = Gauge(
+        self.leading = own_gauge(
             "receipt_leading_lanes",
             "Lanes this instance leads (closes windows and anchors); on a shared store the others follow.",
-            registry=r,
-            multiprocess_mode="livesum",
         )
 
     @property
