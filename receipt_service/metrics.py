@@ -1,24 +1,39 @@
 """Prometheus metrics, one registry per service instance.
 
 Under ``serve --workers`` the supervisor gives its workers one directory (``MULTIPROC_ENV``, read by
-prometheus_client when it is imported): each worker keeps its values there, and ``/metrics``, whichever
-worker answers, renders them all (counters and histograms summed, dead workers' counts included).
+prometheus_client when it is imported): each worker keeps its values there in files named for its index
+(``use_worker_files``), and ``/metrics``, whichever worker answers, renders them all (counters and
+histograms summed). A worker started again goes on from the counts its predecessor left, so the sums
+never drop and the directory holds one set of files per worker, however often workers restart.
 """
 
 from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def forget_process(pid: int, directory: str) -> None:
-    """A worker exited: its gauges stop counting (its counters and histograms keep counting)."""
-    mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+def worker_files(index: int) -> str:
+    """The name in the files of worker ``index`` (one process at a time has it: the supervisor starts a
+    worker again only after the last one with its index has exited)."""
+    return f"worker{index}"
+
+
+def use_worker_files(index: int) -> None:
+    """This process is worker ``index``: keep its values in that worker's files (call before any metric
+    is made; prometheus_client names them by pid otherwise)."""
+    values.ValueClass = values.MultiProcessValue(lambda: worker_files(index))  # type: ignore[no-untyped-call]
+
+
+def forget_worker(index: int, directory: str) -> None:
+    """Worker ``index`` exited: its live gauges stop counting (its counters and histograms stay, and the
+    worker started in its place goes on from them)."""
+    mark_process_dead(worker_files(index), directory)  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -57,7 +72,7 @@ class Metrics:
         )
 
         def store_gauge(name: str, doc: str) -> Gauge:  # read from the store: the same in every worker
-            return Gauge(name, doc, registry=r, multiprocess_mode="mostrecent")
+            return Gauge(name, doc, registry=r, multiprocess_mode="livemostrecent")
 
         def own_gauge(name: str, doc: str) -> Gauge:  # a process's own: summed over the live workers
             return Gauge(name, doc, registry=r, multiprocess_mode="livesum")
@@ -76,7 +91,8 @@ class Metrics:
         )
         self.leading = own_gauge(
             "receipt_leading_lanes",
-            "Lanes this instance leads (closes windows and anchors); on a shared store the others follow.",
+            "Lanes this instance (or its workers, summed) leads: closes windows and anchors; on a shared store the"
+            " others follow.",
         )
 
     @property

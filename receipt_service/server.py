@@ -26,6 +26,7 @@ from .fabric.evidence import BlockCache
 from .fabric.gateway import Endpoint, GatewayClient
 from .fabric.identity import Identity
 from .ledger import load_or_create_key
+from .metrics import MULTIPROC_ENV, use_worker_files
 from .service import Service
 from .stores.base import Store
 from .stores.redis import RedisLink, RedisStore, RedisTarget, open_redis_stores
@@ -194,6 +195,8 @@ async def serve(
 async def _serve(
     settings: Settings, ready: Callable[[int], None] | None, stop: asyncio.Event, worker: WorkerLink | None
 ) -> None:
+    if worker is not None and os.environ.get(MULTIPROC_ENV):  # before open_service makes the metrics
+        use_worker_files(worker.index)
     service = open_service(settings, None if worker is None else worker.index)
     runner = web.AppRunner(
         init_app(service), handle_signals=False, access_log=None, max_line_size=MAX_LINE, max_field_size=MAX_LINE

@@ -27,7 +27,7 @@ from .anchors import LocalLedgerBackend
 from .config import Settings
 from .errors import ServiceError
 from .ledger import load_or_create_key
-from .metrics import MULTIPROC_ENV, forget_process
+from .metrics import MULTIPROC_ENV, forget_worker
 from .server import WorkerLink, ensure_default_key, open_stores, private_dir, write_public_key
 from .stores.sqlite import SQLiteStore
 from .stores.workers import ServeLock, leader_pid, reserve_clocks
@@ -111,7 +111,7 @@ class _Group:
                 self.selector.unregister(w.control)
                 w.control.close()
                 code = w.proc.wait()  # restarted below unless the group is stopping by then
-                forget_process(w.proc.pid, self.metrics_dir)
+                forget_worker(w.index, self.metrics_dir)
                 lived = time.monotonic() - w.started
                 backoff = RESTART_BACKOFF[0] if lived > 60 else min(RESTART_BACKOFF[1], w.backoff * 2)
                 log.warning(

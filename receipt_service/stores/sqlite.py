@@ -7,8 +7,9 @@ the caller's thread over a separate read connection (WAL readers never block the
 bulk reads (a window's backlog, the submissions of a tree) run in a worker thread.
 
 The writer thread also checkpoints, between two transactions, every ``checkpoint_seconds``: no
-commit can land meanwhile, so the checkpoint copies the whole WAL and the next commit starts it
-again from the beginning. (A checkpoint racing the commits never caught up, and under steady load
+commit can land meanwhile, so the checkpoint copies the whole WAL (unless a reader still holds an
+older snapshot: the service's own reads are short, a long one from outside holds it back) and the
+next commit starts it again from the beginning. (A checkpoint racing the commits never caught up, and under steady load
 the WAL grew without bound: 87 MB in 8 s with two workers.)
 
 Submissions get consecutive ``seq`` numbers from the writer; a window is a ``seq`` range,
@@ -369,17 +370,20 @@ class SQLiteStore:
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database (writer thread, between transactions; a worker holds the
-        writer lock, so no other worker's commit lands meanwhile and the copy completes)."""
-        self._checkpointed, self._commits_checkpointed = time.monotonic(), self.commits
+        writer lock, so no other worker's commit lands meanwhile and the copy completes). A failure is
+        logged and tried again ``checkpoint_seconds`` later: it must never end the writer thread."""
+        self._checkpointed, commits = time.monotonic(), self.commits
         try:
             if self._writer_lock is None:
                 self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             else:
                 with self._writer_lock.held():
                     self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            self.checkpoints += 1
-        except sqlite3.Error as exc:
-            log.warning("WAL checkpoint failed (retried): %s", exc)
+        except Exception as exc:  # noqa: BLE001 (sqlite3.Error, or the lock's OSError: the writer goes on)
+            log.warning("WAL checkpoint failed (tried again in %.1fs): %s", self.checkpoint_seconds, exc)
+            return
+        self._commits_checkpointed = commits
+        self.checkpoints += 1
 
     def _writer(self) -> None:
         while True:

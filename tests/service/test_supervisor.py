@@ -270,6 +270,7 @@ def test_metrics_count_every_worker_and_a_dead_workers_counts_stay(tmp_path: Pat
         for m in _metrics(base):  # whichever worker answers: both workers' hashes, one leader's lanes
             assert m["receipt_hashes_accepted_total"] == len(acked)
             assert m["receipt_leading_lanes"] == lanes and m["receipt_sqlite_heap_bytes"] > 0
+        files = sorted(p.name for p in stale.iterdir())
         leader = leader_pid(tmp_path)
         assert leader is not None
         os.kill(leader, signal.SIGKILL)
@@ -278,6 +279,7 @@ def test_metrics_count_every_worker_and_a_dead_workers_counts_stay(tmp_path: Pat
         for m in _metrics(base):  # the dead leader's hashes still count; its lanes no longer do
             assert m["receipt_hashes_accepted_total"] == len(acked)
             assert m["receipt_leading_lanes"] == lanes
+        assert sorted(p.name for p in stale.iterdir()) == files, "a restarted worker goes on in its files"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=90) == 0
     with sqlite3.connect(tmp_path / "receipts.sqlite3") as db:

@@ -9,6 +9,8 @@ processes do (``tests/service/test_workers.py`` runs real processes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import itertools
 import os
 import sqlite3
@@ -309,3 +311,33 @@ async def test_a_watch_that_fell_behind_the_kept_changes_wakes_every_poll(worker
     await asyncio.gather(task, return_exceptions=True)
     assert woken[0] == (1, _MAX_SEQ), "the pruned changes are not skipped: every waiter rechecks"
     assert woken[1:] == [(seq, seq) for seq in range(many - len(woken) + 2, many + 1)]
+
+
+async def test_a_checkpoint_that_fails_leaves_the_writer_running(
+    workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer lock can fail (ENOLCK on a network file system): the checkpoint is tried again later,
+    and the writer thread goes on committing."""
+    a, _ = workers(2)
+    a.checkpoint_seconds = 0.05
+    issuer = ProofIdIssuer(a.clock_seq, a.last_ticks())
+    lock = a._writer_lock
+    assert lock is not None
+    held, failures = lock.held, []
+
+    def flaky() -> contextlib.AbstractContextManager[None]:
+        if not failures:  # the first take after the first commit: the checkpoint's
+            failures.append(1)
+            raise OSError(errno.ENOLCK, "no locks available")
+        return held()
+
+    await a.add_batch(_batch(issuer, 1))
+    monkeypatch.setattr(lock, "held", flaky)
+    await asyncio.sleep(0.2)  # the checkpoint came due and failed
+    assert failures and a._thread.is_alive()
+    await asyncio.wait_for(a.add_batch(_batch(issuer, 1)), 5)
+    for _ in range(50):
+        if a.checkpoints:
+            break
+        await asyncio.sleep(0.05)
+    assert a.checkpoints >= 1, "tried again, and it worked"
