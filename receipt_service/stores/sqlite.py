@@ -9,8 +9,8 @@ bulk reads (a window's backlog, the submissions of a tree) run in a worker threa
 The writer thread also checkpoints, between two transactions, every ``checkpoint_seconds``: no
 commit can land meanwhile, so the checkpoint copies the whole WAL (unless a reader still holds an
 older snapshot: the service's own reads are short, a long one from outside holds it back) and the
-next commit starts it again from the beginning. (A checkpoint racing the commits never caught up, and under steady load
-the WAL grew without bound: 87 MB in 8 s with two workers.)
+next commit starts it again from the beginning. (A checkpoint racing the commits never caught up,
+and under steady load the WAL grew without bound: 87 MB in 8 s with two workers.)
 
 Submissions get consecutive ``seq`` numbers from the writer; a window is a ``seq`` range,
 so closing one writes a few tree rows and moves a watermark, never touching submission rows.
@@ -379,7 +379,7 @@ class SQLiteStore:
             else:
                 with self._writer_lock.held():
                     self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except Exception as exc:  # noqa: BLE001 (sqlite3.Error, or the lock's OSError: the writer goes on)
+        except (sqlite3.Error, OSError) as exc:  # the database's, or the writer lock's: the writer goes on
             log.warning("WAL checkpoint failed (tried again in %.1fs): %s", self.checkpoint_seconds, exc)
             return
         self._commits_checkpointed = commits
@@ -1013,10 +1013,11 @@ class SQLiteStore:
         total = last - int(purged)
         (trees,) = self._read("SELECT count(*) FROM trees", ())[0]
         (open_,) = self._read("SELECT count(*) FROM anchors WHERE anchor IS NULL", ())[0]
-        wal = self.path.with_name(self.path.name + "-wal")
-        with contextlib.suppress(FileNotFoundError):
-            return StoreStats(int(total), max(0, last - int(mark)), int(trees), int(open_), wal.stat().st_size)
-        return StoreStats(int(total), max(0, last - int(mark)), int(trees), int(open_))
+        try:
+            wal = self.path.with_name(self.path.name + "-wal").stat().st_size
+        except FileNotFoundError:
+            wal = 0
+        return StoreStats(int(total), max(0, last - int(mark)), int(trees), int(open_), wal)
 
     async def ping(self) -> None:
         """Raise ``StoreError`` unless the database answers and the writer runs."""
