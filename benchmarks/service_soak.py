@@ -161,7 +161,7 @@ def _plot(soak: Soak, path: Path) -> None:
     ax.plot(minutes, [w / 2**20 for w in soak.wal], label="WAL on disk")
     ax.legend(loc="lower right")
     ax.set_xlabel("minutes")
-    ax.set_ylabel("server memory (MiB)")
+    ax.set_ylabel("MiB (server memory; WAL on disk)")
     ax.set_ylim(bottom=0)
     ax.set_title("receipt-service memory and WAL under steady load (embedded defaults)")
     ax.grid(alpha=0.3)
