@@ -368,6 +368,10 @@ class SQLiteStore:
             return None
         return self._checkpointed + self.checkpoint_seconds - time.monotonic()
 
+    def _checkpoint_due(self) -> bool:
+        due = self._checkpoint_in()
+        return due is not None and due <= 0
+
     def _checkpoint(self) -> None:
         """Copy the WAL into the database (writer thread, between transactions; a worker holds the
         writer lock, so no other worker's commit lands meanwhile and the copy completes). A failure is
@@ -388,18 +392,14 @@ class SQLiteStore:
     def _writer(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
-                    due = self._checkpoint_in()
-                    if due is not None and due <= 0:
-                        break
-                    self._cond.wait(due)
+                while not self._queue and not self._closing and not self._checkpoint_due():
+                    self._cond.wait(self._checkpoint_in())
                 jobs, self._queue = self._queue, []
                 if not jobs and self._closing:
                     return
             if jobs:
                 self._run_batch(jobs)
-            due = self._checkpoint_in()
-            if due is not None and due <= 0:
+            if self._checkpoint_due():
                 self._checkpoint()
 
     def _run_batch(self, jobs: list[_Job]) -> None:
