@@ -280,6 +280,12 @@ async def test_health_ready_metrics_openapi(env: Env) -> None:
     assert ready["status"] == "ready" and set(ready["checks"].values()) == {"ok"}
     await env.submit(_hashes(5))
     await env.service.aggregator.close_window()
+    wal_files = (
+        env.service.store.path.parent.glob("receipts*.sqlite3-wal")
+        if isinstance(env.service.store, SQLiteStore)
+        else []
+    )
+    wal_before = sum(p.stat().st_size for p in wal_files)
     text = await (await env.client.get("/metrics")).text()
     assert "receipt_hashes_accepted_total 5.0" in text
     assert "clinic-a" not in text  # /metrics needs no key: it names no tenant
@@ -290,8 +296,9 @@ async def test_health_ready_metrics_openapi(env: Env) -> None:
     wal = float(next(line for line in text.splitlines() if line.startswith("receipt_sqlite_wal_bytes ")).split()[1])
     if isinstance(env.service.store, SQLiteStore):
         assert float(heap.split()[1]) > 100_000  # page caches of the open store files, at least
-        on_disk = sum(p.stat().st_size for p in env.service.store.path.parent.glob("receipts*.sqlite3-wal"))
-        assert wal == on_disk > 0
+        # anchoring goes on writing in the background; the WAL file only grows here (cut back above 64 MiB)
+        wal_after = sum(p.stat().st_size for p in env.service.store.path.parent.glob("receipts*.sqlite3-wal"))
+        assert 0 < wal_before <= wal <= wal_after
     else:
         assert wal == 0
     doc = await (await env.client.get("/openapi.json")).json()
