@@ -146,6 +146,8 @@ class Aggregator:
         self._heads: dict[str, tuple[int, bytes]] | None = None  # domain lanes: every log's head, insertion order
         self._prev_end: tuple[int, str] | None = None  # (last seq, end) of the lane's newest window
         self.leading = False
+        self._term: int | None = None  # the store's term of this instance's lead (None: another leads)
+        self._lead_lock = asyncio.Lock()  # one lease check at a time: the clock's and the lease task's
         self.lease_check_seconds = 1.0  # how often a follower asks for the lease (and a leader renews it)
 
     # ------------------------------------------------------------------ lifecycle
@@ -203,7 +205,8 @@ class Aggregator:
                 await self.close_window()
             except LeaseLostError as exc:
                 log.warning("%s", exc)
-                await self._check_lead()
+                with contextlib.suppress(ServiceError):  # the store failing now: the lease task says so and retries
+                    await self._check_lead()
                 continue
             except ServiceError as exc:
                 if not failed:
@@ -246,9 +249,15 @@ class Aggregator:
                 failed = 0
 
     async def _check_lead(self) -> None:
-        """Take, keep or lose the lead; a new leader resumes every open anchor job."""
-        leading = await self.store.lead()
-        if leading and not self.leading:
+        """Take, keep or lose the lead; a new term (a takeover, or this instance's lease run out and
+        taken again) reads the lane's state again and resumes every open anchor job."""
+        async with self._lead_lock:
+            await self._check_lead_once()
+
+    async def _check_lead_once(self) -> None:
+        term = await self.store.lead()
+        leading = term is not None
+        if leading and term != self._term:
             self._heads = None  # another leader may have moved the heads
             self._prev_end = None
             for q in self._queues.values():
@@ -259,11 +268,16 @@ class Aggregator:
                     self._queues[target].put_nowait(tree)
                 else:
                     log.warning("tree %s/%s waits for target %s, which is not configured", *_key(tree), target)
-            if self._tasks:  # a takeover, not the start of a single instance
-                log.info("lane %s: this instance leads now (closes windows, sends anchors)", self.store.domain or "v1")
+            lane = self.store.domain or "v1"
+            if self.leading:
+                log.warning(
+                    "lane %s: the lead's lease ran out and was taken again; state read again from the store", lane
+                )
+            elif self._tasks:  # a takeover, not the start of a single instance
+                log.info("lane %s: this instance leads now (closes windows, sends anchors)", lane)
         elif self.leading and not leading:
             log.warning("lane %s: another instance leads now; this one only serves", self.store.domain or "v1")
-        self.leading = leading
+        self.leading, self._term = leading, term
 
     async def _watch(self) -> None:
         failed = 0  # an outage: one line, not one per retry
@@ -517,6 +531,8 @@ class Aggregator:
         root = tree_root(self.store.domain, tree)
 
         async def attempt() -> tuple[int, int]:
+            if await self._anchored(tree, backend.target):  # queued again by a new term while it was sent
+                return tree.first_seq, tree.last_seq
             anchor = await backend.anchor(root)
             crash_point("anchor-sent")
             await self.store.record_anchor(tree, backend.target, anchor_json(anchor), time.time_ns())

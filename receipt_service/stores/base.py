@@ -268,9 +268,11 @@ class Store(Protocol):
     record's integrity and raises ``CorruptRecordError`` instead of returning bad data.
     Submissions are found by (clock sequence, receive ticks), the two fields of a proof id that
     make it unique: a store shared by several instances gives each its own clock sequence.
-    ``lead`` says whether this instance may close windows and send anchors now (a store of one
-    process always may), ``resign`` hands the lead over at a clean stop; ``watch`` calls ``wake(first_seq, last_seq)`` whenever another instance
-    changed the state of those submissions, until cancelled (it returns at once if none can).
+    ``lead`` answers the term of this instance's lead while it may close windows and send anchors
+    (a store of one process always may), else None; the term changes whenever the lead was lost and
+    taken again, when another leader may have moved the lane on. ``resign`` hands the lead over at a
+    clean stop; ``watch`` calls ``wake(first_seq, last_seq)`` whenever another instance changed the
+    state of those submissions, until cancelled (it returns at once if none can).
     """
 
     clock_seq: int
@@ -285,7 +287,7 @@ class Store(Protocol):
 
     async def has_clock(self, clock_seq: int) -> bool: ...
 
-    async def lead(self) -> bool: ...
+    async def lead(self) -> int | None: ...
 
     async def resign(self) -> None: ...
 

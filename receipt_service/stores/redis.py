@@ -669,8 +669,9 @@ class RedisStore:
 
     # ------------------------------------------------------------------ leadership
 
-    async def lead(self) -> bool:
-        """Take or renew the lane's leader lease (and this instance's clock lease); True while leading."""
+    async def lead(self) -> int | None:
+        """Take or renew the lane's leader lease (and this instance's clock lease); the lease's fencing
+        token while leading (a new one whenever the lease ran out and was taken again), else None."""
         keys = [self.k("leader"), self.k("meta"), self.k(f"clock:{self.clock_seq}")]
         args = [self.token, self.lease_ms, self._lease or "", self.clock_lease_ms]
         lease, clock_ours = await self.link.run("lead", keys, args)
@@ -679,7 +680,7 @@ class RedisStore:
             log.warning("lane %s: clock sequence %d was taken over; taking another", self.lane, self.clock_seq)
             with _redis_errors():
                 self.clock_seq, self._last_ticks = await asyncio.to_thread(self._take_clock)
-        return self._lease is not None
+        return self.fence
 
     async def resign(self) -> None:
         """Give the lane's lease up at a clean stop, so another instance takes over at its next check."""
@@ -868,7 +869,8 @@ class RedisStore:
         keys = [self.k("meta"), self.k("leader"), self.k("trees"), self.k("tree-seqs"), self.k("open"), self.k("heads")]
         keys += [self.k(f"a:{_tree_key(t.window_id, t.tree_index)}") for t in trees]
         keys += [self.k(f"hh:{h.subject}") for h in heads]
-        args: list[Any] = [self._lease, first, last, len(trees), len(targets), job, self.channel]
+        lease = self._lease
+        args: list[Any] = [lease, first, last, len(trees), len(targets), job, self.channel]
         for t in trees:
             args += [_tree_key(t.window_id, t.tree_index), t.first_seq, _tree_doc(t, now)]
         args += list(targets)
@@ -879,7 +881,8 @@ class RedisStore:
         except ScriptRefusedError as exc:
             text = exc.reply
             if text.startswith("LEASE"):
-                self._lease = None
+                if self._lease == lease:  # not a lease this instance took again meanwhile (a new term)
+                    self._lease = None
                 raise LeaseLostError(f"lane {self.lane}: {text[6:]}; the window is left to the new leader") from None
             raise StoreError(
                 f"window starts at #{first} but the watermark is #{text[10:]}; another aggregator ran"

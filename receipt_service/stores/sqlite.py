@@ -575,9 +575,10 @@ class SQLiteStore:
         self._clocks = clocks
         return clock_seq in clocks
 
-    async def lead(self) -> bool:
-        """The only process on the file always leads; a worker leads while it holds the leader lock."""
-        return True if self._leader is None else self._leader.take()
+    async def lead(self) -> int | None:
+        """The only process on the file always leads; a worker leads while it holds the leader lock
+        (held until the worker stops, so the term is always 1)."""
+        return 1 if self._leader is None or self._leader.take() else None
 
     async def resign(self) -> None:
         """Nothing to hand over now: a worker's lead goes when it closes (or dies)."""

@@ -187,13 +187,14 @@ class Lead:
     def __init__(self, store: SQLiteStore, leading: bool = True) -> None:
         self._store = store
         self.leading = leading
+        self.term = 1  # the lease's fencing token while leading
         self.resigned = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def lead(self) -> bool:
-        return self.leading
+    async def lead(self) -> int | None:
+        return self.term if self.leading else None
 
     async def resign(self) -> None:
         self.resigned += 1
@@ -539,6 +540,61 @@ async def test_the_clock_closes_windows_and_a_lost_lease_is_rechecked(
         del lead.backlog
 
 
+async def test_a_lease_run_out_and_taken_again_is_a_new_term(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The lease ran out in a Redis outage; the lease task took it again (a new fencing token) while a window
+    was on its way under the old one, and another leader may have closed windows in between. The old
+    window is refused; the instance goes on leading, reads the lane again (the other leader's heads and open
+    anchors) and its clock survives a store that fails at the recheck."""
+    store = SQLiteStore(tmp_path, domain=DOMAIN)
+    lead, other = Lead(store), Lead(store)
+    rec = Recorder()
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=0.05)
+    agg.lease_check_seconds = 0.05
+    between = Aggregator(other.as_store(), [Recorder()], Metrics(), window_seconds=3600)  # leads between the terms
+    caplog.set_level(logging.WARNING, logger="receipt_service.windows")
+    real_commit, real_lead = store.commit_window, lead.lead
+    sent: list[Batch] = []
+    async with running(agg, store):
+        sent.append(_batch(2, A))
+        await store.add_batch(sent[-1])
+        await _until(lambda: len(rec.roots) == 1)
+        refused = 0
+
+        async def fenced(trees: Any, targets: Any, heads: Any = ()) -> None:
+            nonlocal refused
+            if refused == 0:  # the other leader closes this window; this instance then takes the lease again
+                await between.close_window()
+                lead.term += 2
+            if agg._term != lead.term:  # the store compares the fencing token
+                refused += 1
+                raise LeaseLostError("lane v1: this instance no longer leads the lane; another instance took over")
+            await real_commit(trees, targets, heads)
+
+        failures = 0
+
+        async def failing_once() -> int | None:
+            nonlocal failures
+            failures += 1
+            if failures == 1:  # the recheck right after the refusal meets the store failing
+                raise StoreError("redis went away")
+            return await real_lead()
+
+        lead.commit_window, lead.lead = fenced, failing_once
+        sent.append(_batch(1, A))
+        await store.add_batch(sent[-1])
+        await _until(lambda: len(rec.roots) == 2)  # the other leader's window: its open anchor resumed here
+        assert agg.leading and agg._term == 3
+        assert rec.roots[1].heads_root == _heads_of(sent).root.hex()
+        sent.append(_batch(3, A))
+        await store.add_batch(sent[-1])
+        await _until(lambda: len(rec.roots) == 3)  # the clock lived on; its window goes on from the other's heads
+        assert rec.roots[2].heads_root == _heads_of(sent).root.hex()
+        assert [r.tree_size for r in rec.roots] == [2, 1, 3]
+    assert caplog.text.count("the lead's lease ran out and was taken again") == 1, caplog.text
+    assert "Traceback" not in caplog.text and refused >= 1
+    await between.drain(1)
+
+
 async def test_watching_other_instances_is_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
@@ -741,12 +797,12 @@ async def test_a_failing_lease_check_is_logged_once_per_outage(
     lead = Lead(store)
     calls = 0
 
-    async def flaky_lead() -> bool:
+    async def flaky_lead() -> int:
         nonlocal calls
         calls += 1
         if 2 <= calls <= 6 or 9 <= calls <= 10:  # the check at start succeeds; then two outages
             raise StoreError("redis went away")
-        return True
+        return 1
 
     lead.lead = flaky_lead
     agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -200,6 +201,37 @@ async def test_a_leader_paused_past_its_lease_cannot_commit(redis_url: str) -> N
     assert [t.window_id for t, _ in await a.open_anchor_jobs()] == ["b-1"]
     await a.link.close()
     await b.link.close()
+
+
+async def test_a_lease_taken_again_is_a_new_term_that_a_late_refusal_does_not_forget(redis_url: str) -> None:
+    """An outage longer than the lease: the lease task takes it again (a new fencing token) while a window
+    built under the old one is on its way. That window is refused; the instance keeps its new lease (it used
+    to forget it, and nobody could lead the lane until it ran out) and commits the window again."""
+    a = RedisStore(_link(redis_url), lease_seconds=0.5)
+    first = await a.lead()
+    assert first is not None and await a.lead() == first  # renewing keeps the term
+    issuer = ProofIdIssuer(a.clock_seq, a.last_ticks())
+    await a.add_batch(_batch(issuer, 3))
+    trees = tree_records("a-1", 1, build_packed([s.columns(None) for s in await a.backlog(100)], 10), "s", "e")
+    await asyncio.sleep(0.7)  # the lease runs out
+    run = a.link.run
+    second: int | None = None
+
+    async def late(name: str, keys: Any, args: Any, **kw: Any) -> Any:
+        nonlocal second
+        if name == "commit_window":  # the window is on its way; the lease task's check reaches Redis first
+            second = await a.lead()
+        return await run(name, keys, args, **kw)
+
+    a.link.run = late  # type: ignore[method-assign]
+    with pytest.raises(LeaseLostError, match="another instance took over"):
+        await a.commit_window(trees, ["local-x"])
+    a.link.run = run  # type: ignore[method-assign]
+    assert second is not None and second > first
+    assert await a.lead() == second  # still leads, in the new term
+    await a.commit_window(trees, ["local-x"])
+    assert (await a.stats()).trees == 1
+    await a.link.close()
 
 
 async def test_a_leader_that_stops_cleanly_hands_the_lead_over_at_once(redis_url: str) -> None:
