@@ -301,6 +301,7 @@ def _insurer_checks(
     for label, value in (
         ("complete", f"all {report.size} records of the subject's log, none hidden (window {report.window_id})"),
         ("append-only", report.append_only),
+        ("committed", report.committed or "-"),
         ("anchored", str(report.anchor)),
     ):
         print_(f"  {label:12} {value}")

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from receipt_verifier.codec import parse_anchor
+from receipt_verifier.errors import FabricEvidenceError
 from receipt_verifier.evidence import block_list
 from receipt_verifier.heads import IndexedHeads
 from receipt_verifier.history import EMPTY_ROOT, HISTORY_CONTEXT, HISTORY_TYPE, HeadsTree, log_root, pack, record_leaf
 from receipt_verifier.model import FabricAnchor
 
 from .chain import indexed_heads
-from .errors import CorruptRecordError, NotFoundError, UnprocessableError
+from .errors import AnchorBackendError, CorruptRecordError, NotFoundError, UnprocessableError
 from .fabric.evidence import BlockCache
 from .lanes import Lane
+
+log = logging.getLogger("receipt_service.history")
 
 STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"  # the form window times are stored in (compared as text)
 
@@ -52,6 +56,21 @@ def _heads_of(
     return None
 
 
+async def _successors(evidence: BlockCache, anchors: list[FabricAnchor]) -> list[tuple[str, int]]:
+    """(channel, block) of each chained anchor's successor found on its channel (spec §14.9): the blocks
+    that prove the window committed. A peer that cannot tell now leaves them out (logged)."""
+    out = []
+    for a in anchors:
+        try:
+            number = await evidence.successor(a)
+        except (AnchorBackendError, NotFoundError, FabricEvidenceError) as exc:
+            log.warning("the successor of %s was not found (the bundle goes without it): %s", a.anchor_id, exc)
+            continue
+        if number is not None:
+            out.append((a.channel, number))
+    return out
+
+
 async def history_bundle(lane: Lane, subject: str, as_of: str, evidence: BlockCache | None = None) -> dict[str, Any]:
     """The bundle for ``subject`` in the lane's domain as of the newest anchored window up to ``as_of``:
     one tree of that window with every anchor it has, and the Fabric blocks that prove those."""
@@ -66,7 +85,9 @@ async def history_bundle(lane: Lane, subject: str, as_of: str, evidence: BlockCa
         raise NotFoundError(f"no window of {domain} is anchored at or before {as_of} yet; retry after the next window")
     anchors = [parse_anchor(a) for a in done]
     fabric = [a for a in anchors if isinstance(a, FabricAnchor)]
-    blocks = await evidence.evidence(fabric) if evidence is not None and fabric else []
+    blocks = []
+    if evidence is not None and fabric:
+        blocks = await evidence.evidence(fabric, await _successors(evidence, fabric))
     all_heads = await store.subject_heads(tree.last_seq)
     heads = await asyncio.to_thread(_heads_of, all_heads, tree.heads_root, tree.heads_size)  # linear in subjects
     if heads is None:

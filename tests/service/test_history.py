@@ -195,6 +195,9 @@ async def test_receipt_verify_history_reports(world: World, tmp_path: Path, caps
     assert verify_main([*args, "--max-age", "0s"]) == 1
     assert "stale" in capsys.readouterr().out
     assert verify_main([*args, "--max-age", "soon"]) == 2
+    capsys.readouterr()
+    assert verify_main([*args, "--require-committed"]) == 2
+    assert "--require-committed needs --trust" in capsys.readouterr().err
 
 
 @pytest.mark.sqlite_only

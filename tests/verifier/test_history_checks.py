@@ -88,9 +88,15 @@ def test_a_complete_bundle_reports_every_field() -> None:
         "window_end": WINDOW_END,
         "anchor": f"local ledger {KID} entry 0",
         "append_only": NO_APPEND_ONLY,
+        "committed": None,
         "problems": [],
     }
     assert recs == [Record(i, r.hash, r.proof_id, r.nonce) for i, r in enumerate(LOGS[SUBJECT])]
+
+
+def test_a_commit_proof_required_of_a_window_with_no_fabric_anchor_is_a_problem() -> None:
+    report, _ = verify_history(bundle(SUBJECT, LOGS), KEYS, as_of=AS_OF, require_committed=True)
+    assert report.problems == ["window w1763712120000 has no chained Fabric anchor whose commit could be proven"]
 
 
 def test_a_subject_with_no_log_is_complete_and_empty() -> None:

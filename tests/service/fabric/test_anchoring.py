@@ -26,12 +26,12 @@ from receipt_service.stores.sqlite import SQLiteStore
 from receipt_verifier import AnchorPolicy, AnchorStatus, Verifier
 from receipt_verifier.chain import replay
 from receipt_verifier.fabric.trust import load_trust, make_trust
-from receipt_verifier.fabric.windows import read_windows
-from receipt_verifier.history import verify_history
+from receipt_verifier.fabric.windows import read_windows, tip_reads
+from receipt_verifier.history import NOT_PROVEN, verify_history
 from receipt_verifier.ledger import iter_ledger
 
 from ...fabric_forge import Forger
-from ...fabric_tampering import _record, action_change, kv_change, tx_change
+from ...fabric_tampering import _endorsed_by, _record, action_change, kv_change, tx_change
 from ..parties import Party
 from ..procs import collect, create_key, load, server
 from .conftest import service_config
@@ -209,9 +209,15 @@ async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: N
             receipt = await call(clinic, "GET", f"/proofs/{item['proof_id']}?wait=anchored&timeout=60")
             assert receipt["state"] == "anchored"
         bundle = await call(app, "GET", f"/subjects/{subject}/history?domain=medical-history")
+        # the lane's next window: a bundle of the same window fetched after it carries its successor
+        more = await call(clinic, "POST", "/hashes", {"hashes": [os.urandom(32).hex()], "subject": subject})
+        done = await call(clinic, "GET", f"/proofs/{more['hashes'][0]['proof_id']}?wait=anchored&timeout=60")
+        assert done["state"] == "anchored"
+        later = await call(app, "GET", f"/subjects/{subject}/history?domain=medical-history&as_of={bundle['as_of']}")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     trust = load_trust(make_trust(net.config_blocks().values()))
+    _check_commit_proof(net, bundle, later, trust, load_settings(tmp_path / "service.toml", environ={}))
     report, records = verify_history(bundle, {}, fabric_trust=trust)  # no ledger key: Fabric alone
     assert report.complete and len(records) == 3, report.problems
     assert report.anchor is not None and "Fabric medical-history" in report.anchor
@@ -253,6 +259,63 @@ async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: N
     item["block"] = base64.b64encode(change(block, Forger.of_network(net), anchor)).decode()
     with pytest.raises(Exception, match=r"the chain record of \S+ window says window_end"):
         verify_history(torn, {}, fabric_trust=trust)
+
+
+def _check_commit_proof(net: Network, bundle: Any, later: Any, trust: Any, settings: Any) -> None:
+    """Spec §14.9: a successor in the bundle proves its window committed (the peer's validation flags are
+    signed by nobody). One organisation's keys cannot make one, nor can a successor of another window."""
+    assert settings.fabric is not None
+    lane = f"{settings.fabric.chain_prefix}.medical-history"
+    assert later["window"] == bundle["window"] and later["log"] == bundle["log"]
+    report, _ = verify_history(bundle, {}, fabric_trust=trust, lane=lane)
+    assert report.complete and report.committed is not None and report.committed.endswith(NOT_PROVEN)
+    report, _ = verify_history(bundle, {}, fabric_trust=trust, lane=lane, require_committed=True)
+    assert [p for p in report.problems if "is not proven by a successor" in p], report.problems
+    report, _ = verify_history(later, {}, fabric_trust=trust, lane=lane, require_committed=True)
+    assert report.complete, report.problems
+    assert report.committed is not None and "committed, read as the lane's tip by window" in report.committed
+    anchor = next(a for a in later["window"]["anchors"] if a["type"] == "fabric")
+    item = next(b for b in later["fabric_blocks"] if b not in bundle["fabric_blocks"])  # the successor's block
+    original = base64.b64decode(item["block"])
+    mine = next(
+        base64.b64decode(b["block"])
+        for b in later["fabric_blocks"]
+        if (b["channel"], b["number"]) == (anchor["channel"], anchor["block_number"])
+    )
+    at = (anchor["block_number"], next(r.index for r in tip_reads(mine) if r.tx_id == anchor["tx_id"]))
+    successor = next(r for r in tip_reads(original) if r.read == at)
+    forger = Forger.of_network(net)
+
+    def read_elsewhere(rw: Any, kv: Any) -> None:
+        for r in kv.reads:
+            if r.key.startswith("\x00tip\x00"):
+                r.version.tx_num += 1  # it read another transaction's write as the tip
+
+    cases = {
+        "endorsed by Hospitals alone": (tx_change(_endorsed_by("Hospitals")), False),
+        "read another transaction's write (both organisations endorse it)": (
+            tx_change(action_change(kv_change(read_elsewhere))),
+            False,
+        ),
+        "endorsed again by both organisations (the control: the forger's blocks are well formed)": (
+            tx_change(action_change(lambda action: None)),
+            True,
+        ),
+    }
+    for name, (change, proven) in cases.items():
+        forged = json.loads(json.dumps(later))
+        spot = next(
+            b for b in forged["fabric_blocks"] if (b["channel"], b["number"]) == (item["channel"], item["number"])
+        )
+        block = common_pb2.Block.FromString(original)
+        spot["block"] = base64.b64encode(change(block, forger, {"tx_id": successor.tx_id})).decode()
+        report, _ = verify_history(forged, {}, fabric_trust=trust, lane=lane, require_committed=True)
+        assert report.complete is proven, (name, report.problems)
+        assert report.committed is not None and report.committed.endswith(NOT_PROVEN) is not proven, name
+    without = json.loads(json.dumps(later))
+    without["fabric_blocks"] = [b for b in without["fabric_blocks"] if b != item]
+    report, _ = verify_history(without, {}, fabric_trust=trust, lane=lane)
+    assert report.committed is not None and report.committed.endswith(NOT_PROVEN)
 
 
 def _window_end_everywhere(end: str) -> Any:

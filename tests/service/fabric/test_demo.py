@@ -32,6 +32,7 @@ def test_demo_fabric_tells_the_whole_story(net: Network, tmp_path: Path) -> None
     assert "the insurer checks the patient's medical history offline" in text
     assert "  complete     all 2 records of the subject's log" in text
     assert "  append-only  checked by both organisations' peers" in text  # the window's place in its chain
+    assert "  committed    medical-history block " in text  # proven by a successor, or said not to be
     proven = re.search(
         r"proven on Fabric: (\d+) anchors \(each domain's roots on its own channel\) in (\d+) blocks of 3 channels \(([^)]*)\); endorsed by ([^;]*); blocks signed by (.*)",
         text,

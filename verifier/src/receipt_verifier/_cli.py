@@ -54,6 +54,7 @@ other commands:
   receipt-verify event EVENT.json --key JWK [--receipt R.json --ledger-key K | --trust T]
                                                         an access event's signature (pinned JWKs) and anchoring
   receipt-verify history BUNDLE.json --ledger-key K | --trust T [--ledger L] [--records DIR] [--max-age 30d]
+                        [--require-committed]
                                                         is a subject's history complete, and as of which window
   receipt-verify chain --trust T BLOCKS... [--lane L] [--json R.json] [--html R.html]
                                                         replay a channel's chained windows from its blocks
@@ -743,11 +744,19 @@ def _history_main(argv: list[str]) -> int:
         help="the chain the domain's windows are in on its channel (default: the domain; PREFIX.DOMAIN for a"
         " deployment with a chain_prefix): only a window of that chain is append-only",
     )
+    p.add_argument(
+        "--require-committed",
+        action="store_true",
+        help="a problem unless a successor in the bundle proves the chained Fabric window committed (a bundle"
+        " fetched after the lane's next window carries one; without it the commit rests on the serving peer)",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--html", type=Path, metavar="FILE", help="write the report as an HTML page")
     args = p.parse_args(argv)
     if not args.ledger_key and args.trust is None:
         raise UsageError("pin something: --ledger-key KEY (the local ledger) and/or --trust trust.json (Fabric)")
+    if args.require_committed and args.trust is None:
+        raise UsageError("--require-committed needs --trust: the successor is checked under the pinned channel")
     keys = {key_id(k): k for k in (load_public_key_file(f) for f in args.ledger_key)}
     entries = []
     if args.ledger is not None:
@@ -775,6 +784,7 @@ def _history_main(argv: list[str]) -> int:
         max_age=args.max_age,
         as_of=as_of,
         lane=args.lane,
+        require_committed=args.require_committed,
     )
     doc = report.to_dict()
     doc["checked_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -809,6 +819,9 @@ def _history_main(argv: list[str]) -> int:
             ],
         )
     )
+    print(f"  append-only: {doc['append_only']}")
+    if doc["committed"] is not None:
+        print(f"  commit: {doc['committed']}")
     for problem in doc["problems"]:
         print(f"  problem: {problem}")
     return EXIT_VALID if not doc["problems"] else EXIT_INVALID

@@ -196,7 +196,9 @@ def render_history_html(report: dict[str, Any]) -> str:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>History check</title>"
         f"<style>{_CSS}</style></head><body><h1>History of {e(report['subject'])} in {e(report['domain'])}</h1>"
         f"<div class='sub'>Checked {e(report['checked_at'])} offline against the pinned ledger key;"
-        f" anchor {e(str(report['anchor']))}.</div><div class='cards'>"
+        f" anchor {e(str(report['anchor']))}.</div><div class='sub'>Append-only: {e(report['append_only'])}.</div>"
+        + (f"<div class='sub'>Commit: {e(report['committed'])}.</div>" if report.get("committed") else "")
+        + "<div class='cards'>"
         + "".join(f"<div class='card {c}'><b>{v}</b>{e(k)}</div>" for k, v, c in cards)
         + f"</div><h2>Problems</h2><ul>{problems}</ul>"
         "<table><thead><tr><th>seq</th><th>record hash</th><th>proof id</th><th>received</th><th>file</th></tr></thead>"

@@ -27,6 +27,7 @@ from .errors import MalformedReceiptError, VerificationError
 from .evidence import parse_blocks
 from .fabric.evidence import FabricChecker
 from .fabric.trust import ChannelTrust
+from .fabric.windows import find_successor
 from .hashing import bound_commitment, leaf_hash, node_hash
 from .heads import check_indexed_proof
 from .ledger import entry_hash, verify_entry_signature
@@ -41,6 +42,10 @@ MAX_RECORDS = 1 << 22
 MAX_PROBLEMS = 50  # per-record problems listed before the rest are counted
 MAX_SKEW = timedelta(seconds=10)  # the chaincode's bound on a window's end past its transaction's time
 NO_APPEND_ONLY = "no append-only guarantee: the window is not chained, its heads are the service's word"
+NOT_PROVEN = (
+    "not proven by a successor (none in the bundle): that it committed rests on the peer that served the block,"
+    " whose validation flags nobody signs"
+)
 
 
 class HistoryError(VerificationError):
@@ -238,6 +243,7 @@ class HistoryReport:
     window_end: str | None = None
     anchor: str | None = None
     append_only: str = NO_APPEND_ONLY
+    committed: str | None = None  # what proves a chained Fabric window committed (None: no such anchor)
     problems: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -257,6 +263,7 @@ class HistoryReport:
             "window_end": self.window_end,
             "anchor": self.anchor,
             "append_only": self.append_only,
+            "committed": self.committed,
             "problems": self.problems,
         }
 
@@ -426,11 +433,12 @@ def check_window(
     ledger_keys: Mapping[str, Ed25519PublicKey],
     fabric: FabricChecker | None,
     blocks: Mapping[tuple[str, int], bytes],
-) -> tuple[list[str], list[str]]:
-    """(anchors that verify the window and its heads, why the others do not); a chained Fabric anchor's
-    entry says so ("chained: ...")."""
+) -> tuple[list[str], list[str], list[str]]:
+    """(anchors that verify the window and its heads, why the others do not, what proves each chained
+    Fabric anchor's commit); a chained Fabric anchor's entry says so ("chained: ...")."""
     verified: list[str] = []
     others: list[str] = []
+    committed: list[str] = []
     tree = TreeInfo(w.window_id, w.tree_index, 0, max(1, w.tree_size))
     for a in w.anchors:
         if isinstance(a, LocalAnchor):
@@ -472,11 +480,20 @@ def check_window(
                     " it ends"
                 )
             if d.get("chain_seq") is not None:
-                note += f" (chained: window {d['chain_seq']} of lane {d.get('lane')} on {a.channel})"
+                lane = str(d.get("lane"))
+                note += f" (chained: window {d['chain_seq']} of lane {lane} on {a.channel})"
+                ours = [data for (ch, _), data in sorted(blocks.items()) if ch == a.channel]
+                after = find_successor(ours, fabric.channels[a.channel], lane, a.tx_id, a.block_number, a.chaincode)
+                committed.append(
+                    f"{a.channel} block {a.block_number}: committed, read as the lane's tip by window {after.seq}"
+                    f" ({after.where})"
+                    if after is not None
+                    else f"{a.channel} block {a.block_number}: {NOT_PROVEN}"
+                )
             verified.append(f"Fabric {a.channel} block {a.block_number}{note}")
         else:
             others.append(f"{a.type} {a.anchor_id}: an anchor type this verifier does not know")
-    return verified, others
+    return verified, others, committed
 
 
 def verify_history(
@@ -489,6 +506,7 @@ def verify_history(
     max_age: timedelta | None = None,
     as_of: datetime | None = None,
     lane: str | None = None,
+    require_committed: bool = False,
 ) -> tuple[HistoryReport, list[Record]]:
     """Check a history bundle: its log, the head proof, the window's anchors, freshness and growth.
 
@@ -499,6 +517,9 @@ def verify_history(
     stale, and so does a window older than ``max_age``. ``previous``: an older bundle of the same log,
     which must be a prefix of this one. ``lane``: the chain the domain's windows must be in on the domain's
     own channel (default: the domain's name; a deployment with a ``chain_prefix`` names ``PREFIX.DOMAIN``).
+    A chained Fabric window is proven committed by a successor among the bundle's blocks (a later window
+    whose endorsed read of the lane's tip names its transaction); ``require_committed`` makes a window
+    without one a problem.
     """
     if not isinstance(doc, Mapping) or doc.get("@context") != HISTORY_CONTEXT or doc.get("type") != HISTORY_TYPE:
         raise MalformedReceiptError(f"not a history bundle (@context {HISTORY_CONTEXT}, type {HISTORY_TYPE})")
@@ -517,20 +538,27 @@ def verify_history(
     w = _window(doc["window"])
     report.window_id, report.window_end = w.window_id, w.window_end
     fabric = FabricChecker(dict(fabric_trust)) if fabric_trust else None
-    verified, others = check_window(w, domain, ledger_keys, fabric, parse_blocks(doc.get("fabric_blocks", [])))
+    blocks = parse_blocks(doc.get("fabric_blocks", []))
+    verified, others, committed = check_window(w, domain, ledger_keys, fabric, blocks)
     if not verified:
         raise HistoryError("no anchor of the window verifies with what is pinned: " + "; ".join(others))
     report.anchor = ", ".join(verified)
+    report.committed = "; ".join(committed) or None
+    if require_committed and not committed:
+        report.problems.append(f"window {w.window_id} has no chained Fabric anchor whose commit could be proven")
+    elif require_committed and any(c.endswith(NOT_PROVEN) for c in committed):
+        report.problems.append(
+            f"the commit of window {w.window_id} is not proven by a successor: fetch the bundle again after the"
+            " lane's next window (an idle lane gets an empty one), or check it without --require-committed"
+        )
     chained = [v for v in verified if "(chained: " in v]
     pinned = f" of lane {lane or domain} on {domain})"  # a lane's chain is one per channel: pin both
     heads_root = bytes.fromhex(w.heads_root)
     if is_indexed_proof(doc["head_proof"]):
         proven_size, proven_root = check_indexed_proof(subject, doc["head_proof"], heads_root, w.heads_size)
         if any(v.endswith(pinned) for v in chained):
-            report.append_only = (
-                "checked by both organisations' peers (the commit of the newest window rests on the peer that"
-                " served the bundle: no successor travels in it): "
-                + "; ".join(v for v in chained if v.endswith(pinned))
+            report.append_only = "checked by both organisations' peers: " + "; ".join(
+                v for v in chained if v.endswith(pinned)
             )
         elif chained:
             report.append_only = (

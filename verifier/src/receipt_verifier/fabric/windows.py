@@ -215,6 +215,54 @@ def read_windows(
     return out
 
 
+@dataclass(frozen=True)
+class TipRead:
+    """An anchor-chaincode transaction that read a lane's tip, as parsed (nothing checked)."""
+
+    index: int  # its place in the block
+    tx_id: str
+    lane: str  # its first argument
+    read: tuple[int, int] | None  # the version of the lane's tip key it read (None: no tip)
+    appends: bool  # it wrote the lane's tip (a retry of the tip's own window writes nothing)
+
+
+def tip_reads(data: bytes, chaincode: str = "anchor") -> list[TipRead]:
+    """The transactions of a block that read a lane's tip: what a service scans to find a window's
+    successor (the verifier checks whatever it is given)."""
+    block = parse_block(data)
+    out: list[TipRead] = []
+    for i, raw in enumerate(block.envelopes):
+        parsed = _parse(raw, chaincode)
+        if parsed is None or not parsed.args:
+            continue
+        lane = parsed.args[0].decode("utf-8", "replace")
+        appends = any(key == tip_key(lane) for key, _ in parsed.tip_writes)
+        for key, version in parsed.tip_reads:
+            if key == tip_key(lane):
+                out.append(TipRead(i, parsed.tx_id, lane, version, appends))
+    return out
+
+
+def find_successor(
+    blocks: Iterable[bytes], trust: ChannelTrust, lane: str, tx_id: str, block_number: int, chaincode: str = "anchor"
+) -> ChainWindow | None:
+    """The window among ``blocks`` (ascending) whose transaction read, as ``lane``'s tip, the write of
+    transaction ``tx_id`` in block ``block_number``; None when none does. Blocks and endorsements are
+    checked under ``trust`` as for the monitor. A successor proves that transaction committed: the
+    endorsing peers simulate only against their committed state, whatever flags the exporting peer
+    wrote (spec §14.9)."""
+    found = read_windows(blocks, trust, chaincode=chaincode, lane=lane)
+    positions = [w.position for w in found.windows if w.tx_id == tx_id and w.position is not None]
+    positions += [(t.block, t.tx) for t in found.left_out if t.tx_id == tx_id]
+    at = next((p for p in positions if p[0] == block_number), None)
+    if at is None:
+        return None
+    return next(
+        (w for w in found.windows if w.problem is None and w.batch_index == 0 and w.read_version == at),
+        None,
+    )
+
+
 def _index(block: Block) -> dict[str, int]:
     index: dict[str, int] = {}
     for i, raw in enumerate(block.envelopes):
