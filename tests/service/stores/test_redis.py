@@ -223,10 +223,10 @@ async def test_a_lease_taken_again_is_a_new_term_that_a_late_refusal_does_not_fo
             second = await a.lead()
         return await run(name, keys, args, **kw)
 
-    a.link.run = late  # type: ignore[method-assign]
+    a.link.run = late
     with pytest.raises(LeaseLostError, match="another instance took over"):
         await a.commit_window(trees, ["local-x"])
-    a.link.run = run  # type: ignore[method-assign]
+    a.link.run = run
     assert second is not None and second > first
     assert await a.lead() == second  # still leads, in the new term
     await a.commit_window(trees, ["local-x"])
