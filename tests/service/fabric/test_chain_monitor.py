@@ -24,7 +24,8 @@ from receipt_service.fabric.gateway import GatewayClient
 from receipt_service.fabric.network import Network
 from receipt_verifier._cli import EXIT_INVALID, EXIT_VALID, main
 from receipt_verifier.chain import TIP_NO_SUCCESSOR
-from receipt_verifier.fabric.trust import make_trust
+from receipt_verifier.fabric.trust import load_trust, make_trust
+from receipt_verifier.fabric.windows import find_successor, read_windows, tip_reads
 from tests.fabric_forge import Forger, prp_with_value
 
 from .chainlane import ChainLane, forge_transition, heads_of, records
@@ -148,6 +149,36 @@ async def test_the_monitor_replays_a_lane_and_lists_the_losing_successor(
     code, out = _run(capsys, "--trust", str(written.trust), *files, "--json", str(report))
     mine = [x for x in json.loads(report.read_text())["lanes"] if x["lane"] == lane.name]
     assert len(mine) == 1 and mine[0]["ok"] and mine[0]["windows_checked"] == 5, out
+
+
+async def test_a_successor_proves_which_of_two_endorsed_competitors_committed(written: Written) -> None:
+    """Spec §14.9, as a history bundle uses it: the loser of two endorsed successors of one tip has no
+    successor, even with its validation flag rewritten to VALID by whoever exported its block (nobody signs
+    the flags); the winner has one (the tip), and the tip none yet."""
+    trust = load_trust(written.trust.read_bytes())[CHANNEL]
+    lane = written.lane.name
+
+    def successor(tx_id: str, block: int, given: dict[int, bytes]) -> Any:
+        return find_successor([given[n] for n in sorted(given)], trust, lane, tx_id, block)
+
+    windows = read_windows([written.blocks[n] for n in sorted(written.blocks)], trust, lane=lane).windows
+    (winner,) = [w for w in windows if w.seq == 3]
+    assert winner.tx_id is not None and winner.position is not None and winner.tx_id != written.loser_tx
+    found = successor(winner.tx_id, winner.position[0], written.blocks)
+    assert found is not None and (found.seq, found.tx_id) == (4, written.tip_tx)
+    assert successor(written.tip_tx, written.tip_block, written.blocks) is None
+    assert successor(written.loser_tx, written.loser_block, written.blocks) is None
+    block = common_pb2.Block.FromString(written.blocks[written.loser_block])
+    (loser,) = [r for r in tip_reads(written.blocks[written.loser_block]) if r.tx_id == written.loser_tx]
+    flags = bytearray(block.metadata.metadata[common_pb2.BlockMetadataIndex.TRANSACTIONS_FILTER])
+    assert flags[loser.index] == transaction_pb2.TxValidationCode.MVCC_READ_CONFLICT
+    flags[loser.index] = transaction_pb2.TxValidationCode.VALID
+    block.metadata.metadata[common_pb2.BlockMetadataIndex.TRANSACTIONS_FILTER] = bytes(flags)
+    forged = {**written.blocks, written.loser_block: block.SerializeToString()}
+    offered = read_windows([forged[n] for n in sorted(forged)], trust, lane=lane)
+    assert [w.seq for w in offered.windows if w.tx_id == written.loser_tx] == [3]  # now offered as a window
+    assert successor(written.loser_tx, written.loser_block, forged) is None
+    assert successor(winner.tx_id, winner.position[0], forged) == found
 
 
 def _tamper(
