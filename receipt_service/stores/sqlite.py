@@ -309,7 +309,8 @@ class SQLiteStore:
         self._cond = threading.Condition()
         self._closing = False
         self.checkpoint_seconds = 0.5
-        self.checkpoints = 0
+        self.checkpoints = 0  # checkpoints that copied the whole WAL (it starts again from its beginning)
+        self.checkpoints_incomplete = 0  # PASSIVE checkpoints a reader's snapshot held back
         self.commits = 0
         self.jobs = 0
         self._checkpointed, self._commits_checkpointed = time.monotonic(), 0
@@ -379,12 +380,15 @@ class SQLiteStore:
         self._checkpointed, commits = time.monotonic(), self.commits
         try:
             if self._writer_lock is None:
-                self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                busy, frames, copied = self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             else:
                 with self._writer_lock.held():
-                    self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    busy, frames, copied = self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except (sqlite3.Error, OSError) as exc:  # the database's, or the writer lock's: the writer goes on
             log.warning("WAL checkpoint failed (tried again in %.1fs): %s", self.checkpoint_seconds, exc)
+            return
+        if busy or copied < frames:  # a reader still needs older frames: due again next period
+            self.checkpoints_incomplete += 1
             return
         self._commits_checkpointed = commits
         self.checkpoints += 1

@@ -291,6 +291,37 @@ async def test_the_wal_starts_again_under_steady_writes(workers: Workers, tmp_pa
             await stores[0].close()
 
 
+async def test_a_checkpoint_a_reader_holds_back_is_counted_apart_and_tried_again(tmp_path: Path) -> None:
+    """A read transaction from outside (a backup, a sqlite3 shell) keeps the frames its snapshot needs: the
+    PASSIVE checkpoint copies what it can and counts as incomplete; once the reader ends, one completes."""
+    store = SQLiteStore(tmp_path)
+    store.checkpoint_seconds = 0.05
+    issuer = ProofIdIssuer(store.clock_seq, store.last_ticks())
+    reader = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        await store.add_batch(_batch(issuer, 1))
+        await _until(lambda: store.checkpoints >= 1)
+        done = store.checkpoints
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM batches").fetchone()  # its snapshot: the WAL as it stands
+        await store.add_batch(_batch(issuer, 1))
+        await _until(lambda: store.checkpoints_incomplete >= 2)
+        assert store.checkpoints == done, "a checkpoint the reader held back is not counted as done"
+        reader.execute("COMMIT")
+        await _until(lambda: store.checkpoints > done)
+    finally:
+        reader.close()
+        await store.close()
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
 async def test_a_watch_that_fell_behind_the_kept_changes_wakes_every_poll(workers: Workers) -> None:
     a, b = workers(2)
     woken: list[tuple[int, int]] = []
