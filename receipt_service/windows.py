@@ -147,6 +147,8 @@ class Aggregator:
         self._prev_end: tuple[int, str] | None = None  # (last seq, end) of the lane's newest window
         self.leading = False
         self._term: int | None = None  # the store's term of this instance's lead (None: another leads)
+        self._lead_until: float | None = None  # monotonic time the lead lapses unless confirmed again
+        self._sending: dict[str, set[tuple[str, int]]] = {t: set() for t in self.backends}  # trees in flight
         self._lead_lock = asyncio.Lock()  # one lease check at a time: the clock's and the lease task's
         self.lease_check_seconds = 1.0  # how often a follower asks for the lease (and a leader renews it)
 
@@ -199,6 +201,7 @@ class Aggregator:
             next_at += self.window_seconds
             if next_at < time.monotonic():  # a slow window: skip ticks rather than pile them up
                 next_at = time.monotonic() + self.window_seconds
+            self._lapse_if_unconfirmed()
             if not self.leading:
                 continue
             try:
@@ -242,6 +245,7 @@ class Aggregator:
                     since = time.monotonic()
                     log.warning("lease check failed (retrying every %gs, quietly): %s", self.lease_check_seconds, exc)
                 failed += 1
+                self._lapse_if_unconfirmed()
                 continue
             if failed:
                 took = time.monotonic() - since
@@ -255,21 +259,25 @@ class Aggregator:
             await self._check_lead_once()
 
     async def _check_lead_once(self) -> None:
+        asked = time.monotonic()
         term = await self.store.lead()
         leading = term is not None
+        lease = self.store.lease_seconds
+        self._lead_until = None if not leading or lease is None else asked + lease  # no later than the store's
         if leading and term != self._term:
             self._heads = None  # another leader may have moved the heads
             self._prev_end = None
+            was, self._term = self.leading, term  # a window built from here on is built on this term's state
             for q in self._queues.values():
                 while not q.empty():
                     q.get_nowait()
             for tree, target in sorted(await self.store.open_anchor_jobs(), key=lambda j: j[0].first_seq):
-                if target in self._queues:
-                    self._queues[target].put_nowait(tree)
-                else:
+                if target not in self._queues:
                     log.warning("tree %s/%s waits for target %s, which is not configured", *_key(tree), target)
+                elif _key(tree) not in self._sending[target]:  # one being sent is not sent twice at once
+                    self._queues[target].put_nowait(tree)
             lane = self.store.domain or "v1"
-            if self.leading:
+            if was:
                 log.warning(
                     "lane %s: the lead's lease ran out and was taken again; state read again from the store", lane
                 )
@@ -278,6 +286,18 @@ class Aggregator:
         elif self.leading and not leading:
             log.warning("lane %s: another instance leads now; this one only serves", self.store.domain or "v1")
         self.leading, self._term = leading, term
+
+    def _lapse_if_unconfirmed(self) -> None:
+        """Stop leading once the store has not confirmed the lead for as long as its lease lasts (an
+        outage or a partition): by then another instance may lead."""
+        if self.leading and self._lead_until is not None and time.monotonic() > self._lead_until:
+            self.leading, self._term, self._lead_until = False, None, None
+            log.warning(
+                "lane %s: the store has not confirmed the lead within its lease (%gs); this instance stops"
+                " closing windows and sending anchors until it does",
+                self.store.domain or "v1",
+                self.store.lease_seconds,
+            )
 
     async def _watch(self) -> None:
         failed = 0  # an outage: one line, not one per retry
@@ -308,6 +328,7 @@ class Aggregator:
             total = 0
             while True:
                 t0 = time.perf_counter()
+                term = self._term  # the window is built on this term's state, and committed only in it
                 spans, end, capped = await self._sealed_backlog()
                 if not spans:
                     self._window_start_ns = time.time_ns()
@@ -323,7 +344,7 @@ class Aggregator:
                     records = [replace(r, heads_root=heads.root, heads_size=heads.size) for r in records]
                 crash_point("window-built")
                 try:
-                    await self.store.commit_window(records, list(self.backends), changed)
+                    await self.store.commit_window(records, list(self.backends), changed, term=term)
                 except BaseException:
                     self._heads = None  # reload from the store: the commit may or may not have happened
                     raise
@@ -462,9 +483,10 @@ class Aggregator:
                     if self.leading:
                         await self._empty_window(backend, queue, idle)
                     continue
-            if not self.leading:
-                continue  # the leader resumes it from the store's open jobs
+            if not self.leading or _key(tree) in self._sending[target]:
+                continue  # the leader resumes it from the store's open jobs; a tree in flight is not sent twice
             self._inflight[target] += 1
+            self._sending[target].add(_key(tree))
             try:
                 if isinstance(backend, ChainedBackend):
                     await self._chain_until_done(backend, tree)
@@ -472,6 +494,7 @@ class Aggregator:
                     await self._anchor_until_done(backend, tree)
             finally:
                 self._inflight[target] -= 1
+                self._sending[target].discard(_key(tree))
 
     async def _chain_until_done(self, backend: ChainedBackend, tree: TreeRecord) -> None:
         """Append ``tree``'s whole window to the target's chain (its other trees are then done too); a

@@ -278,6 +278,7 @@ class Store(Protocol):
     clock_seq: int
     instance_id: str
     domain: str | None  # the data-sharing domain of every submission in this store (None: v1, no domain)
+    lease_seconds: float | None  # how long a lead lasts once ``lead`` was asked (None: it cannot run out)
 
     async def add_batch(self, batch: Batch) -> int: ...
 
@@ -307,8 +308,18 @@ class Store(Protocol):
         ...
 
     async def commit_window(
-        self, trees: Sequence[TreeRecord], targets: Sequence[str], heads: Sequence[SubjectHead] = ()
-    ) -> None: ...
+        self,
+        trees: Sequence[TreeRecord],
+        targets: Sequence[str],
+        heads: Sequence[SubjectHead] = (),
+        *,
+        term: int | None = None,
+    ) -> None:
+        """Record a window's trees, open anchor jobs and subject heads, and move the watermark; with
+        ``term`` (what ``lead`` answered when the window was built) only while the lead is still in
+        that term (``LeaseLostError`` otherwise: the window was built on state another leader may have
+        moved)."""
+        ...
 
     async def subject_frontier(self, subject: str, upto: int | None = None) -> SubjectHead | None: ...
 

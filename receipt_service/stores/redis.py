@@ -579,6 +579,7 @@ class RedisStore:
         self.lane = domain or V1_LANE
         self.token = link.token
         self.lease_ms = int(lease_seconds * 1000)
+        self.lease_seconds: float | None = self.lease_ms / 1000
         self.clock_lease_ms = int(clock_lease_seconds * 1000)
         self.channel = self.k("changes")
         self._lease: str | None = None
@@ -855,14 +856,25 @@ class RedisStore:
     # ------------------------------------------------------------------ windows
 
     async def commit_window(
-        self, trees: Sequence[TreeRecord], targets: Sequence[str], heads: Sequence[SubjectHead] = ()
+        self,
+        trees: Sequence[TreeRecord],
+        targets: Sequence[str],
+        heads: Sequence[SubjectHead] = (),
+        *,
+        term: int | None = None,
     ) -> None:
         """Record a window's trees, open anchor jobs and subject heads, and move the watermark; only
-        while this instance holds the lane's lease (the fencing token is compared in the script)."""
+        while this instance holds the lane's lease (the fencing token is compared in the script) and,
+        with ``term``, still the lease the window was built under."""
         if not trees:
             return
         if self._lease is None:
             raise LeaseLostError(f"lane {self.lane}: this instance does not lead; it cannot close windows")
+        if term is not None and self.fence != term:
+            raise LeaseLostError(
+                f"lane {self.lane}: the lease was taken again (term {term} to {self.fence}) while the window was"
+                " built; it is built again from the store"
+            )
         now = time.time_ns()
         first, last = trees[0].first_seq, trees[-1].last_seq
         job = json.dumps({"anchor": None, "attempts": 0, "last_error": None, "created_ns": str(now), "done_ns": None})

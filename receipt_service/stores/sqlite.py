@@ -271,6 +271,7 @@ class SQLiteStore:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / name
         self.domain = domain
+        self.lease_seconds: float | None = None  # the leader lock is held until the process ends
         self.worker = worker  # None: the only process on the file
         self.watch_seconds = 0.025  # how often a worker polls the others' commits and anchors
         self._watched: int | None = None  # the last row of ``changes`` a watch passed on
@@ -638,10 +639,16 @@ class SQLiteStore:
         return await self._bulk_read(read)
 
     async def commit_window(
-        self, trees: Sequence[TreeRecord], targets: Sequence[str], heads: Sequence[SubjectHead] = ()
+        self,
+        trees: Sequence[TreeRecord],
+        targets: Sequence[str],
+        heads: Sequence[SubjectHead] = (),
+        *,
+        term: int | None = None,
     ) -> None:
         """Record a window's trees, one open anchor job per tree and target, the new heads of the subject
-        logs it changed, and move the watermark."""
+        logs it changed, and move the watermark (the lead of a process, or of a worker holding the
+        leader lock, has one term: ``term`` has nothing to check)."""
         if not trees:
             return
         now = time.time_ns()

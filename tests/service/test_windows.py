@@ -16,10 +16,13 @@ import pytest
 
 from receipt_service.anchors import iso_now
 from receipt_service.anchors.local import LocalLedgerBackend
+from receipt_service.chain import indexed_heads
 from receipt_service.errors import AnchorBackendError, CorruptRecordError, LeaseLostError, StoreError
+from receipt_service.ids import ProofIdIssuer
 from receipt_service.ledger import TreeRoot
 from receipt_service.metrics import Metrics
 from receipt_service.stores.base import Batch, Store
+from receipt_service.stores.redis import RedisLink, RedisStore, RedisTarget
 from receipt_service.stores.sqlite import SQLiteStore
 from receipt_service.trees import pack_tree
 from receipt_service.windows import MAX_TREES_PER_WINDOW, Aggregator, TreeCache, Waiters, tree_records
@@ -512,7 +515,7 @@ async def test_the_clock_closes_windows_and_a_lost_lease_is_rechecked(
         calls = 0
         real = store.commit_window
 
-        async def lost(*args: Any) -> None:
+        async def lost(*args: Any, **kw: Any) -> None:
             nonlocal calls
             calls += 1
             lead.leading = False
@@ -560,7 +563,7 @@ async def test_a_lease_run_out_and_taken_again_is_a_new_term(tmp_path: Path, cap
         await _until(lambda: len(rec.roots) == 1)
         refused = 0
 
-        async def fenced(trees: Any, targets: Any, heads: Any = ()) -> None:
+        async def fenced(trees: Any, targets: Any, heads: Any = (), *, term: int | None = None) -> None:
             nonlocal refused
             if refused == 0:  # the other leader closes this window; this instance then takes the lease again
                 await between.close_window()
@@ -568,7 +571,7 @@ async def test_a_lease_run_out_and_taken_again_is_a_new_term(tmp_path: Path, cap
             if agg._term != lead.term:  # the store compares the fencing token
                 refused += 1
                 raise LeaseLostError("lane v1: this instance no longer leads the lane; another instance took over")
-            await real_commit(trees, targets, heads)
+            await real_commit(trees, targets, heads, term=term)
 
         failures = 0
 
@@ -872,7 +875,7 @@ async def test_domain_trees_bind_every_leaf_and_a_failed_commit_forgets_no_head(
         assert rec.roots[0].root == MerkleTree.from_commitments(values).root.hex()  # v2 leaves, bound to the domain
         real = store.commit_window
 
-        async def fails_once(*args: Any) -> None:
+        async def fails_once(*args: Any, **kw: Any) -> None:
             lead.commit_window = real
             raise StoreError("the commit may or may not have happened")
 
@@ -935,3 +938,118 @@ async def test_a_drain_waits_for_every_anchor_in_flight_of_a_target(tmp_path: Pa
         assert len(rec.roots) == 2, "the drain ended while an anchor was still in flight"
     finally:
         await store.close()
+
+
+def _redis_batch(store: RedisStore, n: int, subject: str) -> Batch:
+    issued = ProofIdIssuer(store.clock_seq, store.last_ticks()).issue_batch(
+        [os.urandom(32) for _ in range(n)], time.time_ns()
+    )
+    hashes = os.urandom(32 * n)
+    return Batch("t", issued.first_ticks, issued.proof_id_bytes, hashes, os.urandom(16 * n), subject)
+
+
+@pytest.mark.parametrize("retaken", ["before the window", "while the window is built"])
+async def test_a_window_built_in_one_term_is_never_committed_in_the_next(redis_url: str, retaken: str) -> None:
+    """Instance a's lease ran out; b led, moved subject B's head and stopped; a takes the lease again. A
+    window a built on its old term's cached heads would drop B's log from the heads: it is refused (found by
+    a review, with this reproducer) and built again on the store's heads (real redis-server)."""
+    sa = RedisStore(RedisLink(RedisTarget.parse(redis_url)), domain=DOMAIN, lease_seconds=0.5)
+    sb = RedisStore(RedisLink(RedisTarget.parse(redis_url)), domain=DOMAIN, lease_seconds=0.5)
+    a = Aggregator(sa, [Recorder()], Metrics(), window_seconds=3600)
+    b = Aggregator(sb, [Recorder()], Metrics(), window_seconds=3600)
+    try:
+        await a._check_lead()
+        first = a._term
+        await sa.add_batch(_redis_batch(sa, 2, A))
+        await a.close_window()  # a caches the heads: {A}
+        await asyncio.sleep(0.7)  # a's lease runs out (a paused, or Redis out of its reach)
+        await b._check_lead()
+        assert b.leading
+        await sb.add_batch(_redis_batch(sb, 1, B))
+        await b.close_window()  # the heads: {A, B}
+        await sb.resign()
+        await sa.add_batch(_redis_batch(sa, 1, A))
+        real = sa.commit_window
+        refused = 0
+
+        async def lease_task_lands(*args: Any, **kw: Any) -> None:
+            nonlocal refused
+            if a._term == first:
+                await a._check_lead()  # the lease task's check reaches Redis while the window is on its way
+                refused += 1
+            await real(*args, **kw)
+
+        if retaken == "while the window is built":
+            sa.commit_window = lease_task_lands
+            with pytest.raises(LeaseLostError, match="taken again"):
+                await a.close_window()
+            assert refused == 1
+        else:
+            await a._check_lead()
+        assert a._term is not None and first is not None and a._term > first
+        await a.close_window()  # built again, on the store's heads
+        last = await sa.tree_for_seq(4)
+        assert last is not None and (await sa.stats()).backlog == 0
+        want = indexed_heads(await sa.subject_heads())
+        assert (last.heads_root, last.heads_size) == (want.root, want.size) and want.size == 3
+    finally:
+        await sa.link.close()
+        await sb.link.close()
+
+
+async def test_a_new_term_does_not_send_a_tree_in_flight_twice(tmp_path: Path) -> None:
+    """Two workers on one target: the tree the first is sending is not queued again for the second when
+    the lease is taken again (found by a review: it was anchored twice)."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    gate = asyncio.Event()
+    rec = Gated(gate)
+    rec.concurrency = 2
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
+    agg.lease_check_seconds = 0.02
+    async with running(agg, store):
+        await store.add_batch(_batch(2))
+        await agg.close_window()
+        await _until(lambda: agg._inflight["rec-1"] == 1)  # the first worker is sending the tree
+        lead.term += 1  # the lease ran out and was taken again: open jobs are read again
+        await _until(lambda: agg._term == lead.term)
+        await asyncio.sleep(0.1)
+        assert agg._inflight["rec-1"] == 1
+        gate.set()
+        await _until(lambda: len(rec.roots) == 1)
+        await asyncio.sleep(0.1)
+        assert len(rec.roots) == 1
+
+
+async def test_a_lead_the_store_does_not_confirm_within_its_lease_lapses(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the store cannot be asked, the instance leads no longer than the lease it last obtained: by
+    then another may lead. It leads again once the store confirms it."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    lead.lease_seconds = 0.3
+    down = False
+
+    async def lease() -> int | None:
+        if down:
+            raise StoreError("redis went away")
+        return lead.term if lead.leading else None
+
+    lead.lead = lease
+    rec = Recorder()
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=0.02)
+    agg.lease_check_seconds = 0.05
+    caplog.set_level(logging.WARNING, logger="receipt_service.windows")
+    async with running(agg, store, check=False):
+        await store.add_batch(_batch(1))
+        await _until(lambda: len(rec.roots) == 1)
+        down, t0 = True, time.monotonic()
+        await _until(lambda: not agg.leading)
+        assert 0.2 < time.monotonic() - t0 < 1.0, "the lead lapsed about a lease after it was last confirmed"
+        await store.add_batch(_batch(1))
+        await asyncio.sleep(0.2)
+        assert len(rec.roots) == 1  # no window closed while the lead is not confirmed
+        down = False
+        await _until(lambda: len(rec.roots) == 2)  # confirmed again: it leads (a new term) and closes
+    assert caplog.text.count("has not confirmed the lead within its lease (0.3s)") == 1
