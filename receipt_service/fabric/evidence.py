@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from receipt_verifier.errors import FabricEvidenceError
@@ -16,8 +17,16 @@ from .gateway import GatewayClient, GatewayError
 
 log = logging.getLogger("receipt_service.fabric.evidence")
 
-SUCCESSOR_SCAN_BLOCKS = 64  # how far past a window's block its successor is looked for
-SUCCESSORS_KEPT = 4096
+SUCCESSOR_SCAN_BLOCKS = 64  # blocks one history request looks at for a window's successor
+SUCCESSOR_SCAN_SECONDS = 2.0  # and for how long at most
+SUCCESSOR_MAX_DISTANCE = 1024  # how far past the window's block a successor is looked for at all
+SUCCESSORS_KEPT = 4096  # anchors whose successor (or scan position) is remembered
+
+
+def _keep(memo: dict[str, int], key: str, value: int) -> None:
+    if len(memo) >= SUCCESSORS_KEPT and key not in memo:
+        memo.clear()
+    memo[key] = value
 
 
 class BlockCache:
@@ -28,6 +37,7 @@ class BlockCache:
         self.client = client
         self.channels = frozenset(channels)
         self._successors: dict[str, int] = {}  # anchor tx id -> its successor's block (found once, never changes)
+        self._scanned: dict[str, int] = {}  # anchor tx id -> the next block to look at for its successor
 
     async def block(self, channel: str, number: int) -> bytes:
         """The block exactly as the peer stores it; ``NotFoundError`` for an unknown channel or block."""
@@ -63,28 +73,37 @@ class BlockCache:
                 out[(channel, config)] = await self.block(channel, config)
         return [(ch, n, data) for (ch, n), data in out.items()]
 
-    async def successor(self, anchor: FabricAnchor, limit: int = SUCCESSOR_SCAN_BLOCKS) -> int | None:
+    async def successor(self, anchor: FabricAnchor) -> int | None:
         """The block of the transaction that read ``anchor``'s chained window as its lane's tip (its
-        successor, which proves the window committed: spec §14.9), scanning up to ``limit`` blocks on
-        from the anchor's; None when the lane has none there yet or the anchor is not chained."""
-        found = self._successors.get(anchor.tx_id)
-        if found is not None:
-            return found
+        successor, which proves the window committed: spec §14.9); None when the lane has none yet or the
+        anchor is not chained. The peer's word decides here (a successor its flags call VALID); the
+        verifier checks what it is given. A scan looks at ``SUCCESSOR_SCAN_BLOCKS`` blocks at most, for
+        ``SUCCESSOR_SCAN_SECONDS`` at most, and goes on where the last one stopped, up to
+        ``SUCCESSOR_MAX_DISTANCE`` blocks past the anchor's."""
+        key = anchor.tx_id
+        if key in self._successors:
+            return self._successors[key]
         first = await self.block(anchor.channel, anchor.block_number)
-        mine = next((r for r in tip_reads(first, anchor.chaincode) if r.tx_id == anchor.tx_id), None)
-        if mine is None:
+        mine = next((r for r in tip_reads(first, anchor.chaincode) if r.tx_id == key), None)
+        if mine is None or mine.tip is None:
             return None
         at = (anchor.block_number, mine.index)
-        for number in range(anchor.block_number, anchor.block_number + limit):
+        start = self._scanned.get(key, anchor.block_number)
+        stop = min(start + SUCCESSOR_SCAN_BLOCKS, anchor.block_number + SUCCESSOR_MAX_DISTANCE)
+        deadline = time.monotonic() + SUCCESSOR_SCAN_SECONDS
+        number = start
+        while number < stop and time.monotonic() < deadline:
             data = first if number == anchor.block_number else await self._peek(anchor.channel, number)
             if data is None:
-                return None  # past the channel's height: no successor yet
-            if any(r.appends and r.lane == mine.lane and r.read == at for r in tip_reads(data, anchor.chaincode)):
+                break  # past the channel's height: no successor yet
+            found = tip_reads(data, anchor.chaincode)
+            if any(r.valid and r.tip is not None and r.lane == mine.lane and r.read == at for r in found):
                 await self.block(anchor.channel, number)  # kept: it is evidence from now on
-                if len(self._successors) >= SUCCESSORS_KEPT:
-                    self._successors.clear()
-                self._successors[anchor.tx_id] = number
+                _keep(self._successors, key, number)
+                self._scanned.pop(key, None)
                 return number
+            number += 1
+        _keep(self._scanned, key, number)  # blocks never change: the next scan starts here
         return None
 
     async def _peek(self, channel: str, number: int) -> bytes | None:

@@ -20,12 +20,15 @@ from fabric_protos.ledger.rwset import rwset_pb2
 from fabric_protos.ledger.rwset.kvrwset import kv_rwset_pb2
 from fabric_protos.peer import chaincode_pb2, proposal_pb2, proposal_response_pb2, transaction_pb2
 
+from receipt_service.fabric.evidence import BlockCache
 from receipt_service.fabric.gateway import GatewayClient
 from receipt_service.fabric.network import Network
+from receipt_service.stores.sqlite import SQLiteStore
 from receipt_verifier._cli import EXIT_INVALID, EXIT_VALID, main
 from receipt_verifier.chain import TIP_NO_SUCCESSOR
 from receipt_verifier.fabric.trust import load_trust, make_trust
 from receipt_verifier.fabric.windows import find_successor, read_windows, tip_reads
+from receipt_verifier.model import FabricAnchor
 from tests.fabric_forge import Forger, prp_with_value
 
 from .chainlane import ChainLane, forge_transition, heads_of, records
@@ -158,8 +161,11 @@ async def test_a_successor_proves_which_of_two_endorsed_competitors_committed(wr
     trust = load_trust(written.trust.read_bytes())[CHANNEL]
     lane = written.lane.name
 
-    def successor(tx_id: str, block: int, given: dict[int, bytes]) -> Any:
-        return find_successor([given[n] for n in sorted(given)], trust, lane, tx_id, block)
+    def successor(tx_id: str, block: int, given: dict[int, bytes], tip: bytes | None = None) -> Any:
+        mine = next(r for r in tip_reads(given[block]) if r.tx_id == tx_id)
+        assert mine.tip is not None
+        blocks = [given[n] for n in sorted(given)]
+        return find_successor(blocks, trust, lane, (block, mine.index), tip or mine.tip)
 
     windows = read_windows([written.blocks[n] for n in sorted(written.blocks)], trust, lane=lane).windows
     (winner,) = [w for w in windows if w.seq == 3]
@@ -179,6 +185,9 @@ async def test_a_successor_proves_which_of_two_endorsed_competitors_committed(wr
     assert [w.seq for w in offered.windows if w.tx_id == written.loser_tx] == [3]  # now offered as a window
     assert successor(written.loser_tx, written.loser_block, forged) is None
     assert successor(winner.tx_id, winner.position[0], forged) == found
+    # the winner's place with the loser's record: the successor's prev names the winner's record, not this
+    assert successor(winner.tx_id, winner.position[0], forged, tip=loser.tip) is None
+    assert loser.tip is not None and not loser.valid
 
 
 def _tamper(
@@ -255,13 +264,23 @@ def _forged_drop(written: Written) -> tuple[Callable[[list[bytes]], None], Calla
     return args, writes
 
 
+def _forged_deep_trees(written: Written) -> tuple[Callable[[list[bytes]], None], Callable[[str, dict[str, Any]], None]]:
+    """A trees argument nested deeper than a JSON parser recurses (found by a review: a traceback)."""
+
+    def args(a: list[bytes]) -> None:
+        a[7] = b"[" * 5000
+
+    return args, lambda key, doc: None
+
+
 @pytest.mark.parametrize(
     ("case", "check", "reason"),
     [
         (_forged_prev, "previous hash", "prev abababab"),
         (_forged_drop, "transition", "shrank from"),
+        (_forged_deep_trees, "evidence", "the trees argument is not a JSON list"),
     ],
-    ids=["tip record whose prev does not match", "transition proof that drops a record"],
+    ids=["tip record whose prev does not match", "transition proof that drops a record", "trees nested too deep"],
 )
 async def test_a_forged_tip_is_named(
     written: Written,
@@ -325,3 +344,51 @@ async def test_a_config_update_midway_is_followed_either_way_it_is_pinned(
     assert code == EXIT_INVALID and f"does not follow block {third.block_number - 1}" in out, out
     bad = doc["lanes"][0]["first_bad"]
     assert (bad["check"], bad["seq"], doc["lanes"][0]["windows_checked"]) == ("sequence", 3, 2), bad
+
+
+async def test_the_service_finds_the_committed_successor_not_one_endorsed_by_one_organisation(
+    net: Network, gateway: GatewayClient, tmp_path: Path
+) -> None:
+    """A history bundle's successor block (spec §14.9), as the service looks for it on the real channel: a
+    successor endorsed by Hospitals alone is ordered first and flagged ENDORSEMENT_POLICY_FAILURE; the scan
+    skips it (found by a review: it took it, and the window stayed unproven) and finds the committed one,
+    which the verifier accepts where it refuses the other. A window without a successor yet is scanned
+    again from where the last scan stopped."""
+    lane = ChainLane()
+    first = await _append(gateway, lane, {A: records(2)})
+    logs = lane.grown({B: records(1)})
+    args = lane.args(logs)
+    tx_id, envelope, _ = await gateway.endorse(CHANNEL, "anchor", "AppendWindow", args, ["HospitalsMSP"])
+    envelope.signature = gateway.identity.sign(envelope.payload)
+    await gateway._call(
+        "Submit", gateway_pb2.SubmitRequest(transaction_id=tx_id, channel_id=CHANNEL, prepared_transaction=envelope)
+    )
+    code, alone_block = await gateway.commit_status(CHANNEL, tx_id)
+    assert transaction_pb2.TxValidationCode.Name(code) == "ENDORSEMENT_POLICY_FAILURE"
+    done = await gateway.submit(CHANNEL, "anchor", "AppendWindow", args)
+    lane.accept(done.result, logs)
+    assert done.block_number > alone_block > first.block_number
+    store = SQLiteStore(tmp_path / "store")
+    cache = BlockCache(store, gateway, [CHANNEL])
+    try:
+        anchor = FabricAnchor("a", CHANNEL, first.tx_id, first.block_number, "", "anchor")  # the scan needs no key
+        assert await cache.successor(anchor) == done.block_number
+        trust = load_trust(json.dumps(make_trust(net.config_blocks().values())))[CHANNEL]
+        blocks = {n: await gateway.fetch_block(CHANNEL, n) for n in range(done.block_number + 1)}
+        mine = next(r for r in tip_reads(blocks[first.block_number]) if r.tx_id == first.tx_id)
+        assert mine.tip is not None
+        at = (first.block_number, mine.index)
+
+        def successor(upto: int) -> Any:
+            return find_successor([blocks[n] for n in range(upto + 1)], trust, lane.name, at, mine.tip or b"")
+
+        assert successor(alone_block) is None  # endorsed by one organisation: proves nothing
+        found = successor(done.block_number)
+        assert found is not None and found.tx_id == done.tx_id and found.seq == 1
+        tip = FabricAnchor("b", CHANNEL, done.tx_id, done.block_number, "", "anchor")
+        assert await cache.successor(tip) is None  # the lane's tip: no successor yet
+        assert cache._scanned[done.tx_id] == done.block_number + 1  # the next scan starts past the height
+        later = await _append(gateway, lane, {A: records(1)})
+        assert await cache.successor(tip) == later.block_number
+    finally:
+        await store.close()

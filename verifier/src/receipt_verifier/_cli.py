@@ -649,7 +649,7 @@ def _ledger_main(argv: list[str]) -> int:
     for n, line in enumerate(proof_lines, 1):
         try:
             text = str(json.loads(line)["proof"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise UsageError(f"{args.proofs} line {n} is not a window's transition proof") from None
         proofs[hashlib.sha256(text.encode("utf-8")).hexdigest()] = text
     tips = check_ledger_chains(entries, proofs)

@@ -318,7 +318,7 @@ def _check(state: _State, w: ChainWindow) -> TransitionSummary:
     _check_record(w)
     try:
         proof = strict_json.loads(w.proof_bytes)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ChainBreak("transition", f"the transition proof is not JSON ({exc})") from None
     try:
         new_root = bytes.fromhex(w.heads_root)
@@ -334,7 +334,7 @@ def _check_record(w: ChainWindow) -> None:
     """The chain record says what the window's arguments said."""
     try:
         rec = strict_json.loads(w.record)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ChainBreak("record", f"the chain record is not JSON ({exc})") from None
     if not isinstance(rec, dict):
         raise ChainBreak("record", "the chain record is not a JSON object")

@@ -22,12 +22,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .chain import ChainWindow
 from .codec import _HASH_RE, parse_anchor
 from .errors import MalformedReceiptError, VerificationError
 from .evidence import parse_blocks
 from .fabric.evidence import FabricChecker
 from .fabric.trust import ChannelTrust
-from .fabric.windows import find_successor
+from .fabric.windows import find_successor, tip_reads
 from .hashing import bound_commitment, leaf_hash, node_hash
 from .heads import check_indexed_proof
 from .ledger import entry_hash, verify_entry_signature
@@ -482,8 +483,7 @@ def check_window(
             if d.get("chain_seq") is not None:
                 lane = str(d.get("lane"))
                 note += f" (chained: window {d['chain_seq']} of lane {lane} on {a.channel})"
-                ours = [data for (ch, _), data in sorted(blocks.items()) if ch == a.channel]
-                after = find_successor(ours, fabric.channels[a.channel], lane, a.tx_id, a.block_number, a.chaincode)
+                after = _successor(a, block, lane, fabric.channels[a.channel], blocks)
                 committed.append(
                     f"{a.channel} block {a.block_number}: committed, read as the lane's tip by window {after.seq}"
                     f" ({after.where})"
@@ -494,6 +494,18 @@ def check_window(
         else:
             others.append(f"{a.type} {a.anchor_id}: an anchor type this verifier does not know")
     return verified, others, committed
+
+
+def _successor(
+    a: FabricAnchor, block: bytes, lane: str, trust: ChannelTrust, blocks: Mapping[tuple[str, int], bytes]
+) -> ChainWindow | None:
+    """The successor among ``blocks`` of the anchor's transaction, located in ``block`` (its block, which the
+    anchor check authenticated) as the first transaction with its id, as Fabric's validation takes it."""
+    mine = next((r for r in tip_reads(block, a.chaincode) if r.tx_id == a.tx_id), None)
+    if mine is None or mine.tip is None:
+        return None
+    ours = [data for (channel, _), data in sorted(blocks.items()) if channel == a.channel]
+    return find_successor(ours, trust, lane, (a.block_number, mine.index), mine.tip, a.chaincode)
 
 
 def verify_history(

@@ -88,7 +88,7 @@ class CheckedTx:
         for raw in self.chain_records:
             try:
                 doc = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(doc, dict) and isinstance(doc.get("window_id"), str):
                 out.setdefault(doc["window_id"], []).append((raw, doc))
@@ -436,7 +436,7 @@ def _writes(
     for key, value in writes:
         try:
             record = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise WriteSetError(f"{where}: the value written under {key} is not an anchor record") from None
         if not isinstance(record, dict) or record.get("key") != key:
             raise WriteSetError(f"{where}: the value written under {key} is not an anchor record for that key")

@@ -18,6 +18,7 @@ so its commit rests on the peer's word.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -223,42 +224,63 @@ class TipRead:
     tx_id: str
     lane: str  # its first argument
     read: tuple[int, int] | None  # the version of the lane's tip key it read (None: no tip)
-    appends: bool  # it wrote the lane's tip (a retry of the tip's own window writes nothing)
+    tip: bytes | None  # the lane's tip record it wrote (None: it wrote none, as a retry of the tip's own window)
+    valid: bool  # the validation flag the exporting peer wrote says VALID (signed by nobody)
 
 
 def tip_reads(data: bytes, chaincode: str = "anchor") -> list[TipRead]:
-    """The transactions of a block that read a lane's tip: what a service scans to find a window's
-    successor (the verifier checks whatever it is given)."""
+    """The transactions of a block that read a lane's tip, in block order: what a service scans to find a
+    window's successor, and what locates a verified anchor's transaction (the first with its id)."""
     block = parse_block(data)
+    flags = block.metadata[TRANSACTIONS_FILTER] if len(block.metadata) > TRANSACTIONS_FILTER else b""
     out: list[TipRead] = []
     for i, raw in enumerate(block.envelopes):
         parsed = _parse(raw, chaincode)
         if parsed is None or not parsed.args:
             continue
         lane = parsed.args[0].decode("utf-8", "replace")
-        appends = any(key == tip_key(lane) for key, _ in parsed.tip_writes)
-        for key, version in parsed.tip_reads:
-            if key == tip_key(lane):
-                out.append(TipRead(i, parsed.tx_id, lane, version, appends))
+        key = tip_key(lane)
+        tip = next((value for k, value in parsed.tip_writes if k == key), None)
+        valid = i < len(flags) and flags[i] == transaction_pb2.TxValidationCode.VALID
+        out.extend(TipRead(i, parsed.tx_id, lane, v, tip, valid) for k, v in parsed.tip_reads if k == key)
     return out
 
 
 def find_successor(
-    blocks: Iterable[bytes], trust: ChannelTrust, lane: str, tx_id: str, block_number: int, chaincode: str = "anchor"
+    blocks: Iterable[bytes],
+    trust: ChannelTrust,
+    lane: str,
+    position: tuple[int, int],
+    tip: bytes,
+    chaincode: str = "anchor",
 ) -> ChainWindow | None:
-    """The window among ``blocks`` (ascending) whose transaction read, as ``lane``'s tip, the write of
-    transaction ``tx_id`` in block ``block_number``; None when none does. Blocks and endorsements are
-    checked under ``trust`` as for the monitor. A successor proves that transaction committed: the
-    endorsing peers simulate only against their committed state, whatever flags the exporting peer
-    wrote (spec §14.9)."""
-    found = read_windows(blocks, trust, chaincode=chaincode, lane=lane)
-    positions = [w.position for w in found.windows if w.tx_id == tx_id and w.position is not None]
-    positions += [(t.block, t.tx) for t in found.left_out if t.tx_id == tx_id]
-    at = next((p for p in positions if p[0] == block_number), None)
-    if at is None:
+    """The window among ``blocks`` (ascending) that succeeds the transaction at ``position`` (block,
+    index) of an authenticated block, which wrote ``tip`` as ``lane``'s tip; None when none does.
+
+    A successor passed the block and endorsement checks under ``trust`` (as for the monitor), read the
+    lane's tip at exactly ``position``, and its arguments name the next sequence number and, as ``prev``,
+    the SHA-256 of ``tip``: the chaincode accepted that only against the peers' committed tip, so the
+    endorsing peers held that transaction committed, whatever flags the exporting peer wrote (spec §14.9)."""
+    try:
+        record = json.loads(tip)
+        seq = record["seq"] if isinstance(record, dict) else None
+    except (ValueError, RecursionError):
+        seq = None
+    if type(seq) is not int:
         return None
+    prev = hashlib.sha256(tip).hexdigest()
+    found = read_windows(blocks, trust, chaincode=chaincode, lane=lane)
     return next(
-        (w for w in found.windows if w.problem is None and w.batch_index == 0 and w.read_version == at),
+        (
+            w
+            for w in found.windows
+            if w.problem is None
+            and w.batch_index == 0
+            and w.lane == lane
+            and w.read_version == position
+            and w.prev == prev
+            and w.seq == seq + 1
+        ),
         None,
     )
 
@@ -422,7 +444,7 @@ def _windows(p: _Parsed, where: str, position: tuple[int, int], problem: str | N
 def _member(record: bytes, name: str) -> str:
     try:
         doc = json.loads(record)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     value = doc.get(name) if isinstance(doc, dict) else None
     return value if isinstance(value, str) else ""
@@ -456,7 +478,7 @@ def _window(
     try:
         loaded = json.loads(a[6]) if a[6] else None
         trees = loaded if isinstance(loaded, list) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         trees = None
     if problem is None and trees is None:
         problem = f"the trees argument is not a JSON list ({a[6]:.60})"
