@@ -265,13 +265,18 @@ class Aggregator:
         lease = self.store.lease_seconds
         self._lead_until = None if not leading or lease is None else asked + lease  # no later than the store's
         if leading and term != self._term:
+            try:
+                jobs = await self.store.open_anchor_jobs()
+            except BaseException:  # not led until a check reads them: the next one is a new term again
+                self.leading, self._term, self._lead_until = False, None, None
+                raise
             self._heads = None  # another leader may have moved the heads
             self._prev_end = None
             was, self._term = self.leading, term  # a window built from here on is built on this term's state
             for q in self._queues.values():
                 while not q.empty():
                     q.get_nowait()
-            for tree, target in sorted(await self.store.open_anchor_jobs(), key=lambda j: j[0].first_seq):
+            for tree, target in sorted(jobs, key=lambda j: j[0].first_seq):
                 if target not in self._queues:
                     log.warning("tree %s/%s waits for target %s, which is not configured", *_key(tree), target)
                 elif _key(tree) not in self._sending[target]:  # one being sent is not sent twice at once
@@ -286,6 +291,10 @@ class Aggregator:
         elif self.leading and not leading:
             log.warning("lane %s: another instance leads now; this one only serves", self.store.domain or "v1")
         self.leading, self._term = leading, term
+
+    def _leads(self) -> bool:
+        """Whether this instance leads now: its lead not lost, nor past the lease it last obtained."""
+        return self.leading and (self._lead_until is None or time.monotonic() <= self._lead_until)
 
     def _lapse_if_unconfirmed(self) -> None:
         """Stop leading once the store has not confirmed the lead for as long as its lease lasts (an
@@ -329,6 +338,10 @@ class Aggregator:
             while True:
                 t0 = time.perf_counter()
                 term = self._term  # the window is built on this term's state, and committed only in it
+                if self.store.lease_seconds is not None and (term is None or not self.leading):
+                    raise LeaseLostError(
+                        f"lane {self.store.domain or 'v1'}: this instance does not lead now; it closes no window"
+                    )
                 spans, end, capped = await self._sealed_backlog()
                 if not spans:
                     self._window_start_ns = time.time_ns()
@@ -440,6 +453,7 @@ class Aggregator:
         assert domain is not None
         if self._heads is None:
             self._heads = await self.store.subject_heads()
+        known = self._heads  # a new term may drop the cache meanwhile; this window is refused then anyway
         new: dict[str, list[tuple[int, bytes]]] = {}
         for span in spans:
             b = span.batch
@@ -462,7 +476,7 @@ class Aggregator:
             frontier = await asyncio.to_thread(_extend, frontier, size, [leaf for _, leaf in entries])
             size += len(entries)
             changed.append(SubjectHead(subject, size, frontier_root(frontier), tuple(frontier)))
-        heads = heads_after(self._heads, changed)
+        heads = heads_after(known, changed)
         return changed, await asyncio.to_thread(indexed_heads, heads)  # linear in subjects: off the event loop
 
     # ------------------------------------------------------------------ anchoring
@@ -483,7 +497,7 @@ class Aggregator:
                     if self.leading:
                         await self._empty_window(backend, queue, idle)
                     continue
-            if not self.leading or _key(tree) in self._sending[target]:
+            if not self._leads() or _key(tree) in self._sending[target]:
                 continue  # the leader resumes it from the store's open jobs; a tree in flight is not sent twice
             self._inflight[target] += 1
             self._sending[target].add(_key(tree))
@@ -568,7 +582,7 @@ class Aggregator:
     ) -> None:
         """Retry ``attempt`` (which anchors and records; it answers the seqs it settled) with backoff while leading."""
         delay = 0.05
-        while self.leading:
+        while self._leads():
             t0 = time.perf_counter()
             try:
                 first, last = await attempt()

@@ -18,8 +18,7 @@ from .gateway import GatewayClient, GatewayError
 log = logging.getLogger("receipt_service.fabric.evidence")
 
 SUCCESSOR_SCAN_BLOCKS = 64  # blocks one history request looks at for a window's successor
-SUCCESSOR_SCAN_SECONDS = 2.0  # and for how long at most
-SUCCESSOR_MAX_DISTANCE = 1024  # how far past the window's block a successor is looked for at all
+SUCCESSOR_SCAN_SECONDS = 2.0  # and for how long at most (the next request goes on from there)
 SUCCESSORS_KEPT = 4096  # anchors whose successor (or scan position) is remembered
 
 
@@ -78,8 +77,7 @@ class BlockCache:
         successor, which proves the window committed: spec §14.9); None when the lane has none yet or the
         anchor is not chained. The peer's word decides here (a successor its flags call VALID); the
         verifier checks what it is given. A scan looks at ``SUCCESSOR_SCAN_BLOCKS`` blocks at most, for
-        ``SUCCESSOR_SCAN_SECONDS`` at most, and goes on where the last one stopped, up to
-        ``SUCCESSOR_MAX_DISTANCE`` blocks past the anchor's."""
+        ``SUCCESSOR_SCAN_SECONDS`` at most, and the next one goes on where it stopped (in this process)."""
         key = anchor.tx_id
         if key in self._successors:
             return self._successors[key]
@@ -89,7 +87,7 @@ class BlockCache:
             return None
         at = (anchor.block_number, mine.index)
         start = self._scanned.get(key, anchor.block_number)
-        stop = min(start + SUCCESSOR_SCAN_BLOCKS, anchor.block_number + SUCCESSOR_MAX_DISTANCE)
+        stop = start + SUCCESSOR_SCAN_BLOCKS
         deadline = time.monotonic() + SUCCESSOR_SCAN_SECONDS
         number = start
         while number < stop and time.monotonic() < deadline:

@@ -1053,3 +1053,86 @@ async def test_a_lead_the_store_does_not_confirm_within_its_lease_lapses(
         down = False
         await _until(lambda: len(rec.roots) == 2)  # confirmed again: it leads (a new term) and closes
     assert caplog.text.count("has not confirmed the lead within its lease (0.3s)") == 1
+
+
+async def test_a_takeover_whose_read_of_open_jobs_fails_is_taken_again(tmp_path: Path) -> None:
+    """The read of the open anchor jobs fails once as the instance takes over (Redis just back): it does not
+    lead on without them (found by a second review: the old leader's job stayed unqueued for the term)."""
+    store = SQLiteStore(tmp_path)
+    old = Aggregator(Lead(store).as_store(), [Recorder()], Metrics(), window_seconds=3600)
+    await old._check_lead()
+    await store.add_batch(_batch(2))
+    await old.close_window()  # and dies before anchoring it: one open job
+    lead = Lead(store, leading=False)
+    rec = Recorder()
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
+    agg.lease_check_seconds = 0.02
+    real, fails = store.open_anchor_jobs, 1
+
+    async def flaky() -> Any:
+        nonlocal fails
+        if fails:
+            fails -= 1
+            raise StoreError("redis: timeout reading the open jobs")
+        return await real()
+
+    lead.open_anchor_jobs = flaky
+    async with running(agg, store):
+        lead.leading = True
+        await _until(lambda: len(rec.roots) == 1)
+        assert fails == 0 and agg.leading
+
+
+async def test_a_cut_window_after_the_lead_lapsed_is_not_committed(tmp_path: Path) -> None:
+    """A backlog cut into two windows; the lead lapses after the first commit: the second is not built, let
+    alone committed without a term (found by a second review)."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    lead.lease_seconds = 5.0
+    agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600, max_leaves=1)
+    await agg._check_lead()
+    for _ in range(MAX_TREES_PER_WINDOW + 1):  # one leaf a tree: one window of the most trees, then the rest
+        await store.add_batch(_batch(1))
+    real = store.commit_window
+    terms: list[int | None] = []
+
+    async def commit(*args: Any, term: int | None = None) -> None:
+        terms.append(term)
+        await real(*args, term=term)
+        agg._lead_until = 0.0  # the lease checks failed meanwhile: the lead lapses
+        agg._lapse_if_unconfirmed()
+
+    lead.commit_window = commit
+    try:
+        with pytest.raises(LeaseLostError, match="does not lead now"):
+            await agg.close_window()
+        assert terms == [1] and (await store.stats()).backlog == 1
+    finally:
+        await store.close()
+
+
+async def test_a_new_term_while_subject_heads_are_built(tmp_path: Path) -> None:
+    """The lease task lands a new term while a window's subject heads are built: the window is still built
+    from one set of heads (a second review found a TypeError there)."""
+    store = SQLiteStore(tmp_path, domain=DOMAIN)
+    lead = Lead(store)
+    agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
+    await agg._check_lead()
+    sent = [_batch(1, A)]
+    await store.add_batch(sent[0])
+    real = store.subject_frontier
+
+    async def frontier(*args: Any, **kw: Any) -> Any:
+        if lead.term == 1:
+            lead.term = 2
+            await agg._check_lead()
+        return await real(*args, **kw)
+
+    lead.subject_frontier = frontier
+    try:
+        await agg.close_window()
+        (tree,) = [t for t, _ in await store.open_anchor_jobs()]
+        assert tree.heads_root == _heads_of(sent).root and agg._term == 2
+    finally:
+        await agg.drain(1)
+        await store.close()

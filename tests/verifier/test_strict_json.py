@@ -94,3 +94,21 @@ def test_a_repeated_key_in_an_anchors_list_is_refused(text: str) -> None:
 @given(st.lists(st.lists(st.tuples(keys, values), max_size=6), max_size=3))
 def test_the_anchors_count_agrees_with_the_strict_parser(anchors: list[list[tuple[str, Any]]]) -> None:
     _agrees_with_strict("[" + ",".join(_render(a) if a else "{}" for a in anchors) + "]", strict_json.loads_anchors)
+
+
+@pytest.mark.parametrize("parse", [strict_json.loads, strict_json.loads_receipt, strict_json.loads_anchors])
+def test_nesting_deeper_than_the_parser_recurses_is_malformed_not_a_crash(parse: Any) -> None:
+    """A crafted file or block of 100,000 '[' raised RecursionError out of the CLI (found by a review)."""
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse("[" * 100_000)
+
+
+def test_a_deeply_nested_history_bundle_is_a_usage_error(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from receipt_verifier._cli import main
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    key = tmp_path / "key.hex"
+    key.write_text("00" * 32)
+    assert main(["history", str(deep), "--ledger-key", str(key)]) == 2
+    assert "not valid JSON (nested too deeply)" in capsys.readouterr().err

@@ -28,8 +28,12 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads(data: bytes | str) -> Any:
-    """Like ``json.loads``; a repeated key in any object raises ``ValueError`` naming it."""
-    return json.loads(data, object_pairs_hook=_pairs)
+    """Like ``json.loads``; a repeated key in any object raises ``ValueError`` naming it, and so does
+    nesting deeper than the parser recurses (``RecursionError`` otherwise)."""
+    try:
+        return json.loads(data, object_pairs_hook=_pairs)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def loads_receipt(data: bytes | str) -> Any:
@@ -44,7 +48,10 @@ def loads_anchors(data: str) -> Any:
 
 
 def _counted(data: bytes | str, keys: Callable[[Any], int]) -> Any:
-    doc = json.loads(data)
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     if isinstance(data, bytes):
         colons, spaced = data.count(b'":'), _WS_COLON_B.search(data) is not None
     else:
