@@ -172,6 +172,7 @@ class Aggregator:
         """Close the open window and anchor everything; True when nothing was left open."""
         self._stopping.set()
         deadline = time.monotonic() + timeout
+        led = self.leading
         try:
             if self.leading:
                 await asyncio.wait_for(self.close_window(), timeout)
@@ -179,6 +180,11 @@ class Aggregator:
                 if time.monotonic() > deadline:
                     return False
                 await asyncio.sleep(0.01)
+            if led:  # the lead may have lapsed meanwhile: its workers then dropped what they had queued
+                left = [j for j in await self.store.open_anchor_jobs() if j[1] in self._queues]
+                if left:
+                    log.error("drain: %d anchor job(s) still open; the next leader resumes them", len(left))
+                    return False
             if self.leading:  # everything is anchored: hand the lead over now rather than at the lease's end
                 await self.store.resign()
                 self.leading = False
@@ -234,10 +240,10 @@ class Aggregator:
 
     async def _lease(self) -> None:
         failed, since = 0, 0.0  # one warning per outage (checks run every second), one line when it ends
-        while not self._stopping.is_set():
+        while True:
             await asyncio.sleep(self.lease_check_seconds)
-            if self._stopping.is_set():  # draining: the lead is handed over, never taken again
-                return
+            if self._stopping.is_set() and not self.leading:  # draining: a lead is kept while the work ends,
+                return  # never taken again
             try:
                 await self._check_lead()
             except ServiceError as exc:
@@ -245,6 +251,10 @@ class Aggregator:
                     since = time.monotonic()
                     log.warning("lease check failed (retrying every %gs, quietly): %s", self.lease_check_seconds, exc)
                 failed += 1
+                self._lapse_if_unconfirmed()
+                continue
+            except Exception:  # a bug, not an outage: in full, and the checks go on
+                log.exception("lease check failed")
                 self._lapse_if_unconfirmed()
                 continue
             if failed:
@@ -267,9 +277,16 @@ class Aggregator:
         if leading and term != self._term:
             try:
                 jobs = await self.store.open_anchor_jobs()
-            except BaseException:  # not led until a check reads them: the next one is a new term again
+            except BaseException as exc:  # not led until a check reads them: the next one is a new term again
                 self.leading, self._term, self._lead_until = False, None, None
+                if isinstance(exc, ServiceError):  # and the lease is handed over meanwhile: another may read them
+                    with contextlib.suppress(ServiceError):
+                        await self.store.resign()
                 raise
+            if self._stopping.is_set():  # draining: a new term is not taken (another instance resumes the work)
+                self.leading, self._term, self._lead_until = False, None, None
+                await self.store.resign()
+                return
             self._heads = None  # another leader may have moved the heads
             self._prev_end = None
             was, self._term = self.leading, term  # a window built from here on is built on this term's state
@@ -293,8 +310,10 @@ class Aggregator:
         self.leading, self._term = leading, term
 
     def _leads(self) -> bool:
-        """Whether this instance leads now: its lead not lost, nor past the lease it last obtained."""
-        return self.leading and (self._lead_until is None or time.monotonic() <= self._lead_until)
+        """Whether this instance leads now: its lead not lost, nor past the lease it last obtained (then it
+        lapses here and now, so the next confirmed check is a new term that reads the open jobs again)."""
+        self._lapse_if_unconfirmed()
+        return self.leading
 
     def _lapse_if_unconfirmed(self) -> None:
         """Stop leading once the store has not confirmed the lead for as long as its lease lasts (an
@@ -352,11 +371,11 @@ class Aggregator:
                 records = tree_records(window_id, spans[0].first_seq, trees, start, end)
                 leaves = sum(s.batch.count for s in spans)
                 changed: list[SubjectHead] = []
-                if self.store.domain is not None:  # the window also commits to every subject log's head
-                    changed, heads = await self._subject_heads(spans)
-                    records = [replace(r, heads_root=heads.root, heads_size=heads.size) for r in records]
-                crash_point("window-built")
                 try:
+                    if self.store.domain is not None:  # the window also commits to every subject log's head
+                        changed, heads = await self._subject_heads(spans, term)
+                        records = [replace(r, heads_root=heads.root, heads_size=heads.size) for r in records]
+                    crash_point("window-built")
                     await self.store.commit_window(records, list(self.backends), changed, term=term)
                 except BaseException:
                     self._heads = None  # reload from the store: the commit may or may not have happened
@@ -444,16 +463,20 @@ class Aggregator:
         started = pid.unix_ns_to_ticks(self._window_start_ns)
         return ticks_iso(min(earliest, started) // TICKS_PER_US * TICKS_PER_US)
 
-    async def _subject_heads(self, spans: Sequence[StoredBatch]) -> tuple[list[SubjectHead], IndexedHeads]:
+    async def _subject_heads(
+        self, spans: Sequence[StoredBatch], term: int | None
+    ) -> tuple[list[SubjectHead], IndexedHeads]:
         """The new heads of the subject logs these batches extend, and the heads tree of the domain.
 
         Each log is extended from its stored compact range with this window's entries, so the work is
         proportional to the new records, not to the history."""
         domain = self.store.domain
         assert domain is not None
-        if self._heads is None:
-            self._heads = await self.store.subject_heads()
-        known = self._heads  # a new term may drop the cache meanwhile; this window is refused then anyway
+        known = self._heads
+        if known is None:
+            known = await self.store.subject_heads()
+            if self._term == term:  # kept only in the term it was read in (a new term may have begun meanwhile)
+                self._heads = known
         new: dict[str, list[tuple[int, bytes]]] = {}
         for span in spans:
             b = span.batch
@@ -494,7 +517,7 @@ class Aggregator:
                         tree = await queue.get()
                 except TimeoutError:  # a chained target idle this long gets an empty window
                     assert isinstance(backend, ChainedBackend)
-                    if self.leading:
+                    if self._leads():
                         await self._empty_window(backend, queue, idle)
                     continue
             if not self._leads() or _key(tree) in self._sending[target]:
@@ -610,7 +633,7 @@ class Aggregator:
         assert self.retention_seconds is not None
         period = min(3600.0, max(1.0, self.retention_seconds / 10))
         while True:
-            if self.leading:  # one instance purges
+            if self._leads():  # one instance purges
                 with contextlib.suppress(ServiceError):
                     removed = await self.store.purge(time.time_ns() - int(self.retention_seconds * 1e9))
                     if removed:

@@ -184,6 +184,18 @@ class Gated(Recorder):
         return await super().anchor(root)
 
 
+class Slow(Recorder):
+    """A recorder that takes ``seconds`` per anchor."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def anchor(self, root: TreeRoot) -> Anchor:
+        await asyncio.sleep(self.seconds)
+        return await super().anchor(root)
+
+
 class Lead:
     """The real store, with who leads decided by the test (as a shared store's lease would)."""
 
@@ -341,6 +353,10 @@ async def test_the_lead_decides_who_closes_and_anchors(tmp_path: Path, caplog: p
         await _until(lambda: len(rec.roots) == 2)
         assert rec.roots[1].tree_size == 1
     assert lead.resigned == 1  # a leader that drained hands the lead over
+
+
+async def _no_open_job(store: SQLiteStore) -> bool:
+    return await store.open_anchor_jobs() == []
 
 
 async def _open_job_from(store: SQLiteStore, seq: int) -> bool:
@@ -1081,6 +1097,7 @@ async def test_a_takeover_whose_read_of_open_jobs_fails_is_taken_again(tmp_path:
         lead.leading = True
         await _until(lambda: len(rec.roots) == 1)
         assert fails == 0 and agg.leading
+        assert lead.resigned == 1, "the lease was handed over while the jobs could not be read"
 
 
 async def test_a_cut_window_after_the_lead_lapsed_is_not_committed(tmp_path: Path) -> None:
@@ -1135,4 +1152,51 @@ async def test_a_new_term_while_subject_heads_are_built(tmp_path: Path) -> None:
         assert tree.heads_root == _heads_of(sent).root and agg._term == 2
     finally:
         await agg.drain(1)
+        await store.close()
+
+
+async def test_a_lead_confirmed_late_in_the_same_term_resumes_what_its_workers_dropped(tmp_path: Path) -> None:
+    """A renewal answered after the lease it asked for (same fencing token): meanwhile the worker stopped
+    retrying its tree. The lapse ends the term, so the late answer begins a new one, which queues the open
+    job again (found by a third review: it stayed open for as long as the instance led)."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    lead.lease_seconds = 0.3
+    delay = 0.0
+
+    async def renew() -> int | None:
+        await asyncio.sleep(delay)
+        return lead.term if lead.leading else None
+
+    lead.lead = renew
+    target = FlakyTarget(failures=10**6)
+    agg = Aggregator(lead.as_store(), [target], Metrics(), window_seconds=3600, retry_max_seconds=0.05)
+    agg.lease_check_seconds = 0.1
+    async with running(agg, store):
+        await store.add_batch(_batch(1))
+        await agg.close_window()
+        await _until(lambda: target.calls >= 2)  # the worker retries its tree
+        delay = 0.45  # the next renewals answer after the lease they asked for
+        await asyncio.sleep(0.6)
+        target.failures, delay = 0, 0.0  # the target recovers, the store answers in time again
+        await _eventually(lambda: _no_open_job(store), 10)
+
+
+async def test_a_drain_keeps_the_lead_until_its_work_is_anchored(tmp_path: Path) -> None:
+    """Anchoring the last trees takes longer than the lease: the lead is renewed while draining (found by a
+    third review: workers dropped the rest once the lease passed, and the drain said all was anchored)."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    lead.lease_seconds = 0.3
+    rec = Slow(0.1)
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600, max_leaves=1)
+    agg.lease_check_seconds = 0.1
+    await agg.start()
+    try:
+        for _ in range(10):
+            await store.add_batch(_batch(1))
+        assert await agg.drain(10)  # closes the window of 10 one-leaf trees, anchors them one after another
+        assert len(rec.roots) == 10 and await store.open_anchor_jobs() == []
+        assert lead.resigned == 1
+    finally:
         await store.close()
