@@ -148,6 +148,10 @@ class Aggregator:
         self.leading = False
         self._term: int | None = None  # the store's term of this instance's lead (None: another leads)
         self._lead_until: float | None = None  # monotonic time the lead lapses unless confirmed again
+        self._lapsed = False  # the lead lapsed (not lost to another instance): its work waits for the next term
+        self._epoch = 0  # counts this instance's terms (a lapse then the same token again is a new term too)
+        self._term_lock = asyncio.Lock()  # a new term's read of open jobs and a window's commit never interleave
+        self._drain_led = False  # a drain began while leading (or lapsed): it may lead on until its work is done
         self._sending: dict[str, set[tuple[str, int]]] = {t: set() for t in self.backends}  # trees in flight
         self._lead_lock = asyncio.Lock()  # one lease check at a time: the clock's and the lease task's
         self.lease_check_seconds = 1.0  # how often a follower asks for the lease (and a leader renews it)
@@ -169,25 +173,27 @@ class Aggregator:
             self._tasks.append(asyncio.create_task(self._retention(), name="retention"))
 
     async def drain(self, timeout: float) -> bool:
-        """Close the open window and anchor everything; True when nothing was left open."""
+        """Close the open window and anchor everything; True when nothing this instance led was left open.
+
+        A lead held (or lapsed) when the drain began is kept, renewed and taken again until its open
+        anchors are sent; then the lease task stops and the lead is handed over. No other lead is taken."""
         self._stopping.set()
+        self._drain_led = self.leading or self._lapsed
         deadline = time.monotonic() + timeout
-        led = self.leading
         try:
             if self.leading:
                 await asyncio.wait_for(self.close_window(), timeout)
-            while any(q.qsize() or self._inflight[t] for t, q in self._queues.items()):
+            while True:
+                busy = any(q.qsize() or self._inflight[t] for t, q in self._queues.items())
+                left = [] if busy or not self._drain_led else await self._open_jobs()
+                if not busy and not left:
+                    break
                 if time.monotonic() > deadline:
+                    if left:
+                        log.error("drain: %d anchor job(s) still open; the next leader resumes them", len(left))
                     return False
-                await asyncio.sleep(0.01)
-            if led:  # the lead may have lapsed meanwhile: its workers then dropped what they had queued
-                left = [j for j in await self.store.open_anchor_jobs() if j[1] in self._queues]
-                if left:
-                    log.error("drain: %d anchor job(s) still open; the next leader resumes them", len(left))
-                    return False
-            if self.leading:  # everything is anchored: hand the lead over now rather than at the lease's end
-                await self.store.resign()
-                self.leading = False
+                await asyncio.sleep(0.01 if busy else 0.05)
+            await self._hand_over()
         except (TimeoutError, ServiceError) as exc:
             log.error("drain stopped early: %s", exc)
             return False
@@ -197,6 +203,21 @@ class Aggregator:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await asyncio.to_thread(self.builder.close)
         return True
+
+    async def _open_jobs(self) -> list[tuple[TreeRecord, str]]:
+        """The store's open anchor jobs of this instance's targets."""
+        return [j for j in await self.store.open_anchor_jobs() if j[1] in self._queues]
+
+    async def _hand_over(self) -> None:
+        """Stop the lease checks, then give the lead up (a check after the resign would take it again)."""
+        for task in self._tasks:
+            if task.get_name() == "lease":
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        async with self._lead_lock:
+            if self._drain_led or self.leading:
+                await self.store.resign()
+            self.leading, self._term, self._lead_until, self._drain_led = False, None, None, False
 
     async def _clock(self) -> None:
         next_at = time.monotonic() + self.window_seconds
@@ -242,8 +263,8 @@ class Aggregator:
         failed, since = 0, 0.0  # one warning per outage (checks run every second), one line when it ends
         while True:
             await asyncio.sleep(self.lease_check_seconds)
-            if self._stopping.is_set() and not self.leading:  # draining: a lead is kept while the work ends,
-                return  # never taken again
+            if self._stopping.is_set() and not self._drain_led:  # draining: only a lead it held goes on
+                return
             try:
                 await self._check_lead()
             except ServiceError as exc:
@@ -271,10 +292,23 @@ class Aggregator:
     async def _check_lead_once(self) -> None:
         asked = time.monotonic()
         term = await self.store.lead()
-        leading = term is not None
         lease = self.store.lease_seconds
-        self._lead_until = None if not leading or lease is None else asked + lease  # no later than the store's
-        if leading and term != self._term:
+        until = None if term is None or lease is None else asked + lease  # no later than the store's expiry
+        lane = self.store.domain or "v1"
+        if term is None:
+            if self.leading:
+                log.warning("lane %s: another instance leads now; this one only serves", lane)
+            self.leading, self._term, self._lead_until, self._lapsed, self._drain_led = False, None, None, False, False
+            return
+        if self.leading and term == self._term:  # renewed
+            self._lead_until = until
+            self._lapse_if_unconfirmed()  # an answer later than the lease it asked for confirms nothing
+            return
+        if self._stopping.is_set() and not self._drain_led:  # a drain takes no lead it did not hold
+            with contextlib.suppress(ServiceError):
+                await self.store.resign()
+            return
+        async with self._term_lock:  # a new term: a takeover, or the lead taken again after a lapse
             try:
                 jobs = await self.store.open_anchor_jobs()
             except BaseException as exc:  # not led until a check reads them: the next one is a new term again
@@ -283,13 +317,10 @@ class Aggregator:
                     with contextlib.suppress(ServiceError):
                         await self.store.resign()
                 raise
-            if self._stopping.is_set():  # draining: a new term is not taken (another instance resumes the work)
-                self.leading, self._term, self._lead_until = False, None, None
-                await self.store.resign()
-                return
+            was = self.leading or self._lapsed
             self._heads = None  # another leader may have moved the heads
             self._prev_end = None
-            was, self._term = self.leading, term  # a window built from here on is built on this term's state
+            self._epoch += 1  # a window built before this is not committed (see _close_window)
             for q in self._queues.values():
                 while not q.empty():
                     q.get_nowait()
@@ -298,16 +329,12 @@ class Aggregator:
                     log.warning("tree %s/%s waits for target %s, which is not configured", *_key(tree), target)
                 elif _key(tree) not in self._sending[target]:  # one being sent is not sent twice at once
                     self._queues[target].put_nowait(tree)
-            lane = self.store.domain or "v1"
-            if was:
-                log.warning(
-                    "lane %s: the lead's lease ran out and was taken again; state read again from the store", lane
-                )
-            elif self._tasks:  # a takeover, not the start of a single instance
-                log.info("lane %s: this instance leads now (closes windows, sends anchors)", lane)
-        elif self.leading and not leading:
-            log.warning("lane %s: another instance leads now; this one only serves", self.store.domain or "v1")
-        self.leading, self._term = leading, term
+            self.leading, self._term, self._lead_until, self._lapsed = True, term, until, False
+        if was:
+            log.warning("lane %s: the lead was taken again (a new term); state read again from the store", lane)
+        elif self._tasks:  # a takeover, not the start of a single instance
+            log.info("lane %s: this instance leads now (closes windows, sends anchors)", lane)
+        self._lapse_if_unconfirmed()
 
     def _leads(self) -> bool:
         """Whether this instance leads now: its lead not lost, nor past the lease it last obtained (then it
@@ -319,7 +346,7 @@ class Aggregator:
         """Stop leading once the store has not confirmed the lead for as long as its lease lasts (an
         outage or a partition): by then another instance may lead."""
         if self.leading and self._lead_until is not None and time.monotonic() > self._lead_until:
-            self.leading, self._term, self._lead_until = False, None, None
+            self.leading, self._term, self._lead_until, self._lapsed = False, None, None, True
             log.warning(
                 "lane %s: the store has not confirmed the lead within its lease (%gs); this instance stops"
                 " closing windows and sending anchors until it does",
@@ -356,7 +383,7 @@ class Aggregator:
             total = 0
             while True:
                 t0 = time.perf_counter()
-                term = self._term  # the window is built on this term's state, and committed only in it
+                term, epoch = self._term, self._epoch  # the window is built on this term's state, committed in it
                 if self.store.lease_seconds is not None and (term is None or not self.leading):
                     raise LeaseLostError(
                         f"lane {self.store.domain or 'v1'}: this instance does not lead now; it closes no window"
@@ -376,20 +403,27 @@ class Aggregator:
                         changed, heads = await self._subject_heads(spans, term)
                         records = [replace(r, heads_root=heads.root, heads_size=heads.size) for r in records]
                     crash_point("window-built")
-                    await self.store.commit_window(records, list(self.backends), changed, term=term)
+                    async with self._term_lock:  # no new term reads the open jobs between this commit and its queueing
+                        if self.store.lease_seconds is not None and (self._epoch != epoch or not self._leads()):
+                            raise LeaseLostError(
+                                f"lane {self.store.domain or 'v1'}: the lead changed while the window was built;"
+                                " it is built again"
+                            )
+                        await self.store.commit_window(records, list(self.backends), changed, term=term)
+                        if self._heads is not None:
+                            self._heads = heads_after(self._heads, changed)
+                        self._prev_end = (records[-1].last_seq, end)
+                        crash_point("window-committed")
+                        for record in records:
+                            for q in self._queues.values():
+                                q.put_nowait(record)
                 except BaseException:
                     self._heads = None  # reload from the store: the commit may or may not have happened
                     raise
-                if self._heads is not None:
-                    self._heads = heads_after(self._heads, changed)
-                self._prev_end = (records[-1].last_seq, end)
-                crash_point("window-committed")
                 self._window_start_ns = time.time_ns()
                 for record, tree in zip(records, trees, strict=True):
                     self.trees.put(_key(record), tree)
                     self.waiters.wake_range(record.first_seq, record.last_seq)
-                    for q in self._queues.values():
-                        q.put_nowait(record)
                 total += leaves
                 self.metrics.window_build_seconds.observe(time.perf_counter() - t0)
                 self.metrics.window_leaves.observe(leaves)
