@@ -528,7 +528,7 @@ async def _drain(app: web.Application) -> None:
     )
     ok = all(results)
     if ok:
-        log.info("drained: every accepted hash is in an anchored window")
+        log.info("drained: every window this instance led is closed and anchored")
     else:
         log.warning("shutdown grace ran out; open work is resumed at the next start")
 

@@ -180,20 +180,32 @@ class Aggregator:
         self._stopping.set()
         self._drain_led = self.leading or self._lapsed
         deadline = time.monotonic() + timeout
+        closed = True
         try:
             if self.leading:
-                await asyncio.wait_for(self.close_window(), timeout)
+                try:
+                    await asyncio.wait_for(self.close_window(), timeout)
+                except LeaseLostError as exc:  # lapsed meanwhile: the lead is taken again for the open anchors
+                    log.warning("drain: the last window is left to the next leader: %s", exc)
+                    closed = False
             while True:
                 busy = any(q.qsize() or self._inflight[t] for t, q in self._queues.items())
                 left = [] if busy or not self._drain_led else await self._open_jobs()
                 if not busy and not left:
                     break
                 if time.monotonic() > deadline:
-                    if left:
-                        log.error("drain: %d anchor job(s) still open; the next leader resumes them", len(left))
+                    sending = sum(self._inflight.values())
+                    log.error(
+                        "drain: %d anchor(s) being sent, %d job(s) open; the next leader resumes them",
+                        sending,
+                        len(left),
+                    )
+                    await self._hand_over()
                     return False
                 await asyncio.sleep(0.01 if busy else 0.05)
             await self._hand_over()
+            if not closed:
+                return False
         except (TimeoutError, ServiceError) as exc:
             log.error("drain stopped early: %s", exc)
             return False
@@ -225,6 +237,8 @@ class Aggregator:
         lane = self.store.domain or "v1"
         while not self._stopping.is_set():
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            if self._stopping.is_set():  # the drain closes the last window
+                return
             next_at += self.window_seconds
             if next_at < time.monotonic():  # a slow window: skip ticks rather than pile them up
                 next_at = time.monotonic() + self.window_seconds
@@ -298,6 +312,8 @@ class Aggregator:
         if term is None:
             if self.leading:
                 log.warning("lane %s: another instance leads now; this one only serves", lane)
+            if self._drain_led:
+                log.info("lane %s: draining, the lead moved to another instance, which resumes open anchors", lane)
             self.leading, self._term, self._lead_until, self._lapsed, self._drain_led = False, None, None, False, False
             return
         if self.leading and term == self._term:  # renewed
@@ -409,7 +425,14 @@ class Aggregator:
                                 f"lane {self.store.domain or 'v1'}: the lead changed while the window was built;"
                                 " it is built again"
                             )
-                        await self.store.commit_window(records, list(self.backends), changed, term=term)
+                        try:
+                            await self.store.commit_window(records, list(self.backends), changed, term=term)
+                        except LeaseLostError:
+                            raise
+                        except ServiceError:  # it may have committed (a lost reply, replicas late): the term
+                            # ends, so the next check is a new term that queues whatever is open (this too)
+                            self.leading, self._term, self._lead_until, self._lapsed = False, None, None, True
+                            raise
                         if self._heads is not None:
                             self._heads = heads_after(self._heads, changed)
                         self._prev_end = (records[-1].last_seq, end)

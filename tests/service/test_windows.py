@@ -1265,3 +1265,51 @@ async def test_a_drain_that_begins_lapsed_takes_its_lead_again_and_finishes(tmp_
         assert len(rec.roots) == 1 and await store.open_anchor_jobs() == [] and lead.resigned == 1
     finally:
         await store.close()
+
+
+async def test_a_commit_whose_answer_is_lost_is_queued_by_the_next_term(tmp_path: Path) -> None:
+    """The commit landed but its answer failed (a lost reply, replicas late): its batches are past the
+    watermark, so no later window holds them. The term ends, and the next one queues the open jobs, this
+    window's too (found by a fifth review: it stayed open while the instance led on)."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    rec = Recorder()
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
+    agg.lease_check_seconds = 0.05
+    real, lost = store.commit_window, 0
+
+    async def commit(*args: Any, **kw: Any) -> None:
+        nonlocal lost
+        await real(*args, **kw)
+        if not lost:
+            lost += 1
+            raise StoreError("only 0 of 1 Redis replicas confirmed the write in time")
+
+    lead.commit_window = commit
+    async with running(agg, store):
+        await store.add_batch(_batch(2))
+        with pytest.raises(StoreError, match="replicas"):
+            await agg.close_window()
+        assert (await store.stats()).backlog == 0  # committed all the same
+        await _until(lambda: len(rec.roots) == 1)
+        assert agg.leading
+
+
+async def test_a_drain_that_runs_out_of_time_hands_the_lead_over_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A target that keeps failing: the drain ends at its deadline, says what is left, and hands the lead
+    over so the next leader need not wait out the lease (found by a fifth review)."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    rec = Recorder(bug=10**6)
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600, retry_max_seconds=0.05)
+    caplog.set_level(logging.WARNING, logger="receipt_service.windows")
+    await agg.start()
+    try:
+        await store.add_batch(_batch(1))
+        assert not await agg.drain(0.5)
+        assert lead.resigned == 1 and not agg.leading
+        assert "drain: 1 anchor(s) being sent, 0 job(s) open; the next leader resumes them" in caplog.text
+    finally:
+        await store.close()
