@@ -152,6 +152,7 @@ class Aggregator:
         self._epoch = 0  # counts this instance's terms (a lapse then the same token again is a new term too)
         self._term_lock = asyncio.Lock()  # a new term's read of open jobs and a window's commit never interleave
         self._drain_led = False  # a drain began while leading (or lapsed): it may lead on until its work is done
+        self._requeue = False  # a commit failed and may have landed: the next check queues the open jobs again
         self._sending: dict[str, set[tuple[str, int]]] = {t: set() for t in self.backends}  # trees in flight
         self._lead_lock = asyncio.Lock()  # one lease check at a time: the clock's and the lease task's
         self.lease_check_seconds = 1.0  # how often a follower asks for the lease (and a leader renews it)
@@ -175,39 +176,44 @@ class Aggregator:
     async def drain(self, timeout: float) -> bool:
         """Close the open window and anchor everything; True when nothing this instance led was left open.
 
-        A lead held (or lapsed) when the drain began is kept, renewed and taken again until its open
-        anchors are sent; then the lease task stops and the lead is handed over. No other lead is taken."""
+        A lead held (or lapsed) when the drain began is kept, renewed and taken again until its last window
+        is closed and its open anchors are sent; then the lease task stops and the lead is handed over. No
+        other lead is taken; a lead that moves to another instance leaves the rest to it."""
         self._stopping.set()
         self._drain_led = self.leading or self._lapsed
         deadline = time.monotonic() + timeout
-        closed = True
+        closed, failed = not self._drain_led, 0
         try:
-            if self.leading:
-                try:
-                    await asyncio.wait_for(self.close_window(), timeout)
-                except LeaseLostError as exc:  # lapsed meanwhile: the lead is taken again for the open anchors
-                    log.warning("drain: the last window is left to the next leader: %s", exc)
-                    closed = False
             while True:
+                if not closed and self._leads():
+                    try:
+                        await asyncio.wait_for(self.close_window(), max(0.0, deadline - time.monotonic()))
+                        closed = True
+                    except (TimeoutError, ServiceError) as exc:
+                        if not failed:
+                            log.warning("drain: the last window is not closed yet (tried again while it may): %s", exc)
+                        failed += 1
+                if not self._drain_led:  # the lead moved to another instance: it closes and anchors the rest
+                    break
                 busy = any(q.qsize() or self._inflight[t] for t, q in self._queues.items())
-                left = [] if busy or not self._drain_led else await self._open_jobs()
-                if not busy and not left:
+                left = [] if busy else await self._open_jobs()
+                if closed and not busy and not left:
                     break
                 if time.monotonic() > deadline:
-                    sending = sum(self._inflight.values())
                     log.error(
-                        "drain: %d anchor(s) being sent, %d job(s) open; the next leader resumes them",
-                        sending,
+                        "drain: %s%d anchor(s) being sent, %d job(s) open; the next leader resumes them",
+                        "" if closed else "the last window is not closed, ",
+                        sum(self._inflight.values()),
                         len(left),
                     )
                     await self._hand_over()
                     return False
                 await asyncio.sleep(0.01 if busy else 0.05)
             await self._hand_over()
-            if not closed:
-                return False
-        except (TimeoutError, ServiceError) as exc:
+        except ServiceError as exc:
             log.error("drain stopped early: %s", exc)
+            with contextlib.suppress(ServiceError):
+                await self._hand_over()
             return False
         finally:
             for task in self._tasks:
@@ -319,6 +325,10 @@ class Aggregator:
         if self.leading and term == self._term:  # renewed
             self._lead_until = until
             self._lapse_if_unconfirmed()  # an answer later than the lease it asked for confirms nothing
+            if self._requeue and self.leading:
+                async with self._term_lock:
+                    self._queue_open(await self.store.open_anchor_jobs())
+                    self._requeue = False
             return
         if self._stopping.is_set() and not self._drain_led:  # a drain takes no lead it did not hold
             with contextlib.suppress(ServiceError):
@@ -337,20 +347,25 @@ class Aggregator:
             self._heads = None  # another leader may have moved the heads
             self._prev_end = None
             self._epoch += 1  # a window built before this is not committed (see _close_window)
-            for q in self._queues.values():
-                while not q.empty():
-                    q.get_nowait()
-            for tree, target in sorted(jobs, key=lambda j: j[0].first_seq):
-                if target not in self._queues:
-                    log.warning("tree %s/%s waits for target %s, which is not configured", *_key(tree), target)
-                elif _key(tree) not in self._sending[target]:  # one being sent is not sent twice at once
-                    self._queues[target].put_nowait(tree)
+            self._queue_open(jobs)
+            self._requeue = False
             self.leading, self._term, self._lead_until, self._lapsed = True, term, until, False
         if was:
             log.warning("lane %s: the lead was taken again (a new term); state read again from the store", lane)
         elif self._tasks:  # a takeover, not the start of a single instance
             log.info("lane %s: this instance leads now (closes windows, sends anchors)", lane)
         self._lapse_if_unconfirmed()
+
+    def _queue_open(self, jobs: Sequence[tuple[TreeRecord, str]]) -> None:
+        """Queue exactly the store's open anchor jobs, oldest first (none twice, none in flight)."""
+        for q in self._queues.values():
+            while not q.empty():
+                q.get_nowait()
+        for tree, target in sorted(jobs, key=lambda j: j[0].first_seq):
+            if target not in self._queues:
+                log.warning("tree %s/%s waits for target %s, which is not configured", *_key(tree), target)
+            elif _key(tree) not in self._sending[target]:  # one being sent is not sent twice at once
+                self._queues[target].put_nowait(tree)
 
     def _leads(self) -> bool:
         """Whether this instance leads now: its lead not lost, nor past the lease it last obtained (then it
@@ -429,9 +444,8 @@ class Aggregator:
                             await self.store.commit_window(records, list(self.backends), changed, term=term)
                         except LeaseLostError:
                             raise
-                        except ServiceError:  # it may have committed (a lost reply, replicas late): the term
-                            # ends, so the next check is a new term that queues whatever is open (this too)
-                            self.leading, self._term, self._lead_until, self._lapsed = False, None, None, True
+                        except ServiceError:  # it may have committed (a lost reply, replicas late): the next
+                            self._requeue = True  # check queues whatever is open again, this window too
                             raise
                         if self._heads is not None:
                             self._heads = heads_after(self._heads, changed)
