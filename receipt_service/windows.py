@@ -182,10 +182,10 @@ class Aggregator:
         self._stopping.set()
         self._drain_led = self.leading or self._lapsed
         deadline = time.monotonic() + timeout
-        closed, failed = not self._drain_led, 0
+        closed, failed, retry_at = not self._drain_led, 0, 0.0
         try:
             while True:
-                if not closed and self._leads():
+                if not closed and self._leads() and time.monotonic() >= retry_at:
                     try:
                         await asyncio.wait_for(self.close_window(), max(0.0, deadline - time.monotonic()))
                         closed = True
@@ -193,6 +193,7 @@ class Aggregator:
                         if not failed:
                             log.warning("drain: the last window is not closed yet (tried again while it may): %s", exc)
                         failed += 1
+                        retry_at = time.monotonic() + min(0.5, 0.05 * 2**failed)
                 if not self._drain_led:  # the lead moved to another instance: it closes and anchors the rest
                     break
                 busy = any(q.qsize() or self._inflight[t] for t, q in self._queues.items())
@@ -215,12 +216,17 @@ class Aggregator:
             with contextlib.suppress(ServiceError):
                 await self._hand_over()
             return False
+        except Exception:  # a bug: in full; the lead is handed over all the same
+            log.exception("drain stopped early")
+            with contextlib.suppress(ServiceError):
+                await self._hand_over()
+            return False
         finally:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await asyncio.to_thread(self.builder.close)
-        return True
+        return closed  # False: the lead moved away before the last window closed (its new leader closes it)
 
     async def _open_jobs(self) -> list[tuple[TreeRecord, str]]:
         """The store's open anchor jobs of this instance's targets."""
@@ -325,10 +331,13 @@ class Aggregator:
         if self.leading and term == self._term:  # renewed
             self._lead_until = until
             self._lapse_if_unconfirmed()  # an answer later than the lease it asked for confirms nothing
-            if self._requeue and self.leading:
+            if self._requeue and self.leading and not self._term_lock.locked():  # not behind a slow commit
                 async with self._term_lock:
-                    self._queue_open(await self.store.open_anchor_jobs())
-                    self._requeue = False
+                    try:
+                        self._queue_open(await self.store.open_anchor_jobs())
+                        self._requeue = False
+                    except ServiceError as exc:  # the lease is renewed all the same; tried at the next check
+                        log.warning("lane %s: open anchor jobs not read yet (tried at the next check): %s", lane, exc)
             return
         if self._stopping.is_set() and not self._drain_led:  # a drain takes no lead it did not hold
             with contextlib.suppress(ServiceError):

@@ -1401,3 +1401,55 @@ async def test_a_drain_that_begins_lapsed_closes_the_last_window_too(tmp_path: P
         assert (await store.stats()).backlog == 0 and len(rec.roots) == 1 and rec.roots[0].tree_size == 3
     finally:
         await store.close()
+
+
+async def test_a_slow_failing_commit_does_not_hold_the_renewals_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Commits that take twice the lease and then fail: the renewals go on meanwhile (the open jobs are
+    queued again at a check when no commit is under way), so the lead never lapses (a seventh review saw
+    the renewal wait behind the commit and the lead lapse)."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    lead.lease_seconds = 0.3
+    calls = 0
+
+    async def slow(*args: Any, **kw: Any) -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.6)
+        raise StoreError("replicas late")
+
+    lead.commit_window = slow
+    agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=0.05)
+    agg.lease_check_seconds = 0.05
+    caplog.set_level(logging.WARNING, logger="receipt_service.windows")
+    async with running(agg, store, check=False):
+        await store.add_batch(_batch(1))
+        await _until(lambda: calls >= 3)
+        assert agg.leading and agg._epoch == 1
+    assert "has not confirmed the lead" not in caplog.text
+
+
+async def test_a_drain_whose_lead_moves_away_before_its_last_window_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The last window cannot be closed and the lead moves to another instance: the drain leaves it to
+    that instance and says it did not close it (a seventh review: it said every window was closed)."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
+    agg.lease_check_seconds = 0.05
+    await agg.start()
+
+    async def broken(limit: int, upto: int | None = None) -> list[Any]:
+        lead.leading = False  # meanwhile another instance took the lease
+        raise StoreError("disk on fire")
+
+    lead.backlog = broken
+    caplog.set_level(logging.INFO, logger="receipt_service.windows")
+    try:
+        assert not await agg.drain(5)
+        assert "draining, the lead moved to another instance, which resumes open anchors" in caplog.text
+    finally:
+        await store.close()
