@@ -203,12 +203,15 @@ class Lead:
         self._store = store
         self.leading = leading
         self.term = 1  # the lease's fencing token while leading
+        self.down = False  # the store cannot be asked (an outage)
         self.resigned = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     async def lead(self) -> int | None:
+        if self.down:
+            raise StoreError("redis went away")
         return self.term if self.leading else None
 
     async def resign(self) -> None:
@@ -217,6 +220,20 @@ class Lead:
     def as_store(self) -> Store:
         """This wrapper where a ``Store`` is expected."""
         return cast(Store, self)
+
+
+class LostAnswer:
+    """The store commits, then the answer fails once (a lost reply, replicas late for WAIT)."""
+
+    def __init__(self, lead: Lead, store: SQLiteStore, message: str) -> None:
+        self.real, self.message, self.count = store.commit_window, message, 0
+        lead.commit_window = self.commit
+
+    async def commit(self, *args: Any, **kw: Any) -> None:
+        await self.real(*args, **kw)
+        if not self.count:
+            self.count += 1
+            raise StoreError(self.message)
 
 
 def _receive_times() -> Iterator[int]:
@@ -1244,14 +1261,6 @@ async def test_a_drain_that_begins_lapsed_takes_its_lead_again_and_finishes(tmp_
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
     lead.lease_seconds = 0.3
-    down = False
-
-    async def renew() -> int | None:
-        if down:
-            raise StoreError("redis went away")
-        return lead.term
-
-    lead.lead = renew
     rec = Recorder(bug=10**6)  # fails until told otherwise
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600, retry_max_seconds=0.05)
     agg.lease_check_seconds = 0.05
@@ -1259,12 +1268,12 @@ async def test_a_drain_that_begins_lapsed_takes_its_lead_again_and_finishes(tmp_
     try:
         await store.add_batch(_batch(1))
         await agg.close_window()
-        down = True
+        lead.down = True
         await _until(lambda: not agg.leading and agg._inflight["rec-1"] == 0)  # lapsed; the tree dropped
         rec.bug = 0
         drained = asyncio.create_task(agg.drain(10))
         await asyncio.sleep(0.2)  # the drain began lapsed
-        down = False
+        lead.down = False
         assert await drained
         assert len(rec.roots) == 1 and await store.open_anchor_jobs() == [] and lead.resigned == 1
     finally:
@@ -1280,16 +1289,7 @@ async def test_a_commit_whose_answer_is_lost_is_queued_at_the_next_check(tmp_pat
     rec = Recorder()
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
     agg.lease_check_seconds = 0.05
-    real, lost = store.commit_window, 0
-
-    async def commit(*args: Any, **kw: Any) -> None:
-        nonlocal lost
-        await real(*args, **kw)
-        if not lost:
-            lost += 1
-            raise StoreError("only 0 of 1 Redis replicas confirmed the write in time")
-
-    lead.commit_window = commit
+    LostAnswer(lead, store, "only 0 of 1 Redis replicas confirmed the write in time")
     async with running(agg, store):
         await store.add_batch(_batch(2))
         with pytest.raises(StoreError, match="replicas"):
@@ -1353,21 +1353,12 @@ async def test_a_drain_whose_last_commit_fails_to_answer_finishes_its_work(tmp_p
     rec = Recorder()
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
     agg.lease_check_seconds = 0.05
-    real, lost = store.commit_window, 0
-
-    async def commit(*args: Any, **kw: Any) -> None:
-        nonlocal lost
-        await real(*args, **kw)
-        if not lost:
-            lost += 1
-            raise StoreError("the reply was lost")
-
-    lead.commit_window = commit
+    lost = LostAnswer(lead, store, "the reply was lost")
     await agg.start()
     try:
         await store.add_batch(_batch(2))
         assert await agg.drain(10)
-        assert lost == 1 and len(rec.roots) == 1 and await store.open_anchor_jobs() == []
+        assert lost.count == 1 and len(rec.roots) == 1 and await store.open_anchor_jobs() == []
         assert lead.resigned == 1
     finally:
         await store.close()
@@ -1379,25 +1370,17 @@ async def test_a_drain_that_begins_lapsed_closes_the_last_window_too(tmp_path: P
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
     lead.lease_seconds = 0.3
-    down = False
-
-    async def renew() -> int | None:
-        if down:
-            raise StoreError("redis went away")
-        return lead.term
-
-    lead.lead = renew
     rec = Recorder()
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
     agg.lease_check_seconds = 0.05
     await agg.start()
     try:
-        down = True
+        lead.down = True
         await _until(lambda: not agg.leading)
         await store.add_batch(_batch(3))
         drained = asyncio.create_task(agg.drain(10))
         await asyncio.sleep(0.2)
-        down = False
+        lead.down = False
         assert await drained
         assert (await store.stats()).backlog == 0 and len(rec.roots) == 1 and rec.roots[0].tree_size == 3
     finally:
