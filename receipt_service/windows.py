@@ -137,7 +137,6 @@ class Aggregator:
         self.trees = TreeCache()
         self.builder = TreeBuilder()
         self._queues: dict[str, asyncio.Queue[TreeRecord]] = {t: asyncio.Queue() for t in self.backends}
-        self._inflight: dict[str, int] = dict.fromkeys(self.backends, 0)
         self._tasks: list[asyncio.Task[None]] = []
         self._close_lock = asyncio.Lock()
         self._window_start_ns = time.time_ns()
@@ -196,7 +195,7 @@ class Aggregator:
                         retry_at = time.monotonic() + min(0.5, 0.05 * 2**failed)
                 if not self._drain_led:  # the lead moved to another instance: it closes and anchors the rest
                     break
-                busy = any(q.qsize() or self._inflight[t] for t, q in self._queues.items())
+                busy = any(q.qsize() or self._sending[t] for t, q in self._queues.items())
                 left = [] if busy else await self._open_jobs()
                 if closed and not busy and not left:
                     break
@@ -204,7 +203,7 @@ class Aggregator:
                     log.error(
                         "drain: %s%d anchor(s) being sent, %d job(s) open; the next leader resumes them",
                         "" if closed else "the last window is not closed, ",
-                        sum(self._inflight.values()),
+                        sum(map(len, self._sending.values())),
                         len(left),
                     )
                     await self._hand_over()
@@ -254,8 +253,7 @@ class Aggregator:
             next_at += self.window_seconds
             if next_at < time.monotonic():  # a slow window: skip ticks rather than pile them up
                 next_at = time.monotonic() + self.window_seconds
-            self._lapse_if_unconfirmed()
-            if not self.leading:
+            if not self._leads():
                 continue
             try:
                 await self.close_window()
@@ -602,7 +600,6 @@ class Aggregator:
                     continue
             if not self._leads() or _key(tree) in self._sending[target]:
                 continue  # the leader resumes it from the store's open jobs; a tree in flight is not sent twice
-            self._inflight[target] += 1
             self._sending[target].add(_key(tree))
             try:
                 if isinstance(backend, ChainedBackend):
@@ -610,7 +607,6 @@ class Aggregator:
                 else:
                     await self._anchor_until_done(backend, tree)
             finally:
-                self._inflight[target] -= 1
                 self._sending[target].discard(_key(tree))
 
     async def _chain_until_done(self, backend: ChainedBackend, tree: TreeRecord) -> None:

@@ -1045,11 +1045,11 @@ async def test_a_new_term_does_not_send_a_tree_in_flight_twice(tmp_path: Path) -
     async with running(agg, store):
         await store.add_batch(_batch(2))
         await agg.close_window()
-        await _until(lambda: agg._inflight["rec-1"] == 1)  # the first worker is sending the tree
+        await _until(lambda: len(agg._sending["rec-1"]) == 1)  # the first worker is sending the tree
         lead.term += 1  # the lease ran out and was taken again: open jobs are read again
         await _until(lambda: agg._term == lead.term)
         await asyncio.sleep(0.1)
-        assert agg._inflight["rec-1"] == 1
+        assert len(agg._sending["rec-1"]) == 1
         gate.set()
         await _until(lambda: len(rec.roots) == 1)
         await asyncio.sleep(0.1)
@@ -1269,7 +1269,7 @@ async def test_a_drain_that_begins_lapsed_takes_its_lead_again_and_finishes(tmp_
         await store.add_batch(_batch(1))
         await agg.close_window()
         lead.down = True
-        await _until(lambda: not agg.leading and agg._inflight["rec-1"] == 0)  # lapsed; the tree dropped
+        await _until(lambda: not agg.leading and not agg._sending["rec-1"])  # lapsed; the tree dropped
         rec.bug = 0
         drained = asyncio.create_task(agg.drain(10))
         await asyncio.sleep(0.2)  # the drain began lapsed
