@@ -45,14 +45,20 @@ class BlockCache:
         data = await self.store.get_fabric_block(channel, number)
         if data is not None:
             return data
-        try:
-            data = await self.client.fetch_block(channel, number)
-        except GatewayError as exc:
-            if "NOT_FOUND" in str(exc):
-                raise NotFoundError(f"channel {channel} has no block {number} yet") from None
-            raise AnchorBackendError(f"fetching block {number} of {channel}: {exc}") from None
+        data = await self._fetch(channel, number)
+        if data is None:
+            raise NotFoundError(f"channel {channel} has no block {number} yet")
         await self.store.put_fabric_block(channel, number, data)
         return data
+
+    async def _fetch(self, channel: str, number: int) -> bytes | None:
+        """A block from the peer; None past the channel's height."""
+        try:
+            return await self.client.fetch_block(channel, number)
+        except GatewayError as exc:
+            if "NOT_FOUND" in str(exc):
+                return None
+            raise AnchorBackendError(f"fetching block {number} of {channel}: {exc}") from None
 
     async def evidence(
         self, anchors: Iterable[FabricAnchor], more: Iterable[tuple[str, int]] = ()
@@ -96,7 +102,7 @@ class BlockCache:
                 break  # past the channel's height: no successor yet
             found = tip_reads(data, anchor.chaincode)
             if any(r.valid and r.tip is not None and r.lane == mine.lane and r.read == at for r in found):
-                await self.block(anchor.channel, number)  # kept: it is evidence from now on
+                await self.store.put_fabric_block(anchor.channel, number, data)  # kept: evidence from now on
                 _keep(self._successors, key, number)
                 self._scanned.pop(key, None)
                 return number
@@ -107,14 +113,7 @@ class BlockCache:
     async def _peek(self, channel: str, number: int) -> bytes | None:
         """A block from the store or the peer, not kept; None past the channel's height."""
         data = await self.store.get_fabric_block(channel, number)
-        if data is not None:
-            return data
-        try:
-            return await self.client.fetch_block(channel, number)
-        except GatewayError as exc:
-            if "NOT_FOUND" in str(exc):
-                return None
-            raise AnchorBackendError(f"fetching block {number} of {channel}: {exc}") from None
+        return data if data is not None else await self._fetch(channel, number)
 
     async def prefetch(self, anchor: FabricAnchor) -> None:
         """Keep a new anchor's evidence now, while the peer surely has it (failures only logged)."""
