@@ -500,7 +500,7 @@ def _successor(
     a: FabricAnchor, block: bytes, lane: str, trust: ChannelTrust, blocks: Mapping[tuple[str, int], bytes]
 ) -> ChainWindow | None:
     """The successor among ``blocks`` of the anchor's transaction, located in ``block`` (its block, which the
-    anchor check authenticated) as the first transaction with its id, as Fabric's validation takes it."""
+    anchor check authenticated) as the first transaction with its id, as the anchor check takes it."""
     mine = next((r for r in tip_reads(block, a.chaincode) if r.tx_id == a.tx_id), None)
     if mine is None or mine.tip is None:
         return None
