@@ -29,11 +29,14 @@ from .procs import CLI, collect, create_key, ledger_public_key, server, spread_l
 
 
 def _gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie (this container's PID 1 does not reap orphans)."""
+    """Exited: no such process, or a zombie (this container's PID 1 does not reap orphans).
+
+    A process reaped between the open and the read makes the read fail with ESRCH.
+    """
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return True
 
 
