@@ -71,7 +71,7 @@ def make_lane(
         empty_window_seconds=s.empty_window_seconds or None,
         retention_seconds=None if s.retention_days is None else s.retention_days * 86400,
     )
-    agg.lease_check_seconds = s.lease_seconds / 3  # a leader renews its lease well before it runs out
+    agg.leadership.check_seconds = s.lease_seconds / 3  # a leader renews its lease well before it runs out
     return Lane(domain, store, agg, ProofReader(agg), ProofIdIssuer(store.clock_seq, store.last_ticks()))
 
 

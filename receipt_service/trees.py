@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -130,3 +131,25 @@ class TreeBuilder:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+class TreeCache:
+    """Recently built or loaded trees, so receipts do not rebuild them."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, int], PackedTree] = OrderedDict()
+
+    def get(self, key: tuple[str, int]) -> PackedTree | None:
+        """A cached tree (marked recently used)."""
+        tree = self._items.get(key)
+        if tree is not None:
+            self._items.move_to_end(key)
+        return tree
+
+    def put(self, key: tuple[str, int], tree: PackedTree) -> None:
+        """Cache a tree, evicting the least recently used."""
+        self._items[key] = tree
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from itertools import accumulate
@@ -28,10 +27,12 @@ from .chain import heads_after, indexed_heads, window_trees
 from .crashpoints import crash_point
 from .errors import CorruptRecordError, LeaseLostError, ServiceError
 from .ids import TICKS_PER_US, ceil_us, ticks_iso
+from .leadership import Leadership
 from .ledger import tree_root
 from .metrics import Metrics
 from .stores.base import Store, StoredBatch, SubjectHead, TreeRecord
-from .trees import PackedTree, TreeBuilder, commitments
+from .trees import PackedTree, TreeBuilder, TreeCache, commitments
+from .waiters import Waiters
 
 log = logging.getLogger("receipt_service.windows")
 
@@ -47,67 +48,10 @@ def tree_records(window_id: str, first_seq: int, trees: Sequence[PackedTree], st
     return out
 
 
-class Waiters:
-    """Futures keyed by submission ``seq``, woken when that submission's tree changes state."""
-
-    def __init__(self) -> None:
-        self._by_seq: dict[int, list[asyncio.Future[None]]] = {}
-
-    def register(self, seq: int) -> asyncio.Future[None]:
-        """A future set on the next change to ``seq``'s tree."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._by_seq.setdefault(seq, []).append(fut)
-        return fut
-
-    def discard(self, seq: int, fut: asyncio.Future[None]) -> None:
-        """Forget a future (after a timeout)."""
-        futs = self._by_seq.get(seq)
-        if futs is not None:
-            with contextlib.suppress(ValueError):
-                futs.remove(fut)
-            if not futs:
-                del self._by_seq[seq]
-
-    def wake_range(self, first: int, last: int) -> None:
-        """Wake every waiter for seqs in ``first..last``."""
-        if not self._by_seq:
-            return
-        if last - first + 1 > len(self._by_seq):
-            seqs = [s for s in self._by_seq if first <= s <= last]
-        else:
-            seqs = [s for s in range(first, last + 1) if s in self._by_seq]
-        for s in seqs:
-            for fut in self._by_seq.pop(s):
-                if not fut.done():
-                    fut.set_result(None)
-
-
-class TreeCache:
-    """Recently built or loaded trees, so receipts do not rebuild them."""
-
-    def __init__(self, size: int = 16) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple[str, int], PackedTree] = OrderedDict()
-
-    def get(self, key: tuple[str, int]) -> PackedTree | None:
-        """A cached tree (marked recently used)."""
-        tree = self._items.get(key)
-        if tree is not None:
-            self._items.move_to_end(key)
-        return tree
-
-    def put(self, key: tuple[str, int], tree: PackedTree) -> None:
-        """Cache a tree, evicting the least recently used."""
-        self._items[key] = tree
-        self._items.move_to_end(key)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
-
-
 class Aggregator:
     """Owns the window clock and the anchor workers of one lane of a service instance.
 
-    On a store shared by several instances only the leader (``store.lead()``) closes windows
+    On a store shared by several instances only the leader (``Leadership``) closes windows
     and sends anchors; the others accept hashes and serve receipts, woken by ``store.watch``.
     """
 
@@ -144,30 +88,21 @@ class Aggregator:
         self.last_error: str | None = None  # why the last window could not be closed (shown by /readyz)
         self._heads: dict[str, tuple[int, bytes]] | None = None  # domain lanes: every log's head, insertion order
         self._prev_end: tuple[int, str] | None = None  # (last seq, end) of the lane's newest window
-        self.leading = False
-        self._term: int | None = None  # the store's term of this instance's lead (None: another leads)
-        self._lead_until: float | None = None  # monotonic time the lead lapses unless confirmed again
-        self._lapsed = False  # the lead lapsed (not lost to another instance): its work waits for the next term
-        self._epoch = 0  # counts this instance's terms (a lapse then the same token again is a new term too)
-        self._term_lock = asyncio.Lock()  # a new term's read of open jobs and a window's commit never interleave
-        self._drain_led = False  # a drain began while leading (or lapsed): it may lead on until its work is done
-        self._requeue = False  # a commit failed and may have landed: the next check queues the open jobs again
+        self.leadership = Leadership(store, self._stopping, self._resume)
         self._sending: dict[str, set[tuple[str, int]]] = {t: set() for t in self.backends}  # trees in flight
-        self._lead_lock = asyncio.Lock()  # one lease check at a time: the clock's and the lease task's
-        self.lease_check_seconds = 1.0  # how often a follower asks for the lease (and a leader renews it)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Take the lead if free (resuming open anchor jobs left by a previous leader), then start the
         clock, the workers and the watch on other instances' changes."""
-        await self._check_lead()
+        await self.leadership.check()
         for target, backend in self.backends.items():
             workers = 1 if isinstance(backend, ChainedBackend) else max(1, backend.concurrency)  # a chain: in order
             for i in range(workers):  # workers share the target's queue
                 self._tasks.append(asyncio.create_task(self._anchor_worker(target), name=f"anchor-{target}-{i}"))
         self._tasks.append(asyncio.create_task(self._clock(), name="window-clock"))
-        self._tasks.append(asyncio.create_task(self._lease(), name="lease"))
+        self.leadership.start()
         self._tasks.append(asyncio.create_task(self._watch(), name="watch"))
         if self.retention_seconds is not None:
             self._tasks.append(asyncio.create_task(self._retention(), name="retention"))
@@ -179,12 +114,13 @@ class Aggregator:
         is closed and its open anchors are sent; then the lease task stops and the lead is handed over. No
         other lead is taken; a lead that moves to another instance leaves the rest to it."""
         self._stopping.set()
-        self._drain_led = self.leading or self._lapsed
+        lead = self.leadership
+        drain_led = lead.begin_drain()
         deadline = time.monotonic() + timeout
-        closed, failed, retry_at = not self._drain_led, 0, 0.0
+        closed, failed, retry_at = not drain_led, 0, 0.0
         try:
             while True:
-                if not closed and self._leads() and time.monotonic() >= retry_at:
+                if not closed and lead.leads() and time.monotonic() >= retry_at:
                     try:
                         await asyncio.wait_for(self.close_window(), max(0.0, deadline - time.monotonic()))
                         closed = True
@@ -193,7 +129,7 @@ class Aggregator:
                             log.warning("drain: the last window is not closed yet (tried again while it may): %s", exc)
                         failed += 1
                         retry_at = time.monotonic() + min(0.5, 0.05 * 2**failed)
-                if not self._drain_led:  # the lead moved to another instance: it closes and anchors the rest
+                if not lead.draining:  # the lead moved to another instance: it closes and anchors the rest
                     break
                 busy = any(q.qsize() or self._sending[t] for t, q in self._queues.items())
                 left = [] if busy else await self._open_jobs()
@@ -206,41 +142,35 @@ class Aggregator:
                         sum(map(len, self._sending.values())),
                         len(left),
                     )
-                    await self._hand_over()
+                    await lead.hand_over()
                     return False
                 await asyncio.sleep(0.01 if busy else 0.05)
-            await self._hand_over()
+            await lead.hand_over()
         except ServiceError as exc:
             log.error("drain stopped early: %s", exc)
             with contextlib.suppress(ServiceError):
-                await self._hand_over()
+                await lead.hand_over()
             return False
         except Exception:  # a bug: in full; the lead is handed over all the same
             log.exception("drain stopped early")
             with contextlib.suppress(ServiceError):
-                await self._hand_over()
+                await lead.hand_over()
             return False
         finally:
             for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*self._tasks, lead.stop(), return_exceptions=True)
             await asyncio.to_thread(self.builder.close)
         return closed  # False: the lead moved away before the last window closed (its new leader closes it)
+
+    @property
+    def leading(self) -> bool:
+        """Whether this instance leads the lane (closes its windows, sends its anchors)."""
+        return self.leadership.leading
 
     async def _open_jobs(self) -> list[tuple[TreeRecord, str]]:
         """The store's open anchor jobs of this instance's targets."""
         return [j for j in await self.store.open_anchor_jobs() if j[1] in self._queues]
-
-    async def _hand_over(self) -> None:
-        """Stop the lease checks, then give the lead up (a check after the resign would take it again)."""
-        for task in self._tasks:
-            if task.get_name() == "lease":
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        async with self._lead_lock:
-            if self._drain_led or self.leading:
-                await self.store.resign()
-            self.leading, self._term, self._lead_until, self._drain_led = False, None, None, False
 
     async def _clock(self) -> None:
         next_at = time.monotonic() + self.window_seconds
@@ -253,14 +183,14 @@ class Aggregator:
             next_at += self.window_seconds
             if next_at < time.monotonic():  # a slow window: skip ticks rather than pile them up
                 next_at = time.monotonic() + self.window_seconds
-            if not self._leads():
+            if not self.leadership.leads():
                 continue
             try:
                 await self.close_window()
             except LeaseLostError as exc:
                 log.warning("%s", exc)
                 with contextlib.suppress(ServiceError):  # the store failing now: the lease task says so and retries
-                    await self._check_lead()
+                    await self.leadership.check()
                 continue
             except ServiceError as exc:
                 if not failed:
@@ -283,88 +213,12 @@ class Aggregator:
 
     # ------------------------------------------------------------------ leadership
 
-    async def _lease(self) -> None:
-        failed, since = 0, 0.0  # one warning per outage (checks run every second), one line when it ends
-        while True:
-            await asyncio.sleep(self.lease_check_seconds)
-            if self._stopping.is_set() and not self._drain_led:  # draining: only a lead it held goes on
-                return
-            try:
-                await self._check_lead()
-            except ServiceError as exc:
-                if not failed:
-                    since = time.monotonic()
-                    log.warning("lease check failed (retrying every %gs, quietly): %s", self.lease_check_seconds, exc)
-                failed += 1
-                self._lapse_if_unconfirmed()
-                continue
-            except Exception:  # a bug, not an outage: in full, and the checks go on
-                log.exception("lease check failed")
-                self._lapse_if_unconfirmed()
-                continue
-            if failed:
-                took = time.monotonic() - since
-                log.warning("lease check works again after %d failed attempt(s) over %.1fs", failed, took)
-                failed = 0
-
-    async def _check_lead(self) -> None:
-        """Take, keep or lose the lead; a new term (a takeover, or this instance's lease run out and
-        taken again) reads the lane's state again and resumes every open anchor job."""
-        async with self._lead_lock:
-            await self._check_lead_once()
-
-    async def _check_lead_once(self) -> None:
-        asked = time.monotonic()
-        term = await self.store.lead()
-        lease = self.store.lease_seconds
-        until = None if term is None or lease is None else asked + lease  # no later than the store's expiry
-        lane = self.store.domain or "v1"
-        if term is None:
-            if self.leading:
-                log.warning("lane %s: another instance leads now; this one only serves", lane)
-            if self._drain_led:
-                log.info("lane %s: draining, the lead moved to another instance, which resumes open anchors", lane)
-            self.leading, self._term, self._lead_until, self._lapsed, self._drain_led = False, None, None, False, False
-            return
-        if self.leading and term == self._term:  # renewed
-            self._lead_until = until
-            self._lapse_if_unconfirmed()  # an answer later than the lease it asked for confirms nothing
-            if self._requeue and self.leading and not self._term_lock.locked():  # not behind a slow commit
-                async with self._term_lock:
-                    try:
-                        self._queue_open(await self.store.open_anchor_jobs())
-                        self._requeue = False
-                    except ServiceError as exc:  # the lease is renewed all the same; tried at the next check
-                        log.warning("lane %s: open anchor jobs not read yet (tried at the next check): %s", lane, exc)
-            return
-        if self._stopping.is_set() and not self._drain_led:  # a drain takes no lead it did not hold
-            with contextlib.suppress(ServiceError):
-                await self.store.resign()
-            return
-        async with self._term_lock:  # a new term: a takeover, or the lead taken again after a lapse
-            try:
-                jobs = await self.store.open_anchor_jobs()
-            except BaseException as exc:  # not led until a check reads them: the next one is a new term again
-                self.leading, self._term, self._lead_until = False, None, None
-                if isinstance(exc, ServiceError):  # and the lease is handed over meanwhile: another may read them
-                    with contextlib.suppress(ServiceError):
-                        await self.store.resign()
-                raise
-            was = self.leading or self._lapsed
-            self._heads = None  # another leader may have moved the heads
+    def _resume(self, jobs: Sequence[tuple[TreeRecord, str]], new_term: bool) -> None:
+        """Queue exactly the store's open anchor jobs, oldest first (none twice, none in flight); a new
+        term also forgets the lane's cached state (another leader may have moved the heads)."""
+        if new_term:
+            self._heads = None
             self._prev_end = None
-            self._epoch += 1  # a window built before this is not committed (see _close_window)
-            self._queue_open(jobs)
-            self._requeue = False
-            self.leading, self._term, self._lead_until, self._lapsed = True, term, until, False
-        if was:
-            log.warning("lane %s: the lead was taken again (a new term); state read again from the store", lane)
-        elif self._tasks:  # a takeover, not the start of a single instance
-            log.info("lane %s: this instance leads now (closes windows, sends anchors)", lane)
-        self._lapse_if_unconfirmed()
-
-    def _queue_open(self, jobs: Sequence[tuple[TreeRecord, str]]) -> None:
-        """Queue exactly the store's open anchor jobs, oldest first (none twice, none in flight)."""
         for q in self._queues.values():
             while not q.empty():
                 q.get_nowait()
@@ -373,24 +227,6 @@ class Aggregator:
                 log.warning("tree %s/%s waits for target %s, which is not configured", *_key(tree), target)
             elif _key(tree) not in self._sending[target]:  # one being sent is not sent twice at once
                 self._queues[target].put_nowait(tree)
-
-    def _leads(self) -> bool:
-        """Whether this instance leads now: its lead not lost, nor past the lease it last obtained (then it
-        lapses here and now, so the next confirmed check is a new term that reads the open jobs again)."""
-        self._lapse_if_unconfirmed()
-        return self.leading
-
-    def _lapse_if_unconfirmed(self) -> None:
-        """Stop leading once the store has not confirmed the lead for as long as its lease lasts (an
-        outage or a partition): by then another instance may lead."""
-        if self.leading and self._lead_until is not None and time.monotonic() > self._lead_until:
-            self.leading, self._term, self._lead_until, self._lapsed = False, None, None, True
-            log.warning(
-                "lane %s: the store has not confirmed the lead within its lease (%gs); this instance stops"
-                " closing windows and sending anchors until it does",
-                self.store.domain or "v1",
-                self.store.lease_seconds,
-            )
 
     async def _watch(self) -> None:
         failed = 0  # an outage: one line, not one per retry
@@ -421,8 +257,9 @@ class Aggregator:
             total = 0
             while True:
                 t0 = time.perf_counter()
-                term, epoch = self._term, self._epoch  # the window is built on this term's state, committed in it
-                if self.store.lease_seconds is not None and (term is None or not self.leading):
+                lead = self.leadership
+                term, epoch = lead.term, lead.epoch  # the window is built on this term's state, committed in it
+                if self.store.lease_seconds is not None and (term is None or not lead.leading):
                     raise LeaseLostError(
                         f"lane {self.store.domain or 'v1'}: this instance does not lead now; it closes no window"
                     )
@@ -441,8 +278,8 @@ class Aggregator:
                         changed, heads = await self._subject_heads(spans, term)
                         records = [replace(r, heads_root=heads.root, heads_size=heads.size) for r in records]
                     crash_point("window-built")
-                    async with self._term_lock:  # no new term reads the open jobs between this commit and its queueing
-                        if self.store.lease_seconds is not None and (self._epoch != epoch or not self._leads()):
+                    async with lead.term_lock:  # no new term reads the open jobs between this commit and its queueing
+                        if self.store.lease_seconds is not None and (lead.epoch != epoch or not lead.leads()):
                             raise LeaseLostError(
                                 f"lane {self.store.domain or 'v1'}: the lead changed while the window was built;"
                                 " it is built again"
@@ -452,7 +289,7 @@ class Aggregator:
                         except LeaseLostError:
                             raise
                         except ServiceError:  # it may have committed (a lost reply, replicas late): the next
-                            self._requeue = True  # check queues whatever is open again, this window too
+                            lead.requeue = True  # check queues whatever is open again, this window too
                             raise
                         if self._heads is not None:
                             self._heads = heads_after(self._heads, changed)
@@ -553,7 +390,9 @@ class Aggregator:
         known = self._heads
         if known is None:
             known = await self.store.subject_heads()
-            if self._term == term:  # kept only in the term it was read in (a new term may have begun meanwhile)
+            if (
+                self.leadership.term == term
+            ):  # kept only in the term it was read in (a new term may have begun meanwhile)
                 self._heads = known
         new: dict[str, list[tuple[int, bytes]]] = {}
         for span in spans:
@@ -595,10 +434,10 @@ class Aggregator:
                         tree = await queue.get()
                 except TimeoutError:  # a chained target idle this long gets an empty window
                     assert isinstance(backend, ChainedBackend)
-                    if self._leads():
+                    if self.leadership.leads():
                         await self._empty_window(backend, queue, idle)
                     continue
-            if not self._leads() or _key(tree) in self._sending[target]:
+            if not self.leadership.leads() or _key(tree) in self._sending[target]:
                 continue  # the leader resumes it from the store's open jobs; a tree in flight is not sent twice
             self._sending[target].add(_key(tree))
             try:
@@ -681,7 +520,7 @@ class Aggregator:
     ) -> None:
         """Retry ``attempt`` (which anchors and records; it answers the seqs it settled) with backoff while leading."""
         delay = 0.05
-        while self._leads():
+        while self.leadership.leads():
             t0 = time.perf_counter()
             try:
                 first, last = await attempt()
@@ -709,7 +548,7 @@ class Aggregator:
         assert self.retention_seconds is not None
         period = min(3600.0, max(1.0, self.retention_seconds / 10))
         while True:
-            if self._leads():  # one instance purges
+            if self.leadership.leads():  # one instance purges
                 with contextlib.suppress(ServiceError):
                     removed = await self.store.purge(time.time_ns() - int(self.retention_seconds * 1e9))
                     if removed:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from receipt_service.trees import PackedTree, TreeBuilder, build_packed, pack_tree
+from receipt_service.trees import PackedTree, TreeBuilder, TreeCache, build_packed, pack_tree
 from receipt_verifier.hashing import bound_commitment, salted_commitment
 from receipt_verifier.merkle import MerkleTree
 
@@ -62,3 +62,16 @@ async def test_builder_uses_a_process_for_large_windows_with_the_same_result() -
         builder.close()
     assert in_process == build_packed(cols, 128)
     assert [t.size for t in in_process] == [128, 128, 128, 116]
+
+
+def test_the_tree_cache_evicts_the_least_recently_used() -> None:
+    cache = TreeCache(size=2)
+    a, b, c = (pack_tree([bytes([i]) * 32]) for i in range(3))
+    cache.put(("w", 0), a)
+    cache.put(("w", 1), b)
+    assert cache.get(("w", 0)) is a  # now the most recent
+    cache.put(("w", 2), c)
+    assert cache.get(("w", 1)) is None and cache.get(("w", 0)) is a and cache.get(("w", 2)) is c
+    cache.put(("w", 2), c)  # again: still two
+    assert cache.get(("w", 0)) is a
+    assert TreeCache().get(("x", 0)) is None
