@@ -64,11 +64,16 @@ class Leadership:
         return self.draining
 
     async def hand_over(self) -> None:
-        """Stop the lease checks, then give the lead up (a check after the resign would take it again)."""
+        """Stop the lease checks, then give the lead up (a check after the resign would take it again).
+
+        A follower resigns too, quietly: the check the stop cut off may have been granted the lease."""
         await self.stop()
         async with self._lock:
             if self.draining or self.leading:
                 await self.store.resign()
+            else:
+                with contextlib.suppress(ServiceError):
+                    await self.store.resign()
             self.leading, self.term, self.until, self.draining = False, None, None, False
 
     def leads(self) -> bool:

@@ -177,7 +177,8 @@ return {cur, ours}
 """
 
 _RESIGN = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':' then redis.call('DEL', KEYS[1]) return 1 end
 return 0
 """
 
@@ -684,10 +685,12 @@ class RedisStore:
         return self.fence
 
     async def resign(self) -> None:
-        """Give the lane's lease up at a clean stop, so another instance takes over at its next check."""
-        if self._lease is not None:
-            await self.link.run("resign", [self.k("leader")], [self._lease])
-            self._lease = None
+        """Give the lane's lease up at a clean stop, so another instance takes over at its next check.
+
+        Any lease naming this process's token goes, also one whose grant never reached it (a check
+        cut off by the stop); another instance's lease stays."""
+        await self.link.run("resign", [self.k("leader")], [self.token])
+        self._lease = None
 
     @property
     def fence(self) -> int | None:

@@ -15,6 +15,7 @@ import pytest
 from receipt_service.chain import indexed_heads
 from receipt_service.errors import LeaseLostError, StoreError
 from receipt_service.ids import ProofIdIssuer
+from receipt_service.leadership import Leadership
 from receipt_service.metrics import Metrics
 from receipt_service.stores.base import Batch
 from receipt_service.stores.redis import RedisLink, RedisStore, RedisTarget
@@ -664,3 +665,34 @@ async def test_a_drain_whose_lead_moves_away_before_its_last_window_says_so(
         assert "draining, the lead moved to another instance, which resumes open anchors" in caplog.text
     finally:
         await store.close()
+
+
+async def test_a_follower_stopped_mid_check_hands_over_a_lease_it_was_just_granted(redis_url: str) -> None:
+    """A follower's lease task is cancelled by its drain while Redis grants it the lease: the hand-over
+    gives that lease up, so the other instance leads at once, not a whole lease later (real redis-server)."""
+    sa = RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60)
+    sb = RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60)
+    assert await sb.lead() is not None
+    lead = Leadership(sa, asyncio.Event(), lambda jobs, new_term: None)
+    lead.check_seconds = 0.01
+    run, granted = sa.link.run, asyncio.Event()
+
+    async def slow_answer(name: str, keys: Any, args: Any, **kw: Any) -> Any:
+        out = await run(name, keys, args, **kw)
+        if name == "lead" and out[0]:
+            granted.set()
+            await asyncio.Event().wait()  # the answer is on its way when the drain stops the checks
+        return out
+
+    sa.link.run = slow_answer
+    try:
+        lead.start()
+        await sb.resign()  # b stops: a's next check is granted the lease
+        await asyncio.wait_for(granted.wait(), 5)
+        assert not lead.leading
+        await lead.hand_over()
+        assert await sb.lead() is not None, "the follower kept the lease it was granted while stopping"
+    finally:
+        sa.link.run = run
+        await sa.link.close()
+        await sb.link.close()

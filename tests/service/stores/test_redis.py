@@ -246,6 +246,30 @@ async def test_a_leader_that_stops_cleanly_hands_the_lead_over_at_once(redis_url
     await b.link.close()
 
 
+async def test_a_lease_granted_to_a_cut_off_check_is_given_up_too(redis_url: str) -> None:
+    """A stop cancels a lease check after Redis granted the lease but before its answer came back: the
+    instance never learnt it leads, yet its resign gives the lease up (before, it held it a whole lease)."""
+    a = RedisStore(_link(redis_url), lease_seconds=60)
+    b = RedisStore(_link(redis_url), lease_seconds=60)
+    run = a.link.run
+
+    async def cut_off(name: str, keys: Any, args: Any, **kw: Any) -> Any:
+        await run(name, keys, args, **kw)  # Redis ran the script
+        raise asyncio.CancelledError  # the stop cancelled the check before its answer was read
+
+    a.link.run = cut_off
+    with pytest.raises(asyncio.CancelledError):
+        await a.lead()
+    a.link.run = run
+    assert await b.lead() is None  # a holds the lease without knowing it
+    await a.resign()
+    assert await b.lead() is not None
+    await a.resign()  # a lease of another instance stays
+    assert await b.lead() is not None and await a.lead() is None
+    await a.link.close()
+    await b.link.close()
+
+
 async def test_overlapping_ticks_on_one_clock_are_refused_never_duplicated(redis_url: str) -> None:
     a = RedisStore(_link(redis_url))
     issuer = ProofIdIssuer(a.clock_seq, a.last_ticks())
