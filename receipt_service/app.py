@@ -431,7 +431,8 @@ async def metrics(request: web.Request) -> web.Response:
     svc.metrics.stored.set(sum(st.submissions for st in every))
     svc.metrics.wal.set(sum(st.wal_bytes for st in every))
     _own_gauges(svc)
-    return web.Response(body=svc.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+    body = await asyncio.to_thread(svc.metrics.render)  # every metric, and under --workers every worker's file
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def _own_gauges(svc: Service) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +273,20 @@ async def test_corrupted_row_is_reported_not_served(env: Env) -> None:
     conn.close()
     body = await _problem(await env.client.get(f"/proofs/{item['proof_id']}", headers=env.auth()), 500)
     assert "integrity check" in body["detail"]
+
+
+async def test_metrics_are_rendered_off_the_event_loop(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendering reads every worker's metric files under ``serve --workers``: not on the loop's thread."""
+    render, threads = env.service.metrics.render, []
+
+    def recorded() -> bytes:
+        threads.append(threading.get_ident())
+        return render()
+
+    monkeypatch.setattr(env.service.metrics, "render", recorded)
+    text = await (await env.client.get("/metrics")).text()
+    assert "receipt_hashes_accepted_total" in text
+    assert threads and threads[0] != threading.get_ident()
 
 
 async def test_health_ready_metrics_openapi(env: Env) -> None:
