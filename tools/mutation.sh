@@ -27,7 +27,7 @@ if [[ ${#modules[@]} -eq 0 ]]; then
            src/receipt_verifier/fabric/evidence.py src/receipt_verifier/fabric/policy.py
            src/receipt_verifier/fabric/blocks.py src/receipt_verifier/fabric/msp.py src/receipt_verifier/fabric/trust.py
            src/receipt_verifier/history.py src/receipt_verifier/access_event.py
-           receipt_service/windows.py receipt_service/ledger.py)
+           receipt_service/windows.py receipt_service/leadership.py receipt_service/ledger.py)
 fi
 scratch=${MUTATION_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/mutation.XXXXXX")}
 read -r -a selection <<< "${MUTATION_TESTS:-tests/}"   # several paths: space-separated

@@ -20,22 +20,12 @@ from receipt_verifier.history import log_root, record_leaf
 from receipt_verifier.model import Anchor, PendingAnchor, UnknownAnchor
 
 
-class FlakyTarget:
-    """Fails its first ``failures`` calls, then anchors."""
+class FakeTarget:
+    """What every fake anchor target shares: ready at once, nothing to close."""
 
-    type = "flaky"
-    target = "flaky-1"
+    type = "fake"
+    target = "fake-1"
     concurrency = 1
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.calls = 0
-
-    async def anchor(self, root: TreeRoot) -> Anchor:
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise AnchorBackendError(f"boom {self.calls}")
-        return UnknownAnchor("flaky", f"flaky:{root.window_id}/{root.tree_index}", {"type": "flaky"})
 
     async def ready(self) -> None:
         return None
@@ -47,11 +37,27 @@ class FlakyTarget:
         return None
 
 
-class Recorder:
+class FlakyTarget(FakeTarget):
+    """Fails its first ``failures`` calls, then anchors."""
+
+    type = "flaky"
+    target = "flaky-1"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def anchor(self, root: TreeRoot) -> Anchor:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise AnchorBackendError(f"boom {self.calls}")
+        return UnknownAnchor("flaky", f"flaky:{root.window_id}/{root.tree_index}", {"type": "flaky"})
+
+
+class Recorder(FakeTarget):
     """A target that records what it is asked to anchor (and can be told to fail with a non-service error)."""
 
     type = "rec"
-    concurrency = 1
 
     def __init__(self, target: str = "rec-1", bug: int = 0, concurrency: int = 1) -> None:
         self.target = target
@@ -65,15 +71,6 @@ class Recorder:
             raise KeyError("a bug in the backend")
         self.roots.append(root)
         return UnknownAnchor("rec", f"rec:{root.window_id}/{root.tree_index}", {"type": "rec"})
-
-    async def ready(self) -> None:
-        return None
-
-    def pending(self) -> PendingAnchor:
-        return PendingAnchor(self.type, self.target)
-
-    async def close(self) -> None:
-        return None
 
 
 class Gated(Recorder):
@@ -217,3 +214,16 @@ def _heads_of(*windows: list[Batch]) -> IndexedHeads:
     for w in windows:
         subjects += sorted({b.subject for b in w if b.subject} - set(subjects), key=subject_key)
     return IndexedHeads([(subject_key(s), len(_leaves(batches, s)), log_root(_leaves(batches, s))) for s in subjects])
+
+
+class FailingCommit:
+    """Every commit fails, after ``seconds``, and commits nothing (a full disk, replicas late for WAIT)."""
+
+    def __init__(self, lead: Lead, message: str, seconds: float = 0.0) -> None:
+        self.message, self.seconds, self.calls = message, seconds, 0
+        lead.commit_window = self.commit
+
+    async def commit(self, *args: Any, **kw: Any) -> None:
+        self.calls += 1
+        await asyncio.sleep(self.seconds)
+        raise StoreError(self.message)

@@ -26,6 +26,7 @@ from .aggregation import (
     DOMAIN,
     A,
     B,
+    FailingCommit,
     FlakyTarget,
     Gated,
     Lead,
@@ -553,20 +554,13 @@ async def test_a_commit_that_keeps_failing_is_said_once_and_the_lead_stays(
     flapping of the lead (a sixth review saw a new term and a warning per failure)."""
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
-    calls = 0
-
-    async def full(*args: Any, **kw: Any) -> None:
-        nonlocal calls
-        calls += 1
-        raise StoreError("database or disk is full")
-
-    lead.commit_window = full
+    full = FailingCommit(lead, "database or disk is full")
     agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=0.05)
     agg.leadership.check_seconds = 0.05
     caplog.set_level(logging.INFO, logger="receipt_service")
     async with running(agg, store, check=False):
         await store.add_batch(_batch(1))
-        await _until(lambda: calls >= 10)
+        await _until(lambda: full.calls >= 10)
         assert agg.leading and agg.leadership.epoch == 1
     assert caplog.text.count("window not closed") == 1, caplog.text
     assert "taken again" not in caplog.text
@@ -624,21 +618,13 @@ async def test_a_slow_failing_commit_does_not_hold_the_renewals_back(
     store = SQLiteStore(tmp_path)
     lead = Lead(store)
     lead.lease_seconds = 0.3
-    calls = 0
-
-    async def slow(*args: Any, **kw: Any) -> None:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.6)
-        raise StoreError("replicas late")
-
-    lead.commit_window = slow
+    slow = FailingCommit(lead, "replicas late", seconds=0.6)
     agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=0.05)
     agg.leadership.check_seconds = 0.05
     caplog.set_level(logging.WARNING, logger="receipt_service")
     async with running(agg, store, check=False):
         await store.add_batch(_batch(1))
-        await _until(lambda: calls >= 3)
+        await _until(lambda: slow.calls >= 3)
         assert agg.leading and agg.leadership.epoch == 1
     assert "has not confirmed the lead" not in caplog.text
 
