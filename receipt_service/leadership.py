@@ -43,6 +43,7 @@ class Leadership:
         self.check_seconds = 1.0  # how often a follower asks for the lease (and a leader renews it)
         self._lock = asyncio.Lock()  # one lease check at a time: the clock's and the lease task's
         self._task: asyncio.Task[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None  # lapses the lead at ``until`` (a check may hang)
 
     @property
     def _lane(self) -> str:
@@ -75,6 +76,7 @@ class Leadership:
                 with contextlib.suppress(ServiceError):
                     await self.store.resign()
             self.leading, self.term, self.until, self.draining = False, None, None, False
+            self._arm()
 
     def leads(self) -> bool:
         """Whether this instance leads now: its lead not lost, nor past the lease it last obtained (then it
@@ -93,6 +95,16 @@ class Leadership:
                 self._lane,
                 self.store.lease_seconds,
             )
+
+    def _arm(self) -> None:
+        """Lapse the lead at ``until`` even if nothing asks meanwhile (a check hanging on the store), so
+        the ``leading`` gauge and the log tell the truth; every user of the lead checks it as well."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self.leading and self.until is not None:
+            delay = self.until - time.monotonic() + 0.001  # just past it: a timer may fire a little early
+            self._deadline = asyncio.get_running_loop().call_later(max(0.0, delay), self.lapse_if_unconfirmed)
 
     async def check(self) -> None:
         """Take, keep or lose the lead; a new term (a takeover, or this instance's lease run out and
@@ -116,6 +128,7 @@ class Leadership:
             return
         if self.leading and term == self.term:  # renewed
             self.until = until
+            self._arm()
             self.lapse_if_unconfirmed()  # an answer later than the lease it asked for confirms nothing
             if self.requeue and self.leading and not self.term_lock.locked():  # not behind a slow commit
                 async with self.term_lock:
@@ -145,6 +158,7 @@ class Leadership:
             self._resume(jobs, True)
             self.requeue = False
             self.leading, self.term, self.until, self.lapsed = True, term, until, False
+            self._arm()
         if was:
             log.warning("lane %s: the lead was taken again (a new term); state read again from the store", self._lane)
         elif self._task is not None:  # a takeover, not the start of a single instance

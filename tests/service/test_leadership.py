@@ -219,8 +219,8 @@ async def test_a_window_built_in_one_term_is_never_committed_in_the_next(redis_u
     """Instance a's lease ran out; b led, moved subject B's head and stopped; a takes the lease again. A
     window a built on its old term's cached heads would drop B's log from the heads: it is refused (found by
     a review, with this reproducer) and built again on the store's heads (real redis-server)."""
-    sa = RedisStore(RedisLink(RedisTarget.parse(redis_url)), domain=DOMAIN, lease_seconds=0.5)
-    sb = RedisStore(RedisLink(RedisTarget.parse(redis_url)), domain=DOMAIN, lease_seconds=0.5)
+    sa = RedisStore(RedisLink(RedisTarget.parse(redis_url)), domain=DOMAIN, lease_seconds=5)
+    sb = RedisStore(RedisLink(RedisTarget.parse(redis_url)), domain=DOMAIN, lease_seconds=5)
     a = Aggregator(sa, [Recorder()], Metrics(), window_seconds=3600)
     b = Aggregator(sb, [Recorder()], Metrics(), window_seconds=3600)
     try:
@@ -228,7 +228,9 @@ async def test_a_window_built_in_one_term_is_never_committed_in_the_next(redis_u
         first = a.leadership.term
         await sa.add_batch(_redis_batch(sa, 2, A))
         await a.close_window()  # a caches the heads: {A}
-        await asyncio.sleep(0.7)  # a's lease runs out (a paused, or Redis out of its reach)
+        # a's lease is gone in Redis while a still counts on it (a paused process whose deadline has not
+        # fired yet, a clock jump, a failover to a replica that lost the key)
+        await sa.link.client.delete(sa.k("leader"))
         await b.leadership.check()
         assert b.leading
         await sb.add_batch(_redis_batch(sb, 1, B))
@@ -317,6 +319,34 @@ async def test_a_lead_the_store_does_not_confirm_within_its_lease_lapses(
         down = False
         await _until(lambda: len(rec.roots) == 2)  # confirmed again: it leads (a new term) and closes
     assert caplog.text.count("has not confirmed the lead within its lease (0.3s)") == 1
+
+
+async def test_a_lead_lapses_on_time_while_its_check_hangs(tmp_path: Path) -> None:
+    """The store stops answering (a partition: the lease check hangs until its read timeout) and nothing
+    else asks for the lead (windows of an hour): the lead lapses at its lease all the same, so the
+    ``leading`` gauge stops saying it leads when another instance may."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    lead.lease_seconds = 0.3
+    answers = asyncio.Event()
+    answers.set()
+
+    async def lease() -> int | None:
+        await answers.wait()
+        return lead.term
+
+    lead.lead = lease
+    agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
+    agg.leadership.check_seconds = 0.05
+    async with running(agg, store):
+        assert agg.leading
+        answers.clear()
+        t0 = time.monotonic()
+        await _until(lambda: not agg.leadership.leading, timeout=3)
+        assert time.monotonic() - t0 < 1.0 and agg.leadership.lapsed
+        answers.set()  # the hanging check is answered: a new term
+        await _until(lambda: agg.leading)
+        assert agg.leadership.epoch >= 2  # a new term (the hung answer, or the next when it came too late)
 
 
 async def test_a_takeover_whose_read_of_open_jobs_fails_is_taken_again(tmp_path: Path) -> None:
