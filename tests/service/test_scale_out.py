@@ -4,89 +4,21 @@ or pause the leader past its lease; every acknowledged hash is anchored once and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import random
-import re
-import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import redis
 
-from receipt_service.ledger import load_or_create_key
 from receipt_verifier import AnchorPolicy, Verifier
 from receipt_verifier.ledger import iter_ledger, parse_ledger_line, verify_chain
 
-from .procs import CLI, collect, ledger_public_key, server, spread_load
-from .redisproc import REDIS_CLI, RedisCluster, RedisServer
-
-_INSTANCE = re.compile(r"instance ([0-9a-f]{8})")
-LEASE = "1.0"
-
-
-class Instances:
-    """Service processes sharing one store URL and one ledger key, each restartable."""
-
-    def __init__(self, tmp: Path, url: str, n: int) -> None:
-        self.tmp, self.url = tmp, url
-        first = tmp / "i0"
-        first.mkdir()
-        load_or_create_key(first)
-        for i in range(1, n):
-            (tmp / f"i{i}").mkdir()
-            shutil.copy(first / "ledger-key.pem", tmp / f"i{i}" / "ledger-key.pem")  # every instance signs as one
-        self.stacks: list[ExitStack] = [ExitStack() for _ in range(n)]
-        self.procs: list[subprocess.Popen[str]] = []
-        self.bases: list[str] = []
-        self.logs: list[list[str]] = []
-        self.ids: list[str] = []
-        for i in range(n):
-            self.procs.append(None)
-            self.bases.append("")
-            self.logs.append([])
-            self.ids.append("")
-            self.start(i)
-
-    def start(self, i: int) -> None:
-        lines: list[str] = []
-        env = {"RECEIPT_SERVICE_STORE": self.url, "RECEIPT_SERVICE_LEASE_SECONDS": LEASE}
-        proc, base = self.stacks[i].enter_context(server(self.tmp / f"i{i}", 0.2, env=env, lines=lines))
-        match = _INSTANCE.search("".join(lines))
-        assert match is not None, "the serving line names the instance"
-        self.procs[i], self.bases[i], self.logs[i], self.ids[i] = proc, base, lines, match.group(1)
-
-    def kill(self, i: int) -> None:
-        self.procs[i].send_signal(signal.SIGKILL)
-        self.stacks[i].close()
-        self.stacks[i] = ExitStack()
-
-    def leader(self, client: redis.Redis) -> int | None:
-        value = client.get("{hr:v1}:leader")
-        if value is None:
-            return None
-        owner = value.decode().split(":")[0]
-        return self.ids.index(owner) if owner in self.ids else None
-
-    def close(self) -> None:
-        for stack in self.stacks:
-            stack.close()
-
-
-def token_for(url: str, data_dir: Path) -> str:
-    out = subprocess.run(
-        [*CLI, "keys", "create", "--tenant", "scale", "--store", url, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return out.stdout.strip()
+from .instances import Instances, instances, one_redis, token_for, wait_for_leader
+from .procs import collect, ledger_public_key, spread_load
+from .redisproc import REDIS_CLI, RedisCluster
 
 
 def check_everything_anchored_once(inst: Instances, client: redis.Redis, token: str, acked: dict[str, str]) -> None:
@@ -120,37 +52,6 @@ def check_everything_anchored_once(inst: Instances, client: redis.Redis, token: 
     assert int(client.zcard("{hr:v1}:open")) == 0
 
 
-@contextlib.contextmanager
-def instances(tmp: Path, url: str, n: int) -> Iterator[Instances]:
-    inst = Instances(tmp, url, n)
-    try:
-        yield inst
-    finally:
-        inst.close()
-
-
-@contextlib.contextmanager
-def one_redis(tmp: Path) -> Iterator[tuple[RedisServer, redis.Redis, str]]:
-    """A redis-server, a client of it and an API key stored in it; stopped afterwards."""
-    server = RedisServer(tmp / "redis").start()
-    client = redis.Redis(port=server.port)
-    try:
-        yield server, client, token_for(server.url, tmp)
-    finally:
-        client.close()
-        server.stop()
-
-
-def _wait_for_leader(inst: Instances, client: redis.Redis, not_: int | None = None, timeout: float = 15) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        who = inst.leader(client)
-        if who is not None and who != not_:
-            return who
-        time.sleep(0.1)
-    raise AssertionError("no instance took the lead")
-
-
 def test_kill_9_of_leader_follower_and_redis_loses_nothing(tmp_path: Path) -> None:
     acked: dict[str, str] = {}
     with one_redis(tmp_path) as (redis_server, client, token), instances(tmp_path, redis_server.url, 3) as inst:
@@ -168,11 +69,11 @@ def test_kill_9_of_leader_follower_and_redis_loses_nothing(tmp_path: Path) -> No
                     await asyncio.sleep(1.0)
                     await asyncio.to_thread(redis_server.start)  # from its AOF
                 else:
-                    leader = await asyncio.to_thread(_wait_for_leader, inst, client)
+                    leader = await asyncio.to_thread(wait_for_leader, inst, client)
                     i = leader if victim == "leader" else (leader + 1) % 3
                     await asyncio.to_thread(inst.kill, i)
                     if victim == "leader":  # another instance takes over within the lease
-                        await asyncio.to_thread(_wait_for_leader, inst, client, leader)
+                        await asyncio.to_thread(wait_for_leader, inst, client, leader)
                     await asyncio.to_thread(inst.start, i)
                 done.append((victim, before - start, len(acked) - before))
             start = len(acked)
@@ -193,14 +94,14 @@ def test_kill_9_of_leader_follower_and_redis_loses_nothing(tmp_path: Path) -> No
 def test_a_paused_leader_neither_commits_nor_anchors_a_second_time(tmp_path: Path) -> None:
     acked: dict[str, str] = {}
     with one_redis(tmp_path) as (redis_server, client, token), instances(tmp_path, redis_server.url, 2) as inst:
-        old = _wait_for_leader(inst, client)
+        old = wait_for_leader(inst, client)
 
         async def run() -> int:
             stop = asyncio.Event()
             load = asyncio.create_task(spread_load(inst.bases, token, acked, stop))
             await asyncio.sleep(1.0)
             inst.procs[old].send_signal(signal.SIGSTOP)  # past its lease: the other takes over
-            new = await asyncio.to_thread(_wait_for_leader, inst, client, old)
+            new = await asyncio.to_thread(wait_for_leader, inst, client, old)
             await asyncio.sleep(1.5)
             inst.procs[old].send_signal(signal.SIGCONT)
             await asyncio.sleep(2.0)
@@ -235,9 +136,9 @@ def test_on_a_redis_cluster_a_killed_leader_loses_nothing(tmp_path: Path) -> Non
                 stop = asyncio.Event()
                 load = asyncio.create_task(spread_load(inst.bases, token, acked, stop))
                 await asyncio.sleep(1.5)
-                leader = await asyncio.to_thread(_wait_for_leader, inst, client)
+                leader = await asyncio.to_thread(wait_for_leader, inst, client)
                 await asyncio.to_thread(inst.kill, leader)
-                await asyncio.to_thread(_wait_for_leader, inst, client, leader)
+                await asyncio.to_thread(wait_for_leader, inst, client, leader)
                 await asyncio.to_thread(inst.start, leader)
                 await asyncio.sleep(1.5)
                 stop.set()

@@ -28,12 +28,13 @@ from receipt_verifier.chain import replay
 from receipt_verifier.fabric.trust import load_trust, make_trust
 from receipt_verifier.fabric.windows import read_windows, tip_reads
 from receipt_verifier.history import NOT_PROVEN, verify_history
-from receipt_verifier.ledger import iter_ledger
+from receipt_verifier.ledger import iter_ledger, parse_ledger_line, verify_chain
 
 from ...fabric_forge import Forger
 from ...fabric_tampering import _endorsed_by, _record, action_change, kv_change, tx_change
+from ..instances import instances, one_redis, wait_for_leader
 from ..parties import Party
-from ..procs import collect, create_key, load, server
+from ..procs import collect, create_key, ledger_public_key, load, server, spread_load
 from .conftest import service_config
 
 WINDOW = 0.2
@@ -494,6 +495,46 @@ async def test_kill_9_of_the_service_with_anchors_in_flight(
         for channel in CHANNELS:
             record = json.loads(await gateway.evaluate(channel, "anchor", "GetAnchor", [f"{window_id}/{index}"]))
             assert record["tree_size"] == size
+
+
+async def test_two_instances_on_redis_carry_the_chains_over_a_kill_9_of_the_leader(
+    net: Network, gateway: GatewayClient, tmp_path: Path
+) -> None:
+    """Two service processes on one Redis, the lane chained on the three channels. The leader is killed
+    with SIGKILL under load while its windows' anchors are open; the other takes the lead, resumes those
+    anchors and moves each chain on from where the dead leader left it. Every acknowledged hash is then
+    anchored on every channel, each channel's chains replay with no gap and no fork, and the shared local
+    ledger verifies as one chain."""
+    cfg = service_config(net, tmp_path, anchor_retry_max_seconds=1.0)
+    acked: dict[str, str] = {}
+    with (
+        one_redis(tmp_path) as (redis_server, client, token),
+        instances(tmp_path, redis_server.url, 2, "--config", str(cfg)) as inst,
+    ):
+        old = await asyncio.to_thread(wait_for_leader, inst, client)
+        stop = asyncio.Event()
+        task = asyncio.create_task(spread_load(inst.bases, token, acked, stop))
+        await asyncio.sleep(2.0)
+        deadline = time.monotonic() + 30
+        while not int(client.zcard("{hr:v1}:open")):  # kill it with anchors on their way to Fabric
+            assert time.monotonic() < deadline, "no anchor was ever open"
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(inst.kill, old)
+        before = len(acked)
+        new = await asyncio.to_thread(wait_for_leader, inst, client, old)
+        await asyncio.sleep(3.0)
+        stop.set()
+        await task
+        assert len(acked) > before > 0, "the load did not go on through the takeover"
+        try:
+            receipts = await collect(inst.bases[new], token, list(acked), timeout=180)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the new leader's last lines:\n{''.join(inst.logs[new][-60:])}") from None
+        assert int(client.hget("{hr:v1}:meta", "fence") or 0) >= 2, "the lead did not change hands"
+        assert "this instance leads now" in "".join(inst.logs[new])  # it took over, not led from the start
+        lines = client.lrange("{hr:ledger}:lines", 0, -1)
+    verify_chain([parse_ledger_line(line, n) for n, line in enumerate(lines, 1)], ledger_public_key(tmp_path / "i0"))
+    await _check_on_chain(gateway, acked, receipts, net)
 
 
 async def test_an_idle_lane_gets_empty_windows_and_the_next_window_follows_them(
