@@ -67,16 +67,25 @@ class Leadership:
     async def hand_over(self) -> None:
         """Stop the lease checks, then give the lead up (a check after the resign would take it again).
 
-        A follower resigns too, quietly: the check the stop cut off may have been granted the lease."""
+        A follower resigns too: the check the stop cut off may have been granted the lease. A store that
+        cannot be asked keeps the lease until it runs out; the hand-over says so and ends all the same."""
         await self.stop()
         async with self._lock:
-            if self.draining or self.leading:
+            held = self.draining or self.leading
+            try:
                 await self.store.resign()
-            else:
-                with contextlib.suppress(ServiceError):
-                    await self.store.resign()
-            self.leading, self.term, self.until, self.draining = False, None, None, False
-            self._arm()
+            except ServiceError as exc:
+                if held:
+                    log.warning(
+                        "lane %s: the lead is not handed over; the next leader takes it when its lease runs out"
+                        " (within %gs): %s",
+                        self._lane,
+                        self.store.lease_seconds,
+                        exc,
+                    )
+            finally:
+                self.leading, self.term, self.until, self.draining = False, None, None, False
+                self._arm()
 
     def leads(self) -> bool:
         """Whether this instance leads now: its lead not lost, nor past the lease it last obtained (then it

@@ -712,3 +712,25 @@ async def test_a_follower_stopped_mid_check_hands_over_a_lease_it_was_just_grant
         sa.link.run = run
         await sa.link.close()
         await sb.link.close()
+
+
+async def test_a_drain_whose_resign_fails_still_says_its_work_is_done(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Everything is closed and anchored, then the store cannot be asked to take the lease back: the drain
+    reports its work done (it is), and says the next leader waits for the lease to run out."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    lead.lease_seconds = 5.0
+
+    async def down() -> None:
+        raise StoreError("redis went away")
+
+    lead.resign = down
+    rec = Recorder()
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
+    caplog.set_level(logging.WARNING, logger="receipt_service")
+    async with running(agg, store):  # the drain must say done
+        await store.add_batch(_batch(1))
+    assert len(rec.roots) == 1 and not agg.leading
+    assert "the lead is not handed over; the next leader takes it when its lease runs out (within 5s)" in caplog.text
