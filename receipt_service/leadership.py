@@ -41,6 +41,7 @@ class Leadership:
         self.draining = False  # a drain began while leading (or lapsed): it may lead on until its work is done
         self.requeue = False  # a commit failed and may have landed: the next check queues the open jobs again
         self.check_seconds = 1.0  # how often a follower asks for the lease (and a leader renews it)
+        self.check_wait_seconds = 1.0  # how long a hand-over waits for a check under way to finish
         self._lock = asyncio.Lock()  # one lease check at a time: the clock's and the lease task's
         self._task: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None  # lapses the lead at ``until`` (a check may hang)
@@ -67,14 +68,23 @@ class Leadership:
     async def hand_over(self) -> None:
         """Stop the lease checks, then give the lead up (a check after the resign would take it again).
 
-        A follower resigns too: the check the stop cut off may have been granted the lease. A store that
-        cannot be asked keeps the lease until it runs out; the hand-over says so and ends all the same."""
-        await self.stop()
-        async with self._lock:
+        A check under way is let finish first (for ``check_wait_seconds``; then it is cut off), so its
+        answer cannot land after the resign. A follower resigns too, briefly: a check cut off or failed may
+        have been granted the lease unknowingly. A store that cannot be asked keeps the lease until it runs
+        out; the hand-over says so and ends all the same."""
+        try:
+            async with asyncio.timeout(self.check_wait_seconds):
+                await self._lock.acquire()
+        except TimeoutError:
+            await self.stop()
+            await self._lock.acquire()
+        try:
+            await self.stop()
             held = self.draining or self.leading
             try:
-                await self.store.resign()
-            except ServiceError as exc:
+                async with asyncio.timeout(None if held else self.check_wait_seconds):
+                    await self.store.resign()
+            except (ServiceError, TimeoutError) as exc:
                 if held:
                     log.warning(
                         "lane %s: the lead is not handed over; the next leader takes it when its lease runs out"
@@ -83,9 +93,10 @@ class Leadership:
                         self.store.lease_seconds,
                         exc,
                     )
-            finally:
-                self.leading, self.term, self.until, self.draining = False, None, None, False
-                self._arm()
+        finally:
+            self.leading, self.term, self.until, self.draining = False, None, None, False
+            self._arm()
+            self._lock.release()
 
     def leads(self) -> bool:
         """Whether this instance leads now: its lead not lost, nor past the lease it last obtained (then it

@@ -685,13 +685,14 @@ async def test_a_drain_whose_lead_moves_away_before_its_last_window_says_so(
 
 
 async def test_a_follower_stopped_mid_check_hands_over_a_lease_it_was_just_granted(redis_url: str) -> None:
-    """A follower's lease task is cancelled by its drain while Redis grants it the lease: the hand-over
-    gives that lease up, so the other instance leads at once, not a whole lease later (real redis-server)."""
+    """Redis grants a follower's check the lease, and the answer never comes back: the hand-over cuts the
+    check off and gives that lease up, so the other instance leads at once, not a whole lease later (real
+    redis-server)."""
     sa = RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60)
     sb = RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60)
     assert await sb.lead() is not None
     lead = Leadership(sa, asyncio.Event(), lambda jobs, new_term: None)
-    lead.check_seconds = 0.01
+    lead.check_seconds, lead.check_wait_seconds = 0.01, 0.1
     run, granted = sa.link.run, asyncio.Event()
 
     async def slow_answer(name: str, keys: Any, args: Any, **kw: Any) -> Any:
@@ -735,3 +736,42 @@ async def test_a_drain_whose_resign_fails_still_says_its_work_is_done(
         await store.add_batch(_batch(1))
     assert len(rec.roots) == 1 and not agg.leading
     assert "the lead is not handed over; the next leader takes it when its lease runs out (within 5s)" in caplog.text
+
+
+async def test_a_check_on_its_way_when_the_lead_is_handed_over_cannot_take_it_again(redis_url: str) -> None:
+    """A draining leader's renewal is on its way to Redis when it hands the lead over: the hand-over waits
+    for it, so the renewal cannot land after the resign and hold the lane for a whole lease (found by a
+    review, with this reproducer: the resign went on another connection and landed first)."""
+    sa = RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60)
+    sb = RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60)
+    stopping = asyncio.Event()
+    lead = Leadership(sa, stopping, lambda jobs, new_term: None)
+    await lead.check()
+    assert lead.leading
+    lead.check_seconds = 0.01
+    run, on_its_way = sa.link.run, asyncio.Event()
+
+    async def late(name: str, keys: Any, args: Any, **kw: Any) -> Any:
+        if name != "lead":
+            return await run(name, keys, args, **kw)
+
+        async def wire() -> Any:  # sent: Redis runs it a little later, whatever happens to the caller
+            on_its_way.set()
+            await asyncio.sleep(0.1)
+            return await run(name, keys, args, **kw)
+
+        return await asyncio.shield(asyncio.ensure_future(wire()))
+
+    sa.link.run = late
+    try:
+        lead.start()
+        stopping.set()
+        assert lead.begin_drain()
+        await asyncio.wait_for(on_its_way.wait(), 5)
+        await lead.hand_over()
+        await asyncio.sleep(0.2)  # a renewal cut off by the hand-over would have landed by now
+        assert await sb.lead() is not None, "the stopped instance took the lease again after its resign"
+    finally:
+        sa.link.run = run
+        await sa.link.close()
+        await sb.link.close()
