@@ -19,11 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from receipt_verifier import AnchorPolicy, Limits, Verifier, parse_receipt
+from receipt_verifier import verify as verify_module
 from receipt_verifier._progress import table
 from receipt_verifier.fastpath import PathMemo
+from receipt_verifier.model import LocalAnchor
 from receipt_verifier.textpath import TextPath
 
 from _common import anchored_receipts, window_receipts
@@ -81,6 +84,28 @@ def _other(tree: Path, sets: dict[str, tuple[list[str], bytes]]) -> dict[str, fl
     return {names[k]: v for k, v in json.loads(out.stdout).items()}
 
 
+def _signature_rate(texts: list[str], verifier_key: Ed25519PublicKey) -> float:
+    """Ledger signature checks/s alone (libsodium, as the verifier makes them), over these receipts' entries."""
+    from receipt_verifier.ledger import verify_entry_signature
+
+    anchors = [parse_receipt(s).branches[0].ops[-1].anchors[0] for s in texts]
+    signed = [(a.entry, a.signature, a.entry.canonical_bytes()) for a in anchors if isinstance(a, LocalAnchor)]
+    t = time.perf_counter()
+    for entry, signature, canonical in signed:
+        verify_entry_signature(verifier_key, entry, signature, canonical)
+    return len(signed) / (time.perf_counter() - t)
+
+
+def _rate_without_signatures(texts: list[str], verifier: Verifier) -> float:
+    """Receipts/s with the ledger signature check left out: what everything else costs (a breakdown only)."""
+    real = verify_module.verify_entry_signature
+    verify_module.verify_entry_signature = lambda *args, **kw: None
+    try:
+        return rate(texts, verifier)
+    finally:
+        verify_module.verify_entry_signature = real
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--receipts", type=int, default=20_000)
@@ -115,6 +140,16 @@ def main() -> None:
         ],
         ["--strict-schema (jsonschema)", "300", rate(texts[:300], Verifier([key], strict_schema=True))],
         ["text path, every receipt its own window", f"{len(spread):,}", distinct, ">= 15,000/s", distinct >= 15_000],
+        [
+            "  of it: the ledger signature alone (checks/s)",
+            f"{len(spread):,}",
+            max(_signature_rate(spread, spread_key) for _ in range(3)),
+        ],
+        [
+            "  of it: everything but the signature",
+            f"{len(spread):,}",
+            max(_rate_without_signatures(spread, Verifier([spread_key])) for _ in range(3)),
+        ],
     ]
     if args.compare is not None:
         print(f"  measuring {args.compare} ...", file=sys.stderr)
