@@ -1,8 +1,9 @@
 """``receipt-client``: stamp files (their hashes: the files never leave the machine), upgrade receipts,
-verify offline.
+fetch a subject's history bundle, verify offline.
 
-Exit codes: 0 done (for verify: every receipt valid); 1 a receipt invalid or not anchored yet;
-2 bad usage, unreadable file or the service unreachable.
+Exit codes: 0 done (for verify: every receipt valid); 1 a receipt invalid or not anchored yet (for
+history with ``--wait-committed``: the window's commit not proven in time); 2 bad usage, unreadable file,
+a refused request or the service unreachable.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from receipt_verifier import AnchorPolicy, Verifier
 from receipt_verifier._progress import table
 from receipt_verifier.errors import Error, UsageError
-from receipt_verifier.fabric.trust import load_trust
+from receipt_verifier.fabric.trust import ChannelTrust, load_trust
+from receipt_verifier.history import NOT_PROVEN, verify_history
 from receipt_verifier.ledger import load_public_key_file
 
 from .client import ClientError, ReceiptClient
@@ -131,15 +134,61 @@ async def _upgrade(args: argparse.Namespace) -> int:
     return 0 if all(d.get("receipt", d).get("state") == "anchored" for d in new) else 1
 
 
+def _trust(path: Path | None) -> dict[str, ChannelTrust] | None:
+    if path is None:
+        return None
+    try:
+        return load_trust(path.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+async def _history(args: argparse.Namespace) -> int:
+    trust = _trust(args.trust)
+    wait: float | None = args.wait_committed
+    if wait is not None and trust is None:
+        raise UsageError("--wait-committed needs --trust: the successor is checked against the pinned channels")
+    deadline, as_of, said = time.monotonic() + (wait or 0.0), args.as_of, 0.0
+    report = None
+    async with ReceiptClient(args.server, _key(args), timeout=args.timeout + 30) as client:
+        while True:
+            doc = await client.history(args.subject, args.domain, as_of=as_of)
+            if wait is None or trust is None:
+                break
+            report, _ = verify_history(doc, {}, fabric_trust=trust, lane=args.lane)
+            unproven = report.committed is not None and NOT_PROVEN in report.committed
+            if not unproven or report.problems or time.monotonic() >= deadline:
+                break
+            if time.monotonic() - said >= 10:
+                said = time.monotonic()
+                print(
+                    f"waiting for the lane's next window to prove window {report.window_id} committed"
+                    f" ({deadline - said:.0f} s left) ...",
+                    file=sys.stderr,
+                )
+            as_of = doc["as_of"]  # the same window again: once the lane moved on, its bundle carries the successor
+            await asyncio.sleep(args.poll)
+    _write(args.output, doc)
+    log, window = doc.get("log", {}), doc.get("window", {})
+    print(f"wrote {args.output}: {log.get('size', '?')} record(s), as of window {window.get('window_id', '?')}")
+    if report is None:
+        return 0
+    if report.problems:
+        print("the bundle does not verify:\n" + "\n".join(f"  {p}" for p in report.problems), file=sys.stderr)
+        return 1
+    if report.committed is None:
+        print("the window has no chained Fabric anchor: there is no commit to prove", file=sys.stderr)
+        return 1
+    if NOT_PROVEN in report.committed:
+        print(f"no successor proves window {report.window_id} committed within {wait:g} s", file=sys.stderr)
+        return 1
+    print(f"committed: {report.committed}")
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     keys = [load_public_key_file(k) for k in args.ledger_key]
-    trust = None
-    if args.trust is not None:
-        try:
-            trust = load_trust(args.trust.read_bytes())
-        except OSError as exc:
-            raise UsageError(f"{args.trust}: cannot read ({exc.strerror})") from None
-    verifier = Verifier(keys, fabric_trust=trust)
+    verifier = Verifier(keys, fabric_trust=_trust(args.trust))
     policy = AnchorPolicy.parse(args.require_anchors)
     rows, ok = [], True
     for f in args.files:
@@ -180,6 +229,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--domain", choices=DOMAINS, help="data-sharing domain (default: the key's role's own)")
     u = sub.add_parser("upgrade", parents=[net], help="fetch the newer state of receipts (and Fabric evidence)")
     u.add_argument("receipts", nargs="+", type=Path, metavar="FILE.receipt.json")
+    h = sub.add_parser("history", parents=[net], help="fetch a subject's history bundle (the owner's or a granted key)")
+    h.add_argument("subject", help="the pseudonymous subject")
+    h.add_argument("--domain", required=True, choices=DOMAINS, help="the data-sharing domain of the log")
+    h.add_argument("-o", "--output", type=Path, default=Path("history.json"), help="default: history.json")
+    h.add_argument("--as-of", metavar="TIME", help="as of the newest window anchored by then (RFC 3339)")
+    h.add_argument(
+        "--wait-committed",
+        type=float,
+        metavar="SECONDS",
+        help="fetch the window again until a successor proves it committed (spec 14.9), for up to SECONDS",
+    )
+    h.add_argument("--trust", type=Path, metavar="FILE", help="pinned Fabric trust file (for --wait-committed)")
+    h.add_argument("--lane", metavar="L", help="the chain the domain's windows are in (default: the domain)")
+    h.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     v = sub.add_parser("verify", help="offline: check FILE against FILE.receipt.json")
     v.add_argument("files", nargs="+", type=Path)
     v.add_argument("--ledger-key", type=Path, action="append", default=[], metavar="FILE")
@@ -194,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "verify":
             return _verify(args)
-        return asyncio.run(_stamp(args) if args.command == "stamp" else _upgrade(args))
+        run = {"stamp": _stamp, "upgrade": _upgrade, "history": _history}[args.command]
+        return asyncio.run(run(args))
     except (UsageError, ClientError) as exc:
         print(f"receipt-client: error: {exc.diagnostics()}", file=sys.stderr)
         return 2

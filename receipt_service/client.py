@@ -17,6 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
+from urllib.parse import quote
 
 import aiohttp
 
@@ -157,6 +158,14 @@ class ReceiptClient:
                 batch.receipts[doc["proof_id"]] = doc
             batch.not_found.extend(body["not_found"])
         return batch
+
+    async def history(self, subject: str, domain: str, *, as_of: str | None = None) -> dict[str, Any]:
+        """A history bundle (spec §14): ``subject``'s whole log in ``domain`` as of the newest anchored window
+        (at or before ``as_of``), with the Fabric blocks that prove it. The owner's key, or a granted one."""
+        params = {"domain": domain} | ({"as_of": as_of} if as_of is not None else {})
+        _, body = await self._call("GET", f"/subjects/{quote(subject, safe=':')}/history", params=params)
+        doc: dict[str, Any] = body
+        return doc
 
     async def ledger_key(self) -> dict[str, Any]:
         """The local ledger's public key document (what ``--ledger-key`` takes)."""

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,9 +15,11 @@ from aiohttp.test_utils import TestServer
 
 from receipt_service._client_cli import main
 from receipt_service.client import ReceiptClient, ServiceProblem, Unreachable
+from receipt_verifier.history import verify_history
+from receipt_verifier.ledger import key_id
 
 from .parties import Party
-from .procs import create_key, server
+from .procs import create_key, ledger_public_key, server
 
 
 def _files(tmp_path: Path) -> list[Path]:
@@ -179,3 +182,51 @@ def test_stamp_for_a_subject_and_domain(tmp_path: Path, capsys: pytest.CaptureFi
         capsys.readouterr()
         assert main(["stamp", str(record), *common, "--domain", "insurance"]) == 2  # refused: nothing written
         assert "Table I" in capsys.readouterr().err
+
+
+def test_history_is_fetched_for_the_owner_and_refused_without_a_grant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``receipt-client history``: the owner's app fetches the subject's whole log, which verifies offline as
+    complete; the insurer, without the owner's grant, is refused with the service's reason."""
+    data = tmp_path / "data"
+    keys = {
+        "app": create_key(data, "owner-app", tenant="wearco"),
+        "clinic": create_key(data, "provider", tenant="clinic"),
+        "insurer": create_key(data, "insurer", tenant="insure"),
+    }
+    for who, token in keys.items():
+        (tmp_path / who).write_text(token + "\n")
+    records = [tmp_path / "visit.json", tmp_path / "lab.json"]
+    for i, record in enumerate(records):
+        record.write_bytes(b'{"visit": %d}' % i)
+    subject = "did:example:patient-hist-01"
+    with server(data, 0.2) as (_, base):
+
+        async def register() -> int:
+            async with (
+                aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {keys['app']}"}) as http,
+                http.post("/signing-keys", json={"jwk": Party().jwk, "subject": subject}) as resp,
+            ):
+                return resp.status
+
+        assert asyncio.run(register()) == 201
+        net = ["--server", base, "--key-file"]
+        stamp = ["stamp", *map(str, records), *net, str(tmp_path / "clinic"), "--subject", subject]
+        assert main([*stamp, "--domain", "medical-history", "--wait", "--timeout", "20"]) == 0
+        out = tmp_path / "history.json"
+        fetch = ["history", subject, "--domain", "medical-history", "-o", str(out), *net]
+        capsys.readouterr()
+        assert main([*fetch, str(tmp_path / "app")]) == 0
+        assert f"wrote {out}: 2 record(s)" in capsys.readouterr().out
+        assert main([*fetch, str(tmp_path / "insurer")]) == 2  # no grant from the owner
+        assert "403" in capsys.readouterr().err
+        assert main([*fetch, str(tmp_path / "app"), "--wait-committed", "5"]) == 2
+        assert "--wait-committed needs --trust" in capsys.readouterr().err
+    report, found = verify_history(json.loads(out.read_text()), _pinned(data))
+    assert report.complete and [r.hash for r in found] == [hashlib.sha256(r.read_bytes()).digest() for r in records]
+
+
+def _pinned(data: Path) -> dict[str, Any]:
+    key = ledger_public_key(data)
+    return {key_id(key): key}

@@ -19,6 +19,7 @@ import pytest
 from fabric_protos.common import common_pb2
 from fabric_protos.peer import chaincode_event_pb2
 
+from receipt_service._client_cli import main as client_main
 from receipt_service.config import load_settings
 from receipt_service.fabric.gateway import GatewayClient
 from receipt_service.fabric.network import CHANNELS, Network
@@ -215,6 +216,7 @@ async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: N
         done = await call(clinic, "GET", f"/proofs/{more['hashes'][0]['proof_id']}?wait=anchored&timeout=60")
         assert done["state"] == "anchored"
         later = await call(app, "GET", f"/subjects/{subject}/history?domain=medical-history&as_of={bundle['as_of']}")
+        await _client_waits_for_the_commit(net, tmp_path, base, app, subject, call, clinic)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     trust = load_trust(make_trust(net.config_blocks().values()))
@@ -260,6 +262,33 @@ async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: N
     item["block"] = base64.b64encode(change(block, Forger.of_network(net), anchor)).decode()
     with pytest.raises(Exception, match=r"the chain record of \S+ window says window_end"):
         verify_history(torn, {}, fabric_trust=trust)
+
+
+async def _client_waits_for_the_commit(
+    net: Network, tmp_path: Path, base: str, app: str, subject: str, call: Any, clinic: str
+) -> None:
+    """``receipt-client history --wait-committed``: it fetches the lane's tip, which nothing proves committed
+    yet, and fetches that window again until the lane's next window does; the bundle it writes then passes
+    ``--require-committed``. The clinic keeps the lane moving meanwhile."""
+    trust_file, key_file, out = tmp_path / "trust.json", tmp_path / "app-key", tmp_path / "committed.json"
+    trust_file.write_text(json.dumps(make_trust(net.config_blocks().values())))
+    key_file.write_text(app)
+    fabric = load_settings(tmp_path / "service.toml", environ={}).fabric
+    assert fabric is not None
+    lane = f"{fabric.chain_prefix}.medical-history"
+    argv = ["history", subject, "--domain", "medical-history", "-o", str(out), "--server", base]
+    argv += ["--key-file", str(key_file), "--wait-committed", "90", "--trust", str(trust_file), "--lane", lane]
+    cli = asyncio.create_task(asyncio.to_thread(client_main, [*argv, "--poll", "0.5"]))
+    while not cli.done():  # every window proves the one before it committed
+        more = await call(clinic, "POST", "/hashes", {"hashes": [os.urandom(32).hex()], "subject": subject})
+        await call(clinic, "GET", f"/proofs/{more['hashes'][0]['proof_id']}?wait=anchored&timeout=60")
+        await asyncio.wait([cli], timeout=1.0)
+    assert await cli == 0
+    doc: dict[str, Any] = json.loads(out.read_text())
+    report, _ = verify_history(
+        doc, {}, fabric_trust=load_trust(trust_file.read_bytes()), lane=lane, require_committed=True
+    )
+    assert report.complete and report.committed is not None and "committed, read as the lane's tip" in report.committed
 
 
 def _check_commit_proof(net: Network, bundle: Any, later: Any, trust: Any, settings: Any) -> None:
