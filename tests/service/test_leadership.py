@@ -310,6 +310,8 @@ async def test_a_lead_the_store_does_not_confirm_within_its_lease_lapses(
     async with running(agg, store, check=False):
         await store.add_batch(_batch(1))
         await _until(lambda: len(rec.roots) == 1)
+        await asyncio.sleep(0.5)  # longer than the lease: each renewal confirms it for another lease
+        assert agg.leading and agg.leadership.epoch == 1
         down, t0 = True, time.monotonic()
         await _until(lambda: not agg.leading)
         assert 0.2 < time.monotonic() - t0 < 1.0, "the lead lapsed about a lease after it was last confirmed"
@@ -350,7 +352,7 @@ async def test_a_lead_lapses_on_time_while_its_check_hangs(tmp_path: Path) -> No
 
 
 async def test_a_takeover_whose_read_of_open_jobs_fails_is_taken_again(tmp_path: Path) -> None:
-    """The read of the open anchor jobs fails once as the instance takes over (Redis just back): it does not
+    """The read of the open anchor jobs fails as the instance takes over (Redis just back): it does not
     lead on without them (found by a second review: the old leader's job stayed unqueued for the term)."""
     store = SQLiteStore(tmp_path)
     old = Aggregator(Lead(store).as_store(), [Recorder()], Metrics(), window_seconds=3600)
@@ -361,7 +363,7 @@ async def test_a_takeover_whose_read_of_open_jobs_fails_is_taken_again(tmp_path:
     rec = Recorder()
     agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
     agg.leadership.check_seconds = 0.02
-    real, fails = store.open_anchor_jobs, 1
+    real, fails = store.open_anchor_jobs, 3
 
     async def flaky() -> Any:
         nonlocal fails
@@ -373,9 +375,11 @@ async def test_a_takeover_whose_read_of_open_jobs_fails_is_taken_again(tmp_path:
     lead.open_anchor_jobs = flaky
     async with running(agg, store):
         lead.leading = True
+        await _until(lambda: fails < 3)  # the takeover's read failed
+        assert not agg.leading, "it leads without the open jobs"
         await _until(lambda: len(rec.roots) == 1)
         assert fails == 0 and agg.leading
-        assert lead.resigned == 1, "the lease was handed over while the jobs could not be read"
+        assert lead.resigned == 3, "the lease was handed over each time the jobs could not be read"
 
 
 async def test_a_cut_window_after_the_lead_lapsed_is_not_committed(tmp_path: Path) -> None:
@@ -775,3 +779,30 @@ async def test_a_check_on_its_way_when_the_lead_is_handed_over_cannot_take_it_ag
         sa.link.run = run
         await sa.link.close()
         await sb.link.close()
+
+
+async def test_a_bug_in_a_lease_check_is_logged_in_full_and_the_checks_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check that raises something other than a store error (a bug) is logged with its traceback, and
+    the lease task goes on checking: the instance still takes the lead when it is free."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store, leading=False)
+    real, bugs = lead.lead, 1
+
+    async def buggy() -> int | None:
+        nonlocal bugs
+        if bugs and lead.leading:
+            bugs -= 1
+            raise KeyError("a bug in the store")
+        return await real()
+
+    lead.lead = buggy
+    agg = Aggregator(lead.as_store(), [Recorder()], Metrics(), window_seconds=3600)
+    agg.leadership.check_seconds = 0.02
+    caplog.set_level(logging.WARNING, logger="receipt_service")
+    async with running(agg, store):
+        lead.leading = True
+        await _until(lambda: agg.leading)
+        assert bugs == 0
+    assert "lease check failed" in caplog.text and "KeyError: 'a bug in the store'" in caplog.text
