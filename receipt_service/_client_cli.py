@@ -162,8 +162,8 @@ async def _history(args: argparse.Namespace) -> int:
             if time.monotonic() - said >= 10:
                 said = time.monotonic()
                 print(
-                    f"waiting for the lane's next window to prove window {report.window_id} committed"
-                    f" ({deadline - said:.0f} s left) ...",
+                    f"waiting for the lane's next window to prove window {report.window_id} committed (an idle"
+                    f" lane gets an empty one, every 60 s by default; {deadline - said:.0f} s left) ...",
                     file=sys.stderr,
                 )
             as_of = doc["as_of"]  # the same window again: once the lane moved on, its bundle carries the successor
