@@ -68,16 +68,16 @@ class Leadership:
     async def hand_over(self) -> None:
         """Stop the lease checks, then give the lead up (a check after the resign would take it again).
 
-        A check under way is let finish first (for ``check_wait_seconds``; then it is cut off), so its
-        answer cannot land after the resign. A follower resigns too, briefly: a check cut off or failed may
-        have been granted the lease unknowingly. A store that cannot be asked keeps the lease until it runs
-        out; the hand-over says so and ends all the same."""
-        try:
-            async with asyncio.timeout(self.check_wait_seconds):
-                await self._lock.acquire()
-        except TimeoutError:
+        A check under way is let finish first, for up to ``check_wait_seconds``, so its answer does not
+        land after the resign; a longer one is cut off (a command already on its way to the store may
+        still land later: the lease then runs out unrenewed). Another task's check (the clock's) is waited
+        for as long again, then the hand-over goes on without it. A follower resigns too, briefly: a check
+        cut off or failed may have been granted the lease unknowingly. A store that cannot be asked keeps
+        the lease until it runs out; the hand-over says so and ends all the same."""
+        locked = await self._acquire(self.check_wait_seconds)
+        if not locked:
             await self.stop()
-            await self._lock.acquire()
+            locked = await self._acquire(self.check_wait_seconds)
         try:
             await self.stop()
             held = self.draining or self.leading
@@ -96,7 +96,17 @@ class Leadership:
         finally:
             self.leading, self.term, self.until, self.draining = False, None, None, False
             self._arm()
-            self._lock.release()
+            if locked:
+                self._lock.release()
+
+    async def _acquire(self, seconds: float) -> bool:
+        """Take the lease checks' lock within ``seconds``; whether it was taken."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._lock.acquire()
+        except TimeoutError:
+            return False
+        return True
 
     def leads(self) -> bool:
         """Whether this instance leads now: its lead not lost, nor past the lease it last obtained (then it

@@ -806,3 +806,31 @@ async def test_a_bug_in_a_lease_check_is_logged_in_full_and_the_checks_go_on(
         await _until(lambda: agg.leading)
         assert bugs == 0
     assert "lease check failed" in caplog.text and "KeyError: 'a bug in the store'" in caplog.text
+
+
+async def test_a_hand_over_does_not_wait_without_bound_for_another_tasks_check(tmp_path: Path) -> None:
+    """The clock's own check (after a refused commit) hangs on the store while the drain hands over: the
+    hand-over waits for it no longer than its bound, then gives the lead up all the same (found by a
+    review: it waited as long as the check did)."""
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    answer = asyncio.Event()
+
+    async def hanging() -> int:
+        await answer.wait()
+        return lead.term
+
+    stopping = asyncio.Event()
+    leadership = Leadership(lead.as_store(), stopping, lambda jobs, new_term: None)
+    leadership.check_wait_seconds = 0.1
+    lead.lead = hanging
+    clock_check = asyncio.create_task(leadership.check())  # not the lease task: the hand-over cannot cut it off
+    await asyncio.sleep(0.01)
+    stopping.set()
+    try:
+        await asyncio.wait_for(leadership.hand_over(), 5)  # fifty times its bound
+        assert lead.resigned == 1 and not leadership.leading
+    finally:
+        answer.set()
+        await clock_check
+        await store.close()
