@@ -143,6 +143,12 @@ def _trust(path: Path | None) -> dict[str, ChannelTrust] | None:
         raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def _fabric_anchored(doc: dict[str, Any]) -> bool:
+    window = doc.get("window")
+    anchors = window.get("anchors") if isinstance(window, dict) else None
+    return isinstance(anchors, list) and any(isinstance(a, dict) and a.get("type") == "fabric" for a in anchors)
+
+
 async def _history(args: argparse.Namespace) -> int:
     trust = _trust(args.trust)
     wait: float | None = args.wait_committed
@@ -155,27 +161,34 @@ async def _history(args: argparse.Namespace) -> int:
             doc = await client.history(args.subject, args.domain, as_of=as_of)
             if wait is None or trust is None:
                 break
-            report, _ = verify_history(doc, {}, fabric_trust=trust, lane=args.lane)
-            unproven = report.committed is not None and NOT_PROVEN in report.committed
-            if not unproven or report.problems or time.monotonic() >= deadline:
+            report = None
+            if _fabric_anchored(doc):  # else its Fabric anchors are still on their way (the local one came first)
+                report, _ = verify_history(doc, {}, fabric_trust=trust, lane=args.lane)
+                if report.problems or report.committed is None or NOT_PROVEN not in report.committed:
+                    break  # proven, or nothing a wait would change
+            if time.monotonic() >= deadline:
                 break
             if time.monotonic() - said >= 10:
                 said = time.monotonic()
                 print(
-                    f"waiting for the lane's next window to prove window {report.window_id} committed (an idle"
-                    f" lane gets an empty one, every 60 s by default; {deadline - said:.0f} s left) ...",
+                    f"waiting for the lane's next window to prove window {doc['window']['window_id']} committed (an"
+                    f" idle lane gets an empty one, every 60 s by default; {deadline - said:.0f} s left) ...",
                     file=sys.stderr,
                 )
-            as_of = doc["as_of"]  # the same window again: once the lane moved on, its bundle carries the successor
+            as_of = doc["window"]["window_end"]  # this window again (the newest anchored that ended by then)
             await asyncio.sleep(args.poll)
     _write(args.output, doc)
     log, window = doc.get("log", {}), doc.get("window", {})
     print(f"wrote {args.output}: {log.get('size', '?')} record(s), as of window {window.get('window_id', '?')}")
-    if report is None:
+    if wait is None:
         return 0
+    if report is None:
+        print(f"window {window.get('window_id')} has no Fabric anchor after {wait:g} s", file=sys.stderr)
+        return 1
     if report.problems:
         print("the bundle does not verify:\n" + "\n".join(f"  {p}" for p in report.problems), file=sys.stderr)
         return 1
+    print(f"append-only: {report.append_only}")
     if report.committed is None:
         print("the window has no chained Fabric anchor: there is no commit to prove", file=sys.stderr)
         return 1

@@ -223,6 +223,13 @@ def test_history_is_fetched_for_the_owner_and_refused_without_a_grant(
         assert "403" in capsys.readouterr().err
         assert main([*fetch, str(tmp_path / "app"), "--wait-committed", "5"]) == 2
         assert "--wait-committed needs --trust" in capsys.readouterr().err
+        out.unlink()
+        trust = str(Path(__file__).parents[2] / "proof_spec" / "vectors" / "fabric" / "trust.json")
+        waited = [*fetch, str(tmp_path / "app"), "--wait-committed", "0.5", "--trust", trust, "--poll", "0.1"]
+        assert main(waited) == 1  # this lane anchors to the local ledger only: no Fabric anchor ever comes
+        err = capsys.readouterr().err
+        assert "waiting for the lane's next window" in err and "has no Fabric anchor after 0.5 s" in err
+        assert out.exists()  # written all the same
     report, found = verify_history(json.loads(out.read_text()), _pinned(data))
     assert report.complete and [r.hash for r in found] == [hashlib.sha256(r.read_bytes()).digest() for r in records]
 

@@ -189,7 +189,9 @@ async def test_each_domain_is_anchored_on_its_own_channel_only(
         assert proc.wait(timeout=60) == 0
 
 
-async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: Network, tmp_path: Path) -> None:
+async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(
+    net: Network, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "data"
     app, clinic = create_key(data, "owner-app", tenant="wearco"), create_key(data, "provider", tenant="clinic")
     subject = "did:example:patient-fabric-01"
@@ -216,7 +218,7 @@ async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: N
         done = await call(clinic, "GET", f"/proofs/{more['hashes'][0]['proof_id']}?wait=anchored&timeout=60")
         assert done["state"] == "anchored"
         later = await call(app, "GET", f"/subjects/{subject}/history?domain=medical-history&as_of={bundle['as_of']}")
-        await _client_waits_for_the_commit(net, tmp_path, base, app, subject, call, clinic)
+        await _client_waits_for_the_commit(net, tmp_path, base, app, subject, call, clinic, capsys)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     trust = load_trust(make_trust(net.config_blocks().values()))
@@ -265,7 +267,7 @@ async def test_a_history_bundle_verifies_with_the_fabric_trust_file_alone(net: N
 
 
 async def _client_waits_for_the_commit(
-    net: Network, tmp_path: Path, base: str, app: str, subject: str, call: Any, clinic: str
+    net: Network, tmp_path: Path, base: str, app: str, subject: str, call: Any, clinic: str, capsys: Any
 ) -> None:
     """``receipt-client history --wait-committed``: it fetches the lane's tip, which nothing proves committed
     yet, and fetches that window again until the lane's next window does; the bundle it writes then passes
@@ -279,11 +281,15 @@ async def _client_waits_for_the_commit(
     argv = ["history", subject, "--domain", "medical-history", "-o", str(out), "--server", base]
     argv += ["--key-file", str(key_file), "--wait-committed", "90", "--trust", str(trust_file), "--lane", lane]
     cli = asyncio.create_task(asyncio.to_thread(client_main, [*argv, "--poll", "0.5"]))
-    while not cli.done():  # every window proves the one before it committed
-        more = await call(clinic, "POST", "/hashes", {"hashes": [os.urandom(32).hex()], "subject": subject})
-        await call(clinic, "GET", f"/proofs/{more['hashes'][0]['proof_id']}?wait=anchored&timeout=60")
-        await asyncio.wait([cli], timeout=1.0)
+    said = ""
+    while not cli.done():
+        said += capsys.readouterr().err
+        if "waiting for the lane's next window" in said:  # it has the tip; from now on each window proves the last
+            more = await call(clinic, "POST", "/hashes", {"hashes": [os.urandom(32).hex()], "subject": subject})
+            await call(clinic, "GET", f"/proofs/{more['hashes'][0]['proof_id']}?wait=anchored&timeout=60")
+        await asyncio.wait([cli], timeout=0.5)
     assert await cli == 0
+    assert "waiting for the lane's next window" in said + capsys.readouterr().err  # it did wait
     doc: dict[str, Any] = json.loads(out.read_text())
     report, _ = verify_history(
         doc, {}, fabric_trust=load_trust(trust_file.read_bytes()), lane=lane, require_committed=True
