@@ -161,15 +161,7 @@ def test_stamp_for_a_subject_and_domain(tmp_path: Path, capsys: pytest.CaptureFi
     record.write_bytes(b'{"drug": "amoxicillin"}')
     subject = "did:example:patient-7f3a91c2"
     with server(data, 0.2) as (_, base):
-
-        async def register() -> int:
-            async with (
-                aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {app_token}"}) as http,
-                http.post("/signing-keys", json={"jwk": Party().jwk, "subject": subject}) as resp,
-            ):
-                return resp.status
-
-        assert asyncio.run(register()) == 201
+        assert asyncio.run(_register(base, app_token, subject)) == 201
         common = ["--server", base, "--key-file", str(tmp_path / "clinic-key"), "--subject", subject]
         assert main(["stamp", str(record), *common, "--domain", "medical-history", "--wait", "--timeout", "20"]) == 0
         doc = json.loads((tmp_path / "treatment.json.receipt.json").read_text())
@@ -202,15 +194,7 @@ def test_history_is_fetched_for_the_owner_and_refused_without_a_grant(
         record.write_bytes(b'{"visit": %d}' % i)
     subject = "did:example:patient-hist-01"
     with server(data, 0.2) as (_, base):
-
-        async def register() -> int:
-            async with (
-                aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {keys['app']}"}) as http,
-                http.post("/signing-keys", json={"jwk": Party().jwk, "subject": subject}) as resp,
-            ):
-                return resp.status
-
-        assert asyncio.run(register()) == 201
+        assert asyncio.run(_register(base, keys["app"], subject)) == 201
         net = ["--server", base, "--key-file"]
         stamp = ["stamp", *map(str, records), *net, str(tmp_path / "clinic"), "--subject", subject]
         assert main([*stamp, "--domain", "medical-history", "--wait", "--timeout", "20"]) == 0
@@ -232,6 +216,15 @@ def test_history_is_fetched_for_the_owner_and_refused_without_a_grant(
         assert out.exists()  # written all the same
     report, found = verify_history(json.loads(out.read_text()), _pinned(data))
     assert report.complete and [r.hash for r in found] == [hashlib.sha256(r.read_bytes()).digest() for r in records]
+
+
+async def _register(base: str, app_token: str, subject: str) -> int:
+    """The owner's app registers ``subject`` with the owner's key; the answer's status."""
+    async with (
+        aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {app_token}"}) as http,
+        http.post("/signing-keys", json={"jwk": Party().jwk, "subject": subject}) as resp,
+    ):
+        return resp.status
 
 
 def _pinned(data: Path) -> dict[str, Any]:
