@@ -143,10 +143,10 @@ def _trust(path: Path | None) -> dict[str, ChannelTrust] | None:
         raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def _fabric_anchored(doc: dict[str, Any]) -> bool:
-    window = doc.get("window")
-    anchors = window.get("anchors") if isinstance(window, dict) else None
-    return isinstance(anchors, list) and any(isinstance(a, dict) and a.get("type") == "fabric" for a in anchors)
+def _window(doc: Any) -> dict[str, Any]:
+    """The bundle's ``window`` member ({} when the service sent something else: the verifier names it)."""
+    window = doc.get("window") if isinstance(doc, dict) else None
+    return window if isinstance(window, dict) else {}
 
 
 async def _history(args: argparse.Namespace) -> int:
@@ -159,27 +159,30 @@ async def _history(args: argparse.Namespace) -> int:
     async with ReceiptClient(args.server, _key(args), timeout=args.timeout + 30) as client:
         while True:
             doc = await client.history(args.subject, args.domain, as_of=as_of)
-            if wait is None or trust is None:
+            if wait is None:
                 break
-            report = None
-            if _fabric_anchored(doc):  # else its Fabric anchors are still on their way (the local one came first)
+            window, report = _window(doc), None
+            anchors = window.get("anchors")
+            if not isinstance(anchors, list) or any(isinstance(a, dict) and a.get("type") == "fabric" for a in anchors):
                 report, _ = verify_history(doc, {}, fabric_trust=trust, lane=args.lane)
                 if report.problems or report.committed is None or NOT_PROVEN not in report.committed:
                     break  # proven, or nothing a wait would change
+            # else its Fabric anchor is still on its way (the local one comes first)
             if time.monotonic() >= deadline:
                 break
             if time.monotonic() - said >= 10:
                 said = time.monotonic()
                 print(
-                    f"waiting for the lane's next window to prove window {doc['window']['window_id']} committed (an"
+                    f"waiting for the lane's next window to prove window {window.get('window_id')} committed (an"
                     f" idle lane gets an empty one, every 60 s by default; {deadline - said:.0f} s left) ...",
                     file=sys.stderr,
                 )
-            as_of = doc["window"]["window_end"]  # this window again (the newest anchored that ended by then)
+            as_of = window.get("window_end", as_of)  # this window again (the newest anchored that ended by then)
             await asyncio.sleep(args.poll)
     _write(args.output, doc)
-    log, window = doc.get("log", {}), doc.get("window", {})
-    print(f"wrote {args.output}: {log.get('size', '?')} record(s), as of window {window.get('window_id', '?')}")
+    window = _window(doc)
+    size = doc["log"].get("size", "?") if isinstance(doc.get("log"), dict) else "?"
+    print(f"wrote {args.output}: {size} record(s), as of window {window.get('window_id', '?')}")
     if wait is None:
         return 0
     if report is None:
