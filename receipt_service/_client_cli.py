@@ -156,7 +156,7 @@ async def _history(args: argparse.Namespace) -> int:
         raise UsageError("--wait-committed needs --trust: the successor is checked against the pinned channels")
     deadline, as_of, said = time.monotonic() + (wait or 0.0), args.as_of, 0.0
     report = None
-    async with ReceiptClient(args.server, _key(args), timeout=args.timeout + 30) as client:
+    async with ReceiptClient(args.server, _key(args)) as client:
         while True:
             doc = await client.history(args.subject, args.domain, as_of=as_of)
             if wait is None:
@@ -234,9 +234,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Stamp files with the receipt service (only their SHA-256 is sent) and check the receipts.",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    net = argparse.ArgumentParser(add_help=False)
-    net.add_argument("--server", default=os.environ.get("RECEIPT_SERVER", DEFAULT_SERVER), help="service URL")
-    net.add_argument("--key-file", type=Path, help="file holding the API key (default: $RECEIPT_API_KEY)")
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument("--server", default=os.environ.get("RECEIPT_SERVER", DEFAULT_SERVER), help="service URL")
+    conn.add_argument("--key-file", type=Path, help="file holding the API key (default: $RECEIPT_API_KEY)")
+    net = argparse.ArgumentParser(add_help=False, parents=[conn])
     net.add_argument("--wait", action="store_true", help="long-poll until anchored")
     net.add_argument("--timeout", type=float, default=60.0, help="longest wait per receipt, seconds (default 60)")
     s = sub.add_parser("stamp", parents=[net], help="hash files locally, submit, write FILE.receipt.json")
@@ -245,7 +246,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--domain", choices=DOMAINS, help="data-sharing domain (default: the key's role's own)")
     u = sub.add_parser("upgrade", parents=[net], help="fetch the newer state of receipts (and Fabric evidence)")
     u.add_argument("receipts", nargs="+", type=Path, metavar="FILE.receipt.json")
-    h = sub.add_parser("history", parents=[net], help="fetch a subject's history bundle (the owner's or a granted key)")
+    h = sub.add_parser(
+        "history", parents=[conn], help="fetch a subject's history bundle (the owner's or a granted key)"
+    )
     h.add_argument("subject", help="the pseudonymous subject")
     h.add_argument("--domain", required=True, choices=DOMAINS, help="the data-sharing domain of the log")
     h.add_argument("-o", "--output", type=Path, default=Path("history.json"), help="default: history.json")
