@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -688,12 +689,25 @@ async def test_a_drain_whose_lead_moves_away_before_its_last_window_says_so(
         await store.close()
 
 
-async def test_a_follower_stopped_mid_check_hands_over_a_lease_it_was_just_granted(redis_url: str) -> None:
+@pytest.fixture
+async def two_instances(redis_url: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """Two instances' stores on one redis-server, with a 60 s lease (longer than any test waits)."""
+    stores = (
+        RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60),
+        RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60),
+    )
+    yield stores
+    for store in stores:
+        await store.link.close()
+
+
+async def test_a_follower_stopped_mid_check_hands_over_a_lease_it_was_just_granted(
+    two_instances: tuple[RedisStore, RedisStore],
+) -> None:
     """Redis grants a follower's check the lease, and the answer never comes back: the hand-over cuts the
     check off and gives that lease up, so the other instance leads at once, not a whole lease later (real
     redis-server)."""
-    sa = RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60)
-    sb = RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60)
+    sa, sb = two_instances
     assert await sb.lead() is not None
     lead = Leadership(sa, asyncio.Event(), lambda jobs, new_term: None)
     lead.check_seconds, lead.check_wait_seconds = 0.01, 0.1
@@ -707,17 +721,12 @@ async def test_a_follower_stopped_mid_check_hands_over_a_lease_it_was_just_grant
         return out
 
     sa.link.run = slow_answer
-    try:
-        lead.start()
-        await sb.resign()  # b stops: a's next check is granted the lease
-        await asyncio.wait_for(granted.wait(), 5)
-        assert not lead.leading
-        await lead.hand_over()
-        assert await sb.lead() is not None, "the follower kept the lease it was granted while stopping"
-    finally:
-        sa.link.run = run
-        await sa.link.close()
-        await sb.link.close()
+    lead.start()
+    await sb.resign()  # b stops: a's next check is granted the lease
+    await asyncio.wait_for(granted.wait(), 5)
+    assert not lead.leading
+    await lead.hand_over()
+    assert await sb.lead() is not None, "the follower kept the lease it was granted while stopping"
 
 
 async def test_a_drain_whose_resign_fails_still_says_its_work_is_done(
@@ -742,12 +751,13 @@ async def test_a_drain_whose_resign_fails_still_says_its_work_is_done(
     assert "the lead is not handed over; the next leader takes it when its lease runs out (within 5s)" in caplog.text
 
 
-async def test_a_check_on_its_way_when_the_lead_is_handed_over_cannot_take_it_again(redis_url: str) -> None:
+async def test_a_check_on_its_way_when_the_lead_is_handed_over_cannot_take_it_again(
+    two_instances: tuple[RedisStore, RedisStore],
+) -> None:
     """A draining leader's renewal is on its way to Redis when it hands the lead over: the hand-over waits
     for it, so the renewal cannot land after the resign and hold the lane for a whole lease (found by a
     review, with this reproducer: the resign went on another connection and landed first)."""
-    sa = RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60)
-    sb = RedisStore(RedisLink(RedisTarget.parse(redis_url)), lease_seconds=60)
+    sa, sb = two_instances
     stopping = asyncio.Event()
     lead = Leadership(sa, stopping, lambda jobs, new_term: None)
     await lead.check()
@@ -767,18 +777,13 @@ async def test_a_check_on_its_way_when_the_lead_is_handed_over_cannot_take_it_ag
         return await asyncio.shield(asyncio.ensure_future(wire()))
 
     sa.link.run = late
-    try:
-        lead.start()
-        stopping.set()
-        assert lead.begin_drain()
-        await asyncio.wait_for(on_its_way.wait(), 5)
-        await lead.hand_over()
-        await asyncio.sleep(0.2)  # a renewal cut off by the hand-over would have landed by now
-        assert await sb.lead() is not None, "the stopped instance took the lease again after its resign"
-    finally:
-        sa.link.run = run
-        await sa.link.close()
-        await sb.link.close()
+    lead.start()
+    stopping.set()
+    assert lead.begin_drain()
+    await asyncio.wait_for(on_its_way.wait(), 5)
+    await lead.hand_over()
+    await asyncio.sleep(0.2)  # a renewal cut off by the hand-over would have landed by now
+    assert await sb.lead() is not None, "the stopped instance took the lease again after its resign"
 
 
 async def test_a_bug_in_a_lease_check_is_logged_in_full_and_the_checks_go_on(
