@@ -399,33 +399,51 @@ class SQLiteStore:
             with self._cond:
                 while not self._queue and not self._closing and not self._checkpoint_due():
                     self._cond.wait(self._checkpoint_in())
-                jobs, self._queue = self._queue, []
-                if not jobs and self._closing:
+                if not self._queue and self._closing:
                     return
-            if jobs:
-                self._run_batch(jobs)
+                pending = bool(self._queue)
+            if pending:
+                self._write_queued()
             if self._checkpoint_due():
                 self._checkpoint()
 
-    def _run_batch(self, jobs: list[_Job]) -> None:
+    def _take(self) -> list[_Job]:
+        with self._cond:
+            jobs, self._queue = self._queue, []
+        return jobs
+
+    def _write_queued(self) -> None:
+        """Write everything queued in one transaction, then answer. A worker takes the queue only once it
+        holds the writer lock, so requests that arrive while another worker commits join this commit."""
+        if self._writer_lock is None:
+            jobs = self._take()
+            self._run_batch(jobs)
+            self._resolve(jobs)
+            return
+        jobs = []
         try:
-            self._transaction(jobs)
+            with self._writer_lock.held():
+                jobs = self._take()
+                self._run_batch(jobs)
+        except OSError as exc:  # the lock itself failed (ENOLCK on a network file system, say)
+            if not jobs:  # not taken: nothing was written
+                jobs = self._take()
+                for job in jobs:
+                    job.error = StoreError(f"the database write failed: the writer lock: {exc}")
+            log.warning("the writer lock of %s failed: %s", self.path, exc)
+        self._resolve(jobs)
+
+    def _run_batch(self, jobs: list[_Job]) -> None:
+        """Run the jobs in one transaction; if it fails, each alone, so one bad job fails only itself."""
+        try:
+            self._run_jobs(jobs)
         except Exception:
             log.debug("a batch of %d writes failed", len(jobs), exc_info=True)
-            # One bad job must not fail the others: run each alone to find out which.
             if len(jobs) > 1:
                 for job in jobs:
                     self._run_batch([job])
                 return
             jobs[0].error = jobs[0].error or StoreError("the database write failed")
-        self._resolve(jobs)
-
-    def _transaction(self, jobs: list[_Job]) -> None:
-        if self._writer_lock is None:
-            self._run_jobs(jobs)
-            return
-        with self._writer_lock.held():
-            self._run_jobs(jobs)
 
     def _run_jobs(self, jobs: list[_Job]) -> None:
         conn = self._w

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import itertools
 import os
 import sqlite3
@@ -372,3 +373,47 @@ async def test_a_checkpoint_that_fails_leaves_the_writer_running(
             break
         await asyncio.sleep(0.05)
     assert a.checkpoints >= 1, "tried again, and it worked"
+
+
+async def test_writes_that_queue_while_another_worker_commits_join_one_commit(workers: Workers, tmp_path: Path) -> None:
+    """A worker takes its queue once it holds the writer lock: what came while it waited for the lock
+    goes into that one commit (group commit), not one commit for the first write and one for the rest."""
+    a, _ = workers(2)
+    issuer = ProofIdIssuer(a.clock_seq, a.last_ticks())
+    commits, jobs = a.commits, a.jobs
+    fd = os.open(tmp_path / (DB_FILE + "-writer.lock"), os.O_WRONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another worker's commit, in progress
+        pending = [asyncio.ensure_future(a.add_batch(_batch(issuer, 1)))]
+        await asyncio.sleep(0.1)  # the writer thread took the lead of the queue and waits for the lock
+        pending += [asyncio.ensure_future(a.add_batch(_batch(issuer, 1))) for _ in range(19)]
+        await asyncio.sleep(0.1)
+        assert not any(p.done() for p in pending), "nothing is acknowledged before it is committed"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        firsts = await asyncio.wait_for(asyncio.gather(*pending), 5)
+    finally:
+        os.close(fd)
+    assert sorted(firsts) == list(range(firsts[0], firsts[0] + 20))
+    assert (a.commits - commits, a.jobs - jobs) == (1, 20)
+
+
+async def test_a_writer_lock_that_fails_fails_the_write_by_name_and_the_writer_goes_on(
+    workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = workers(2)
+    issuer = ProofIdIssuer(a.clock_seq, a.last_ticks())
+    lock = a._writer_lock
+    assert lock is not None
+    held = lock.held
+
+    def failing() -> contextlib.AbstractContextManager[None]:
+        raise OSError(errno.ENOLCK, "no locks available")
+
+    monkeypatch.setattr(lock, "held", failing)
+    with pytest.raises(StoreError, match=r"writer lock: .*no locks available"):
+        await asyncio.wait_for(a.add_batch(_batch(issuer, 1)), 5)
+    monkeypatch.setattr(lock, "held", held)
+    assert a._thread.is_alive()
+    x = _batch(issuer, 1)
+    first = await asyncio.wait_for(a.add_batch(x), 5)
+    assert [r.seq for r in (await a.get_submissions(_keys(x, a.clock_seq))).values()] == [first]
