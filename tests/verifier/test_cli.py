@@ -180,7 +180,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
 
 
 def test_a_summary_fed_encoded_reports_keeps_what_one_fed_reports_keeps() -> None:
-    from receipt_verifier._cli import _Summary
+    from receipt_verifier._cli.receipts import _Summary
     from receipt_verifier.verify import AnchorPolicy
 
     reports: list[dict[str, object]] = []
@@ -201,7 +201,7 @@ def test_a_summary_fed_encoded_reports_keeps_what_one_fed_reports_keeps() -> Non
 @pytest.mark.parametrize("size", [1, 7, 64, 1 << 21])
 @pytest.mark.parametrize("text", [b"", b"a\n", b"a", b"\n\nab\n\ncd", b"x" * 150 + b"\nyy\n" + b"z" * 90, b"1\n2\n3\n"])
 def test_line_ranges_cover_the_file_and_number_its_lines(tmp_path: Path, size: int, text: bytes) -> None:
-    from receipt_verifier._cli import _line_ranges
+    from receipt_verifier._cli.receipts import _line_ranges
 
     f = tmp_path / "r.jsonl"
     f.write_bytes(text)
