@@ -45,8 +45,8 @@ async def test_concurrent_writers_share_commits(tmp_path: Path) -> None:
     try:
         firsts = await asyncio.gather(*(store.add_batch(_batch(issuer, 3)) for _ in range(200)))
         assert sorted(firsts) == list(range(1, 601, 3))  # consecutive, no gaps, no overlaps
-        assert store.jobs == 200
-        assert store.commits < store.jobs  # group commit: fewer fsyncs than requests
+        assert store.writer.jobs == 200
+        assert store.writer.commits < store.writer.jobs  # group commit: fewer fsyncs than requests
         assert (await store.stats()).submissions == 600
     finally:
         await store.close()

@@ -23,7 +23,7 @@ import pytest
 from receipt_service.errors import StoreError, TicksTakenError
 from receipt_service.ids import ProofIdIssuer, ceil_us
 from receipt_service.stores.base import Batch, TreeRecord
-from receipt_service.stores.sqlite import _KEEP_CHANGES, _MAX_SEQ, DB_FILE, SQLiteStore, open_domain_stores
+from receipt_service.stores.sqlite import DB_FILE, KEEP_CHANGES, MAX_SEQ, SQLiteStore, open_domain_stores
 from receipt_service.stores.workers import ServeLock, leader_pid, reserve_clocks
 from receipt_service.trees import build_packed
 from receipt_service.windows import tree_records
@@ -265,7 +265,7 @@ async def test_the_wal_starts_again_under_steady_writes(workers: Workers, tmp_pa
     file holds every commit. Under steady commits (of one process, or two workers) it stays far smaller."""
     stores = workers(2) if count == 2 else [SQLiteStore(tmp_path)]
     for s in stores:
-        s.checkpoint_seconds = 0.05
+        s.writer.checkpoint_seconds = 0.05
     issuers = {s: ProofIdIssuer(s.clock_seq, s.last_ticks()) for s in stores}
     wal = stores[0].path.with_name(DB_FILE + "-wal")
     page = stores[0]._r.execute("PRAGMA page_size").fetchone()[0]
@@ -284,8 +284,8 @@ async def test_the_wal_starts_again_under_steady_writes(workers: Workers, tmp_pa
 
     try:
         await asyncio.gather(*(write(s) for s in stores for _ in range(8 // count)), watch())
-        commits = sum(s.commits for s in stores)
-        assert commits > 200 and all(s.checkpoints > 2 for s in stores)
+        commits = sum(s.writer.commits for s in stores)
+        assert commits > 200 and all(s.writer.checkpoints > 2 for s in stores)
         assert largest < commits * page / 4, (largest, commits)  # before: 60 MB after 2,680 commits
     finally:
         if count == 1:
@@ -296,20 +296,20 @@ async def test_a_checkpoint_a_reader_holds_back_is_counted_apart_and_tried_again
     """A read transaction from outside (a backup, a sqlite3 shell) keeps the frames its snapshot needs: the
     PASSIVE checkpoint copies what it can and counts as incomplete; once the reader ends, one completes."""
     store = SQLiteStore(tmp_path)
-    store.checkpoint_seconds = 0.05
+    store.writer.checkpoint_seconds = 0.05
     issuer = ProofIdIssuer(store.clock_seq, store.last_ticks())
     reader = sqlite3.connect(store.path, isolation_level=None)
     try:
         await store.add_batch(_batch(issuer, 1))
-        await _until(lambda: store.checkpoints >= 1)
-        done = store.checkpoints
+        await _until(lambda: store.writer.checkpoints >= 1)
+        done = store.writer.checkpoints
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM batches").fetchone()  # its snapshot: the WAL as it stands
         await store.add_batch(_batch(issuer, 1))
-        await _until(lambda: store.checkpoints_incomplete >= 2)
-        assert store.checkpoints == done, "a checkpoint the reader held back is not counted as done"
+        await _until(lambda: store.writer.checkpoints_incomplete >= 2)
+        assert store.writer.checkpoints == done, "a checkpoint the reader held back is not counted as done"
         reader.execute("COMMIT")
-        await _until(lambda: store.checkpoints > done)
+        await _until(lambda: store.writer.checkpoints > done)
     finally:
         reader.close()
         await store.close()
@@ -328,7 +328,7 @@ async def test_a_watch_that_fell_behind_the_kept_changes_wakes_every_poll(worker
     woken: list[tuple[int, int]] = []
     task = asyncio.create_task(b.watch(lambda first, last: woken.append((first, last))))
     await asyncio.sleep(0.1)  # the watch has read where the changes stand
-    many = _KEEP_CHANGES + 2_000  # more changes than are kept before the watch looks again: the first are pruned
+    many = KEEP_CHANGES + 2_000  # more changes than are kept before the watch looks again: the first are pruned
 
     def note(conn: sqlite3.Connection) -> None:
         for seq in range(1, many + 1):
@@ -341,7 +341,7 @@ async def test_a_watch_that_fell_behind_the_kept_changes_wakes_every_poll(worker
         await asyncio.sleep(0.05)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    assert woken[0] == (1, _MAX_SEQ), "the pruned changes are not skipped: every waiter rechecks"
+    assert woken[0] == (1, MAX_SEQ), "the pruned changes are not skipped: every waiter rechecks"
     assert woken[1:] == [(seq, seq) for seq in range(many - len(woken) + 2, many + 1)]
 
 
@@ -351,7 +351,7 @@ async def test_a_checkpoint_that_fails_leaves_the_writer_running(
     """The writer lock can fail (ENOLCK on a network file system): the checkpoint is tried again later,
     and the writer thread goes on committing."""
     a, _ = workers(2)
-    a.checkpoint_seconds = 0.05
+    a.writer.checkpoint_seconds = 0.05
     issuer = ProofIdIssuer(a.clock_seq, a.last_ticks())
     lock = a._writer_lock
     assert lock is not None
@@ -366,13 +366,13 @@ async def test_a_checkpoint_that_fails_leaves_the_writer_running(
     await a.add_batch(_batch(issuer, 1))
     monkeypatch.setattr(lock, "held", flaky)
     await asyncio.sleep(0.2)  # the checkpoint came due and failed
-    assert failures and a._thread.is_alive()
+    assert failures and a.writer.thread.is_alive()
     await asyncio.wait_for(a.add_batch(_batch(issuer, 1)), 5)
     for _ in range(50):
-        if a.checkpoints:
+        if a.writer.checkpoints:
             break
         await asyncio.sleep(0.05)
-    assert a.checkpoints >= 1, "tried again, and it worked"
+    assert a.writer.checkpoints >= 1, "tried again, and it worked"
 
 
 async def test_writes_that_queue_while_another_worker_commits_join_one_commit(workers: Workers, tmp_path: Path) -> None:
@@ -380,7 +380,7 @@ async def test_writes_that_queue_while_another_worker_commits_join_one_commit(wo
     goes into that one commit (group commit), not one commit for the first write and one for the rest."""
     a, _ = workers(2)
     issuer = ProofIdIssuer(a.clock_seq, a.last_ticks())
-    commits, jobs = a.commits, a.jobs
+    commits, jobs = a.writer.commits, a.writer.jobs
     fd = os.open(tmp_path / (DB_FILE + "-writer.lock"), os.O_WRONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # another worker's commit, in progress
@@ -394,7 +394,7 @@ async def test_writes_that_queue_while_another_worker_commits_join_one_commit(wo
     finally:
         os.close(fd)
     assert sorted(firsts) == list(range(firsts[0], firsts[0] + 20))
-    assert (a.commits - commits, a.jobs - jobs) == (1, 20)
+    assert (a.writer.commits - commits, a.writer.jobs - jobs) == (1, 20)
 
 
 async def test_a_writer_lock_that_fails_fails_the_write_by_name_and_the_writer_goes_on(
@@ -413,7 +413,7 @@ async def test_a_writer_lock_that_fails_fails_the_write_by_name_and_the_writer_g
     with pytest.raises(StoreError, match=r"writer lock: .*no locks available"):
         await asyncio.wait_for(a.add_batch(_batch(issuer, 1)), 5)
     monkeypatch.setattr(lock, "held", held)
-    assert a._thread.is_alive()
+    assert a.writer.thread.is_alive()
     x = _batch(issuer, 1)
     first = await asyncio.wait_for(a.add_batch(x), 5)
     assert [r.seq for r in (await a.get_submissions(_keys(x, a.clock_seq))).values()] == [first]

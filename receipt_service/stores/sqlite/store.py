@@ -1,31 +1,9 @@
-"""The embedded store: one SQLite file in WAL mode with full sync and group commit.
-
-One writer thread owns the write connection. Requests queue their writes; the thread takes
-everything queued, runs it in one transaction and commits once, so concurrent requests share
-one fsync. A caller's future resolves only after that commit returned. Small reads run on
-the caller's thread over a separate read connection (WAL readers never block the writer);
-bulk reads (a window's backlog, the submissions of a tree) run in a worker thread.
-
-The writer thread also checkpoints, between two transactions, every ``checkpoint_seconds``: no
-commit can land meanwhile, so the checkpoint copies the whole WAL (unless a reader still holds an
-older snapshot: the service's own reads are short, a long one from outside holds it back) and the
-next commit starts it again from the beginning. (A checkpoint racing the commits never caught up,
-and under steady load the WAL grew without bound: 87 MB in 8 s with two workers.)
-
-Submissions get consecutive ``seq`` numbers from the writer; a window is a ``seq`` range,
-so closing one writes a few tree rows and moves a watermark, never touching submission rows.
-
-The worker processes of ``serve --workers`` share the files (``worker`` set): each issues proof ids
-on its own clock sequence, write transactions take turns under a ``WriterLock`` and read the next
-seq and the receive-time floor from the file, the lead is a ``LeaderLock``, and commits and anchors
-are noted in ``changes``, which the other workers poll to wake their long polls.
-"""
+"""``SQLiteStore``: the ``Store`` seam over one SQLite file, its writes queued to a ``Writer``."""
 
 from __future__ import annotations
 
 import _sqlite3
 import asyncio
-import contextlib
 import ctypes
 import functools
 import hashlib
@@ -41,9 +19,9 @@ from typing import Any, TypeVar
 
 from receipt_verifier.history import frontier_root
 
-from ..errors import ConflictError, CorruptRecordError, StoreError, TicksTakenError
-from ..ids import ceil_us, iso_ticks
-from .base import (
+from ...errors import ConflictError, CorruptRecordError, StoreError, TicksTakenError
+from ...ids import ceil_us, iso_ticks
+from ..base import (
     AnchorRecord,
     ApiKeyRecord,
     Batch,
@@ -59,200 +37,25 @@ from .base import (
     seq_hashes,
     tree_checksum,
 )
-from .workers import LEADER_FILE, LeaderLock, WriterLock
-
-DB_FILE = "receipts.sqlite3"
-SCHEMA_VERSION = "1"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS batches (
-  first_seq INTEGER PRIMARY KEY,
-  count INTEGER NOT NULL,
-  first_ticks INTEGER NOT NULL,
-  tenant TEXT NOT NULL,
-  proof_ids BLOB NOT NULL,
-  hashes BLOB NOT NULL,
-  nonces BLOB NOT NULL,
-  checksum BLOB NOT NULL,
-  subject TEXT NOT NULL DEFAULT '',
-  log_first INTEGER NOT NULL DEFAULT 0,
-  clock INTEGER NOT NULL DEFAULT -1  -- the clock sequence of the proof ids (-1: the file's own, meta clock_seq)
-);
-CREATE TABLE IF NOT EXISTS subject_logs (subject TEXT PRIMARY KEY, size INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS subject_hashes (
-  subject TEXT NOT NULL,
-  hash BLOB NOT NULL,
-  last_seq INTEGER NOT NULL DEFAULT 0,  -- the newest submission of the hash for the subject (retention)
-  PRIMARY KEY (subject, hash)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS subjects (subject TEXT PRIMARY KEY, tenant TEXT NOT NULL, created TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS signing_keys (
-  key_id TEXT PRIMARY KEY,
-  party TEXT NOT NULL,
-  tenant TEXT NOT NULL,
-  jwk TEXT NOT NULL,
-  created TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS access_events (
-  n INTEGER PRIMARY KEY AUTOINCREMENT,
-  replay_id TEXT NOT NULL UNIQUE,
-  event_hash TEXT NOT NULL,
-  owner TEXT NOT NULL,
-  receiver TEXT NOT NULL,
-  domain TEXT NOT NULL,
-  action TEXT NOT NULL,
-  time TEXT NOT NULL,
-  expiry TEXT,
-  doc TEXT NOT NULL,
-  proof_id TEXT NOT NULL,
-  tenant TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS access_events_owner ON access_events(owner, receiver, domain);
-CREATE UNIQUE INDEX IF NOT EXISTS batches_clock_ticks ON batches(clock, first_ticks);
-CREATE INDEX IF NOT EXISTS batches_subject ON batches(subject, first_seq) WHERE subject != '';
-CREATE TABLE IF NOT EXISTS trees (
-  window_id TEXT NOT NULL,
-  tree_index INTEGER NOT NULL,
-  first_seq INTEGER NOT NULL,
-  last_seq INTEGER NOT NULL,
-  root BLOB NOT NULL,
-  window_start TEXT NOT NULL,
-  window_end TEXT NOT NULL,
-  closed_ns INTEGER NOT NULL,
-  checksum BLOB NOT NULL,
-  heads_root BLOB,
-  heads_size INTEGER,
-  PRIMARY KEY (window_id, tree_index)
-);
-CREATE TABLE IF NOT EXISTS subject_heads (
-  subject TEXT NOT NULL,
-  upto INTEGER NOT NULL,
-  size INTEGER NOT NULL,
-  root BLOB NOT NULL,
-  frontier BLOB NOT NULL,
-  PRIMARY KEY (subject, upto)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS trees_first_seq ON trees(first_seq);
-CREATE TABLE IF NOT EXISTS anchors (
-  window_id TEXT NOT NULL,
-  tree_index INTEGER NOT NULL,
-  target TEXT NOT NULL,
-  anchor TEXT,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  last_error TEXT,
-  created_ns INTEGER NOT NULL,
-  done_ns INTEGER,
-  PRIMARY KEY (window_id, tree_index, target)
-);
-CREATE INDEX IF NOT EXISTS anchors_open ON anchors(window_id, tree_index) WHERE anchor IS NULL;
-CREATE TABLE IF NOT EXISTS fabric_blocks (
-  channel TEXT NOT NULL,
-  number INTEGER NOT NULL,
-  block BLOB NOT NULL,
-  checksum BLOB NOT NULL,
-  PRIMARY KEY (channel, number)
-);
-CREATE TABLE IF NOT EXISTS changes (  -- commits and anchors, for the other workers' long polls
-  n INTEGER PRIMARY KEY AUTOINCREMENT,
-  first_seq INTEGER NOT NULL,
-  last_seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-  key_id TEXT PRIMARY KEY,
-  tenant TEXT NOT NULL,
-  secret_hash BLOB NOT NULL,
-  scopes TEXT NOT NULL,
-  created TEXT NOT NULL,
-  revoked TEXT,
-  role TEXT
-);
-"""
-
-# Column lists are spelled out in each statement: every SQL string here is a literal.
-_BATCHES_FROM = (  # the batches from the one holding seq ?1 on, up to seq ?2
-    "SELECT first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum, subject, log_first"
-    " FROM batches WHERE first_seq >= (SELECT coalesce(max(first_seq), 0) FROM batches WHERE first_seq <= ?1)"
-    " AND first_seq <= ?2 ORDER BY first_seq"
+from ..workers import LEADER_FILE, LeaderLock, WriterLock
+from .schema import (
+    BATCHES_FROM,
+    DB_FILE,
+    KEEP_CHANGES,
+    MAX_SEQ,
+    SCHEMA,
+    SCHEMA_VERSION,
+    batch_from_row,
+    connect,
+    event_from_row,
+    key_from_row,
+    migrate,
+    tree_from_row,
 )
-_MAX_SEQ = 2**63 - 1
-_KEEP_CHANGES = 10_000  # rows of ``changes`` kept (a worker polls them every few tens of milliseconds)
-_WAL_LIMIT = 64 << 20  # bytes of WAL file kept when it starts again (it shrinks back after a burst)
+from .writer import Writer
 
 T = TypeVar("T")
 log = logging.getLogger("receipt_service.store")
-
-
-def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
-    if not readonly:
-        conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a database made by an older release up to this schema (columns added with defaults)."""
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(batches)")}
-    if cols and "subject" not in cols:
-        conn.execute("ALTER TABLE batches ADD COLUMN subject TEXT NOT NULL DEFAULT ''")
-        conn.execute("ALTER TABLE batches ADD COLUMN log_first INTEGER NOT NULL DEFAULT 0")
-    if cols and "clock" not in cols:  # a receive time is unique per clock sequence, no longer per file
-        conn.execute("ALTER TABLE batches ADD COLUMN clock INTEGER NOT NULL DEFAULT -1")
-    conn.execute("DROP INDEX IF EXISTS batches_ticks")
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(trees)")}
-    if cols and "heads_root" not in cols:
-        conn.execute("ALTER TABLE trees ADD COLUMN heads_root BLOB")
-        conn.execute("ALTER TABLE trees ADD COLUMN heads_size INTEGER")
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(api_keys)")}
-    if cols and "role" not in cols:
-        conn.execute("ALTER TABLE api_keys ADD COLUMN role TEXT")
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(subject_hashes)")}
-    if cols and "last_seq" not in cols:  # each hash's newest submission, from the batches; purged ones go
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ALTER TABLE subject_hashes ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0")
-        rows = conn.execute("SELECT first_seq, subject, hashes FROM batches WHERE subject != '' ORDER BY first_seq")
-        for first, subject, hashes in rows.fetchall():
-            conn.executemany(
-                "UPDATE subject_hashes SET last_seq = ? WHERE subject = ? AND hash = ?",
-                [(seq, subject, h) for seq, h in seq_hashes(first, hashes)],
-            )
-        purged = conn.execute("SELECT value FROM meta WHERE key = 'purged_upto'").fetchone()
-        conn.execute("DELETE FROM subject_hashes WHERE last_seq <= ?", (int(purged[0]) if purged else 0,))
-        conn.execute("COMMIT")
-
-
-def _batch(row: tuple[Any, ...]) -> StoredBatch:
-    first_seq, count, first_ticks, tenant, proof_ids, hashes, nonces, checksum, subject, log_first = row
-    try:
-        stored = StoredBatch(first_seq, Batch(tenant, first_ticks, proof_ids, hashes, nonces, subject, log_first))
-        ok = stored.batch.count == count and checksum == batch_checksum(first_seq, stored.batch)
-    except (ValueError, TypeError):
-        ok = False
-    if not ok:
-        raise CorruptRecordError(f"submissions #{first_seq}.. failed their integrity check; they are not served")
-    return stored
-
-
-def _tree(row: tuple[Any, ...]) -> TreeRecord:
-    window_id, tree_index, first_seq, last_seq, root, start, end, checksum, heads_root, heads_size = row
-    tree = TreeRecord(window_id, tree_index, first_seq, last_seq, root, start, end, heads_root, heads_size)
-    if not isinstance(root, bytes) or len(root) != 32 or checksum != tree_checksum(tree):
-        raise CorruptRecordError(f"tree {window_id}/{tree_index} failed its integrity check; it is not served")
-    return tree
-
-
-class _Job:
-    __slots__ = ("error", "fn", "future", "result")
-
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]) -> None:
-        self.fn = fn
-        self.future = future
-        self.result: Any = None
-        self.error: BaseException | None = None
 
 
 class SQLiteStore:
@@ -276,9 +79,9 @@ class SQLiteStore:
         self.watch_seconds = 0.025  # how often a worker polls the others' commits and anchors
         self._watched: int | None = None  # the last row of ``changes`` a watch passed on
         try:
-            self._w = _connect(self.path)
-            _migrate(self._w)
-            self._w.executescript(_SCHEMA)
+            self._w = connect(self.path)
+            migrate(self._w)
+            self._w.executescript(SCHEMA)
             self._w.execute("PRAGMA wal_autocheckpoint = 0")  # the writer thread checkpoints on its own clock
             fresh = secrets.choice([c for c in range(1 << 14) if c not in avoid_clock_seqs])
             own = int(self._meta_init("clock_seq", str(fresh)))
@@ -298,27 +101,17 @@ class SQLiteStore:
             self._next_seq = self._max_seq() + 1
             newest = self._w.execute("SELECT window_end FROM trees ORDER BY last_seq DESC LIMIT 1").fetchone()
             self._floor = 0 if newest is None else iso_ticks(newest[0])  # receive times to refuse: before it
-            self._r = _connect(self.path, readonly=True)
-            self._bulk = _connect(self.path, readonly=True)
+            self._r = connect(self.path, readonly=True)
+            self._bulk = connect(self.path, readonly=True)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
         self._bulk_lock = threading.Lock()
         shared = worker is not None
         self._writer_lock = WriterLock(self.path.with_name(self.path.name + "-writer.lock")) if shared else None
         self._leader = (leader or LeaderLock(data_dir / LEADER_FILE)) if shared else None
-        self._queue: list[_Job] = []
-        self._cond = threading.Condition()
-        self._closing = False
-        self.checkpoint_seconds = 0.5
-        self.checkpoints = 0  # checkpoints that copied the whole WAL (it starts again from its beginning)
-        self.checkpoints_incomplete = 0  # PASSIVE checkpoints a reader's snapshot held back
-        self.commits = 0
-        self.jobs = 0
-        self._checkpointed, self._commits_checkpointed = time.monotonic(), 0
-        self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
-        self._thread.start()
+        self.writer = Writer(self._w, self.path, self._writer_lock, self._begun)
 
-    # ------------------------------------------------------------------ writer
+    # ------------------------------------------------------------------ the file
 
     def _meta_init(self, key: str, value: str) -> str:
         self._w.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
@@ -364,128 +157,22 @@ class SQLiteStore:
             return int(row[0])
         return int(self._w.execute("SELECT value FROM meta WHERE key = 'purged_upto'").fetchone()[0])
 
-    def _checkpoint_in(self) -> float | None:
-        """Seconds until the next checkpoint is due; None if nothing was committed since the last."""
-        if self.commits == self._commits_checkpointed:
-            return None
-        return self._checkpointed + self.checkpoint_seconds - time.monotonic()
+    def _begun(self, conn: sqlite3.Connection) -> Callable[[], None]:
+        """Run at the start of each write transaction: a worker reads the next seq and the floor of the last
+        seal from the file (other workers wrote since). Returns what puts the next seq back on a rollback."""
+        start = self._next_seq
+        if self.worker is not None:
+            self._next_seq = self._max_seq() + 1
+            floor = conn.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()
+            self._floor = max(self._floor, int(floor[0]))
 
-    def _checkpoint_due(self) -> bool:
-        due = self._checkpoint_in()
-        return due is not None and due <= 0
+        def undo() -> None:
+            self._next_seq = start
 
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the database (writer thread, between transactions; a worker holds the
-        writer lock, so no other worker's commit lands meanwhile and the copy completes). A failure is
-        logged and tried again ``checkpoint_seconds`` later: it must never end the writer thread."""
-        self._checkpointed, commits = time.monotonic(), self.commits
-        try:
-            if self._writer_lock is None:
-                busy, frames, copied = self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            else:
-                with self._writer_lock.held():
-                    busy, frames, copied = self._w.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except (sqlite3.Error, OSError) as exc:  # the database's, or the writer lock's: the writer goes on
-            log.warning("WAL checkpoint failed (tried again in %.1fs): %s", self.checkpoint_seconds, exc)
-            return
-        if busy or copied < frames:  # a reader still needs older frames: due again next period
-            self.checkpoints_incomplete += 1
-            return
-        self._commits_checkpointed = commits
-        self.checkpoints += 1
-
-    def _writer(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closing and not self._checkpoint_due():
-                    self._cond.wait(self._checkpoint_in())
-                if not self._queue and self._closing:
-                    return
-                pending = bool(self._queue)
-            if pending:
-                self._write_queued()
-            if self._checkpoint_due():
-                self._checkpoint()
-
-    def _take(self) -> list[_Job]:
-        with self._cond:
-            jobs, self._queue = self._queue, []
-        return jobs
-
-    def _write_queued(self) -> None:
-        """Write everything queued in one transaction, then answer. A worker takes the queue only once it
-        holds the writer lock, so requests that arrive while another worker commits join this commit."""
-        if self._writer_lock is None:
-            jobs = self._take()
-            self._run_batch(jobs)
-            self._resolve(jobs)
-            return
-        jobs = []
-        try:
-            with self._writer_lock.held():
-                jobs = self._take()
-                self._run_batch(jobs)
-        except OSError as exc:  # the lock itself failed (ENOLCK on a network file system, say)
-            if not jobs:  # not taken: nothing was written
-                jobs = self._take()
-                for job in jobs:
-                    job.error = StoreError(f"the database write failed: the writer lock: {exc}")
-            log.warning("the writer lock of %s failed: %s", self.path, exc)
-        self._resolve(jobs)
-
-    def _run_batch(self, jobs: list[_Job]) -> None:
-        """Run the jobs in one transaction; if it fails, each alone, so one bad job fails only itself."""
-        try:
-            self._run_jobs(jobs)
-        except Exception:
-            log.debug("a batch of %d writes failed", len(jobs), exc_info=True)
-            if len(jobs) > 1:
-                for job in jobs:
-                    self._run_batch([job])
-                return
-            jobs[0].error = jobs[0].error or StoreError("the database write failed")
-
-    def _run_jobs(self, jobs: list[_Job]) -> None:
-        conn = self._w
-        start_seq = self._next_seq
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            if self.worker is not None:  # other workers wrote since: their seqs and their seals count
-                self._next_seq = self._max_seq() + 1
-                floor = conn.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()
-                self._floor = max(self._floor, int(floor[0]))
-            for job in jobs:
-                job.result = job.fn(conn)
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._next_seq = start_seq
-            if len(jobs) == 1:
-                jobs[0].error = exc if not isinstance(exc, sqlite3.Error) else StoreError(f"database write: {exc}")
-            raise
-        self.commits += 1
-        self.jobs += len(jobs)
-
-    @staticmethod
-    def _resolve(jobs: list[_Job]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-        for job in jobs:
-            by_loop.setdefault(job.future.get_loop(), []).append(job)
-        for loop, group in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the loop closed while the write ran: nobody waits
-                loop.call_soon_threadsafe(_settle, group)
+        return undo
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        with self._cond:
-            if self._closing:
-                raise StoreError("the store is closed")
-            self._queue.append(_Job(fn, future))
-            self._cond.notify()
-        return await future
-
-    # ------------------------------------------------------------------ submissions
+        return await self.writer.write(fn)
 
     async def add_batch(self, batch: Batch) -> int:
         """Store a request's hashes durably (one row); returns the seq of its first item."""
@@ -581,7 +268,7 @@ class SQLiteStore:
             if not rows:
                 continue
             first_seq = rows[0][0]
-            stored = seen.get(first_seq) or _batch(rows[0])
+            stored = seen.get(first_seq) or batch_from_row(rows[0])
             seen[first_seq] = stored
             i = t - stored.batch.first_ticks
             if i < stored.batch.count and stored.first_seq + i > purged:
@@ -617,7 +304,7 @@ class SQLiteStore:
             await asyncio.sleep(self.watch_seconds)
             rows = self._read("SELECT n, first_seq, last_seq FROM changes WHERE n > ? ORDER BY n", (self._watched,))
             if rows and int(rows[0][0]) > self._watched + 1:  # pruned before this worker saw them: wake all
-                wake(1, _MAX_SEQ)
+                wake(1, MAX_SEQ)
             for n, first, last in rows:
                 wake(int(first), int(last))
                 self._watched = int(n)
@@ -632,10 +319,10 @@ class SQLiteStore:
                 self._bulk.execute("BEGIN")
                 try:
                     mark = int(self._bulk.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()[0])
-                    cur = self._bulk.execute(_BATCHES_FROM, (mark + 1, _MAX_SEQ))
+                    cur = self._bulk.execute(BATCHES_FROM, (mark + 1, MAX_SEQ))
                     taken = 0
                     for row in cur:
-                        stored = _batch(row)
+                        stored = batch_from_row(row)
                         if stored.last_seq <= mark:
                             continue
                         if upto is not None and stored.first_seq > upto:
@@ -718,7 +405,7 @@ class SQLiteStore:
         )
         if not rows:
             return None
-        tree = _tree(rows[0])
+        tree = tree_from_row(rows[0])
         return tree if tree.last_seq >= seq else None
 
     async def subject_heads(self, upto: int | None = None) -> dict[str, tuple[int, bytes]]:
@@ -728,7 +415,7 @@ class SQLiteStore:
             "SELECT subject, size, root, (SELECT min(upto) FROM subject_heads WHERE subject = h.subject)"
             " FROM subject_heads h WHERE upto = (SELECT max(upto) FROM subject_heads"
             " WHERE subject = h.subject AND upto <= ?)",
-            (_MAX_SEQ if upto is None else upto,),
+            (MAX_SEQ if upto is None else upto,),
         )
         return insertion_order((subject, size, bytes(root), since) for subject, size, root, since in rows)
 
@@ -737,7 +424,7 @@ class SQLiteStore:
         the newest; None is also the answer when no window holds the log yet)."""
         rows = self._read(
             "SELECT size, root, frontier FROM subject_heads WHERE subject = ? AND upto <= ? ORDER BY upto DESC LIMIT 1",
-            (subject, _MAX_SEQ if upto is None else upto),
+            (subject, MAX_SEQ if upto is None else upto),
         )
         if not rows:
             return None
@@ -756,15 +443,15 @@ class SQLiteStore:
             " ORDER BY last_seq DESC, tree_index LIMIT 64",
             (before,),
         )
-        return [_tree(r) for r in rows]
+        return [tree_from_row(r) for r in rows]
 
     async def tree_batches(self, tree: TreeRecord) -> list[StoredBatch]:
         """The submissions of a tree, as consecutive batches clipped to its seq range."""
 
         def read() -> list[StoredBatch]:
             with self._bulk_lock:
-                rows = self._bulk.execute(_BATCHES_FROM, (tree.first_seq, tree.last_seq)).fetchall()
-            spans = [_batch(r).between(tree.first_seq, tree.last_seq) for r in rows]
+                rows = self._bulk.execute(BATCHES_FROM, (tree.first_seq, tree.last_seq)).fetchall()
+            spans = [batch_from_row(r).between(tree.first_seq, tree.last_seq) for r in rows]
             if not spans or spans[0].first_seq != tree.first_seq or sum(s.batch.count for s in spans) != tree.size:
                 raise CorruptRecordError(f"tree {tree.window_id}/{tree.tree_index}: its submissions are missing")
             return spans
@@ -788,7 +475,7 @@ class SQLiteStore:
             " JOIN trees t USING (window_id, tree_index) WHERE a.anchor IS NULL ORDER BY t.first_seq",
             (),
         )
-        return [(_tree(r[:-1]), r[-1]) for r in rows]
+        return [(tree_from_row(r[:-1]), r[-1]) for r in rows]
 
     async def record_anchor(self, tree: TreeRecord, target: str, anchor_json: str, done_ns: int) -> None:
         """Store a finished anchor."""
@@ -821,7 +508,7 @@ class SQLiteStore:
             return
         n = conn.execute("INSERT INTO changes(first_seq, last_seq) VALUES (?, ?)", (first, last)).lastrowid
         if n is not None and n % 1000 == 0:
-            conn.execute("DELETE FROM changes WHERE n <= ?", (n - _KEEP_CHANGES,))
+            conn.execute("DELETE FROM changes WHERE n <= ?", (n - KEEP_CHANGES,))
 
     async def put_fabric_block(self, channel: str, number: int, block: bytes) -> None:
         """Keep a Fabric block (evidence for anchors); a block already kept stays as it is."""
@@ -901,7 +588,7 @@ class SQLiteStore:
         )
         out: list[SubmissionRecord] = []
         for row in rows:
-            stored = _batch(row)
+            stored = batch_from_row(row)
             for i in range(stored.batch.count):
                 rec = stored.record(i)
                 if rec.log_pos > after and rec.seq > purged and len(out) < limit:
@@ -978,7 +665,7 @@ class SQLiteStore:
             " FROM access_events WHERE owner = ? ORDER BY n",
             (owner,),
         )
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     async def last_decision(self, owner: str, receiver: str, domain: str) -> EventRecord | None:
         """The owner's latest grant, deny or revoke for this receiver and domain."""
@@ -988,7 +675,7 @@ class SQLiteStore:
             " AND action IN ('grant', 'deny', 'revoke') ORDER BY n DESC LIMIT 1",
             (owner, receiver, domain),
         )
-        return _event(rows[0]) if rows else None
+        return event_from_row(rows[0]) if rows else None
 
     # ------------------------------------------------------------------ API keys
 
@@ -998,7 +685,7 @@ class SQLiteStore:
             "SELECT key_id, tenant, secret_hash, scopes, created, revoked, role FROM api_keys WHERE key_id = ?",
             (key_id,),
         )
-        return _key(rows[0]) if rows else None
+        return key_from_row(rows[0]) if rows else None
 
     def create_api_key(self, key: ApiKeyRecord) -> None:
         """Insert a key (administrative: synchronous, from the CLI or at first start)."""
@@ -1019,7 +706,7 @@ class SQLiteStore:
         rows = self._read_all(
             "SELECT key_id, tenant, secret_hash, scopes, created, revoked, role FROM api_keys ORDER BY created, key_id"
         )
-        return [_key(r) for r in rows]
+        return [key_from_row(r) for r in rows]
 
     def _admin(self) -> _AdminTx:
         return _AdminTx(self)
@@ -1051,25 +738,19 @@ class SQLiteStore:
 
     async def ping(self) -> None:
         """Raise ``StoreError`` unless the database answers and the writer runs."""
-        if not self._thread.is_alive():
+        if not self.writer.thread.is_alive():
             raise StoreError("the database writer thread has stopped")
         self._read("SELECT 1", ())
         await self._write(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self.writer.stop)
         self.close_sync()
 
     def close_sync(self) -> None:
         """Close without an event loop (CLI use); queued writes are finished first."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        self._thread.join()
+        self.writer.stop()
         for conn in (self._r, self._bulk, self._w):
             conn.close()
         if self._leader is not None:
@@ -1096,7 +777,7 @@ class _AdminTx:
     """A short synchronous write transaction on its own connection (keys are rare writes)."""
 
     def __init__(self, store: SQLiteStore) -> None:
-        self._conn = _connect(store.path)
+        self._conn = connect(store.path)
 
     def __enter__(self) -> sqlite3.Connection:
         self._conn.execute("BEGIN IMMEDIATE")
@@ -1109,17 +790,6 @@ class _AdminTx:
             self._conn.close()
 
 
-def _key(row: tuple[Any, ...]) -> ApiKeyRecord:
-    key_id, tenant, secret_hash, scopes, created, revoked, role = row
-    return ApiKeyRecord(
-        key_id, tenant, secret_hash, frozenset(s for s in scopes.split(",") if s), created, revoked, role
-    )
-
-
-def _event(row: tuple[Any, ...]) -> EventRecord:
-    return EventRecord(*row)
-
-
 def _insert_key(conn: sqlite3.Connection, key: SigningKeyRecord) -> None:
     row = conn.execute("SELECT party FROM signing_keys WHERE key_id = ?", (key.key_id,)).fetchone()
     if row is not None and row[0] != key.party:
@@ -1128,16 +798,6 @@ def _insert_key(conn: sqlite3.Connection, key: SigningKeyRecord) -> None:
         "INSERT OR IGNORE INTO signing_keys(key_id, party, tenant, jwk, created) VALUES (?,?,?,?,?)",
         (key.key_id, key.party, key.tenant, key.jwk, key.created),
     )
-
-
-def _settle(jobs: list[_Job]) -> None:
-    for job in jobs:
-        if job.future.done():
-            continue
-        if job.error is not None:
-            job.future.set_exception(job.error)
-        else:
-            job.future.set_result(job.result)
 
 
 def sqlite_heap_bytes() -> int | None:
