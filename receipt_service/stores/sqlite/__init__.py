@@ -5,9 +5,12 @@
 - ``writer``: one thread owns the write connection; requests queue their writes and the thread commits
   everything queued in one transaction, so concurrent requests share one fsync, and checkpoints the
   WAL between transactions.
-- ``store``: ``SQLiteStore``, the ``Store`` seam over one file. Small reads run on the caller's thread
-  over a separate read connection (WAL readers never block the writer); bulk reads (a window's
-  backlog, the submissions of a tree) run in a worker thread.
+- ``connections``: the file's connections. Small reads run on the caller's thread over a separate read
+  connection (WAL readers never block the writer); bulk reads (a window's backlog, the submissions of
+  a tree) run in a worker thread; writes go to the writer.
+- ``store``: ``SQLiteStore``, the ``Store`` seam over one file: opening it, submissions, the lead,
+  retention and health, with ``windows`` (the backlog, windows, trees, subject heads, anchors and
+  Fabric blocks) and ``access`` (subjects, signing keys, access events, API keys) as its parts.
 
 Submissions get consecutive ``seq`` numbers from the writer; a window is a ``seq`` range,
 so closing one writes a few tree rows and moves a watermark, never touching submission rows.

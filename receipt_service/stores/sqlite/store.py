@@ -6,59 +6,40 @@ import _sqlite3
 import asyncio
 import ctypes
 import functools
-import hashlib
-import logging
 import secrets
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from receipt_verifier.history import frontier_root
-
-from ...errors import ConflictError, CorruptRecordError, StoreError, TicksTakenError
+from ...errors import StoreError, TicksTakenError
 from ...ids import ceil_us, iso_ticks
 from ..base import (
-    AnchorRecord,
-    ApiKeyRecord,
     Batch,
-    EventRecord,
-    SigningKeyRecord,
     StoredBatch,
     StoreStats,
-    SubjectHead,
     SubmissionRecord,
-    TreeRecord,
     batch_checksum,
-    insertion_order,
     seq_hashes,
-    tree_checksum,
 )
 from ..workers import LEADER_FILE, LeaderLock, WriterLock
+from .access import AccessRecords
 from .schema import (
-    BATCHES_FROM,
     DB_FILE,
-    KEEP_CHANGES,
     MAX_SEQ,
     SCHEMA,
     SCHEMA_VERSION,
     batch_from_row,
     connect,
-    event_from_row,
-    key_from_row,
     migrate,
-    tree_from_row,
 )
+from .windows import WindowRecords
 from .writer import Writer
 
-T = TypeVar("T")
-log = logging.getLogger("receipt_service.store")
 
-
-class SQLiteStore:
+class SQLiteStore(WindowRecords, AccessRecords):
     """``Store`` over one SQLite database file in the data directory."""
 
     def __init__(
@@ -170,9 +151,6 @@ class SQLiteStore:
             self._next_seq = start
 
         return undo
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self.writer.write(fn)
 
     async def add_batch(self, batch: Batch) -> int:
         """Store a request's hashes durably (one row); returns the seq of its first item."""
@@ -309,231 +287,6 @@ class SQLiteStore:
                 wake(int(first), int(last))
                 self._watched = int(n)
 
-    async def backlog(self, limit: int, upto: int | None = None) -> list[StoredBatch]:
-        """Up to about ``limit`` submissions after the aggregation watermark (up to seq ``upto``), as
-        consecutive batches."""
-
-        def read() -> list[StoredBatch]:
-            out: list[StoredBatch] = []
-            with self._bulk_lock:
-                self._bulk.execute("BEGIN")
-                try:
-                    mark = int(self._bulk.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()[0])
-                    cur = self._bulk.execute(BATCHES_FROM, (mark + 1, MAX_SEQ))
-                    taken = 0
-                    for row in cur:
-                        stored = batch_from_row(row)
-                        if stored.last_seq <= mark:
-                            continue
-                        if upto is not None and stored.first_seq > upto:
-                            break
-                        stored = stored.between(mark + 1, stored.last_seq)
-                        expected = out[-1].last_seq + 1 if out else mark + 1
-                        if stored.first_seq != expected:
-                            raise CorruptRecordError(
-                                f"submissions after #{expected - 1} are not consecutive; the store is damaged"
-                            )
-                        out.append(stored)
-                        taken += stored.batch.count
-                        if taken >= limit:
-                            break
-                finally:
-                    self._bulk.execute("COMMIT")
-            return out
-
-        return await self._bulk_read(read)
-
-    async def commit_window(
-        self,
-        trees: Sequence[TreeRecord],
-        targets: Sequence[str],
-        heads: Sequence[SubjectHead] = (),
-        *,
-        term: int | None = None,
-    ) -> None:
-        """Record a window's trees, one open anchor job per tree and target, the new heads of the subject
-        logs it changed, and move the watermark (the lead of a process, or of a worker holding the
-        leader lock, has one term: ``term`` has nothing to check)."""
-        if not trees:
-            return
-        now = time.time_ns()
-        first, last = trees[0].first_seq, trees[-1].last_seq
-
-        def write(conn: sqlite3.Connection) -> None:
-            mark = int(conn.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()[0])
-            if first != mark + 1:
-                raise StoreError(f"window starts at #{first} but the watermark is #{mark}; another aggregator ran")
-            conn.executemany(
-                "INSERT INTO trees(window_id, tree_index, first_seq, last_seq, root, window_start,"
-                " window_end, closed_ns, checksum, heads_root, heads_size) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        t.window_id,
-                        t.tree_index,
-                        t.first_seq,
-                        t.last_seq,
-                        t.root,
-                        t.window_start,
-                        t.window_end,
-                        now,
-                        tree_checksum(t),
-                        t.heads_root,
-                        t.heads_size,
-                    )
-                    for t in trees
-                ],
-            )
-            conn.executemany(
-                "INSERT INTO subject_heads(subject, upto, size, root, frontier) VALUES (?,?,?,?,?)",
-                [(h.subject, last, h.size, h.root, b"".join(h.frontier)) for h in heads],
-            )
-            conn.executemany(
-                "INSERT INTO anchors(window_id, tree_index, target, created_ns) VALUES (?,?,?,?)",
-                [(t.window_id, t.tree_index, target, now) for t in trees for target in targets],
-            )
-            conn.execute("UPDATE meta SET value = ? WHERE key = 'watermark'", (str(last),))
-            self._note_change(conn, first, last)
-
-        await self._write(write)
-
-    async def tree_for_seq(self, seq: int) -> TreeRecord | None:
-        """The tree holding submission ``seq``, or None while it is still pending."""
-        rows = self._read(
-            "SELECT window_id, tree_index, first_seq, last_seq, root, window_start, window_end, checksum, heads_root,"
-            " heads_size FROM trees WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1",
-            (seq,),
-        )
-        if not rows:
-            return None
-        tree = tree_from_row(rows[0])
-        return tree if tree.last_seq >= seq else None
-
-    async def subject_heads(self, upto: int | None = None) -> dict[str, tuple[int, bytes]]:
-        """Every subject log's head (size, root) as of the window that ended at seq ``upto`` (None: now),
-        in the heads tree's insertion order."""
-        rows = self._read(
-            "SELECT subject, size, root, (SELECT min(upto) FROM subject_heads WHERE subject = h.subject)"
-            " FROM subject_heads h WHERE upto = (SELECT max(upto) FROM subject_heads"
-            " WHERE subject = h.subject AND upto <= ?)",
-            (MAX_SEQ if upto is None else upto,),
-        )
-        return insertion_order((subject, size, bytes(root), since) for subject, size, root, since in rows)
-
-    async def subject_frontier(self, subject: str, upto: int | None = None) -> SubjectHead | None:
-        """A subject log's head with its compact range as of the window that ended at seq ``upto`` (None:
-        the newest; None is also the answer when no window holds the log yet)."""
-        rows = self._read(
-            "SELECT size, root, frontier FROM subject_heads WHERE subject = ? AND upto <= ? ORDER BY upto DESC LIMIT 1",
-            (subject, MAX_SEQ if upto is None else upto),
-        )
-        if not rows:
-            return None
-        size, root, frontier = rows[0]
-        nodes = tuple(bytes(frontier[i : i + 32]) for i in range(0, len(frontier), 32))
-        head = SubjectHead(subject, size, bytes(root), nodes)
-        if len(nodes) != int(size).bit_count() or frontier_root(nodes) != head.root:
-            raise CorruptRecordError(f"the stored head of {subject}'s log fails its check")
-        return head
-
-    async def anchored_windows(self, before: str) -> list[TreeRecord]:
-        """Trees with heads whose window ended at or before ``before`` (RFC 3339), newest first."""
-        rows = self._read(
-            "SELECT window_id, tree_index, first_seq, last_seq, root, window_start, window_end, checksum, heads_root,"
-            " heads_size FROM trees WHERE heads_root IS NOT NULL AND window_end <= ?"
-            " ORDER BY last_seq DESC, tree_index LIMIT 64",
-            (before,),
-        )
-        return [tree_from_row(r) for r in rows]
-
-    async def tree_batches(self, tree: TreeRecord) -> list[StoredBatch]:
-        """The submissions of a tree, as consecutive batches clipped to its seq range."""
-
-        def read() -> list[StoredBatch]:
-            with self._bulk_lock:
-                rows = self._bulk.execute(BATCHES_FROM, (tree.first_seq, tree.last_seq)).fetchall()
-            spans = [batch_from_row(r).between(tree.first_seq, tree.last_seq) for r in rows]
-            if not spans or spans[0].first_seq != tree.first_seq or sum(s.batch.count for s in spans) != tree.size:
-                raise CorruptRecordError(f"tree {tree.window_id}/{tree.tree_index}: its submissions are missing")
-            return spans
-
-        return await self._bulk_read(read)
-
-    async def anchors_for(self, tree: TreeRecord) -> list[AnchorRecord]:
-        """Every anchor job of a tree, done or open."""
-        rows = self._read(
-            "SELECT window_id, tree_index, target, anchor, attempts, last_error, created_ns, done_ns FROM anchors"
-            " WHERE window_id = ? AND tree_index = ? ORDER BY target",
-            (tree.window_id, tree.tree_index),
-        )
-        return [AnchorRecord(*r) for r in rows]
-
-    async def open_anchor_jobs(self) -> list[tuple[TreeRecord, str]]:
-        """(tree, target) pairs not anchored yet, oldest first: work left over from a crash."""
-        rows = self._read(
-            "SELECT t.window_id, t.tree_index, t.first_seq, t.last_seq, t.root, t.window_start, t.window_end,"
-            " t.checksum, t.heads_root, t.heads_size, a.target FROM anchors a"
-            " JOIN trees t USING (window_id, tree_index) WHERE a.anchor IS NULL ORDER BY t.first_seq",
-            (),
-        )
-        return [(tree_from_row(r[:-1]), r[-1]) for r in rows]
-
-    async def record_anchor(self, tree: TreeRecord, target: str, anchor_json: str, done_ns: int) -> None:
-        """Store a finished anchor."""
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE anchors SET anchor = ?, done_ns = ?, attempts = attempts + 1, last_error = NULL"
-                " WHERE window_id = ? AND tree_index = ? AND target = ?",
-                (anchor_json, done_ns, tree.window_id, tree.tree_index, target),
-            )
-            self._note_change(conn, tree.first_seq, tree.last_seq)
-
-        await self._write(write)
-
-    async def record_anchor_failure(self, tree: TreeRecord, target: str, error: str) -> None:
-        """Count a failed attempt (the job stays open and is retried)."""
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE anchors SET attempts = attempts + 1, last_error = ?"
-                " WHERE window_id = ? AND tree_index = ? AND target = ?",
-                (error[:1000], tree.window_id, tree.tree_index, target),
-            )
-
-        await self._write(write)
-
-    def _note_change(self, conn: sqlite3.Connection, first: int, last: int) -> None:
-        """Tell the other workers (their ``watch``) that submissions ``first..last`` changed state."""
-        if self.worker is None:
-            return
-        n = conn.execute("INSERT INTO changes(first_seq, last_seq) VALUES (?, ?)", (first, last)).lastrowid
-        if n is not None and n % 1000 == 0:
-            conn.execute("DELETE FROM changes WHERE n <= ?", (n - KEEP_CHANGES,))
-
-    async def put_fabric_block(self, channel: str, number: int, block: bytes) -> None:
-        """Keep a Fabric block (evidence for anchors); a block already kept stays as it is."""
-        checksum = hashlib.blake2b(block, digest_size=16, person=b"fabric-block").digest()
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR IGNORE INTO fabric_blocks (channel, number, block, checksum) VALUES (?, ?, ?, ?)",
-                (channel, number, block, checksum),
-            )
-
-        await self._write(write)
-
-    async def get_fabric_block(self, channel: str, number: int) -> bytes | None:
-        """A kept Fabric block, checked against its checksum, or None."""
-        rows = self._read(
-            "SELECT block, checksum FROM fabric_blocks WHERE channel = ? AND number = ?", (channel, number)
-        )
-        if not rows:
-            return None
-        block, checksum = rows[0]
-        if hashlib.blake2b(block, digest_size=16, person=b"fabric-block").digest() != checksum:
-            raise CorruptRecordError(f"stored Fabric block {number} of {channel} fails its checksum")
-        return bytes(block)
-
     async def purge(self, before_ns: int) -> int:
         """Drop the oldest trees while they closed before ``before_ns`` and are fully anchored, with
         their submissions and the subject index entries whose newest submission went; returns how many
@@ -600,123 +353,6 @@ class SQLiteStore:
         dropped its newest submission)."""
         return bool(self._read("SELECT 1 FROM subject_hashes WHERE subject = ? AND hash = ?", (subject, record_hash)))
 
-    async def register_subject(self, subject: str, tenant: str, key: SigningKeyRecord) -> None:
-        """Record that ``tenant``'s app owns ``subject``, with the owner's key (ConflictError: another tenant's)."""
-
-        def write(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT tenant FROM subjects WHERE subject = ?", (subject,)).fetchone()
-            if row is not None and row[0] != tenant:
-                raise ConflictError(f"subject {subject} is registered by another app; choose another pseudonym")
-            conn.execute(
-                "INSERT OR IGNORE INTO subjects(subject, tenant, created) VALUES (?,?,?)",
-                (subject, tenant, key.created),
-            )
-            _insert_key(conn, key)
-
-        await self._write(write)
-
-    async def subject_tenant(self, subject: str) -> str | None:
-        """The tenant whose app registered ``subject``, or None."""
-        rows = self._read("SELECT tenant FROM subjects WHERE subject = ?", (subject,))
-        return str(rows[0][0]) if rows else None
-
-    async def add_signing_key(self, key: SigningKeyRecord) -> None:
-        """Register a receiving party's key (the same key again is a no-op)."""
-        await self._write(lambda conn: _insert_key(conn, key))
-
-    async def get_signing_key(self, key_id: str) -> SigningKeyRecord | None:
-        """A registered key by thumbprint."""
-        rows = self._read("SELECT key_id, party, tenant, jwk, created FROM signing_keys WHERE key_id = ?", (key_id,))
-        return SigningKeyRecord(*rows[0]) if rows else None
-
-    async def seen_event(self, replay_id: str) -> bool:
-        """Whether an event with these signed bytes was accepted before."""
-        return bool(self._read("SELECT 1 FROM access_events WHERE replay_id = ?", (replay_id,)))
-
-    async def add_event(self, event: EventRecord) -> bool:
-        """Keep an accepted event; False when its replay id is already there (a replay)."""
-
-        def write(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO access_events(replay_id, event_hash, owner, receiver, domain, action, time,"
-                " expiry, doc, proof_id, tenant) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    event.replay_id,
-                    event.event_hash,
-                    event.owner,
-                    event.receiver,
-                    event.domain,
-                    event.action,
-                    event.time,
-                    event.expiry,
-                    event.doc,
-                    event.proof_id,
-                    event.tenant,
-                ),
-            )
-            return cur.rowcount == 1
-
-        return await self._write(write)
-
-    async def events(self, owner: str) -> list[EventRecord]:
-        """Every access event of a subject, in acceptance order."""
-        rows = self._read(
-            "SELECT replay_id, event_hash, owner, receiver, domain, action, time, expiry, doc, proof_id, tenant, n"
-            " FROM access_events WHERE owner = ? ORDER BY n",
-            (owner,),
-        )
-        return [event_from_row(r) for r in rows]
-
-    async def last_decision(self, owner: str, receiver: str, domain: str) -> EventRecord | None:
-        """The owner's latest grant, deny or revoke for this receiver and domain."""
-        rows = self._read(
-            "SELECT replay_id, event_hash, owner, receiver, domain, action, time, expiry, doc, proof_id, tenant, n"
-            " FROM access_events WHERE owner = ? AND receiver = ? AND domain = ?"
-            " AND action IN ('grant', 'deny', 'revoke') ORDER BY n DESC LIMIT 1",
-            (owner, receiver, domain),
-        )
-        return event_from_row(rows[0]) if rows else None
-
-    # ------------------------------------------------------------------ API keys
-
-    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
-        """The key with this id, revoked or not."""
-        rows = self._read(
-            "SELECT key_id, tenant, secret_hash, scopes, created, revoked, role FROM api_keys WHERE key_id = ?",
-            (key_id,),
-        )
-        return key_from_row(rows[0]) if rows else None
-
-    def create_api_key(self, key: ApiKeyRecord) -> None:
-        """Insert a key (administrative: synchronous, from the CLI or at first start)."""
-        with self._admin() as conn:
-            conn.execute(
-                "INSERT INTO api_keys(key_id, tenant, secret_hash, scopes, created, role) VALUES (?,?,?,?,?,?)",
-                (key.key_id, key.tenant, key.secret_hash, ",".join(sorted(key.scopes)), key.created, key.role),
-            )
-
-    def revoke_api_key(self, key_id: str, when: str) -> bool:
-        """Mark a key revoked; False when there is no such active key."""
-        with self._admin() as conn:
-            cur = conn.execute("UPDATE api_keys SET revoked = ? WHERE key_id = ? AND revoked IS NULL", (when, key_id))
-            return cur.rowcount == 1
-
-    def list_api_keys(self) -> list[ApiKeyRecord]:
-        """Every key, oldest first."""
-        rows = self._read_all(
-            "SELECT key_id, tenant, secret_hash, scopes, created, revoked, role FROM api_keys ORDER BY created, key_id"
-        )
-        return [key_from_row(r) for r in rows]
-
-    def _admin(self) -> _AdminTx:
-        return _AdminTx(self)
-
-    def _read_all(self, sql: str) -> list[tuple[Any, ...]]:
-        try:
-            return self._r.execute(sql).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"database read: {exc}") from None
-
     # ------------------------------------------------------------------ health
 
     async def stats(self) -> StoreStats:
@@ -757,47 +393,6 @@ class SQLiteStore:
             self._leader.release()
         if self._writer_lock is not None:
             self._writer_lock.close()
-
-    # ------------------------------------------------------------------ helpers
-
-    def _read(self, sql: str, params: Iterable[Any]) -> list[tuple[Any, ...]]:
-        try:
-            return self._r.execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"database read: {exc}") from None
-
-    async def _bulk_read(self, fn: Callable[[], T]) -> T:
-        try:
-            return await asyncio.to_thread(fn)
-        except sqlite3.Error as exc:
-            raise StoreError(f"database read: {exc}") from None
-
-
-class _AdminTx:
-    """A short synchronous write transaction on its own connection (keys are rare writes)."""
-
-    def __init__(self, store: SQLiteStore) -> None:
-        self._conn = connect(store.path)
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._conn.execute("BEGIN IMMEDIATE")
-        return self._conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self._conn.close()
-
-
-def _insert_key(conn: sqlite3.Connection, key: SigningKeyRecord) -> None:
-    row = conn.execute("SELECT party FROM signing_keys WHERE key_id = ?", (key.key_id,)).fetchone()
-    if row is not None and row[0] != key.party:
-        raise ConflictError(f"key {key.key_id} is already registered for another party")
-    conn.execute(
-        "INSERT OR IGNORE INTO signing_keys(key_id, party, tenant, jwk, created) VALUES (?,?,?,?,?)",
-        (key.key_id, key.party, key.tenant, key.jwk, key.created),
-    )
 
 
 def sqlite_heap_bytes() -> int | None:
