@@ -20,7 +20,7 @@ from ..base import (
 )
 
 BODY = struct.Struct(">QIHH")  # first ticks, count, tenant length, subject length
-PAGE = 512  # keys read per HMGET
+PAGE = 512  # keys per HMGET, and members per page of a sorted-set read
 
 
 def hex16(n: int) -> str:

@@ -197,9 +197,6 @@ return 1
 """
 
 
-# ---------------------------------------------------------------------- connection
-
-
 SCRIPTS = {
     "add_batch": _ADD_BATCH,
     "commit_window": _COMMIT_WINDOW,

@@ -371,7 +371,7 @@ class RedisStore(WindowRecords, AccessRecords):
                     gone.append(stored.first_seq)
         return out
 
-    # ------------------------------------------------------------------ subjects, keys, access events
+    # ------------------------------------------------------------------ subject logs
 
     async def subject_records(self, subject: str, after: int, limit: int) -> list[SubmissionRecord]:
         """The subject's records in log order, from log position ``after`` + 1 on (at most ``limit``)."""

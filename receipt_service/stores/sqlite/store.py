@@ -142,14 +142,18 @@ class SQLiteStore(WindowRecords, AccessRecords):
         """Run at the start of each write transaction: a worker reads the next seq and the floor of the last
         seal from the file (other workers wrote since). Returns what puts the next seq back on a rollback."""
         start = self._next_seq
-        if self.worker is not None:
-            self._next_seq = self._max_seq() + 1
-            floor = conn.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()
-            self._floor = max(self._floor, int(floor[0]))
 
         def undo() -> None:
             self._next_seq = start
 
+        if self.worker is not None:
+            try:
+                self._next_seq = self._max_seq() + 1
+                floor = conn.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()
+                self._floor = max(self._floor, int(floor[0]))
+            except BaseException:
+                undo()
+                raise
         return undo
 
     async def add_batch(self, batch: Batch) -> int:
@@ -329,7 +333,7 @@ class SQLiteStore(WindowRecords, AccessRecords):
 
         return await self._write(write)
 
-    # ------------------------------------------------------------------ subjects, keys, access events
+    # ------------------------------------------------------------------ subject logs
 
     async def subject_records(self, subject: str, after: int, limit: int) -> list[SubmissionRecord]:
         """The subject's records in log order, from log position ``after`` + 1 on (at most ``limit``)."""

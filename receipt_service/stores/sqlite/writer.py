@@ -134,12 +134,12 @@ class Writer:
     def _write_queued(self) -> None:
         """Write everything queued in one transaction, then answer. A worker takes the queue only once it
         holds the writer lock, so requests that arrive while another worker commits join this commit."""
+        jobs: list[_Job] = []
         if self.lock is None:
             jobs = self._take()
             self._run_batch(jobs)
             _resolve(jobs)
             return
-        jobs = []
         try:
             with self.lock.held():
                 jobs = self._take()

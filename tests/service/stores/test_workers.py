@@ -385,7 +385,7 @@ async def test_writes_that_queue_while_another_worker_commits_join_one_commit(wo
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # another worker's commit, in progress
         pending = [asyncio.ensure_future(a.add_batch(_batch(issuer, 1)))]
-        await asyncio.sleep(0.1)  # the writer thread took the lead of the queue and waits for the lock
+        await asyncio.sleep(0.1)  # the writer thread waits for the lock, the queue untaken
         pending += [asyncio.ensure_future(a.add_batch(_batch(issuer, 1))) for _ in range(19)]
         await asyncio.sleep(0.1)
         assert not any(p.done() for p in pending), "nothing is acknowledged before it is committed"

@@ -26,6 +26,7 @@ def why(report: dict[str, Any]) -> str:
 
 
 def anchor_summary(report: dict[str, Any]) -> str:
+    """Each anchor of a report as place:ok or place:status."""
     parts = []
     for a in report.get("anchors", []):
         where = a.get("details", {}).get("channel", a["type"])
