@@ -24,7 +24,7 @@ from receipt_verifier._progress import Progress, table
 from receipt_verifier.chain import ChainWindow, replay
 from receipt_verifier.hashing import leaf_hash
 from receipt_verifier.heads import IndexedHeads, empty_heads
-from receipt_verifier.history import frontier_append, frontier_root
+from receipt_verifier.logs import frontier_append, frontier_root
 
 from _common import best_of
 

@@ -21,7 +21,7 @@ from receipt_service.transition import build_transition, consistency_from_fronti
 from receipt_verifier._progress import table
 from receipt_verifier.hashing import leaf_hash
 from receipt_verifier.heads import IndexedHeads, check_transition
-from receipt_verifier.history import frontier_append, frontier_root
+from receipt_verifier.logs import frontier_append, frontier_root
 
 from _common import best_of
 

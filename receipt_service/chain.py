@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from receipt_verifier.hashing import leaf_hash
-from receipt_verifier.heads import IndexedHeads
-from receipt_verifier.history import log_root, record_leaf, subject_key
+from receipt_verifier.heads import IndexedHeads, subject_key
+from receipt_verifier.logs import log_root, record_leaf
 from receipt_verifier.merkle import consistency_proof
 
 from .errors import AnchorBackendError, CorruptRecordError

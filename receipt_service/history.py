@@ -17,8 +17,10 @@ from receipt_verifier.codec import parse_anchor
 from receipt_verifier.errors import FabricEvidenceError
 from receipt_verifier.evidence import block_list
 from receipt_verifier.heads import IndexedHeads
-from receipt_verifier.history import EMPTY_ROOT, HISTORY_CONTEXT, HISTORY_TYPE, HeadsTree, log_root, pack, record_leaf
+from receipt_verifier.history import HISTORY_CONTEXT, HISTORY_TYPE, pack
+from receipt_verifier.logs import EMPTY_ROOT, log_root, record_leaf
 from receipt_verifier.model import FabricAnchor
+from receipt_verifier.sorted_heads import HeadsTree
 
 from .chain import indexed_heads
 from .errors import AnchorBackendError, CorruptRecordError, NotFoundError, UnprocessableError

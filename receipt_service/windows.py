@@ -19,7 +19,7 @@ from itertools import accumulate
 
 from receipt_verifier import proof_id as pid
 from receipt_verifier.heads import IndexedHeads
-from receipt_verifier.history import frontier_append, frontier_root, record_leaf
+from receipt_verifier.logs import frontier_append, frontier_root, record_leaf
 from receipt_verifier.model import Anchor
 
 from .anchors import AnchorBackend, BatchedBackend, ChainedBackend, anchor_json

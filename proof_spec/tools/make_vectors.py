@@ -27,9 +27,11 @@ from receipt_service.receipts import Submission, build_window, render, render_tr
 from receipt_verifier.access_event import b64url, public_jwk, signing_input, thumbprint
 from receipt_verifier.chainpoint import chainpoint_anchor_id, to_chainpoint_v4
 from receipt_verifier.codec import anchor_to_dict, receipt_to_dict
-from receipt_verifier.history import HISTORY_CONTEXT, HISTORY_TYPE, HeadsTree, log_root, pack
+from receipt_verifier.history import HISTORY_CONTEXT, HISTORY_TYPE, pack
+from receipt_verifier.logs import log_root
 from receipt_verifier.merkle import MerkleTree, all_audit_paths
 from receipt_verifier.model import Binding, FabricAnchor, PendingAnchor, Receipt, UnknownAnchor
+from receipt_verifier.sorted_heads import HeadsTree
 
 BASE_NS = 1_763_712_000_000_000_000  # 2025-11-21T08:00:00Z
 RECORDS = [

@@ -16,7 +16,7 @@ from receipt_service.stores.sqlite import SQLiteStore
 from receipt_service.windows import Aggregator
 from receipt_verifier import proof_id as pid
 from receipt_verifier.heads import IndexedHeads, subject_key
-from receipt_verifier.history import log_root, record_leaf
+from receipt_verifier.logs import log_root, record_leaf
 from receipt_verifier.model import Anchor, PendingAnchor, UnknownAnchor
 
 

@@ -18,7 +18,7 @@ from receipt_service.transition import (
 )
 from receipt_verifier.hashing import leaf_hash
 from receipt_verifier.heads import IndexedHeads, check_transition, empty_heads, subject_key
-from receipt_verifier.history import frontier_append
+from receipt_verifier.logs import frontier_append
 from receipt_verifier.merkle import MerkleTree, consistency_proof, verify_consistency
 
 

@@ -22,7 +22,7 @@ from receipt_service.stores.sqlite import SQLiteStore
 from receipt_service.trees import pack_tree
 from receipt_service.windows import MAX_TREES_PER_WINDOW, Aggregator, tree_records
 from receipt_verifier.hashing import bound_commitment
-from receipt_verifier.history import log_root
+from receipt_verifier.logs import log_root
 from receipt_verifier.merkle import MerkleTree
 from receipt_verifier.model import Anchor, Binding
 

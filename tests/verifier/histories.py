@@ -8,10 +8,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from receipt_verifier.history import HISTORY_CONTEXT, HISTORY_TYPE, HeadsTree, log_root, pack, record_leaf
+from receipt_verifier.history import HISTORY_CONTEXT, HISTORY_TYPE, pack
 from receipt_verifier.ledger import GENESIS_PREV, key_id, sign_entry
+from receipt_verifier.logs import log_root, record_leaf
 from receipt_verifier.model import LedgerEntry
 from receipt_verifier.proof_id import make_proof_id, unix_ns_to_ticks
+from receipt_verifier.sorted_heads import HeadsTree
 
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"health-receipt v1 test-vector ledger key").digest())
 PUBLIC: Ed25519PublicKey = KEY.public_key()

@@ -15,19 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from receipt_verifier.errors import MalformedReceiptError
-from receipt_verifier.history import (
-    EMPTY_ROOT,
-    HeadsTree,
-    HistoryError,
-    check_heads_proof,
-    frontier_append,
-    frontier_root,
-    log_root,
-    record_leaf,
-    verify_history,
-)
+from receipt_verifier.errors import HistoryError, MalformedReceiptError
+from receipt_verifier.history import verify_history
 from receipt_verifier.ledger import key_id, load_public_key_file
+from receipt_verifier.logs import EMPTY_ROOT, frontier_append, frontier_root, log_root, record_leaf
+from receipt_verifier.sorted_heads import HeadsTree, check_heads_proof
 
 subjects = st.text(alphabet="abcdef0123456789:-", min_size=16, max_size=24)
 heads_maps = st.dictionaries(subjects, st.integers(min_value=1, max_value=1000), max_size=40)

@@ -15,28 +15,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from receipt_verifier import Verifier
-from receipt_verifier.errors import LedgerError, MalformedReceiptError, WriteSetError
+from receipt_verifier.errors import HistoryError, LedgerError, MalformedReceiptError, WriteSetError
 from receipt_verifier.fabric.trust import load_trust
+from receipt_verifier.heads import subject_key
 from receipt_verifier.history import (
-    EMPTY_ROOT,
     MAX_RECORDS,
     NO_APPEND_ONLY,
-    HeadsTree,
-    HistoryError,
     HistoryReport,
     Record,
     _BindingDigests,
     _check_id,
     _id_binds,
-    check_heads_proof,
     check_log,
     pack,
-    subject_key,
     verify_history,
 )
 from receipt_verifier.ledger import key_id, load_public_key_file
+from receipt_verifier.logs import EMPTY_ROOT
 from receipt_verifier.model import Binding, LedgerEntry
 from receipt_verifier.proof_id import make_proof_id
+from receipt_verifier.sorted_heads import HeadsTree, check_heads_proof
 from tests.conftest import VECTORS
 
 from .histories import DOMAIN, KEYS, KID, OTHER, SUBJECT, WINDOW_END, bundle, entry, heads, local_anchor, log, records
@@ -191,7 +189,7 @@ def test_a_record_whose_id_does_not_bind_its_hash() -> None:
     mine = list(LOGS[SUBJECT])
     bad = mine[1]
     forged_pid = bytes(16)
-    from receipt_verifier.history import record_leaf
+    from receipt_verifier.logs import record_leaf
 
     from .histories import Rec
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import struct
 
-from receipt_verifier.history import frontier_root
+from receipt_verifier.logs import frontier_root
 
 from ...errors import CorruptRecordError
 from ..base import (

@@ -8,7 +8,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from receipt_verifier.history import frontier_root
+from receipt_verifier.logs import frontier_root
 
 from ...errors import CorruptRecordError, StoreError
 from ..base import (

@@ -13,7 +13,7 @@ from typing import Any
 from receipt_service.transition import build_transition, changed_entry, transition_nodes
 from receipt_verifier.hashing import leaf_hash
 from receipt_verifier.heads import IndexedHeads, subject_key
-from receipt_verifier.history import log_root
+from receipt_verifier.logs import log_root
 from receipt_verifier.merkle import consistency_proof
 
 STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"

@@ -27,7 +27,7 @@ from receipt_service.stores.redis import RedisLink, RedisStore, RedisTarget
 from receipt_service.stores.sqlite import SQLiteStore
 from receipt_service.trees import build_packed
 from receipt_service.windows import tree_records
-from receipt_verifier.history import frontier_append, frontier_root
+from receipt_verifier.logs import frontier_append, frontier_root
 
 SUBJECT = "pseudonym-0000000000000001"
 Opener = Callable[..., Store]

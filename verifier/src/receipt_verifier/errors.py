@@ -104,3 +104,7 @@ class MalformedEventError(MalformedReceiptError):
 
 class EventSignatureError(VerificationError):
     """An access event's signature does not verify, or its key is not the one pinned."""
+
+
+class HistoryError(VerificationError):
+    """A history bundle does not prove the complete, current log it claims."""

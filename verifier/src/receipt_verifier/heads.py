@@ -17,10 +17,10 @@ from itertools import pairwise
 from typing import Any
 
 from .errors import LimitExceededError, MalformedReceiptError, VerificationError
+from .logs import EMPTY_ROOT
 from .merkle import MAX_TREE_SIZE, MerkleTree, root_from_path, verify_consistency
 
 ZERO_KEY = bytes(32)  # the sentinel's key, reserved
-EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 6962: the hash of an empty tree (an empty log)
 LEAF_SIZE = 104
 MAX_ENTRIES = 1_000_000  # per list of a transition proof
 MAX_CONSISTENCY = 128  # hashes of one consistency proof (a log of fewer than 2**64 entries needs far fewer)

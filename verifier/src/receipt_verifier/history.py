@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,21 +23,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .chain import ChainWindow
 from .codec import _HASH_RE, parse_anchor
-from .errors import MalformedReceiptError, VerificationError
+from .errors import HistoryError, MalformedReceiptError, VerificationError
 from .evidence import parse_blocks
 from .fabric.evidence import FabricChecker
 from .fabric.trust import ChannelTrust
 from .fabric.windows import find_successor, tip_reads
-from .hashing import bound_commitment, leaf_hash, node_hash
 from .heads import check_indexed_proof
 from .ledger import entry_hash, verify_entry_signature
-from .merkle import MerkleTree, root_from_path
+from .logs import log_root, record_leaf
 from .model import Anchor, Binding, FabricAnchor, LedgerEntry, LocalAnchor, TreeInfo, canonical_json
 from .proof_id import check_binding, node_field, parse_proof_id, ticks_to_received
+from .sorted_heads import check_heads_proof, is_indexed_proof
 
 HISTORY_CONTEXT = "https://w3id.org/health-receipt/history/v1"
 HISTORY_TYPE = "HealthReceiptHistory"
-EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 6962: the hash of an empty tree
 MAX_RECORDS = 1 << 22
 MAX_PROBLEMS = 50  # per-record problems listed before the rest are counted
 MAX_SKEW = timedelta(seconds=10)  # the chaincode's bound on a window's end past its transaction's time
@@ -47,163 +45,6 @@ NOT_PROVEN = (
     "not proven by a successor (none in the bundle): that it committed rests on the peer that served the block,"
     " whose validation flags nobody signs"
 )
-
-
-class HistoryError(VerificationError):
-    """A history bundle does not prove the complete, current log it claims."""
-
-
-def subject_key(subject: str) -> bytes:
-    """The heads tree's sort key of a subject."""
-    return hashlib.sha256(subject.encode("utf-8")).digest()
-
-
-def heads_leaf(key: bytes, size: int, root: bytes) -> bytes:
-    """A heads-tree leaf value: key (32) || size (8, big-endian) || log root (32)."""
-    return key + size.to_bytes(8, "big") + root
-
-
-def log_root(leaves: Sequence[bytes]) -> bytes:
-    """RFC 6962 root over a log's entries (each a v2 leaf value); the empty log has ``EMPTY_ROOT``."""
-    return MerkleTree.from_commitments(leaves).root if leaves else EMPTY_ROOT
-
-
-def frontier_append(frontier: Sequence[bytes], size: int, leaf: bytes) -> list[bytes]:
-    """Append one entry (its leaf value) to a log's compact range: the roots of the perfect subtrees
-    that make up its first ``size`` entries, largest first (one per set bit of ``size``)."""
-    out = list(frontier)
-    node = leaf_hash(leaf)
-    while size & 1:
-        node = node_hash(out.pop(), node)
-        size >>= 1
-    out.append(node)
-    return out
-
-
-def frontier_root(frontier: Sequence[bytes]) -> bytes:
-    """The RFC 6962 root of a log from its compact range (equal to ``log_root`` of its entries)."""
-    if not frontier:
-        return EMPTY_ROOT
-    acc = frontier[-1]
-    for node in reversed(frontier[:-1]):
-        acc = node_hash(node, acc)
-    return acc
-
-
-def record_leaf(nonce: bytes, proof_id: bytes, record_hash: bytes, domain: str, subject: str, seq: int) -> bytes:
-    """The log entry of a record at position ``seq``: its v2 leaf value."""
-    return bound_commitment(nonce, proof_id, record_hash, Binding(domain, subject, seq).digest())
-
-
-class HeadsTree:
-    """The heads of every subject log of a domain as of one window, sorted by ``subject_key``."""
-
-    def __init__(self, heads: Mapping[str, tuple[int, bytes]]) -> None:
-        self._items = sorted((subject_key(s), n, r) for s, (n, r) in heads.items() if n > 0)
-        self.keys = [k for k, _, _ in self._items]
-        self.leaves = [heads_leaf(k, n, r) for k, n, r in self._items]
-        self._tree = MerkleTree.from_commitments(self.leaves) if self.leaves else None
-
-    @property
-    def size(self) -> int:
-        """Number of subjects with a log."""
-        return len(self.leaves)
-
-    @property
-    def root(self) -> bytes:
-        """The commitment anchored with the window."""
-        return self._tree.root if self._tree is not None else EMPTY_ROOT
-
-    def _member(self, index: int) -> dict[str, Any]:
-        assert self._tree is not None
-        key, size, root = self._items[index]
-        return {
-            "index": index,
-            "key": key.hex(),
-            "size": size,
-            "root": root.hex(),
-            "path": [h.hex() for _, h in self._tree.audit_path(index)],
-        }
-
-    def prove(self, subject: str) -> dict[str, Any]:
-        """``{"member": ...}`` for a subject with a log, else ``{"absent": {"left", "right"}}``."""
-        key = subject_key(subject)
-        i = bisect.bisect_left(self.keys, key)
-        if i < self.size and self.keys[i] == key:
-            return {"member": self._member(i)}
-        return {
-            "absent": {
-                "left": self._member(i - 1) if i > 0 else None,
-                "right": self._member(i) if i < self.size else None,
-            }
-        }
-
-
-def _leaf_of(member: Any, where: str) -> tuple[int, bytes, int, bytes, list[bytes]]:
-    if not isinstance(member, Mapping) or set(member) != {"index", "key", "size", "root", "path"}:
-        raise MalformedReceiptError(f"{where}: expected index, key, size, root and path")
-    try:
-        key, root = bytes.fromhex(member["key"]), bytes.fromhex(member["root"])
-        path = [bytes.fromhex(h) for h in member["path"]]
-    except (TypeError, ValueError):
-        raise MalformedReceiptError(f"{where}: key, root and path are hex") from None
-    index, size = member["index"], member["size"]
-    if type(index) is not int or type(size) is not int or index < 0 or size < 1 or len(key) != 32 or len(root) != 32:
-        raise MalformedReceiptError(f"{where}: bad index, size, key or root")
-    if any(len(h) != 32 for h in path):
-        raise MalformedReceiptError(f"{where}: path hashes are 32 bytes")
-    return index, key, size, root, path
-
-
-def is_indexed_proof(proof: Any) -> bool:
-    """Whether a head proof is of the indexed heads tree (spec section 14.5) rather than the sorted one."""
-    if not isinstance(proof, Mapping):
-        return False
-    member, absent = proof.get("member"), proof.get("absent")
-    return (isinstance(member, Mapping) and "next" in member) or (isinstance(absent, Mapping) and "low" in absent)
-
-
-def check_heads_proof(subject: str, proof: Any, heads_root: bytes, heads_size: int) -> tuple[int, bytes]:
-    """The subject's (log size, log root) under an anchored heads commitment ((0, EMPTY_ROOT): no log)."""
-    key = subject_key(subject)
-
-    def root_of(member: Any, where: str) -> tuple[int, bytes, int, bytes]:
-        index, k, size, root, path = _leaf_of(member, where)
-        if index >= heads_size:
-            raise HistoryError(f"{where}: index {index} outside a heads tree of {heads_size}")
-        try:
-            got = root_from_path(leaf_hash(heads_leaf(k, size, root)), index, heads_size, path)
-        except ValueError as exc:
-            raise HistoryError(f"{where}: {exc}") from None
-        if got != heads_root:
-            raise HistoryError(f"tampered head proof: {where} does not lead to the anchored heads root")
-        return index, k, size, root
-
-    if not isinstance(proof, Mapping) or len(proof) != 1:
-        raise MalformedReceiptError('head proof: expected {"member": ...} or {"absent": ...}')
-    if "member" in proof:
-        _, k, size, root = root_of(proof["member"], "head proof")
-        if k != key:
-            raise HistoryError("head proof: the proven leaf is another subject's")
-        return size, root
-    absent = proof.get("absent")
-    if not isinstance(absent, Mapping) or set(absent) != {"left", "right"}:
-        raise MalformedReceiptError("head proof: absent needs left and right (null at an end)")
-    left = None if absent["left"] is None else root_of(absent["left"], "absence proof (left)")
-    right = None if absent["right"] is None else root_of(absent["right"], "absence proof (right)")
-    if heads_size == 0:  # root_of refused any neighbour: no index is below 0
-        if heads_root != EMPTY_ROOT:
-            raise HistoryError("absence proof: the window's heads tree has no leaves but a root that is not empty")
-        return 0, EMPTY_ROOT
-    if left is None and (right is None or right[0] != 0):
-        raise HistoryError("absence proof: without a left neighbour the right one must be leaf 0")
-    if right is None and (left is None or left[0] != heads_size - 1):
-        raise HistoryError("absence proof: without a right neighbour the left one must be the last leaf")
-    if left is not None and right is not None and right[0] != left[0] + 1:
-        raise HistoryError("absence proof: the neighbours are not adjacent leaves")
-    if (left is not None and not left[1] < key) or (right is not None and not key < right[1]):
-        raise HistoryError("absence proof: the subject's key is not between the neighbours")
-    return 0, EMPTY_ROOT
 
 
 @dataclass(frozen=True)
