@@ -26,7 +26,8 @@ if [[ ${#modules[@]} -eq 0 ]]; then
            src/receipt_verifier/merkle.py src/receipt_verifier/ledger.py src/receipt_verifier/proof_id.py
            src/receipt_verifier/fabric/evidence.py src/receipt_verifier/fabric/policy.py
            src/receipt_verifier/fabric/blocks.py src/receipt_verifier/fabric/msp.py src/receipt_verifier/fabric/trust.py
-           src/receipt_verifier/history.py src/receipt_verifier/access_event.py
+           src/receipt_verifier/history.py src/receipt_verifier/logs.py src/receipt_verifier/sorted_heads.py
+           src/receipt_verifier/access_event.py
            receipt_service/windows.py receipt_service/leadership.py receipt_service/ledger.py)
 fi
 scratch=${MUTATION_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/mutation.XXXXXX")}
