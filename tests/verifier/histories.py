@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -125,3 +126,14 @@ def bundle(subject: str, logs: dict[str, list[Rec]], shown: list[Rec] | None = N
         "head_proof": tree.prove(subject),
         "window": window(entry(tree)),
     }
+
+
+AS_OF = datetime(2025, 11, 21, 9, tzinfo=UTC)
+LOGS = {SUBJECT: records(SUBJECT, 3), OTHER: records(OTHER, 2)}
+
+
+def window_change(**changes: Any) -> dict[str, Any]:
+    """A bundle of ``SUBJECT`` in ``LOGS`` whose window has these members changed."""
+    doc = bundle(SUBJECT, LOGS)
+    doc["window"].update(changes)
+    return doc

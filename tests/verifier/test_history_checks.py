@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,10 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from receipt_verifier import Verifier
-from receipt_verifier.errors import HistoryError, LedgerError, MalformedReceiptError, WriteSetError
-from receipt_verifier.fabric.trust import load_trust
-from receipt_verifier.heads import subject_key
+from receipt_verifier.errors import HistoryError, LedgerError, MalformedReceiptError
 from receipt_verifier.history import (
     MAX_RECORDS,
     NO_APPEND_ONLY,
@@ -30,17 +26,26 @@ from receipt_verifier.history import (
     pack,
     verify_history,
 )
-from receipt_verifier.ledger import key_id, load_public_key_file
-from receipt_verifier.logs import EMPTY_ROOT
 from receipt_verifier.model import Binding, LedgerEntry
 from receipt_verifier.proof_id import make_proof_id
-from receipt_verifier.sorted_heads import HeadsTree, check_heads_proof
-from tests.conftest import VECTORS
 
-from .histories import DOMAIN, KEYS, KID, OTHER, SUBJECT, WINDOW_END, bundle, entry, heads, local_anchor, log, records
-
-AS_OF = datetime(2025, 11, 21, 9, tzinfo=UTC)
-LOGS = {SUBJECT: records(SUBJECT, 3), OTHER: records(OTHER, 2)}
+from .histories import (
+    AS_OF,
+    DOMAIN,
+    KEYS,
+    KID,
+    LOGS,
+    OTHER,
+    SUBJECT,
+    WINDOW_END,
+    bundle,
+    entry,
+    heads,
+    local_anchor,
+    log,
+    records,
+    window_change,
+)
 
 
 def _verify(doc: Any, **kw: Any) -> list[str]:
@@ -105,9 +110,6 @@ def test_a_subject_with_no_log_is_complete_and_empty() -> None:
 def test_pack_is_the_columns_base64() -> None:
     assert pack([b"\x01" * 3, b"\x02" * 3]) == base64.b64encode(b"\x01\x01\x01\x02\x02\x02").decode("ascii")
     assert pack([]) == ""
-
-
-# ---- the log against its own head
 
 
 def test_a_short_bundle_names_both_counts() -> None:
@@ -224,9 +226,6 @@ def test_problems_are_capped_at_fifty() -> None:
     assert len(over) == 51 and over[-1] == "... and 11 more problem(s) of the same kind"
 
 
-# ---- malformed logs
-
-
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -265,156 +264,6 @@ def test_the_largest_log_size_is_a_problem_not_malformed() -> None:
     assert _verify(doc)[0] == f"the bundle holds 3 records, but the log it names has {MAX_RECORDS}"
 
 
-# ---- the head proof
-
-
-def _member(subject: str = SUBJECT) -> dict[str, Any]:
-    proof: dict[str, Any] = heads(LOGS).prove(subject)["member"]
-    return proof
-
-
-def _check(proof: Any, subject: str = SUBJECT) -> tuple[int, bytes]:
-    tree = heads(LOGS)
-    return check_heads_proof(subject, proof, tree.root, tree.size)
-
-
-@pytest.mark.parametrize(
-    ("proof", "error", "message"),
-    [
-        ("member", MalformedReceiptError, 'head proof: expected {"member": ...} or {"absent": ...}'),
-        (
-            {"member": None, "absent": None},
-            MalformedReceiptError,
-            'head proof: expected {"member": ...} or {"absent": ...}',
-        ),
-        ({"absent": {"left": None}}, MalformedReceiptError, "head proof: absent needs left and right (null at an end)"),
-        (
-            {"absent": ["left", "right"]},
-            MalformedReceiptError,
-            "head proof: absent needs left and right (null at an end)",
-        ),
-        ({"member": "x"}, MalformedReceiptError, "head proof: expected index, key, size, root and path"),
-        ({"member": {"index": 0}}, MalformedReceiptError, "head proof: expected index, key, size, root and path"),
-        ({"member": {**_member(), "key": "zz"}}, MalformedReceiptError, "head proof: key, root and path are hex"),
-        ({"member": {**_member(), "path": [5]}}, MalformedReceiptError, "head proof: key, root and path are hex"),
-        ({"member": {**_member(), "index": "0"}}, MalformedReceiptError, "head proof: bad index, size, key or root"),
-        ({"member": {**_member(), "size": "3"}}, MalformedReceiptError, "head proof: bad index, size, key or root"),
-        ({"member": {**_member(), "index": -1}}, MalformedReceiptError, "head proof: bad index, size, key or root"),
-        ({"member": {**_member(), "size": 0}}, MalformedReceiptError, "head proof: bad index, size, key or root"),
-        (
-            {"member": {**_member(), "key": "00" * 31}},
-            MalformedReceiptError,
-            "head proof: bad index, size, key or root",
-        ),
-        (
-            {"member": {**_member(), "root": "00" * 33}},
-            MalformedReceiptError,
-            "head proof: bad index, size, key or root",
-        ),
-        ({"member": {**_member(), "path": ["00" * 31]}}, MalformedReceiptError, "head proof: path hashes are 32 bytes"),
-        ({"member": {**_member(), "index": 2}}, HistoryError, "head proof: index 2 outside a heads tree of 2"),
-        (
-            {"member": {**_member(), "size": 2}},
-            HistoryError,
-            "tampered head proof: head proof does not lead to the anchored heads root",
-        ),
-        ({"member": _member(OTHER)}, HistoryError, "head proof: the proven leaf is another subject's"),
-        (
-            {"absent": {"left": None, "right": None}},
-            HistoryError,
-            "absence proof: without a left neighbour the right one must be leaf 0",
-        ),
-        (
-            {"absent": {"left": {**_member(), "size": 9}, "right": None}},
-            HistoryError,
-            "tampered head proof: absence proof (left) does not lead to the anchored heads root",
-        ),
-        (
-            {"absent": {"left": None, "right": {**_member(), "size": 9}}},
-            HistoryError,
-            "tampered head proof: absence proof (right) does not lead to the anchored heads root",
-        ),
-    ],
-    ids=range(21),
-)
-def test_head_proofs_are_refused_with_their_reason(proof: Any, error: type[Exception], message: str) -> None:
-    with pytest.raises(error) as err:
-        _check(proof)
-    assert str(err.value) == message
-
-
-def test_a_path_of_the_wrong_length_names_the_proof() -> None:
-    with pytest.raises(HistoryError) as err:
-        _check({"member": {**_member(), "path": []}})
-    assert str(err.value).startswith("head proof: ") and "tampered" not in str(err.value)
-
-
-def _ends() -> tuple[HeadsTree, list[str], dict[str, Any], dict[str, Any]]:
-    subjects = [f"did:example:s-{i:04d}" for i in range(4)]
-    tree = HeadsTree({s: (1, bytes([i + 1]) * 32) for i, s in enumerate(subjects)})
-    ordered = sorted(subjects, key=subject_key)
-    return tree, ordered, tree.prove(ordered[0])["member"], tree.prove(ordered[-1])["member"]
-
-
-def test_a_member_is_never_proven_absent_with_itself_as_a_neighbour() -> None:
-    tree, ordered, _, _ = _ends()
-    first, second = (tree.prove(s)["member"] for s in ordered[:2])
-    for left, right, subject in ((first, second, ordered[0]), (first, second, ordered[1])):
-        with pytest.raises(HistoryError) as err:
-            check_heads_proof(subject, {"absent": {"left": left, "right": right}}, tree.root, tree.size)
-        assert str(err.value) == "absence proof: the subject's key is not between the neighbours"
-
-
-def test_absence_needs_adjacent_neighbours_and_both_ends() -> None:
-    tree, ordered, first, last = _ends()
-    between = next(
-        p
-        for p in (f"did:example:probe-{i}" for i in range(10_000))
-        if subject_key(ordered[0]) < subject_key(p) and subject_key(p) < subject_key(ordered[1])
-    )
-    third = tree.prove(ordered[2])["member"]
-    cases = [
-        ({"left": first, "right": third}, "absence proof: the neighbours are not adjacent leaves"),
-        ({"left": None, "right": None}, "absence proof: without a left neighbour the right one must be leaf 0"),
-        ({"left": first, "right": None}, "absence proof: without a right neighbour the left one must be the last leaf"),
-        ({"left": None, "right": last}, "absence proof: without a left neighbour the right one must be leaf 0"),
-    ]
-    for absent, message in cases:
-        with pytest.raises(HistoryError) as err:
-            check_heads_proof(between, {"absent": absent}, tree.root, tree.size)
-        assert str(err.value) == message
-    second = tree.prove(ordered[1])["member"]
-    assert check_heads_proof(between, {"absent": {"left": first, "right": second}}, tree.root, tree.size) == (
-        0,
-        EMPTY_ROOT,
-    )
-
-
-def test_an_empty_heads_tree_has_the_empty_root() -> None:
-    assert check_heads_proof(SUBJECT, {"absent": {"left": None, "right": None}}, EMPTY_ROOT, 0) == (0, EMPTY_ROOT)
-    with pytest.raises(HistoryError) as err:
-        check_heads_proof(SUBJECT, {"absent": {"left": None, "right": None}}, bytes(32), 0)
-    assert str(err.value) == "absence proof: the window's heads tree has no leaves but a root that is not empty"
-    with pytest.raises(HistoryError, match="outside a heads tree of 0"):
-        check_heads_proof(SUBJECT, {"absent": {"left": _member(), "right": None}}, EMPTY_ROOT, 0)
-
-
-def test_heads_tree_members_carry_their_size_and_root() -> None:
-    big = 1 << 60
-    tree = HeadsTree({SUBJECT: (big, b"\x07" * 32), OTHER: (0, EMPTY_ROOT)})
-    member = tree.prove(SUBJECT)["member"]
-    assert (tree.size, member["size"], member["root"], member["key"]) == (
-        1,
-        big,
-        "07" * 32,
-        hashlib.sha256(SUBJECT.encode("utf-8")).hexdigest(),
-    )
-    assert check_heads_proof(SUBJECT, {"member": member}, tree.root, 1) == (big, b"\x07" * 32)
-
-
-# ---- the bundle and its window
-
-
 def _malformed(doc: Any, message: str, **kw: Any) -> None:
     with pytest.raises(MalformedReceiptError) as err:
         verify_history(doc, KEYS, as_of=AS_OF, **kw)
@@ -441,12 +290,6 @@ def test_fabric_blocks_may_be_given_empty() -> None:
     assert _verify(dict(bundle(SUBJECT, LOGS), fabric_blocks=[])) == []
 
 
-def _window_change(**changes: Any) -> dict[str, Any]:
-    doc = bundle(SUBJECT, LOGS)
-    doc["window"].update(changes)
-    return doc
-
-
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
@@ -455,19 +298,19 @@ def _window_change(**changes: Any) -> dict[str, Any]:
             "window: expected exactly anchors, heads_root, heads_size, root, tree_index, tree_size, window_end, window_id",
         ),
         (
-            _window_change(extra=1),
+            window_change(extra=1),
             "window: expected exactly anchors, heads_root, heads_size, root, tree_index, tree_size, window_end, window_id",
         ),
-        (_window_change(tree_index="0"), "window: tree_index, tree_size, heads_size are integers; the rest strings"),
-        (_window_change(heads_size=-1), "window: tree_index, tree_size, heads_size are integers; the rest strings"),
-        (_window_change(window_id=7), "window: tree_index, tree_size, heads_size are integers; the rest strings"),
-        (_window_change(heads_root="AB" * 32), "window: root and heads_root are 64 lowercase hex characters"),
-        (_window_change(root="ab" * 31), "window: root and heads_root are 64 lowercase hex characters"),
-        (_window_change(window_end="yesterday"), "window.window_end: 'yesterday' is not an RFC 3339 time"),
-        (_window_change(anchors=[]), "window.anchors: a list of 1 to 16 anchors"),
-        (_window_change(anchors={"a": 1}), "window.anchors: a list of 1 to 16 anchors"),
+        (window_change(tree_index="0"), "window: tree_index, tree_size, heads_size are integers; the rest strings"),
+        (window_change(heads_size=-1), "window: tree_index, tree_size, heads_size are integers; the rest strings"),
+        (window_change(window_id=7), "window: tree_index, tree_size, heads_size are integers; the rest strings"),
+        (window_change(heads_root="AB" * 32), "window: root and heads_root are 64 lowercase hex characters"),
+        (window_change(root="ab" * 31), "window: root and heads_root are 64 lowercase hex characters"),
+        (window_change(window_end="yesterday"), "window.window_end: 'yesterday' is not an RFC 3339 time"),
+        (window_change(anchors=[]), "window.anchors: a list of 1 to 16 anchors"),
+        (window_change(anchors={"a": 1}), "window.anchors: a list of 1 to 16 anchors"),
         (
-            _window_change(anchors=[local_anchor(entry(heads(LOGS)))] * 2),
+            window_change(anchors=[local_anchor(entry(heads(LOGS)))] * 2),
             "window.anchors: lists the same anchor (type and anchor_id) twice",
         ),
     ],
@@ -479,7 +322,7 @@ def test_malformed_windows_name_the_member(doc: Any, message: str) -> None:
 
 def test_a_malformed_anchor_names_its_position() -> None:
     tree = heads(LOGS)
-    doc = _window_change(anchors=[local_anchor(entry(tree)), {"type": "local"}])
+    doc = window_change(anchors=[local_anchor(entry(tree)), {"type": "local"}])
     with pytest.raises(MalformedReceiptError, match=r"^window\.anchors\[1\]"):
         verify_history(doc, KEYS, as_of=AS_OF)
 
@@ -487,10 +330,10 @@ def test_a_malformed_anchor_names_its_position() -> None:
 def test_sixteen_anchors_are_allowed_and_each_verified_one_is_named() -> None:
     tree = heads(LOGS)
     anchors = [local_anchor(entry(tree, seq=i)) for i in range(16)]
-    report, _ = verify_history(_window_change(anchors=anchors), KEYS, as_of=AS_OF)
+    report, _ = verify_history(window_change(anchors=anchors), KEYS, as_of=AS_OF)
     assert report.anchor == ", ".join(f"local ledger {KID} entry {i}" for i in range(16))
     _malformed(
-        _window_change(anchors=[*anchors, local_anchor(entry(tree, seq=16))]),
+        window_change(anchors=[*anchors, local_anchor(entry(tree, seq=16))]),
         "window.anchors: a list of 1 to 16 anchors",
     )
 
@@ -508,7 +351,7 @@ def test_an_anchor_that_signs_another_window_is_a_hard_failure() -> None:
         entry(tree, domain="insurance"),
     ]
     for e in cases:
-        doc = _window_change(anchors=[local_anchor(e)])
+        doc = window_change(anchors=[local_anchor(e)])
         with pytest.raises(HistoryError) as err:
             verify_history(doc, KEYS, as_of=AS_OF)
         assert str(err.value) == f"local anchor {KID}:0 signs another window, domain or heads than the bundle's", e
@@ -519,93 +362,6 @@ def test_a_bad_signature_is_a_ledger_error() -> None:
     doc["window"]["anchors"][0]["signature"] = "00" * 64
     with pytest.raises(LedgerError, match="signature invalid"):
         verify_history(doc, KEYS, as_of=AS_OF)
-
-
-FABRIC_TRUST = load_trust(json.loads((VECTORS / "fabric" / "trust.json").read_text()))
-
-
-def _fabric(channel: str, block: int = 4) -> dict[str, Any]:
-    return {
-        "type": "fabric",
-        "anchor_id": f"{channel}:94d0ef0afe48cd7a",
-        "channel": channel,
-        "tx_id": "94d0ef0afe48cd7a8ab5f3120fcadc64c374630528c78fb1aa30b82ef6a7c186",
-        "block_number": block,
-        "key": "w1763712120000/0",
-        "chaincode": "anchor",
-    }
-
-
-def test_anchors_that_cannot_be_checked_are_named_when_none_verifies() -> None:
-    tree = heads(LOGS)
-    unknown_key = local_anchor(entry(tree))
-    unknown_key["key_id"] = "00" * 8
-    anchors = [unknown_key, _fabric(DOMAIN), _fabric("elsewhere"), {"type": "ots", "anchor_id": "ots:1"}]
-    doc = _window_change(anchors=anchors)
-    with pytest.raises(HistoryError) as err:
-        verify_history(doc, KEYS, as_of=AS_OF)
-    assert str(err.value) == (
-        "no anchor of the window verifies with what is pinned: "
-        f"local {KID}:0: no pinned ledger key 0000000000000000 (pass --ledger-key); "
-        f"fabric {DOMAIN}: no trust file pins it (pass --trust); "
-        "fabric elsewhere: no trust file pins it (pass --trust); "
-        "ots ots:1: an anchor type this verifier does not know"
-    )
-    with pytest.raises(HistoryError) as err:
-        verify_history(doc, KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST)
-    assert f"fabric {DOMAIN}: no block; fabric elsewhere: no trust file pins it (pass --trust)" in str(err.value)
-
-
-def test_an_anchor_that_cannot_be_checked_does_not_stop_the_next() -> None:
-    tree = heads(LOGS)
-    unknown_key = local_anchor(entry(tree, seq=1))
-    unknown_key["key_id"] = "00" * 8
-    for first in (unknown_key, _fabric(DOMAIN)):
-        report, _ = verify_history(
-            _window_change(anchors=[first, local_anchor(entry(tree))]), KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST
-        )
-        assert report.anchor == f"local ledger {KID} entry 0"
-
-
-CAPTURED = json.loads((VECTORS / "fabric" / "bundle.json").read_text())
-
-
-def _captured_window() -> dict[str, Any]:
-    """A history of the captured Fabric tree (a v1 tree of one leaf, anchored without heads)."""
-    [anchors] = [op["anchors"] for op in CAPTURED["receipt"]["branches"][0]["ops"] if "anchors" in op]
-    fabric = copy.deepcopy(next(a for a in anchors if a["channel"] == DOMAIN))
-    tree = CAPTURED["receipt"]["tree"]
-    root = (
-        Verifier([load_public_key_file(VECTORS / "fabric" / "ledger-key.pub.json")]).verify(json.dumps(CAPTURED)).root
-    )
-    doc = _window_change(window_id=tree["window_id"], tree_size=tree["tree_size"], root=root, anchors=[fabric])
-    doc["fabric_blocks"] = CAPTURED["fabric_blocks"]
-    return doc
-
-
-def test_a_fabric_block_given_is_checked_not_skipped() -> None:
-    doc = _captured_window()
-    doc["window"]["anchors"][0]["key"] = "w1763712120000/0"
-    with pytest.raises(WriteSetError) as err:
-        verify_history(doc, KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST)
-    key = f"{CAPTURED['receipt']['tree']['window_id']}/0"
-    assert str(err.value) == f"the transaction wrote key {key}, the anchor names w1763712120000/0"
-
-
-def test_a_fabric_anchor_of_the_tree_without_the_heads_is_a_hard_failure() -> None:
-    doc = _captured_window()
-    with pytest.raises(HistoryError) as err:
-        verify_history(doc, KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST)
-    assert str(err.value) == (
-        f"fabric anchor {doc['window']['anchors'][0]['anchor_id']} wrote other heads or another window end"
-        " than the bundle's"
-    )
-    doc["window"]["tree_size"] += 1  # the block is checked against the window's tree
-    with pytest.raises(WriteSetError, match="tree size"):
-        verify_history(doc, KEYS, as_of=AS_OF, fabric_trust=FABRIC_TRUST)
-
-
-# ---- freshness and growth
 
 
 def _ledger_entry(seq: int, window_end: str, domain: str | None = DOMAIN, v2: bool = True) -> LedgerEntry:
@@ -716,70 +472,6 @@ def test_two_newest_windows_ending_together_name_the_first() -> None:
             " ended 2025-11-21T08:05:00Z) is newer than w1763712120000"
         )
     ]
-
-
-FABRIC_HISTORY: dict[str, Any] = json.loads((VECTORS / "fabric" / "history.json").read_text())
-HISTORY_KEY = load_public_key_file(VECTORS / "fabric" / "history-ledger-key.pub.json")
-
-
-def _fabric_history() -> tuple[dict[str, Any], int]:
-    doc = copy.deepcopy(FABRIC_HISTORY)
-    [block] = [a["block_number"] for a in doc["window"]["anchors"] if a["type"] == "fabric"]
-    return doc, block
-
-
-def test_a_captured_history_verifies_on_fabric_alone_and_with_its_ledger() -> None:
-    doc, block = _fabric_history()
-    report, recs = verify_history(doc, {}, fabric_trust=FABRIC_TRUST)
-    assert (report.complete, report.size, len(recs)) == (True, 3, 3)
-    assert report.anchor == f"Fabric {DOMAIN} block {block}"
-    report, _ = verify_history(doc, {key_id(HISTORY_KEY): HISTORY_KEY}, fabric_trust=FABRIC_TRUST)
-    local = next(a for a in doc["window"]["anchors"] if a["type"] == "local")
-    assert (
-        report.anchor == f"Fabric {DOMAIN} block {block}, local ledger {local['key_id']} entry {local['entry']['seq']}"
-    )
-
-
-@pytest.mark.parametrize("field", ["heads_root", "heads_size", "window_end"])
-def test_a_window_whose_heads_or_end_differ_from_the_fabric_write_is_refused(field: str) -> None:
-    doc, _ = _fabric_history()
-    w = doc["window"]
-    w[field] = {"heads_root": "00" * 32, "heads_size": w["heads_size"] + 1, "window_end": "2020-01-01T00:00:00Z"}[field]
-    fabric = next(a for a in w["anchors"] if a["type"] == "fabric")
-    with pytest.raises(HistoryError) as err:
-        verify_history(doc, {}, fabric_trust=FABRIC_TRUST)
-    assert str(err.value) == (
-        f"fabric anchor {fabric['anchor_id']} wrote other heads or another window end than the bundle's"
-    )
-
-
-def test_a_window_root_other_than_the_fabric_write_is_refused() -> None:
-    doc, _ = _fabric_history()
-    written = doc["window"]["root"]
-    doc["window"]["root"] = "ab" * 32
-    with pytest.raises(WriteSetError) as err:
-        verify_history(doc, {}, fabric_trust=FABRIC_TRUST)
-    assert str(err.value) == f"the transaction wrote root {written}, the branch computes {'ab' * 32}"
-
-
-def test_without_the_block_the_fabric_anchor_is_named_missing() -> None:
-    doc, block = _fabric_history()
-    doc["fabric_blocks"] = [b for b in doc["fabric_blocks"] if b["number"] != block]
-    with pytest.raises(HistoryError) as err:
-        verify_history(doc, {}, fabric_trust=FABRIC_TRUST)
-    local = next(a for a in doc["window"]["anchors"] if a["type"] == "local")
-    assert str(err.value) == (
-        f"no anchor of the window verifies with what is pinned: fabric {DOMAIN}: no block;"
-        f" local {local['anchor_id']}: no pinned ledger key {local['key_id']} (pass --ledger-key)"
-    )
-
-
-def test_a_fabric_anchor_of_another_domains_channel_says_so() -> None:
-    doc, block = _fabric_history()
-    doc["domain"] = "insurance"  # the records are bound to medical-history: they are refused, the anchor still holds
-    report, _ = verify_history(doc, {}, fabric_trust=FABRIC_TRUST)
-    assert report.anchor == f"Fabric {DOMAIN} block {block} (not the channel of insurance)"
-    assert report.problems and "is not a record of" in report.problems[1]
 
 
 @given(
