@@ -23,7 +23,7 @@ def consistency_from_frontier(
     """The RFC 9162 consistency proof from a log (its compact range ``frontier``) to it extended by the values.
 
     ``frontier`` holds the roots of the perfect subtrees that make up the old log, largest first (as
-    ``history.frontier_append`` keeps it); the new entries are leaf values, hashed here.
+    ``logs.frontier_append`` keeps it); the new entries are leaf values, hashed here.
     """
     if old_size < 1:
         raise ValueError(f"a consistency proof starts from a log of at least one entry, not {old_size}")

@@ -8,7 +8,7 @@
 // message naming it.
 //
 // Chained windows (spec §14.5-§14.8, chain.go): AppendWindow appends a lane's window as the successor
-// of the lane's tip with a transition proof that the heads only grew (transition.go); GetTip reads the
+// of the lane's tip with a transition proof that the heads only grew (transition.go, transition_wire.go); GetTip reads the
 // tip. ApproveWriter and GetWriter keep the one writer both consortium organisations approved; every
 // write needs it, and once a window is chained AnchorRoot is closed.
 package main

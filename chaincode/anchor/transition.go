@@ -68,7 +68,6 @@ func refuse(check int, format string, a ...any) error {
 	return &TransitionError{Check: check, Msg: fmt.Sprintf(format, a...)}
 }
 
-// Uint is an integer member of a transition proof.
 // CheckTransition checks §14.6 (checks 1-6, in order): the heads tree (newRoot, newSize) only grew
 // from the tip's (oldRoot, oldSize) by the JSON transition proof.
 func CheckTransition(oldRoot []byte, oldSize uint64, newRoot []byte, newSize uint64, proof []byte) error {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 )
 
+// Uint is an integer member of a transition proof.
 type Uint struct {
 	V        uint64
 	set, bad bool

@@ -1,4 +1,5 @@
-"""Every check of a history bundle, each with the exact problem or error it must name (pure)."""
+"""The checks of a history bundle, each with the exact problem or error it must name (pure); head proofs are
+in ``test_sorted_heads.py``, Fabric-anchored windows in ``test_history_fabric.py``."""
 
 from __future__ import annotations
 

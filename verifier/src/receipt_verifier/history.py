@@ -1,11 +1,11 @@
-"""Per-subject logs and their completeness (spec section 14): pure, no I/O.
+"""History bundles: is a subject's log complete, and as of which window (spec section 14.3-14.4)? Pure,
+no I/O.
 
-A subject's records in one domain form an append-only log; entry i is the record's v2 leaf value
-(which binds the subject, the domain and the position i). Every window commits to the heads of
-all logs of its domain in a sorted Merkle tree keyed by SHA-256(subject): an inclusion proof gives
-a subject's head, two adjacent leaves prove a subject has no log at all. A history bundle carries
-the whole log, the head proof and the anchor of the window; checking it says whether the history
-is complete and as of which window, or exactly what is wrong.
+A subject's records in one domain form an append-only log (``logs``); every window commits to the
+heads of all logs of its domain, in the sorted heads tree (``sorted_heads``) or, for chained windows,
+the indexed one (``heads``). A history bundle carries the whole log, the head proof and the anchor of
+the window; checking it says whether the history is complete and as of which window, or exactly what
+is wrong.
 """
 
 from __future__ import annotations
