@@ -55,14 +55,22 @@ class PhaseResult:
 
 
 @contextmanager
-def local_server(window: float, *extra: str) -> Iterator[tuple[str, str]]:
-    """A real ``receipt-service serve`` on a temporary data directory; yields (url, key)."""
+def local_server(window: float, *extra: str, tree: Path | None = None) -> Iterator[tuple[str, str]]:
+    """A real ``receipt-service serve`` on a temporary data directory; yields (url, key). ``tree``: run that
+    checkout's service instead of the installed one (its directory first on the path: ``python -m`` puts the
+    working directory before ``PYTHONPATH``, so both are set)."""
+    env, cwd = None, None
+    if tree is not None:
+        cwd = str(tree)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(tree / "verifier" / "src")])}
     with tempfile.TemporaryDirectory(prefix="receipt-load-") as tmp:
         key = subprocess.run(
             [*CLI, "keys", "create", "--tenant", "loadtest", "--data-dir", tmp],
             capture_output=True,
             text=True,
             check=True,
+            cwd=cwd,
+            env=env,
         ).stdout.strip()
         proc = subprocess.Popen(
             [
@@ -80,6 +88,8 @@ def local_server(window: float, *extra: str) -> Iterator[tuple[str, str]]:
             ],
             stderr=subprocess.PIPE,
             text=True,
+            cwd=cwd,
+            env=env,
         )
         try:
             assert proc.stderr is not None
