@@ -12,9 +12,7 @@ import pytest
 from receipt_verifier import Verifier
 from receipt_verifier.errors import HistoryError, WriteSetError
 from receipt_verifier.fabric.trust import load_trust
-from receipt_verifier.history import (
-    verify_history,
-)
+from receipt_verifier.history import verify_history
 from receipt_verifier.ledger import key_id, load_public_key_file
 from tests.conftest import VECTORS
 
