@@ -88,9 +88,9 @@ class SQLiteStore(WindowRecords, AccessRecords):
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
         self._bulk_lock = threading.Lock()
         shared = worker is not None
-        self._writer_lock = WriterLock(self.path.with_name(self.path.name + "-writer.lock")) if shared else None
+        writer_lock = WriterLock(self.path.with_name(self.path.name + "-writer.lock")) if shared else None
         self._leader = (leader or LeaderLock(data_dir / LEADER_FILE)) if shared else None
-        self.writer = Writer(self._w, self.path, self._writer_lock, self._begun)
+        self.writer = Writer(self._w, self.path, writer_lock, self._begun)
 
     # ------------------------------------------------------------------ the file
 
@@ -395,8 +395,8 @@ class SQLiteStore(WindowRecords, AccessRecords):
             conn.close()
         if self._leader is not None:
             self._leader.release()
-        if self._writer_lock is not None:
-            self._writer_lock.close()
+        if self.writer.lock is not None:
+            self.writer.lock.close()
 
 
 def sqlite_heap_bytes() -> int | None:

@@ -353,7 +353,7 @@ async def test_a_checkpoint_that_fails_leaves_the_writer_running(
     a, _ = workers(2)
     a.writer.checkpoint_seconds = 0.05
     issuer = ProofIdIssuer(a.clock_seq, a.last_ticks())
-    lock = a._writer_lock
+    lock = a.writer.lock
     assert lock is not None
     held, failures = lock.held, []
 
@@ -402,7 +402,7 @@ async def test_a_writer_lock_that_fails_fails_the_write_by_name_and_the_writer_g
 ) -> None:
     a, _ = workers(2)
     issuer = ProofIdIssuer(a.clock_seq, a.last_ticks())
-    lock = a._writer_lock
+    lock = a.writer.lock
     assert lock is not None
     held = lock.held
 
