@@ -1,11 +1,13 @@
 """Receipt verification throughput on one core: the text path beside the other paths, one run.
 
-    python benchmarks/verify_throughput.py [--receipts 20000] [--windows 4000] [--compare DIR]
+    python benchmarks/verify_throughput.py [--receipts 20000] [--windows 4000] [--compare DIR [--rounds 5]]
 
 Issue 25's targets, one core: >= 50,000 receipts/s for receipts of a few windows (the ledger signature
 checked once per window and cached, as a batch verifier does), >= 15,000/s when every receipt comes
 from a different window (a signature per receipt). ``--compare DIR`` measures another checkout of the
-repository (for example ``git worktree add /tmp/before HEAD~1``) on the same receipts in the same run.
+repository (for example ``git worktree add /tmp/before HEAD~1``) on the same receipts in the same run:
+both checkouts run the same script in fresh processes, in alternating rounds, and the ratio is of the
+medians (this machine's speed drifts by a third from minute to minute).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,17 +74,29 @@ def _decoding(v: Verifier) -> Verifier:
     return v
 
 
-def _other(tree: Path, sets: dict[str, tuple[list[str], bytes]]) -> dict[str, float]:
-    """Best-of-3 receipts/s for each set of receipts, measured by the verifier of another checkout."""
-    names = {}
+def _side_by_side(
+    trees: dict[str, Path], sets: dict[str, tuple[list[str], bytes]], rounds: int
+) -> dict[str, dict[str, float]]:
+    """Median (of ``rounds``) best-of-3 receipts/s per checkout and set, the checkouts taking turns."""
+    seen: dict[str, dict[str, list[float]]] = {t: {label: [] for label in sets} for t in trees}
     with tempfile.TemporaryDirectory() as tmp:
+        names = {}
         for label, (texts, pem) in sets.items():
             name = os.path.join(tmp, label)
             Path(name).write_text("\n".join([pem.decode().strip().replace("\n", "|"), *texts]))
             names[name] = label
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "verifier" / "src"), str(tree)])}
-        out = subprocess.run([sys.executable, "-c", _OTHER, *names], env=env, check=True, capture_output=True)
-    return {names[k]: v for k, v in json.loads(out.stdout).items()}
+        for r in range(rounds):
+            for side, tree in trees.items():
+                src = os.pathsep.join([str(tree / "verifier" / "src"), str(tree)])
+                env = {**os.environ, "PYTHONPATH": src}
+                run = [sys.executable, "-c", _OTHER, *names]
+                out = subprocess.run(run, env=env, check=True, capture_output=True, cwd=tmp)
+                got = {names[k]: v for k, v in json.loads(out.stdout).items()}
+                for label, value in got.items():
+                    seen[side][label].append(value)
+                shown = ", ".join(f"{label} {value:,.0f}" for label, value in got.items())
+                print(f"  round {r + 1}/{rounds}, {side}: {shown}", file=sys.stderr)
+    return {side: {label: statistics.median(v) for label, v in d.items()} for side, d in seen.items()}
 
 
 def _signature_rate(texts: list[str], verifier_key: Ed25519PublicKey) -> float:
@@ -111,7 +126,9 @@ def main() -> None:
     p.add_argument("--receipts", type=int, default=20_000)
     p.add_argument("--windows", type=int, default=4_000, help="receipts from distinct windows")
     p.add_argument("--compare", type=Path, help="another checkout of the repository, measured in the same run")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds of the comparison (medians)")
     args = p.parse_args()
+    ratios = ""
     print(f"  building {args.receipts:,} anchored receipts of one window ...", file=sys.stderr)
     texts, ledger = anchored_receipts(args.receipts)
     print(f"  building {args.windows:,} receipts of distinct windows ...", file=sys.stderr)
@@ -155,16 +172,31 @@ def main() -> None:
         print(f"  measuring {args.compare} ...", file=sys.stderr)
         pem = key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
         spem = spread_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-        other = _other(args.compare.resolve(), {"one": (texts, pem), "spread": (spread, spem)})
+        here = Path(__file__).resolve().parent.parent
+        trees = {"this checkout": here, str(args.compare): args.compare.resolve()}
+        both = _side_by_side(trees, {"one": (texts, pem), "spread": (spread, spem)}, args.rounds)
+        mine, other = both["this checkout"], both[str(args.compare)]
         rows += [
-            [f"{args.compare}: one window, warm", f"{len(texts):,}", other["one"]],
-            [f"{args.compare}: every receipt its own window", f"{len(spread):,}", other["spread"]],
+            [
+                f"side by side, median of {args.rounds} rounds: this checkout, one window",
+                f"{len(texts):,}",
+                mine["one"],
+            ],
+            [f"  {args.compare}, one window", f"{len(texts):,}", other["one"]],
+            ["  this checkout, every receipt its own window", f"{len(spread):,}", mine["spread"]],
+            [f"  {args.compare}, every receipt its own window", f"{len(spread):,}", other["spread"]],
         ]
+        ratios = (
+            f"this checkout / {args.compare}: one window {mine['one'] / other['one']:.2f}x,"
+            f" every receipt its own window {mine['spread'] / other['spread']:.2f}x (medians side by side)"
+        )
     out = []
     for name, count, value, *target in rows:
         met = ("met" if target[1] else "MISSED") if target else ""
         out.append([name, count, f"{value:,.0f}", f"{value / fast:.2f}x", f"{target[0]}: {met}" if target else ""])
     print(table(["mode", "receipts", "receipts/s", "vs first row", "target"], out))
+    if args.compare is not None:
+        print(ratios)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 
 from receipt_service.ledger import LocalLedger
 from receipt_verifier import Limits, MalformedReceiptError, Verifier, parse_receipt
-from receipt_verifier.codec import DEFAULT_LIMITS, load_json
+from receipt_verifier.codec import DEFAULT_LIMITS, anchor_to_dict, load_json, parse_anchor
 from receipt_verifier.errors import Error
 from receipt_verifier.fastpath import PathMemo
 from receipt_verifier.merkle import path_sides, sibling_kinds
+from receipt_verifier.model import LedgerEntry, LocalAnchor, canonical_json
 from receipt_verifier.proof_id import binding_holds, check_binding
-from receipt_verifier.textpath import TextPath
+from receipt_verifier.textpath import TextPath, local_anchor
 from receipt_verifier.verify import recompute_root
 from tests.conftest import leaf0_of_3_limits, load_vector, service_receipts
 
@@ -36,10 +37,14 @@ def _general(text: str | bytes) -> tuple[Any, bytes, Any] | None:
 
 
 def _agree(text: str | bytes, path: TextPath | None = None) -> bool:
-    """Whether the text path took it; when it did, it must give exactly what the general path gives."""
+    """Whether the text path took it; when it did, it must give exactly what the general path gives,
+    and the bytes its local entries will be checked against are their canonical JSON."""
     fast = (path or TextPath(DEFAULT_LIMITS, PathMemo())).parse_and_walk(text)
     if fast is not None:
         assert _general(text) == fast, "the text path accepted or computed something the general path does not"
+        for a in fast[2]:
+            if isinstance(a, LocalAnchor):
+                assert a.entry.canonical_bytes() == canonical_json(a.entry.to_dict())
     return fast is not None
 
 
@@ -351,3 +356,113 @@ def test_another_trees_signed_anchors_are_refused_with_every_cache_warm(tmp_path
     assert v._text.parse_and_walk(_text(forged)) is not None  # the text path reads it (a well-formed receipt)
     with pytest.raises(AnchorPolicyError, match="holds root"):
         v.verify_policy(_text(forged), AnchorPolicy())
+
+
+_HEX = "0123456789abcdef"
+_TIMES = st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z", fullmatch=True)
+_IDS = st.from_regex(r"[A-Za-z0-9._:-]{1,64}", fullmatch=True)
+
+
+def _listed(anchor: LocalAnchor) -> str:
+    return json.dumps([anchor_to_dict(anchor)], separators=(",", ":"))  # as the service writes it
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.integers(0, 2**53 - 1),
+    hashes=st.lists(st.text(_HEX, min_size=64, max_size=64), min_size=2, max_size=2),
+    window_id=_IDS,
+    anchor_id=_IDS,
+    tree_index=st.integers(0, 2**31 - 1),
+    tree_size=st.integers(1, 2**32),
+    times=st.lists(_TIMES, min_size=3, max_size=3),
+    key_id=st.text(_HEX, min_size=16, max_size=16),
+    signature=st.text(_HEX, min_size=128, max_size=128),
+)
+def test_a_local_anchor_read_by_its_pattern_is_the_codecs_with_its_canonical_bytes(
+    seq: int,
+    hashes: list[str],
+    window_id: str,
+    anchor_id: str,
+    tree_index: int,
+    tree_size: int,
+    times: list[str],
+    key_id: str,
+    signature: str,
+) -> None:
+    """Any v1 entry with values of their classes: the pattern gives the codec's anchor, and the canonical
+    bytes it made from the text (what the signature is checked against) are the entry's canonical JSON."""
+    entry = LedgerEntry(seq, hashes[0], window_id, tree_index, tree_size, hashes[1], *times)
+    text = _listed(LocalAnchor(anchor_id, key_id, entry, signature))
+    fast = local_anchor(text)
+    assert fast is not None and fast == parse_anchor(json.loads(text)[0], remember=False)
+    assert fast.entry.canonical_bytes() == canonical_json(fast.entry.to_dict()) == entry.canonical_bytes()
+
+
+def _signed_listed(tmp_path: Any) -> str:
+    doc = service_receipts(tmp_path, 1)[0]
+    return json.dumps(doc["branches"][0]["ops"][-1]["anchors"], separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('"seq":0', '"seq":9007199254740992'),  # 2**53: past the codec's bound
+        ('"tree_index":0', '"tree_index":2147483648'),
+        ('"tree_size":1', '"tree_size":0'),
+        ('"tree_size":1', '"tree_size":4294967297'),
+        ('"seq":0', '"seq":00'),
+        ('"seq":0', '"seq":0.0'),
+        ('"v":1', '"v":2'),
+        ('"prev":"0', '"prev":"A'),
+        ('"window_id":"', '"window_id":"\\u0041'),  # an escape: the same value, other text
+        ('"time":"2', '"time":"\u0662'),  # a digit outside ASCII
+        ('"type":"local","anchor_id"', '"anchor_id"'),  # a key left out
+        ('"signature":', '"signature" :'),
+        ("]", ',{"type":"local"}]'),
+    ],
+)
+def test_other_local_anchor_texts_are_left_to_the_decoder(tmp_path: Any, old: str, new: str) -> None:
+    text = _signed_listed(tmp_path)
+    assert local_anchor(text) is not None
+    changed = text.replace(old, new, 1)
+    assert changed != text
+    assert local_anchor(changed) is None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_changed_local_anchor_text_is_read_rightly_or_not_at_all(tmp_path_factory: Any, data: st.DataObject) -> None:
+    text = _signed_listed(tmp_path_factory.mktemp("la"))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(text)))
+        text = text[:at] + data.draw(_CHARS) + text[at + data.draw(st.integers(0, 2)) :]
+    fast = local_anchor(text)
+    if fast is not None:
+        assert fast == parse_anchor(json.loads(text)[0], remember=False)
+        assert fast.entry.canonical_bytes() == canonical_json(fast.entry.to_dict())
+
+
+def test_entry_values_moved_between_fields_fail_the_signature_on_the_text_path(tmp_path: Any) -> None:
+    """An attacker with no key swaps the window's start and end in a signed entry: still well-formed, the
+    root and tree still match, so only the signature over the entry's canonical bytes can refuse it."""
+    docs = service_receipts(tmp_path, 2)
+    entry = docs[0]["branches"][0]["ops"][-1]["anchors"][0]["entry"]
+    entry["window_start"], entry["window_end"] = entry["window_end"], entry["window_start"]
+    assert entry["window_start"] != entry["window_end"]
+    text = _text(docs[0])
+    v = Verifier([LocalLedger(tmp_path).public_key])
+    assert v._text.parse_and_walk(text) is not None
+    result = v.verify(text).anchors[0]
+    assert result.status.value == "failed" and "signature invalid" in result.reason
+
+
+def test_a_trees_first_receipt_leaves_the_memo_alone_and_the_second_fills_it(tmp_path: Any) -> None:
+    """Receipts each of its own tree (a window each) share nothing: their paths are never kept."""
+    docs = service_receipts(tmp_path, 8, 4)  # two trees
+    memo = PathMemo()
+    path = TextPath(DEFAULT_LIMITS, memo)
+    assert _agree(_text(docs[0]), path) and not memo.nodes
+    assert _agree(_text(docs[4]), path) and not memo.nodes  # the other tree's first
+    assert _agree(_text(docs[1]), path) and memo.nodes and memo.hits == 0
+    assert _agree(_text(docs[0]), path) and memo.hits == 1  # leaf 0 meets leaf 1 one level up

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from itertools import chain
 from typing import Any, TypeVar
 
 from .codec import (
@@ -54,7 +55,7 @@ class PathMemo:
     """Work shared between receipts of one tree: their paths meet below the root.
 
     Maps a node a path passed through to (its step on that path, the path's siblings in text layout,
-    the root they gave, the path's ops without the anchors). A later path that reaches the same node
+    the root they gave, the path's ops above the leaf: three a level). A later path that reaches the same node
     with the same siblings above it has the same root and the same ops above it, so neither is made
     again: a receipt whose neighbour was checked before hashes about two levels. At most ``size``
     nodes, cleared when full; an entry holds only a path (at most 32 levels of 101 characters) and
@@ -68,7 +69,7 @@ class PathMemo:
 
     def put(self, values: list[bytes], path: str, root: bytes, ops: tuple[Op, ...]) -> None:
         """Remember the nodes a path passed through (``values[j]`` at step ``j + 1``), its root and its
-        ops up to the root (no anchors op)."""
+        ops from the leaf up to the root (no anchors op)."""
         nodes = self.nodes
         if len(nodes) + len(values) > self.size:
             nodes.clear()
@@ -179,18 +180,28 @@ def walk_and_build(
     if len(record) != 32 or len(salt_bytes) != 32 or record.hex() != h or salt_bytes.hex() != salt:
         return None
     value = sha(b"\x00" + sha(salt_bytes + record).digest()).digest()
-    seen = memo.nodes.get if memo is not None else None
+    if memo is None:  # every level hashed: the siblings checked and decoded at once
+        sides, hexes = path[SIDE_AT::SEG], [path[at : at + 64] for at in range(VALUE_AT, len(path), SEG)]
+        joined = "".join(hexes)
+        if _HEX_RE.fullmatch(joined) is None or len(joined) != 64 * len(sides):
+            return None
+        raw = bytes.fromhex(joined)
+        for j, side in enumerate(sides):
+            node = raw[32 * j : 32 * j + 32]
+            value = sha(b"\x01" + node + value if side == "l" else b"\x01" + value + node).digest()
+        each = [(_new(Op, (side, hex_value, ())), _NODE, _SHA) for side, hex_value in zip(sides, hexes, strict=True)]
+        return _built(h, proof_id, received, tree, salt, (*chain.from_iterable(each),), anchors, value)
+    seen = memo.nodes.get
     passed: list[bytes] = []
     lower: list[Op] = []
     upper: tuple[Op, ...] = ()
     for at in range(0, len(path), SEG):
-        if at and seen is not None:
+        if at:
             hit = seen(value)
             # the same node with the same siblings above: the same root, the same ops above
             if hit is not None and hit[1][SEG * hit[0] :] == path[at:]:
-                assert memo is not None
                 memo.hits += 1
-                value, upper = hit[2], hit[3][4 + 3 * hit[0] :]
+                value, upper = hit[2], hit[3][3 * hit[0] :]
                 break
             passed.append(value)
         side, hex_value = path[at + SIDE_AT], path[at + VALUE_AT : at + VALUE_AT + 64]
@@ -202,11 +213,24 @@ def walk_and_build(
             return None
         value = sha(b"\x01" + node + value if side == "l" else b"\x01" + value + node).digest()
         lower += (_new(Op, (side, hex_value, ())), _NODE, _SHA)
-    path_ops = (_new(Op, ("l", salt, ())), _SHA, _LEAF, _SHA, *lower, *upper)
-    ops = (*path_ops, _new(Op, ("anchors", "", anchors)))
+    levels = (*lower, *upper)
     if passed:
-        assert memo is not None
-        memo.put(passed, path, value, path_ops)
+        memo.put(passed, path, value, levels)
+    return _built(h, proof_id, received, tree, salt, levels, anchors, value)
+
+
+def _built(
+    h: str,
+    proof_id: str,
+    received: str,
+    tree: TreeInfo,
+    salt: str,
+    levels: tuple[Op, ...],
+    anchors: tuple[Anchor, ...],
+    root: bytes,
+) -> tuple[Receipt, bytes, tuple[Anchor, ...]]:
+    """The anchored receipt with these path ops above its salted leaf, its root and anchors."""
+    ops = (_new(Op, ("l", salt, ())), _SHA, _LEAF, _SHA, *levels, _new(Op, ("anchors", "", anchors)))
     receipt = make_frozen(
         Receipt,
         hash=h,
@@ -217,4 +241,4 @@ def walk_and_build(
         tree=tree,
         pending_anchors=(),
     )
-    return receipt, value, anchors
+    return receipt, root, anchors

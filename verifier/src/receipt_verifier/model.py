@@ -63,8 +63,12 @@ class LedgerEntry:
         }
 
     def canonical_bytes(self) -> bytes:
-        """Sorted-key, no-whitespace, ASCII JSON: the bytes that are hashed and signed."""
-        return canonical_json(self.to_dict())
+        """Sorted-key, no-whitespace, ASCII JSON: the bytes that are hashed and signed (made once per entry)."""
+        made: bytes | None = self.__dict__.get("_canonical")
+        if made is None:
+            made = canonical_json(self.to_dict())
+            object.__setattr__(self, "_canonical", made)
+        return made
 
 
 def canonical_json(value: Mapping[str, Any]) -> bytes:

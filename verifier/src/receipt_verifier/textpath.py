@@ -4,11 +4,13 @@ The service writes compact JSON with its keys in one order. ``TextPath.parse_and
 layout with one regular expression and reads each value straight from the text. Every value class
 excludes ``"`` and ``\\`` (the hashes once ``walk_and_build`` has checked them as lowercase hex), so the
 text decodes, as JSON, to exactly the document ``fastpath.parse_and_walk`` takes: the same keys, once
-each, holding the same values. Only the anchors list is decoded (refusing repeated keys), and a list of
-local and Fabric anchors only once per distinct text (kept up to 8 MiB of text), since every receipt
-of a tree carries the same one. Anything else (other whitespace,
-key order, escapes, a bound crossed) returns None and the caller decodes the text. Differential
-tests hold this path to the others.
+each, holding the same values. The anchors list is read once per distinct text (kept up to 8 MiB of
+text), since every receipt of a tree carries the same one: a single local anchor with a v1 entry by a
+second pattern, which also gives the entry's canonical bytes (its values in sorted-key order), so a
+receipt of a tree not seen before costs no JSON work at all; any other list is decoded (refusing
+repeated keys). A tree's first receipt hashes its whole path; the path memo serves the receipts after
+it. Anything else (other whitespace, key order, escapes, a bound crossed) returns None and the caller
+decodes the text. Differential tests hold this path to the others.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ from .codec import MAX_TREE_SIZE, Limits, parse_anchor
 from .errors import MalformedReceiptError
 from .fastpath import SEG, SIBLING_TAIL, SIDE_AT, PathMemo, make_frozen, walk_and_build
 from .merkle import path_sides
-from .model import BRANCH_LABEL, CONTEXT_V1, RECEIPT_TYPE, Anchor, FabricAnchor, LocalAnchor, Receipt, TreeInfo
+from .model import (
+    BRANCH_LABEL,
+    CONTEXT_V1,
+    RECEIPT_TYPE,
+    Anchor,
+    FabricAnchor,
+    LedgerEntry,
+    LocalAnchor,
+    Receipt,
+    TreeInfo,
+)
 from .strict_json import loads_anchors
 
 # Any 64 characters where the service writes a hash: ``walk_and_build`` checks that each is lowercase hex
@@ -61,6 +73,40 @@ _RECEIPT = re.compile(
     + _WS,
     re.DOTALL,
 )
+_H64 = "([0-9a-f]{64})"
+_ID = "([A-Za-z0-9._:-]{1,64})"
+_NUM = "(0|[1-9][0-9]{0,15})"
+_TIME = r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z)"
+# A list of one local anchor with a v1 ledger entry (what v1 receipts carry), in the service's key order.
+# Each value class is the one ``codec.parse_entry`` checks, restricted to ASCII without ``"`` or ``\\``.
+_LOCAL_ONE = re.compile(
+    re.escape('[{"type":"local","anchor_id":"')
+    + _ID
+    + re.escape('","key_id":"')
+    + "([0-9a-f]{16})"
+    + re.escape('","entry":{"v":1,"seq":')
+    + _NUM
+    + re.escape(',"prev":"')
+    + _H64
+    + re.escape('","window_id":"')
+    + _ID
+    + re.escape('","tree_index":')
+    + _NUM
+    + re.escape(',"tree_size":')
+    + _NUM
+    + re.escape(',"root":"')
+    + _H64
+    + re.escape('","window_start":"')
+    + _TIME
+    + re.escape('","window_end":"')
+    + _TIME
+    + re.escape('","time":"')
+    + _TIME
+    + re.escape('"},"signature":"')
+    + "([0-9a-f]{128})"
+    + re.escape('"}]')
+)
+_MAX_INT = 2**53 - 1
 _ANCHORS_CHARS = 8 << 20  # characters of anchors lists kept (about 3,000 of a local and three Fabric
 # anchors); the cache starts over when it would pass this
 
@@ -97,14 +143,21 @@ class TextPath:
         k = len(sides)
         if len(path) != k * SEG or 5 + 3 * k > limits.max_ops or path[SIDE_AT::SEG] != sides:
             return None
-        anchors = self._anchors.get(listed) or self._parse_anchors(listed)
-        if anchors is None:
-            return None
+        memo = self._memo
+        anchors = self._anchors.get(listed)
+        if anchors is None:  # the first receipt of its tree (as far as the cache knows): no path to share yet
+            anchors, memo = self._parse_anchors(listed), None
+            if anchors is None:
+                return None
         tree = make_frozen(TreeInfo, window_id=window_id, tree_index=tree_index_i, leaf_index=index_i, tree_size=size_i)
-        return walk_and_build(h, proof_id, received, tree, salt, path, anchors, self._memo)
+        return walk_and_build(h, proof_id, received, tree, salt, path, anchors, memo)
 
     def _parse_anchors(self, listed: str) -> tuple[Anchor, ...] | None:
         """The anchors list decoded and parsed as ``fastpath`` does; kept when made of known anchor types."""
+        local = local_anchor(listed) if self._limits.max_anchors >= 1 else None
+        if local is not None:
+            self._keep(listed, (local,))
+            return (local,)
         try:
             doc: Any = loads_anchors(listed)
             if type(doc) is not list or not 1 <= len(doc) <= self._limits.max_anchors:
@@ -115,9 +168,50 @@ class TextPath:
         if len({(a.type, a.anchor_id) for a in anchors}) != len(anchors):
             return None
         if all(type(a) in (LocalAnchor, FabricAnchor) for a in anchors):  # immutable: safe to share
-            if self._anchors_chars + len(listed) > _ANCHORS_CHARS:
-                self._anchors.clear()
-                self._anchors_chars = 0
-            self._anchors[listed] = anchors
-            self._anchors_chars += len(listed)
+            self._keep(listed, anchors)
         return anchors
+
+    def _keep(self, listed: str, anchors: tuple[Anchor, ...]) -> None:
+        if self._anchors_chars + len(listed) > _ANCHORS_CHARS:
+            self._anchors.clear()
+            self._anchors_chars = 0
+        self._anchors[listed] = anchors
+        self._anchors_chars += len(listed)
+
+
+def local_anchor(listed: str) -> LocalAnchor | None:
+    """The anchor of a list of one local anchor with a v1 entry in the service's layout, as
+    ``codec.parse_anchor`` parses it, its entry's canonical bytes made from the same text; else None.
+
+    Every value is a string of a class without ``"``, ``\\`` or non-ASCII characters, or a number in
+    its plain form, so the entry's canonical JSON is its values in sorted-key order, as written here."""
+    m = _LOCAL_ONE.fullmatch(listed)
+    if m is None:
+        return None
+    anchor_id, key_id, seq, prev, window_id, tree_index, tree_size, root, start, end, time, signature = m.groups()
+    seq_i, tree_index_i, tree_size_i = int(seq), int(tree_index), int(tree_size)
+    if seq_i > _MAX_INT or tree_index_i >= 2**31 or not 1 <= tree_size_i <= MAX_TREE_SIZE:
+        return None
+    canonical = (
+        f'{{"prev":"{prev}","root":"{root}","seq":{seq},"time":"{time}","tree_index":{tree_index},'
+        f'"tree_size":{tree_size},"v":1,"window_end":"{end}","window_id":"{window_id}","window_start":"{start}"}}'
+    )
+    entry = make_frozen(
+        LedgerEntry,
+        seq=seq_i,
+        prev=prev,
+        window_id=window_id,
+        tree_index=tree_index_i,
+        tree_size=tree_size_i,
+        root=root,
+        window_start=start,
+        window_end=end,
+        time=time,
+        domain=None,
+        heads_root=None,
+        heads_size=None,
+        chain_seq=None,
+        proof_hash=None,
+        _canonical=canonical.encode("ascii"),
+    )
+    return make_frozen(LocalAnchor, anchor_id=anchor_id, key_id=key_id, entry=entry, signature=signature, type="local")
