@@ -162,7 +162,7 @@ def _insurance(bundle: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_tampered_block_fails_with_its_own_error(evidence: Evidence, name: str) -> None:
-    """The shared corpus (tests/fabric_tampering.py) over a live block, re-signed with the network's keys."""
+    """The shared corpus (tests/fabric_tampering/) over a live block, re-signed with the network's keys."""
     case, template = CASES[name]
     bundle = copy.deepcopy(evidence.bundles[0])
     anchor, item = _insurance(bundle)
@@ -178,7 +178,7 @@ def test_tampered_block_fails_with_its_own_error(evidence: Evidence, name: str) 
 @pytest.mark.parametrize("name", list(BFT_CASES))
 def test_bft_quorum_of_a_live_block(evidence: Evidence, name: str) -> None:
     """SmartBFT's block validation over a live block re-signed with the consenters' keys: a quorum of
-    distinct consenters of the pinned mapping (tests/fabric_tampering.py BFT_CASES)."""
+    distinct consenters of the pinned mapping (tests/fabric_tampering/bft.py BFT_CASES)."""
     case, template = BFT_CASES[name]
     bundle = copy.deepcopy(evidence.bundles[0])
     anchor, item = _insurance(bundle)
