@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymerkle import InmemoryTree
 
-from receipt_verifier.merkle import MerkleTree, Side, all_audit_paths, path_shape, root_from_path
+from receipt_verifier.merkle import MerkleTree, Side, all_audit_paths, climb_hex, path_shape, root_from_path
 
 # certificate-transparency merkle_tree_test: leaf inputs and roots of the first 1..8 leaves.
 CT_LEAVES = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
@@ -78,6 +78,30 @@ def test_paths_recompute_root(size: int, data: st.DataObject) -> None:
     path = tree.audit_path(index)
     assert [s for s in path_shape(index, size) if s is not None] == [s for s, _ in path]
     assert root_from_path(tree.levels[0][index], index, size, [h for _, h in path]) == tree.root
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=1, max_value=600), st.data())
+def test_climbing_a_hex_path_gives_the_root(size: int, data: st.DataObject) -> None:
+    tree = MerkleTree.from_commitments([i.to_bytes(4, "big") for i in range(size)])
+    index = data.draw(st.integers(min_value=0, max_value=size - 1))
+    path = tree.audit_path(index)
+    sides, hexes = [s.value for s, _ in path], [h.hex() for _, h in path]
+    assert climb_hex(tree.levels[0][index], sides, hexes) == tree.root
+    if hexes:  # one sibling changed or not lowercase hex of its length: another root, or none
+        at = data.draw(st.integers(0, len(hexes) - 1))
+        bad = data.draw(st.sampled_from(["upper", "short", "long", "other"]))
+        hexes[at] = {
+            "upper": hexes[at].upper(),
+            "short": hexes[at][:-1],
+            "long": hexes[at] + "0",
+            "other": ("1" if hexes[at][0] == "0" else "0") + hexes[at][1:],
+        }[bad]
+        got = climb_hex(tree.levels[0][index], sides, hexes)
+        if bad == "other" or (bad == "upper" and hexes[at] == hexes[at].lower()):
+            assert got is not None and (got != tree.root) is (bad == "other")
+        else:
+            assert got is None
 
 
 def test_root_from_path_rejects_wrong_length() -> None:

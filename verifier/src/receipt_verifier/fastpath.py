@@ -24,7 +24,7 @@ from .codec import (
     parse_anchor,
 )
 from .errors import MalformedReceiptError
-from .merkle import sibling_kinds
+from .merkle import climb_hex, sibling_kinds
 from .model import BRANCH_LABEL, CONTEXT_V1, RECEIPT_TYPE, Anchor, Branch, Op, Receipt, TreeInfo
 
 _KEYS = frozenset({"@context", "type", "hash", "proof_id", "hash_received", "state", "tree", "branches"})
@@ -182,15 +182,11 @@ def walk_and_build(
     value = sha(b"\x00" + sha(salt_bytes + record).digest()).digest()
     if memo is None:  # every level hashed: the siblings checked and decoded at once
         sides, hexes = path[SIDE_AT::SEG], [path[at : at + 64] for at in range(VALUE_AT, len(path), SEG)]
-        joined = "".join(hexes)
-        if _HEX_RE.fullmatch(joined) is None or len(joined) != 64 * len(sides):
+        root = climb_hex(value, sides, hexes)
+        if root is None or len(hexes) != len(sides):
             return None
-        raw = bytes.fromhex(joined)
-        for j, side in enumerate(sides):
-            node = raw[32 * j : 32 * j + 32]
-            value = sha(b"\x01" + node + value if side == "l" else b"\x01" + value + node).digest()
         each = [(_new(Op, (side, hex_value, ())), _NODE, _SHA) for side, hex_value in zip(sides, hexes, strict=True)]
-        return _built(h, proof_id, received, tree, salt, (*chain.from_iterable(each),), anchors, value)
+        return _built(h, proof_id, received, tree, salt, (*chain.from_iterable(each),), anchors, root)
     seen = memo.nodes.get
     passed: list[bytes] = []
     lower: list[Op] = []

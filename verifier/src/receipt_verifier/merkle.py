@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import gc
 import hashlib
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from itertools import chain
@@ -168,6 +169,26 @@ def root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) ->
     node = leaf
     for side, sibling in zip(shape, path, strict=True):
         node = hashlib.sha256(b"\x01" + (sibling + node if side is Side.LEFT else node + sibling)).digest()
+    return node
+
+
+_LOWER_HEX = re.compile(r"[0-9a-f]*")
+
+
+def climb_hex(node: bytes, sides: Iterable[str], siblings: Sequence[str]) -> bytes | None:
+    """The root reached from ``node`` with these siblings (64 lowercase hex characters each) on these
+    sides (``l``: the sibling is on the left); None unless every sibling is lowercase hex. The siblings
+    are checked and decoded at once, the one-pass walks' hot loop."""
+    joined = "".join(siblings)
+    if _LOWER_HEX.fullmatch(joined) is None or len(joined) != 64 * len(siblings):
+        return None
+    raw = bytes.fromhex(joined)
+    sha = hashlib.sha256
+    j = 0
+    for side in sides:
+        sibling = raw[j : j + 32]
+        node = sha(b"\x01" + sibling + node if side == "l" else b"\x01" + node + sibling).digest()
+        j += 32
     return node
 
 

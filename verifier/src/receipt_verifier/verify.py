@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -23,7 +22,7 @@ from .fabric.evidence import FabricChecker
 from .fabric.trust import ChannelTrust
 from .fastpath import PathMemo, make_frozen, parse_and_walk
 from .ledger import key_id, verify_entry_signature
-from .merkle import Side, path_shape, sibling_kinds
+from .merkle import Side, climb_hex, path_shape, sibling_kinds
 from .model import BRANCH_LABEL, Anchor, FabricAnchor, LedgerEntry, LocalAnchor, Op, Receipt, UnknownAnchor
 from .textpath import TextPath
 
@@ -210,7 +209,6 @@ def _diagnose_v1_path(ops: tuple[Op, ...], index: int, size: int, off: int) -> N
 _CACHE_MAX = 65_536  # checked signatures / anchor objects kept (fork detection keeps every entry hash)
 _NODE = Op("l", "01")
 _SHA = Op("op", "sha-256")
-_HEX_RE = re.compile(r"[0-9a-f]*")
 
 
 def _walk_v1_path(ops: tuple[Op, ...], index: int, size: int, value: bytes) -> tuple[bytes, tuple[Anchor, ...]] | None:
@@ -231,17 +229,10 @@ def _walk_v1_path(ops: tuple[Op, ...], index: int, size: int, value: bytes) -> t
     values = [op.value for op in sibs]
     if [len(v) for v in values].count(64) != k:  # each sibling on its own: no re-split concatenations
         return None
-    joined = "".join(values)
-    if _HEX_RE.fullmatch(joined) is None:
+    root = climb_hex(value, kinds, values)
+    if root is None:
         return None
-    raw = bytes.fromhex(joined)
-    sha = hashlib.sha256
-    j = 0
-    for kind in kinds:
-        node = raw[j : j + 32]
-        value = sha(b"\x01" + node + value if kind == "l" else b"\x01" + value + node).digest()
-        j += 32
-    return value, (ops[end].anchors if n > end else ())
+    return root, (ops[end].anchors if n > end else ())
 
 
 class Verifier:
