@@ -466,3 +466,42 @@ def test_a_trees_first_receipt_leaves_the_memo_alone_and_the_second_fills_it(tmp
     assert _agree(_text(docs[4]), path) and not memo.nodes  # the other tree's first
     assert _agree(_text(docs[1]), path) and memo.nodes and memo.hits == 0
     assert _agree(_text(docs[0]), path) and memo.hits == 1  # leaf 0 meets leaf 1 one level up
+
+
+def _with_anchors(anchors: list[dict[str, Any]]) -> str:
+    doc = load_vector("valid/local-and-fabric.json")
+    doc["branches"][0]["ops"][-1]["anchors"] = anchors
+    return _text(doc)
+
+
+def test_other_anchor_lists_are_decoded_taken_and_kept_once(tmp_path: Any) -> None:
+    """Lists other than one local anchor (a local and a Fabric one; a Fabric one alone) go through the
+    decoder: taken, kept by their text (one parse for a tree's receipts), and never in the codec's cache."""
+    from receipt_verifier import codec
+
+    both = load_vector("valid/local-and-fabric.json")["branches"][0]["ops"][-1]["anchors"]
+    for anchors in (both, both[1:]):
+        text = _with_anchors(anchors)
+        path = TextPath(DEFAULT_LIMITS, PathMemo())
+        codec._LOCAL_CACHE.clear()
+        first = path.parse_and_walk(text)
+        assert first is not None and not codec._LOCAL_CACHE
+        assert [a.type for a in first[2]] == [a["type"] for a in anchors]
+        assert path._anchors == {json.dumps(anchors, separators=(",", ":")): first[2]}
+        again = path.parse_and_walk(text)
+        assert again is not None and again[2] is first[2]
+        assert _agree(text)
+    text = _with_anchors(both)
+    assert TextPath(Limits(max_anchors=2), None).parse_and_walk(text) is not None
+    assert TextPath(Limits(max_anchors=1), None).parse_and_walk(text) is None  # two anchors past the limit
+    assert not _agree(_with_anchors([both[1], both[1]]))  # a repeated anchor: the general path names it
+
+
+def test_a_service_receipts_anchor_is_read_by_its_pattern_at_the_smallest_limit(tmp_path: Any) -> None:
+    """One anchor allowed is enough for the pattern: the entry comes with its canonical bytes made from the text."""
+    text = _text(service_receipts(tmp_path, 1)[0])
+    fast = TextPath(Limits(max_anchors=1), None).parse_and_walk(text)
+    assert fast is not None
+    (anchor,) = fast[2]
+    assert isinstance(anchor, LocalAnchor)
+    assert anchor.entry.__dict__.get("_canonical") == canonical_json(anchor.entry.to_dict())
