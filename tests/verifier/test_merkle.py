@@ -88,6 +88,7 @@ def test_climbing_a_hex_path_gives_the_root(size: int, data: st.DataObject) -> N
     path = tree.audit_path(index)
     sides, hexes = [s.value for s, _ in path], [h.hex() for _, h in path]
     assert climb_hex(tree.levels[0][index], sides, hexes) == tree.root
+    assert climb_hex(tree.levels[0][index], [*sides, "l"], hexes) is None  # a side without its sibling
     if hexes:  # one sibling changed or not lowercase hex of its length: another root, or none
         at = data.draw(st.integers(0, len(hexes) - 1))
         bad = data.draw(st.sampled_from(["upper", "short", "long", "other"]))

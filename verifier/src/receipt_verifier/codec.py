@@ -77,6 +77,7 @@ _FABRIC_REQUIRED = frozenset({"type", "anchor_id", "channel", "tx_id", "block_nu
 _FABRIC_ALLOWED = _FABRIC_REQUIRED | {"uris"}
 _TREE_KEYS = frozenset({"window_id", "tree_index", "leaf_index", "tree_size"})
 MAX_TREE_SIZE = 1 << 32
+MAX_SAFE_INT = 2**53 - 1  # ledger seqs and sizes: integers every JSON reader holds exactly
 MAX_VALUE_LEN = 512
 _SHA_OP = Op("op", "sha-256")
 _NODE_OP = Op("l", "01")
@@ -127,19 +128,19 @@ def parse_entry(value: Any, where: str) -> LedgerEntry:
     _keys(obj, where, keys, keys)
     domain = heads_root = heads_size = chain_seq = proof_hash = None
     if version == 3:
-        chain_seq = _int(obj["chain_seq"], f"{where}.chain_seq", 0, 2**53 - 1)
+        chain_seq = _int(obj["chain_seq"], f"{where}.chain_seq", 0, MAX_SAFE_INT)
         proof_hash = _str(obj["proof_hash"], f"{where}.proof_hash", _HASH_RE, "64 lowercase hex characters")
     if version >= 2:
         domain = _str(obj["domain"], f"{where}.domain", _DOMAIN_RE, "a domain name")
         heads_root = _str(obj["heads_root"], f"{where}.heads_root", _HASH_RE, "64 lowercase hex characters")
-        heads_size = _int(obj["heads_size"], f"{where}.heads_size", 0, 2**53 - 1)
+        heads_size = _int(obj["heads_size"], f"{where}.heads_size", 0, MAX_SAFE_INT)
     return LedgerEntry(
         domain=domain,
         heads_root=heads_root,
         heads_size=heads_size,
         chain_seq=chain_seq,
         proof_hash=proof_hash,
-        seq=_int(obj["seq"], f"{where}.seq", 0, 2**53 - 1),
+        seq=_int(obj["seq"], f"{where}.seq", 0, MAX_SAFE_INT),
         prev=_str(obj["prev"], f"{where}.prev", _HASH_RE, "64 lowercase hex characters"),
         window_id=_str(obj["window_id"], f"{where}.window_id", _ID_RE, "an id of [A-Za-z0-9._:-]{1,64}"),
         tree_index=_int(obj["tree_index"], f"{where}.tree_index", 0, 2**31 - 1),

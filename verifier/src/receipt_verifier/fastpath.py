@@ -183,7 +183,7 @@ def walk_and_build(
     if memo is None:  # every level hashed: the siblings checked and decoded at once
         sides, hexes = path[SIDE_AT::SEG], [path[at : at + 64] for at in range(VALUE_AT, len(path), SEG)]
         root = climb_hex(value, sides, hexes)
-        if root is None or len(hexes) != len(sides):
+        if root is None:
             return None
         each = [(_new(Op, (side, hex_value, ())), _NODE, _SHA) for side, hex_value in zip(sides, hexes, strict=True)]
         return _built(h, proof_id, received, tree, salt, (*chain.from_iterable(each),), anchors, root)

@@ -10,7 +10,7 @@ import functools
 import gc
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from itertools import chain
@@ -175,12 +175,12 @@ def root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) ->
 _LOWER_HEX = re.compile(r"[0-9a-f]*")
 
 
-def climb_hex(node: bytes, sides: Iterable[str], siblings: Sequence[str]) -> bytes | None:
+def climb_hex(node: bytes, sides: Sequence[str], siblings: Sequence[str]) -> bytes | None:
     """The root reached from ``node`` with these siblings (64 lowercase hex characters each) on these
-    sides (``l``: the sibling is on the left); None unless every sibling is lowercase hex. The siblings
-    are checked and decoded at once, the one-pass walks' hot loop."""
+    sides (``l``: the sibling is on the left); None unless every sibling is lowercase hex and each side
+    has one. The siblings are checked and decoded at once, the one-pass walks' hot loop."""
     joined = "".join(siblings)
-    if _LOWER_HEX.fullmatch(joined) is None or len(joined) != 64 * len(siblings):
+    if len(sides) != len(siblings) or len(joined) != 64 * len(siblings) or _LOWER_HEX.fullmatch(joined) is None:
         return None
     raw = bytes.fromhex(joined)
     sha = hashlib.sha256

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .codec import MAX_TREE_SIZE, Limits, parse_anchor
+from .codec import MAX_SAFE_INT, MAX_TREE_SIZE, Limits, parse_anchor
 from .errors import MalformedReceiptError
 from .fastpath import SEG, SIBLING_TAIL, SIDE_AT, PathMemo, make_frozen, walk_and_build
 from .merkle import path_sides
@@ -106,7 +106,6 @@ _LOCAL_ONE = re.compile(
     + "([0-9a-f]{128})"
     + re.escape('"}]')
 )
-_MAX_INT = 2**53 - 1
 _ANCHORS_CHARS = 8 << 20  # characters of anchors lists kept (about 3,000 of a local and three Fabric
 # anchors); the cache starts over when it would pass this
 
@@ -190,7 +189,7 @@ def local_anchor(listed: str) -> LocalAnchor | None:
         return None
     anchor_id, key_id, seq, prev, window_id, tree_index, tree_size, root, start, end, time, signature = m.groups()
     seq_i, tree_index_i, tree_size_i = int(seq), int(tree_index), int(tree_size)
-    if seq_i > _MAX_INT or tree_index_i >= 2**31 or not 1 <= tree_size_i <= MAX_TREE_SIZE:
+    if seq_i > MAX_SAFE_INT or tree_index_i >= 2**31 or not 1 <= tree_size_i <= MAX_TREE_SIZE:
         return None
     canonical = (
         f'{{"prev":"{prev}","root":"{root}","seq":{seq},"time":"{time}","tree_index":{tree_index},'
