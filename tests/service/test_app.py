@@ -330,6 +330,28 @@ async def test_readyz_fails_when_the_ledger_is_gone(env: Env) -> None:
     assert "disappeared" in body["checks"][ledger.target]
 
 
+@pytest.mark.sqlite_only  # the embedded store's writer thread
+async def test_a_stopped_database_writer_is_a_503_that_says_so(make_env: Factory) -> None:
+    env = await make_env(shutdown_grace_seconds=1.0)  # the drain cannot close its window: no long wait for it
+    store = env.service.store
+    assert isinstance(store, SQLiteStore)
+
+    def broken_checkpoint() -> None:
+        raise RuntimeError("checkpoint bookkeeping broke")
+
+    store.writer._checkpoint = broken_checkpoint  # type: ignore[method-assign]
+    store.writer.checkpoint_seconds = 0.0
+    acknowledged = await env.submit(_hashes(1))  # committed, then the due checkpoint ends the thread
+    await asyncio.to_thread(store.writer.thread.join, 10)
+    resp = await env.client.post("/hashes", json={"hashes": _hashes(1)}, headers=env.auth())
+    body = await _problem(resp, 503)
+    assert "RuntimeError: checkpoint bookkeeping broke" in body["detail"] and "restart" in body["detail"]
+    ready = await _problem(await env.client.get("/readyz"), 503)
+    assert "writer stopped" in json.dumps(ready["checks"])
+    got = await env.client.get(f"/proofs/{acknowledged[0]['proof_id']}", headers=env.auth())
+    assert got.status == 200  # what was acknowledged is still there
+
+
 async def test_every_route_is_documented(env: Env) -> None:
     served = {r.resource.canonical for r in env.client.app.router.routes() if r.resource is not None}
     documented = set(OPENAPI["paths"])

@@ -169,3 +169,65 @@ def test_an_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / DB_FILE).write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="cannot open the database"):
         SQLiteStore(tmp_path)
+
+
+class _Bug(BaseException):
+    """Not the database's error, nor even an ``Exception``: what no write job should raise."""
+
+
+async def test_a_bug_in_a_write_stops_the_writer_and_nothing_waits_forever(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    issuer = ProofIdIssuer(store.clock_seq)
+    try:
+        await store.add_batch(_batch(issuer, 4))  # committed before the bug
+
+        def bug(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM batches")  # inside the transaction the bug rolls back
+            raise _Bug("a job that should never raise this")
+
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                store.writer.write(bug), *(store.add_batch(_batch(issuer, 1)) for _ in range(3)), return_exceptions=True
+            ),
+            10,
+        )
+        assert isinstance(results[0], StoreError) and "_Bug: a job that should never raise this" in str(results[0])
+        for r in results[1:]:  # committed before the bug, or failed with it: never left waiting
+            assert isinstance(r, int) or (isinstance(r, StoreError) and "restart the service" in str(r))
+        committed = 4 + sum(isinstance(r, int) for r in results[1:])
+        with pytest.raises(StoreError, match="writer stopped after an unexpected error"):
+            await asyncio.wait_for(store.add_batch(_batch(issuer, 1)), 10)
+        with pytest.raises(StoreError, match="_Bug"):
+            await store.ping()  # the health check says why
+    finally:
+        await store.close()
+    again = SQLiteStore(tmp_path)
+    try:
+        assert (await again.stats()).submissions == committed  # the rolled-back delete took nothing with it
+    finally:
+        await again.close()
+
+
+async def test_a_bug_between_transactions_fails_later_writes_at_once(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    issuer = ProofIdIssuer(store.clock_seq)
+    try:
+        await store.add_batch(_batch(issuer, 2))
+
+        def broken_checkpoint() -> None:
+            raise RuntimeError("checkpoint bookkeeping broke")
+
+        store.writer._checkpoint = broken_checkpoint  # type: ignore[method-assign]
+        store.writer.checkpoint_seconds = 0.0
+        await store.add_batch(_batch(issuer, 1))  # committed, then the due checkpoint ends the thread
+        await asyncio.to_thread(store.writer.thread.join, 10)
+        assert not store.writer.thread.is_alive()
+        with pytest.raises(StoreError, match="RuntimeError: checkpoint bookkeeping broke"):
+            await asyncio.wait_for(store.add_batch(_batch(issuer, 1)), 10)
+    finally:
+        await store.close()
+    again = SQLiteStore(tmp_path)
+    try:
+        assert (await again.stats()).submissions == 3
+    finally:
+        await again.close()
