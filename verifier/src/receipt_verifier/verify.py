@@ -23,7 +23,7 @@ from .fabric.trust import ChannelTrust
 from .fastpath import PathMemo, make_frozen, parse_and_walk
 from .ledger import key_id, verify_entry_signature
 from .merkle import Side, climb_hex, path_shape, sibling_kinds
-from .model import BRANCH_LABEL, Anchor, FabricAnchor, LedgerEntry, LocalAnchor, Op, Receipt, UnknownAnchor
+from .model import BRANCH_LABEL, Anchor, FabricAnchor, LocalAnchor, Op, Receipt, UnknownAnchor
 from .textpath import TextPath
 
 _HEX = frozenset("0123456789abcdef")
@@ -251,7 +251,7 @@ class Verifier:
         self._fabric = FabricChecker(dict(fabric_trust), strict=strict_evidence) if fabric_trust else None
         self._limits = limits
         self._strict_schema = strict_schema
-        self._sig_cache: dict[tuple[str, str, LedgerEntry], None] = {}
+        self._sig_cache: dict[tuple[str, str, bytes], None] = {}  # (key id, signature, the bytes it signs)
         self._seen_entries: dict[tuple[str, int], str] = {}
         # a verified local anchor object and its result: every check that depends on the anchor alone is
         # done, and receipts of its tree share the result
@@ -421,9 +421,9 @@ class Verifier:
         key = self._keys.get(a.key_id)
         if key is None:
             return AnchorStatus.NOT_VERIFIED, f"no pinned ledger key with id {a.key_id} (pass --ledger-key)"
-        cache_key = (a.key_id, a.signature, e)
+        canonical = e.canonical_bytes()  # kept on the entry: its hash is made once
+        cache_key = (a.key_id, a.signature, canonical)
         if cache_key not in self._sig_cache:
-            canonical = e.canonical_bytes()
             try:
                 verify_entry_signature(key, e, a.signature, canonical)
             except LedgerError as exc:
