@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from itertools import chain
+from itertools import repeat
 from typing import Any, TypeVar
 
 from .codec import (
@@ -48,6 +48,13 @@ def make_frozen(cls: type[T], **fields: Any) -> T:
     of the generated ``__init__`` (half the cost; these models have no ``__post_init__``)."""
     obj = object.__new__(cls)
     obj.__dict__.update(fields)
+    return obj
+
+
+def frozen_from(cls: type[T], fields: dict[str, Any]) -> T:
+    """``make_frozen`` with the fields already in a dict, which becomes the object's own (pass a new one)."""
+    obj = object.__new__(cls)
+    object.__setattr__(obj, "__dict__", fields)
     return obj
 
 
@@ -185,8 +192,10 @@ def walk_and_build(
         root = climb_hex(value, sides, hexes)
         if root is None:
             return None
-        each = [(_new(Op, (side, hex_value, ())), _NODE, _SHA) for side, hex_value in zip(sides, hexes, strict=True)]
-        return _built(h, proof_id, received, tree, salt, (*chain.from_iterable(each),), anchors, root)
+        k = len(hexes)
+        each: list[Op] = [_NODE, _NODE, _SHA] * k
+        each[::3] = map(_new, repeat(Op, k), zip(sides, hexes, repeat((), k), strict=True))  # (side, sibling, ())
+        return _built(h, proof_id, received, tree, salt, tuple(each), anchors, root)
     seen = memo.nodes.get
     passed: list[bytes] = []
     lower: list[Op] = []

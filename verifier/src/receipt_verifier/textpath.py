@@ -20,7 +20,7 @@ from typing import Any
 
 from .codec import MAX_SAFE_INT, MAX_TREE_SIZE, Limits, parse_anchor
 from .errors import MalformedReceiptError
-from .fastpath import SEG, SIBLING_TAIL, SIDE_AT, PathMemo, make_frozen, walk_and_build
+from .fastpath import SEG, SIBLING_TAIL, SIDE_AT, PathMemo, frozen_from, make_frozen, walk_and_build
 from .merkle import path_sides
 from .model import (
     BRANCH_LABEL,
@@ -191,26 +191,30 @@ def local_anchor(listed: str) -> LocalAnchor | None:
     seq_i, tree_index_i, tree_size_i = int(seq), int(tree_index), int(tree_size)
     if seq_i > MAX_SAFE_INT or tree_index_i >= 2**31 or not 1 <= tree_size_i <= MAX_TREE_SIZE:
         return None
-    canonical = (
-        f'{{"prev":"{prev}","root":"{root}","seq":{seq},"time":"{time}","tree_index":{tree_index},'
-        f'"tree_size":{tree_size},"v":1,"window_end":"{end}","window_id":"{window_id}","window_start":"{start}"}}'
-    )
-    entry = make_frozen(
+    entry = frozen_from(  # the fields in a dict of their own (a quarter of this function's time as keywords)
         LedgerEntry,
-        seq=seq_i,
-        prev=prev,
-        window_id=window_id,
-        tree_index=tree_index_i,
-        tree_size=tree_size_i,
-        root=root,
-        window_start=start,
-        window_end=end,
-        time=time,
-        domain=None,
-        heads_root=None,
-        heads_size=None,
-        chain_seq=None,
-        proof_hash=None,
-        _canonical=canonical.encode("ascii"),
+        {
+            "seq": seq_i,
+            "prev": prev,
+            "window_id": window_id,
+            "tree_index": tree_index_i,
+            "tree_size": tree_size_i,
+            "root": root,
+            "window_start": start,
+            "window_end": end,
+            "time": time,
+            "domain": None,
+            "heads_root": None,
+            "heads_size": None,
+            "chain_seq": None,
+            "proof_hash": None,
+            "_canonical": (
+                f'{{"prev":"{prev}","root":"{root}","seq":{seq},"time":"{time}","tree_index":{tree_index},'
+                f'"tree_size":{tree_size},"v":1,"window_end":"{end}","window_id":"{window_id}",'
+                f'"window_start":"{start}"}}'
+            ).encode("ascii"),
+        },
     )
-    return make_frozen(LocalAnchor, anchor_id=anchor_id, key_id=key_id, entry=entry, signature=signature, type="local")
+    return frozen_from(
+        LocalAnchor, {"anchor_id": anchor_id, "key_id": key_id, "entry": entry, "signature": signature, "type": "local"}
+    )
