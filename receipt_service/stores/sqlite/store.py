@@ -379,7 +379,7 @@ class SQLiteStore(WindowRecords, AccessRecords):
     async def ping(self) -> None:
         """Raise ``StoreError`` unless the database answers and the writer runs."""
         if not self.writer.thread.is_alive():
-            raise self.writer.failure or StoreError("the database writer thread has stopped")
+            raise StoreError(self.writer.failure or "the database writer thread has stopped")
         self._read("SELECT 1", ())
         await self._write(lambda conn: conn.execute("SELECT 1").fetchone())
 

@@ -60,7 +60,7 @@ class Writer:
         self._begin = begin
         self._queue: list[_Job] = []
         self._taken: list[_Job] = []  # the jobs of the transaction under way (failed too if the thread ends)
-        self.failure: StoreError | None = None  # why the thread ended early, if it did
+        self.failure: str | None = None  # why the thread ended early, if it did
         self._cond = threading.Condition()
         self._closing = False
         self.checkpoint_seconds = 0.5
@@ -76,8 +76,8 @@ class Writer:
         """Run ``fn`` in the next transaction; its result once that transaction committed."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         with self._cond:
-            if self._closing:
-                raise self.failure or StoreError("the store is closed")
+            if self._closing:  # a new exception each time: one raised again and again grows its traceback
+                raise StoreError(self.failure or "the store is closed")
             self._queue.append(_Job(fn, future))
             self._cond.notify()
         return await future
@@ -129,7 +129,7 @@ class Writer:
 
     def _stopped(self, exc: BaseException) -> None:
         """The thread ends early: fail what it took and what is queued, and every later write."""
-        failure = StoreError(
+        failure = (
             f"the database writer stopped after an unexpected error ({type(exc).__name__}: {exc}); nothing"
             " committed is lost: restart the service"
         )
@@ -138,7 +138,7 @@ class Writer:
             jobs, self._taken, self._queue = self._taken + self._queue, [], []
         for job in jobs:
             if not job.committed and not isinstance(job.error, Exception):  # nor a BaseException to the loop
-                job.error = failure
+                job.error = StoreError(failure)
         _resolve(jobs)
         log.critical("%s", failure, exc_info=exc)
 
