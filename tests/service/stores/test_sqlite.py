@@ -171,6 +171,15 @@ def test_an_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
         SQLiteStore(tmp_path)
 
 
+async def _stored(data_dir: Path) -> int:
+    """Submissions in the database, opened again."""
+    again = SQLiteStore(data_dir)
+    try:
+        return (await again.stats()).submissions
+    finally:
+        await again.close()
+
+
 class _Bug(BaseException):
     """Not the database's error, nor even an ``Exception``: what no write job should raise."""
 
@@ -204,11 +213,7 @@ async def test_a_bug_in_a_write_stops_the_writer_and_nothing_waits_forever(tmp_p
             await store.ping()  # the health check says why
     finally:
         await store.close()
-    again = SQLiteStore(tmp_path)
-    try:
-        assert (await again.stats()).submissions == committed  # the rolled-back delete took nothing with it
-    finally:
-        await again.close()
+    assert await _stored(tmp_path) == committed  # the rolled-back delete took nothing with it
 
 
 async def test_a_bug_between_transactions_fails_later_writes_at_once(tmp_path: Path) -> None:
@@ -229,8 +234,4 @@ async def test_a_bug_between_transactions_fails_later_writes_at_once(tmp_path: P
             await asyncio.wait_for(store.add_batch(_batch(issuer, 1)), 10)
     finally:
         await store.close()
-    again = SQLiteStore(tmp_path)
-    try:
-        assert (await again.stats()).submissions == 3
-    finally:
-        await again.close()
+    assert await _stored(tmp_path) == 3
