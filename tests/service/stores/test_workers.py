@@ -286,7 +286,10 @@ async def test_the_wal_starts_again_under_steady_writes(workers: Workers, tmp_pa
         await asyncio.gather(*(write(s) for s in stores for _ in range(8 // count)), watch())
         commits = sum(s.writer.commits for s in stores)
         assert commits > 200 and all(s.writer.checkpoints > 2 for s in stores)
-        assert largest < commits * page / 4, (largest, commits)  # before: 60 MB after 2,680 commits
+        # A WAL that never starts again holds at least a page per commit (before: 60 MB after 2,680 commits,
+        # over five pages each). Its file keeps its largest size, set by the most commits between two
+        # checkpoints: half a page per commit leaves room for a slow machine's stalls (a quarter did not).
+        assert largest < commits * page / 2, (largest, commits)
     finally:
         if count == 1:
             await stores[0].close()
