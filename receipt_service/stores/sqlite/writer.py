@@ -175,6 +175,10 @@ class Writer:
                 jobs = self._take()
                 self._run_batch(jobs)
         except OSError as exc:  # the lock itself failed (ENOLCK on a network file system, say)
+            bug = exc.__context__
+            if bug is not None and not isinstance(bug, Exception):  # a bug in the batch, then the lock's release
+                log.warning("the writer lock of %s failed: %s", self.path, exc)  # failed: the bug ends the thread
+                raise bug from None
             if not jobs:  # not taken: nothing was written
                 jobs = self._take()
                 for job in jobs:
@@ -185,6 +189,9 @@ class Writer:
     def _answer(self, jobs: list[_Job]) -> None:
         with self._cond:
             self._taken = []
+        for job in jobs:  # answered as committed only if it was, and never with a BaseException
+            if not job.committed and not isinstance(job.error, Exception):
+                job.error = StoreError("the database write failed")
         _resolve(jobs)
 
     def _run_batch(self, jobs: list[_Job]) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import sqlite3
+import threading
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ from receipt_service.errors import CorruptRecordError, StoreError
 from receipt_service.ids import ProofIdIssuer
 from receipt_service.stores.base import Batch, StoredBatch, TreeRecord
 from receipt_service.stores.sqlite import DB_FILE, SQLiteStore
+from receipt_service.stores.workers import WriterLock
 from receipt_service.trees import build_packed
 from receipt_service.windows import tree_records
 from receipt_verifier.proof_id import parse_proof_id
@@ -235,3 +240,88 @@ async def test_a_bug_between_transactions_fails_later_writes_at_once(tmp_path: P
     finally:
         await store.close()
     assert await _stored(tmp_path) == 3
+
+
+async def _one_batch(store: SQLiteStore, *fns: Callable[[sqlite3.Connection], object]) -> list[object]:
+    """Run ``fns`` as one batch of the writer (queued while it is held in a job of its own), each outcome."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        held.set()
+        release.wait(10)
+
+    first = asyncio.ensure_future(store.writer.write(hold))
+    await asyncio.to_thread(held.wait, 10)
+    batch = [asyncio.ensure_future(store.writer.write(fn)) for fn in fns]
+    await asyncio.sleep(0)  # every write queued
+    release.set()
+    await asyncio.wait_for(first, 10)
+    return await asyncio.wait_for(asyncio.gather(*batch, return_exceptions=True), 10)
+
+
+def _insert_meta(key: str) -> Callable[[sqlite3.Connection], str]:
+    def insert(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, 'x')", (key,))
+        return key
+
+    return insert
+
+
+def _bug(conn: sqlite3.Connection) -> None:
+    raise _Bug("a job that should never raise this")
+
+
+def _failing(conn: sqlite3.Connection) -> None:
+    raise ValueError("an ordinary failure: the batch is tried again job by job")
+
+
+async def test_a_job_committed_before_a_bug_keeps_its_answer(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    try:
+        # one batch: fails on ValueError, so each job runs alone; the first commits, the bug stops the thread
+        results = await _one_batch(store, _insert_meta("kept"), _failing, _bug, _insert_meta("never"))
+        assert results[0] == "kept"
+        assert isinstance(results[1], ValueError)  # its own error, as any failing job gets
+        assert isinstance(results[2], StoreError) and "_Bug" in str(results[2])
+        assert isinstance(results[3], StoreError) and "restart the service" in str(results[3])
+    finally:
+        await store.close()
+    again = SQLiteStore(tmp_path)
+    try:
+        keys = {row[0] for row in again._r.execute("SELECT key FROM meta WHERE key IN ('kept', 'never')")}
+        assert keys == {"kept"}  # what was answered committed is there, and nothing else
+    finally:
+        await again.close()
+
+
+class _UnlockFails(WriterLock):
+    """A writer lock whose release fails, as an ``flock`` can on a network file system (ENOLCK)."""
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with super().held():
+            try:
+                yield
+            finally:
+                raise OSError(errno.ENOLCK, "No locks available")
+
+
+async def test_a_bug_then_a_failed_unlock_still_stops_the_writer(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    assert store.writer.lock is None
+    store.writer.lock = _UnlockFails(tmp_path / "writer.lock")
+    try:
+        results = await _one_batch(store, _insert_meta("rolled-back"), _bug)
+        for r in results:  # rolled back together: neither is answered as committed, nor with the BaseException
+            assert isinstance(r, StoreError) and "_Bug" in str(r)
+        with pytest.raises(StoreError, match="writer stopped after an unexpected error"):
+            await asyncio.wait_for(store.writer.write(_insert_meta("later")), 10)
+    finally:
+        store.writer.lock.close()
+        store.writer.lock = None
+        await store.close()
+    again = SQLiteStore(tmp_path)
+    try:
+        assert not list(again._r.execute("SELECT key FROM meta WHERE key IN ('rolled-back', 'later')"))
+    finally:
+        await again.close()
