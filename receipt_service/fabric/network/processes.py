@@ -185,11 +185,14 @@ class Processes(NetworkBase):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{node.ops_port}/healthz", timeout=2) as resp:
                 body = resp.read().decode(errors="replace")
-                return resp.status == 200, json.loads(body).get("status", body)
+                ok, detail = resp.status == 200, json.loads(body).get("status", body)
         except urllib.error.HTTPError as exc:
             return False, exc.read().decode(errors="replace").strip()[:300]
         except (OSError, ValueError) as exc:
             return False, f"health endpoint: {exc}"
+        if ok and not _port_open(node.port):  # a peer serves /healthz before its own port listens
+            return False, f"healthy, but port {node.port} not listening yet"
+        return ok, detail
 
     def _metrics(self, node: Node, name: str) -> dict[str, float]:
         """Per channel, an orderer's consensus metric (``is_leader``, ``leader_id``); {} when down."""
