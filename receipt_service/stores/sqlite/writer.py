@@ -136,9 +136,7 @@ class Writer:
         with self._cond:
             self._closing, self.failure = True, failure
             jobs, self._taken, self._queue = self._taken + self._queue, [], []
-        for job in jobs:
-            if not job.committed and not isinstance(job.error, Exception):  # nor a BaseException to the loop
-                job.error = StoreError(failure)
+        _fail_unanswered(jobs, failure)
         _resolve(jobs)
         log.critical("%s", failure, exc_info=exc)
 
@@ -175,23 +173,20 @@ class Writer:
                 jobs = self._take()
                 self._run_batch(jobs)
         except OSError as exc:  # the lock itself failed (ENOLCK on a network file system, say)
+            log.warning("the writer lock of %s failed: %s", self.path, exc)
             bug = exc.__context__
             if bug is not None and not isinstance(bug, Exception):  # a bug in the batch, then the lock's release
-                log.warning("the writer lock of %s failed: %s", self.path, exc)  # failed: the bug ends the thread
-                raise bug from None
+                raise bug from None  # failed: the bug ends the thread
             if not jobs:  # not taken: nothing was written
                 jobs = self._take()
                 for job in jobs:
                     job.error = StoreError(f"the database write failed: the writer lock: {exc}")
-            log.warning("the writer lock of %s failed: %s", self.path, exc)
         self._answer(jobs)
 
     def _answer(self, jobs: list[_Job]) -> None:
         with self._cond:
             self._taken = []
-        for job in jobs:  # answered as committed only if it was, and never with a BaseException
-            if not job.committed and not isinstance(job.error, Exception):
-                job.error = StoreError("the database write failed")
+        _fail_unanswered(jobs, "the database write failed")
         _resolve(jobs)
 
     def _run_batch(self, jobs: list[_Job]) -> None:
@@ -227,6 +222,13 @@ class Writer:
             raise
         self.commits += 1
         self.jobs += len(jobs)
+
+
+def _fail_unanswered(jobs: list[_Job], reason: str) -> None:
+    """A job is answered as committed only if it was, and never with a ``BaseException``."""
+    for job in jobs:
+        if not job.committed and not isinstance(job.error, Exception):
+            job.error = StoreError(reason)
 
 
 def _resolve(jobs: list[_Job]) -> None:
