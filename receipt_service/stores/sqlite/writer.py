@@ -130,7 +130,7 @@ class Writer:
     def _stopped(self, exc: BaseException) -> None:
         """The thread ends early: fail what it took and what is queued, and every later write."""
         failure = (
-            f"the database writer stopped after an unexpected error ({type(exc).__name__}: {exc}); nothing"
+            f"the database writer stopped after an unexpected error ({_described(exc)}); nothing"
             " committed is lost: restart the service"
         )
         with self._cond:
@@ -222,6 +222,14 @@ class Writer:
             raise
         self.commits += 1
         self.jobs += len(jobs)
+
+
+def _described(exc: BaseException) -> str:
+    """``Type: message``; the type alone when the exception cannot even say what it is."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # noqa: BLE001 (its __str__ may raise anything; the stop must still happen)
+        return f"{type(exc).__name__} (its message could not be read)"
 
 
 def _fail_unanswered(jobs: list[_Job], reason: str) -> None:

@@ -221,6 +221,29 @@ async def test_a_bug_in_a_write_stops_the_writer_and_nothing_waits_forever(tmp_p
     assert await _stored(tmp_path) == committed  # the rolled-back delete took nothing with it
 
 
+class _Unsayable(_Bug):
+    """A bug whose message cannot even be read."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("its __str__ is broken too")
+
+
+async def test_a_bug_that_cannot_say_what_it_is_still_stops_the_writer(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    try:
+
+        def bug(conn: sqlite3.Connection) -> None:
+            raise _Unsayable()
+
+        results = await _one_batch(store, _insert_meta("rolled-back"), bug)
+        for r in results:  # answered, not left waiting, and named by the bug's type
+            assert isinstance(r, StoreError) and "_Unsayable (its message could not be read)" in str(r)
+        with pytest.raises(StoreError, match="writer stopped after an unexpected error"):
+            await asyncio.wait_for(store.writer.write(_insert_meta("later")), 10)
+    finally:
+        await store.close()
+
+
 async def test_a_bug_between_transactions_fails_later_writes_at_once(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path)
     issuer = ProofIdIssuer(store.clock_seq)
