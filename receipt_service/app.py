@@ -112,7 +112,7 @@ async def problems_and_metrics(
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = problem(500, "Internal error", "the server failed; the request may be retried")
-    svc.metrics.requests.labels(route, str(response.status)).inc()
+    svc.metrics.answered(route, response.status).inc()
     return response
 
 
@@ -122,6 +122,8 @@ async def problems_and_metrics(
 async def _read_body(request: web.Request, timeout: float) -> bytes:
     """The whole body; a client that stops sending gets 408, one that hangs up is noted, not an error."""
     try:
+        if request.content.is_eof():  # it came with the headers: no timer to set
+            return await request.read()
         async with asyncio.timeout(timeout):
             return await request.read()
     except TimeoutError:

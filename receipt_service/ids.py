@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Sequence
@@ -51,7 +52,13 @@ def ticks_iso(ticks: int) -> str:
 def iso_us(unix_ns: int) -> str:
     """RFC 3339 UTC with microseconds, truncated (never later than ``unix_ns``)."""
     seconds, rest = divmod(unix_ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{rest // 1000:06d}Z"
+    return f"{_second(seconds)}.{rest // 1000:06d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _second(seconds: int) -> str:
+    """The whole-second part (every answer within a second shares it, hence the cache)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class ProofIdIssuer:

@@ -48,6 +48,7 @@ class Metrics:
         self.requests = Counter(
             "receipt_http_requests", "HTTP requests answered, by route and status.", ["route", "status"], registry=r
         )
+        self._answered: dict[tuple[str, int], Counter] = {}  # routes are patterns and statuses few: bounded
         self.window_leaves = Histogram(
             "receipt_window_leaves",
             "Leaves per closed window.",
@@ -94,6 +95,14 @@ class Metrics:
             "Lanes this instance (or its workers, summed) leads: closes windows and anchors; on a shared store the"
             " others follow.",
         )
+
+    def answered(self, route: str, status: int) -> Counter:
+        """The request counter of one route and status (prometheus_client's ``labels`` costs a lock and a
+        tuple per call; this is the hot path)."""
+        child = self._answered.get((route, status))
+        if child is None:
+            child = self._answered[route, status] = self.requests.labels(route, str(status))
+        return child
 
     @property
     def shared(self) -> bool:

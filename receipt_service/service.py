@@ -64,6 +64,8 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 def check_params(request: web.Request, allowed: frozenset[str], repeatable: frozenset[str] = frozenset()) -> None:
     """Refuse unknown and repeated query parameters (422 naming them)."""
+    if not request.query:
+        return
     extra = sorted(set(request.query) - allowed)
     if extra:
         raise UnprocessableError(

@@ -305,6 +305,10 @@ async def test_health_ready_metrics_openapi(env: Env) -> None:
     assert "receipt_hashes_accepted_total 5.0" in text
     assert "clinic-a" not in text  # /metrics needs no key: it names no tenant
     assert 'receipt_http_requests_total{route="/hashes",status="202"} 1.0' in text
+    await env.submit(_hashes(1))  # the same route and status again: the same counter goes on
+    again = await (await env.client.get("/metrics")).text()
+    assert 'receipt_http_requests_total{route="/hashes",status="202"} 2.0' in again
+    assert 'receipt_http_requests_total{route="/metrics",status="200"} 1.0' in again
     assert "receipt_window_leaves_count" in text and "receipt_backlog_hashes 0.0" in text
     assert f"receipt_leading_lanes {len(env.service.lanes.all)}.0" in text  # alone on its store: it leads them all
     heap = next(line for line in text.splitlines() if line.startswith("receipt_sqlite_heap_bytes "))
