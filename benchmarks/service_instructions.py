@@ -7,7 +7,8 @@ window of an hour so that none closes; a Python client outside valgrind posts si
 (``application/octet-stream``, ``--connections`` at a time), then a tenth as many 1000-hash batches,
 and stops the service. Each figure is the instructions of a run of W + N requests minus those of a run of W (the
 start, the imports, the warm-up and the stop cancel), divided by N: every thread of the process counts,
-the SQLite writer's commits among them. Two runs of one checkout agree within about 0.1 %.
+the SQLite writer's commits among them, and so does the request's share of closing the last window
+(the stop drains it: the backlog read, the tree, the commit, the local ledger's entry). Two runs of one checkout agree within about 0.1 %.
 ``--compare DIR`` counts another checkout of the repository (its own service, from its directory) the same way.
 
 What it leaves out: the kernel's work (loopback networking, fsync), the load client, and time spent

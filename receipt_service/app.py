@@ -140,6 +140,10 @@ class Placement:
     subject: str | None = None
 
 
+_PLACEMENT_PARAMS = frozenset({"domain", "subject"})
+_NOWHERE = Placement()  # no domain or subject named: the key's home domain, or v1
+
+
 def _parse_json_hashes(body: bytes, limit: int) -> tuple[list[bytes], Placement]:
     try:
         doc = strict_json.loads(body)
@@ -227,8 +231,9 @@ async def submit(request: web.Request) -> web.Response:
     if svc.draining:
         raise UnavailableError("the service is shutting down and takes no new hashes; retry on another instance")
     s = svc.settings
-    if request.content_length is not None and request.content_length > s.max_body_bytes:
-        raise PayloadTooLargeError(f"the body is {request.content_length} bytes; the limit is {s.max_body_bytes}")
+    declared = request.content_length
+    if declared is not None and declared > s.max_body_bytes:
+        raise PayloadTooLargeError(f"the body is {declared} bytes; the limit is {s.max_body_bytes}")
     ctype = request.content_type if request.headers.get("Content-Type", "").strip() else None
     if ctype not in ("application/json", "application/octet-stream", None):
         raise UnsupportedMediaTypeError(
@@ -249,8 +254,11 @@ async def submit(request: web.Request) -> web.Response:
         hashes, placement = _parse_json_hashes(body, s.max_hashes_per_request)
         packed = b"".join(hashes)
     else:
-        check_params(request, frozenset({"domain", "subject"}))
-        placement = Placement(request.query.get("domain"), request.query.get("subject"))
+        if request.query:
+            check_params(request, _PLACEMENT_PARAMS)
+            placement = Placement(request.query.get("domain"), request.query.get("subject"))
+        else:
+            placement = _NOWHERE
         if len(body) % 32:
             raise UnprocessableError(
                 f"an octet-stream body is a concatenation of 32-byte hashes; {len(body)} bytes is not a multiple of 32"

@@ -76,7 +76,8 @@ class Authenticator:
         if m is None:
             raise UnauthorizedError("malformed API key: expected hrk_<16 hex>_<43 characters>")
         key_id, secret = m.groups()
-        record = await self._lookup(key_id)
+        hit = self._cache.get(key_id)  # a fresh hit needs no await (the hot path)
+        record = hit[1] if hit is not None and time.monotonic() - hit[0] < self._ttl else await self._lookup(key_id)
         if record is None or not hmac.compare_digest(record.secret_hash, hashlib.sha256(secret.encode()).digest()):
             raise UnauthorizedError("unknown API key")
         if record.revoked is not None:

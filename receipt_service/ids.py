@@ -91,7 +91,7 @@ class ProofIdIssuer:
         self._last = first + len(hashes) - 1
         cs = self.clock_seq
         clock = bytes([0x80 | (cs >> 8), cs & 0xFF, 0x01])  # variant + clock_seq, then the node's 0x01
-        base = hashlib.blake2s(digest_size=5, person=pid.PERSONALISATION)
+        base = _NODE_HASH
         pack = _TIME_FIELDS.pack
         ids: list[str] = []
         raw: list[bytes] = []
@@ -115,6 +115,7 @@ class ProofIdIssuer:
 
 
 _TIME_FIELDS = struct.Struct(">IHH")
+_NODE_HASH = hashlib.blake2s(digest_size=5, person=pid.PERSONALISATION)  # copied for each id, never updated
 
 
 @dataclass(frozen=True)
