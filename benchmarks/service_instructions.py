@@ -14,7 +14,9 @@ the SQLite writer's commits among them, and so does the request's share of closi
 What it leaves out: the kernel's work (loopback networking, fsync), the load client, and time spent
 waiting. Under valgrind the service runs about fifty times slower, so more requests wait per commit
 than at full speed: the writer's share per request is smaller than under real load. Compare code with
-code; measure seconds (``service_throughput.py``) for the targets. Needs ``valgrind`` (Debian:
+code; measure seconds (``service_throughput.py``) for the targets. The service's periodic work (the WAL
+checkpoint every 0.5 s, the window clock) counts per second of wall time, so run it on an otherwise idle
+machine: with a second valgrind run beside it, one count rose by 2 to 4 %. Needs ``valgrind`` (Debian:
 ``apt-get install valgrind``); about 6 minutes, twice that with ``--compare``.
 """
 
