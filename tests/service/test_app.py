@@ -163,7 +163,7 @@ async def test_scopes_and_revocation(env: Env) -> None:
     key_id = env.tokens["writer"].split("_")[1]
     assert env.service.store.revoke_api_key(key_id, "2026-01-01T00:00:00Z")
     env.service.auth._ttl = 0.05  # the cached key lapses (2 s by default) without a long sleep
-    await asyncio.sleep(0.06)
+    await asyncio.sleep(0.1)
     body = await _problem(
         await env.client.post("/hashes", json={"hashes": _hashes(1)}, headers=env.auth("writer")), 401
     )

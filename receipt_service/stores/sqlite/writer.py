@@ -228,7 +228,7 @@ def _described(exc: BaseException) -> str:
     """``Type: message``; the type alone when the exception cannot even say what it is."""
     try:
         return f"{type(exc).__name__}: {exc}"
-    except Exception:  # noqa: BLE001 (its __str__ may raise anything; the stop must still happen)
+    except BaseException:  # noqa: BLE001 (its __str__ may raise anything; the stop must still happen)
         return f"{type(exc).__name__} (its message could not be read)"
 
 

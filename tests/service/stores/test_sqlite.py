@@ -225,7 +225,7 @@ class _Unsayable(_Bug):
     """A bug whose message cannot even be read."""
 
     def __str__(self) -> str:
-        raise RuntimeError("its __str__ is broken too")
+        raise _Bug("its __str__ is broken too, and not even with an Exception")
 
 
 async def test_a_bug_that_cannot_say_what_it_is_still_stops_the_writer(tmp_path: Path) -> None:
