@@ -77,7 +77,7 @@ class Authenticator:
             raise UnauthorizedError("malformed API key: expected hrk_<16 hex>_<43 characters>")
         key_id, secret = m.groups()
         hit = self._cache.get(key_id)  # a fresh hit needs no await (the hot path)
-        record = hit[1] if hit is not None and time.monotonic() - hit[0] < self._ttl else await self._lookup(key_id)
+        record = hit[1] if hit is not None and time.monotonic() - hit[0] < self._ttl else await self._fetch(key_id)
         if record is None or not hmac.compare_digest(record.secret_hash, hashlib.sha256(secret.encode()).digest()):
             raise UnauthorizedError("unknown API key")
         if record.revoked is not None:
@@ -90,11 +90,9 @@ class Authenticator:
             )
         return Principal(record.tenant, key_id, record.scopes, parse_role(record.role) if record.role else None)
 
-    async def _lookup(self, key_id: str) -> ApiKeyRecord | None:
+    async def _fetch(self, key_id: str) -> ApiKeyRecord | None:
+        """The key from the store, cached for ``ttl`` (the caller found no fresh entry)."""
         now = time.monotonic()
-        hit = self._cache.get(key_id)
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
         record = await self._store.get_api_key(key_id)
         if len(self._cache) > 10_000:
             self._cache.clear()
