@@ -65,6 +65,25 @@ def service_receipts(ledger_dir: Path, n: int, max_leaves: int | None = None) ->
     return out
 
 
+def forked_receipts(tmp_path: Path, n: int, max_leaves: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Path]:
+    """Receipts of two ledgers signed with one key (the key holder equivocating: the same seqs, other
+    entries), and that key's public PEM: the second list forks the first at every seq."""
+    import shutil
+
+    from cryptography.hazmat.primitives import serialization
+
+    first = service_receipts(tmp_path / "a", n, max_leaves)
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "ledger-key.pem", tmp_path / "b" / "ledger-key.pem")
+    second = service_receipts(tmp_path / "b", n, max_leaves)
+    private = serialization.load_pem_private_key((tmp_path / "a" / "ledger-key.pem").read_bytes(), password=None)
+    pub = tmp_path / "ledger-key.pub.pem"
+    pub.write_bytes(
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return first, second, pub
+
+
 def leaf0_of_3_limits() -> list[tuple[Any, bool]]:
     """(limits, whether a one-pass path takes valid/leaf0-of-3.json under them): each limit at its edge
     (the vector has 11 ops, one anchor, one branch at depth 1)."""

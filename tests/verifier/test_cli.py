@@ -152,6 +152,36 @@ def test_large_batches_stream_in_order_across_processes(tmp_path: Path, capsys: 
     assert "(2599 valid receipts not listed)" in out
 
 
+def test_a_fork_across_workers_is_caught_as_in_one_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key holder equivocates (two ledgers, one key, the same seqs): with ``--jobs`` the two entries
+    of a seq mostly reach different workers, and the report must still be the one-process report."""
+    import functools
+
+    from receipt_verifier._cli import receipts as cli
+    from tests.conftest import forked_receipts
+
+    first, second, pub = forked_receipts(tmp_path, 1000, 4)  # 250 trees each: seq 0..249 twice
+    batch = tmp_path / "forked.jsonl"
+    batch.write_text("".join(json.dumps(d) + "\n" for d in first + second + first))
+    monkeypatch.setattr(cli, "_line_ranges", functools.partial(cli._line_ranges, size=4096))  # two lines a piece
+    texts = {}
+    for jobs in ("1", "2"):
+        assert main([str(batch), "--ledger-key", str(pub), "--json", "--jobs", jobs]) == 1
+        texts[jobs] = capsys.readouterr().out
+    assert texts["1"] == texts["2"]  # byte for byte: the same verdicts, reasons and key order
+    report = json.loads(texts["2"])
+    assert report["summary"] == {"receipts": 3000, "valid": 2000, "invalid": 1000, "policy": "every anchor verified"}
+    key = first[0]["branches"][0]["ops"][-1]["anchors"][0]["key_id"]
+    for n, r in enumerate(report["results"]):
+        assert r["valid"] is not (1000 <= n < 2000), n  # the history seen first counts, seen again it passes
+        if not r["valid"]:
+            [anchor] = r["anchors"]
+            assert anchor["status"] == "failed" and r["reason"] == "0 of 1 anchor verified; the policy requires all"
+            assert anchor["reason"] == f"ledger fork: key {key} signed two different entries with seq {(n - 1000) // 4}"
+
+
 def test_a_saved_proofs_answer_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     receipts = [json.loads((VECTORS / f"valid/{n}.json").read_text()) for n in ("leaf0-of-3", "leaf2-of-3")]
     saved = tmp_path / "answer.json"

@@ -121,7 +121,7 @@ def test_verifier_caches_are_bounded_and_forks_still_caught(tmp_path: Any, monke
     for doc in docs * 2:
         assert v.verify(json.dumps(doc)).anchors[0].status.value == "verified"
         assert len(v._local_results) <= 2 and len(v._sig_cache) <= 2
-    assert len(v._seen_entries) == 5  # fork detection forgets nothing
+    assert len(v._seen) == 5  # fork detection forgets nothing
 
 
 def test_receipts_of_one_tree_share_the_nodes_their_paths_meet_at(tmp_path: Any) -> None:

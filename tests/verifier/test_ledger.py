@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from receipt_verifier import LedgerError, UsageError
+from receipt_verifier import LedgerError, UsageError, Verifier
 from receipt_verifier.ledger import (
     GENESIS_PREV,
     SignedEntry,
@@ -21,6 +22,7 @@ from receipt_verifier.ledger import (
     verify_entry_signature,
 )
 from receipt_verifier.model import LedgerEntry
+from tests.conftest import forked_receipts
 
 
 def _chain(key: Ed25519PrivateKey, n: int) -> list[SignedEntry]:
@@ -119,3 +121,27 @@ def test_a_broken_link_names_both_entries() -> None:
     assert (
         str(err.value) == f"ledger entry 2 does not chain to entry 1: prev {'ab' * 32} != {entry_hash(chain[1].entry)}"
     )
+
+
+def test_a_key_holder_who_signs_two_entries_for_one_seq_is_caught(tmp_path: Path) -> None:
+    """The attacker holds the ledger key and shows two parties two histories (spec section 5.1): each
+    receipt is valid on its own; a verifier that sees both reports the fork, whichever it saw first."""
+    first, second, pub = forked_receipts(tmp_path, 4, 2)  # two trees each: seq 0 and 1 twice
+    v = Verifier([load_public_key_file(pub)])
+    statuses = []
+    for doc in [first[0], second[0], first[1], first[2], second[3], second[0]]:
+        [anchor] = v.verify(json.dumps(doc)).anchors
+        statuses.append((anchor.status.value, anchor.reason))
+    key = first[0]["branches"][0]["ops"][-1]["anchors"][0]["key_id"]
+    forked = [("failed", f"ledger fork: key {key} signed two different entries with seq {s}") for s in (0, 1, 0)]
+    assert statuses == [
+        ("verified", "signed ledger entry 0"),
+        forked[0],
+        ("verified", "signed ledger entry 0"),  # the entry seen first stays the one that counts
+        ("verified", "signed ledger entry 1"),
+        forked[1],
+        forked[2],  # checked again, failed again
+    ]
+    for alone in (first, second):  # either history alone is consistent
+        fresh = Verifier([load_public_key_file(pub)])
+        assert {fresh.verify(json.dumps(d)).anchors[0].status.value for d in alone} == {"verified"}

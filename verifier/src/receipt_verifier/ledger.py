@@ -62,6 +62,29 @@ def verify_entry_signature(
         ) from None
 
 
+def fork_reason(key: str, seq: int) -> str:
+    """Why an anchor fails whose entry differs from one seen before with the same key and seq."""
+    return f"ledger fork: key {key} signed two different entries with seq {seq}"
+
+
+class SeenEntries:
+    """The hash of each ledger entry verified so far, one per (key, seq): a different entry at a place
+    already taken is a fork (spec section 5.1). About 150 bytes an entry; it forgets nothing."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, dict[int, bytes]] = {}
+
+    def __len__(self) -> int:
+        return sum(map(len, self._by_key.values()))
+
+    def see(self, key: str, seq: int, digest: bytes) -> bool:
+        """Remember an entry's SHA-256; False when another entry took this key and seq first (a fork)."""
+        seqs = self._by_key.get(key)
+        if seqs is None:
+            seqs = self._by_key[key] = {}
+        return seqs.setdefault(seq, digest) == digest
+
+
 _NACL_KEYS: dict[int, tuple[Ed25519PublicKey, VerifyKey]] = {}
 
 

@@ -70,6 +70,14 @@ class LedgerEntry:
             object.__setattr__(self, "_canonical", made)
         return made
 
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical bytes: the entry hash a fork check compares (made once per entry)."""
+        made: bytes | None = self.__dict__.get("_digest")
+        if made is None:
+            made = hashlib.sha256(self.canonical_bytes()).digest()
+            object.__setattr__(self, "_digest", made)
+        return made
+
 
 def canonical_json(value: Mapping[str, Any]) -> bytes:
     """Canonical JSON for objects holding only strings and integers (RFC 8785 subset)."""

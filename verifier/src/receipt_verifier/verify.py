@@ -21,7 +21,7 @@ from .evidence import Blocks, is_bundle, load_document, split_bundle
 from .fabric.evidence import FabricChecker
 from .fabric.trust import ChannelTrust
 from .fastpath import PathMemo, make_frozen, parse_and_walk
-from .ledger import key_id, verify_entry_signature
+from .ledger import SeenEntries, fork_reason, key_id, verify_entry_signature
 from .merkle import Side, climb_hex, path_shape, sibling_kinds
 from .model import BRANCH_LABEL, Anchor, FabricAnchor, LocalAnchor, Op, Receipt, UnknownAnchor
 from .textpath import TextPath
@@ -132,6 +132,21 @@ class VerificationResult:
             if reason is not None:
                 out["reason"] = reason
         return out
+
+
+def verified_entries(result: VerificationResult) -> tuple[tuple[str, int, bytes], ...]:
+    """(key id, seq, entry hash) of each local anchor ``result`` verified, in anchor order."""
+    results = result.anchors
+    if not results:
+        return ()
+    anchors = result.receipt.branches[0].ops[-1].anchors  # the anchors the results are for, in order
+    if len(results) == 1:  # a v1 receipt's one local anchor: no list to build
+        a = anchors[0]
+        if results[0].status is not AnchorStatus.VERIFIED or not isinstance(a, LocalAnchor):
+            return ()
+        return ((a.key_id, a.entry.seq, a.entry.digest()),)
+    verified = [a for a, r in zip(anchors, results, strict=True) if r.status is AnchorStatus.VERIFIED]
+    return tuple([(a.key_id, a.entry.seq, a.entry.digest()) for a in verified if isinstance(a, LocalAnchor)])
 
 
 def recompute_root(receipt: Receipt) -> tuple[bytes, tuple[Anchor, ...]]:
@@ -252,7 +267,7 @@ class Verifier:
         self._limits = limits
         self._strict_schema = strict_schema
         self._sig_cache: dict[tuple[str, str, bytes], None] = {}  # (key id, signature, the bytes it signs)
-        self._seen_entries: dict[tuple[str, int], str] = {}
+        self._seen = SeenEntries()  # fork detection; the CLI's workers leave it to the parent (_cli.receipts)
         # a verified local anchor object and its result: every check that depends on the anchor alone is
         # done, and receipts of its tree share the result
         self._local_results: dict[int, tuple[LocalAnchor, AnchorResult]] = {}
@@ -428,11 +443,8 @@ class Verifier:
                 verify_entry_signature(key, e, a.signature, canonical)
             except LedgerError as exc:
                 return AnchorStatus.FAILED, str(exc)
-            digest = hashlib.sha256(canonical).hexdigest()  # entry_hash(e)
-            if self._seen_entries.setdefault((a.key_id, e.seq), digest) != digest:
-                return AnchorStatus.FAILED, (
-                    f"ledger fork: key {a.key_id} signed two different entries with seq {e.seq}"
-                )
+            if not self._seen.see(a.key_id, e.seq, e.digest()):
+                return AnchorStatus.FAILED, fork_reason(a.key_id, e.seq)
             if len(self._sig_cache) >= _CACHE_MAX:
                 self._sig_cache.clear()
             self._sig_cache[cache_key] = None

@@ -18,8 +18,8 @@ from .._progress import Progress, table
 from ..codec import DEFAULT_LIMITS, Limits
 from ..errors import Error, UsageError
 from ..fabric.trust import load_trust
-from ..ledger import load_public_key_file
-from ..verify import AnchorPolicy, AnchorStatus, VerificationResult, Verifier
+from ..ledger import SeenEntries, fork_reason, load_public_key_file
+from ..verify import AnchorPolicy, AnchorResult, AnchorStatus, VerificationResult, Verifier, verified_entries
 from .common import EXIT_INVALID, EXIT_VALID, load_trust_file, why
 
 EPILOG = """\
@@ -243,11 +243,16 @@ def main(argv: list[str]) -> int:
                     out.result(report)
                 bar.advance()
         else:
+            seen = SeenEntries()  # fork detection over every worker's receipts, in input order
             for lines in _parallel(setup, files, jobs):
-                for valid, warned, text in lines:
+                texts = []
+                for valid, warned, text, entries in lines:
+                    if entries:
+                        valid, text = _fork_checked(seen, valid, text, entries, policy)
                     summary.add_encoded(valid, warned, text)
+                    texts.append(text)
                 if out is not None:
-                    out.results([text for _, _, text in lines])
+                    out.results(texts)
                 bar.advance(len(lines))
     if out is not None:
         out.close(summary.to_dict())
@@ -286,12 +291,50 @@ def _init_worker(setup: _Setup) -> None:
         fabric_trust=trust,
         strict_evidence=setup.strict_evidence,
     )
+    verifier._seen = _ForkedInParent()
     _WORKER = (verifier, setup)
 
 
-# A report as a worker sends it back: (valid, has warnings, the report as JSON text). The parent only
-# counts and writes; it decodes the few reports it keeps for the summary.
-_Encoded = tuple[bool, bool, str]
+class _ForkedInParent(SeenEntries):
+    """A worker's fork check: it passes every entry and sends each receipt's to the parent, which
+    checks them in input order (a fork's two entries may reach two workers), as one process would."""
+
+    def see(self, key: str, seq: int, digest: bytes) -> bool:
+        return True
+
+
+# A report as a worker sends it back: (valid, has warnings, the report as JSON text, the ledger entries
+# its verified local anchors rest on). The parent checks the entries for forks, counts and writes; it
+# decodes the few reports it keeps for the summary, or changes for a fork.
+_Encoded = tuple[bool, bool, str, tuple[tuple[str, int, bytes], ...]]
+
+
+def _fork_checked(
+    seen: SeenEntries, valid: bool, text: str, entries: tuple[tuple[str, int, bytes], ...], policy: AnchorPolicy
+) -> tuple[bool, str]:
+    """(valid, report) once this receipt's entries are checked against those before it: a local anchor
+    whose entry differs from one seen first with its key and seq fails, as ``Verifier`` fails it."""
+    forked = {f"{key}:{seq}": fork_reason(key, seq) for key, seq, digest in entries if not seen.see(key, seq, digest)}
+    if not forked:
+        return valid, text
+    report = json.loads(text)
+    for a in report["anchors"]:
+        if a["type"] == "local" and a["anchor_id"] in forked:
+            a["status"], a["reason"] = AnchorStatus.FAILED.value, forked[a["anchor_id"]]
+    reason = policy.unmet_reason(
+        tuple(
+            AnchorResult(a["type"], a["anchor_id"], AnchorStatus(a["status"]), a["reason"], a["expected_value"])
+            for a in report["anchors"]
+        )
+    )
+    tail = {k: report.pop(k) for k in ("source", "warnings") if k in report}  # the keys in _verify_one's order
+    report.pop("reason", None)
+    report.pop("valid")
+    report["valid"] = reason is None
+    if reason is not None:
+        report["reason"] = reason
+    report.update(tail)
+    return reason is None, json.dumps(report)
 
 
 def _work(chunk: list[tuple[str, bytes]]) -> list[_Encoded]:
@@ -299,8 +342,9 @@ def _work(chunk: list[tuple[str, bytes]]) -> list[_Encoded]:
     verifier, setup = _WORKER
     out = []
     for source, data in chunk:
-        report = _verify_one(verifier, Item(source, data), setup.policy, setup.record, setup.record_hash)
-        out.append((bool(report["valid"]), "warnings" in report, json.dumps(report)))
+        report, result = _check(verifier, Item(source, data), setup.policy, setup.record, setup.record_hash)
+        entries = verified_entries(result) if result is not None else ()
+        out.append((bool(report["valid"]), "warnings" in report, json.dumps(report), entries))
     return out
 
 
@@ -441,16 +485,24 @@ class _JsonWriter:
 def _verify_one(
     verifier: Verifier, item: Item, policy: AnchorPolicy, record: bytes | None, record_hash: str | None
 ) -> dict[str, Any]:
+    return _check(verifier, item, policy, record, record_hash)[0]
+
+
+def _check(
+    verifier: Verifier, item: Item, policy: AnchorPolicy, record: bytes | None, record_hash: str | None
+) -> tuple[dict[str, Any], VerificationResult | None]:
+    """The report on one receipt, and the result it came from (None for a malformed receipt)."""
     try:
         result: VerificationResult = verifier.verify(item.data, record=record, record_hash=record_hash)
     except Error as exc:
-        return {"source": item.source, "valid": False, "error": type(exc).__name__, "reason": exc.diagnostics()}
+        error = {"source": item.source, "valid": False, "error": type(exc).__name__, "reason": exc.diagnostics()}
+        return error, None
     report = result.to_dict(policy)
     report["source"] = item.source
     warnings = sorted({w for a in report["anchors"] for w in a.get("details", {}).get("warnings", [])})
     if warnings:  # valid, but the evidence says something the trust file does not
         report["warnings"] = warnings
-    return report
+    return report, result
 
 
 def _print_table(summary: _Summary) -> None:
