@@ -95,6 +95,10 @@ class TicksTakenError(StoreError):
         self.last_ticks = last_ticks
 
 
+class StoreStoppedError(StoreError):
+    """The store takes no more writes until the service restarts (its writer stopped, or it was closed)."""
+
+
 class LeaseLostError(StoreError):
     """This instance no longer holds the lease to close windows; another instance took over."""
 

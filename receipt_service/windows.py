@@ -25,7 +25,7 @@ from receipt_verifier.model import Anchor
 from .anchors import AnchorBackend, BatchedBackend, ChainedBackend, anchor_json
 from .chain import heads_after, indexed_heads, window_trees
 from .crashpoints import crash_point
-from .errors import CorruptRecordError, LeaseLostError, ServiceError
+from .errors import CorruptRecordError, LeaseLostError, ServiceError, StoreStoppedError
 from .ids import TICKS_PER_US, ceil_us, ticks_iso
 from .leadership import Leadership
 from .ledger import tree_root
@@ -124,6 +124,8 @@ class Aggregator:
                     try:
                         await asyncio.wait_for(self.close_window(), max(0.0, deadline - time.monotonic()))
                         closed = True
+                    except StoreStoppedError:
+                        raise  # nothing will close it before a restart: said below, the lead handed over
                     except (TimeoutError, ServiceError) as exc:
                         if not failed:
                             log.warning("drain: the last window is not closed yet (tried again while it may): %s", exc)

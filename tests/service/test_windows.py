@@ -395,6 +395,43 @@ async def test_a_drain_whose_last_window_fails_says_why(tmp_path: Path, caplog: 
         await store.close()
 
 
+class _Bug(BaseException):
+    """What no write job should raise: it stops the SQLite writer thread."""
+
+
+async def test_a_drain_whose_store_stopped_says_so_at_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SQLiteStore(tmp_path)
+    lead = Lead(store)
+    rec = Recorder()
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
+    await agg.start()
+    await store.add_batch(_batch(3))  # acknowledged: committed, in the open window
+
+    def bug(conn: Any) -> None:
+        raise _Bug("a bug in a write job")
+
+    with pytest.raises(StoreError, match="writer stopped after an unexpected error"):
+        await store.writer.write(bug)
+    caplog.set_level(logging.WARNING, logger="receipt_service")
+    try:
+        # no retry until the grace ends (600 s here): nothing can close the window before a restart
+        assert not await asyncio.wait_for(agg.drain(600), 60)
+        assert "drain stopped early: the database writer stopped after an unexpected error (_Bug: a bug" in caplog.text
+        assert "tried again while it may" not in caplog.text
+        assert lead.resigned == 1 and rec.roots == []
+    finally:
+        await store.close()
+    store = SQLiteStore(tmp_path)  # the restart: the three hashes are there, and are anchored
+    lead = Lead(store)
+    agg = Aggregator(lead.as_store(), [rec], Metrics(), window_seconds=3600)
+    await agg.start()
+    try:
+        assert await agg.drain(30)
+        assert sum(r.tree_size for r in rec.roots) == 3
+    finally:
+        await store.close()
+
+
 async def test_retention_keeps_recent_trees_retries_and_runs_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ...errors import StoreError, TicksTakenError
+from ...errors import StoreError, StoreStoppedError, TicksTakenError
 from ...ids import ceil_us, iso_ticks
 from ..base import (
     Batch,
@@ -379,7 +379,7 @@ class SQLiteStore(WindowRecords, AccessRecords):
     async def ping(self) -> None:
         """Raise ``StoreError`` unless the database answers and the writer runs."""
         if not self.writer.thread.is_alive():
-            raise StoreError(self.writer.failure or "the database writer thread has stopped")
+            raise StoreStoppedError(self.writer.failure or "the database writer thread has stopped")
         self._read("SELECT 1", ())
         await self._write(lambda conn: conn.execute("SELECT 1").fetchone())
 

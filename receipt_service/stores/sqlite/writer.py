@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...errors import StoreError
+from ...errors import StoreError, StoreStoppedError
 from ..workers import WriterLock
 
 T = TypeVar("T")
@@ -77,7 +77,7 @@ class Writer:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         with self._cond:
             if self._closing:  # a new exception each time: one raised again and again grows its traceback
-                raise StoreError(self.failure or "the store is closed")
+                raise StoreStoppedError(self.failure or "the store is closed")
             self._queue.append(_Job(fn, future))
             self._cond.notify()
         return await future
@@ -236,7 +236,7 @@ def _fail_unanswered(jobs: list[_Job], reason: str) -> None:
     """A job is answered as committed only if it was, and never with a ``BaseException``."""
     for job in jobs:
         if not job.committed and not isinstance(job.error, Exception):
-            job.error = StoreError(reason)
+            job.error = StoreStoppedError(reason)
 
 
 def _resolve(jobs: list[_Job]) -> None:
