@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from .app import MAX_LINE, init_app, ledger_key_doc
 from .auth import make_key
 from .config import FabricSettings, Settings
 from .domains import DOMAINS
+from .errors import StoreStoppedError
 from .fabric.evidence import BlockCache
 from .fabric.gateway import Endpoint, GatewayClient
 from .fabric.identity import Identity
@@ -240,6 +242,7 @@ async def _serve(
     signals = (signal.SIGTERM, signal.SIGINT) if worker is None else (signal.SIGTERM,)  # workers: SIGINT goes
     for sig in signals:  # to the whole terminal group; the supervisor stops its workers in order instead
         loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.create_task(_watch_stores([lane.store for lane in service.lanes.all], stop))
     try:
         await stop.wait()
         log.info("stopping: no new hashes; closing and anchoring the open window")
@@ -248,8 +251,32 @@ async def _serve(
             loop.remove_signal_handler(sig)
         if worker is not None:
             loop.remove_reader(worker.control_fd)
+        watch.cancel()
         await runner.cleanup()
+    broken = watch.result() if watch.done() and not watch.cancelled() else None
+    if broken is not None:  # exit with an error: a supervisor (serve --workers, systemd) starts it again
+        raise StoreStoppedError(f"stopped: {broken}")
     log.info("stopped")
+
+
+STORE_WATCH_SECONDS = 1.0
+
+
+async def _watch_stores(stores: list[Store], stop: asyncio.Event) -> str | None:
+    """Set ``stop`` once a store takes no more writes, which only a restart brings back; why, or None.
+
+    Such a service would answer every submission 503 until someone restarted it; stopping (the drain
+    ends at once for that store) lets whatever supervises the process start it again."""
+    while not stop.is_set():
+        for store in stores:
+            why = store.stopped()
+            if why is not None:
+                log.critical("stopping: a store takes no more writes (%s)", why)
+                stop.set()
+                return why
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), STORE_WATCH_SECONDS)
+    return None
 
 
 def _supervisor_gone(control: socket.socket, stop: asyncio.Event) -> None:

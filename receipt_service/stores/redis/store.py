@@ -420,6 +420,10 @@ class RedisStore(WindowRecords, AccessRecords):
         """Raise ``StoreError`` unless Redis answers."""
         await self._call("ping")
 
+    def stopped(self) -> str | None:
+        """Never: Redis's outages end without a restart (every call retries the link)."""
+        return None
+
     async def close(self) -> None:
         """Nothing of its own: the shared link is closed by whoever opened it."""
 

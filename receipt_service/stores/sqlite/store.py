@@ -383,6 +383,10 @@ class SQLiteStore(WindowRecords, AccessRecords):
         self._read("SELECT 1", ())
         await self._write(lambda conn: conn.execute("SELECT 1").fetchone())
 
+    def stopped(self) -> str | None:
+        """The writer thread's failure, once it ended early (a bug): only a restart brings it back."""
+        return self.writer.failure
+
     async def close(self) -> None:
         """Finish queued writes, then close every connection."""
         await asyncio.to_thread(self.writer.stop)
