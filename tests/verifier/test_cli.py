@@ -182,6 +182,23 @@ def test_a_fork_across_workers_is_caught_as_in_one_process(
             assert anchor["reason"] == f"ledger fork: key {key} signed two different entries with seq {(n - 1000) // 4}"
 
 
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def test_a_line_end_is_not_part_of_the_receipt_in_either_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], end: str
+) -> None:
+    """``--max-bytes`` counts the receipt alone, whether one process reads the lines or the workers do."""
+    line = json.dumps(json.loads((VECTORS / "valid/leaf0-of-3.json").read_text()), separators=(",", ":"))
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text((line + end) * 2000, newline="")
+    for limit, code in ((len(line), 0), (len(line) - 1, 1)):
+        texts = []
+        for jobs in ("1", "2"):
+            argv = [str(batch), "--ledger-key", KEY, "--json", "--jobs", jobs, "--max-bytes", str(limit)]
+            assert main(argv) == code, (limit, jobs)
+            texts.append(capsys.readouterr().out)
+        assert texts[0] == texts[1]
+
+
 def test_a_saved_proofs_answer_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     receipts = [json.loads((VECTORS / f"valid/{n}.json").read_text()) for n in ("leaf0-of-3", "leaf2-of-3")]
     saved = tmp_path / "answer.json"

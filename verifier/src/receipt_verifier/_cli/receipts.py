@@ -84,7 +84,7 @@ def _iter_inputs(files: list[Path | None]) -> Iterator[Item]:
                 with open(f, "rb") as handle:
                     for n, line in enumerate(handle, 1):
                         if line.strip():
-                            yield Item(f"{f}:{n}", line)
+                            yield Item(f"{f}:{n}", line.rstrip(b"\r\n"))  # the receipt, not its line end
             elif f.suffix == ".json":  # one receipt or bundle, or a saved /proofs?ids= answer
                 yield from _split(str(f), f.read_bytes())
             else:
@@ -354,7 +354,7 @@ def _work_lines(path: str, start: int, end: int, first_line: int) -> list[_Encod
         handle.seek(start)
         data = handle.read(end - start)
     lines = data.split(b"\n")
-    return _work([(f"{path}:{n}", line) for n, line in enumerate(lines, first_line) if line.strip()])
+    return _work([(f"{path}:{n}", line.rstrip(b"\r")) for n, line in enumerate(lines, first_line) if line.strip()])
 
 
 def _line_ranges(path: Path, size: int = 1 << 21) -> Iterator[tuple[int, int, int]]:
