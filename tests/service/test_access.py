@@ -197,7 +197,7 @@ async def test_one_tenant_never_sees_another_tenants_subjects(world: World) -> N
     assert (await world.get(f"/subjects/{SUBJECT}/access-events", "provider"))[0] == 403
 
 
-async def test_event_receipts_verify_offline_with_pinned_keys(world: World) -> None:
+async def test_event_receipts_verify_offline_with_pinned_keys(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     env = world.env
     assert (await world.grant("insure-y", "medical-history"))[0] == 201
     assert (await world.read("payer", "medical-history"))[0] == 200
@@ -208,6 +208,7 @@ async def test_event_receipts_verify_offline_with_pinned_keys(world: World) -> N
     ledger = env.service.ledger()
     assert ledger is not None
     verifier = Verifier([ledger.ledger.public_key])
+    previous = None
     for item in body["events"]:
         ev = parse_event(item["event"])
         verify_signature(ev, jwk_public_key(pinned[ev.key_id]))
@@ -229,6 +230,14 @@ async def test_event_receipts_verify_offline_with_pinned_keys(world: World) -> N
         args = ["event", str(d / "item.json"), "--key", str(d / "key.json"), "--receipt", str(d / "receipt.json")]
         assert verify_main([*args, "--ledger-key", str(d / "ledger.pem")]) == 0
         assert verify_main(args) == 1  # the ledger key not pinned: the anchor is not verified
+        if previous is not None:  # a valid receipt of another event: the event is authentic, not anchored by it
+            (d / "receipt.json").write_text(json.dumps(previous))
+            capsys.readouterr()
+            assert verify_main([*args, "--ledger-key", str(d / "ledger.pem")]) == 1
+            err = capsys.readouterr().err
+            assert f"invalid: the record's SHA-256 {ev.event_hash()} is not the hash this receipt covers" in err
+        previous = receipt
+    assert previous is not None and len(body["events"]) > 1
 
 
 async def test_fhir_bundle_validates(world: World) -> None:

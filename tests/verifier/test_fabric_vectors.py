@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 
 from receipt_verifier import AnchorPolicy, Verifier
-from receipt_verifier.errors import BlockFormatError, ChannelMismatchError, OrdererSignatureError, TrustFileError
+from receipt_verifier.errors import (
+    BlockFormatError,
+    ChannelMismatchError,
+    MalformedReceiptError,
+    OrdererSignatureError,
+    TrustFileError,
+)
 from receipt_verifier.evidence import parse_blocks
 from receipt_verifier.fabric import policy as pol
 from receipt_verifier.fabric.blocks import header_bytes
@@ -57,6 +63,20 @@ def test_a_flipped_block_byte_and_an_edited_trust_file_are_refused() -> None:
     trust["channels"]["insurance"]["endorsement_policy"] = "OR('HospitalsMSP.peer', 'InsurersMSP.peer')"
     with pytest.raises(TrustFileError, match="endorsement_policy"):
         load_trust(trust)
+
+
+def test_a_bundle_lists_each_block_once_and_holds_nothing_else() -> None:
+    """Spec section 11: a block appears once (two copies could differ), and a bundle has no other member."""
+    twice = copy.deepcopy(BUNDLE)
+    item = twice["fabric_blocks"][1]
+    twice["fabric_blocks"].append(dict(item))
+    with pytest.raises(
+        MalformedReceiptError, match=f"fabric_blocks lists block {item['number']} of {item['channel']} twice"
+    ):
+        _verifier().verify(json.dumps(twice))
+    with pytest.raises(MalformedReceiptError, match="unexpected: note"):
+        _verifier().verify(json.dumps({**BUNDLE, "note": "trust me"}))
+    assert _verifier().verify(json.dumps(BUNDLE)).anchors  # the bundle itself is fine
 
 
 def test_trust_show_prints_the_pinned_header_hashes(tmp_path: Any) -> None:

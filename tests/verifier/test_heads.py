@@ -340,6 +340,14 @@ def test_genesis_and_empty_transitions() -> None:
         check_transition(new.root, new.size, empty_heads().root, new.size, same)
 
 
+def test_a_transition_from_no_heads_at_all_is_refused() -> None:
+    """Check 1 of spec section 14.6: the heads always hold the sentinel, so old_size 0 is no state to grow from."""
+    none = {"old_size": 0, "new_size": 0, "changed": [], "inserted": [], "nodes": []}
+    root = empty_heads().root
+    with pytest.raises(TransitionError, match="old_size must be at least 1"):
+        check_transition(root, 0, root, 0, none)
+
+
 def _proof_values(proof: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
     """Every scalar of a proof with its path."""
     if isinstance(proof, dict):

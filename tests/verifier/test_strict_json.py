@@ -112,3 +112,47 @@ def test_a_deeply_nested_history_bundle_is_a_usage_error(tmp_path: Any, capsys: 
     key.write_text("00" * 32)
     assert main(["history", str(deep), "--ledger-key", str(key)]) == 2
     assert "not valid JSON (nested too deeply)" in capsys.readouterr().err
+
+
+def test_every_document_the_verifier_reads_refuses_a_repeated_key(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Spec section 3 holds beyond receipts: a ledger line, an evidence bundle, a trust file and a
+    history bundle with a repeated key are refused, each naming the key (a lenient parser keeps one
+    of the two values, and two readers may keep different ones)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from receipt_verifier import LedgerError, MalformedReceiptError, Verifier
+    from receipt_verifier._cli import main
+    from receipt_verifier.errors import TrustFileError
+    from receipt_verifier.fabric.trust import load_trust
+    from receipt_verifier.ledger import SignedEntry, parse_ledger_line, sign_entry
+    from receipt_verifier.model import LedgerEntry
+
+    key = Ed25519PrivateKey.generate()
+    entry = LedgerEntry(
+        0, "0" * 64, "w", 0, 1, "ab" * 32, "2025-01-01T00:00:00Z", "2025-01-01T00:00:01Z", "2025-01-01T00:00:01Z"
+    )
+    line = SignedEntry(entry, sign_entry(key, entry)).to_json()
+    assert parse_ledger_line(line, 7).entry == entry
+    with pytest.raises(LedgerError, match="ledger line 7: not JSON \\(duplicate key 'signature'"):
+        parse_ledger_line(line.replace('"signature":', '"signature":"00","signature":', 1), 7)
+
+    bundle = (VECTORS / "fabric/bundle.json").read_text()
+    twice = bundle.replace('"type": "HealthReceiptEvidence",', '"type": "HealthReceiptEvidence",\n "type": "x",', 1)
+    assert twice != bundle
+    with pytest.raises(MalformedReceiptError, match="not JSON: duplicate key 'type'"):
+        Verifier().verify(twice)
+
+    trust = (VECTORS / "fabric/trust.json").read_text()
+    assert load_trust(trust)
+    with pytest.raises(TrustFileError, match="not JSON: duplicate key 'version'"):
+        load_trust(trust.replace('"version": 1,', '"version": 1,\n "version": 1,', 1))
+
+    history = (VECTORS / "history/complete.json").read_text()
+    bad = tmp_path / "history.json"
+    bad.write_text(history.replace('"domain":', '"domain": "other",\n  "domain":', 1))
+    hex_key = tmp_path / "key.hex"
+    hex_key.write_text("00" * 32)
+    assert main(["history", str(bad), "--ledger-key", str(hex_key)]) == 2
+    assert "not valid JSON (duplicate key 'domain'" in capsys.readouterr().err

@@ -36,9 +36,23 @@ def test_valid_vector(vector: dict[str, Any], ledger_key: Ed25519PublicKey) -> N
     assert got == vector["anchors"]
 
 
-@pytest.mark.parametrize("vector", INVALID, ids=[v["file"] for v in INVALID])
-def test_invalid_vector(vector: dict[str, Any], ledger_key: Ed25519PublicKey) -> None:
-    data = (VECTORS / vector["file"]).read_bytes()
+# Each invalid vector as written and, but for a repeated key (decoding drops one), in the other two layouts
+_LAYOUTS = [
+    (v, layout)
+    for v in INVALID
+    for layout in ("as written", "compact", "decoded")
+    if layout == "as written" or v["file"] != "invalid/key-repeated.json"
+]
+
+
+@pytest.mark.parametrize(("vector", "layout"), _LAYOUTS, ids=[f"{v['file']}-{layout}" for v, layout in _LAYOUTS])
+def test_invalid_vector(vector: dict[str, Any], layout: str, ledger_key: Ed25519PublicKey) -> None:
+    """Refused with its error whichever path takes it: the text path (the service's compact layout),
+    the one-pass walk of a decoded document, or the general codec (the vectors' indented layout)."""
+    data: bytes | dict[str, Any] = (VECTORS / vector["file"]).read_bytes()
+    if layout != "as written":
+        doc = json.loads(data)
+        data = json.dumps(doc, separators=(",", ":")).encode() if layout == "compact" else doc
     error_type = getattr(receipt_verifier, vector["error"])
     with pytest.raises(error_type) as info:
         Verifier([ledger_key]).verify_policy(data, AnchorPolicy.parse(vector["policy"]))
@@ -101,3 +115,15 @@ def test_spec_files_shipped_with_the_verifier_are_identical() -> None:
     shipped = ROOT / "verifier/src/receipt_verifier/_spec"
     for name in ("receipt.schema.json", "context-v1.jsonld", "context-v2.jsonld"):
         assert (shipped / name).read_bytes() == (ROOT / "proof_spec" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_a_local_anchor_of_a_tree_of_another_size_fails(compact: bool, ledger_key: Ed25519PublicKey) -> None:
+    """Spec section 5.1: the entry's tree_size must be the receipt's. Leaf 0 of 4 has the path shape of
+    leaf 0 of 3, so the branch still computes the signed root: only this check refuses the receipt."""
+    doc = json.loads((VECTORS / "valid/leaf0-of-3.json").read_text())
+    doc["tree"]["tree_size"] = 4
+    data = json.dumps(doc, separators=(",", ":")) if compact else json.dumps(doc, indent=1)
+    [anchor] = Verifier([ledger_key]).verify(data).anchors
+    assert anchor.status.value == "failed"
+    assert anchor.reason == "ledger entry 0 is for another tree (window, index or size differ)"
