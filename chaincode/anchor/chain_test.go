@@ -216,6 +216,10 @@ func TestAppendWindowRefusals(t *testing.T) {
 			l.txTime = txTime.Add(-5 * time.Second)
 			c.end = "2026-11-21T10:00:08Z"
 		}, "ends in the future"},
+		{"end in the future of the peer's clock alone", func(l *memLedger, c *appendArgs) {
+			l.txTime = txTime.Add(9 * time.Second) // within the skew of the peer's clock, which decides
+			c.end = "2026-11-21T10:00:15Z"
+		}, "ends in the future"},
 		{"transaction time skew", func(l *memLedger, c *appendArgs) { l.txTime = txTime.Add(11 * time.Second) },
 			"is too far from the peer's clock"},
 		{"transaction time behind", func(l *memLedger, c *appendArgs) { l.txTime = txTime.Add(-11 * time.Second); c.end = w0End },

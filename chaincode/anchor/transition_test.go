@@ -206,6 +206,19 @@ func TestCheckTransitionRefusesMalformedProofs(t *testing.T) {
 			t.Errorf("%s: got %v, want a form error naming %q", tc.name, err, tc.want)
 		}
 	}
+	// Each list holds at most MaxProofEntries (§14.6): one more is refused by its count, before any entry
+	// is read; at the limit the count passes and the first malformed node is named instead.
+	nodes := len(prove(old, next).Nodes)
+	for extra, want := range map[int]string{
+		MaxProofEntries - nodes + 1: "transition proof: nodes holds more than 1,000,000 entries",
+		MaxProofEntries - nodes:     "nodes[0] must be [start, width, hash]",
+	} {
+		long := strings.Replace(good, `"nodes":[`, `"nodes":[`+strings.Repeat("[],", extra), 1)
+		err := CheckTransition(c.oldRoot[:], c.oldSize, c.newRoot[:], c.newSize, []byte(long))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%d nodes: got %v, want %q", nodes+extra, err, want)
+		}
+	}
 	escaped := strings.Replace(good, key, `\u00`+fmt.Sprintf("%x", key[0])+key[1:], 1)
 	if err := CheckTransition(c.oldRoot[:], c.oldSize, c.newRoot[:], c.newSize, []byte(escaped)); err != nil {
 		t.Errorf("a hash with an escaped character: %v", err)
