@@ -14,8 +14,9 @@ from .blocks import Case, flip
 
 def _bft_signed(plan: list[tuple[str, int, int]]) -> Case:
     """Reseal with exactly these signatures, in order: (style, id, signer), where style is ``bft`` (an
-    identifier header naming ``id``), ``raft`` (a signature header naming the signer) or ``forged`` (a
-    bft signature whose bytes are flipped); ``signer`` indexes the forger's orderers, -1 the Hospitals peer."""
+    identifier header naming ``id``), ``raft`` (a signature header naming the signer), ``forged`` (a
+    bft signature whose bytes are flipped) or ``garbled`` (an identifier header that does not parse);
+    ``signer`` indexes the forger's orderers, -1 the Hospitals peer."""
 
     def case(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
         f.reseal(block)
@@ -28,6 +29,9 @@ def _bft_signed(plan: list[tuple[str, int, int]]) -> Case:
             if style == "raft":
                 sh = common_pb2.SignatureHeader(creator=signer.serialized, nonce=b"r" * 24).SerializeToString()
                 md.signatures.add(signature_header=sh, signature=signer.sign(bytes(md.value) + sh + der))
+                continue
+            if style == "garbled":
+                md.signatures.add(identifier_header=b"\xff", signature=signer.sign(bytes(md.value) + der))
                 continue
             Forger.consenter_sign(md, der, ident, signer)
             if style == "forged":
@@ -46,6 +50,10 @@ BFT_CASES: dict[str, tuple[Case, str]] = {
     "one consenter's signature forged, the other three a quorum": (
         _bft_signed([("bft", 1, 0), ("forged", 2, 1), ("bft", 3, 2), ("bft", 4, 3)]),
         "block {n} of insurance signed by {c0}, {c2}, {c3}; tx endorsed by {endorsers}",
+    ),
+    "a quorum and one identifier header that does not parse": (  # Fabric refuses the whole block
+        _bft_signed([("bft", 1, 0), ("bft", 2, 1), ("bft", 3, 2), ("garbled", 4, 3)]),
+        "OrdererSignatureError: block {n}: an orderer identifier header does not parse",
     ),
     "signatures below the quorum": (_bft_signed([("bft", 1, 0), ("bft", 2, 1)]), REFUSED.replace("{detail}", BELOW)),
     "one consenter counted twice": (

@@ -17,8 +17,10 @@ from fabric_protos.common import common_pb2, configtx_pb2, configuration_pb2, po
 from fabric_protos.msp import identities_pb2, msp_principal_pb2
 
 from receipt_verifier import Verifier
+from receipt_verifier.errors import HistoryError
 from receipt_verifier.fabric.blocks import header_bytes
 from receipt_verifier.fabric.trust import load_trust
+from receipt_verifier.history import verify_history
 from receipt_verifier.ledger import load_public_key_file
 from receipt_verifier.verify import AnchorResult, AnchorStatus
 from tests.conftest import VECTORS
@@ -275,3 +277,24 @@ def test_a_verified_config_block_in_the_cache_is_still_checked_for_its_number() 
         assert got.reason.endswith(
             f"the evidence's config block is block {_config_item(NEWER, channel)['number']}, not {wrong}"
         )
+
+
+HISTORY: dict[str, Any] = json.loads((BFT / "history.json").read_text())
+
+
+def test_the_captured_chained_history_verifies_and_needs_its_indexed_head_proof() -> None:
+    """A chained window's heads are the indexed heads tree the peers checked (spec section 14.9): a bundle
+    that offers a proof of the sorted heads tree instead (no ``next`` in its member) is refused."""
+    trust = load_trust(TRUST)
+    report, records = verify_history(HISTORY, {}, fabric_trust=trust)
+    assert (report.complete, report.size, len(records), report.problems) == (True, 3, 3, [])
+    assert report.append_only == (
+        "checked by both organisations' peers: Fabric medical-history block 7"
+        " (chained: window 0 of lane medical-history on medical-history)"
+    )
+    assert report.committed is not None and "not proven by a successor" in report.committed
+    sorted_form = copy.deepcopy(HISTORY)
+    del sorted_form["head_proof"]["member"]["next"]
+    with pytest.raises(HistoryError) as err:
+        verify_history(sorted_form, {}, fabric_trust=trust)
+    assert str(err.value) == "the window is chained, but its head proof is of the sorted heads tree (heads v1)"
