@@ -182,6 +182,37 @@ def test_a_fork_across_workers_is_caught_as_in_one_process(
             assert anchor["reason"] == f"ledger fork: key {key} signed two different entries with seq {(n - 1000) // 4}"
 
 
+def test_a_ledger_copy_shows_a_fork_in_receipts_of_the_other_history_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from receipt_verifier._cli import receipts as cli
+    from tests.conftest import forked_receipts
+
+    _, second, pub = forked_receipts(tmp_path, 1000, 4)
+    batch = tmp_path / "other.jsonl"
+    batch.write_text("".join(json.dumps(d) + "\n" for d in second + second))
+    monkeypatch.setattr(cli, "_line_ranges", functools.partial(cli._line_ranges, size=4096))
+    copy = str(tmp_path / "a" / "ledger.jsonl")
+    assert main([str(batch), "--ledger-key", str(pub), "--json", "--jobs", "2"]) == 0  # consistent on its own
+    capsys.readouterr()
+    texts = []
+    for jobs in ("1", "2"):
+        assert main([str(batch), "--ledger-key", str(pub), "--ledger", copy, "--json", "--jobs", jobs]) == 1
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1]
+    report = json.loads(texts[0])
+    assert report["summary"]["invalid"] == 2000
+    assert {r["anchors"][0]["reason"].split(" with seq ")[0] for r in report["results"]} == {
+        f"ledger fork: key {second[0]['branches'][0]['ops'][-1]['anchors'][0]['key_id']} signed two different entries"
+    }
+    assert main([str(batch), "--ledger", copy]) == 2
+    assert "--ledger needs --ledger-key" in capsys.readouterr().err
+    assert main([str(batch), "--ledger-key", KEY, "--ledger", copy]) == 2
+    assert f"{copy}: the ledger is not signed by any pinned ledger key" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("end", ["\n", "\r\n"])
 def test_a_line_end_is_not_part_of_the_receipt_in_either_mode(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], end: str

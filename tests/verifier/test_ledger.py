@@ -145,3 +145,42 @@ def test_a_key_holder_who_signs_two_entries_for_one_seq_is_caught(tmp_path: Path
     for alone in (first, second):  # either history alone is consistent
         fresh = Verifier([load_public_key_file(pub)])
         assert {fresh.verify(json.dumps(d)).anchors[0].status.value for d in alone} == {"verified"}
+
+
+def test_a_ledger_copy_makes_a_fork_visible_from_one_receipt(tmp_path: Path) -> None:
+    """The auditor keeps a copy of the ledger (spec section 5.1): a receipt whose entry differs from the
+    copy's at its seq is a fork even when no other receipt shows the copy's entry; beyond the copy, or
+    equal to it, an entry verifies."""
+    first, second, pub = forked_receipts(tmp_path, 6, 2)  # three trees each: seq 0..2 twice
+    lines = (tmp_path / "a" / "ledger.jsonl").read_bytes().splitlines()
+    copy = list(iter_ledger(lines[:2]))  # the copy holds seq 0 and 1 of the first history
+    v = Verifier([load_public_key_file(pub)])
+    kid = v.pin_ledger(copy)
+    got = [
+        (a.status.value, a.reason)
+        for d in (second[0], second[2], second[4], first[0])
+        for a in v.verify(json.dumps(d)).anchors
+    ]
+    fork = f"ledger fork: key {kid} signed two different entries with seq"
+    assert got == [
+        ("failed", f"{fork} 0"),
+        ("failed", f"{fork} 1"),
+        ("verified", "signed ledger entry 2"),  # beyond the copy: the first one seen
+        ("verified", "signed ledger entry 0"),
+    ]
+
+
+def test_a_ledger_copy_must_verify_under_a_pinned_key(tmp_path: Path) -> None:
+    _, _, pub = forked_receipts(tmp_path, 4, 2)
+    lines = (tmp_path / "a" / "ledger.jsonl").read_bytes().splitlines()
+    with pytest.raises(LedgerError, match="not signed by any pinned ledger key"):
+        Verifier([Ed25519PrivateKey.generate().public_key()]).pin_ledger(list(iter_ledger(lines)))
+    with pytest.raises(LedgerError, match="found where entry 0 was expected"):
+        Verifier([load_public_key_file(pub)]).pin_ledger(list(iter_ledger(lines[1:])))
+    with pytest.raises(LedgerError, match="holds no entry"):
+        Verifier([load_public_key_file(pub)]).pin_ledger([])
+    v = Verifier([load_public_key_file(pub)])
+    v.pin_ledger(list(iter_ledger(lines)))
+    other = (tmp_path / "b" / "ledger.jsonl").read_bytes().splitlines()
+    with pytest.raises(LedgerError, match=r"ledger fork: .* with seq 0 \(this ledger and an earlier one\)"):
+        v.pin_ledger(list(iter_ledger(other)))  # two copies that disagree: the key holder forked

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,29 +60,6 @@ def verify_entry_signature(
         raise LedgerError(
             f"ledger entry {entry.seq} is not signed by key {key_id(public_key)}: signature invalid"
         ) from None
-
-
-def fork_reason(key: str, seq: int) -> str:
-    """Why an anchor fails whose entry differs from one seen before with the same key and seq."""
-    return f"ledger fork: key {key} signed two different entries with seq {seq}"
-
-
-class SeenEntries:
-    """The hash of each ledger entry verified so far, one per (key, seq): a different entry at a place
-    already taken is a fork (spec section 5.1). About 150 bytes an entry; it forgets nothing."""
-
-    def __init__(self) -> None:
-        self._by_key: dict[str, dict[int, bytes]] = {}
-
-    def __len__(self) -> int:
-        return sum(map(len, self._by_key.values()))
-
-    def see(self, key: str, seq: int, digest: bytes) -> bool:
-        """Remember an entry's SHA-256; False when another entry took this key and seq first (a fork)."""
-        seqs = self._by_key.get(key)
-        if seqs is None:
-            seqs = self._by_key[key] = {}
-        return seqs.setdefault(seq, digest) == digest
 
 
 _NACL_KEYS: dict[int, tuple[Ed25519PublicKey, VerifyKey]] = {}
@@ -175,6 +152,53 @@ def verify_chain(entries: Iterable[SignedEntry], public_key: Ed25519PublicKey) -
         verify_entry_signature(public_key, e, signed.signature)
         prev = entry_hash(e)
     return prev
+
+
+def fork_reason(key: str, seq: int) -> str:
+    """Why an anchor fails whose entry differs from one seen before with the same key and seq."""
+    return f"ledger fork: key {key} signed two different entries with seq {seq}"
+
+
+class SeenEntries:
+    """The hash of each ledger entry verified so far, one per (key, seq): a different entry at a place
+    already taken is a fork (spec section 5.1). About 150 bytes an entry; it forgets nothing."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, dict[int, bytes]] = {}
+
+    def __len__(self) -> int:
+        return sum(map(len, self._by_key.values()))
+
+    def see(self, key: str, seq: int, digest: bytes) -> bool:
+        """Remember an entry's SHA-256; False when another entry took this key and seq first (a fork)."""
+        seqs = self._by_key.get(key)
+        if seqs is None:
+            seqs = self._by_key[key] = {}
+        return seqs.setdefault(seq, digest) == digest
+
+    def pin(self, entries: Sequence[SignedEntry], keys: Iterable[Ed25519PublicKey]) -> str:
+        """Take a whole ledger (its chain checked under one of ``keys``) as the entries seen first, so that a
+        receipt's different entry at one of its places is a fork; the key's id. ``LedgerError`` if it does
+        not verify, or if it contradicts an entry seen before."""
+        if not entries:
+            raise LedgerError("the ledger holds no entry")
+        first = entries[0]
+        signer = None
+        for key in keys:
+            try:
+                verify_entry_signature(key, first.entry, first.signature)
+            except LedgerError:
+                continue
+            signer = key
+            break
+        if signer is None:
+            raise LedgerError("the ledger is not signed by any pinned ledger key (its entry 0 verifies under none)")
+        verify_chain(entries, signer)
+        kid = key_id(signer)
+        for signed in entries:
+            if not self.see(kid, signed.entry.seq, signed.entry.digest()):
+                raise LedgerError(fork_reason(kid, signed.entry.seq) + " (this ledger and an earlier one)")
+        return kid
 
 
 @dataclass(frozen=True)

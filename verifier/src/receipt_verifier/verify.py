@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
@@ -21,7 +21,7 @@ from .evidence import Blocks, is_bundle, load_document, split_bundle
 from .fabric.evidence import FabricChecker
 from .fabric.trust import ChannelTrust
 from .fastpath import PathMemo, make_frozen, parse_and_walk
-from .ledger import SeenEntries, fork_reason, key_id, verify_entry_signature
+from .ledger import SeenEntries, SignedEntry, fork_reason, key_id, verify_entry_signature
 from .merkle import Side, climb_hex, path_shape, sibling_kinds
 from .model import BRANCH_LABEL, Anchor, FabricAnchor, LocalAnchor, Op, Receipt, UnknownAnchor
 from .textpath import TextPath
@@ -273,6 +273,12 @@ class Verifier:
         self._local_results: dict[int, tuple[LocalAnchor, AnchorResult]] = {}
         self._paths = PathMemo()  # receipts of one tree share the nodes where their paths meet
         self._text = TextPath(limits, self._paths)
+
+    def pin_ledger(self, entries: Sequence[SignedEntry]) -> str:
+        """Take a copy of a local ledger (its whole chain checked under a pinned key) as the entries seen first:
+        a receipt whose entry differs from the copy's at its seq then fails as a fork (spec section 5.1),
+        even when no other receipt shows the copy's. The key's id; ``LedgerError`` if the copy does not verify."""
+        return self._seen.pin(entries, self._keys.values())
 
     def verify(
         self,

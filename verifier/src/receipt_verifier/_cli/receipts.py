@@ -11,16 +11,19 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import strict_json
 from .._progress import Progress, table
 from ..codec import DEFAULT_LIMITS, Limits
-from ..errors import Error, UsageError
+from ..errors import Error, LedgerError, UsageError
 from ..fabric.trust import load_trust
-from ..ledger import SeenEntries, fork_reason, load_public_key_file
+from ..ledger import SeenEntries, fork_reason, iter_ledger, load_public_key_file
 from ..verify import AnchorPolicy, AnchorResult, AnchorStatus, VerificationResult, Verifier, verified_entries
 from .common import EXIT_INVALID, EXIT_VALID, load_trust_file, why
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 EPILOG = """\
 inputs: receipt files (.json), JSON-lines files (.jsonl, one receipt a line),
@@ -164,6 +167,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="pinned public key of a local ledger (PEM, hex, or /ledger/key JSON); repeatable",
     )
     p.add_argument(
+        "--ledger",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a copy of a local ledger (its chain checked under a pinned key): a receipt whose entry differs"
+        " from the copy's at its seq is a fork; repeatable",
+    )
+    p.add_argument(
         "--trust",
         type=Path,
         metavar="FILE",
@@ -211,6 +223,11 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--hash must be a SHA-256 hash in 64 hex characters, got {args.hash!r}")
     if args.jobs < 0:
         raise UsageError("--jobs must be 0 (every core) or a positive number of processes")
+    if args.ledger and not keys:
+        raise UsageError("--ledger needs --ledger-key: the copy's chain is checked under a pinned key")
+    seen = SeenEntries()  # fork detection; a ledger copy's entries are the ones seen first
+    for path in args.ledger:
+        _pin(seen, path, keys)
     files = _files(args.inputs)
     total = _count(files)
     if total == 0:
@@ -236,6 +253,7 @@ def main(argv: list[str]) -> int:
             verifier = Verifier(
                 keys, limits=limits, strict_schema=args.strict_schema, fabric_trust=trust, strict_evidence=args.strict
             )
+            verifier._seen = seen
             for item in _iter_inputs(files):
                 report = _verify_one(verifier, item, policy, record, args.hash)
                 summary.add(report)
@@ -243,8 +261,7 @@ def main(argv: list[str]) -> int:
                     out.result(report)
                 bar.advance()
         else:
-            seen = SeenEntries()  # fork detection over every worker's receipts, in input order
-            for lines in _parallel(setup, files, jobs):
+            for lines in _parallel(setup, files, jobs):  # the workers' entries checked here, in input order
                 texts = []
                 for valid, warned, text, entries in lines:
                     if entries:
@@ -259,6 +276,17 @@ def main(argv: list[str]) -> int:
     else:
         _print_table(summary)
     return EXIT_VALID if summary.invalid == 0 else EXIT_INVALID
+
+
+def _pin(seen: SeenEntries, path: Path, keys: list[Ed25519PublicKey]) -> None:
+    """Take the ledger copy at ``path`` as entries seen first (``SeenEntries.pin``), or say why not."""
+    try:
+        signed = list(iter_ledger(path.read_bytes().splitlines()))
+        seen.pin(signed, keys)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+    except LedgerError as exc:
+        raise UsageError(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True)
