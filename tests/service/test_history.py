@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from receipt_service.anchors.redis_ledger import RedisLedger
 from receipt_verifier._cli import main as verify_main
@@ -183,6 +185,11 @@ async def test_receipt_verify_history_reports(world: World, tmp_path: Path, caps
     else:
         ledger_file = ledger.ledger.path
     assert verify_main([*out, "--ledger", str(ledger_file), "--max-age", "1h"]) == 0
+    assert "complete" in capsys.readouterr().out
+    other = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "other.pem").write_bytes(other)  # pinned first: the ledger's chain is checked under its own key
+    two = ["history", str(tmp_path / "bundle.json"), "--ledger-key", str(tmp_path / "other.pem")]
+    assert verify_main([*two, *out[2:], "--ledger", str(ledger_file), "--max-age", "1h"]) == 0
     assert "complete" in capsys.readouterr().out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["complete"] and report["files"] == {"records": 3, "matched": 3, "files": 3}

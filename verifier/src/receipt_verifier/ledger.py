@@ -154,6 +154,21 @@ def verify_chain(entries: Iterable[SignedEntry], public_key: Ed25519PublicKey) -
     return prev
 
 
+def verify_chain_of(entries: Sequence[SignedEntry], keys: Iterable[Ed25519PublicKey]) -> Ed25519PublicKey:
+    """``verify_chain`` under whichever of ``keys`` signed the first entry; that key, or ``LedgerError``."""
+    if not entries:
+        raise LedgerError("the ledger holds no entry")
+    first = entries[0]
+    for key in keys:
+        try:
+            verify_entry_signature(key, first.entry, first.signature)
+        except LedgerError:
+            continue
+        verify_chain(entries, key)
+        return key
+    raise LedgerError("the ledger is not signed by any pinned ledger key (its entry 0 verifies under none)")
+
+
 def fork_reason(key: str, seq: int) -> str:
     """Why an anchor fails whose entry differs from one seen before with the same key and seq."""
     return f"ledger fork: key {key} signed two different entries with seq {seq}"
@@ -180,21 +195,7 @@ class SeenEntries:
         """Take a whole ledger (its chain checked under one of ``keys``) as the entries seen first, so that a
         receipt's different entry at one of its places is a fork; the key's id. ``LedgerError`` if it does
         not verify, or if it contradicts an entry seen before."""
-        if not entries:
-            raise LedgerError("the ledger holds no entry")
-        first = entries[0]
-        signer = None
-        for key in keys:
-            try:
-                verify_entry_signature(key, first.entry, first.signature)
-            except LedgerError:
-                continue
-            signer = key
-            break
-        if signer is None:
-            raise LedgerError("the ledger is not signed by any pinned ledger key (its entry 0 verifies under none)")
-        verify_chain(entries, signer)
-        kid = key_id(signer)
+        kid = key_id(verify_chain_of(entries, keys))
         for signed in entries:
             if not self.see(kid, signed.entry.seq, signed.entry.digest()):
                 raise LedgerError(fork_reason(kid, signed.entry.seq) + " (this ledger and an earlier one)")

@@ -15,7 +15,7 @@ from .._progress import table
 from ..audit import render_history_html
 from ..errors import UsageError
 from ..history import verify_history
-from ..ledger import iter_ledger, key_id, load_public_key_file, verify_chain
+from ..ledger import iter_ledger, key_id, load_public_key_file, verify_chain_of
 from ..proof_id import parse_proof_id, ticks_to_received
 from .common import EXIT_INVALID, EXIT_VALID, load_trust_file, read_json
 
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
         except OSError as exc:
             raise UsageError(f"{args.ledger}: cannot read ({exc.strerror})") from None
         signed = list(iter_ledger(lines))
-        verify_chain(signed, next(iter(keys.values())))
+        verify_chain_of(signed, keys.values())  # under whichever pinned key signed it
         entries = [s.entry for s in signed]
     as_of = None
     if args.as_of is not None:
