@@ -102,7 +102,7 @@ def test_ledger_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     lines = ledger.path.read_text().splitlines()
     ledger.path.write_text("\n".join([lines[0], lines[2]]) + "\n")  # drop an entry
     assert main(["ledger", str(ledger.path), "--ledger-key", str(key)]) == 1
-    assert "gap or reorder" in capsys.readouterr().err
+    assert "a gap, a repeat or a reorder" in capsys.readouterr().err
 
 
 def test_chainpoint_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -211,6 +211,10 @@ def test_a_ledger_copy_shows_a_fork_in_receipts_of_the_other_history_alone(
     assert "--ledger needs --ledger-key" in capsys.readouterr().err
     assert main([str(batch), "--ledger-key", KEY, "--ledger", copy]) == 2
     assert f"{copy}: the ledger is not signed by any pinned ledger key" in capsys.readouterr().err
+    forked = str(tmp_path / "b" / "ledger.jsonl")  # two signed copies that disagree prove the fork: invalid
+    assert main([str(batch), "--ledger-key", str(pub), "--ledger", copy, "--ledger", forked]) == 1
+    err = capsys.readouterr().err
+    assert f"invalid: {forked}: ledger fork: key" in err and "signed two different entries with seq 0" in err
 
 
 @pytest.mark.parametrize("end", ["\n", "\r\n"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from receipt_verifier import LedgerError, UsageError, Verifier
+from receipt_verifier import LedgerError, LedgerForkError, UsageError, Verifier
 from receipt_verifier.ledger import (
     GENESIS_PREV,
     SignedEntry,
@@ -40,7 +40,7 @@ def test_chain_verifies_and_detects_every_kind_of_break() -> None:
     key = Ed25519PrivateKey.generate()
     chain = _chain(key, 4)
     assert verify_chain(chain, key.public_key()) == entry_hash(chain[-1].entry)
-    with pytest.raises(LedgerError, match="gap or reorder"):
+    with pytest.raises(LedgerError, match="a gap, a repeat or a reorder"):
         verify_chain([chain[0], chain[2]], key.public_key())
     forged = dataclasses.replace(chain[2].entry, prev="f" * 64)
     with pytest.raises(LedgerError, match="does not chain"):
@@ -180,7 +180,20 @@ def test_a_ledger_copy_must_verify_under_a_pinned_key(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="holds no entry"):
         Verifier([load_public_key_file(pub)]).pin_ledger([])
     v = Verifier([load_public_key_file(pub)])
-    v.pin_ledger(list(iter_ledger(lines)))
+    v.pin_ledger(iter_ledger(lines))
     other = (tmp_path / "b" / "ledger.jsonl").read_bytes().splitlines()
-    with pytest.raises(LedgerError, match=r"ledger fork: .* with seq 0 \(this ledger and an earlier one\)"):
-        v.pin_ledger(list(iter_ledger(other)))  # two copies that disagree: the key holder forked
+    with pytest.raises(
+        LedgerForkError, match=r"ledger fork: .* with seq 0 \(this ledger and an entry seen before it\)"
+    ):
+        v.pin_ledger(iter_ledger(other))  # two copies that disagree: the key holder forked
+
+
+def test_a_copy_that_contradicts_a_receipt_seen_before_is_refused_whole(tmp_path: Path) -> None:
+    first, second, pub = forked_receipts(tmp_path, 12, 2)  # seq 0..5 twice
+    v = Verifier([load_public_key_file(pub)])
+    assert v.verify(json.dumps(second[6])).anchors[0].status.value == "verified"  # seq 3 of the second history
+    with pytest.raises(LedgerForkError, match="with seq 3 \\(this ledger and an entry seen before it\\)"):
+        v.pin_ledger(iter_ledger((tmp_path / "a" / "ledger.jsonl").read_bytes().splitlines()))
+    # nothing of the refused copy was taken: the second history's other entries still verify
+    assert {v.verify(json.dumps(d)).anchors[0].status.value for d in second} == {"verified"}
+    assert {v.verify(json.dumps(d)).anchors[0].status.value for d in first} == {"failed"}

@@ -50,6 +50,10 @@ class LedgerError(VerificationError):
     """A local-ledger entry, signature or chain is invalid."""
 
 
+class LedgerForkError(LedgerError):
+    """The ledger key signed two different entries with one seq (spec section 5.1): proof of a fork."""
+
+
 class AnchorPolicyError(VerificationError):
     """Too few anchors verified for the policy the caller chose."""
 

@@ -8,8 +8,9 @@ the canonical JSON, so a ledger signature can never be confused with another pro
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from . import strict_json
-from .errors import LedgerError, MalformedReceiptError, UsageError
+from .errors import LedgerError, LedgerForkError, MalformedReceiptError, UsageError
 from .heads import HeadsError, check_transition, empty_heads
 from .model import LedgerEntry
 
@@ -140,33 +141,49 @@ def iter_ledger(lines: Iterable[str | bytes]) -> Iterator[SignedEntry]:
             yield parse_ledger_line(line, lineno)
 
 
-def verify_chain(entries: Iterable[SignedEntry], public_key: Ed25519PublicKey) -> str:
-    """Check every signature and link of a whole ledger; return the head entry hash."""
+def iter_chain(entries: Iterable[SignedEntry], public_key: Ed25519PublicKey) -> Iterator[tuple[SignedEntry, bytes]]:
+    """Each entry of a whole ledger with its SHA-256, once its seq, its link and its signature are checked."""
     prev = GENESIS_PREV
     for expected_seq, signed in enumerate(entries):
         e = signed.entry
         if e.seq != expected_seq:
-            raise LedgerError(f"ledger entry {e.seq} found where entry {expected_seq} was expected (gap or reorder)")
+            raise LedgerError(
+                f"ledger entry {e.seq} found where entry {expected_seq} was expected (a gap, a repeat or a reorder)"
+            )
         if e.prev != prev:
             raise LedgerError(f"ledger entry {e.seq} does not chain to entry {e.seq - 1}: prev {e.prev} != {prev}")
         verify_entry_signature(public_key, e, signed.signature)
-        prev = entry_hash(e)
-    return prev
+        digest = e.digest()
+        yield signed, digest
+        prev = digest.hex()
+
+
+def verify_chain(entries: Iterable[SignedEntry], public_key: Ed25519PublicKey) -> str:
+    """Check every signature and link of a whole ledger; return the head entry hash."""
+    head = GENESIS_PREV
+    for _, digest in iter_chain(entries, public_key):
+        head = digest.hex()
+    return head
+
+
+def chain_signer(first: SignedEntry, keys: Iterable[Ed25519PublicKey]) -> Ed25519PublicKey:
+    """The one of ``keys`` that signed a ledger's first entry (its chain is checked under it), or ``LedgerError``."""
+    for key in keys:
+        try:
+            verify_entry_signature(key, first.entry, first.signature)
+        except LedgerError:
+            continue
+        return key
+    raise LedgerError("the ledger is not signed by any pinned ledger key (its entry 0 verifies under none)")
 
 
 def verify_chain_of(entries: Sequence[SignedEntry], keys: Iterable[Ed25519PublicKey]) -> Ed25519PublicKey:
     """``verify_chain`` under whichever of ``keys`` signed the first entry; that key, or ``LedgerError``."""
     if not entries:
         raise LedgerError("the ledger holds no entry")
-    first = entries[0]
-    for key in keys:
-        try:
-            verify_entry_signature(key, first.entry, first.signature)
-        except LedgerError:
-            continue
-        verify_chain(entries, key)
-        return key
-    raise LedgerError("the ledger is not signed by any pinned ledger key (its entry 0 verifies under none)")
+    key = chain_signer(entries[0], keys)
+    verify_chain(entries, key)
+    return key
 
 
 def fork_reason(key: str, seq: int) -> str:
@@ -191,14 +208,31 @@ class SeenEntries:
             seqs = self._by_key[key] = {}
         return seqs.setdefault(seq, digest) == digest
 
-    def pin(self, entries: Sequence[SignedEntry], keys: Iterable[Ed25519PublicKey]) -> str:
-        """Take a whole ledger (its chain checked under one of ``keys``) as the entries seen first, so that a
-        receipt's different entry at one of its places is a fork; the key's id. ``LedgerError`` if it does
-        not verify, or if it contradicts an entry seen before."""
-        kid = key_id(verify_chain_of(entries, keys))
-        for signed in entries:
-            if not self.see(kid, signed.entry.seq, signed.entry.digest()):
-                raise LedgerError(fork_reason(kid, signed.entry.seq) + " (this ledger and an earlier one)")
+    def pin(
+        self,
+        entries: Iterable[SignedEntry],
+        keys: Iterable[Ed25519PublicKey],
+        advance: Callable[[], None] | None = None,
+    ) -> str:
+        """Take a whole ledger (read once, its chain checked under one of ``keys``) as entries seen first, so
+        that a receipt's different entry at one of its places is a fork; the key's id. ``LedgerError`` if it
+        does not verify, ``LedgerForkError`` if it contradicts an entry seen before (then nothing is taken)."""
+        it = iter(entries)
+        first = next(it, None)
+        if first is None:
+            raise LedgerError("the ledger holds no entry")
+        key = chain_signer(first, keys)
+        digests: dict[int, bytes] = {}
+        for signed, digest in iter_chain(itertools.chain([first], it), key):
+            digests[signed.entry.seq] = digest
+            if advance is not None:
+                advance()
+        kid = key_id(key)
+        seqs = self._by_key.setdefault(kid, {})
+        for seq, digest in digests.items():
+            if seqs.get(seq, digest) != digest:
+                raise LedgerForkError(fork_reason(kid, seq) + " (this ledger and an entry seen before it)")
+        seqs.update(digests)
         return kid
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
@@ -274,10 +274,11 @@ class Verifier:
         self._paths = PathMemo()  # receipts of one tree share the nodes where their paths meet
         self._text = TextPath(limits, self._paths)
 
-    def pin_ledger(self, entries: Sequence[SignedEntry]) -> str:
+    def pin_ledger(self, entries: Iterable[SignedEntry]) -> str:
         """Take a copy of a local ledger (its whole chain checked under a pinned key) as the entries seen first:
         a receipt whose entry differs from the copy's at its seq then fails as a fork (spec section 5.1),
-        even when no other receipt shows the copy's. The key's id; ``LedgerError`` if the copy does not verify."""
+        even when no other receipt shows the copy's. The key's id; ``LedgerError`` if the copy does not verify,
+        ``LedgerForkError`` if it contradicts an entry seen before (nothing of it is taken then)."""
         return self._seen.pin(entries, self._keys.values())
 
     def verify(

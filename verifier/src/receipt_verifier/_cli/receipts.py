@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import strict_json
 from .._progress import Progress, table
 from ..codec import DEFAULT_LIMITS, Limits
-from ..errors import Error, LedgerError, UsageError
+from ..errors import Error, LedgerError, LedgerForkError, UsageError
 from ..fabric.trust import load_trust
 from ..ledger import SeenEntries, fork_reason, iter_ledger, load_public_key_file
 from ..verify import AnchorPolicy, AnchorResult, AnchorStatus, VerificationResult, Verifier, verified_entries
@@ -225,13 +225,13 @@ def main(argv: list[str]) -> int:
         raise UsageError("--jobs must be 0 (every core) or a positive number of processes")
     if args.ledger and not keys:
         raise UsageError("--ledger needs --ledger-key: the copy's chain is checked under a pinned key")
-    seen = SeenEntries()  # fork detection; a ledger copy's entries are the ones seen first
-    for path in args.ledger:
-        _pin(seen, path, keys)
     files = _files(args.inputs)
     total = _count(files)
     if total == 0:
         raise UsageError("no receipts found in the given inputs")
+    seen = SeenEntries()  # fork detection; a ledger copy's entries are the ones seen first
+    for path in args.ledger:
+        _pin(seen, path, keys, args.progress)
     jobs = args.jobs or os.cpu_count() or 1
     if total is not None and total < 2000:
         jobs = 1  # starting processes costs more than it saves
@@ -278,13 +278,19 @@ def main(argv: list[str]) -> int:
     return EXIT_VALID if summary.invalid == 0 else EXIT_INVALID
 
 
-def _pin(seen: SeenEntries, path: Path, keys: list[Ed25519PublicKey]) -> None:
-    """Take the ledger copy at ``path`` as entries seen first (``SeenEntries.pin``), or say why not."""
+def _pin(seen: SeenEntries, path: Path, keys: list[Ed25519PublicKey], progress: bool) -> None:
+    """Take the ledger copy at ``path`` as entries seen first (``SeenEntries.pin``, read line by line, every
+    signature checked: a progress bar), or say why not; two copies that disagree are a fork (exit 1)."""
     try:
-        signed = list(iter_ledger(path.read_bytes().splitlines()))
-        seen.pin(signed, keys)
+        with open(path, "rb") as handle:
+            lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+            handle.seek(0)
+            with Progress(lines, f"checking {path.name}", enabled=(progress or None) if lines > 1 else False) as bar:
+                seen.pin(iter_ledger(handle), keys, bar.advance)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+    except LedgerForkError as exc:
+        raise LedgerForkError(f"{path}: {exc}") from None
     except LedgerError as exc:
         raise UsageError(f"{path}: {exc}") from None
 
