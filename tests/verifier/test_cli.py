@@ -159,13 +159,13 @@ def test_a_fork_across_workers_is_caught_as_in_one_process(
     of a seq mostly reach different workers, and the report must still be the one-process report."""
     import functools
 
-    from receipt_verifier._cli import receipts as cli
+    from receipt_verifier._cli import workers
     from tests.conftest import forked_receipts
 
     first, second, pub = forked_receipts(tmp_path, 1000, 4)  # 250 trees each: seq 0..249 twice
     batch = tmp_path / "forked.jsonl"
     batch.write_text("".join(json.dumps(d) + "\n" for d in first + second + first))
-    monkeypatch.setattr(cli, "_line_ranges", functools.partial(cli._line_ranges, size=4096))  # two lines a piece
+    monkeypatch.setattr(workers, "line_ranges", functools.partial(workers.line_ranges, size=4096))  # two lines a piece
     texts = {}
     for jobs in ("1", "2"):
         assert main([str(batch), "--ledger-key", str(pub), "--json", "--jobs", jobs]) == 1
@@ -187,13 +187,13 @@ def test_a_ledger_copy_shows_a_fork_in_receipts_of_the_other_history_alone(
 ) -> None:
     import functools
 
-    from receipt_verifier._cli import receipts as cli
+    from receipt_verifier._cli import workers
     from tests.conftest import forked_receipts
 
     _, second, pub = forked_receipts(tmp_path, 1000, 4)
     batch = tmp_path / "other.jsonl"
     batch.write_text("".join(json.dumps(d) + "\n" for d in second + second))
-    monkeypatch.setattr(cli, "_line_ranges", functools.partial(cli._line_ranges, size=4096))
+    monkeypatch.setattr(workers, "line_ranges", functools.partial(workers.line_ranges, size=4096))
     copy = str(tmp_path / "a" / "ledger.jsonl")
     assert main([str(batch), "--ledger-key", str(pub), "--json", "--jobs", "2"]) == 0  # consistent on its own
     capsys.readouterr()
@@ -283,11 +283,11 @@ def test_a_summary_fed_encoded_reports_keeps_what_one_fed_reports_keeps() -> Non
 @pytest.mark.parametrize("size", [1, 7, 64, 1 << 21])
 @pytest.mark.parametrize("text", [b"", b"a\n", b"a", b"\n\nab\n\ncd", b"x" * 150 + b"\nyy\n" + b"z" * 90, b"1\n2\n3\n"])
 def test_line_ranges_cover_the_file_and_number_its_lines(tmp_path: Path, size: int, text: bytes) -> None:
-    from receipt_verifier._cli.receipts import _line_ranges
+    from receipt_verifier._cli.workers import line_ranges
 
     f = tmp_path / "r.jsonl"
     f.write_bytes(text)
-    pieces = list(_line_ranges(f, size))
+    pieces = list(line_ranges(f, size))
     assert b"".join(text[a:b] for a, b, _ in pieces) == text
     assert all(a < b for a, b, _ in pieces) and all(text[b - 1 : b] == b"\n" for _, b, _ in pieces[:-1])
     numbered = [(n, line) for a, b, first in pieces for n, line in enumerate(text[a:b].split(b"\n"), first)]

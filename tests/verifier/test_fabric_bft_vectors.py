@@ -298,3 +298,56 @@ def test_the_captured_chained_history_verifies_and_needs_its_indexed_head_proof(
     with pytest.raises(HistoryError) as err:
         verify_history(sorted_form, {}, fabric_trust=trust)
     assert str(err.value) == "the window is chained, but its head proof is of the sorted heads tree (heads v1)"
+
+
+def _other_version(block: Any, f: Forger, a: dict[str, Any]) -> bytes:
+    """The same block (every transaction, the anchor's too) under another previous hash, signed by a quorum."""
+    block.header.previous_hash = bytes(32)
+    return f.reseal(block)
+
+
+def test_two_signed_versions_of_one_block_are_an_ordering_fork() -> None:
+    """The attacker holds three of the four consenters' keys (more than BFT tolerates) and signs a second
+    version of a block: each bundle verifies alone, and a verifier that sees both names the fork and the
+    orderers that signed both versions."""
+    second, facts = _tampered(_other_version)
+    verifier = Verifier([load_public_key_file(BFT / "ledger-key.pub.json")], fabric_trust=load_trust(TRUST))
+    assert {a.status for a in verifier.verify(json.dumps(BUNDLE)).anchors} == {AnchorStatus.VERIFIED}
+    alone = Verifier([load_public_key_file(BFT / "ledger-key.pub.json")], fabric_trust=load_trust(TRUST))
+    assert {a.status for a in alone.verify(json.dumps(second)).anchors} == {AnchorStatus.VERIFIED}
+    got = verifier.verify(json.dumps(second)).anchors
+    [forked] = [a for a in got if a.status is not AnchorStatus.VERIFIED]
+    assert forked.anchor_id.startswith("insurance:") and forked.status is AnchorStatus.FAILED
+    assert {a.status for a in verifier.verify(json.dumps(BUNDLE)).anchors} == {AnchorStatus.VERIFIED}  # seen first
+    both = sorted(set(_on(BUNDLE).details["orderers"]) & set(facts.orderers[:3]))
+    assert both and forked.reason.startswith(f"ordering fork: block {facts.n} of insurance exists in two versions")
+    assert forked.reason.endswith(f"; signed both: {', '.join(both)}")
+    assert dict(forked.details) == {k: _on(BUNDLE).details[k] for k in ("channel", "block_number", "tx_id")}
+
+
+def test_an_ordering_fork_across_workers_is_caught_as_in_one_process(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from receipt_verifier._cli import main, receipts, workers
+
+    second, facts = _tampered(_other_version)
+    batch = tmp_path / "bundles.jsonl"
+    batch.write_text("".join(json.dumps(b) + "\n" for b in [BUNDLE, second] * 4 + [second, BUNDLE] * 4))
+    monkeypatch.setattr(receipts, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(workers, "line_ranges", functools.partial(workers.line_ranges, size=4096))  # a bundle a piece
+    argv = [str(batch), "--ledger-key", str(BFT / "ledger-key.pub.json"), "--trust", str(BFT / "trust.json"), "--json"]
+    texts = []
+    for jobs in ("1", "2"):
+        assert main([*argv, "--jobs", jobs]) == 1
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1]
+    report = json.loads(texts[0])
+    assert [r["valid"] for r in report["results"]] == [n % 2 == 0 for n in range(8)] + [n % 2 == 1 for n in range(8)]
+    reasons = {
+        a["reason"].split(" (headers")[0] for r in report["results"] for a in r["anchors"] if a["status"] == "failed"
+    }
+    assert reasons == {
+        f"ordering fork: block {facts.n} of insurance exists in two versions, each signed under the channel's policy"
+    }

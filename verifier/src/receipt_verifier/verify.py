@@ -18,7 +18,7 @@ from .chain import received_outside
 from .codec import DEFAULT_LIMITS, Limits, load_json, parse_receipt
 from .errors import AnchorPolicyError, BranchError, FabricEvidenceError, HashMismatchError, LedgerError, UsageError
 from .evidence import Blocks, is_bundle, load_document, split_bundle
-from .fabric.evidence import FabricChecker
+from .fabric.evidence import FabricChecker, SeenBlocks
 from .fabric.trust import ChannelTrust
 from .fastpath import PathMemo, make_frozen, parse_and_walk
 from .ledger import SeenEntries, SignedEntry, fork_reason, key_id, verify_entry_signature
@@ -149,6 +149,18 @@ def verified_entries(result: VerificationResult) -> tuple[tuple[str, int, bytes]
     return tuple([(a.key_id, a.entry.seq, a.entry.digest()) for a in verified if isinstance(a, LocalAnchor)])
 
 
+def verified_blocks(result: VerificationResult) -> tuple[tuple[str, int, str, tuple[str, ...]], ...]:
+    """(channel, number, header hash, orderers) of the block of each Fabric anchor ``result`` verified."""
+    return tuple(
+        [
+            (d["channel"], d["block_number"], d["block_hash"], tuple(d["orderers"]))
+            for a in result.anchors
+            if a.type == "fabric" and a.status is AnchorStatus.VERIFIED
+            for d in (a.details,)
+        ]
+    )
+
+
 def recompute_root(receipt: Receipt) -> tuple[bytes, tuple[Anchor, ...]]:
     """Walk the v1 branch, checking its shape against (leaf_index, tree_size); return root and anchors.
 
@@ -268,6 +280,7 @@ class Verifier:
         self._strict_schema = strict_schema
         self._sig_cache: dict[tuple[str, str, bytes], None] = {}  # (key id, signature, the bytes it signs)
         self._seen = SeenEntries()  # fork detection; the CLI's workers leave it to the parent (_cli.receipts)
+        self._seen_blocks = SeenBlocks()  # ordering forks, the same way
         # a verified local anchor object and its result: every check that depends on the anchor alone is
         # done, and receipts of its tree share the result
         self._local_results: dict[int, tuple[LocalAnchor, AnchorResult]] = {}
@@ -419,6 +432,9 @@ class Verifier:
             outside = received_outside(receipt.hash_received, start, end)
             if outside is not None:
                 return AnchorStatus.FAILED, f"the chained window of tx {anchor.tx_id}: {outside}", details
+        fork = self._seen_blocks.see(anchor.channel, anchor.block_number, more["block_hash"], more["orderers"])
+        if fork is not None:  # the last check, as the CLI's parent process makes it for its workers
+            return AnchorStatus.FAILED, fork, details
         return AnchorStatus.VERIFIED, reason, {**details, **more}
 
     def _local(self, a: LocalAnchor, receipt: Receipt, root_hex: str) -> tuple[AnchorStatus, str]:

@@ -7,20 +7,22 @@ import json
 import os
 import re
 import sys
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import strict_json
 from .._progress import Progress, table
 from ..codec import DEFAULT_LIMITS, Limits
-from ..errors import Error, LedgerError, LedgerForkError, UsageError
-from ..fabric.trust import load_trust
-from ..ledger import SeenEntries, fork_reason, iter_ledger, load_public_key_file
-from ..verify import AnchorPolicy, AnchorResult, AnchorStatus, VerificationResult, Verifier, verified_entries
+from ..errors import LedgerError, LedgerForkError, UsageError
+from ..ledger import SeenEntries, iter_ledger, load_public_key_file
+from ..verify import (
+    AnchorPolicy,
+    AnchorStatus,
+    Verifier,
+)
 from .common import EXIT_INVALID, EXIT_VALID, load_trust_file, why
+from .workers import Forks, Item, Setup, check, parallel
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -51,12 +53,7 @@ other commands:
 """
 
 
-@dataclass
-class Item:
-    """One receipt to verify and where it came from."""
-
-    source: str
-    data: bytes
+PARALLEL_FROM = 2000  # receipts: fewer are verified in one process whatever --jobs says
 
 
 def _files(paths: list[str]) -> list[Path | None]:
@@ -233,9 +230,9 @@ def main(argv: list[str]) -> int:
     for path in args.ledger:
         _pin(seen, path, keys, args.progress)
     jobs = args.jobs or os.cpu_count() or 1
-    if total is not None and total < 2000:
+    if total is not None and total < PARALLEL_FROM:
         jobs = 1  # starting processes costs more than it saves
-    setup = _Setup(
+    setup = Setup(
         [k.public_bytes_raw() for k in keys],
         args.trust.read_bytes() if args.trust is not None else None,
         limits,
@@ -261,11 +258,12 @@ def main(argv: list[str]) -> int:
                     out.result(report)
                 bar.advance()
         else:
-            for lines in _parallel(setup, files, jobs):  # the workers' entries checked here, in input order
+            forks = Forks(seen, policy)
+            for lines in parallel(setup, files, jobs, _iter_inputs):  # their entries and blocks checked here, in order
                 texts = []
-                for valid, warned, text, entries in lines:
-                    if entries:
-                        valid, text = _fork_checked(seen, valid, text, entries, policy)
+                for valid, warned, text, entries, blocks in lines:
+                    if entries or blocks:
+                        valid, warned, text = forks.check(valid, warned, text, entries, blocks)
                     summary.add_encoded(valid, warned, text)
                     texts.append(text)
                 if out is not None:
@@ -293,159 +291,6 @@ def _pin(seen: SeenEntries, path: Path, keys: list[Ed25519PublicKey], progress: 
         raise LedgerForkError(f"{path}: {exc}") from None
     except LedgerError as exc:
         raise UsageError(f"{path}: {exc}") from None
-
-
-@dataclass(frozen=True)
-class _Setup:
-    """What a worker process needs to build the same verifier (picklable)."""
-
-    keys: list[bytes]
-    trust: bytes | None
-    limits: Limits
-    strict_schema: bool
-    policy: AnchorPolicy
-    record: bytes | None
-    record_hash: str | None
-    strict_evidence: bool = False
-
-
-_WORKER: tuple[Verifier, _Setup] | None = None
-
-
-def _init_worker(setup: _Setup) -> None:
-    global _WORKER
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    keys = [Ed25519PublicKey.from_public_bytes(k) for k in setup.keys]
-    trust = load_trust(setup.trust) if setup.trust is not None else None
-    verifier = Verifier(
-        keys,
-        limits=setup.limits,
-        strict_schema=setup.strict_schema,
-        fabric_trust=trust,
-        strict_evidence=setup.strict_evidence,
-    )
-    verifier._seen = _ForkedInParent()
-    _WORKER = (verifier, setup)
-
-
-class _ForkedInParent(SeenEntries):
-    """A worker's fork check: it passes every entry and sends each receipt's to the parent, which
-    checks them in input order (a fork's two entries may reach two workers), as one process would."""
-
-    def see(self, key: str, seq: int, digest: bytes) -> bool:
-        return True
-
-
-# A report as a worker sends it back: (valid, has warnings, the report as JSON text, the ledger entries
-# its verified local anchors rest on). The parent checks the entries for forks, counts and writes; it
-# decodes the few reports it keeps for the summary, or changes for a fork.
-_Encoded = tuple[bool, bool, str, tuple[tuple[str, int, bytes], ...]]
-
-
-def _fork_checked(
-    seen: SeenEntries, valid: bool, text: str, entries: tuple[tuple[str, int, bytes], ...], policy: AnchorPolicy
-) -> tuple[bool, str]:
-    """(valid, report) once this receipt's entries are checked against those before it: a local anchor
-    whose entry differs from one seen first with its key and seq fails, as ``Verifier`` fails it."""
-    forked = {f"{key}:{seq}": fork_reason(key, seq) for key, seq, digest in entries if not seen.see(key, seq, digest)}
-    if not forked:
-        return valid, text
-    report = json.loads(text)
-    for a in report["anchors"]:
-        if a["type"] == "local" and a["anchor_id"] in forked:
-            a["status"], a["reason"] = AnchorStatus.FAILED.value, forked[a["anchor_id"]]
-    reason = policy.unmet_reason(
-        tuple(
-            AnchorResult(a["type"], a["anchor_id"], AnchorStatus(a["status"]), a["reason"], a["expected_value"])
-            for a in report["anchors"]
-        )
-    )
-    tail = {k: report.pop(k) for k in ("source", "warnings") if k in report}  # the keys in _verify_one's order
-    report.pop("reason", None)
-    report.pop("valid")
-    report["valid"] = reason is None
-    if reason is not None:
-        report["reason"] = reason
-    report.update(tail)
-    return reason is None, json.dumps(report)
-
-
-def _work(chunk: list[tuple[str, bytes]]) -> list[_Encoded]:
-    assert _WORKER is not None
-    verifier, setup = _WORKER
-    out = []
-    for source, data in chunk:
-        report, result = _check(verifier, Item(source, data), setup.policy, setup.record, setup.record_hash)
-        entries = verified_entries(result) if result is not None else ()
-        out.append((bool(report["valid"]), "warnings" in report, json.dumps(report), entries))
-    return out
-
-
-def _work_lines(path: str, start: int, end: int, first_line: int) -> list[_Encoded]:
-    """``_work`` on the lines of a JSON-lines file between two byte offsets, read by the worker itself."""
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        data = handle.read(end - start)
-    lines = data.split(b"\n")
-    return _work([(f"{path}:{n}", line.rstrip(b"\r")) for n, line in enumerate(lines, first_line) if line.strip()])
-
-
-def _line_ranges(path: Path, size: int = 1 << 21) -> Iterator[tuple[int, int, int]]:
-    """(start, end, first line number) of consecutive pieces of about ``size`` bytes, each ending after a
-    newline (the last one at the end of the file): the file is read once, in blocks, counting newlines.
-    A piece ends at its block's last newline, so what a block leaves over holds none."""
-    start = pos = 0
-    line = 1
-    with open(path, "rb") as handle:
-        while block := handle.read(size):
-            base, pos = pos, pos + len(block)
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:  # one long line: the piece goes on into the next block
-                continue
-            yield start, base + cut, line
-            line += block.count(b"\n", 0, cut)
-            start = base + cut
-    if start < pos:
-        yield start, pos, line
-
-
-def _parallel(setup: _Setup, files: list[Path | None], jobs: int, chunk: int = 1000) -> Iterator[list[_Encoded]]:
-    """Chunks of encoded reports in input order from ``jobs`` processes; at most 2 chunks per process in
-    flight (bounded memory).
-
-    Receipts of one tree sit next to each other in the service's output, so a chunk mostly shares its
-    tree's anchors, ledger signatures and Fabric blocks, which each process checks once and caches. The
-    workers read JSON-lines files themselves (the parent hands out byte ranges) and encode the reports:
-    the parent, which would otherwise read, send and write everything for every process, stays light."""
-    from concurrent.futures import Future, ProcessPoolExecutor
-
-    pending: deque[Future[list[_Encoded]]] = deque()
-
-    def submit(future: Future[list[_Encoded]]) -> Iterator[list[_Encoded]]:
-        pending.append(future)
-        while len(pending) >= 2 * jobs:
-            yield pending.popleft().result()
-
-    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(setup,)) as pool:
-        for f in files:
-            if f is not None and f.suffix == ".jsonl":
-                try:
-                    for start, end, first in _line_ranges(f):
-                        yield from submit(pool.submit(_work_lines, str(f), start, end, first))
-                except OSError as exc:
-                    raise UsageError(f"{f}: cannot read ({exc.strerror})") from None
-                continue
-            batch: list[tuple[str, bytes]] = []
-            for item in _iter_inputs([f]):
-                batch.append((item.source, item.data))
-                if len(batch) == chunk:
-                    yield from submit(pool.submit(_work, batch))
-                    batch = []
-            if batch:
-                yield from submit(pool.submit(_work, batch))
-        while pending:
-            yield pending.popleft().result()
 
 
 class _Summary:
@@ -519,24 +364,7 @@ class _JsonWriter:
 def _verify_one(
     verifier: Verifier, item: Item, policy: AnchorPolicy, record: bytes | None, record_hash: str | None
 ) -> dict[str, Any]:
-    return _check(verifier, item, policy, record, record_hash)[0]
-
-
-def _check(
-    verifier: Verifier, item: Item, policy: AnchorPolicy, record: bytes | None, record_hash: str | None
-) -> tuple[dict[str, Any], VerificationResult | None]:
-    """The report on one receipt, and the result it came from (None for a malformed receipt)."""
-    try:
-        result: VerificationResult = verifier.verify(item.data, record=record, record_hash=record_hash)
-    except Error as exc:
-        error = {"source": item.source, "valid": False, "error": type(exc).__name__, "reason": exc.diagnostics()}
-        return error, None
-    report = result.to_dict(policy)
-    report["source"] = item.source
-    warnings = sorted({w for a in report["anchors"] for w in a.get("details", {}).get("warnings", [])})
-    if warnings:  # valid, but the evidence says something the trust file does not
-        report["warnings"] = warnings
-    return report, result
+    return check(verifier, item, policy, record, record_hash)[0]
 
 
 def _print_table(summary: _Summary) -> None:

@@ -16,7 +16,7 @@ import functools
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -93,6 +93,26 @@ class CheckedTx:
             if isinstance(doc, dict) and isinstance(doc.get("window_id"), str):
                 out.setdefault(doc["window_id"], []).append((raw, doc))
         return out
+
+
+class SeenBlocks:
+    """The header hash and signers of each block verified so far, one per (channel, number): two versions of
+    one block, each signed under the channel's policy, are an ordering fork, which the orderers that signed
+    both made (on BFT, more consenters than the channel tolerates). A few hundred bytes a block."""
+
+    def __init__(self) -> None:
+        self._by_place: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {}
+
+    def see(self, channel: str, number: int, header_hash: str, signers: Sequence[str]) -> str | None:
+        """Remember a verified block; the reason it is a fork when another version of it was seen first."""
+        first = self._by_place.setdefault((channel, number), (header_hash, tuple(signers)))
+        if first[0] == header_hash:
+            return None
+        both = sorted(set(first[1]) & set(signers))
+        return (
+            f"ordering fork: block {number} of {channel} exists in two versions, each signed under the channel's"
+            f" policy (headers {first[0][:16]}… and {header_hash[:16]}…); signed both: {', '.join(both) or 'no one'}"
+        )
 
 
 class FabricChecker:
