@@ -235,6 +235,14 @@ def _rwset_garbage(action: Any) -> None:
     action.results = b"\xff\xff\xff"
 
 
+def _namespace_garbage(action: Any) -> None:
+    """The read/write set parses; the anchor namespace's own set of reads and writes does not."""
+    rw = rwset_pb2.TxReadWriteSet.FromString(action.results)
+    ns = next(n for n in rw.ns_rwset if n.namespace == "anchor")
+    ns.rwset = b"\xff\xff\xff"
+    action.results = rw.SerializeToString()
+
+
 def kv_change(change: Callable[[Any, Any], None]) -> Callable[[Any], None]:
     """Change the read/write set: ``change(TxReadWriteSet, the anchor namespace's KVRWSet)``."""
 
@@ -481,6 +489,10 @@ CASES: dict[str, tuple[Case, str]] = {
     "a read/write set that does not parse": (
         tx_change(action_change(_rwset_garbage)),
         "WriteSetError: tx {tx}…: the read/write set does not parse",
+    ),
+    "a namespace's reads and writes that do not parse": (  # raised out of the verifier once, ending the run
+        tx_change(action_change(_namespace_garbage)),
+        "WriteSetError: tx {tx}…: the reads and writes of namespace anchor do not parse",
     ),
     "a write to another namespace": (
         tx_change(action_change(kv_change(_write_elsewhere))),

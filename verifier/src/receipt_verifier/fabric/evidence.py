@@ -427,7 +427,10 @@ def _writes(
     writes = []
     tips = []
     for ns in rwset.ns_rwset:
-        kv = kv_rwset_pb2.KVRWSet.FromString(ns.rwset)
+        try:
+            kv = kv_rwset_pb2.KVRWSet.FromString(ns.rwset)
+        except DecodeError:
+            raise WriteSetError(f"{where}: the reads and writes of namespace {ns.namespace} do not parse") from None
         for w in kv.writes:
             if ns.namespace != anchor.chaincode:
                 raise WriteSetError(f"{where} writes to namespace {ns.namespace}")
