@@ -351,3 +351,22 @@ def test_an_ordering_fork_across_workers_is_caught_as_in_one_process(
     assert reasons == {
         f"ordering fork: block {facts.n} of insurance exists in two versions, each signed under the channel's policy"
     }
+
+
+def test_a_block_made_under_a_newer_config_needs_that_config_in_each_bundle() -> None:
+    """A verdict rests on its own evidence, whatever was checked before (and so whichever worker checks
+    it): a bundle without the newer config block its anchor's block was made under fails the same way
+    after a bundle that carried it."""
+    without = copy.deepcopy(NEWER)
+    without["fabric_blocks"] = [
+        b for b in NEWER["fabric_blocks"] if (b["channel"], b["number"]) != ("personal-health", 7)
+    ]
+
+    def verdicts(*bundles: dict[str, Any]) -> list[list[tuple[str, str]]]:
+        v = Verifier([load_public_key_file(BFT / "ledger-key.pub.json")], fabric_trust=load_trust(TRUST))
+        return [[(a.status.value, a.reason) for a in v.verify(json.dumps(b)).anchors] for b in bundles]
+
+    [alone] = verdicts(without)
+    failed = [r for r in alone if r[0] == "failed"]
+    assert len(failed) == 1 and "the evidence does not include block 7" in failed[0][1]
+    assert verdicts(NEWER, without, NEWER)[1:] == [alone, verdicts(NEWER)[0]]

@@ -151,6 +151,10 @@ def test_the_checker_checks_each_block_transaction_and_config_once(monkeypatch: 
     assert check(CHANNEL, NEWER) == (0, 0)
     checker._blocks.clear()
     checker._txs.clear()
+    assert check(CHANNEL, NEWER) == (1, 1)  # the anchor's block again; its config, known by its bytes, is not
+    checker._blocks.clear()
+    checker._txs.clear()
+    checker._config_copies.clear()
     assert check(CHANNEL, NEWER) == (2, 1)  # both blocks again, but the config is not read a second time
     assert calls["config"] == calls["msps"] == 1
 

@@ -126,6 +126,7 @@ class FabricChecker:
         self.strict = strict  # evidence that contradicts the trust file fails the anchor instead of a warning
         self._msps: dict[str, MSPs] = {t.config_block_hash: t.msps() for t in channels.values()}
         self._configs: dict[tuple[str, str], ChannelTrust] = {}  # (channel, config block hash) -> verified newer config
+        self._config_copies: OrderedDict[tuple[str, int, str], ChannelTrust] = OrderedDict()  # by the bytes' SHA-256
         self._blocks: OrderedDict[tuple[str, str], CheckedBlock] = OrderedDict()
         self._txs: OrderedDict[tuple[str, str, str], CheckedTx] = OrderedDict()
         self._digests = _Digests()
@@ -219,7 +220,12 @@ class FabricChecker:
         key = (pinned.channel, self._digests.of(data))
         cached = self._blocks.get(key)
         if cached is not None:
-            return cached
+            if cached.trust is pinned:
+                return cached
+            # made under a newer config: this evidence must hold that config block too (as for a fresh
+            # verifier, whatever was checked before), and the same version of it, else the block is checked again
+            if self._config(pinned, cached.trust.config_block_number, blocks) is cached.trust:
+                return cached
         block = parse_block(data)
         md, last_config = orderer_metadata(block)
         trust = pinned if last_config == pinned.config_block_number else self._config(pinned, last_config, blocks)
@@ -296,6 +302,10 @@ class FabricChecker:
                 f"the block was made under config block {index}; the trust file pins block"
                 f" {pinned.config_block_number} and the evidence does not include block {index}"
             )
+        copy_key = (pinned.channel, index, self._digests.of(data))
+        known = self._config_copies.get(copy_key)
+        if known is not None:  # these very bytes verified before: not parsed again
+            return known
         try:
             cfg_block = parse_block(data)
         except FabricEvidenceError as exc:
@@ -307,6 +317,7 @@ class FabricChecker:
             raise ConfigMismatchError(f"block {index} is not a config block (it names config block {own})")
         cached = self._configs.get((pinned.channel, cfg_block.header_hash))
         if cached is not None:
+            _put(self._config_copies, copy_key, cached)
             return cached
         try:
             self._orderer_signers(pinned, cfg_block, md)
@@ -321,6 +332,7 @@ class FabricChecker:
         if newer.channel != pinned.channel:
             raise ChannelMismatchError(f"config block {index} is for channel {newer.channel}")
         self._configs[(pinned.channel, cfg_block.header_hash)] = newer
+        _put(self._config_copies, copy_key, newer)
         return newer
 
     def _msps_of(self, trust: ChannelTrust) -> MSPs:
