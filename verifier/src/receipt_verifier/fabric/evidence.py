@@ -128,7 +128,7 @@ class FabricChecker:
         self._configs: dict[tuple[str, str], ChannelTrust] = {}  # (channel, config block hash) -> verified newer config
         self._config_copies: OrderedDict[tuple[str, int, str], ChannelTrust] = OrderedDict()  # by the bytes' SHA-256
         self._blocks: OrderedDict[tuple[str, str], CheckedBlock] = OrderedDict()
-        self._txs: OrderedDict[tuple[str, str, str], CheckedTx] = OrderedDict()
+        self._txs: OrderedDict[tuple[str, str, str, str], CheckedTx] = OrderedDict()
         self._digests = _Digests()
 
     def check(
@@ -345,7 +345,7 @@ class FabricChecker:
 
     def _tx(self, trust: ChannelTrust, checked: CheckedBlock, anchor: FabricAnchor) -> CheckedTx:
         block = checked.block
-        key = (trust.channel, anchor.tx_id, block.header_hash)
+        key = (trust.channel, anchor.tx_id, block.header_hash, trust.config_block_hash)  # checked under this config
         cached = self._txs.get(key)
         if cached is not None:
             return cached
