@@ -370,3 +370,51 @@ def test_a_block_made_under_a_newer_config_needs_that_config_in_each_bundle() ->
     failed = [r for r in alone if r[0] == "failed"]
     assert len(failed) == 1 and "the evidence does not include block 7" in failed[0][1]
     assert verdicts(NEWER, without, NEWER)[1:] == [alone, verdicts(NEWER)[0]]
+
+
+def _config_forked() -> dict[str, Any]:
+    """NEWER with a second version of personal-health's config block (consenter 4 dropped), signed by three
+    pinned consenters, and the anchor's block signed under it by two: each verifies on its own."""
+    forged = copy.deepcopy(NEWER)
+    _, item = fabric_anchor(forged, "personal-health")
+    config = _config_item(forged, "personal-health")
+    forger = Forger.of_keys(KEYS)
+    cfg_block = common_pb2.Block.FromString(base64.b64decode(config["block"]))
+    _drop_last_consenter(cfg_block)
+    config["block"] = base64.b64encode(_signed_by(cfg_block, forger, [1, 2, 3])).decode()
+    block = common_pb2.Block.FromString(base64.b64decode(item["block"]))
+    item["block"] = base64.b64encode(_signed_by(block, forger, [1, 2], last_config=config["number"])).decode()
+    return forged
+
+
+def test_two_signed_versions_of_a_config_block_are_an_ordering_fork(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The more dangerous fork: a second version of a config block (here one that lowers the quorum to two),
+    signed by a quorum of the pinned consenters; each bundle verifies alone, together the anchor made under
+    the version seen second fails, in one process and across workers alike."""
+    import functools
+
+    from receipt_verifier._cli import main, receipts, workers
+
+    forged = _config_forked()
+    assert _on(forged, "personal-health").status is AnchorStatus.VERIFIED  # alone
+    number = _config_item(NEWER, "personal-health")["number"]
+    verifier = Verifier([load_public_key_file(BFT / "ledger-key.pub.json")], fabric_trust=load_trust(TRUST))
+    assert {a.status for a in verifier.verify(json.dumps(NEWER)).anchors} == {AnchorStatus.VERIFIED}
+    got = verifier.verify(json.dumps(forged)).anchors
+    [failed] = [a for a in got if a.status is not AnchorStatus.VERIFIED]
+    assert failed.anchor_id.startswith("personal-health:") and failed.status is AnchorStatus.FAILED
+    assert failed.reason.startswith(f"ordering fork: block {number} of personal-health exists in two versions")
+
+    batch = tmp_path / "bundles.jsonl"
+    batch.write_text("".join(json.dumps(b) + "\n" for b in [NEWER, forged, forged, NEWER] * 3))
+    monkeypatch.setattr(receipts, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(workers, "line_ranges", functools.partial(workers.line_ranges, size=4096))
+    argv = [str(batch), "--ledger-key", str(BFT / "ledger-key.pub.json"), "--trust", str(BFT / "trust.json"), "--json"]
+    texts = []
+    for jobs in ("1", "2"):
+        assert main([*argv, "--jobs", jobs]) == 1
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1]
+    assert [r["valid"] for r in json.loads(texts[0])["results"]] == [True, False, False, True] * 3

@@ -149,14 +149,24 @@ def verified_entries(result: VerificationResult) -> tuple[tuple[str, int, bytes]
     return tuple([(a.key_id, a.entry.seq, a.entry.digest()) for a in verified if isinstance(a, LocalAnchor)])
 
 
-def verified_blocks(result: VerificationResult) -> tuple[tuple[str, int, str, tuple[str, ...]], ...]:
-    """(channel, number, header hash, orderers) of the block of each Fabric anchor ``result`` verified."""
+Block = tuple[int, str, tuple[str, ...]]  # a block's number, header hash and orderers
+
+
+def blocks_of(number: int, details: Mapping[str, Any]) -> tuple[Block, ...]:
+    """The blocks a verified Fabric anchor rests on: its block, then a newer config block it was made under."""
+    own = (number, details["block_hash"], tuple(details["orderers"]))
+    if "config_block_hash" not in details:
+        return (own,)
+    return own, (details["config_block"], details["config_block_hash"], tuple(details["config_orderers"]))
+
+
+def verified_blocks(result: VerificationResult) -> tuple[tuple[str, int, tuple[Block, ...]], ...]:
+    """(channel, block number, the blocks it rests on) of each Fabric anchor ``result`` verified."""
     return tuple(
         [
-            (d["channel"], d["block_number"], d["block_hash"], tuple(d["orderers"]))
+            (a.details["channel"], a.details["block_number"], blocks_of(a.details["block_number"], a.details))
             for a in result.anchors
             if a.type == "fabric" and a.status is AnchorStatus.VERIFIED
-            for d in (a.details,)
         ]
     )
 
@@ -432,8 +442,9 @@ class Verifier:
             outside = received_outside(receipt.hash_received, start, end)
             if outside is not None:
                 return AnchorStatus.FAILED, f"the chained window of tx {anchor.tx_id}: {outside}", details
-        fork = self._seen_blocks.see(anchor.channel, anchor.block_number, more["block_hash"], more["orderers"])
-        if fork is not None:  # the last check, as the CLI's parent process makes it for its workers
+        seen = [self._seen_blocks.see(anchor.channel, *block) for block in blocks_of(anchor.block_number, more)]
+        fork = next((why for why in seen if why is not None), None)  # the last check, as the CLI's parent makes it
+        if fork is not None:
             return AnchorStatus.FAILED, fork, details
         return AnchorStatus.VERIFIED, reason, {**details, **more}
 

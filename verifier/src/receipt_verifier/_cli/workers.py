@@ -23,6 +23,7 @@ from ..verify import (
     AnchorPolicy,
     AnchorResult,
     AnchorStatus,
+    Block,
     VerificationResult,
     Verifier,
     verified_blocks,
@@ -88,7 +89,7 @@ class _BlocksForkedInParent(SeenBlocks):
 
 
 _Entries = tuple[tuple[str, int, bytes], ...]  # verify.verified_entries
-_Blocks = tuple[tuple[str, int, str, tuple[str, ...]], ...]  # verify.verified_blocks
+_Blocks = tuple[tuple[str, int, tuple[Block, ...]], ...]  # verify.verified_blocks
 # A report as a worker sends it back: (valid, has warnings, the report as JSON text, the ledger entries its
 # verified local anchors rest on, the blocks of its verified Fabric anchors). The parent checks the entries
 # and blocks for forks, counts and writes; it decodes the few reports it keeps or changes for a fork.
@@ -108,10 +109,11 @@ class Forks:
             f"{k}:{seq}": fork_reason(k, seq) for k, seq, digest in entries if not self.entries.see(k, seq, digest)
         }
         fabric = {}
-        for channel, number, header_hash, signers in blocks:
-            why = self.blocks.see(channel, number, header_hash, signers)
+        for channel, anchored_in, rests_on in blocks:
+            seen = [self.blocks.see(channel, *block) for block in rests_on]  # each one seen, as Verifier sees them
+            why = next((w for w in seen if w is not None), None)
             if why is not None:
-                fabric[channel, number] = why
+                fabric[channel, anchored_in] = why
         if not local and not fabric:
             return valid, warned, text
         report = json.loads(text)

@@ -127,6 +127,7 @@ class FabricChecker:
         self._msps: dict[str, MSPs] = {t.config_block_hash: t.msps() for t in channels.values()}
         self._configs: dict[tuple[str, str], ChannelTrust] = {}  # (channel, config block hash) -> verified newer config
         self._config_copies: OrderedDict[tuple[str, int, str], ChannelTrust] = OrderedDict()  # by the bytes' SHA-256
+        self._config_signers: dict[tuple[str, str], tuple[str, ...]] = {}  # (channel, config block hash) -> orderers
         self._blocks: OrderedDict[tuple[str, str], CheckedBlock] = OrderedDict()
         self._txs: OrderedDict[tuple[str, str, str, str], CheckedTx] = OrderedDict()
         self._digests = _Digests()
@@ -171,7 +172,8 @@ class FabricChecker:
             f"block {block.number} of {anchor.channel} signed by {', '.join(checked.signers)};"
             f" tx endorsed by {', '.join(tx.endorsers)}"
         )
-        if checked.trust is not pinned:
+        newer = checked.trust is not pinned
+        if newer:
             reason += f"; under config block {checked.trust.config_block_number}, verified under the pinned one"
         details = {
             "block_hash": block.header_hash,
@@ -180,6 +182,12 @@ class FabricChecker:
             "orderers": list(checked.signers),
             "endorsers": list(tx.endorsers),
         }
+        if newer:  # the config block, a block of the channel too (an ordering fork may be of it)
+            config_hash = checked.trust.config_block_hash
+            details.update(
+                config_block_hash=config_hash,
+                config_orderers=list(self._config_signers[(anchor.channel, config_hash)]),
+            )
         if "heads_root" in record:  # a domain window: its subject-heads commitment, in the same write
             details.update(
                 heads_root=record["heads_root"],
@@ -320,7 +328,7 @@ class FabricChecker:
             _put(self._config_copies, copy_key, cached)
             return cached
         try:
-            self._orderer_signers(pinned, cfg_block, md)
+            signers = self._orderer_signers(pinned, cfg_block, md)
         except OrdererSignatureError as exc:
             raise ConfigMismatchError(f"config block {index} does not verify under the pinned config: {exc}") from None
         try:
@@ -332,6 +340,7 @@ class FabricChecker:
         if newer.channel != pinned.channel:
             raise ChannelMismatchError(f"config block {index} is for channel {newer.channel}")
         self._configs[(pinned.channel, cfg_block.header_hash)] = newer
+        self._config_signers[(pinned.channel, cfg_block.header_hash)] = tuple(s.name for s in signers)
         _put(self._config_copies, copy_key, newer)
         return newer
 
