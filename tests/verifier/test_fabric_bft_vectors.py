@@ -370,6 +370,18 @@ def test_a_block_made_under_a_newer_config_needs_that_config_in_each_bundle() ->
     failed = [r for r in alone if r[0] == "failed"]
     assert len(failed) == 1 and "the evidence does not include block 7" in failed[0][1]
     assert verdicts(NEWER, without, NEWER)[1:] == [alone, verdicts(NEWER)[0]]
+    # a copy of that config block with the same header but no orderer signature (they lie outside the header)
+    unsigned = copy.deepcopy(NEWER)
+    config = _config_item(unsigned, "personal-health")
+    block = common_pb2.Block.FromString(base64.b64decode(config["block"]))
+    md = common_pb2.Metadata.FromString(block.metadata.metadata[0])
+    del md.signatures[:]
+    block.metadata.metadata[0] = md.SerializeToString()
+    config["block"] = base64.b64encode(block.SerializeToString()).decode()
+    [bare] = verdicts(unsigned)
+    assert [r[0] for r in bare].count("failed") == 1
+    assert "config block 7 does not verify under the pinned config" in next(r[1] for r in bare if r[0] == "failed")
+    assert verdicts(NEWER, unsigned)[1] == bare
 
 
 def _config_forked() -> dict[str, Any]:

@@ -126,8 +126,8 @@ class FabricChecker:
         self.strict = strict  # evidence that contradicts the trust file fails the anchor instead of a warning
         self._msps: dict[str, MSPs] = {t.config_block_hash: t.msps() for t in channels.values()}
         self._configs: dict[tuple[str, str], ChannelTrust] = {}  # (channel, config block hash) -> verified newer config
-        self._config_copies: OrderedDict[tuple[str, int, str], ChannelTrust] = OrderedDict()  # by the bytes' SHA-256
-        self._config_signers: dict[tuple[str, str], tuple[str, ...]] = {}  # (channel, config block hash) -> orderers
+        # (channel, number, the bytes' SHA-256) -> a verified config block copy's config and orderers
+        self._config_copies: OrderedDict[tuple[str, int, str], tuple[ChannelTrust, tuple[str, ...]]] = OrderedDict()
         self._blocks: OrderedDict[tuple[str, str], CheckedBlock] = OrderedDict()
         self._txs: OrderedDict[tuple[str, str, str, str], CheckedTx] = OrderedDict()
         self._digests = _Digests()
@@ -151,7 +151,7 @@ class FabricChecker:
         warnings = self._contradictions(pinned, blocks or {})
         if warnings and self.strict:
             raise ConfigMismatchError(f"{warnings[0]} (--strict)")
-        checked = self._block(pinned, block_bytes, blocks or {})
+        checked, config_signers = self._block(pinned, block_bytes, blocks or {})
         block = checked.block
         if block.number != anchor.block_number:
             raise BlockFormatError(
@@ -186,7 +186,7 @@ class FabricChecker:
             config_hash = checked.trust.config_block_hash
             details.update(
                 config_block_hash=config_hash,
-                config_orderers=list(self._config_signers[(anchor.channel, config_hash)]),
+                config_orderers=list(config_signers),
             )
         if "heads_root" in record:  # a domain window: its subject-heads commitment, in the same write
             details.update(
@@ -224,19 +224,25 @@ class FabricChecker:
 
     # ------------------------------------------------------------------ block
 
-    def _block(self, pinned: ChannelTrust, data: bytes, blocks: Mapping[tuple[str, int], bytes]) -> CheckedBlock:
+    def _block(
+        self, pinned: ChannelTrust, data: bytes, blocks: Mapping[tuple[str, int], bytes]
+    ) -> tuple[CheckedBlock, tuple[str, ...]]:
+        """The checked block, and the orderers of the newer config block it was made under (none: the pinned)."""
         key = (pinned.channel, self._digests.of(data))
         cached = self._blocks.get(key)
         if cached is not None:
             if cached.trust is pinned:
-                return cached
+                return cached, ()
             # made under a newer config: this evidence must hold that config block too (as for a fresh
             # verifier, whatever was checked before), and the same version of it, else the block is checked again
-            if self._config(pinned, cached.trust.config_block_number, blocks) is cached.trust:
-                return cached
+            trust, config_signers = self._config(pinned, cached.trust.config_block_number, blocks)
+            if trust is cached.trust:
+                return cached, config_signers
         block = parse_block(data)
         md, last_config = orderer_metadata(block)
-        trust = pinned if last_config == pinned.config_block_number else self._config(pinned, last_config, blocks)
+        trust, config_signers = (
+            (pinned, ()) if last_config == pinned.config_block_number else self._config(pinned, last_config, blocks)
+        )
         signers = self._orderer_signers(trust, block, md)
         index: dict[str, int] = {}
         for i, raw in enumerate(block.envelopes):
@@ -245,7 +251,7 @@ class FabricChecker:
                 index.setdefault(str(ch.tx_id), i)
         checked = CheckedBlock(block, tuple(s.name for s in signers), index, trust)
         _put(self._blocks, key, checked)
-        return checked
+        return checked, config_signers
 
     def _orderer_signers(self, trust: ChannelTrust, block: Block, md: Any) -> list[Identity]:
         """The distinct valid orderer signers of a block; ``OrdererSignatureError`` unless they satisfy the policy.
@@ -297,8 +303,11 @@ class FabricChecker:
             )
         return signers
 
-    def _config(self, pinned: ChannelTrust, index: int, blocks: Mapping[tuple[str, int], bytes]) -> ChannelTrust:
-        """The channel's newer config block ``index``, verified under the pinned config."""
+    def _config(
+        self, pinned: ChannelTrust, index: int, blocks: Mapping[tuple[str, int], bytes]
+    ) -> tuple[ChannelTrust, tuple[str, ...]]:
+        """The channel's newer config block ``index`` in this evidence, verified under the pinned config (every
+        copy's own signatures: they lie outside the header), and the orderers who signed that copy."""
         if index < pinned.config_block_number:
             raise ConfigMismatchError(
                 f"the block was made under config block {index}, older than the pinned config block"
@@ -323,14 +332,14 @@ class FabricChecker:
         md, own = orderer_metadata(cfg_block)
         if own != index:
             raise ConfigMismatchError(f"block {index} is not a config block (it names config block {own})")
-        cached = self._configs.get((pinned.channel, cfg_block.header_hash))
-        if cached is not None:
-            _put(self._config_copies, copy_key, cached)
-            return cached
         try:
-            signers = self._orderer_signers(pinned, cfg_block, md)
+            signers = tuple(s.name for s in self._orderer_signers(pinned, cfg_block, md))
         except OrdererSignatureError as exc:
             raise ConfigMismatchError(f"config block {index} does not verify under the pinned config: {exc}") from None
+        cached = self._configs.get((pinned.channel, cfg_block.header_hash))  # its config read before
+        if cached is not None:
+            _put(self._config_copies, copy_key, (cached, signers))
+            return cached, signers
         try:
             newer = channel_trust(data)
         except TrustFileError as exc:
@@ -340,9 +349,8 @@ class FabricChecker:
         if newer.channel != pinned.channel:
             raise ChannelMismatchError(f"config block {index} is for channel {newer.channel}")
         self._configs[(pinned.channel, cfg_block.header_hash)] = newer
-        self._config_signers[(pinned.channel, cfg_block.header_hash)] = tuple(s.name for s in signers)
-        _put(self._config_copies, copy_key, newer)
-        return newer
+        _put(self._config_copies, copy_key, (newer, signers))
+        return newer, signers
 
     def _msps_of(self, trust: ChannelTrust) -> MSPs:
         msps = self._msps.get(trust.config_block_hash)

@@ -191,7 +191,7 @@ def read_windows(
             try:
                 if orderer_metadata(block)[1] == n:  # a config block: followed by later blocks
                     configs[(trust.channel, n)] = data
-                checked = checker._block(trust, data, configs)
+                checked = checker._block(trust, data, configs)[0]
             except FabricEvidenceError as exc:
                 why_not = f"block {n}: {type(exc).__name__}: {exc}"
                 out.problems.append(why_not)
