@@ -325,25 +325,35 @@ def test_two_signed_versions_of_one_block_are_an_ordering_fork() -> None:
     assert dict(forked.details) == {k: _on(BUNDLE).details[k] for k in ("channel", "block_number", "tx_id")}
 
 
-def test_an_ordering_fork_across_workers_is_caught_as_in_one_process(
-    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _in_both_modes(
+    bundles: list[dict[str, Any]], tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """The JSON report of ``receipt-verify`` on these bundles (one a line), which must be the same byte for
+    byte in one process and in two workers taking a bundle a piece (so a fork's two versions mostly part)."""
     import functools
 
     from receipt_verifier._cli import main, receipts, workers
 
-    second, facts = _tampered(_other_version)
     batch = tmp_path / "bundles.jsonl"
-    batch.write_text("".join(json.dumps(b) + "\n" for b in [BUNDLE, second] * 4 + [second, BUNDLE] * 4))
+    batch.write_text("".join(json.dumps(b) + "\n" for b in bundles))
     monkeypatch.setattr(receipts, "PARALLEL_FROM", 0)
-    monkeypatch.setattr(workers, "line_ranges", functools.partial(workers.line_ranges, size=4096))  # a bundle a piece
+    monkeypatch.setattr(workers, "line_ranges", functools.partial(workers.line_ranges, size=4096))
     argv = [str(batch), "--ledger-key", str(BFT / "ledger-key.pub.json"), "--trust", str(BFT / "trust.json"), "--json"]
     texts = []
     for jobs in ("1", "2"):
         assert main([*argv, "--jobs", jobs]) == 1
         texts.append(capsys.readouterr().out)
     assert texts[0] == texts[1]
-    report = json.loads(texts[0])
+    report: dict[str, Any] = json.loads(texts[0])
+    return report
+
+
+def test_an_ordering_fork_across_workers_is_caught_as_in_one_process(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    second, facts = _tampered(_other_version)
+    report = _in_both_modes([BUNDLE, second] * 4 + [second, BUNDLE] * 4, tmp_path, capsys, monkeypatch)
     assert [r["valid"] for r in report["results"]] == [n % 2 == 0 for n in range(8)] + [n % 2 == 1 for n in range(8)]
     reasons = {
         a["reason"].split(" (headers")[0] for r in report["results"] for a in r["anchors"] if a["status"] == "failed"
@@ -405,9 +415,6 @@ def test_two_signed_versions_of_a_config_block_are_an_ordering_fork(
     """The more dangerous fork: a second version of a config block (here one that lowers the quorum to two),
     signed by a quorum of the pinned consenters; each bundle verifies alone, together the anchor made under
     the version seen second fails, in one process and across workers alike."""
-    import functools
-
-    from receipt_verifier._cli import main, receipts, workers
 
     forged = _config_forked()
     assert _on(forged, "personal-health").status is AnchorStatus.VERIFIED  # alone
@@ -419,14 +426,5 @@ def test_two_signed_versions_of_a_config_block_are_an_ordering_fork(
     assert failed.anchor_id.startswith("personal-health:") and failed.status is AnchorStatus.FAILED
     assert failed.reason.startswith(f"ordering fork: block {number} of personal-health exists in two versions")
 
-    batch = tmp_path / "bundles.jsonl"
-    batch.write_text("".join(json.dumps(b) + "\n" for b in [NEWER, forged, forged, NEWER] * 3))
-    monkeypatch.setattr(receipts, "PARALLEL_FROM", 0)
-    monkeypatch.setattr(workers, "line_ranges", functools.partial(workers.line_ranges, size=4096))
-    argv = [str(batch), "--ledger-key", str(BFT / "ledger-key.pub.json"), "--trust", str(BFT / "trust.json"), "--json"]
-    texts = []
-    for jobs in ("1", "2"):
-        assert main([*argv, "--jobs", jobs]) == 1
-        texts.append(capsys.readouterr().out)
-    assert texts[0] == texts[1]
-    assert [r["valid"] for r in json.loads(texts[0])["results"]] == [True, False, False, True] * 3
+    report = _in_both_modes([NEWER, forged, forged, NEWER] * 3, tmp_path, capsys, monkeypatch)
+    assert [r["valid"] for r in report["results"]] == [True, False, False, True] * 3
