@@ -5,11 +5,21 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-from .._progress import table
+from .._progress import Progress, table
 from ..errors import UsageError
-from ..ledger import check_ledger_chains, iter_ledger, key_id, load_public_key_file, verify_chain
+from ..ledger import (
+    GENESIS_PREV,
+    SignedEntry,
+    check_ledger_chains,
+    iter_chain,
+    iter_ledger,
+    key_id,
+    load_public_key_file,
+)
 from .common import EXIT_VALID
 
 
@@ -25,30 +35,53 @@ def main(argv: list[str]) -> int:
     )
     args = p.parse_args(argv)
     key = load_public_key_file(args.ledger_key)
+    proofs = _proofs(args.proofs) if args.proofs is not None else None
+    count, head, chained = 0, GENESIS_PREV, set()
+
+    def checked(handle: BinaryIO, bar: Progress) -> Iterator[SignedEntry]:
+        """The ledger's entries, read line by line, each once its place, link and signature are checked."""
+        nonlocal count, head
+        for signed, digest in iter_chain(iter_ledger(handle), key):
+            count, head = count + 1, digest.hex()
+            if signed.entry.chain_seq is not None and signed.entry.domain:
+                chained.add(signed.entry.domain)
+            bar.advance()
+            yield signed
+
     try:
-        lines = args.ledger.read_bytes().splitlines()
+        with open(args.ledger, "rb") as handle:  # one pass: the file is never held whole (a signature a line)
+            lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+            handle.seek(0)
+            with Progress(lines, f"checking {args.ledger.name}", enabled=None if lines > 1 else False) as bar:
+                if proofs is None:
+                    for _ in checked(handle, bar):
+                        pass
+                    tips = None
+                else:
+                    tips = check_ledger_chains(checked(handle, bar), proofs)
     except OSError as exc:
         raise UsageError(f"{args.ledger}: cannot read ({exc.strerror})") from None
-    entries = list(iter_ledger(lines))
-    head = verify_chain(entries, key)
-    print(table(["ledger", "key_id", "entries", "head"], [[str(args.ledger), key_id(key), str(len(entries)), head]]))
-    chained = sorted({e.entry.domain for e in entries if e.entry.chain_seq is not None and e.entry.domain})
-    if args.proofs is None:
+    print(table(["ledger", "key_id", "entries", "head"], [[str(args.ledger), key_id(key), str(count), head]]))
+    if tips is None:
         if chained:
-            print(f"chained windows of {', '.join(chained)} not replayed: pass --proofs ledger-proofs.jsonl")
+            print(f"chained windows of {', '.join(sorted(chained))} not replayed: pass --proofs ledger-proofs.jsonl")
         return EXIT_VALID
+    rows = [[d, str(t.chain_seq + 1), t.window_id, t.window_end, "append-only"] for d, t in sorted(tips.items())]
+    print(table(["domain", "windows", "tip window", "tip ended", "verdict"], rows))
+    return EXIT_VALID
+
+
+def _proofs(path: Path) -> dict[str, str]:
+    """The transition proofs of a ``ledger-proofs.jsonl``, by the SHA-256 of their text."""
     try:
-        proof_lines = args.proofs.read_bytes().splitlines()
+        proof_lines = path.read_bytes().splitlines()
     except OSError as exc:
-        raise UsageError(f"{args.proofs}: cannot read ({exc.strerror})") from None
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
     proofs = {}
     for n, line in enumerate(proof_lines, 1):
         try:
             text = str(json.loads(line)["proof"])
         except (ValueError, KeyError, TypeError, RecursionError):
-            raise UsageError(f"{args.proofs} line {n} is not a window's transition proof") from None
+            raise UsageError(f"{path} line {n} is not a window's transition proof") from None
         proofs[hashlib.sha256(text.encode("utf-8")).hexdigest()] = text
-    tips = check_ledger_chains(entries, proofs)
-    rows = [[d, str(t.chain_seq + 1), t.window_id, t.window_end, "append-only"] for d, t in sorted(tips.items())]
-    print(table(["domain", "windows", "tip window", "tip ended", "verdict"], rows))
-    return EXIT_VALID
+    return proofs
