@@ -149,10 +149,10 @@ def verified_entries(result: VerificationResult) -> tuple[tuple[str, int, bytes]
     return tuple([(a.key_id, a.entry.seq, a.entry.digest()) for a in verified if isinstance(a, LocalAnchor)])
 
 
-Block = tuple[int, str, tuple[str, ...]]  # a block's number, header hash and orderers
+BlockVersion = tuple[int, str, tuple[str, ...]]  # one version of a block: its number, header hash, orderers
 
 
-def blocks_of(number: int, details: Mapping[str, Any]) -> tuple[Block, ...]:
+def blocks_of(number: int, details: Mapping[str, Any]) -> tuple[BlockVersion, ...]:
     """The blocks a verified Fabric anchor rests on: its block, then a newer config block it was made under."""
     own = (number, details["block_hash"], tuple(details["orderers"]))
     if "config_block_hash" not in details:
@@ -160,7 +160,7 @@ def blocks_of(number: int, details: Mapping[str, Any]) -> tuple[Block, ...]:
     return own, (details["config_block"], details["config_block_hash"], tuple(details["config_orderers"]))
 
 
-def verified_blocks(result: VerificationResult) -> tuple[tuple[str, int, tuple[Block, ...]], ...]:
+def verified_blocks(result: VerificationResult) -> tuple[tuple[str, int, tuple[BlockVersion, ...]], ...]:
     """(channel, block number, the blocks it rests on) of each Fabric anchor ``result`` verified."""
     return tuple(
         [
@@ -289,7 +289,7 @@ class Verifier:
         self._limits = limits
         self._strict_schema = strict_schema
         self._sig_cache: dict[tuple[str, str, bytes], None] = {}  # (key id, signature, the bytes it signs)
-        self._seen = SeenEntries()  # fork detection; the CLI's workers leave it to the parent (_cli.receipts)
+        self._seen = SeenEntries()  # fork detection; the CLI's workers leave it to the parent (_cli.workers)
         self._seen_blocks = SeenBlocks()  # ordering forks, the same way
         # a verified local anchor object and its result: every check that depends on the anchor alone is
         # done, and receipts of its tree share the result

@@ -23,7 +23,7 @@ from ..verify import (
     AnchorPolicy,
     AnchorResult,
     AnchorStatus,
-    Block,
+    BlockVersion,
     VerificationResult,
     Verifier,
     verified_blocks,
@@ -89,7 +89,7 @@ class _BlocksForkedInParent(SeenBlocks):
 
 
 _Entries = tuple[tuple[str, int, bytes], ...]  # verify.verified_entries
-_Blocks = tuple[tuple[str, int, tuple[Block, ...]], ...]  # verify.verified_blocks
+_Blocks = tuple[tuple[str, int, tuple[BlockVersion, ...]], ...]  # verify.verified_blocks
 # A report as a worker sends it back: (valid, has warnings, the report as JSON text, the ledger entries its
 # verified local anchors rest on, the blocks of its verified Fabric anchors). The parent checks the entries
 # and blocks for forks, counts and writes; it decodes the few reports it keeps or changes for a fork.
