@@ -149,6 +149,7 @@ def verified_entries(result: VerificationResult) -> tuple[tuple[str, int, bytes]
     return tuple([(a.key_id, a.entry.seq, a.entry.digest()) for a in verified if isinstance(a, LocalAnchor)])
 
 
+FABRIC_FAILED_DETAILS = ("channel", "block_number", "tx_id")  # a Fabric anchor's details when a check fails
 BlockVersion = tuple[int, str, tuple[str, ...]]  # one version of a block: its number, header hash, orderers
 
 
@@ -419,7 +420,7 @@ class Verifier:
     def _fabric_anchor(
         self, anchor: FabricAnchor, receipt: Receipt, root_hex: str, blocks: Blocks | None
     ) -> tuple[AnchorStatus, str, Mapping[str, Any]]:
-        details = {"channel": anchor.channel, "block_number": anchor.block_number, "tx_id": anchor.tx_id}
+        details = {k: getattr(anchor, k) for k in FABRIC_FAILED_DETAILS}
         block = (blocks or {}).get((anchor.channel, anchor.block_number))
         if block is None:
             return (

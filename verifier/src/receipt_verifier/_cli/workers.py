@@ -20,6 +20,7 @@ from ..fabric.evidence import SeenBlocks
 from ..fabric.trust import load_trust
 from ..ledger import SeenEntries, fork_reason
 from ..verify import (
+    FABRIC_FAILED_DETAILS,
     AnchorPolicy,
     AnchorResult,
     AnchorStatus,
@@ -117,6 +118,7 @@ class Forks:
         if not local and not fabric:
             return valid, warned, text
         report = json.loads(text)
+        source = report["source"]
         for a in report["anchors"]:
             if a["status"] != AnchorStatus.VERIFIED.value:
                 continue
@@ -125,25 +127,11 @@ class Forks:
             elif a["type"] == "fabric" and (a["details"]["channel"], a["details"]["block_number"]) in fabric:
                 d = a["details"]
                 a["status"], a["reason"] = AnchorStatus.FAILED.value, fabric[d["channel"], d["block_number"]]
-                a["details"] = {k: d[k] for k in ("channel", "block_number", "tx_id")}  # as a failed check leaves them
-        reason = self.policy.unmet_reason(
-            tuple(
-                AnchorResult(a["type"], a["anchor_id"], AnchorStatus(a["status"]), a["reason"], a["expected_value"])
-                for a in report["anchors"]
-            )
-        )
-        source = report.pop("source")  # the keys in _check's order
-        report.pop("warnings", None)
-        report.pop("reason", None)
-        report.pop("valid")
-        report["valid"] = reason is None
-        if reason is not None:
-            report["reason"] = reason
-        report["source"] = source
-        warnings = _warnings(report["anchors"])
-        if warnings:
-            report["warnings"] = warnings
-        return reason is None, bool(warnings), json.dumps(report)
+                a["details"] = {k: d[k] for k in FABRIC_FAILED_DETAILS}  # as a failed check leaves them
+        for k in ("valid", "reason", "source", "warnings"):
+            report.pop(k, None)
+        _finish(report, self.policy, source)
+        return report["valid"], "warnings" in report, json.dumps(report)
 
 
 def _work(chunk: list[tuple[str, bytes]]) -> list[Encoded]:
@@ -238,14 +226,24 @@ def check(
     except Error as exc:
         error = {"source": item.source, "valid": False, "error": type(exc).__name__, "reason": exc.diagnostics()}
         return error, None
-    report = result.to_dict(policy)
-    report["source"] = item.source
-    warnings = _warnings(report["anchors"])
-    if warnings:  # valid, but the evidence says something the trust file does not
-        report["warnings"] = warnings
+    report = result.to_dict()
+    _finish(report, policy, item.source)
     return report, result
 
 
-def _warnings(anchors: list[dict[str, Any]]) -> list[str]:
-    """What the anchors' evidence says that the trust file does not (a report's ``warnings``)."""
-    return sorted({w for a in anchors for w in a.get("details", {}).get("warnings", [])})
+def _finish(report: dict[str, Any], policy: AnchorPolicy, source: str) -> None:
+    """Add a report's verdict under ``policy``, its source and its warnings (what the anchors' evidence says
+    that the trust file does not), in that order: the one place both a worker and the parent write them."""
+    reason = policy.unmet_reason(
+        tuple(
+            AnchorResult(a["type"], a["anchor_id"], AnchorStatus(a["status"]), a["reason"], a["expected_value"])
+            for a in report["anchors"]
+        )
+    )
+    report["valid"] = reason is None
+    if reason is not None:
+        report["reason"] = reason
+    report["source"] = source
+    warnings = sorted({w for a in report["anchors"] for w in a.get("details", {}).get("warnings", [])})
+    if warnings:
+        report["warnings"] = warnings
