@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .. import strict_json
 from ..errors import UsageError
@@ -49,3 +49,13 @@ def read_json(path: Path) -> Any:
         raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
     except ValueError as exc:
         raise UsageError(f"{path}: not valid JSON ({exc})") from None
+
+
+def count_lines(handle: BinaryIO) -> int:
+    """The lines of an open file (a last one without a newline too), read in blocks; the file is left at its start."""
+    total, last = 0, b"\n"
+    while chunk := handle.read(1 << 20):
+        total += chunk.count(b"\n")
+        last = chunk[-1:]
+    handle.seek(0)
+    return total + (last != b"\n")

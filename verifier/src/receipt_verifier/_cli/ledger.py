@@ -20,7 +20,7 @@ from ..ledger import (
     key_id,
     load_public_key_file,
 )
-from .common import EXIT_VALID
+from .common import EXIT_VALID, count_lines
 
 
 def main(argv: list[str]) -> int:
@@ -50,8 +50,7 @@ def main(argv: list[str]) -> int:
 
     try:
         with open(args.ledger, "rb") as handle:  # one pass: the file is never held whole (a signature a line)
-            lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-            handle.seek(0)
+            lines = count_lines(handle)
             with Progress(lines, f"checking {args.ledger.name}", enabled=None if lines > 1 else False) as bar:
                 if proofs is None:
                     for _ in checked(handle, bar):

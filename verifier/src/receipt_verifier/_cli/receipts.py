@@ -21,7 +21,7 @@ from ..verify import (
     AnchorStatus,
     Verifier,
 )
-from .common import EXIT_INVALID, EXIT_VALID, load_trust_file, why
+from .common import EXIT_INVALID, EXIT_VALID, count_lines, load_trust_file, why
 from .workers import Forks, Item, Setup, check, parallel
 
 if TYPE_CHECKING:
@@ -110,11 +110,7 @@ def _count(files: list[Path | None]) -> int | None:
             continue
         try:
             with open(f, "rb") as handle:
-                last = b"\n"
-                while chunk := handle.read(1 << 20):
-                    total += chunk.count(b"\n")
-                    last = chunk[-1:]
-                total += last != b"\n"
+                total += count_lines(handle)
         except OSError as exc:
             raise UsageError(f"{f}: cannot read ({exc.strerror})") from None
     return total
@@ -281,8 +277,7 @@ def _pin(seen: SeenEntries, path: Path, keys: list[Ed25519PublicKey], progress: 
     signature checked: a progress bar), or say why not; two copies that disagree are a fork (exit 1)."""
     try:
         with open(path, "rb") as handle:
-            lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-            handle.seek(0)
+            lines = count_lines(handle)
             with Progress(lines, f"checking {path.name}", enabled=(progress or None) if lines > 1 else False) as bar:
                 seen.pin(iter_ledger(handle), keys, bar.advance)
     except OSError as exc:
